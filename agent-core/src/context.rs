@@ -1,0 +1,401 @@
+//! The shared context every state of a run reads and writes.
+//!
+//! Invariants:
+//! - One `Context` per run, shared by every branch of every fan-out: a `Context` is an `Arc`
+//!   handle, and cloning it never copies data.
+//! - Each key has its own lock, so `update_state` / `update_typed` are atomic per key and
+//!   concurrent writers to different keys never wait for each other. The map lock is held
+//!   only to find or insert a key, never while user code runs, so a closure given to
+//!   `update_*` may read or write *other* keys (re-entering the same key deadlocks, as with
+//!   any mutex).
+//! - Plain values (`set_state`) are stored as JSON, so a value set as `&str` reads back as
+//!   `String`. Once `update_state::<T>` has changed a key, it keeps the `T` itself and later
+//!   updates with the same `T` change it in place (appending to a list is O(1), not O(len));
+//!   reads encode it. Typed values (`set_typed`) are stored as the Rust value itself, with no
+//!   serialisation on the hot path.
+//! - A failed read never changes the context. A failed write (a value serde cannot encode)
+//!   stores nothing and is remembered, so the runtime fails the state that made it instead
+//!   of losing the write silently.
+
+use std::any::{type_name, Any};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ContextError;
+use crate::typed::TypedContextData;
+
+/// One stored value.
+pub(crate) enum Slot {
+    /// A plain value, kept as JSON, with the name of the type it was set as.
+    Json { value: serde_json::Value, set_as: &'static str },
+    /// A plain value kept as the Rust value `update_state` last produced, so repeated
+    /// updates change it in place instead of decoding and encoding it each time.
+    Native { value: Box<dyn Any + Send + Sync>, encode: Encode, set_as: &'static str },
+    /// A typed value, kept as itself.
+    Typed(Box<dyn TypedContextData>),
+}
+
+type Encode = fn(&(dyn Any + Send + Sync)) -> Result<serde_json::Value, serde_json::Error>;
+
+fn encode<T: Serialize + 'static>(v: &(dyn Any + Send + Sync)) -> Result<serde_json::Value, serde_json::Error> {
+    match v.downcast_ref::<T>() {
+        Some(v) => serde_json::to_value(v),
+        None => Err(serde::ser::Error::custom("internal: a native slot holds another type than its encoder")),
+    }
+}
+
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        match self {
+            Slot::Json { value, set_as } => Slot::Json { value: value.clone(), set_as },
+            // A native value is cloned through its encoding; a value that cannot be encoded
+            // (never the case for one produced by a successful update) becomes null.
+            Slot::Native { value, encode, set_as } => {
+                Slot::Json { value: encode(&**value).unwrap_or(serde_json::Value::Null), set_as }
+            }
+            Slot::Typed(t) => Slot::Typed(t.clone()),
+        }
+    }
+}
+
+impl Slot {
+    fn describe(&self) -> String {
+        match self {
+            Slot::Json { set_as, .. } | Slot::Native { set_as, .. } => (*set_as).to_owned(),
+            Slot::Typed(v) => v.__type_name().to_owned(),
+        }
+    }
+
+    /// The value as plain JSON (no type tag).
+    fn json(&self) -> Result<std::borrow::Cow<'_, serde_json::Value>, serde_json::Error> {
+        match self {
+            Slot::Json { value, .. } => Ok(std::borrow::Cow::Borrowed(value)),
+            Slot::Native { value, encode, .. } => encode(&**value).map(std::borrow::Cow::Owned),
+            Slot::Typed(v) => v.__to_json().map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
+type SlotRef = Arc<Mutex<Slot>>;
+
+#[derive(Default)]
+struct Inner {
+    values: RwLock<FxHashMap<Box<str>, SlotRef>>,
+    write_error: Mutex<Option<ContextError>>,
+}
+
+/// The data shared by the states of one run.
+///
+/// ```
+/// use agent_core::Context;
+/// let ctx = Context::new();
+/// ctx.set_state("scores", vec![95, 87, 92]);
+/// let s: Option<Vec<i32>> = ctx.get_state("scores");
+/// assert_eq!(s, Some(vec![95, 87, 92]));
+/// ctx.update_state("scores", |v: &mut Vec<i32>| v.push(99)).unwrap();
+/// assert_eq!(ctx.get_state_or("scores", vec![]).len(), 4);
+/// assert!(ctx.remove_state("scores"));
+/// assert!(!ctx.has_state("scores"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside a user closure must not make the key unreadable for the rest of the run.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Context {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot(&self, key: &str) -> Option<SlotRef> {
+        let map = self.inner.values.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(key).cloned()
+    }
+
+    fn put(&self, key: &str, slot: Slot) {
+        if let Some(existing) = self.slot(key) {
+            *lock(&existing) = slot;
+            return;
+        }
+        let mut map = self.inner.values.write().unwrap_or_else(PoisonError::into_inner);
+        match map.get(key) {
+            Some(existing) => *lock(existing) = slot,
+            None => {
+                map.insert(key.into(), Arc::new(Mutex::new(slot)));
+            }
+        }
+    }
+
+    /// The slot for `key`, inserting `init()` first when the key is absent.
+    fn slot_or_insert(&self, key: &str, init: impl FnOnce() -> Result<Slot, ContextError>) -> Result<SlotRef, ContextError> {
+        if let Some(s) = self.slot(key) {
+            return Ok(s);
+        }
+        let mut map = self.inner.values.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = map.get(key) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(Mutex::new(init()?));
+        map.insert(key.into(), s.clone());
+        Ok(s)
+    }
+
+    // ----- plain values -------------------------------------------------------------------
+
+    /// Store `value` under `key`, replacing what was there.
+    ///
+    /// Should serde fail to encode the value, nothing is stored and the error is kept: the
+    /// runtime then fails the state that wrote it. Use [`Context::try_set_state`] to handle
+    /// the error in place.
+    pub fn set_state<T: Serialize>(&self, key: &str, value: T) {
+        if let Err(e) = self.try_set_state(key, value) {
+            *lock(&self.inner.write_error) = Some(e);
+        }
+    }
+
+    /// Store `value` under `key`, or say why it cannot be encoded.
+    pub fn try_set_state<T: Serialize>(&self, key: &str, value: T) -> Result<(), ContextError> {
+        let value = serde_json::to_value(&value).map_err(|source| ContextError::Serialize {
+            key: key.to_owned(),
+            message: source.to_string(),
+        })?;
+        self.put(key, Slot::Json { value, set_as: type_name::<T>() });
+        Ok(())
+    }
+
+    /// The value under `key` as a `T`; `None` when absent or not a `T`.
+    pub fn get_state<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.try_get_state(key).ok()
+    }
+
+    /// The value under `key`, or `default` when absent or not a `T`.
+    pub fn get_state_or<T: DeserializeOwned>(&self, key: &str, default: T) -> T {
+        self.get_state(key).unwrap_or(default)
+    }
+
+    /// The value under `key` as a `T`, or why not: [`ContextError::Missing`] or
+    /// [`ContextError::TypeMismatch`] naming the key and both types.
+    pub fn try_get_state<T: DeserializeOwned>(&self, key: &str) -> Result<T, ContextError> {
+        let slot = self.slot(key).ok_or_else(|| ContextError::missing(key))?;
+        let slot = lock(&slot);
+        let decoded = slot.json().and_then(|json| T::deserialize(&*json));
+        decoded.map_err(|e| ContextError::mismatch::<T>(key, slot.describe(), e.to_string()))
+    }
+
+    /// Read, change and write back the value under `key`, atomically for that key.
+    ///
+    /// `Err(Missing)` when absent, `Err(TypeMismatch)` when not a `T`; the stored value is
+    /// unchanged in both cases.
+    pub fn update_state<T, F>(&self, key: &str, f: F) -> Result<(), ContextError>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce(&mut T),
+    {
+        let slot = self.slot(key).ok_or_else(|| ContextError::missing(key))?;
+        Self::update_slot(key, &slot, f)
+    }
+
+    /// Like [`Context::update_state`], starting from `T::default()` when the key is absent.
+    ///
+    /// ```
+    /// # use agent_core::Context;
+    /// let ctx = Context::new();
+    /// ctx.update_state_or_default("seen", |v: &mut Vec<u32>| v.push(1)).unwrap();
+    /// ctx.update_state_or_default("seen", |v: &mut Vec<u32>| v.push(2)).unwrap();
+    /// assert_eq!(ctx.get_state::<Vec<u32>>("seen"), Some(vec![1, 2]));
+    /// ```
+    pub fn update_state_or_default<T, F>(&self, key: &str, f: F) -> Result<(), ContextError>
+    where
+        T: Serialize + DeserializeOwned + Default + Send + Sync + 'static,
+        F: FnOnce(&mut T),
+    {
+        let slot = self.slot_or_insert(key, || {
+            Ok(Slot::Native { value: Box::new(T::default()), encode: encode::<T>, set_as: type_name::<T>() })
+        })?;
+        Self::update_slot(key, &slot, f)
+    }
+
+    fn update_slot<T, F>(key: &str, slot: &SlotRef, f: F) -> Result<(), ContextError>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce(&mut T),
+    {
+        let mut guard = lock(slot);
+        match &mut *guard {
+            Slot::Native { value, .. } => {
+                if let Some(t) = value.downcast_mut::<T>() {
+                    f(t);
+                    return Ok(());
+                }
+            }
+            Slot::Typed(v) => {
+                if let Some(t) = v.__as_any_mut().downcast_mut::<T>() {
+                    f(t);
+                    return Ok(());
+                }
+            }
+            Slot::Json { .. } => {}
+        }
+        let current = guard.json().and_then(|json| T::deserialize(&*json));
+        let mut current =
+            current.map_err(|e| ContextError::mismatch::<T>(key, guard.describe(), e.to_string()))?;
+        f(&mut current);
+        *guard = Slot::Native { value: Box::new(current), encode: encode::<T>, set_as: type_name::<T>() };
+        Ok(())
+    }
+
+    /// Whether `key` holds a value.
+    pub fn has_state(&self, key: &str) -> bool {
+        self.inner.values.read().unwrap_or_else(PoisonError::into_inner).contains_key(key)
+    }
+
+    /// Remove `key`; `true` if it held a value.
+    pub fn remove_state(&self, key: &str) -> bool {
+        self.inner
+            .values
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key)
+            .is_some()
+    }
+
+    /// Every key, in no particular order.
+    pub fn keys(&self) -> Vec<String> {
+        let map = self.inner.values.read().unwrap_or_else(PoisonError::into_inner);
+        map.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// How many keys hold a value.
+    pub fn len(&self) -> usize {
+        self.inner.values.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether no key holds a value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // ----- typed values -------------------------------------------------------------------
+
+    /// Store a typed value under `key`, as itself.
+    pub fn set_typed<T: TypedContextData>(&self, key: &str, value: T) {
+        self.put(key, Slot::Typed(Box::new(value)));
+    }
+
+    /// A clone of the typed value under `key`; `None` when absent or not a `T`.
+    pub fn get_typed<T: TypedContextData + Clone>(&self, key: &str) -> Option<T> {
+        self.try_get_typed(key).ok()
+    }
+
+    /// A clone of the typed value under `key`, or why not (Missing / TypeMismatch).
+    pub fn try_get_typed<T: TypedContextData + Clone>(&self, key: &str) -> Result<T, ContextError> {
+        let slot = self.slot(key).ok_or_else(|| ContextError::missing(key))?;
+        let slot = lock(&slot);
+        match &*slot {
+            Slot::Typed(v) => match v.__as_any().downcast_ref::<T>() {
+                Some(t) => Ok(t.clone()),
+                None => Err(ContextError::mismatch::<T>(key, slot.describe(), String::new())),
+            },
+            Slot::Json { .. } | Slot::Native { .. } => {
+                Err(ContextError::mismatch::<T>(key, slot.describe(), "a plain value, set with set_state".into()))
+            }
+        }
+    }
+
+    /// Change the typed value under `key` in place, atomically for that key.
+    pub fn update_typed<T, F>(&self, key: &str, f: F) -> Result<(), ContextError>
+    where
+        T: TypedContextData,
+        F: FnOnce(&mut T),
+    {
+        let slot = self.slot(key).ok_or_else(|| ContextError::missing(key))?;
+        let mut slot = lock(&slot);
+        let found = slot.describe();
+        match &mut *slot {
+            Slot::Typed(v) => match v.__as_any_mut().downcast_mut::<T>() {
+                Some(t) => {
+                    f(t);
+                    Ok(())
+                }
+                None => Err(ContextError::mismatch::<T>(key, found, String::new())),
+            },
+            Slot::Json { .. } | Slot::Native { .. } => {
+                Err(ContextError::mismatch::<T>(key, found, "a plain value, set with set_state".into()))
+            }
+        }
+    }
+
+    // ----- for the runtime ----------------------------------------------------------------
+
+    /// Take the error of a write that could not be stored, if any.
+    #[doc(hidden)]
+    pub fn take_write_error(&self) -> Option<ContextError> {
+        lock(&self.inner.write_error).take()
+    }
+
+    /// A deep copy: a new context with the same values, sharing nothing with this one.
+    pub fn deep_clone(&self) -> Context {
+        let map = self.inner.values.read().unwrap_or_else(PoisonError::into_inner);
+        let copy: FxHashMap<Box<str>, SlotRef> = map
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::new(Mutex::new(lock(v).clone()))))
+            .collect();
+        Context { inner: Arc::new(Inner { values: RwLock::new(copy), write_error: Mutex::default() }) }
+    }
+
+    /// Every value as JSON: plain values as stored, typed values tagged with their type.
+    pub fn to_json(&self) -> Result<serde_json::Value, ContextError> {
+        let map = self.inner.values.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = serde_json::Map::with_capacity(map.len());
+        for (k, v) in map.iter() {
+            let slot = lock(v);
+            let encoded = match &*slot {
+                Slot::Typed(t) => serde_json::to_value(t).map(|t| serde_json::json!({ "typed": t })),
+                plain => plain.json().map(|v| serde_json::json!({ "plain": v })),
+            };
+            let v = encoded.map_err(|e| ContextError::Serialize { key: k.to_string(), message: e.to_string() })?;
+            out.insert(k.to_string(), v);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    /// The context that [`Context::to_json`] wrote.
+    pub fn from_json(json: &serde_json::Value) -> Result<Context, ContextError> {
+        let obj = json.as_object().ok_or_else(|| ContextError::Decode {
+            key: String::new(),
+            message: "a context must be a JSON object".into(),
+        })?;
+        let ctx = Context::new();
+        for (k, v) in obj {
+            let slot = if let Some(plain) = v.get("plain") {
+                Slot::Json { value: plain.clone(), set_as: "a restored plain value" }
+            } else if let Some(typed) = v.get("typed") {
+                let t: Box<dyn TypedContextData> = serde_json::from_value(typed.clone())
+                    .map_err(|e| ContextError::Decode { key: k.clone(), message: e.to_string() })?;
+                Slot::Typed(t)
+            } else {
+                return Err(ContextError::Decode { key: k.clone(), message: "neither `plain` nor `typed`".into() });
+            };
+            ctx.put(k, slot);
+        }
+        Ok(ctx)
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys = self.keys();
+        keys.sort();
+        f.debug_struct("Context").field("keys", &keys).finish()
+    }
+}

@@ -1,0 +1,190 @@
+//! Errors of the data layer and of runs.
+//!
+//! Invariants:
+//! - Every error names what it is about (the key, the state, both sides of a bad
+//!   transition), so a message alone tells the user where to look.
+//! - Errors that end a run carry the run's [`Context`], so nothing the run did is lost.
+//! - The enums are `#[non_exhaustive]`: later features add variants without breaking users.
+
+use std::any::type_name;
+use std::fmt;
+
+use crate::context::Context;
+use crate::result::BoxError;
+
+/// Why a context read or write failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// No value under the key.
+    #[error("context key `{key}` holds no value")]
+    Missing {
+        /// The key asked for.
+        key: String,
+    },
+    /// A value is there, but not of the requested type.
+    #[error("context key `{key}` holds a `{found}`, which cannot be read as `{expected}`{}", detail_suffix(.detail))]
+    TypeMismatch {
+        /// The key asked for.
+        key: String,
+        /// The type asked for.
+        expected: &'static str,
+        /// The type the value was stored as.
+        found: String,
+        /// What the decoder said, if anything.
+        detail: String,
+    },
+    /// serde could not encode the value.
+    #[error("context key `{key}`: the value could not be serialised: {message}")]
+    Serialize {
+        /// The key written.
+        key: String,
+        /// What serde said.
+        message: String,
+    },
+    /// A stored context could not be decoded.
+    #[error("context key `{key}`: the stored value could not be decoded: {message}")]
+    Decode {
+        /// The key read.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
+impl ContextError {
+    pub(crate) fn missing(key: &str) -> Self {
+        ContextError::Missing { key: key.to_owned() }
+    }
+
+    pub(crate) fn mismatch<T>(key: &str, found: String, detail: String) -> Self {
+        ContextError::TypeMismatch { key: key.to_owned(), expected: type_name::<T>(), found, detail }
+    }
+}
+
+/// A state panicked; the panic was caught and its message kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the state panicked: {message}")]
+pub struct PanicError {
+    /// The panic's message, or a note that it was not a string.
+    pub message: String,
+}
+
+/// Why a run did not complete, or could not start.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The agent has no states.
+    #[error("agent `{agent}` has no states")]
+    NoStates {
+        /// The agent's name.
+        agent: String,
+    },
+    /// Two states share a name.
+    #[error("agent `{agent}` has two states named `{state}`")]
+    DuplicateState {
+        /// The agent's name.
+        agent: String,
+        /// The repeated name.
+        state: String,
+    },
+    /// The start names no state.
+    #[error("the start state `{state}` is not a state of agent `{agent}`")]
+    UnknownStart {
+        /// The agent's name.
+        agent: String,
+        /// The name given as start.
+        state: String,
+    },
+    /// A dependency or `on_error` names no state.
+    #[error("state `{state}` refers to `{target}` ({role}), which is not a state of agent `{agent}`")]
+    UnknownReference {
+        /// The agent's name.
+        agent: String,
+        /// The state holding the reference.
+        state: String,
+        /// The missing name.
+        target: String,
+        /// `dependency` or `on_error`.
+        role: &'static str,
+    },
+    /// Dependencies form a cycle.
+    #[error("dependencies form a cycle: {}", .cycle.join(" -> "))]
+    DependencyCycle {
+        /// The states of the cycle, the first repeated at the end.
+        cycle: Vec<String>,
+    },
+    /// An option has a value the runtime cannot use.
+    #[error("state `{state}`: {reason}")]
+    InvalidOption {
+        /// The state.
+        state: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A transition named a state that does not exist. The run stopped; its context is kept.
+    #[error("state `{from}` moved to `{to}`, which is not a state of this agent")]
+    UnknownState {
+        /// The state that returned the target.
+        from: String,
+        /// The unknown target.
+        to: String,
+        /// The run's context when it stopped.
+        context: Context,
+    },
+    /// A state failed for good. The run stopped; its context is kept.
+    #[error("state `{state}` failed after {attempts} attempt(s): {source}")]
+    StateFailed {
+        /// The failing state.
+        state: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error.
+        source: BoxError,
+        /// The run's context when it stopped.
+        context: Context,
+    },
+    /// The run took more steps than `max_steps` allows: a runaway loop.
+    #[error("the run took more than {limit} steps (last state `{state}`)")]
+    MaxSteps {
+        /// The limit.
+        limit: u64,
+        /// The state that would have run past it.
+        state: String,
+        /// The run's context when it stopped.
+        context: Context,
+    },
+    /// `run()` was called while a run of this agent is still going.
+    #[error("agent `{agent}` is already running")]
+    AlreadyRunning {
+        /// The agent's name.
+        agent: String,
+    },
+}
+
+impl AgentError {
+    /// The run's context, for errors that stopped a run.
+    pub fn context(&self) -> Option<&Context> {
+        match self {
+            AgentError::UnknownState { context, .. }
+            | AgentError::StateFailed { context, .. }
+            | AgentError::MaxSteps { context, .. } => Some(context),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for AgentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The Display form is what a user needs when `main` returns this error.
+        write!(f, "{self}")
+    }
+}

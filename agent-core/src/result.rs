@@ -1,0 +1,243 @@
+//! What a state returns: where the run goes next.
+//!
+//! Invariants:
+//! - A [`StateName`] is a name plus an optional index hint. The hint is only ever a
+//!   shortcut: the runtime uses it when `states[hint]` has exactly this name, and
+//!   otherwise looks the name up, so a wrong hint can never send a run to the wrong state.
+//! - `#[workflow]` rewrites every literal target into a hinted name, so resolving a
+//!   literal transition costs one short string compare and no hashing.
+//! - Converting from `&'static str` never allocates; only a name built at run time
+//!   (`String`) owns its text.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The name of a state as a transition target.
+///
+/// Built from `&'static str` (no allocation) or `String` (a name computed at run time).
+///
+/// ```
+/// use agent_core::StateName;
+/// let a: StateName = "merge".into();
+/// let b: StateName = format!("chunk_{}", 3).into();
+/// assert_eq!(a.as_str(), "merge");
+/// assert_eq!(b.as_str(), "chunk_3");
+/// ```
+#[derive(Clone)]
+pub struct StateName {
+    name: Cow<'static, str>,
+    hint: u32,
+}
+
+const NO_HINT: u32 = u32::MAX;
+
+impl StateName {
+    /// A name with an index hint; used by generated code for literal targets.
+    #[doc(hidden)]
+    pub const fn hinted(name: &'static str, hint: u32) -> Self {
+        Self { name: Cow::Borrowed(name), hint }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The index hint, if the name came from a checked literal.
+    #[doc(hidden)]
+    pub fn hint(&self) -> Option<usize> {
+        (self.hint != NO_HINT).then_some(self.hint as usize)
+    }
+}
+
+/// Names compare by text; the hint is a cache, not identity.
+impl PartialEq for StateName {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for StateName {}
+
+impl std::hash::Hash for StateName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+impl fmt::Debug for StateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.name, f)
+    }
+}
+
+impl fmt::Display for StateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl From<&'static str> for StateName {
+    fn from(name: &'static str) -> Self {
+        Self { name: Cow::Borrowed(name), hint: NO_HINT }
+    }
+}
+
+impl From<String> for StateName {
+    fn from(name: String) -> Self {
+        Self { name: Cow::Owned(name), hint: NO_HINT }
+    }
+}
+
+impl From<&String> for StateName {
+    fn from(name: &String) -> Self {
+        Self { name: Cow::Owned(name.clone()), hint: NO_HINT }
+    }
+}
+
+/// Where a run goes after a state.
+///
+/// ```
+/// use agent_core::StateResult;
+/// let end: StateResult = None.into();
+/// assert_eq!(end, StateResult::End);
+/// let next: StateResult = "format_output".into();
+/// assert_eq!(next, StateResult::next("format_output"));
+/// let fan: StateResult = ["b", "c"].into();
+/// assert_eq!(fan, StateResult::parallel(["b", "c"]));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateResult {
+    /// This branch of the run ends here.
+    End,
+    /// Run the named state next.
+    Next(StateName),
+    /// Start every named state at once; where they meet again is a fan-in.
+    Parallel(Vec<StateName>),
+}
+
+impl StateResult {
+    /// Go to `state` next.
+    pub fn next(state: impl Into<StateName>) -> Self {
+        StateResult::Next(state.into())
+    }
+
+    /// Start every state of `states` at once.
+    ///
+    /// An empty list ends the branch, like [`StateResult::End`].
+    pub fn parallel<I>(states: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<StateName>,
+    {
+        StateResult::Parallel(states.into_iter().map(Into::into).collect())
+    }
+
+    /// Every target named, in order (empty for `End`).
+    pub fn targets(&self) -> &[StateName] {
+        match self {
+            StateResult::End => &[],
+            StateResult::Next(n) => std::slice::from_ref(n),
+            StateResult::Parallel(v) => v,
+        }
+    }
+}
+
+impl From<StateName> for StateResult {
+    fn from(name: StateName) -> Self {
+        StateResult::Next(name)
+    }
+}
+
+impl From<&'static str> for StateResult {
+    fn from(name: &'static str) -> Self {
+        StateResult::Next(name.into())
+    }
+}
+
+impl From<String> for StateResult {
+    fn from(name: String) -> Self {
+        StateResult::Next(name.into())
+    }
+}
+
+/// `None.into()` ends the branch; `Some("b").into()` goes to `b`.
+impl From<Option<&'static str>> for StateResult {
+    fn from(name: Option<&'static str>) -> Self {
+        match name {
+            None => StateResult::End,
+            Some(n) => StateResult::Next(n.into()),
+        }
+    }
+}
+
+impl<T: Into<StateName>, const N: usize> From<[T; N]> for StateResult {
+    fn from(names: [T; N]) -> Self {
+        StateResult::parallel(names)
+    }
+}
+
+impl<T: Into<StateName>> From<Vec<T>> for StateResult {
+    fn from(names: Vec<T>) -> Self {
+        StateResult::parallel(names)
+    }
+}
+
+/// The boxed error a failing state reports.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a state function may return: a [`StateResult`], or a `Result` of one whose error
+/// converts into [`BoxError`] (so `?` works inside states).
+pub trait IntoStateOutcome: Send + 'static {
+    /// Normalise into a `Result`.
+    fn into_outcome(self) -> Result<StateResult, BoxError>;
+}
+
+impl IntoStateOutcome for StateResult {
+    #[inline]
+    fn into_outcome(self) -> Result<StateResult, BoxError> {
+        Ok(self)
+    }
+}
+
+impl<E> IntoStateOutcome for Result<StateResult, E>
+where
+    E: Into<BoxError> + Send + 'static,
+{
+    #[inline]
+    fn into_outcome(self) -> Result<StateResult, BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_build_the_documented_variants() {
+        assert_eq!(StateResult::from(None), StateResult::End);
+        assert_eq!(StateResult::from(Some("x")), StateResult::next("x"));
+        let v: StateResult = vec!["a", "b"].into();
+        assert_eq!(v.targets().len(), 2);
+        assert_eq!(v.targets()[1].as_str(), "b");
+        let s: StateResult = format!("c_{}", 1).into();
+        assert_eq!(s.targets()[0].as_str(), "c_1");
+    }
+
+    #[test]
+    fn hints_are_kept_and_absent_by_default() {
+        assert_eq!(StateName::hinted("a", 3).hint(), Some(3));
+        assert_eq!(StateName::from("a").hint(), None);
+        assert_eq!(StateName::hinted("a", 3), StateName::from("a"));
+    }
+
+    #[test]
+    fn result_errors_convert_to_box_error() {
+        let r: Result<StateResult, std::io::Error> = Err(std::io::Error::other("boom"));
+        let e = r.into_outcome().unwrap_err();
+        assert_eq!(e.to_string(), "boom");
+        let r: Result<StateResult, String> = Ok(StateResult::End);
+        assert_eq!(r.into_outcome().unwrap(), StateResult::End);
+    }
+}

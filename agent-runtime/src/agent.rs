@@ -1,0 +1,347 @@
+//! `Agent`: the handle users build, run, watch and control.
+//!
+//! Invariants:
+//! - `Agent` is a cheap `Clone + Send + Sync` handle (an `Arc`); every clone sees the same
+//!   definition and the same current run, so another task can watch or cancel a run.
+//! - Editing the definition (adding or configuring states) invalidates the compiled program;
+//!   the next `run()` compiles and validates again. A run in progress keeps the program it
+//!   started with.
+//! - At most one run of an agent is in progress at a time (`AlreadyRunning` otherwise).
+//! - Dropping the future of `run()` cancels the run: no branch outlives it.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use agent_core::{
+    AgentError, Context, DependencyConfig, IntoState, Priority, ResourceRequirements, RetryPolicy, StateHandler,
+    StateSpec, WorkflowGraph,
+};
+
+use tracing::Instrument;
+
+use crate::branch;
+use crate::program::{Definition, Program, StateDef, StateOptions};
+use crate::result::{AgentResult, RunMetrics};
+use crate::run::Run;
+use crate::status::{AgentStatus, StateStatus};
+
+struct Shared {
+    name: String,
+    graph: Option<&'static WorkflowGraph>,
+    def: Mutex<Definition>,
+    compiled: Mutex<Option<Arc<Program>>>,
+    current: Mutex<Option<Arc<Run>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A workflow: its states, and the run in progress (or the last one).
+///
+/// Built by `#[workflow]` (`my_workflow::agent()`) or by hand:
+///
+/// ```
+/// use agent_runtime::{Agent, AgentStatus};
+/// use agent_core::{Context, StateResult};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), agent_core::AgentError> {
+/// let mut agent = Agent::new("counter");
+/// agent.add_state("count", |ctx: Context| async move {
+///     let n: u32 = ctx.get_state_or("n", 0) + 1;
+///     ctx.set_state("n", n);
+///     if n < 3 { StateResult::next("count") } else { StateResult::End }
+/// });
+/// let result = agent.run().await?;
+/// assert_eq!(result.status(), AgentStatus::Completed);
+/// assert_eq!(result.context().get_state::<u32>("n"), Some(3));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Agent {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("name", &self.shared.name).field("status", &self.status()).finish()
+    }
+}
+
+impl Agent {
+    /// An agent with no states.
+    pub fn new(name: impl Into<String>) -> Agent {
+        Agent::with_parts(name.into(), None, Definition::default())
+    }
+
+    fn with_parts(name: String, graph: Option<&'static WorkflowGraph>, def: Definition) -> Agent {
+        Agent {
+            shared: Arc::new(Shared {
+                name,
+                graph,
+                def: Mutex::new(def),
+                compiled: Mutex::new(None),
+                current: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The agent `#[workflow]` generates: the graph's states, in source order.
+    #[doc(hidden)]
+    pub fn __from_workflow(
+        graph: &'static WorkflowGraph,
+        states: Vec<(Arc<dyn StateHandler>, Option<&'static StateSpec>)>,
+    ) -> Agent {
+        let states = graph
+            .states
+            .iter()
+            .zip(states)
+            .map(|(spec, (handler, _))| StateDef {
+                name: Cow::Borrowed(spec.name),
+                handler,
+                options: spec.into(),
+                spec: Some(spec),
+            })
+            .collect();
+        let def = Definition {
+            states,
+            start: Some(Cow::Borrowed(graph.start)),
+            max_concurrent: graph.max_concurrent,
+            ..Definition::default()
+        };
+        Agent::with_parts(graph.name.to_owned(), Some(graph), def)
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The compile-time graph, for agents made by `#[workflow]`.
+    pub fn graph(&self) -> Option<&'static WorkflowGraph> {
+        self.shared.graph
+    }
+
+    fn edit<R>(&self, f: impl FnOnce(&mut Definition) -> R) -> R {
+        let r = f(&mut lock(&self.shared.def));
+        *lock(&self.shared.compiled) = None;
+        r
+    }
+
+    /// Add a state: a closure or `async fn` taking a [`Context`], or a `#[state]` function
+    /// (which keeps the options its attribute gave it). Returns a handle to set options.
+    ///
+    /// The first state added is the start unless [`Agent::set_start`] says otherwise. Names
+    /// are checked when `run()` starts.
+    pub fn add_state(&mut self, name: impl Into<Cow<'static, str>>, state: impl IntoState) -> StateConfig<'_> {
+        let (handler, spec) = state.into_state();
+        let name = name.into();
+        let options = spec.map(StateOptions::from).unwrap_or_default();
+        let index = self.edit(|def| {
+            def.states.push(StateDef { name, handler, options, spec });
+            def.states.len() - 1
+        });
+        StateConfig { agent: self, index }
+    }
+
+    /// Start runs at `state` instead of the first state added.
+    pub fn set_start(&mut self, state: impl Into<Cow<'static, str>>) -> &mut Self {
+        let state = state.into();
+        self.edit(|def| def.start = Some(state));
+        self
+    }
+
+    /// Stop a run with [`AgentError::MaxSteps`] once it has run `n` states (counting every
+    /// run of a state in a loop and every branch). Unlimited by default.
+    pub fn max_steps(self, n: u64) -> Self {
+        self.edit(|def| def.max_steps = Some(n));
+        self
+    }
+
+    /// Run at most `n` states at once.
+    pub fn max_concurrent(self, n: usize) -> Self {
+        self.edit(|def| def.max_concurrent = Some(n.max(1)));
+        self
+    }
+
+    fn program(&self) -> Result<Arc<Program>, AgentError> {
+        let mut compiled = lock(&self.shared.compiled);
+        if let Some(p) = &*compiled {
+            return Ok(p.clone());
+        }
+        let program = Arc::new(Program::compile(&self.shared.name, &lock(&self.shared.def))?);
+        *compiled = Some(program.clone());
+        Ok(program)
+    }
+
+    /// Run the workflow from its start to its end.
+    ///
+    /// Validates the definition first (no states, duplicate names, unknown start,
+    /// dependencies or `on_error` targets, dependency cycles, invalid options): nothing runs
+    /// if it is invalid. Works on any tokio runtime; fan-out branches are spawned on it, so
+    /// on a multi-thread runtime they run in parallel.
+    ///
+    /// # Errors
+    ///
+    /// The validation errors above; [`AgentError::StateFailed`] when a state returns `Err`
+    /// or panics; [`AgentError::UnknownState`] when a computed target names no state;
+    /// [`AgentError::MaxSteps`]. Errors that end a started run carry its context.
+    pub async fn run(&self) -> Result<AgentResult, AgentError> {
+        self.run_in(Context::new()).await
+    }
+
+    /// Run the workflow on a context prepared by the caller (inputs set before the start).
+    pub async fn run_in(&self, ctx: Context) -> Result<AgentResult, AgentError> {
+        let program = self.program()?;
+        let run = {
+            let mut current = lock(&self.shared.current);
+            if current.as_ref().is_some_and(|r| !r.status().is_finished()) {
+                return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
+            }
+            let run = Arc::new(Run::new(program, ctx));
+            *current = Some(run.clone());
+            run
+        };
+        let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id);
+        async {
+            let cancel_on_drop = CancelOnDrop(&run);
+            let start = run.program.start;
+            tokio::select! {
+                biased;
+                _ = run.cancel.cancelled() => {}
+                _ = branch::drive(run.clone(), start, None) => {}
+            }
+            run.tasks_finished().await;
+            std::mem::forget(cancel_on_drop);
+            match run.finish() {
+                Some(error) => Err(error),
+                None => Ok(AgentResult::new(&run)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn current(&self) -> Option<Arc<Run>> {
+        lock(&self.shared.current).clone()
+    }
+
+    /// The status of the current or last run; `Idle` before the first.
+    pub fn status(&self) -> AgentStatus {
+        self.current().map_or(AgentStatus::Idle, |r| r.status())
+    }
+
+    /// The status of `state` in the current or last run; `None` if there is no such state.
+    pub fn state_status(&self, state: &str) -> Option<StateStatus> {
+        match self.current() {
+            Some(run) => run.program.index_of(state).map(|i| StateStatus::from_u8(run.states[i].status.load(std::sync::atomic::Ordering::Relaxed))),
+            None => lock(&self.shared.def).states.iter().any(|s| s.name == state).then_some(StateStatus::Pending),
+        }
+    }
+
+    /// The id of the current or last run.
+    pub fn run_id(&self) -> Option<String> {
+        self.current().map(|r| r.run_id.clone())
+    }
+
+    /// Counters of the current or last run (all zero before the first).
+    pub fn metrics(&self) -> RunMetrics {
+        self.current().map(|r| RunMetrics::of(&r)).unwrap_or_default()
+    }
+
+    /// Cancel the run in progress: every branch stops and `run()` returns with status
+    /// `Cancelled`.
+    pub async fn cancel_all(&self) {
+        if let Some(run) = self.current() {
+            run.cancel();
+        }
+    }
+}
+
+/// Cancels the run if `run()`'s future is dropped before it finishes.
+struct CancelOnDrop<'a>(&'a Arc<Run>);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Options of one state, set right after [`Agent::add_state`].
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_runtime::Agent;
+/// use agent_core::{Context, DependencyType, Priority, ResourceRequirements, RetryPolicy, StateResult};
+///
+/// let mut agent = Agent::new("train");
+/// agent.add_state("prepare", |_ctx: Context| async { StateResult::next("train_model") });
+/// agent.add_state("train_model", |_ctx: Context| async move { StateResult::End })
+///     .resources(ResourceRequirements::new().cpu(2.0).memory_mb(1024.0).gpu(1.0))
+///     .priority(Priority::High)
+///     .timeout(Duration::from_secs(300))
+///     .retry_policy(RetryPolicy::new().max_retries(3).initial_delay(Duration::from_secs(1)))
+///     .dependency("prepare", DependencyType::Required);
+/// ```
+pub struct StateConfig<'a> {
+    agent: &'a Agent,
+    index: usize,
+}
+
+impl StateConfig<'_> {
+    fn set(self, f: impl FnOnce(&mut StateOptions)) -> Self {
+        self.agent.edit(|def| f(&mut def.states[self.index].options));
+        self
+    }
+
+    /// Resources the state holds while it runs.
+    pub fn resources(self, r: ResourceRequirements) -> Self {
+        self.set(|o| o.resources = Some(r))
+    }
+
+    /// Admission priority.
+    pub fn priority(self, p: Priority) -> Self {
+        self.set(|o| o.priority = p)
+    }
+
+    /// Longest time one attempt may take.
+    pub fn timeout(self, d: Duration) -> Self {
+        self.set(|o| o.timeout = Some(d))
+    }
+
+    /// How the state is retried when it fails.
+    pub fn retry_policy(self, p: RetryPolicy) -> Self {
+        self.set(|o| o.retry = Some(p))
+    }
+
+    /// A dependency on another state (a [`agent_core::DependencyType`] or a full
+    /// [`DependencyConfig`]).
+    pub fn dependency(self, state: impl Into<Cow<'static, str>>, config: impl Into<DependencyConfig>) -> Self {
+        let (state, config) = (state.into(), config.into());
+        self.set(|o| o.dependencies.push((state, config)))
+    }
+
+    /// Where to go once retries are spent.
+    pub fn on_error(self, state: impl Into<Cow<'static, str>>) -> Self {
+        let state = state.into();
+        self.set(|o| o.on_error = Some(state))
+    }
+
+    /// May be stopped and re-queued for higher-priority work.
+    pub fn preemptible(self) -> Self {
+        self.set(|o| o.preemptible = true)
+    }
+
+    /// A fan-in that waits until no other branch of its group can still move.
+    pub fn join(self) -> Self {
+        self.set(|o| o.join = true)
+    }
+
+    /// Runs its body on tokio's blocking pool.
+    pub fn blocking(self) -> Self {
+        self.set(|o| o.blocking = true)
+    }
+}

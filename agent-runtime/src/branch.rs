@@ -1,0 +1,164 @@
+//! A branch: the loop that runs one token's states, one after another, in one task.
+//!
+//! Invariants:
+//! - A sequential transition never spawns: the next state runs in the same task, so a chain
+//!   costs one boxed future per state and nothing else that the user did not ask for.
+//! - A fan-out of n targets spawns n - 1 tasks on the current runtime (work-stealing on a
+//!   multi-thread one) and continues with the first target in this task.
+//! - A state's panic, `Err`, bad write or unknown target fails the run through `Run::fail`;
+//!   the panic never unwinds past this module.
+//! - Every transition inside a group goes through `Group::arrive` / `Group::end`, which say
+//!   what runs next (see `fanin`).
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use agent_core::{AgentError, PanicError, StateResult};
+use futures_util::FutureExt;
+
+use crate::fanin::{Group, Position};
+use crate::run::{Run, TaskGuard};
+use crate::status::StateStatus;
+
+/// Spawn a branch task that starts at `state`.
+pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
+    run.task_started();
+    let guard = TaskGuard(run.clone());
+    tokio::spawn(async move {
+        let run = &guard.0;
+        tokio::select! {
+            biased;
+            _ = run.cancel.cancelled() => {}
+            _ = drive(run.clone(), state, group) => {}
+        }
+    });
+}
+
+/// Run states from `pos` until this branch ends, waits at a join, or the run stops.
+pub(crate) async fn drive(run: Arc<Run>, mut pos: usize, mut group: Option<Arc<Group>>) {
+    let prog = run.program.clone();
+    let mut next: Vec<Position> = Vec::new();
+    loop {
+        if run.is_stopping() {
+            return;
+        }
+        let Some(result) = execute(&run, pos).await else {
+            return;
+        };
+        next.clear();
+        match result {
+            StateResult::End => match group.take() {
+                Some(g) => g.end(&prog, pos, &mut next),
+                None => return,
+            },
+            StateResult::Next(name) => {
+                let Some(to) = prog.resolve(&name) else {
+                    return unknown(&run, pos, name.as_str());
+                };
+                match &group {
+                    None => {
+                        pos = to;
+                        continue;
+                    }
+                    Some(g) => {
+                        g.arrive(&prog, pos, to, &mut next);
+                        if next.is_empty() {
+                            run.set_state_status(to, StateStatus::Blocked);
+                        }
+                    }
+                }
+            }
+            StateResult::Parallel(names) => {
+                let mut targets = Vec::with_capacity(names.len());
+                for name in &names {
+                    match prog.resolve(name) {
+                        Some(t) => targets.push(t),
+                        None => return unknown(&run, pos, name.as_str()),
+                    }
+                }
+                match targets.len() {
+                    0 => match group.take() {
+                        Some(g) => g.end(&prog, pos, &mut next),
+                        None => return,
+                    },
+                    1 => match &group {
+                        None => next.push((None, targets[0])),
+                        Some(g) => g.arrive(&prog, pos, targets[0], &mut next),
+                    },
+                    _ => {
+                        let child = Group::open(group.take(), pos, &targets);
+                        for &t in &targets[1..] {
+                            run.set_state_status(t, StateStatus::Ready);
+                            spawn(&run, t, Some(child.clone()));
+                        }
+                        next.push((Some(child), targets[0]));
+                    }
+                }
+            }
+        }
+        let mut released = next.drain(..);
+        let Some((g, s)) = released.next() else {
+            return;
+        };
+        for (g2, s2) in released {
+            spawn(&run, s2, g2);
+        }
+        group = g;
+        pos = s;
+    }
+}
+
+fn unknown(run: &Run, from: usize, to: &str) {
+    run.fail(AgentError::UnknownState {
+        from: run.program.states[from].name.to_string(),
+        to: to.to_owned(),
+        context: run.ctx.clone(),
+    });
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => (*s).to_owned(),
+            Err(_) => "a panic whose payload is not a string".to_owned(),
+        },
+    }
+}
+
+/// Run one state once. `None` when it failed (the run has been failed).
+async fn execute(run: &Arc<Run>, pos: usize) -> Option<StateResult> {
+    let prog = &run.program;
+    let state = &prog.states[pos];
+    let step = run.steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if let Some(limit) = prog.max_steps {
+        if step > limit {
+            run.fail(AgentError::MaxSteps { limit, state: state.name.to_string(), context: run.ctx.clone() });
+            return None;
+        }
+    }
+    let _permit = match &run.semaphore {
+        Some(s) => Some(s.acquire().await.ok()?),
+        None => None,
+    };
+    run.set_state_status(pos, StateStatus::Running);
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| state.handler.call(run.ctx.clone()))) {
+        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+        Err(payload) => Err(payload),
+    };
+    let error = match outcome {
+        Ok(Ok(result)) => match run.ctx.take_write_error() {
+            None => {
+                run.record_completion(pos);
+                return Some(result);
+            }
+            Some(e) => Box::new(e) as agent_core::BoxError,
+        },
+        Ok(Err(e)) => e,
+        Err(payload) => Box::new(PanicError { message: panic_message(payload) }),
+    };
+    run.record_failure(pos);
+    run.fail(AgentError::StateFailed { state: state.name.to_string(), attempts: 1, source: error, context: run.ctx.clone() });
+    None
+}

@@ -1,0 +1,206 @@
+//! Fan-out groups and fan-in: when a state reached by several branches may run.
+//!
+//! A fan-out opens a [`Group`] with one token per branch. A token is *running* at the state
+//! its branch executes (a token whose branch fanned out again stays running at that state
+//! until its child group collapses), or *waiting* at a state it moved to. Counts are kept by
+//! position, not per token, so a group of 100,000 branches costs a few map entries.
+//!
+//! Release rule, evaluated under the group's lock after every event:
+//! - Fully known graph (`Program::reach` is `Some`): a waiting state `S` is released when no
+//!   running token's state reaches `S` and no token waiting at another state reaches `S`.
+//!   A branch on a detour keeps moving (nothing waits for it at its detour states) and counts
+//!   when it reaches the join. If nothing is running and nothing can be released (tokens wait
+//!   on each other around a cycle), the waiting state defined first is released: no run
+//!   waits on itself.
+//! - Otherwise (builder agents, computed targets), a token waits whenever a sibling is
+//!   running; once none is, every waiting state not marked `join` is released (a step);
+//!   states marked `join` are released only when every waiting token waits at a join, and
+//!   then one at a time, the one defined first (so an inner join runs before the outer join
+//!   its branch moves on to).
+//!
+//! Releasing a state merges its waiting tokens into one that runs it once. When that leaves
+//! the group a single token, the group is over: the token goes back to the parent group as if
+//! the branch that fanned out had moved to that state, and the parent applies the same rule.
+//! So nested fan-outs join inside out, and a join shared by inner and outer branches runs once.
+//!
+//! Invariants: `live` = running + waiting tokens; `running_total` = sum of `running`; no map
+//! holds a zero count; a state never has both its waiting tokens released twice for one
+//! arrival set (release removes them from `waiting` under the same lock).
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustc_hash::FxHashMap;
+
+use crate::program::Program;
+
+/// Where a token stands after an event: the group it belongs to (none at the top level) and
+/// the state it runs.
+pub(crate) type Position = (Option<Arc<Group>>, usize);
+
+pub(crate) struct Group {
+    parent: Option<Arc<Group>>,
+    /// The state (in the parent) whose fan-out opened this group.
+    origin: usize,
+    tokens: Mutex<Tokens>,
+}
+
+#[derive(Default)]
+struct Tokens {
+    live: usize,
+    running_total: usize,
+    running: FxHashMap<u32, u32>,
+    waiting: FxHashMap<u32, u32>,
+    /// Reused buffer of (state, tokens) released by one evaluation.
+    released: Vec<(u32, u32)>,
+}
+
+enum Event {
+    Arrive { from: usize, to: usize },
+    End { at: usize },
+}
+
+fn add(map: &mut FxHashMap<u32, u32>, key: usize, n: u32) {
+    *map.entry(key as u32).or_insert(0) += n;
+}
+
+fn sub(map: &mut FxHashMap<u32, u32>, key: usize) {
+    if let Some(c) = map.get_mut(&(key as u32)) {
+        *c -= 1;
+        if *c == 0 {
+            map.remove(&(key as u32));
+        }
+    }
+}
+
+impl Tokens {
+    fn stop_running(&mut self, at: usize) {
+        sub(&mut self.running, at);
+        self.running_total -= 1;
+    }
+
+    fn start_running(&mut self, at: usize) {
+        add(&mut self.running, at, 1);
+        self.running_total += 1;
+    }
+
+    /// Release only the waiting state defined first: the one tie-break when waiting tokens
+    /// could each still move the others (joins waiting on joins, or a cycle).
+    fn release_first_waiting(&mut self) {
+        if let Some((&s, &c)) = self.waiting.iter().min_by_key(|(&s, _)| s) {
+            self.released.push((s, c));
+        }
+    }
+
+    /// Move releasable waiting tokens into `self.released`.
+    fn release(&mut self, prog: &Program) {
+        self.released.clear();
+        if self.waiting.is_empty() {
+            return;
+        }
+        match &prog.reach {
+            Some(reach) => {
+                for (&s, &c) in &self.waiting {
+                    let blocked = self.running.keys().any(|&x| reach.reaches(x as usize, s as usize))
+                        || self.waiting.keys().any(|&t| t != s && reach.reaches(t as usize, s as usize));
+                    if !blocked {
+                        self.released.push((s, c));
+                    }
+                }
+                if self.released.is_empty() && self.running_total == 0 {
+                    self.release_first_waiting();
+                }
+            }
+            None => {
+                if self.running_total > 0 {
+                    return;
+                }
+                self.released.extend(self.waiting.iter().filter(|(&s, _)| !prog.is_join(s as usize)).map(|(&s, &c)| (s, c)));
+                if self.released.is_empty() {
+                    self.release_first_waiting();
+                }
+            }
+        }
+        // Deterministic order: lowest state index first.
+        self.released.sort_unstable();
+        for (s, _) in &self.released {
+            self.waiting.remove(s);
+        }
+    }
+}
+
+impl Group {
+    /// A group whose tokens start running at `targets`, opened by `origin`'s fan-out.
+    pub(crate) fn open(parent: Option<Arc<Group>>, origin: usize, targets: &[usize]) -> Arc<Group> {
+        let mut t = Tokens { live: targets.len(), running_total: targets.len(), ..Tokens::default() };
+        for &s in targets {
+            add(&mut t.running, s, 1);
+        }
+        Arc::new(Group { parent, origin, tokens: Mutex::new(t) })
+    }
+
+    /// The token running `from` moved to `to`. Pushes onto `out` every state to run now.
+    pub(crate) fn arrive(self: &Arc<Self>, prog: &Program, from: usize, to: usize, out: &mut Vec<Position>) {
+        apply(self.clone(), prog, Event::Arrive { from, to }, out)
+    }
+
+    /// The token running `at` ended (its branch ended or failed for good).
+    pub(crate) fn end(self: &Arc<Self>, prog: &Program, at: usize, out: &mut Vec<Position>) {
+        apply(self.clone(), prog, Event::End { at }, out)
+    }
+}
+
+fn apply(mut group: Arc<Group>, prog: &Program, mut event: Event, out: &mut Vec<Position>) {
+    loop {
+        let mut t = group.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Event::Arrive { from, to } => {
+                t.stop_running(from);
+                add(&mut t.waiting, to, 1);
+            }
+            Event::End { at } => {
+                t.stop_running(at);
+                t.live -= 1;
+                if t.live == 0 {
+                    drop(t);
+                    match group.parent.clone() {
+                        Some(parent) => {
+                            event = Event::End { at: group.origin };
+                            group = parent;
+                            continue;
+                        }
+                        None => return,
+                    }
+                }
+            }
+        }
+        t.release(prog);
+        if t.released.is_empty() {
+            return;
+        }
+        let merged: usize = t.released.iter().map(|&(_, c)| c as usize - 1).sum();
+        t.live -= merged;
+        if t.live == 1 && t.released.len() == 1 {
+            // The group is down to one token: it rejoins the parent at the released state.
+            let to = t.released[0].0 as usize;
+            drop(t);
+            match group.parent.clone() {
+                Some(parent) => {
+                    event = Event::Arrive { from: group.origin, to };
+                    group = parent;
+                    continue;
+                }
+                None => {
+                    out.push((None, to));
+                    return;
+                }
+            }
+        }
+        let released = std::mem::take(&mut t.released);
+        for &(s, _) in &released {
+            t.start_running(s as usize);
+            out.push((Some(group.clone()), s as usize));
+        }
+        t.released = released;
+        return;
+    }
+}

@@ -1,0 +1,25 @@
+//! The runtime of the `agent` workflow framework: [`Agent`], fan-out and fan-in.
+//!
+//! Users depend on the `agent` facade, which re-exports this crate.
+//!
+//! How a run executes (see each module's invariants):
+//! - `program`: the definition is compiled and validated once per run into an immutable
+//!   program; names resolve to indices.
+//! - `branch`: one task runs a branch's states in sequence; a fan-out spawns the other
+//!   branches on the current tokio runtime (work-stealing on a multi-thread one).
+//! - `fanin`: a fan-out opens a group of tokens; the group decides when a join runs.
+//! - `run`: counters, status and the first failure of a run.
+#![warn(missing_docs)]
+
+mod agent;
+mod branch;
+mod fanin;
+mod program;
+mod reach;
+mod result;
+mod run;
+mod status;
+
+pub use agent::{Agent, StateConfig};
+pub use result::{AgentResult, RunMetrics, StateMetrics};
+pub use status::{AgentStatus, StateStatus};

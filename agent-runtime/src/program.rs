@@ -1,0 +1,252 @@
+//! An agent's definition, and the immutable program compiled from it when a run starts.
+//!
+//! Invariants:
+//! - `Definition` is what the builder edits; `Program` is what runs. A run holds an
+//!   `Arc<Program>` and never sees later edits.
+//! - `Program::compile` validates everything a run relies on (at least one state, unique
+//!   names, a known start, known dependencies and `on_error` targets, no dependency cycle,
+//!   valid options) before any state runs.
+//! - Names resolve to indices once: a hinted [`StateName`] costs one string compare, any
+//!   other name one lookup in an Fx hash map.
+//! - `reach` is `Some` only when every state's targets are literals known at compile time
+//!   (each state carries a `StateSpec` with `computed_targets == false`): only then are the
+//!   edges the whole graph.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::{
+    AgentError, DependencyConfig, Priority, ResourceRequirements, RetryPolicy, StateHandler, StateName, StateSpec,
+};
+use rustc_hash::FxHashMap;
+
+use crate::reach::Reach;
+
+/// A state's options as the runtime keeps them (owned; builder methods edit them).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StateOptions {
+    pub resources: Option<ResourceRequirements>,
+    pub priority: Priority,
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub dependencies: Vec<(Cow<'static, str>, DependencyConfig)>,
+    pub on_error: Option<Cow<'static, str>>,
+    pub preemptible: bool,
+    pub join: bool,
+    pub blocking: bool,
+}
+
+impl From<&StateSpec> for StateOptions {
+    fn from(s: &StateSpec) -> Self {
+        StateOptions {
+            resources: s.resources,
+            priority: s.priority,
+            timeout: s.timeout,
+            retry: s.retry,
+            dependencies: s.depends_on.iter().map(|(n, t)| (Cow::Borrowed(*n), DependencyConfig::new(*t))).collect(),
+            on_error: s.on_error.map(Cow::Borrowed),
+            preemptible: s.preemptible,
+            join: s.join,
+            blocking: s.blocking,
+        }
+    }
+}
+
+pub(crate) struct StateDef {
+    pub name: Cow<'static, str>,
+    pub handler: Arc<dyn StateHandler>,
+    pub options: StateOptions,
+    /// The compile-time description, when the state came from `#[state]`.
+    pub spec: Option<&'static StateSpec>,
+}
+
+#[derive(Default)]
+pub(crate) struct Definition {
+    pub states: Vec<StateDef>,
+    pub start: Option<Cow<'static, str>>,
+    pub max_steps: Option<u64>,
+    pub max_concurrent: Option<usize>,
+}
+
+pub(crate) struct CompiledState {
+    pub name: Cow<'static, str>,
+    pub handler: Arc<dyn StateHandler>,
+    #[allow(dead_code)] // enforced by the scheduler and reliability layers
+    pub options: StateOptions,
+}
+
+pub(crate) struct Program {
+    pub states: Vec<CompiledState>,
+    index: FxHashMap<Box<str>, u32>,
+    pub start: usize,
+    pub reach: Option<Reach>,
+    pub max_steps: Option<u64>,
+    pub max_concurrent: Option<usize>,
+    join: Vec<bool>,
+}
+
+impl Program {
+    pub(crate) fn compile(agent: &str, def: &Definition) -> Result<Program, AgentError> {
+        if def.states.is_empty() {
+            return Err(AgentError::NoStates { agent: agent.to_owned() });
+        }
+        let mut index = FxHashMap::default();
+        index.reserve(def.states.len());
+        for (i, s) in def.states.iter().enumerate() {
+            if index.insert(Box::<str>::from(&*s.name), i as u32).is_some() {
+                return Err(AgentError::DuplicateState { agent: agent.to_owned(), state: s.name.to_string() });
+            }
+        }
+        let start = match &def.start {
+            None => 0,
+            Some(name) => *index
+                .get(&**name)
+                .ok_or_else(|| AgentError::UnknownStart { agent: agent.to_owned(), state: name.to_string() })?
+                as usize,
+        };
+        let lookup = |state: &StateDef, target: &str, role: &'static str| {
+            index.get(target).map(|&i| i as usize).ok_or_else(|| AgentError::UnknownReference {
+                agent: agent.to_owned(),
+                state: state.name.to_string(),
+                target: target.to_owned(),
+                role,
+            })
+        };
+        let mut dep_edges = Vec::new();
+        let mut other_edges = Vec::new();
+        for (i, s) in def.states.iter().enumerate() {
+            validate_options(s)?;
+            for (dep, _) in &s.options.dependencies {
+                dep_edges.push((lookup(s, dep, "dependency")?, i));
+            }
+            if let Some(target) = &s.options.on_error {
+                other_edges.push((i, lookup(s, target, "on_error")?));
+            }
+        }
+        if let Some(cycle) = find_cycle(def.states.len(), &dep_edges) {
+            return Err(AgentError::DependencyCycle {
+                cycle: cycle.into_iter().map(|i| def.states[i].name.to_string()).collect(),
+            });
+        }
+
+        let fully_known = def.states.iter().all(|s| s.spec.is_some_and(|spec| !spec.computed_targets));
+        let reach = fully_known.then(|| {
+            for (i, s) in def.states.iter().enumerate() {
+                for target in s.spec.map(|sp| sp.edges).unwrap_or_default() {
+                    // A literal naming no state fails the run if taken; it adds no edge.
+                    if let Some(&j) = index.get(*target) {
+                        other_edges.push((i, j as usize));
+                    }
+                }
+            }
+            Reach::new(def.states.len(), dep_edges.iter().chain(&other_edges).copied())
+        });
+
+        Ok(Program {
+            join: def.states.iter().map(|s| s.options.join).collect(),
+            states: def
+                .states
+                .iter()
+                .map(|s| CompiledState { name: s.name.clone(), handler: s.handler.clone(), options: s.options.clone() })
+                .collect(),
+            index,
+            start,
+            reach,
+            max_steps: def.max_steps,
+            max_concurrent: def.max_concurrent,
+        })
+    }
+
+    /// The index of the state `name` names.
+    #[inline]
+    pub(crate) fn resolve(&self, name: &StateName) -> Option<usize> {
+        if let Some(h) = name.hint() {
+            if let Some(s) = self.states.get(h) {
+                if s.name == name.as_str() {
+                    return Some(h);
+                }
+            }
+        }
+        self.index.get(name.as_str()).map(|&i| i as usize)
+    }
+
+    /// The index of the state called `name`.
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).map(|&i| i as usize)
+    }
+
+    #[inline]
+    pub(crate) fn is_join(&self, state: usize) -> bool {
+        self.join[state]
+    }
+}
+
+fn validate_options(s: &StateDef) -> Result<(), AgentError> {
+    let invalid = |reason: String| AgentError::InvalidOption { state: s.name.to_string(), reason };
+    if let Some(r) = &s.options.resources {
+        r.validate().map_err(invalid)?;
+    }
+    if let Some(r) = &s.options.retry {
+        r.validate().map_err(invalid)?;
+    }
+    if s.options.timeout == Some(Duration::ZERO) {
+        return Err(invalid("timeout must be longer than zero".into()));
+    }
+    Ok(())
+}
+
+/// A cycle among `edges` as a path whose first state is repeated at the end, if any.
+fn find_cycle(n: usize, edges: &[(usize, usize)]) -> Option<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &(a, b) in edges {
+        out[a].push(b);
+    }
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    let mut mark = vec![0u8; n];
+    let mut path = Vec::new();
+    for root in 0..n {
+        if mark[root] != 0 {
+            continue;
+        }
+        let mut stack = vec![(root, 0usize)];
+        mark[root] = 1;
+        path.push(root);
+        while let Some((node, next)) = stack.last_mut() {
+            if let Some(&succ) = out[*node].get(*next) {
+                *next += 1;
+                match mark[succ] {
+                    0 => {
+                        mark[succ] = 1;
+                        path.push(succ);
+                        stack.push((succ, 0));
+                    }
+                    1 => {
+                        let from = path.iter().position(|&p| p == succ).unwrap_or(0);
+                        let mut cycle = path[from..].to_vec();
+                        cycle.push(succ);
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                mark[*node] = 2;
+                path.pop();
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_cycle;
+
+    #[test]
+    fn finds_a_cycle_and_names_it_in_order() {
+        assert_eq!(find_cycle(3, &[(0, 1), (1, 2)]), None);
+        assert_eq!(find_cycle(3, &[(0, 1), (1, 2), (2, 1)]), Some(vec![1, 2, 1]));
+        assert_eq!(find_cycle(1, &[(0, 0)]), Some(vec![0, 0]));
+    }
+}

@@ -1,0 +1,165 @@
+//! The shared state of one run.
+//!
+//! Invariants:
+//! - One `Run` per call of `Agent::run`; every branch task holds an `Arc<Run>`.
+//! - `tasks` counts spawned branch tasks still alive (each holds a [`TaskGuard`]); the run is
+//!   over when the root branch has returned and `tasks` is zero.
+//! - The first failure wins: it is stored once, the run's status becomes `Failed`, and the
+//!   cancellation token stops every other branch (their futures are dropped).
+//! - Per-state counters are atomics indexed by state, so recording a completion takes no
+//!   lock; the order of first completions takes a lock once per distinct state.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use agent_core::{AgentError, Context};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::program::Program;
+use crate::status::{AgentStatus, StateStatus};
+
+pub(crate) struct StateCounters {
+    pub status: AtomicU8,
+    pub completed: AtomicU32,
+    pub failed: AtomicU32,
+}
+
+pub(crate) struct Run {
+    pub program: Arc<Program>,
+    pub ctx: Context,
+    pub run_id: String,
+    pub status: AtomicU8,
+    pub states: Box<[StateCounters]>,
+    first_completed: Mutex<Vec<usize>>,
+    pub steps: AtomicU64,
+    tasks: AtomicUsize,
+    tasks_done: Notify,
+    error: Mutex<Option<AgentError>>,
+    pub cancel: CancellationToken,
+    pub semaphore: Option<Semaphore>,
+    started: Instant,
+    finished: Mutex<Option<Duration>>,
+}
+
+impl Run {
+    pub(crate) fn new(program: Arc<Program>, ctx: Context) -> Run {
+        let n = program.states.len();
+        Run {
+            semaphore: program.max_concurrent.map(Semaphore::new),
+            program,
+            ctx,
+            run_id: uuid::Uuid::new_v4().to_string(),
+            status: AtomicU8::new(AgentStatus::Running as u8),
+            states: (0..n)
+                .map(|_| StateCounters {
+                    status: AtomicU8::new(StateStatus::Pending as u8),
+                    completed: AtomicU32::new(0),
+                    failed: AtomicU32::new(0),
+                })
+                .collect(),
+            first_completed: Mutex::new(Vec::new()),
+            steps: AtomicU64::new(0),
+            tasks: AtomicUsize::new(0),
+            tasks_done: Notify::new(),
+            error: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            started: Instant::now(),
+            finished: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn status(&self) -> AgentStatus {
+        AgentStatus::from_u8(self.status.load(Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn set_state_status(&self, state: usize, s: StateStatus) {
+        self.states[state].status.store(s as u8, Relaxed);
+    }
+
+    pub(crate) fn record_completion(&self, state: usize) {
+        let c = &self.states[state];
+        c.status.store(StateStatus::Completed as u8, Relaxed);
+        if c.completed.fetch_add(1, Relaxed) == 0 {
+            self.first_completed.lock().unwrap_or_else(PoisonError::into_inner).push(state);
+        }
+    }
+
+    pub(crate) fn record_failure(&self, state: usize) {
+        let c = &self.states[state];
+        c.status.store(StateStatus::Failed as u8, Relaxed);
+        c.failed.fetch_add(1, Relaxed);
+    }
+
+    /// End the run with `error` unless it already ended; stop every branch.
+    pub(crate) fn fail(&self, error: AgentError) {
+        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() && !self.status().is_finished() {
+            tracing::debug!(run_id = %self.run_id, %error, "run failed");
+            *slot = Some(error);
+            self.status.store(AgentStatus::Failed as u8, Relaxed);
+        }
+        drop(slot);
+        self.cancel.cancel();
+    }
+
+    /// Stop every branch; the run ends `Cancelled` unless it already ended.
+    pub(crate) fn cancel(&self) {
+        let _ = self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Cancelled as u8, Relaxed, Relaxed);
+        self.cancel.cancel();
+    }
+
+    #[inline]
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    pub(crate) fn task_started(&self) {
+        self.tasks.fetch_add(1, Relaxed);
+    }
+
+    fn task_ended(&self) {
+        if self.tasks.fetch_sub(1, Relaxed) == 1 {
+            self.tasks_done.notify_one();
+        }
+    }
+
+    /// Wait until no spawned branch task is alive.
+    pub(crate) async fn tasks_finished(&self) {
+        loop {
+            let notified = self.tasks_done.notified();
+            if self.tasks.load(Relaxed) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Mark the run over: `Completed` unless it failed or was cancelled.
+    pub(crate) fn finish(&self) -> Option<AgentError> {
+        let _ = self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Completed as u8, Relaxed, Relaxed);
+        *self.finished.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.started.elapsed());
+        self.error.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    pub(crate) fn completed_states(&self) -> Vec<String> {
+        let order = self.first_completed.lock().unwrap_or_else(PoisonError::into_inner);
+        order.iter().map(|&i| self.program.states[i].name.to_string()).collect()
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.finished.lock().unwrap_or_else(PoisonError::into_inner).unwrap_or_else(|| self.started.elapsed())
+    }
+}
+
+/// Held by every spawned branch task; counts it out of the run when dropped, however the
+/// task ends (returned, cancelled or panicked).
+pub(crate) struct TaskGuard(pub Arc<Run>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.task_ended();
+    }
+}

@@ -1,0 +1,336 @@
+//! Fan-out and fan-in, for builder agents (joins found at run time) and for fully known
+//! graphs (joins found from the edges).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_core::{Context, StateResult, StateSpec, WorkflowGraph};
+use agent_runtime::{Agent, AgentStatus};
+
+/// Record `name` in the context's `trail`, atomically.
+fn visit(ctx: &Context, name: &str) {
+    ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push(name.to_owned())).unwrap();
+}
+
+fn count(ctx: &Context, name: &str) -> usize {
+    ctx.get_state::<Vec<String>>("trail").unwrap_or_default().iter().filter(|t| *t == name).count()
+}
+
+fn trail(ctx: &Context) -> Vec<String> {
+    ctx.get_state("trail").unwrap_or_default()
+}
+
+/// A state that records its visit, optionally sleeps, then moves on.
+fn step(name: &'static str, sleep_ms: u64, next: StateResult) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static {
+    move |ctx: Context| {
+        let next = next.clone();
+        Box::pin(async move {
+            if sleep_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+            }
+            visit(&ctx, name);
+            next
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_branches_meet_once_and_the_join_sees_every_write() {
+    let mut agent = Agent::new("seed_pattern");
+    agent.add_state("start", step("start", 0, StateResult::parallel(["a", "b", "c"])));
+    agent.add_state("a", step("a", 30, "merge".into()));
+    agent.add_state("b", step("b", 10, "merge".into()));
+    agent.add_state("c", step("c", 20, "merge".into()));
+    agent.add_state("merge", |ctx: Context| async move {
+        let t = trail(&ctx);
+        assert!(["a", "b", "c"].iter().all(|b| t.iter().any(|x| x == b)), "merge ran before every branch: {t:?}");
+        visit(&ctx, "merge");
+        StateResult::End
+    });
+    let r = agent.run().await.unwrap();
+    assert_eq!(count(r.context(), "merge"), 1);
+    assert_eq!(r.completed_states().last().map(String::as_str), Some("merge"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_branch_that_ends_does_not_hold_the_join() {
+    let mut agent = Agent::new("one_ends");
+    agent.add_state("start", step("start", 0, StateResult::parallel(["a", "b", "c"])));
+    agent.add_state("a", step("a", 10, "merge".into()));
+    agent.add_state("b", step("b", 50, StateResult::End));
+    agent.add_state("c", step("c", 20, "merge".into()));
+    agent.add_state("merge", step("merge", 0, StateResult::End));
+    let r = agent.run().await.unwrap();
+    assert_eq!(count(r.context(), "merge"), 1);
+    // The join waited for the ending branch too (it had not ended when the others arrived).
+    let t = trail(r.context());
+    assert!(t.iter().position(|x| x == "b") < t.iter().position(|x| x == "merge"), "{t:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_detour_reaches_a_join_marked_state_before_it_runs() {
+    // check_quality -> regenerate_text -> check_quality -> await_processing, while
+    // extract_entities goes straight to await_processing.
+    let mut agent = Agent::new("detour");
+    agent.add_state("generate", step("generate", 0, StateResult::parallel(["check_quality", "extract_entities"])));
+    agent.add_state("check_quality", |ctx: Context| async move {
+        visit(&ctx, "check_quality");
+        if count(&ctx, "regenerate_text") == 0 {
+            StateResult::next("regenerate_text")
+        } else {
+            StateResult::next("await_processing")
+        }
+    });
+    agent.add_state("regenerate_text", step("regenerate_text", 100, "check_quality".into()));
+    agent.add_state("extract_entities", step("extract_entities", 0, "await_processing".into()));
+    agent.add_state("await_processing", step("await_processing", 0, StateResult::End)).join();
+    let r = agent.run().await.unwrap();
+    let t = trail(r.context());
+    assert_eq!(count(r.context(), "await_processing"), 1, "{t:?}");
+    assert_eq!(t.last().map(String::as_str), Some("await_processing"), "{t:?}");
+    assert_eq!(count(r.context(), "check_quality"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_join_a_builder_fan_in_runs_in_steps() {
+    // The documented step semantics: when no branch is running, every waiting state runs.
+    let mut agent = Agent::new("steps");
+    agent.add_state("start", step("start", 0, StateResult::parallel(["a", "b"])));
+    agent.add_state("a", step("a", 0, "a2".into()));
+    agent.add_state("a2", step("a2", 0, "merge".into()));
+    agent.add_state("b", step("b", 100, "merge".into()));
+    agent.add_state("merge", step("merge", 0, StateResult::End));
+    let r = agent.run().await.unwrap();
+    let t = trail(r.context());
+    // a2 waited for b's step to finish; then a2 and merge ran together; then a2's branch
+    // reached merge alone and merge ran again: the step model, which `join` exists to avoid.
+    assert_eq!(count(r.context(), "merge"), 2, "{t:?}");
+    assert!(t.iter().position(|x| x == "b") < t.iter().position(|x| x == "a2"), "{t:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn nested_fan_outs_join_inside_out() {
+    // start -> [outer_a, outer_b]; outer_a -> [a1, a2] -> inner_join -> outer_join;
+    // outer_b -> outer_join.
+    let mut agent = Agent::new("nested");
+    agent.add_state("start", step("start", 0, StateResult::parallel(["outer_a", "outer_b"])));
+    agent.add_state("outer_a", step("outer_a", 0, StateResult::parallel(["a1", "a2"])));
+    agent.add_state("a1", step("a1", 10, "inner_join".into()));
+    agent.add_state("a2", step("a2", 30, "inner_join".into()));
+    agent.add_state("inner_join", |ctx: Context| async move {
+        assert_eq!(count(&ctx, "a1") + count(&ctx, "a2"), 2);
+        visit(&ctx, "inner_join");
+        StateResult::next("outer_join")
+    })
+    .join();
+    agent.add_state("outer_b", step("outer_b", 5, "outer_join".into()));
+    agent.add_state("outer_join", |ctx: Context| async move {
+        assert_eq!(count(&ctx, "inner_join"), 1);
+        assert_eq!(count(&ctx, "outer_b"), 1);
+        visit(&ctx, "outer_join");
+        StateResult::End
+    })
+    .join();
+    let r = agent.run().await.unwrap();
+    assert_eq!(count(r.context(), "inner_join"), 1);
+    assert_eq!(count(r.context(), "outer_join"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hundred_thousand_branches_append_atomically_and_join_once() {
+    const N: usize = 100_000;
+    let mut agent = Agent::new("wide");
+    agent.add_state("fan", |ctx: Context| async move {
+        ctx.set_state("seen", Vec::<u32>::new());
+        ctx.set_state("i", 0u32);
+        StateResult::parallel(vec!["work"; N])
+    });
+    agent.add_state("work", |ctx: Context| async move {
+        let mut me = 0;
+        ctx.update_state("i", |i: &mut u32| {
+            me = *i;
+            *i += 1
+        })
+        .unwrap();
+        ctx.update_state("seen", |v: &mut Vec<u32>| v.push(me)).unwrap();
+        StateResult::next("merge")
+    });
+    let merges = Arc::new(AtomicU32::new(0));
+    let m = merges.clone();
+    agent.add_state("merge", move |ctx: Context| {
+        let m = m.clone();
+        async move {
+            m.fetch_add(1, Ordering::SeqCst);
+            let seen: Vec<u32> = ctx.get_state("seen").unwrap();
+            ctx.set_state("len_at_merge", seen.len());
+            StateResult::End
+        }
+    });
+    let r = agent.run().await.unwrap();
+    assert_eq!(merges.load(Ordering::SeqCst), 1);
+    assert_eq!(r.context().get_state::<usize>("len_at_merge"), Some(N));
+    let mut seen: Vec<u32> = r.context().get_state("seen").unwrap();
+    seen.sort_unstable();
+    assert!(seen.iter().enumerate().all(|(i, &v)| v as usize == i), "an append was lost or doubled");
+    assert_eq!(r.metrics().steps as usize, N + 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn branches_run_at_once_in_virtual_time() {
+    let mut agent = Agent::new("sleepers");
+    let names: Vec<String> = (0..100).map(|i| format!("sleep_{i}")).collect();
+    let targets = names.clone();
+    agent.add_state("fan", move |_ctx: Context| {
+        let targets = targets.clone();
+        async move { StateResult::parallel(targets) }
+    });
+    for name in names {
+        agent.add_state(name, |_ctx: Context| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            StateResult::next("done")
+        });
+    }
+    agent.add_state("done", |_ctx: Context| async { StateResult::End });
+    let start = tokio::time::Instant::now();
+    let r = agent.run().await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(1), "100 one-second branches must overlap");
+    assert_eq!(r.metrics().states.last().unwrap().completed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branches_run_on_several_worker_threads_at_the_same_time() {
+    // Each branch signals, then spins (blocking its worker) until it sees the other's signal:
+    // this completes only if both run at the same instant on two threads.
+    let flags = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let mut agent = Agent::new("threads");
+    agent.add_state("fan", |_ctx: Context| async { StateResult::parallel(["left", "right"]) });
+    for (me, name) in [(0usize, "left"), (1, "right")] {
+        let (flags, threads) = (flags.clone(), threads.clone());
+        agent.add_state(name, move |_ctx: Context| {
+            let (flags, threads) = (flags.clone(), threads.clone());
+            async move {
+                flags[me].store(true, Ordering::SeqCst);
+                let give_up = std::time::Instant::now() + Duration::from_secs(20);
+                while !flags[1 - me].load(Ordering::SeqCst) && std::time::Instant::now() < give_up {
+                    std::hint::spin_loop();
+                }
+                threads.lock().unwrap().push(std::thread::current().id());
+                StateResult::End
+            }
+        });
+    }
+    agent.run().await.unwrap();
+    assert!(flags.iter().all(|f| f.load(Ordering::SeqCst)));
+    let t = threads.lock().unwrap();
+    assert_ne!(t[0], t[1], "both branches ran on one thread");
+}
+
+// ----- fully known graphs: joins from the edges, no `join` marker ---------------------------
+
+fn spec(name: &'static str, edges: &'static [&'static str]) -> StateSpec {
+    StateSpec { edges, computed_targets: false, ..StateSpec::new(name) }
+}
+
+static LLM_STATES: [StateSpec; 5] = [
+    StateSpec { edges: &["check_quality", "extract_entities"], computed_targets: false, ..StateSpec::new("generate") },
+    StateSpec { edges: &["regenerate_text", "await_processing"], computed_targets: false, ..StateSpec::new("check_quality") },
+    StateSpec { edges: &["check_quality"], computed_targets: false, ..StateSpec::new("regenerate_text") },
+    StateSpec { edges: &["await_processing"], computed_targets: false, ..StateSpec::new("extract_entities") },
+    StateSpec { edges: &[], computed_targets: false, ..StateSpec::new("await_processing") },
+];
+static LLM: WorkflowGraph = WorkflowGraph { name: "llm", start: "generate", states: &LLM_STATES, max_concurrent: None };
+
+#[tokio::test(start_paused = true)]
+async fn a_known_graph_joins_after_a_detour_without_a_join_marker() {
+    let _ = spec("unused", &[]);
+    let agent = Agent::__from_workflow(
+        &LLM,
+        vec![
+            (Arc::new(step("generate", 0, StateResult::parallel(["check_quality", "extract_entities"]))), None),
+            (
+                Arc::new(|ctx: Context| async move {
+                    visit(&ctx, "check_quality");
+                    if count(&ctx, "regenerate_text") < 2 {
+                        StateResult::next("regenerate_text")
+                    } else {
+                        StateResult::next("await_processing")
+                    }
+                }),
+                None,
+            ),
+            (Arc::new(step("regenerate_text", 100, "check_quality".into())), None),
+            (Arc::new(step("extract_entities", 0, "await_processing".into())), None),
+            (Arc::new(step("await_processing", 0, StateResult::End)), None),
+        ],
+    );
+    let r = agent.run().await.unwrap();
+    let t = trail(r.context());
+    assert_eq!(count(r.context(), "await_processing"), 1, "{t:?}");
+    assert_eq!(t.last().map(String::as_str), Some("await_processing"), "{t:?}");
+    assert_eq!(count(r.context(), "regenerate_text"), 2, "the detour kept moving: {t:?}");
+    assert_eq!(r.status(), AgentStatus::Completed);
+}
+
+static SHARED_STATES: [StateSpec; 5] = [
+    StateSpec { edges: &["outer_a", "outer_b"], computed_targets: false, ..StateSpec::new("start") },
+    StateSpec { edges: &["a1", "join"], computed_targets: false, ..StateSpec::new("outer_a") },
+    StateSpec { edges: &["join"], computed_targets: false, ..StateSpec::new("a1") },
+    StateSpec { edges: &["join"], computed_targets: false, ..StateSpec::new("outer_b") },
+    StateSpec { edges: &[], computed_targets: false, ..StateSpec::new("join") },
+];
+static SHARED: WorkflowGraph = WorkflowGraph { name: "shared", start: "start", states: &SHARED_STATES, max_concurrent: None };
+
+#[tokio::test(start_paused = true)]
+async fn a_join_shared_by_inner_and_outer_branches_runs_once() {
+    // start -> [outer_a, outer_b]; outer_a -> [a1, join]; a1 -> join; outer_b -> join.
+    let agent = Agent::__from_workflow(
+        &SHARED,
+        vec![
+            (Arc::new(step("start", 0, StateResult::parallel(["outer_a", "outer_b"]))), None),
+            (Arc::new(step("outer_a", 0, StateResult::parallel(["a1", "join"]))), None),
+            (Arc::new(step("a1", 20, "join".into())), None),
+            (Arc::new(step("outer_b", 50, "join".into())), None),
+            (Arc::new(step("join", 0, StateResult::End)), None),
+        ],
+    );
+    // Note: `join` is itself a fan-out target of outer_a, so it runs once there as a branch
+    // start; the fan-in is the *arrivals*: a1's and outer_b's, which merge into one run.
+    let r = agent.run().await.unwrap();
+    let t = trail(r.context());
+    assert_eq!(count(r.context(), "join"), 2, "{t:?}");
+    assert_eq!(t.last().map(String::as_str), Some("join"));
+    assert!(t.iter().rposition(|x| x == "outer_b") < t.iter().rposition(|x| x == "join"), "{t:?}");
+}
+
+static NESTED_STATES: [StateSpec; 6] = [
+    StateSpec { edges: &["outer_a", "outer_b"], computed_targets: false, ..StateSpec::new("start") },
+    StateSpec { edges: &["a1", "a2"], computed_targets: false, ..StateSpec::new("outer_a") },
+    StateSpec { edges: &["join"], computed_targets: false, ..StateSpec::new("a1") },
+    StateSpec { edges: &["join"], computed_targets: false, ..StateSpec::new("a2") },
+    StateSpec { edges: &["join"], computed_targets: false, ..StateSpec::new("outer_b") },
+    StateSpec { edges: &[], computed_targets: false, ..StateSpec::new("join") },
+];
+static NESTED: WorkflowGraph = WorkflowGraph { name: "nested", start: "start", states: &NESTED_STATES, max_concurrent: None };
+
+#[tokio::test(start_paused = true)]
+async fn inner_and_outer_branches_meeting_at_one_join_run_it_once() {
+    let agent = Agent::__from_workflow(
+        &NESTED,
+        vec![
+            (Arc::new(step("start", 0, StateResult::parallel(["outer_a", "outer_b"]))), None),
+            (Arc::new(step("outer_a", 0, StateResult::parallel(["a1", "a2"]))), None),
+            (Arc::new(step("a1", 20, "join".into())), None),
+            (Arc::new(step("a2", 40, "join".into())), None),
+            (Arc::new(step("outer_b", 10, "join".into())), None),
+            (Arc::new(|ctx: Context| async move {
+                assert_eq!(count(&ctx, "a1") + count(&ctx, "a2") + count(&ctx, "outer_b"), 3);
+                visit(&ctx, "join");
+                StateResult::End
+            }), None),
+        ],
+    );
+    let r = agent.run().await.unwrap();
+    assert_eq!(count(r.context(), "join"), 1, "{:?}", trail(r.context()));
+}

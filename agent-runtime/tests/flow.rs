@@ -1,0 +1,313 @@
+//! Sequential flow, loops, validation and failures of builder agents.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use agent_core::{AgentError, Context, DependencyType, StateResult};
+use agent_runtime::{Agent, AgentStatus, StateStatus};
+
+#[tokio::test]
+async fn a_chain_runs_in_order_and_shares_the_context() {
+    let mut agent = Agent::new("chain");
+    agent.add_state("a", |ctx: Context| async move {
+        ctx.set_state("trail", vec!["a"]);
+        StateResult::next("b")
+    });
+    agent.add_state("b", |ctx: Context| async move {
+        ctx.update_state("trail", |t: &mut Vec<String>| t.push("b".into())).unwrap();
+        StateResult::next("c")
+    });
+    agent.add_state("c", |ctx: Context| async move {
+        ctx.update_state("trail", |t: &mut Vec<String>| t.push("c".into()))?;
+        Ok::<_, agent_core::ContextError>(StateResult::End)
+    });
+    let result = agent.run().await.unwrap();
+    assert_eq!(result.status(), AgentStatus::Completed);
+    assert_eq!(result.completed_states(), ["a", "b", "c"]);
+    assert_eq!(result.context().get_state::<Vec<String>>("trail").unwrap(), ["a", "b", "c"]);
+    assert_eq!(agent.status(), AgentStatus::Completed);
+    assert_eq!(agent.state_status("b"), Some(StateStatus::Completed));
+    assert_eq!(agent.state_status("nope"), None);
+    assert_eq!(result.metrics().completed, 3);
+    assert_eq!(agent.run_id().as_deref(), Some(result.run_id()));
+}
+
+#[tokio::test]
+async fn set_start_picks_the_entry() {
+    let mut agent = Agent::new("start");
+    agent.add_state("first", |_ctx: Context| async {
+        if true {
+            panic!("not the start");
+        }
+        StateResult::End
+    });
+    agent.add_state("second", |ctx: Context| async move {
+        ctx.set_state("ran", true);
+        StateResult::End
+    });
+    agent.set_start("second");
+    let r = agent.run().await.unwrap();
+    assert_eq!(r.completed_states(), ["second"]);
+}
+
+#[tokio::test]
+async fn a_state_may_loop_and_runs_each_time() {
+    let mut agent = Agent::new("loop");
+    agent.add_state("tick", |ctx: Context| async move {
+        let n: u32 = ctx.get_state_or("n", 0) + 1;
+        ctx.set_state("n", n);
+        if n < 10 {
+            StateResult::next("tick")
+        } else {
+            StateResult::End
+        }
+    });
+    let r = agent.run().await.unwrap();
+    assert_eq!(r.context().get_state::<u32>("n"), Some(10));
+    assert_eq!(r.metrics().steps, 10);
+    assert_eq!(r.metrics().states[0].completed, 10);
+}
+
+#[tokio::test]
+async fn max_steps_stops_a_runaway_loop_and_keeps_the_context() {
+    let mut agent = Agent::new("runaway").max_steps(5);
+    agent.add_state("spin", |ctx: Context| async move {
+        ctx.update_state_or_default("n", |n: &mut u32| *n += 1).unwrap();
+        StateResult::next("spin")
+    });
+    match agent.run().await {
+        Err(AgentError::MaxSteps { limit, state, context }) => {
+            assert_eq!(limit, 5);
+            assert_eq!(state, "spin");
+            assert_eq!(context.get_state::<u32>("n"), Some(5));
+        }
+        other => panic!("expected MaxSteps, got {other:?}"),
+    }
+    assert_eq!(agent.status(), AgentStatus::Failed);
+}
+
+#[tokio::test]
+async fn an_unknown_computed_target_fails_with_both_names() {
+    let mut agent = Agent::new("typo");
+    agent.add_state("route", |ctx: Context| async move {
+        ctx.set_state("kept", 1);
+        StateResult::next(format!("chunk_{}", 7))
+    });
+    match agent.run().await {
+        Err(AgentError::UnknownState { from, to, context }) => {
+            assert_eq!((from.as_str(), to.as_str()), ("route", "chunk_7"));
+            assert_eq!(context.get_state::<i32>("kept"), Some(1));
+        }
+        other => panic!("expected UnknownState, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_target_inside_a_fan_out_fails_the_run() {
+    let mut agent = Agent::new("typo_fan");
+    agent.add_state("fan", |_ctx: Context| async { StateResult::parallel(["a", "missing"]) });
+    agent.add_state("a", |_ctx: Context| async { StateResult::End });
+    let err = agent.run().await.unwrap_err();
+    assert!(matches!(err, AgentError::UnknownState { ref to, .. } if to == "missing"), "{err}");
+}
+
+#[tokio::test]
+async fn an_err_fails_the_run_with_state_failed_and_the_context() {
+    let mut agent = Agent::new("err");
+    agent.add_state("work", |ctx: Context| async move {
+        ctx.set_state("partial", "done so far");
+        Err::<StateResult, _>(std::io::Error::other("disk on fire"))
+    });
+    let err = agent.run().await.unwrap_err();
+    match &err {
+        AgentError::StateFailed { state, attempts, source, context } => {
+            assert_eq!(state, "work");
+            assert_eq!(*attempts, 1);
+            assert_eq!(source.to_string(), "disk on fire");
+            assert_eq!(context.get_state::<String>("partial").as_deref(), Some("done so far"));
+        }
+        other => panic!("expected StateFailed, got {other:?}"),
+    }
+    assert_eq!(agent.state_status("work"), Some(StateStatus::Failed));
+}
+
+#[tokio::test]
+async fn a_panic_is_caught_and_reported_with_its_message() {
+    let mut agent = Agent::new("panics");
+    agent.add_state("boom", |_ctx: Context| async move {
+        let v: Vec<u8> = Vec::new();
+        if v.is_empty() {
+            panic!("index {} out of range", 3);
+        }
+        StateResult::End
+    });
+    let err = agent.run().await.unwrap_err();
+    match err {
+        AgentError::StateFailed { state, source, .. } => {
+            assert_eq!(state, "boom");
+            assert!(source.to_string().contains("index 3 out of range"), "{source}");
+        }
+        other => panic!("expected StateFailed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_failing_branch_stops_its_siblings() {
+    let started = Arc::new(AtomicU32::new(0));
+    let mut agent = Agent::new("fail_fast");
+    agent.add_state("fan", |_ctx: Context| async { StateResult::parallel(["bad", "slow"]) });
+    agent.add_state("bad", |_ctx: Context| async { Err::<StateResult, _>("bad input") });
+    let s = started.clone();
+    agent.add_state("slow", move |_ctx: Context| {
+        let s = s.clone();
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            StateResult::End
+        }
+    });
+    let err = agent.run().await.unwrap_err();
+    assert!(matches!(err, AgentError::StateFailed { ref state, .. } if state == "bad"));
+}
+
+#[tokio::test]
+async fn a_value_serde_cannot_encode_fails_the_state_that_wrote_it() {
+    struct Unencodable;
+    impl serde::Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no encoding for this"))
+        }
+    }
+    let mut agent = Agent::new("bad_write");
+    agent.add_state("write", |ctx: Context| async move {
+        ctx.set_state("x", Unencodable);
+        StateResult::End
+    });
+    let err = agent.run().await.unwrap_err();
+    assert!(err.to_string().contains("no encoding for this"), "{err}");
+}
+
+#[tokio::test]
+async fn validation_rejects_bad_definitions_before_anything_runs() {
+    let ran = Arc::new(AtomicU32::new(0));
+    let counting = |ran: Arc<AtomicU32>| {
+        move |_ctx: Context| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            async { StateResult::End }
+        }
+    };
+
+    let empty = Agent::new("empty");
+    assert!(matches!(empty.run().await, Err(AgentError::NoStates { .. })));
+
+    let mut dup = Agent::new("dup");
+    dup.add_state("a", counting(ran.clone()));
+    dup.add_state("a", counting(ran.clone()));
+    assert!(matches!(dup.run().await, Err(AgentError::DuplicateState { ref state, .. }) if state == "a"));
+
+    let mut start = Agent::new("start");
+    start.add_state("a", counting(ran.clone()));
+    start.set_start("zz");
+    assert!(matches!(start.run().await, Err(AgentError::UnknownStart { ref state, .. }) if state == "zz"));
+
+    let mut dep = Agent::new("dep");
+    dep.add_state("a", counting(ran.clone())).dependency("ghost", DependencyType::Required);
+    assert!(matches!(dep.run().await, Err(AgentError::UnknownReference { ref target, .. }) if target == "ghost"));
+
+    let mut cyc = Agent::new("cycle");
+    cyc.add_state("a", counting(ran.clone())).dependency("b", DependencyType::Required);
+    cyc.add_state("b", counting(ran.clone())).dependency("c", DependencyType::Sequential);
+    cyc.add_state("c", counting(ran.clone())).dependency("a", DependencyType::Required);
+    match cyc.run().await {
+        Err(AgentError::DependencyCycle { cycle }) => {
+            assert_eq!(cycle.len(), 4);
+            assert_eq!(cycle.first(), cycle.last());
+        }
+        other => panic!("expected DependencyCycle, got {other:?}"),
+    }
+
+    let mut bad = Agent::new("bad_opt");
+    bad.add_state("a", counting(ran.clone())).resources(agent_core::ResourceRequirements::new().cpu(f64::NAN));
+    assert!(matches!(bad.run().await, Err(AgentError::InvalidOption { .. })));
+
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "no state may run when validation fails");
+}
+
+#[tokio::test]
+async fn run_in_starts_from_a_prepared_context() {
+    let mut agent = Agent::new("inputs");
+    agent.add_state("double", |ctx: Context| async move {
+        let x: i64 = ctx.try_get_state("x")?;
+        ctx.set_state("y", x * 2);
+        Ok::<_, agent_core::ContextError>(StateResult::End)
+    });
+    let ctx = Context::new();
+    ctx.set_state("x", 21);
+    let r = agent.run_in(ctx).await.unwrap();
+    assert_eq!(r.context().get_state::<i64>("y"), Some(42));
+}
+
+#[tokio::test]
+async fn an_agent_can_run_again_after_a_run_ends() {
+    let mut agent = Agent::new("again");
+    agent.add_state("a", |_ctx: Context| async { StateResult::End });
+    let first = agent.run().await.unwrap();
+    let second = agent.run().await.unwrap();
+    assert_ne!(first.run_id(), second.run_id());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_concurrent_run_is_refused() {
+    let mut agent = Agent::new("busy");
+    agent.add_state("wait", |_ctx: Context| async {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        StateResult::End
+    });
+    let a = agent.clone();
+    let first = tokio::spawn(async move { a.run().await });
+    tokio::task::yield_now().await;
+    assert_eq!(agent.status(), AgentStatus::Running);
+    assert!(matches!(agent.run().await, Err(AgentError::AlreadyRunning { .. })));
+    assert!(first.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_all_stops_a_running_run() {
+    let mut agent = Agent::new("cancel");
+    agent.add_state("forever", |_ctx: Context| async {
+        std::future::pending::<()>().await;
+        StateResult::End
+    });
+    let a = agent.clone();
+    let run = tokio::spawn(async move { a.run().await });
+    tokio::task::yield_now().await;
+    agent.cancel_all().await;
+    let r = run.await.unwrap().unwrap();
+    assert_eq!(r.status(), AgentStatus::Cancelled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_concurrent_limits_states_running_at_once() {
+    let now = Arc::new(AtomicU32::new(0));
+    let peak = Arc::new(AtomicU32::new(0));
+    let mut agent = Agent::new("limited").max_concurrent(2);
+    agent.add_state("fan", |_ctx: Context| async { StateResult::parallel(["w0", "w1", "w2", "w3", "w4"]) });
+    for i in 0..5 {
+        let (now, peak) = (now.clone(), peak.clone());
+        agent.add_state(format!("w{i}"), move |_ctx: Context| {
+            let (now, peak) = (now.clone(), peak.clone());
+            async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                StateResult::End
+            }
+        });
+    }
+    let start = tokio::time::Instant::now();
+    agent.run().await.unwrap();
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    // Five 100 ms states two at a time take three rounds.
+    assert_eq!(start.elapsed(), std::time::Duration::from_millis(300));
+}
