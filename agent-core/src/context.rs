@@ -19,6 +19,7 @@
 
 use std::any::{type_name, Any};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use rustc_hash::FxHashMap;
@@ -86,6 +87,8 @@ type SlotRef = Arc<Mutex<Slot>>;
 struct Inner {
     values: RwLock<FxHashMap<Box<str>, SlotRef>>,
     write_error: Mutex<Option<ContextError>>,
+    /// Set with `write_error`, read without a lock after every state.
+    has_write_error: AtomicBool,
 }
 
 /// The data shared by the states of one run.
@@ -160,6 +163,7 @@ impl Context {
     pub fn set_state<T: Serialize>(&self, key: &str, value: T) {
         if let Err(e) = self.try_set_state(key, value) {
             *lock(&self.inner.write_error) = Some(e);
+            self.inner.has_write_error.store(true, Ordering::Release);
         }
     }
 
@@ -339,7 +343,12 @@ impl Context {
 
     /// Take the error of a write that could not be stored, if any.
     #[doc(hidden)]
+    #[inline]
     pub fn take_write_error(&self) -> Option<ContextError> {
+        if !self.inner.has_write_error.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.has_write_error.store(false, Ordering::Release);
         lock(&self.inner.write_error).take()
     }
 
@@ -350,7 +359,7 @@ impl Context {
             .iter()
             .map(|(k, v)| (k.clone(), Arc::new(Mutex::new(lock(v).clone()))))
             .collect();
-        Context { inner: Arc::new(Inner { values: RwLock::new(copy), write_error: Mutex::default() }) }
+        Context { inner: Arc::new(Inner { values: RwLock::new(copy), ..Inner::default() }) }
     }
 
     /// Every value as JSON: plain values as stored, typed values tagged with their type.

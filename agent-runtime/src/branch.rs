@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use agent_core::{AgentError, PanicError, StateResult};
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::fanin::{Group, Position};
 use crate::run::{Run, TaskGuard};
@@ -143,8 +144,9 @@ async fn execute(run: &Arc<Run>, pos: usize) -> Option<StateResult> {
         None => None,
     };
     run.set_state_status(pos, StateStatus::Running);
+    let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| state.handler.call(run.ctx.clone()))) {
-        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().instrument(span).await,
         Err(payload) => Err(payload),
     };
     let error = match outcome {

@@ -1,0 +1,155 @@
+//! Workload: a chain of N state transitions (N = 10, 1,000, 100,000), each state doing one
+//! atomic context update (`update_state("n", |n| *n += 1)`), on a 2-worker tokio runtime,
+//! awaiting the whole run inside the timed region.
+//!
+//! Baseline, measured in the same run: hand-written tokio code doing the same work, an
+//! `async fn` loop that calls one `async fn` per step with the same context update and picks
+//! the next step with a `match`.
+//!
+//! Variants: `agent_workflow` is a `#[workflow]` ring of ten states whose literal targets
+//! resolve by index hint (no hashing); `agent_builder` is the same ring built with
+//! `add_state` closures returning `&'static str` names (one Fx hash per transition).
+//!
+//! Reproduce: `cargo bench --bench chain`. Target (issue 2): at most 2.5x the baseline per
+//! transition, flat from N = 10 to N = 100,000.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use agent::prelude::*;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+static LIMIT: AtomicU64 = AtomicU64::new(0);
+
+/// One step's work: bump the counter; `true` while the chain goes on.
+fn bump(ctx: &Context) -> bool {
+    let mut n = 0;
+    ctx.update_state("n", |v: &mut u64| {
+        *v += 1;
+        n = *v;
+    })
+    .expect("n is set before the run");
+    n < LIMIT.load(Ordering::Relaxed)
+}
+
+#[workflow]
+mod ring {
+    use super::bump;
+    use agent::prelude::*;
+
+    #[state]
+    async fn s0(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s1".into() } else { StateResult::End }
+    }
+    #[state]
+    async fn s1(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s2".into() } else { StateResult::End }
+    }
+    #[state]
+    async fn s2(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s3".into() } else { StateResult::End }
+    }
+    #[state]
+    async fn s3(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s4".into() } else { StateResult::End }
+    }
+    #[state]
+    async fn s4(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s5".into() } else { StateResult::End }
+    }
+    #[state]
+    async fn s5(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s6".into() } else { StateResult::End }
+    }
+    #[state]
+    async fn s6(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s7".into() } else { StateResult::End }
+    }
+    #[state]
+    async fn s7(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s8".into() } else { StateResult::End }
+    }
+    #[state]
+    async fn s8(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s9".into() } else { StateResult::End }
+    }
+    #[state]
+    async fn s9(ctx: &Context) -> StateResult {
+        if bump(ctx) { "s0".into() } else { StateResult::End }
+    }
+}
+
+const NAMES: [&str; 10] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"];
+
+fn builder_ring() -> Agent {
+    let mut agent = Agent::new("builder_ring");
+    for i in 0..10 {
+        agent.add_state(NAMES[i], move |ctx: Context| async move {
+            if bump(&ctx) {
+                StateResult::next(NAMES[(i + 1) % 10])
+            } else {
+                StateResult::End
+            }
+        });
+    }
+    agent
+}
+
+/// The baseline: the same ring as hand-written async code.
+async fn baseline(ctx: &Context) {
+    async fn step(ctx: &Context, i: usize) -> Option<usize> {
+        bump(ctx).then_some((i + 1) % 10)
+    }
+    let mut at = 0;
+    while let Some(next) = step(ctx, at).await {
+        at = next;
+    }
+}
+
+fn fresh_context() -> Context {
+    let ctx = Context::new();
+    ctx.set_state("n", 0u64);
+    ctx
+}
+
+fn chain(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let workflow = ring::agent();
+    let builder = builder_ring();
+    let mut group = c.benchmark_group("chain");
+    for n in [10u64, 1_000, 100_000] {
+        group.throughput(Throughput::Elements(n));
+        if n == 100_000 {
+            group.sample_size(20);
+        }
+        group.bench_with_input(BenchmarkId::new("tokio_baseline", n), &n, |b, &n| {
+            b.to_async(&rt).iter(|| async move {
+                LIMIT.store(n, Ordering::Relaxed);
+                let ctx = fresh_context();
+                baseline(&ctx).await;
+                ctx
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("agent_workflow", n), &n, |b, &n| {
+            b.to_async(&rt).iter(|| {
+                let workflow = workflow.clone();
+                async move {
+                    LIMIT.store(n, Ordering::Relaxed);
+                    workflow.run_in(fresh_context()).await.unwrap()
+                }
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("agent_builder", n), &n, |b, &n| {
+            b.to_async(&rt).iter(|| {
+                let builder = builder.clone();
+                async move {
+                    LIMIT.store(n, Ordering::Relaxed);
+                    builder.run_in(fresh_context()).await.unwrap()
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, chain);
+criterion_main!(benches);
