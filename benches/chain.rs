@@ -38,43 +38,83 @@ mod ring {
 
     #[state]
     async fn s0(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s1".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s1".into()
+        } else {
+            StateResult::End
+        }
     }
     #[state]
     async fn s1(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s2".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s2".into()
+        } else {
+            StateResult::End
+        }
     }
     #[state]
     async fn s2(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s3".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s3".into()
+        } else {
+            StateResult::End
+        }
     }
     #[state]
     async fn s3(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s4".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s4".into()
+        } else {
+            StateResult::End
+        }
     }
     #[state]
     async fn s4(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s5".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s5".into()
+        } else {
+            StateResult::End
+        }
     }
     #[state]
     async fn s5(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s6".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s6".into()
+        } else {
+            StateResult::End
+        }
     }
     #[state]
     async fn s6(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s7".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s7".into()
+        } else {
+            StateResult::End
+        }
     }
     #[state]
     async fn s7(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s8".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s8".into()
+        } else {
+            StateResult::End
+        }
     }
     #[state]
     async fn s8(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s9".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s9".into()
+        } else {
+            StateResult::End
+        }
     }
     #[state]
     async fn s9(ctx: &Context) -> StateResult {
-        if bump(ctx) { "s0".into() } else { StateResult::End }
+        if bump(ctx) {
+            "s0".into()
+        } else {
+            StateResult::End
+        }
     }
 }
 

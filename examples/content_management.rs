@@ -52,8 +52,12 @@ mod cms {
     async fn extract_keywords(ctx: &Context) -> StateResult {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let article = ctx.get_typed::<Article>("article").unwrap();
-        let keywords: Vec<String> =
-            article.body.split_whitespace().filter(|w| w.len() > 8).map(|w| w.trim_matches('.').to_lowercase()).collect();
+        let keywords: Vec<String> = article
+            .body
+            .split_whitespace()
+            .filter(|w| w.len() > 8)
+            .map(|w| w.trim_matches('.').to_lowercase())
+            .collect();
         ctx.set_state("keywords", keywords);
         "await_completion".into()
     }

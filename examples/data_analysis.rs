@@ -35,20 +35,21 @@ fn build(data: Vec<u64>, chunk_size: usize) -> Agent {
         });
     }
     let chunk_count = names.len();
-    agent.add_state("merge_results", move |ctx: Context| async move {
-        let mut total = 0;
-        let mut max = 0;
-        for i in 0..chunk_count {
-            let (s, m): (u64, u64) = ctx.get_state(&format!("results_{i}")).unwrap_or((0, 0));
-            total += s;
-            max = max.max(m);
-        }
-        ctx.set_state("total", total);
-        ctx.set_state("max", max);
-        ctx.update_state_or_default("merges", |n: &mut u32| *n += 1).ok();
-        StateResult::End
-    })
-    .join();
+    agent
+        .add_state("merge_results", move |ctx: Context| async move {
+            let mut total = 0;
+            let mut max = 0;
+            for i in 0..chunk_count {
+                let (s, m): (u64, u64) = ctx.get_state(&format!("results_{i}")).unwrap_or((0, 0));
+                total += s;
+                max = max.max(m);
+            }
+            ctx.set_state("total", total);
+            ctx.set_state("max", max);
+            ctx.update_state_or_default("merges", |n: &mut u32| *n += 1).ok();
+            StateResult::End
+        })
+        .join();
     agent.add_state("simple_process", |ctx: Context| async move {
         ctx.set_state("total", 0u64);
         StateResult::End

@@ -42,11 +42,8 @@ mod data_processor {
     #[state]
     async fn transform_data(ctx: &Context) -> StateResult {
         let batch = ctx.get_typed::<DataBatch>("batch").unwrap();
-        let upper: Vec<String> = batch
-            .data
-            .iter()
-            .filter_map(|r| r.get("value").and_then(Value::as_str).map(str::to_uppercase))
-            .collect();
+        let upper: Vec<String> =
+            batch.data.iter().filter_map(|r| r.get("value").and_then(Value::as_str).map(str::to_uppercase)).collect();
         ctx.set_state("transformed", upper);
         "await_processing".into()
     }

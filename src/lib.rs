@@ -45,6 +45,11 @@ pub use agent_core::*;
 pub use agent_macros::{state, workflow, TypedContextData};
 pub use agent_runtime::*;
 
+/// The README's Rust snippets, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Everything a workflow file needs: `use agent::prelude::*;`.
 pub mod prelude {
     pub use agent_core::{

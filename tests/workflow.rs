@@ -186,6 +186,7 @@ mod forms {
     }
 
     #[state]
+    #[allow(clippy::needless_return)] // the `return` form is what this state tests
     async fn c(_ctx: &Context) -> StateResult {
         return "e".into();
     }

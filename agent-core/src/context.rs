@@ -100,7 +100,7 @@ struct Inner {
 /// let s: Option<Vec<i32>> = ctx.get_state("scores");
 /// assert_eq!(s, Some(vec![95, 87, 92]));
 /// ctx.update_state("scores", |v: &mut Vec<i32>| v.push(99)).unwrap();
-/// assert_eq!(ctx.get_state_or("scores", vec![]).len(), 4);
+/// assert_eq!(ctx.get_state_or::<Vec<i32>>("scores", vec![]).len(), 4);
 /// assert!(ctx.remove_state("scores"));
 /// assert!(!ctx.has_state("scores"));
 /// ```
@@ -140,7 +140,11 @@ impl Context {
     }
 
     /// The slot for `key`, inserting `init()` first when the key is absent.
-    fn slot_or_insert(&self, key: &str, init: impl FnOnce() -> Result<Slot, ContextError>) -> Result<SlotRef, ContextError> {
+    fn slot_or_insert(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> Result<Slot, ContextError>,
+    ) -> Result<SlotRef, ContextError> {
         if let Some(s) = self.slot(key) {
             return Ok(s);
         }
@@ -169,10 +173,8 @@ impl Context {
 
     /// Store `value` under `key`, or say why it cannot be encoded.
     pub fn try_set_state<T: Serialize>(&self, key: &str, value: T) -> Result<(), ContextError> {
-        let value = serde_json::to_value(&value).map_err(|source| ContextError::Serialize {
-            key: key.to_owned(),
-            message: source.to_string(),
-        })?;
+        let value = serde_json::to_value(&value)
+            .map_err(|source| ContextError::Serialize { key: key.to_owned(), message: source.to_string() })?;
         self.put(key, Slot::Json { value, set_as: type_name::<T>() });
         Ok(())
     }
@@ -251,8 +253,7 @@ impl Context {
             Slot::Json { .. } => {}
         }
         let current = guard.json().and_then(|json| T::deserialize(&*json));
-        let mut current =
-            current.map_err(|e| ContextError::mismatch::<T>(key, guard.describe(), e.to_string()))?;
+        let mut current = current.map_err(|e| ContextError::mismatch::<T>(key, guard.describe(), e.to_string()))?;
         f(&mut current);
         *guard = Slot::Native { value: Box::new(current), encode: encode::<T>, set_as: type_name::<T>() };
         Ok(())
@@ -265,12 +266,7 @@ impl Context {
 
     /// Remove `key`; `true` if it held a value.
     pub fn remove_state(&self, key: &str) -> bool {
-        self.inner
-            .values
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key)
-            .is_some()
+        self.inner.values.write().unwrap_or_else(PoisonError::into_inner).remove(key).is_some()
     }
 
     /// Every key, in no particular order.
@@ -355,10 +351,8 @@ impl Context {
     /// A deep copy: a new context with the same values, sharing nothing with this one.
     pub fn deep_clone(&self) -> Context {
         let map = self.inner.values.read().unwrap_or_else(PoisonError::into_inner);
-        let copy: FxHashMap<Box<str>, SlotRef> = map
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::new(Mutex::new(lock(v).clone()))))
-            .collect();
+        let copy: FxHashMap<Box<str>, SlotRef> =
+            map.iter().map(|(k, v)| (k.clone(), Arc::new(Mutex::new(lock(v).clone())))).collect();
         Context { inner: Arc::new(Inner { values: RwLock::new(copy), ..Inner::default() }) }
     }
 

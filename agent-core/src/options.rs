@@ -278,7 +278,14 @@ pub struct DependencyConfig {
 impl DependencyConfig {
     /// A dependency of this type, with the defaults.
     pub fn new(dependency_type: DependencyType) -> Self {
-        Self { dependency_type, lifecycle: DependencyLifecycle::Session, condition: None, expiry: None, interval: None, timeout: None }
+        Self {
+            dependency_type,
+            lifecycle: DependencyLifecycle::Session,
+            condition: None,
+            expiry: None,
+            interval: None,
+            timeout: None,
+        }
     }
     /// How long a completion counts.
     pub fn lifecycle(mut self, l: DependencyLifecycle) -> Self {

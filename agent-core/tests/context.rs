@@ -1,7 +1,5 @@
 //! The Context section of API.md, at the data layer.
 
-
-
 use agent_core::{Context, ContextError, TypedContextData};
 use serde::{Deserialize, Serialize};
 
@@ -145,7 +143,10 @@ fn typed_values_are_stored_as_themselves_and_updated_in_place() {
     ctx.set_state("plain", 3);
     let err = ctx.try_get_typed::<UserProfile>("plain").unwrap_err();
     assert!(err.to_string().contains("UserProfile"), "{err}");
-    assert!(matches!(ctx.update_typed("plain", |u: &mut UserProfile| u.age = 1), Err(ContextError::TypeMismatch { .. })));
+    assert!(matches!(
+        ctx.update_typed("plain", |u: &mut UserProfile| u.age = 1),
+        Err(ContextError::TypeMismatch { .. })
+    ));
 }
 
 #[test]

@@ -237,7 +237,10 @@ impl Agent {
     /// The status of `state` in the current or last run; `None` if there is no such state.
     pub fn state_status(&self, state: &str) -> Option<StateStatus> {
         match self.current() {
-            Some(run) => run.program.index_of(state).map(|i| StateStatus::from_u8(run.states[i].status.load(std::sync::atomic::Ordering::Relaxed))),
+            Some(run) => run
+                .program
+                .index_of(state)
+                .map(|i| StateStatus::from_u8(run.states[i].status.load(std::sync::atomic::Ordering::Relaxed))),
             None => lock(&self.shared.def).states.iter().any(|s| s.name == state).then_some(StateStatus::Pending),
         }
     }

@@ -161,6 +161,11 @@ async fn execute(run: &Arc<Run>, pos: usize) -> Option<StateResult> {
         Err(payload) => Box::new(PanicError { message: panic_message(payload) }),
     };
     run.record_failure(pos);
-    run.fail(AgentError::StateFailed { state: state.name.to_string(), attempts: 1, source: error, context: run.ctx.clone() });
+    run.fail(AgentError::StateFailed {
+        state: state.name.to_string(),
+        attempts: 1,
+        source: error,
+        context: run.ctx.clone(),
+    });
     None
 }

@@ -114,7 +114,8 @@ impl Tokens {
                 if self.running_total > 0 {
                     return;
                 }
-                self.released.extend(self.waiting.iter().filter(|(&s, _)| !prog.is_join(s as usize)).map(|(&s, &c)| (s, c)));
+                self.released
+                    .extend(self.waiting.iter().filter(|(&s, _)| !prog.is_join(s as usize)).map(|(&s, &c)| (s, c)));
                 if self.released.is_empty() {
                     self.release_first_waiting();
                 }

@@ -107,7 +107,8 @@ impl Run {
 
     /// Stop every branch; the run ends `Cancelled` unless it already ended.
     pub(crate) fn cancel(&self) {
-        let _ = self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Cancelled as u8, Relaxed, Relaxed);
+        let _ =
+            self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Cancelled as u8, Relaxed, Relaxed);
         self.cancel.cancel();
     }
 
@@ -139,7 +140,8 @@ impl Run {
 
     /// Mark the run over: `Completed` unless it failed or was cancelled.
     pub(crate) fn finish(&self) -> Option<AgentError> {
-        let _ = self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Completed as u8, Relaxed, Relaxed);
+        let _ =
+            self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Completed as u8, Relaxed, Relaxed);
         *self.finished.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.started.elapsed());
         self.error.lock().unwrap_or_else(PoisonError::into_inner).take()
     }

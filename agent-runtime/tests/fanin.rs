@@ -22,7 +22,12 @@ fn trail(ctx: &Context) -> Vec<String> {
 }
 
 /// A state that records its visit, optionally sleeps, then moves on.
-fn step(name: &'static str, sleep_ms: u64, next: StateResult) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static {
+fn step(
+    name: &'static str,
+    sleep_ms: u64,
+    next: StateResult,
+) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static
+{
     move |ctx: Context| {
         let next = next.clone();
         Box::pin(async move {
@@ -118,20 +123,22 @@ async fn nested_fan_outs_join_inside_out() {
     agent.add_state("outer_a", step("outer_a", 0, StateResult::parallel(["a1", "a2"])));
     agent.add_state("a1", step("a1", 10, "inner_join".into()));
     agent.add_state("a2", step("a2", 30, "inner_join".into()));
-    agent.add_state("inner_join", |ctx: Context| async move {
-        assert_eq!(count(&ctx, "a1") + count(&ctx, "a2"), 2);
-        visit(&ctx, "inner_join");
-        StateResult::next("outer_join")
-    })
-    .join();
+    agent
+        .add_state("inner_join", |ctx: Context| async move {
+            assert_eq!(count(&ctx, "a1") + count(&ctx, "a2"), 2);
+            visit(&ctx, "inner_join");
+            StateResult::next("outer_join")
+        })
+        .join();
     agent.add_state("outer_b", step("outer_b", 5, "outer_join".into()));
-    agent.add_state("outer_join", |ctx: Context| async move {
-        assert_eq!(count(&ctx, "inner_join"), 1);
-        assert_eq!(count(&ctx, "outer_b"), 1);
-        visit(&ctx, "outer_join");
-        StateResult::End
-    })
-    .join();
+    agent
+        .add_state("outer_join", |ctx: Context| async move {
+            assert_eq!(count(&ctx, "inner_join"), 1);
+            assert_eq!(count(&ctx, "outer_b"), 1);
+            visit(&ctx, "outer_join");
+            StateResult::End
+        })
+        .join();
     let r = agent.run().await.unwrap();
     assert_eq!(count(r.context(), "inner_join"), 1);
     assert_eq!(count(r.context(), "outer_join"), 1);
@@ -235,7 +242,11 @@ fn spec(name: &'static str, edges: &'static [&'static str]) -> StateSpec {
 
 static LLM_STATES: [StateSpec; 5] = [
     StateSpec { edges: &["check_quality", "extract_entities"], computed_targets: false, ..StateSpec::new("generate") },
-    StateSpec { edges: &["regenerate_text", "await_processing"], computed_targets: false, ..StateSpec::new("check_quality") },
+    StateSpec {
+        edges: &["regenerate_text", "await_processing"],
+        computed_targets: false,
+        ..StateSpec::new("check_quality")
+    },
     StateSpec { edges: &["check_quality"], computed_targets: false, ..StateSpec::new("regenerate_text") },
     StateSpec { edges: &["await_processing"], computed_targets: false, ..StateSpec::new("extract_entities") },
     StateSpec { edges: &[], computed_targets: false, ..StateSpec::new("await_processing") },
@@ -280,7 +291,8 @@ static SHARED_STATES: [StateSpec; 5] = [
     StateSpec { edges: &["join"], computed_targets: false, ..StateSpec::new("outer_b") },
     StateSpec { edges: &[], computed_targets: false, ..StateSpec::new("join") },
 ];
-static SHARED: WorkflowGraph = WorkflowGraph { name: "shared", start: "start", states: &SHARED_STATES, max_concurrent: None };
+static SHARED: WorkflowGraph =
+    WorkflowGraph { name: "shared", start: "start", states: &SHARED_STATES, max_concurrent: None };
 
 #[tokio::test(start_paused = true)]
 async fn a_join_shared_by_inner_and_outer_branches_runs_once() {
@@ -312,7 +324,8 @@ static NESTED_STATES: [StateSpec; 6] = [
     StateSpec { edges: &["join"], computed_targets: false, ..StateSpec::new("outer_b") },
     StateSpec { edges: &[], computed_targets: false, ..StateSpec::new("join") },
 ];
-static NESTED: WorkflowGraph = WorkflowGraph { name: "nested", start: "start", states: &NESTED_STATES, max_concurrent: None };
+static NESTED: WorkflowGraph =
+    WorkflowGraph { name: "nested", start: "start", states: &NESTED_STATES, max_concurrent: None };
 
 #[tokio::test(start_paused = true)]
 async fn inner_and_outer_branches_meeting_at_one_join_run_it_once() {
@@ -324,11 +337,14 @@ async fn inner_and_outer_branches_meeting_at_one_join_run_it_once() {
             (Arc::new(step("a1", 20, "join".into())), None),
             (Arc::new(step("a2", 40, "join".into())), None),
             (Arc::new(step("outer_b", 10, "join".into())), None),
-            (Arc::new(|ctx: Context| async move {
-                assert_eq!(count(&ctx, "a1") + count(&ctx, "a2") + count(&ctx, "outer_b"), 3);
-                visit(&ctx, "join");
-                StateResult::End
-            }), None),
+            (
+                Arc::new(|ctx: Context| async move {
+                    assert_eq!(count(&ctx, "a1") + count(&ctx, "a2") + count(&ctx, "outer_b"), 3);
+                    visit(&ctx, "join");
+                    StateResult::End
+                }),
+                None,
+            ),
         ],
     );
     let r = agent.run().await.unwrap();

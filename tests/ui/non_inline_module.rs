@@ -1,0 +1,7 @@
+use agent::prelude::*;
+
+#[workflow]
+#[path = "support/outside_module.rs"]
+mod flow;
+
+fn main() {}

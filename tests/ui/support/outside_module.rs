@@ -1,0 +1,6 @@
+use agent::prelude::*;
+
+#[state]
+async fn load(_ctx: &Context) -> StateResult {
+    StateResult::End
+}

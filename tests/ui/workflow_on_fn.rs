@@ -1,0 +1,8 @@
+use agent::prelude::*;
+
+#[workflow]
+fn flow() {}
+
+fn main() {
+    flow();
+}
