@@ -26,14 +26,16 @@ use crate::status::StateStatus;
 pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
     run.task_started();
     let guard = TaskGuard(run.clone());
-    tokio::spawn(async move {
+    let task = async move {
         let run = &guard.0;
         tokio::select! {
             biased;
             _ = run.cancel.cancelled() => {}
             _ = drive(run.clone(), state, group) => {}
         }
-    });
+    };
+    // Branches stay inside the run's span (spawned tasks do not inherit it by themselves).
+    tokio::spawn(task.instrument(tracing::Span::current()));
 }
 
 /// Run states from `pos` until this branch ends, waits at a join, or the run stops.
