@@ -1,8 +1,10 @@
 //! How the runtime calls a state.
 //!
 //! Invariants:
-//! - A state is called with an owned [`Context`] handle and returns a boxed, `'static`,
-//!   `Send` future: one allocation per state run, the price of dynamic dispatch.
+//! - A state is called with a borrowed [`Context`] and returns a boxed `Send` future that
+//!   may borrow it: one allocation per state run (the price of dynamic dispatch) and no
+//!   reference-count traffic for states written with `#[state]` taking `&Context`. Closures
+//!   take an owned `Context`, so for them the runtime clones the handle.
 //! - Anything `Fn(Context) -> impl Future<Output = StateResult | Result<StateResult, E>>` is a
 //!   state. `#[state]` functions become unit structs that implement [`IntoState`] themselves
 //!   and carry their [`StateSpec`], so `agent.add_state(name, f)` keeps their options.
@@ -15,13 +17,13 @@ use crate::context::Context;
 use crate::options::StateSpec;
 use crate::result::{BoxError, IntoStateOutcome, StateResult};
 
-/// The future a state returns, normalised.
-pub type StateFuture = Pin<Box<dyn Future<Output = Result<StateResult, BoxError>> + Send + 'static>>;
+/// The future a state returns, normalised; it may borrow the context it was given.
+pub type StateFuture<'a> = Pin<Box<dyn Future<Output = Result<StateResult, BoxError>> + Send + 'a>>;
 
 /// A callable state.
 pub trait StateHandler: Send + Sync + 'static {
     /// Start one run of the state.
-    fn call(&self, ctx: Context) -> StateFuture;
+    fn call<'a>(&'a self, ctx: &'a Context) -> StateFuture<'a>;
 }
 
 impl<F, Fut> StateHandler for F
@@ -31,8 +33,8 @@ where
     Fut::Output: IntoStateOutcome,
 {
     #[inline]
-    fn call(&self, ctx: Context) -> StateFuture {
-        let fut = self(ctx);
+    fn call<'a>(&'a self, ctx: &'a Context) -> StateFuture<'a> {
+        let fut = self(ctx.clone());
         Box::pin(async move { fut.await.into_outcome() })
     }
 }

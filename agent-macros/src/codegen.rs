@@ -107,8 +107,8 @@ pub fn state(ir: &StateIr) -> TokenStream {
     };
     let spec = spec(&ir.spec);
     let arg = match ctx {
-        CtxKind::ByRef => quote!(&__agent_ctx),
-        CtxKind::Owned => quote!(__agent_ctx),
+        CtxKind::ByRef => quote!(__agent_ctx),
+        CtxKind::Owned => quote!(::core::clone::Clone::clone(__agent_ctx)),
     };
     let into_outcome = quote_spanned!(output_span=> ::agent::__private::IntoStateOutcome::into_outcome);
     quote! {
@@ -125,7 +125,10 @@ pub fn state(ir: &StateIr) -> TokenStream {
         const _: () = {
             #[automatically_derived]
             impl ::agent::__private::StateHandler for #ident {
-                fn call(&self, __agent_ctx: ::agent::__private::Context) -> ::agent::__private::StateFuture {
+                fn call<'__agent_ctx>(
+                    &'__agent_ctx self,
+                    __agent_ctx: &'__agent_ctx ::agent::__private::Context,
+                ) -> ::agent::__private::StateFuture<'__agent_ctx> {
                     // A state is async by contract, whether or not this one awaits.
                     #[allow(clippy::unused_async)]
                     #handler

@@ -282,8 +282,8 @@ mod tests {
             "states : & [process_data :: SPEC , format_output :: SPEC]",
             "Agent :: __from_workflow",
             "StateName :: hinted (\"format_output\" , 1u32)",
-            "process_data (& __agent_ctx)",
-            "format_output (__agent_ctx)",
+            "process_data (__agent_ctx)",
+            "format_output (:: core :: clone :: Clone :: clone (__agent_ctx))",
             "pub trait ContextKeys",
             "fn set_greeting (& self , value : String)",
         ] {

@@ -205,7 +205,7 @@ impl Agent {
             *current = Some(run.clone());
             run
         };
-        let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id);
+        let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             let cancel_on_drop = CancelOnDrop(&run);
             let start = run.program.start;
@@ -247,7 +247,7 @@ impl Agent {
 
     /// The id of the current or last run.
     pub fn run_id(&self) -> Option<String> {
-        self.current().map(|r| r.run_id.clone())
+        self.current().map(|r| r.run_id().to_owned())
     }
 
     /// Counters of the current or last run (all zero before the first).

@@ -28,14 +28,21 @@ pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
     let guard = TaskGuard(run.clone());
     let task = async move {
         let run = &guard.0;
+        // The branch is polled first: one that finishes in its first poll never registers
+        // with the cancellation token (a lock), so a fan-out of quick branches pays nothing
+        // for cancellation. A cancelled run wakes pending branches, which then stop.
         tokio::select! {
             biased;
-            _ = run.cancel.cancelled() => {}
             _ = drive(run.clone(), state, group) => {}
+            _ = run.cancel.cancelled() => {}
         }
     };
-    // Branches stay inside the run's span (spawned tasks do not inherit it by themselves).
-    tokio::spawn(task.instrument(tracing::Span::current()));
+    if tracing::dispatcher::has_been_set() {
+        // Branches stay inside the run's span (spawned tasks do not inherit it by themselves).
+        tokio::spawn(task.instrument(tracing::Span::current()));
+    } else {
+        tokio::spawn(task);
+    }
 }
 
 /// Run states from `pos` until this branch ends, waits at a join, or the run stops.
@@ -43,10 +50,32 @@ pub(crate) async fn drive(run: Arc<Run>, mut pos: usize, mut group: Option<Arc<G
     let prog = run.program.clone();
     let mut next: Vec<Position> = Vec::new();
     loop {
-        if run.is_stopping() {
+        if run.is_stopping() || !start_state(&run, pos) {
             return;
         }
-        let Some(result) = execute(&run, pos).await else {
+        // The state runs inline in this loop (no nested future per step: its result is moved
+        // once, not through every layer of a helper future).
+        // Boxed so that a branch without `max_concurrent` does not carry the acquire future.
+        let permit = match &run.semaphore {
+            Some(s) => match Box::pin(s.acquire()).await {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let state = &prog.states[pos];
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| state.handler.call(&run.ctx))) {
+            // One span per state attempt, built only if a subscriber was ever installed:
+            // without one, the span machinery is skipped with a single atomic load.
+            Ok(fut) if tracing::dispatcher::has_been_set() => {
+                let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
+                Box::pin(AssertUnwindSafe(fut).catch_unwind().instrument(span)).await
+            }
+            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+            Err(payload) => Err(payload),
+        };
+        drop(permit);
+        let Some(result) = finish_state(&run, pos, outcome) else {
             return;
         };
         next.clear();
@@ -130,27 +159,29 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-/// Run one state once. `None` when it failed (the run has been failed).
-async fn execute(run: &Arc<Run>, pos: usize) -> Option<StateResult> {
-    let prog = &run.program;
-    let state = &prog.states[pos];
-    let step = run.steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    if let Some(limit) = prog.max_steps {
-        if step > limit {
-            run.fail(AgentError::MaxSteps { limit, state: state.name.to_string(), context: run.ctx.clone() });
-            return None;
+/// Count the step and mark the state running; `false` when the run must stop here.
+#[inline]
+fn start_state(run: &Run, pos: usize) -> bool {
+    if let Some(limit) = run.program.max_steps {
+        // Counted only when limited: an unlimited run derives its step count from the
+        // per-state counters and pays no shared counter per transition.
+        if run.steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 > limit {
+            let state = run.program.states[pos].name.to_string();
+            run.fail(AgentError::MaxSteps { limit, state, context: run.ctx.clone() });
+            return false;
         }
     }
-    let _permit = match &run.semaphore {
-        Some(s) => Some(s.acquire().await.ok()?),
-        None => None,
-    };
     run.set_state_status(pos, StateStatus::Running);
-    let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| state.handler.call(run.ctx.clone()))) {
-        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().instrument(span).await,
-        Err(payload) => Err(payload),
-    };
+    true
+}
+
+/// Record how one run of a state ended. `None` when it failed (the run has been failed).
+#[inline]
+fn finish_state(
+    run: &Run,
+    pos: usize,
+    outcome: Result<Result<StateResult, agent_core::BoxError>, Box<dyn Any + Send>>,
+) -> Option<StateResult> {
     let error = match outcome {
         Ok(Ok(result)) => match run.ctx.take_write_error() {
             None => {
@@ -163,11 +194,36 @@ async fn execute(run: &Arc<Run>, pos: usize) -> Option<StateResult> {
         Err(payload) => Box::new(PanicError { message: panic_message(payload) }),
     };
     run.record_failure(pos);
-    run.fail(AgentError::StateFailed {
-        state: state.name.to_string(),
-        attempts: 1,
-        source: error,
-        context: run.ctx.clone(),
-    });
+    let state = run.program.states[pos].name.to_string();
+    run.fail(AgentError::StateFailed { state, attempts: 1, source: error, context: run.ctx.clone() });
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    fn size_of_val<F>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Memory per pending branch is mostly this future (plus tokio's task header): keep it
+    /// small. Rarely used parts (the `max_concurrent` acquire, an instrumented state) are
+    /// boxed so they do not count here.
+    #[test]
+    fn a_branch_future_stays_small() {
+        let mut def = crate::program::Definition::default();
+        let handler: Arc<dyn agent_core::StateHandler> =
+            Arc::new(|_c: agent_core::Context| async { agent_core::StateResult::End });
+        def.states.push(crate::program::StateDef {
+            name: "a".into(),
+            handler,
+            options: Default::default(),
+            spec: None,
+        });
+        let prog = Arc::new(crate::program::Program::compile("x", &def).unwrap());
+        let run = Arc::new(crate::run::Run::new(prog, agent_core::Context::new()));
+        let fut = super::drive(run, 0, None);
+        assert!(size_of_val(&fut) <= 256, "the branch future grew to {} bytes", size_of_val(&fut));
+    }
 }

@@ -163,7 +163,9 @@ impl Program {
     pub(crate) fn resolve(&self, name: &StateName) -> Option<usize> {
         if let Some(h) = name.hint() {
             if let Some(s) = self.states.get(h) {
-                if s.name == name.as_str() {
+                let (a, b) = (s.name.as_bytes(), name.as_str().as_bytes());
+                // Identical literals usually share one address: compare pointers first.
+                if (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b {
                     return Some(h);
                 }
             }

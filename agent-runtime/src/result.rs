@@ -1,6 +1,7 @@
 //! What a finished run gives back.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::Context;
@@ -9,49 +10,52 @@ use crate::run::Run;
 use crate::status::{AgentStatus, StateStatus};
 
 /// The outcome of a run that ended without error.
-#[derive(Clone, Debug)]
+///
+/// A view of the finished run: nothing is copied when the run ends, and each accessor reads
+/// the run's final state when called.
+#[derive(Clone)]
 pub struct AgentResult {
-    status: AgentStatus,
-    context: Context,
-    completed: Vec<String>,
-    run_id: String,
-    metrics: RunMetrics,
+    run: Arc<Run>,
+}
+
+impl std::fmt::Debug for AgentResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentResult")
+            .field("run_id", &self.run.run_id())
+            .field("status", &self.status())
+            .field("completed_states", &self.completed_states())
+            .finish()
+    }
 }
 
 impl AgentResult {
-    pub(crate) fn new(run: &Run) -> AgentResult {
-        AgentResult {
-            status: run.status(),
-            context: run.ctx.clone(),
-            completed: run.completed_states(),
-            run_id: run.run_id.clone(),
-            metrics: RunMetrics::of(run),
-        }
+    pub(crate) fn new(run: &Arc<Run>) -> AgentResult {
+        AgentResult { run: run.clone() }
     }
 
     /// How the run ended.
     pub fn status(&self) -> AgentStatus {
-        self.status
+        self.run.status()
     }
 
     /// The final context, read with the same getters as inside states.
     pub fn context(&self) -> &Context {
-        &self.context
+        &self.run.ctx
     }
 
     /// Every state that completed at least once, in the order each first completed.
-    pub fn completed_states(&self) -> &[String] {
-        &self.completed
+    pub fn completed_states(&self) -> Vec<String> {
+        self.run.completed_states()
     }
 
     /// The run's id.
     pub fn run_id(&self) -> &str {
-        &self.run_id
+        self.run.run_id()
     }
 
     /// The run's counters.
-    pub fn metrics(&self) -> &RunMetrics {
-        &self.metrics
+    pub fn metrics(&self) -> RunMetrics {
+        RunMetrics::of(&self.run)
     }
 }
 
@@ -91,7 +95,7 @@ pub struct RunMetrics {
 
 impl RunMetrics {
     pub(crate) fn of(run: &Run) -> RunMetrics {
-        let mut m = RunMetrics { steps: run.steps.load(Relaxed), elapsed: run.elapsed(), ..RunMetrics::default() };
+        let mut m = RunMetrics { elapsed: run.elapsed(), ..RunMetrics::default() };
         for (i, c) in run.states.iter().enumerate() {
             let status = StateStatus::from_u8(c.status.load(Relaxed));
             let s = StateMetrics {
@@ -109,6 +113,11 @@ impl RunMetrics {
             }
             m.states.push(s);
         }
+        // Started = finished + running; a run with `max_steps` counts starts exactly.
+        m.steps = match run.program.max_steps {
+            Some(_) => run.steps.load(Relaxed),
+            None => m.completed + m.failed + m.running,
+        };
         m
     }
 }

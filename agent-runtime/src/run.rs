@@ -9,7 +9,7 @@
 //! - Per-state counters are atomics indexed by state, so recording a completion takes no
 //!   lock; the order of first completions takes a lock once per distinct state.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,15 +29,19 @@ pub(crate) struct StateCounters {
 pub(crate) struct Run {
     pub program: Arc<Program>,
     pub ctx: Context,
-    pub run_id: String,
+    id: uuid::Uuid,
+    run_id: std::sync::OnceLock<String>,
     pub status: AtomicU8,
     pub states: Box<[StateCounters]>,
     first_completed: Mutex<Vec<usize>>,
+    /// States started; counted only when the program has `max_steps`.
     pub steps: AtomicU64,
     tasks: AtomicUsize,
     tasks_done: Notify,
     error: Mutex<Option<AgentError>>,
     pub cancel: CancellationToken,
+    /// Mirrors `cancel.is_cancelled()`, read inline before every state.
+    stopping: AtomicBool,
     pub semaphore: Option<Semaphore>,
     started: Instant,
     finished: Mutex<Option<Duration>>,
@@ -50,7 +54,8 @@ impl Run {
             semaphore: program.max_concurrent.map(Semaphore::new),
             program,
             ctx,
-            run_id: uuid::Uuid::new_v4().to_string(),
+            id: uuid::Uuid::new_v4(),
+            run_id: std::sync::OnceLock::new(),
             status: AtomicU8::new(AgentStatus::Running as u8),
             states: (0..n)
                 .map(|_| StateCounters {
@@ -59,15 +64,21 @@ impl Run {
                     failed: AtomicU32::new(0),
                 })
                 .collect(),
-            first_completed: Mutex::new(Vec::new()),
+            first_completed: Mutex::new(Vec::with_capacity(n)),
             steps: AtomicU64::new(0),
             tasks: AtomicUsize::new(0),
             tasks_done: Notify::new(),
             error: Mutex::new(None),
             cancel: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
             started: Instant::now(),
             finished: Mutex::new(None),
         }
+    }
+
+    /// The run's id (a UUID v4), formatted on first use.
+    pub(crate) fn run_id(&self) -> &str {
+        self.run_id.get_or_init(|| self.id.to_string())
     }
 
     pub(crate) fn status(&self) -> AgentStatus {
@@ -79,6 +90,7 @@ impl Run {
         self.states[state].status.store(s as u8, Relaxed);
     }
 
+    #[inline]
     pub(crate) fn record_completion(&self, state: usize) {
         let c = &self.states[state];
         c.status.store(StateStatus::Completed as u8, Relaxed);
@@ -97,24 +109,29 @@ impl Run {
     pub(crate) fn fail(&self, error: AgentError) {
         let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() && !self.status().is_finished() {
-            tracing::debug!(run_id = %self.run_id, %error, "run failed");
+            tracing::debug!(run_id = %self.id, %error, "run failed");
             *slot = Some(error);
             self.status.store(AgentStatus::Failed as u8, Relaxed);
         }
         drop(slot);
-        self.cancel.cancel();
+        self.stop();
     }
 
     /// Stop every branch; the run ends `Cancelled` unless it already ended.
     pub(crate) fn cancel(&self) {
         let _ =
             self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Cancelled as u8, Relaxed, Relaxed);
+        self.stop();
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Relaxed);
         self.cancel.cancel();
     }
 
     #[inline]
     pub(crate) fn is_stopping(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.stopping.load(Relaxed)
     }
 
     pub(crate) fn task_started(&self) {
