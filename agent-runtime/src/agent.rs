@@ -209,10 +209,12 @@ impl Agent {
         async {
             let cancel_on_drop = CancelOnDrop(&run);
             let start = run.program.start;
+            // The root branch is polled first, so a run that never waits registers nothing
+            // with the cancellation token.
             tokio::select! {
                 biased;
+                _ = branch::drive(&run, start, None) => {}
                 _ = run.cancel.cancelled() => {}
-                _ = branch::drive(run.clone(), start, None) => {}
             }
             run.tasks_finished().await;
             std::mem::forget(cancel_on_drop);

@@ -25,18 +25,7 @@ use crate::status::StateStatus;
 /// Spawn a branch task that starts at `state`.
 pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
     run.task_started();
-    let guard = TaskGuard(run.clone());
-    let task = async move {
-        let run = &guard.0;
-        // The branch is polled first: one that finishes in its first poll never registers
-        // with the cancellation token (a lock), so a fan-out of quick branches pays nothing
-        // for cancellation. A cancelled run wakes pending branches, which then stop.
-        tokio::select! {
-            biased;
-            _ = drive(run.clone(), state, group) => {}
-            _ = run.cancel.cancelled() => {}
-        }
-    };
+    let task = branch_task(TaskGuard(run.clone()), state, group);
     if tracing::dispatcher::has_been_set() {
         // Branches stay inside the run's span (spawned tasks do not inherit it by themselves).
         tokio::spawn(task.instrument(tracing::Span::current()));
@@ -45,12 +34,27 @@ pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
     }
 }
 
+/// The future of one spawned branch: the branch raced against the run's cancellation.
+async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) {
+    let run = &guard.0;
+    // The branch is polled first: one that finishes in its first poll never registers with
+    // the cancellation token (a lock), so a fan-out of quick branches pays nothing for
+    // cancellation. A cancelled run wakes pending branches, which then stop.
+    tokio::select! {
+        biased;
+        _ = drive(run, state, group) => {}
+        _ = run.cancel.cancelled() => {}
+    }
+}
+
 /// Run states from `pos` until this branch ends, waits at a join, or the run stops.
-pub(crate) async fn drive(run: Arc<Run>, mut pos: usize, mut group: Option<Arc<Group>>) {
-    let prog = run.program.clone();
+///
+/// Borrows the run (no reference-count traffic per branch on the run's shared `Arc`).
+pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<Group>>) {
+    let prog = &*run.program;
     let mut next: Vec<Position> = Vec::new();
     loop {
-        if run.is_stopping() || !start_state(&run, pos) {
+        if run.is_stopping() || !start_state(run, pos) {
             return;
         }
         // The state runs inline in this loop (no nested future per step: its result is moved
@@ -75,18 +79,18 @@ pub(crate) async fn drive(run: Arc<Run>, mut pos: usize, mut group: Option<Arc<G
             Err(payload) => Err(payload),
         };
         drop(permit);
-        let Some(result) = finish_state(&run, pos, outcome) else {
+        let Some(result) = finish_state(run, pos, outcome) else {
             return;
         };
         next.clear();
         match result {
             StateResult::End => match group.take() {
-                Some(g) => g.end(&prog, pos, &mut next),
+                Some(g) => g.end(prog, pos, &mut next),
                 None => return,
             },
             StateResult::Next(name) => {
                 let Some(to) = prog.resolve(&name) else {
-                    return unknown(&run, pos, name.as_str());
+                    return unknown(run, pos, name.as_str());
                 };
                 match &group {
                     None => {
@@ -94,7 +98,7 @@ pub(crate) async fn drive(run: Arc<Run>, mut pos: usize, mut group: Option<Arc<G
                         continue;
                     }
                     Some(g) => {
-                        g.arrive(&prog, pos, to, &mut next);
+                        g.arrive(prog, pos, to, &mut next);
                         if next.is_empty() {
                             run.set_state_status(to, StateStatus::Blocked);
                         }
@@ -106,23 +110,23 @@ pub(crate) async fn drive(run: Arc<Run>, mut pos: usize, mut group: Option<Arc<G
                 for name in &names {
                     match prog.resolve(name) {
                         Some(t) => targets.push(t),
-                        None => return unknown(&run, pos, name.as_str()),
+                        None => return unknown(run, pos, name.as_str()),
                     }
                 }
                 match targets.len() {
                     0 => match group.take() {
-                        Some(g) => g.end(&prog, pos, &mut next),
+                        Some(g) => g.end(prog, pos, &mut next),
                         None => return,
                     },
                     1 => match &group {
                         None => next.push((None, targets[0])),
-                        Some(g) => g.arrive(&prog, pos, targets[0], &mut next),
+                        Some(g) => g.arrive(prog, pos, targets[0], &mut next),
                     },
                     _ => {
                         let child = Group::open(group.take(), pos, &targets);
                         for &t in &targets[1..] {
                             run.set_state_status(t, StateStatus::Ready);
-                            spawn(&run, t, Some(child.clone()));
+                            spawn(run, t, Some(child.clone()));
                         }
                         next.push((Some(child), targets[0]));
                     }
@@ -134,7 +138,7 @@ pub(crate) async fn drive(run: Arc<Run>, mut pos: usize, mut group: Option<Arc<G
             return;
         };
         for (g2, s2) in released {
-            spawn(&run, s2, g2);
+            spawn(run, s2, g2);
         }
         group = g;
         pos = s;
@@ -223,7 +227,9 @@ mod tests {
         });
         let prog = Arc::new(crate::program::Program::compile("x", &def).unwrap());
         let run = Arc::new(crate::run::Run::new(prog, agent_core::Context::new()));
-        let fut = super::drive(run, 0, None);
+        let fut = super::drive(&run, 0, None);
         assert!(size_of_val(&fut) <= 256, "the branch future grew to {} bytes", size_of_val(&fut));
+        let task = super::branch_task(crate::run::TaskGuard(run.clone()), 0, None);
+        assert!(size_of_val(&task) <= 384, "the spawned branch task grew to {} bytes", size_of_val(&task));
     }
 }

@@ -7,7 +7,7 @@
 //! - The first failure wins: it is stored once, the run's status becomes `Failed`, and the
 //!   cancellation token stops every other branch (their futures are dropped).
 //! - Per-state counters are atomics indexed by state, so recording a completion takes no
-//!   lock; the order of first completions takes a lock once per distinct state.
+//!   lock; the order of first completions is a sequence number taken once per state.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +24,8 @@ pub(crate) struct StateCounters {
     pub status: AtomicU8,
     pub completed: AtomicU32,
     pub failed: AtomicU32,
+    /// 1 + the order in which this state first completed; 0 while it never has.
+    first_completed: AtomicU32,
 }
 
 pub(crate) struct Run {
@@ -33,18 +35,22 @@ pub(crate) struct Run {
     run_id: std::sync::OnceLock<String>,
     pub status: AtomicU8,
     pub states: Box<[StateCounters]>,
-    first_completed: Mutex<Vec<usize>>,
+    /// How many distinct states have completed (orders `StateCounters::first_completed`).
+    distinct_completed: AtomicU32,
     /// States started; counted only when the program has `max_steps`.
     pub steps: AtomicU64,
     tasks: AtomicUsize,
     tasks_done: Notify,
     error: Mutex<Option<AgentError>>,
+    /// Set with `error`, so a run that did not fail never takes its lock.
+    has_error: AtomicBool,
     pub cancel: CancellationToken,
     /// Mirrors `cancel.is_cancelled()`, read inline before every state.
     stopping: AtomicBool,
     pub semaphore: Option<Semaphore>,
     started: Instant,
-    finished: Mutex<Option<Duration>>,
+    /// The run's length in nanoseconds once over; `u64::MAX` while it goes on.
+    finished_after: AtomicU64,
 }
 
 impl Run {
@@ -62,17 +68,19 @@ impl Run {
                     status: AtomicU8::new(StateStatus::Pending as u8),
                     completed: AtomicU32::new(0),
                     failed: AtomicU32::new(0),
+                    first_completed: AtomicU32::new(0),
                 })
                 .collect(),
-            first_completed: Mutex::new(Vec::with_capacity(n)),
+            distinct_completed: AtomicU32::new(0),
             steps: AtomicU64::new(0),
             tasks: AtomicUsize::new(0),
             tasks_done: Notify::new(),
             error: Mutex::new(None),
+            has_error: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             stopping: AtomicBool::new(false),
             started: Instant::now(),
-            finished: Mutex::new(None),
+            finished_after: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -87,15 +95,20 @@ impl Run {
 
     #[inline]
     pub(crate) fn set_state_status(&self, state: usize, s: StateStatus) {
-        self.states[state].status.store(s as u8, Relaxed);
+        // Many branches running one state write the same status: a load first keeps the
+        // cache line shared between workers instead of bouncing it on every write.
+        let status = &self.states[state].status;
+        if status.load(Relaxed) != s as u8 {
+            status.store(s as u8, Relaxed);
+        }
     }
 
     #[inline]
     pub(crate) fn record_completion(&self, state: usize) {
         let c = &self.states[state];
-        c.status.store(StateStatus::Completed as u8, Relaxed);
+        self.set_state_status(state, StateStatus::Completed);
         if c.completed.fetch_add(1, Relaxed) == 0 {
-            self.first_completed.lock().unwrap_or_else(PoisonError::into_inner).push(state);
+            c.first_completed.store(self.distinct_completed.fetch_add(1, Relaxed) + 1, Relaxed);
         }
     }
 
@@ -111,6 +124,7 @@ impl Run {
         if slot.is_none() && !self.status().is_finished() {
             tracing::debug!(run_id = %self.id, %error, "run failed");
             *slot = Some(error);
+            self.has_error.store(true, Relaxed);
             self.status.store(AgentStatus::Failed as u8, Relaxed);
         }
         drop(slot);
@@ -159,17 +173,30 @@ impl Run {
     pub(crate) fn finish(&self) -> Option<AgentError> {
         let _ =
             self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Completed as u8, Relaxed, Relaxed);
-        *self.finished.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.started.elapsed());
+        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.finished_after.store(nanos, Relaxed);
+        if !self.has_error.load(Relaxed) {
+            return None;
+        }
         self.error.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     pub(crate) fn completed_states(&self) -> Vec<String> {
-        let order = self.first_completed.lock().unwrap_or_else(PoisonError::into_inner);
-        order.iter().map(|&i| self.program.states[i].name.to_string()).collect()
+        let mut order: Vec<(u32, usize)> = (self.states.iter().enumerate())
+            .filter_map(|(i, c)| match c.first_completed.load(Relaxed) {
+                0 => None,
+                seq => Some((seq, i)),
+            })
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(|(_, i)| self.program.states[i].name.to_string()).collect()
     }
 
     pub(crate) fn elapsed(&self) -> Duration {
-        self.finished.lock().unwrap_or_else(PoisonError::into_inner).unwrap_or_else(|| self.started.elapsed())
+        match self.finished_after.load(Relaxed) {
+            u64::MAX => self.started.elapsed(),
+            nanos => Duration::from_nanos(nanos),
+        }
     }
 }
 

@@ -311,3 +311,34 @@ async fn max_concurrent_limits_states_running_at_once() {
     // Five 100 ms states two at a time take three rounds.
     assert_eq!(start.elapsed(), std::time::Duration::from_millis(300));
 }
+
+#[test]
+fn an_agent_is_a_cheap_clone_send_sync_handle() {
+    fn handle<T: Clone + Send + Sync + 'static>() {}
+    handle::<Agent>();
+    handle::<agent_runtime::AgentResult>();
+    let a = Agent::new("shared");
+    let b = a.clone();
+    assert_eq!(a.name(), b.name());
+}
+
+async fn plain_async_fn(ctx: Context) -> StateResult {
+    ctx.set_state("plain", true);
+    StateResult::End
+}
+
+async fn fallible_async_fn(ctx: Context) -> Result<StateResult, std::num::ParseIntError> {
+    let n: i64 = "41".parse()?;
+    ctx.set_state("n", n + 1);
+    Ok(StateResult::next("plain"))
+}
+
+#[tokio::test]
+async fn add_state_takes_plain_async_fns() {
+    let mut agent = Agent::new("fns");
+    agent.add_state("fallible", fallible_async_fn);
+    agent.add_state("plain", plain_async_fn);
+    let r = agent.run().await.unwrap();
+    assert_eq!(r.context().get_state::<i64>("n"), Some(42));
+    assert_eq!(r.context().get_state::<bool>("plain"), Some(true));
+}
