@@ -181,7 +181,7 @@ mod forms {
     }
 
     #[state]
-    async fn b(_ctx: &Context) -> StateResult {
+    pub async fn b(_ctx: &Context) -> StateResult {
         vec!["e"].into()
     }
 
@@ -201,7 +201,7 @@ mod forms {
     }
 
     #[state]
-    async fn e(ctx: &Context) -> StateResult {
+    pub async fn e(ctx: &Context) -> StateResult {
         ctx.update_state_or_default("e_runs", |n: &mut u32| *n += 1).unwrap();
         None.into()
     }
@@ -315,4 +315,23 @@ fn typed_values_round_trip_through_json_as_their_type() {
     assert_eq!(back.get_typed::<UserProfile>("user"), Some(UserProfile { age: 29, ..alice }));
     let user = back.try_get_typed::<UserProfile>("user").unwrap();
     assert_eq!(user.scores, [95.0, 87.5]);
+}
+
+#[tokio::test]
+async fn a_workflow_state_reused_in_another_agent_still_goes_to_the_named_state() {
+    // `forms::b` returns a literal checked against `forms::GRAPH` (where `e` is index 5);
+    // in this agent `e` is index 0, so the shortcut must not apply.
+    let mut agent = Agent::new("reuse");
+    agent.add_state("e", forms::e);
+    agent.add_state("b", forms::b);
+    agent.set_start("b");
+    let r = agent.run().await.unwrap();
+    assert_eq!(r.completed_states(), ["b", "e"]);
+    assert_eq!(r.context().get_state::<u32>("e_runs"), Some(1));
+
+    // A workflow's agent with states added after the graph's keeps resolving by the graph.
+    let mut extended = forms::agent();
+    extended.add_state("extra", |_ctx: Context| async { StateResult::End });
+    let r = extended.run().await.unwrap();
+    assert_eq!(r.context().get_state::<u32>("e_runs"), Some(1));
 }

@@ -1,16 +1,20 @@
 //! What a state returns: where the run goes next.
 //!
 //! Invariants:
-//! - A [`StateName`] is a name plus an optional index hint. The hint is only ever a
-//!   shortcut: the runtime uses it when `states[hint]` has exactly this name, and
-//!   otherwise looks the name up, so a wrong hint can never send a run to the wrong state.
-//! - `#[workflow]` rewrites every literal target into a hinted name, so resolving a
-//!   literal transition costs one short string compare and no hashing.
+//! - A [`StateName`] is a name plus, for a literal target checked by `#[workflow]`, a
+//!   pointer to that state's entry in the workflow's `GRAPH`. The pointer is only ever a
+//!   shortcut: the runtime uses it when it points into the graph its program was built from
+//!   (the offset is then the state's index), and otherwise looks the name up, so a state
+//!   function reused in another agent can never be sent to the wrong state.
+//! - So resolving a literal transition of a `#[workflow]` costs a pointer subtraction: no
+//!   hashing and no string compare.
 //! - Converting from `&'static str` never allocates; only a name built at run time
 //!   (`String`) owns its text.
 
 use std::borrow::Cow;
 use std::fmt;
+
+use crate::options::StateSpec;
 
 /// The name of a state as a transition target.
 ///
@@ -26,16 +30,15 @@ use std::fmt;
 #[derive(Clone)]
 pub struct StateName {
     name: Cow<'static, str>,
-    hint: u32,
+    spec: Option<&'static StateSpec>,
 }
 
-const NO_HINT: u32 = u32::MAX;
-
 impl StateName {
-    /// A name with an index hint; used by generated code for literal targets.
+    /// A name known to be the state `spec` of a workflow's `GRAPH`; used by generated code
+    /// for checked literal targets.
     #[doc(hidden)]
-    pub const fn hinted(name: &'static str, hint: u32) -> Self {
-        Self { name: Cow::Borrowed(name), hint }
+    pub const fn in_graph(name: &'static str, spec: &'static StateSpec) -> Self {
+        Self { name: Cow::Borrowed(name), spec: Some(spec) }
     }
 
     /// The name as text.
@@ -43,14 +46,15 @@ impl StateName {
         &self.name
     }
 
-    /// The index hint, if the name came from a checked literal.
+    /// The graph entry this name was checked against, if it came from a checked literal.
     #[doc(hidden)]
-    pub fn hint(&self) -> Option<usize> {
-        (self.hint != NO_HINT).then_some(self.hint as usize)
+    #[inline]
+    pub fn spec(&self) -> Option<&'static StateSpec> {
+        self.spec
     }
 }
 
-/// Names compare by text; the hint is a cache, not identity.
+/// Names compare by text; the graph entry is a shortcut, not identity.
 impl PartialEq for StateName {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
@@ -79,19 +83,19 @@ impl fmt::Display for StateName {
 
 impl From<&'static str> for StateName {
     fn from(name: &'static str) -> Self {
-        Self { name: Cow::Borrowed(name), hint: NO_HINT }
+        Self { name: Cow::Borrowed(name), spec: None }
     }
 }
 
 impl From<String> for StateName {
     fn from(name: String) -> Self {
-        Self { name: Cow::Owned(name), hint: NO_HINT }
+        Self { name: Cow::Owned(name), spec: None }
     }
 }
 
 impl From<&String> for StateName {
     fn from(name: &String) -> Self {
-        Self { name: Cow::Owned(name.clone()), hint: NO_HINT }
+        Self { name: Cow::Owned(name.clone()), spec: None }
     }
 }
 
@@ -226,10 +230,11 @@ mod tests {
     }
 
     #[test]
-    fn hints_are_kept_and_absent_by_default() {
-        assert_eq!(StateName::hinted("a", 3).hint(), Some(3));
-        assert_eq!(StateName::from("a").hint(), None);
-        assert_eq!(StateName::hinted("a", 3), StateName::from("a"));
+    fn graph_entries_are_kept_and_absent_by_default() {
+        static SPEC: StateSpec = StateSpec::new("a");
+        assert!(std::ptr::eq(StateName::in_graph("a", &SPEC).spec().unwrap(), &SPEC));
+        assert!(StateName::from("a").spec().is_none());
+        assert_eq!(StateName::in_graph("a", &SPEC), StateName::from("a"));
     }
 
     #[test]

@@ -281,7 +281,7 @@ mod tests {
             "pub static GRAPH",
             "states : & [process_data :: SPEC , format_output :: SPEC]",
             "Agent :: __from_workflow",
-            "StateName :: hinted (\"format_output\" , 1u32)",
+            "StateName :: in_graph (\"format_output\" , & GRAPH . states [1])",
             "process_data (__agent_ctx)",
             "format_output (:: core :: clone :: Clone :: clone (__agent_ctx))",
             "pub trait ContextKeys",

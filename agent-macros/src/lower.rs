@@ -136,8 +136,10 @@ fn state_ir(state: &StateFn, hint: &dyn Fn(&str) -> Option<u32>) -> Option<State
     let ctx = state.ctx?;
     let mut handler = state.func.clone();
     let scan = targets::scan(&mut handler.block, &mut |lit: &LitStr| {
-        let index = Literal::u32_suffixed(hint(&lit.value())?);
-        Some(syn::parse_quote_spanned!(lit.span()=> ::agent::__private::StateName::hinted(#lit, #index)))
+        let index = Literal::usize_unsuffixed(hint(&lit.value())? as usize);
+        Some(
+            syn::parse_quote_spanned!(lit.span()=> ::agent::__private::StateName::in_graph(#lit, &GRAPH.states[#index])),
+        )
     });
     let (docs, attrs): (Vec<Attribute>, Vec<Attribute>) =
         handler.attrs.drain(..).partition(|a| a.path().is_ident("doc"));
@@ -205,8 +207,8 @@ mod tests {
         assert_eq!(a.handler.vis, Visibility::Inherited);
         let handler = &a.handler;
         let body = quote!(#handler).to_string();
-        assert!(body.contains("StateName :: hinted (\"b\" , 1u32)"), "{body}");
-        assert!(body.contains("StateName :: hinted (\"a\" , 0u32)"), "{body}");
+        assert!(body.contains("StateName :: in_graph (\"b\" , & GRAPH . states [1])"), "{body}");
+        assert!(body.contains("StateName :: in_graph (\"a\" , & GRAPH . states [0])"), "{body}");
         assert_eq!(ir.graph.states.len(), 2);
         assert_eq!(ir.graph.start, "a");
     }
@@ -228,6 +230,6 @@ mod tests {
         assert_eq!(ir.spec.edges, ["elsewhere"]);
         assert_eq!(ir.spec.timeout_nanos, Some(2_000_000_000));
         let handler = &ir.handler;
-        assert!(!quote!(#handler).to_string().contains("hinted"));
+        assert!(!quote!(#handler).to_string().contains("in_graph"));
     }
 }

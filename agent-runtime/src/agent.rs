@@ -110,6 +110,7 @@ impl Agent {
             states,
             start: Some(Cow::Borrowed(graph.start)),
             max_concurrent: graph.max_concurrent,
+            graph: Some(graph),
             ..Definition::default()
         };
         Agent::with_parts(graph.name.to_owned(), Some(graph), def)

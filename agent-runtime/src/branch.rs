@@ -24,7 +24,12 @@ use crate::status::StateStatus;
 
 /// Spawn a branch task that starts at `state`.
 pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
-    run.task_started();
+    run.tasks_started(1);
+    spawn_counted(run, state, group);
+}
+
+/// Spawn a branch task already counted with `Run::tasks_started`.
+fn spawn_counted(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
     let task = branch_task(TaskGuard(run.clone()), state, group);
     if tracing::dispatcher::has_been_set() {
         // Branches stay inside the run's span (spawned tasks do not inherit it by themselves).
@@ -124,9 +129,11 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                     },
                     _ => {
                         let child = Group::open(group.take(), pos, &targets);
+                        // One shared-counter update for the whole fan-out, not one per branch.
+                        run.tasks_started(targets.len() - 1);
                         for &t in &targets[1..] {
                             run.set_state_status(t, StateStatus::Ready);
-                            spawn(run, t, Some(child.clone()));
+                            spawn_counted(run, t, Some(child.clone()));
                         }
                         next.push((Some(child), targets[0]));
                     }

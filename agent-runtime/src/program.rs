@@ -6,8 +6,9 @@
 //! - `Program::compile` validates everything a run relies on (at least one state, unique
 //!   names, a known start, known dependencies and `on_error` targets, no dependency cycle,
 //!   valid options) before any state runs.
-//! - Names resolve to indices once: a hinted [`StateName`] costs one string compare, any
-//!   other name one lookup in an Fx hash map.
+//! - Names resolve to indices once: a literal checked by `#[workflow]` costs a pointer
+//!   subtraction (it points into this program's graph), any other name one lookup in an Fx
+//!   hash map.
 //! - `reach` is `Some` only when every state's targets are literals known at compile time
 //!   (each state carries a `StateSpec` with `computed_targets == false`): only then are the
 //!   edges the whole graph.
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use agent_core::{
     AgentError, DependencyConfig, Priority, ResourceRequirements, RetryPolicy, StateHandler, StateName, StateSpec,
+    WorkflowGraph,
 };
 use rustc_hash::FxHashMap;
 
@@ -67,6 +69,8 @@ pub(crate) struct Definition {
     pub start: Option<Cow<'static, str>>,
     pub max_steps: Option<u64>,
     pub max_concurrent: Option<usize>,
+    /// The compile-time graph whose states are `states[..graph.states.len()]`, in order.
+    pub graph: Option<&'static WorkflowGraph>,
 }
 
 pub(crate) struct CompiledState {
@@ -84,6 +88,8 @@ pub(crate) struct Program {
     pub max_steps: Option<u64>,
     pub max_concurrent: Option<usize>,
     join: Vec<bool>,
+    /// The graph literal targets may point into (see `resolve`).
+    graph: Option<&'static WorkflowGraph>,
 }
 
 impl Program {
@@ -143,7 +149,12 @@ impl Program {
             Reach::new(def.states.len(), dep_edges.iter().chain(&other_edges).copied())
         });
 
+        // Trust pointers into the graph only while its states are this program's first states.
+        let graph = def.graph.filter(|g| {
+            g.states.len() <= def.states.len() && g.states.iter().zip(&def.states).all(|(spec, s)| spec.name == s.name)
+        });
         Ok(Program {
+            graph,
             join: def.states.iter().map(|s| s.options.join).collect(),
             states: def
                 .states
@@ -161,13 +172,13 @@ impl Program {
     /// The index of the state `name` names.
     #[inline]
     pub(crate) fn resolve(&self, name: &StateName) -> Option<usize> {
-        if let Some(h) = name.hint() {
-            if let Some(s) = self.states.get(h) {
-                let (a, b) = (s.name.as_bytes(), name.as_str().as_bytes());
-                // Identical literals usually share one address: compare pointers first.
-                if (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b {
-                    return Some(h);
-                }
+        if let (Some(spec), Some(graph)) = (name.spec(), self.graph) {
+            // A literal checked by `#[workflow]` points at its state in that workflow's GRAPH:
+            // if that is this program's graph, the offset is the index.
+            let size = std::mem::size_of::<StateSpec>();
+            let offset = (spec as *const StateSpec as usize).wrapping_sub(graph.states.as_ptr() as usize);
+            if offset < std::mem::size_of_val(graph.states) {
+                return Some(offset / size);
             }
         }
         self.index.get(name.as_str()).map(|&i| i as usize)

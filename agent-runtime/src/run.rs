@@ -148,8 +148,9 @@ impl Run {
         self.stopping.load(Relaxed)
     }
 
-    pub(crate) fn task_started(&self) {
-        self.tasks.fetch_add(1, Relaxed);
+    /// Count `n` branch tasks about to be spawned.
+    pub(crate) fn tasks_started(&self, n: usize) {
+        self.tasks.fetch_add(n, Relaxed);
     }
 
     fn task_ended(&self) {
