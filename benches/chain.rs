@@ -1,6 +1,9 @@
-//! Workload: a chain of N state transitions (N = 10, 1,000, 100,000), each state doing one
-//! atomic context update (`update_state("n", |n| *n += 1)`), on a 2-worker tokio runtime,
-//! awaiting the whole run inside the timed region.
+//! Workload: a chain of N state transitions (N = 10, 1,000, 100,000) on a 2-worker tokio
+//! runtime, awaiting the whole run inside the timed region, with two kinds of context work
+//! per state:
+//! - `chain_update`: one atomic in-place update (`update_state("n", |n| *n += 1)`), about
+//!   25 ns: the cheapest context write, so the runtime's own cost shows most;
+//! - `chain_get_set`: the seed's pattern, a read and a write (`get_state` then `set_state`).
 //!
 //! Baseline, measured in the same run: hand-written tokio code doing the same work, an
 //! `async fn` loop that calls one `async fn` per step with the same context update and picks
@@ -13,21 +16,30 @@
 //! Reproduce: `cargo bench --bench chain`. Target (issue 2): at most 2.5x the baseline per
 //! transition, flat from N = 10 to N = 100,000.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use agent::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 static LIMIT: AtomicU64 = AtomicU64::new(0);
+/// Whether steps use the seed's get/set pattern instead of one in-place update.
+static GET_SET: AtomicBool = AtomicBool::new(false);
 
 /// One step's work: bump the counter; `true` while the chain goes on.
 fn bump(ctx: &Context) -> bool {
-    let mut n = 0;
-    ctx.update_state("n", |v: &mut u64| {
-        *v += 1;
-        n = *v;
-    })
-    .expect("n is set before the run");
+    let n = if GET_SET.load(Ordering::Relaxed) {
+        let n: u64 = ctx.get_state("n").expect("n is set before the run");
+        ctx.set_state("n", n + 1);
+        n + 1
+    } else {
+        let mut n = 0;
+        ctx.update_state("n", |v: &mut u64| {
+            *v += 1;
+            n = *v;
+        })
+        .expect("n is set before the run");
+        n
+    };
     n < LIMIT.load(Ordering::Relaxed)
 }
 
@@ -155,40 +167,40 @@ fn chain(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let workflow = ring::agent();
     let builder = builder_ring();
-    let mut group = c.benchmark_group("chain");
-    for n in [10u64, 1_000, 100_000] {
-        group.throughput(Throughput::Elements(n));
-        if n == 100_000 {
-            group.sample_size(20);
-        }
-        group.bench_with_input(BenchmarkId::new("tokio_baseline", n), &n, |b, &n| {
-            b.to_async(&rt).iter(|| async move {
+    for (group_name, get_set) in [("chain_update", false), ("chain_get_set", true)] {
+        let mut group = c.benchmark_group(group_name);
+        for n in [10u64, 1_000, 100_000] {
+            group.throughput(Throughput::Elements(n));
+            if n == 100_000 {
+                group.sample_size(20);
+            }
+            let setup = move || {
                 LIMIT.store(n, Ordering::Relaxed);
-                let ctx = fresh_context();
-                baseline(&ctx).await;
-                ctx
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("agent_workflow", n), &n, |b, &n| {
-            b.to_async(&rt).iter(|| {
-                let workflow = workflow.clone();
-                async move {
-                    LIMIT.store(n, Ordering::Relaxed);
-                    workflow.run_in(fresh_context()).await.unwrap()
-                }
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("agent_builder", n), &n, |b, &n| {
-            b.to_async(&rt).iter(|| {
-                let builder = builder.clone();
-                async move {
-                    LIMIT.store(n, Ordering::Relaxed);
-                    builder.run_in(fresh_context()).await.unwrap()
-                }
-            })
-        });
+                GET_SET.store(get_set, Ordering::Relaxed);
+                fresh_context()
+            };
+            group.bench_with_input(BenchmarkId::new("tokio_baseline", n), &n, |b, _| {
+                b.to_async(&rt).iter(|| async move {
+                    let ctx = setup();
+                    baseline(&ctx).await;
+                    ctx
+                })
+            });
+            group.bench_with_input(BenchmarkId::new("agent_workflow", n), &n, |b, _| {
+                b.to_async(&rt).iter(|| {
+                    let workflow = workflow.clone();
+                    async move { workflow.run_in(setup()).await.unwrap() }
+                })
+            });
+            group.bench_with_input(BenchmarkId::new("agent_builder", n), &n, |b, _| {
+                b.to_async(&rt).iter(|| {
+                    let builder = builder.clone();
+                    async move { builder.run_in(setup()).await.unwrap() }
+                })
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, chain);
