@@ -5,6 +5,8 @@
 //!   may borrow it: one allocation per state run (the price of dynamic dispatch) and no
 //!   reference-count traffic for states written with `#[state]` taking `&Context`. Closures
 //!   take an owned `Context`, so for them the runtime clones the handle.
+//! - `call` itself never panics: a closure's synchronous panic is re-raised when its future
+//!   is first polled, where the runtime catches it.
 //! - Anything `Fn(Context) -> impl Future<Output = StateResult | Result<StateResult, E>>` is a
 //!   state. `#[state]` functions become unit structs that implement [`IntoState`] themselves
 //!   and carry their [`StateSpec`], so `agent.add_state(name, f)` keeps their options.
@@ -34,8 +36,12 @@ where
 {
     #[inline]
     fn call<'a>(&'a self, ctx: &'a Context) -> StateFuture<'a> {
-        let fut = self(ctx.clone());
-        Box::pin(async move { fut.await.into_outcome() })
+        // A closure runs user code before returning its future; a panic there is moved into
+        // the future, so the runtime catches every panic of a state in one place: its poll.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self(ctx.clone()))) {
+            Ok(fut) => Box::pin(async move { fut.await.into_outcome() }),
+            Err(payload) => Box::pin(async move { std::panic::resume_unwind(payload) }),
+        }
     }
 }
 

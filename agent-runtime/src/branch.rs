@@ -73,15 +73,16 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             None => None,
         };
         let state = &prog.states[pos];
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| state.handler.call(&run.ctx))) {
+        // `call` never panics (a closure's synchronous panic is deferred into its future), so
+        // one catch around the poll sees every panic of the state.
+        let fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
+        let outcome = if tracing::dispatcher::has_been_set() {
             // One span per state attempt, built only if a subscriber was ever installed:
             // without one, the span machinery is skipped with a single atomic load.
-            Ok(fut) if tracing::dispatcher::has_been_set() => {
-                let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
-                Box::pin(AssertUnwindSafe(fut).catch_unwind().instrument(span)).await
-            }
-            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
-            Err(payload) => Err(payload),
+            let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
+            Box::pin(fut.instrument(span)).await
+        } else {
+            fut.await
         };
         drop(permit);
         let Some(result) = finish_state(run, pos, outcome) else {

@@ -342,3 +342,22 @@ async fn add_state_takes_plain_async_fns() {
     assert_eq!(r.context().get_state::<i64>("n"), Some(42));
     assert_eq!(r.context().get_state::<bool>("plain"), Some(true));
 }
+
+#[tokio::test]
+async fn a_closure_that_panics_before_its_future_fails_its_state() {
+    let mut agent = Agent::new("sync_panic");
+    agent.add_state("boom", |ctx: Context| {
+        let n: u32 = ctx.get_state_or("n", 0);
+        if n == 0 {
+            panic!("before the future, n = {n}");
+        }
+        std::future::ready(StateResult::End)
+    });
+    match agent.run().await {
+        Err(AgentError::StateFailed { state, source, .. }) => {
+            assert_eq!(state, "boom");
+            assert!(source.to_string().contains("before the future, n = 0"), "{source}");
+        }
+        other => panic!("expected StateFailed, got {other:?}"),
+    }
+}
