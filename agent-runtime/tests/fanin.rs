@@ -350,3 +350,47 @@ async fn inner_and_outer_branches_meeting_at_one_join_run_it_once() {
     let r = agent.run().await.unwrap();
     assert_eq!(count(r.context(), "join"), 1, "{:?}", trail(r.context()));
 }
+
+static CYCLE_STATES: [StateSpec; 3] = [
+    StateSpec { edges: &["a", "b"], computed_targets: false, ..StateSpec::new("start") },
+    StateSpec { edges: &["b"], computed_targets: false, ..StateSpec::new("a") },
+    StateSpec { edges: &["a"], computed_targets: false, ..StateSpec::new("b") },
+];
+static CYCLE: WorkflowGraph = WorkflowGraph { name: "cycle", start: "start", states: &CYCLE_STATES, max_concurrent: None };
+
+/// A state of the cycle: after `visits` runs it ends, before that it moves to `other`.
+fn cyclic(name: &'static str, other: &'static str, visits: usize, sleep_ms: u64) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static {
+    move |ctx: Context| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+            visit(&ctx, name);
+            if count(&ctx, name) < visits {
+                StateResult::next(other)
+            } else {
+                StateResult::End
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn branches_waiting_on_each_other_around_a_cycle_do_not_wait_forever() {
+    // start -> [a, b]; a -> b and b -> a: each can reach the other, so a branch arriving at
+    // one waits for the sibling that could still come; when both wait, one is released.
+    let agent = Agent::__from_workflow(
+        &CYCLE,
+        vec![
+            (Arc::new(step("start", 0, StateResult::parallel(["a", "b"]))), None),
+            (Arc::new(cyclic("a", "b", 3, 10)), None),
+            (Arc::new(cyclic("b", "a", 3, 30)), None),
+        ],
+    );
+    let r = agent.run().await.unwrap();
+    // t=10: a runs, moves to b, waits (the branch running b could come back to b).
+    // t=30: b runs, moves to a; now each waiting branch could reach the other's state, and
+    //       nothing runs: the state defined first, a, is released.
+    // t=40: a runs, moves to b, where the other branch waits: they merge, b runs once.
+    // t=70: b runs with the one remaining token, then a ends the run on its third visit.
+    assert_eq!(trail(r.context()), ["start", "a", "b", "a", "b", "a"]);
+    assert_eq!(r.status(), AgentStatus::Completed);
+}
