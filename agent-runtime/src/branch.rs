@@ -113,11 +113,19 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             }
             StateResult::Parallel(names) => {
                 let mut targets = Vec::with_capacity(names.len());
+                let mut previous: Option<(&str, usize)> = None;
                 for name in &names {
-                    match prog.resolve(name) {
-                        Some(t) => targets.push(t),
-                        None => return unknown(run, pos, name.as_str()),
-                    }
+                    // A wide fan-out often names one state many times: resolve each run of
+                    // equal names once.
+                    let t = match previous {
+                        Some((p, t)) if p == name.as_str() => t,
+                        _ => match prog.resolve(name) {
+                            Some(t) => t,
+                            None => return unknown(run, pos, name.as_str()),
+                        },
+                    };
+                    previous = Some((name.as_str(), t));
+                    targets.push(t);
                 }
                 match targets.len() {
                     0 => match group.take() {

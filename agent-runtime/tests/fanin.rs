@@ -356,10 +356,17 @@ static CYCLE_STATES: [StateSpec; 3] = [
     StateSpec { edges: &["b"], computed_targets: false, ..StateSpec::new("a") },
     StateSpec { edges: &["a"], computed_targets: false, ..StateSpec::new("b") },
 ];
-static CYCLE: WorkflowGraph = WorkflowGraph { name: "cycle", start: "start", states: &CYCLE_STATES, max_concurrent: None };
+static CYCLE: WorkflowGraph =
+    WorkflowGraph { name: "cycle", start: "start", states: &CYCLE_STATES, max_concurrent: None };
 
 /// A state of the cycle: after `visits` runs it ends, before that it moves to `other`.
-fn cyclic(name: &'static str, other: &'static str, visits: usize, sleep_ms: u64) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static {
+fn cyclic(
+    name: &'static str,
+    other: &'static str,
+    visits: usize,
+    sleep_ms: u64,
+) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static
+{
     move |ctx: Context| {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
