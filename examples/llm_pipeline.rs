@@ -20,8 +20,9 @@ pub struct LlmResponse {
 /// The simulated model: confidence grows with each attempt.
 async fn call_model(prompt: &str, attempt: u32) -> LlmResponse {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let _ = prompt; // a real model would read it
     LlmResponse {
-        text: format!("{prompt}: Ada Lovelace wrote the first program for Babbage's Analytical Engine."),
+        text: "Ada Lovelace wrote the first program for Babbage's Analytical Engine.".into(),
         confidence: 0.8 + 0.1 * attempt as f64,
         tokens_used: 150 + 10 * attempt,
         model: "sim-gpt".into(),
@@ -90,7 +91,9 @@ async fn main() -> Result<(), AgentError> {
     let result = run().await?;
     let response = result.context().get_typed::<LlmResponse>("llm_response").unwrap();
     println!("final answer ({:.2}): {}", response.confidence, response.text);
-    println!("states: {:?}", result.completed_states());
+    for state in &result.metrics().states {
+        println!("{:>18} ran {} time(s)", state.name, state.completed);
+    }
     println!("{}", llm_processor::GRAPH.to_mermaid());
     Ok(())
 }
