@@ -337,6 +337,13 @@ impl Context {
 
     // ----- for the runtime ----------------------------------------------------------------
 
+    /// Whether a write could not be stored since the error was last taken.
+    #[doc(hidden)]
+    #[inline]
+    pub fn has_write_error(&self) -> bool {
+        self.inner.has_write_error.load(Ordering::Acquire)
+    }
+
     /// Take the error of a write that could not be stored, if any.
     #[doc(hidden)]
     #[inline]

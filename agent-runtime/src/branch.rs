@@ -85,8 +85,14 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             fut.await
         };
         drop(permit);
-        let Some(result) = finish_state(run, pos, outcome) else {
-            return;
+        // The result is read where the poll wrote it, by reference: moving it out first
+        // cost a stalled copy per transition (store-to-load forwarding fails on it).
+        let result = match &outcome {
+            Ok(Ok(result)) if !run.ctx.has_write_error() => {
+                run.record_completion(pos);
+                result
+            }
+            _ => return fail_state(run, pos, outcome),
         };
         next.clear();
         match result {
@@ -95,7 +101,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 None => return,
             },
             StateResult::Next(name) => {
-                let Some(to) = prog.resolve(&name) else {
+                let Some(to) = prog.resolve(name) else {
                     return unknown(run, pos, name.as_str());
                 };
                 match &group {
@@ -114,7 +120,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             StateResult::Parallel(names) => {
                 let mut targets = Vec::with_capacity(names.len());
                 let mut previous: Option<(&str, usize)> = None;
-                for name in &names {
+                for name in names {
                     // A wide fan-out often names one state many times: resolve each run of
                     // equal names once.
                     let t = match previous {
@@ -195,20 +201,14 @@ fn start_state(run: &Run, pos: usize) -> bool {
     true
 }
 
-/// Record how one run of a state ended. `None` when it failed (the run has been failed).
-#[inline]
-fn finish_state(
-    run: &Run,
-    pos: usize,
-    outcome: Result<Result<StateResult, agent_core::BoxError>, Box<dyn Any + Send>>,
-) -> Option<StateResult> {
+/// Fail the run for a state whose attempt did not complete: it returned `Err`, panicked,
+/// or wrote a value the context could not encode.
+#[cold]
+fn fail_state(run: &Run, pos: usize, outcome: Result<Result<StateResult, agent_core::BoxError>, Box<dyn Any + Send>>) {
     let error = match outcome {
-        Ok(Ok(result)) => match run.ctx.take_write_error() {
-            None => {
-                run.record_completion(pos);
-                return Some(result);
-            }
+        Ok(Ok(_)) => match run.ctx.take_write_error() {
             Some(e) => Box::new(e) as agent_core::BoxError,
+            None => return,
         },
         Ok(Err(e)) => e,
         Err(payload) => Box::new(PanicError { message: panic_message(payload) }),
@@ -216,7 +216,6 @@ fn finish_state(
     run.record_failure(pos);
     let state = run.program.states[pos].name.to_string();
     run.fail(AgentError::StateFailed { state, attempts: 1, source: error, context: run.ctx.clone() });
-    None
 }
 
 #[cfg(test)]
