@@ -101,7 +101,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 None => return,
             },
             StateResult::Next(name) => {
-                let Some(to) = prog.resolve(name) else {
+                let Some(to) = prog.resolve_from(pos, name) else {
                     return unknown(run, pos, name.as_str());
                 };
                 match &group {

@@ -7,13 +7,15 @@
 //!   names, a known start, known dependencies and `on_error` targets, no dependency cycle,
 //!   valid options) before any state runs.
 //! - Names resolve to indices once: a literal checked by `#[workflow]` costs a pointer
-//!   subtraction (it points into this program's graph), any other name one lookup in an Fx
-//!   hash map.
+//!   subtraction (it points into this program's graph); any other name is first compared
+//!   with the target its state resolved last time, then looked up in an Fx hash map. The
+//!   cache is only a guess checked by name, so it can cost a lookup but never misroute.
 //! - `reach` is `Some` only when every state's targets are literals known at compile time
 //!   (each state carries a `StateSpec` with `computed_targets == false`): only then are the
 //!   edges the whole graph.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +90,9 @@ pub(crate) struct Program {
     pub max_steps: Option<u64>,
     pub max_concurrent: Option<usize>,
     join: Vec<bool>,
+    /// Per state, 1 + the index its last named transition resolved to (0: none yet), so a
+    /// builder state returning the same name each time pays a short compare, not a hash.
+    last_target: Box<[AtomicU32]>,
     /// The graph literal targets may point into (see `resolve`).
     graph: Option<&'static WorkflowGraph>,
 }
@@ -154,6 +159,7 @@ impl Program {
             g.states.len() <= def.states.len() && g.states.iter().zip(&def.states).all(|(spec, s)| spec.name == s.name)
         });
         Ok(Program {
+            last_target: def.states.iter().map(|_| AtomicU32::new(0)).collect(),
             graph,
             join: def.states.iter().map(|s| s.options.join).collect(),
             states: def
@@ -182,6 +188,22 @@ impl Program {
             }
         }
         self.index.get(name.as_str()).map(|&i| i as usize)
+    }
+
+    /// The index of the state `name` names, as the transition target of state `from`.
+    ///
+    /// Like [`Program::resolve`], trying first the state `from` went to last time.
+    #[inline]
+    pub(crate) fn resolve_from(&self, from: usize, name: &StateName) -> Option<usize> {
+        if name.spec().is_none() {
+            let last = self.last_target[from].load(Relaxed);
+            if last != 0 && self.states[last as usize - 1].name == name.as_str() {
+                return Some(last as usize - 1);
+            }
+        }
+        let to = self.resolve(name)?;
+        self.last_target[from].store(to as u32 + 1, Relaxed);
+        Some(to)
     }
 
     /// The index of the state called `name`.

@@ -361,3 +361,26 @@ async fn a_closure_that_panics_before_its_future_fails_its_state() {
         other => panic!("expected StateFailed, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_state_alternating_between_targets_always_goes_where_it_says() {
+    // The per-state cache of the last target must never send `route` to yesterday's target.
+    let mut agent = Agent::new("alternate");
+    agent.add_state("route", |ctx: Context| async move {
+        let n: u32 = ctx.get_state_or("n", 0);
+        ctx.set_state("n", n + 1);
+        match n {
+            0 | 2 | 3 => StateResult::next("a"),
+            1 | 4 => StateResult::next("b"),
+            _ => StateResult::End,
+        }
+    });
+    for name in ["a", "b"] {
+        agent.add_state(name, move |ctx: Context| async move {
+            ctx.update_state_or_default("trail", |t: &mut String| t.push_str(name)).unwrap();
+            StateResult::next("route")
+        });
+    }
+    let r = agent.run().await.unwrap();
+    assert_eq!(r.context().get_state::<String>("trail").as_deref(), Some("abaab"));
+}
