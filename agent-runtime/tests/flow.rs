@@ -151,12 +151,16 @@ async fn a_panic_is_caught_and_reported_with_its_message() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failing_branch_stops_its_siblings() {
     let started = Arc::new(AtomicU32::new(0));
     let mut agent = Agent::new("fail_fast");
     agent.add_state("fan", |_ctx: Context| async { StateResult::parallel(["bad", "slow"]) });
-    agent.add_state("bad", |_ctx: Context| async { Err::<StateResult, _>("bad input") });
+    agent.add_state("bad", |_ctx: Context| async {
+        // Fail only once the sibling is certainly running (pending forever).
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        Err::<StateResult, _>("bad input")
+    });
     let s = started.clone();
     agent.add_state("slow", move |_ctx: Context| {
         let s = s.clone();
@@ -168,6 +172,8 @@ async fn a_failing_branch_stops_its_siblings() {
     });
     let err = agent.run().await.unwrap_err();
     assert!(matches!(err, AgentError::StateFailed { ref state, .. } if state == "bad"));
+    // `slow` was running when `bad` failed; the run could only return because it was stopped.
+    assert_eq!(started.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
