@@ -29,6 +29,8 @@ async fn a_chain_runs_in_order_and_shares_the_context() {
     assert_eq!(agent.state_status("b"), Some(StateStatus::Completed));
     assert_eq!(agent.state_status("nope"), None);
     assert_eq!(result.metrics().completed, 3);
+    assert_eq!(agent.metrics().completed, 3, "the agent's metrics are the last run's");
+    assert_eq!(Agent::new("idle").metrics().completed, 0);
     assert_eq!(agent.run_id().as_deref(), Some(result.run_id()));
 }
 
