@@ -68,7 +68,10 @@ mod trainer {
 }
 
 async fn run() -> Result<AgentResult, AgentError> {
-    trainer::agent().run().await
+    // `train_model` asks for a GPU: this pool has one (simulated), so the example runs on
+    // any machine. The default pool is the machine's own, without GPUs.
+    let pool = ResourcePool::builder().total_cpu(2.0).total_memory_mb(4096.0).total_gpu(1.0).build();
+    trainer::agent().with_resource_pool(pool).run().await
 }
 
 #[tokio::main]

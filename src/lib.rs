@@ -53,11 +53,12 @@ pub struct ReadmeDoctests;
 /// Everything a workflow file needs: `use agent::prelude::*;`.
 pub mod prelude {
     pub use agent_core::{
-        AgentError, Context, ContextError, DependencyConfig, DependencyLifecycle, DependencyType, Priority,
-        ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult, TypedContextData, WorkflowGraph,
+        AgentError, Allocation, Context, ContextError, DependencyConfig, DependencyLifecycle, DependencyType, Priority,
+        ResourceError, ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult, TimeoutError,
+        TypedContextData, WorkflowGraph,
     };
     pub use agent_macros::{state, workflow, TypedContextData};
-    pub use agent_runtime::{Agent, AgentResult, AgentStatus, RunMetrics, StateStatus};
+    pub use agent_runtime::{Agent, AgentResult, AgentStatus, QuotaScope, ResourcePool, RunMetrics, StateStatus};
     pub use serde::{Deserialize, Serialize};
 }
 

@@ -130,7 +130,10 @@ async fn a_state_fn_added_to_a_builder_keeps_its_options() {
 #[tokio::test(start_paused = true)]
 async fn the_builder_snippet_runs() -> Result<(), AgentError> {
     let chunks = 3;
-    let mut agent = Agent::new("text_processor");
+    // `train_model` asks for a GPU; the default pool (this machine's) has none, where it
+    // would fail at once with a `ResourceError`. Give the agent one.
+    let mut agent = Agent::new("text_processor")
+        .with_resource_pool(ResourcePool::builder().total_cpu(2.0).total_memory_mb(2048.0).total_gpu(1.0).build());
     agent.add_state("clean_text", clean_text);
     agent.add_state("count_words", |_ctx: Context| async { StateResult::next("train_model") });
     agent

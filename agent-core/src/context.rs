@@ -337,6 +337,20 @@ impl Context {
 
     // ----- for the runtime ----------------------------------------------------------------
 
+    /// What the calling state holds from its resource pool: its amounts and GPU device ids.
+    /// `None` outside a state, or in a state that asked for no resources.
+    ///
+    /// The context is shared by every branch of a run; the allocation is not: this reads the
+    /// one of the state attempt being polled on the current task.
+    ///
+    /// ```
+    /// use agent_core::Context;
+    /// assert!(Context::new().allocation().is_none());
+    /// ```
+    pub fn allocation(&self) -> Option<std::sync::Arc<crate::Allocation>> {
+        crate::allocation::current()
+    }
+
     /// Whether a write could not be stored since the error was last taken.
     #[doc(hidden)]
     #[inline]

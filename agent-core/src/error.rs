@@ -70,6 +70,62 @@ impl ContextError {
     }
 }
 
+/// A state's resource request cannot be granted, ever: it fails the state at once instead
+/// of waiting for capacity that will never come.
+///
+/// ```
+/// use agent_core::{ResourceError, ResourceType};
+/// let e = ResourceError::ExceedsTotal { state: "train".into(), kind: ResourceType::Gpu, requested: 4.0, total: 2.0 };
+/// assert_eq!(e.to_string(), "state `train` asks for 4 gpu, but the pool has 2 in all");
+/// ```
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResourceError {
+    /// More than the pool's total of one kind.
+    #[error("state `{state}` asks for {requested} {kind}, but the pool has {total} in all")]
+    ExceedsTotal {
+        /// The state that asked.
+        state: String,
+        /// The kind asked for.
+        kind: crate::options::ResourceType,
+        /// The amount asked.
+        requested: f64,
+        /// The pool's total of that kind.
+        total: f64,
+    },
+    /// More than a quota allows one scope to hold.
+    #[error("state `{state}` asks for {requested} {kind}, above the quota of {quota} for {scope}")]
+    ExceedsQuota {
+        /// The state that asked.
+        state: String,
+        /// The scope whose quota is exceeded, such as `agent "etl"`.
+        scope: String,
+        /// The kind asked for.
+        kind: crate::options::ResourceType,
+        /// The amount asked.
+        requested: f64,
+        /// The quota.
+        quota: f64,
+    },
+}
+
+/// A state attempt ran longer than its `timeout`; it was stopped.
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_core::TimeoutError;
+/// let e = TimeoutError { state: "fetch".into(), after: Duration::from_secs(5) };
+/// assert_eq!(e.to_string(), "state `fetch` timed out after 5s");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state `{state}` timed out after {after:?}")]
+pub struct TimeoutError {
+    /// The state that timed out.
+    pub state: String,
+    /// Its timeout.
+    pub after: std::time::Duration,
+}
+
 /// A state panicked; the panic was caught and its message kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the state panicked: {message}")]

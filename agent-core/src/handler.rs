@@ -1,8 +1,8 @@
 //! How the runtime calls a state.
 //!
 //! Invariants:
-//! - A state is called with a borrowed [`Context`] and returns a boxed `Send` future that
-//!   may borrow it: one allocation per state run (the price of dynamic dispatch) and no
+//! - A state is called with a borrowed [`Context`] and returns a [`StateFuture`] (a boxed `Send`
+//!   future that may borrow it, its block recycled per thread: see `future`), with no
 //!   reference-count traffic for states written with `#[state]` taking `&Context`. Closures
 //!   take an owned `Context`, so for them the runtime clones the handle.
 //! - `call` itself never panics: a closure's synchronous panic is re-raised when its future
@@ -12,15 +12,12 @@
 //!   and carry their [`StateSpec`], so `agent.add_state(name, f)` keeps their options.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::context::Context;
+use crate::future::StateFuture;
 use crate::options::StateSpec;
-use crate::result::{BoxError, IntoStateOutcome, StateResult};
-
-/// The future a state returns, normalised; it may borrow the context it was given.
-pub type StateFuture<'a> = Pin<Box<dyn Future<Output = Result<StateResult, BoxError>> + Send + 'a>>;
+use crate::result::IntoStateOutcome;
 
 /// A callable state.
 pub trait StateHandler: Send + Sync + 'static {
@@ -39,8 +36,8 @@ where
         // A closure runs user code before returning its future; a panic there is moved into
         // the future, so the runtime catches every panic of a state in one place: its poll.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self(ctx.clone()))) {
-            Ok(fut) => Box::pin(async move { fut.await.into_outcome() }),
-            Err(payload) => Box::pin(async move { std::panic::resume_unwind(payload) }),
+            Ok(fut) => StateFuture::new(async move { fut.await.into_outcome() }),
+            Err(payload) => StateFuture::new(async move { std::panic::resume_unwind(payload) }),
         }
     }
 }

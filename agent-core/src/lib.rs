@@ -5,30 +5,36 @@
 //! the state options, [`WorkflowGraph`], and the errors.
 //!
 //! Invariants kept across the crate:
-//! - Nothing here spawns, sleeps or blocks: the runtime owns time and tasks.
+//! - Nothing here spawns, sleeps or blocks: the runtime owns time and tasks (tokio is used
+//!   only for the task-local scope of an [`Allocation`]).
 //! - Every type placed in a `static GRAPH` is `const`-constructible.
 #![warn(missing_docs)]
 
+mod allocation;
 mod context;
 mod error;
+mod future;
 mod graph;
 mod handler;
 mod options;
 mod result;
 mod typed;
 
+pub use allocation::Allocation;
 pub use context::Context;
-pub use error::{AgentError, ContextError, PanicError};
+pub use error::{AgentError, ContextError, PanicError, ResourceError, TimeoutError};
+pub use future::{StateFuture, StateOutcome};
 pub use graph::{Edge, EdgeKind, WorkflowGraph};
-pub use handler::{IntoState, StateFuture, StateHandler};
+pub use handler::{IntoState, StateHandler};
 pub use options::{
     Condition, DependencyConfig, DependencyLifecycle, DependencyType, Priority, ResourceRequirements, ResourceType,
-    RetryPolicy, StateSpec,
+    ResourceTypes, RetryPolicy, StateSpec,
 };
 pub use result::{BoxError, IntoStateOutcome, StateName, StateResult};
 pub use typed::TypedContextData;
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::allocation::{with_allocation, with_allocation_sync};
     pub use typetag;
 }

@@ -41,9 +41,67 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    /// Every kind, in a fixed order.
+    /// Every kind, in a fixed order: `ALL[k.index()] == k`.
     pub const ALL: [ResourceType; 5] =
         [ResourceType::Cpu, ResourceType::Memory, ResourceType::Io, ResourceType::Network, ResourceType::Gpu];
+
+    /// This kind's position in [`ResourceType::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            ResourceType::Cpu => 0,
+            ResourceType::Memory => 1,
+            ResourceType::Io => 2,
+            ResourceType::Network => 3,
+            ResourceType::Gpu => 4,
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResourceType::Cpu => "cpu",
+            ResourceType::Memory => "memory_mb",
+            ResourceType::Io => "io",
+            ResourceType::Network => "network",
+            ResourceType::Gpu => "gpu",
+        })
+    }
+}
+
+/// A set of [`ResourceType`]s.
+///
+/// ```
+/// use agent_core::{ResourceType, ResourceTypes};
+/// let s = ResourceTypes::of(&[ResourceType::Cpu, ResourceType::Gpu]);
+/// assert!(s.contains(ResourceType::Gpu));
+/// assert!(!s.contains(ResourceType::Memory));
+/// assert!(ResourceTypes::ALL.contains(ResourceType::Io));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ResourceTypes(u8);
+
+impl ResourceTypes {
+    /// Every kind.
+    pub const ALL: ResourceTypes = ResourceTypes(0b1_1111);
+    /// No kind.
+    pub const NONE: ResourceTypes = ResourceTypes(0);
+
+    /// The set of these kinds.
+    pub const fn of(kinds: &[ResourceType]) -> Self {
+        let mut bits = 0u8;
+        let mut i = 0;
+        while i < kinds.len() {
+            bits |= 1 << kinds[i].index();
+            i += 1;
+        }
+        ResourceTypes(bits)
+    }
+
+    /// Whether `kind` is in the set.
+    pub const fn contains(self, kind: ResourceType) -> bool {
+        self.0 & (1 << kind.index()) != 0
+    }
 }
 
 /// The resources one state holds while it runs.
@@ -55,7 +113,7 @@ impl ResourceType {
 /// assert!(r.validate().is_ok());
 /// assert!(ResourceRequirements::new().cpu(-1.0).validate().is_err());
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ResourceRequirements {
     /// CPU cores.
     pub cpu: f64,
@@ -67,12 +125,49 @@ pub struct ResourceRequirements {
     pub network: f64,
     /// GPU units.
     pub gpu: f64,
+    /// The kinds a pool counts for this request (all by default); amounts of other kinds
+    /// are ignored, as if they were zero.
+    pub resource_types: ResourceTypes,
+}
+
+impl Default for ResourceRequirements {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ResourceRequirements {
     /// Nothing asked.
     pub const fn new() -> Self {
-        Self { cpu: 0.0, memory_mb: 0.0, io: 0.0, network: 0.0, gpu: 0.0 }
+        Self { cpu: 0.0, memory_mb: 0.0, io: 0.0, network: 0.0, gpu: 0.0, resource_types: ResourceTypes::ALL }
+    }
+
+    /// Count only these kinds; the amounts of the others are ignored.
+    ///
+    /// ```
+    /// use agent_core::{ResourceRequirements, ResourceType};
+    /// let r = ResourceRequirements::new().cpu(2.0).gpu(1.0).resource_types([ResourceType::Gpu]);
+    /// assert_eq!(r.requested(ResourceType::Cpu), 0.0);
+    /// assert_eq!(r.requested(ResourceType::Gpu), 1.0);
+    /// ```
+    pub const fn resource_types<const N: usize>(mut self, kinds: [ResourceType; N]) -> Self {
+        self.resource_types = ResourceTypes::of(&kinds);
+        self
+    }
+
+    /// The amount of `kind` a pool accounts for: the amount asked if `kind` is counted,
+    /// otherwise zero.
+    pub fn requested(&self, kind: ResourceType) -> f64 {
+        if self.resource_types.contains(kind) {
+            self.amount(kind)
+        } else {
+            0.0
+        }
+    }
+
+    /// Whether the request takes anything from a pool.
+    pub fn is_empty(&self) -> bool {
+        ResourceType::ALL.iter().all(|&k| self.requested(k) == 0.0)
     }
     /// CPU cores.
     pub const fn cpu(mut self, v: f64) -> Self {

@@ -52,6 +52,19 @@ impl StateName {
     pub fn spec(&self) -> Option<&'static StateSpec> {
         self.spec
     }
+
+    /// Whether the name borrows a `&'static str`, so that dropping it frees nothing.
+    ///
+    /// ```
+    /// use agent_core::StateName;
+    ///
+    /// assert!(StateName::from("b").is_static());
+    /// assert!(!StateName::from(format!("chunk_{}", 1)).is_static());
+    /// ```
+    #[inline]
+    pub fn is_static(&self) -> bool {
+        matches!(self.name, Cow::Borrowed(_))
+    }
 }
 
 /// Names compare by text; the graph entry is a shortcut, not identity.

@@ -44,7 +44,7 @@ pub fn spec(spec: &SpecIr) -> TokenStream {
     let resources = option(spec.resources.map(|r| {
         let (cpu, memory_mb, io, network, gpu) =
             (float(r.cpu), float(r.memory_mb), float(r.io), float(r.network), float(r.gpu));
-        quote!(::agent::__private::ResourceRequirements { cpu: #cpu, memory_mb: #memory_mb, io: #io, network: #network, gpu: #gpu })
+        quote!(::agent::__private::ResourceRequirements::new().cpu(#cpu).memory_mb(#memory_mb).io(#io).network(#network).gpu(#gpu))
     }));
     let priority = match spec.priority {
         PriorityLevel::Low => quote!(Low),
@@ -132,7 +132,7 @@ pub fn state(ir: &StateIr) -> TokenStream {
                     // A state is async by contract, whether or not this one awaits.
                     #[allow(clippy::unused_async)]
                     #handler
-                    ::agent::__private::Box::pin(async move { #into_outcome(#ident(#arg).await) })
+                    ::agent::__private::StateFuture::new(async move { #into_outcome(#ident(#arg).await) })
                 }
             }
 
@@ -321,8 +321,8 @@ mod tests {
         let text = spec(&ir).to_string();
         for part in [
             "name : \"a\"",
-            "cpu : 2f64",
-            "memory_mb : 1024f64",
+            "cpu (2f64)",
+            "memory_mb (1024f64)",
             "Priority :: High",
             "Duration :: from_nanos (1500000000u64)",
             "max_retries : 3u32",

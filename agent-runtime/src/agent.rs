@@ -21,6 +21,7 @@ use agent_core::{
 use tracing::Instrument;
 
 use crate::branch;
+use crate::pool::ResourcePool;
 use crate::program::{Definition, Program, StateDef, StateOptions};
 use crate::result::{AgentResult, RunMetrics};
 use crate::run::Run;
@@ -166,6 +167,25 @@ impl Agent {
     pub fn max_concurrent(self, n: usize) -> Self {
         self.edit(|def| def.max_concurrent = Some(n.max(1)));
         self
+    }
+
+    /// Take resources from `pool` (shareable with other agents) instead of the process-wide
+    /// [`ResourcePool::global`] of this machine's cores and memory.
+    ///
+    /// ```
+    /// use agent_runtime::{Agent, ResourcePool};
+    /// let pool = ResourcePool::builder().total_cpu(2.0).total_gpu(1.0).build();
+    /// let agent = Agent::new("trainer").with_resource_pool(pool);
+    /// # let _ = agent;
+    /// ```
+    pub fn with_resource_pool(self, pool: ResourcePool) -> Self {
+        self.edit(|def| def.pool = Some(pool));
+        self
+    }
+
+    /// The pool this agent's states take resources from.
+    pub fn resource_pool(&self) -> ResourcePool {
+        lock(&self.shared.def).pool.clone().unwrap_or_else(ResourcePool::global)
     }
 
     fn program(&self) -> Result<Arc<Program>, AgentError> {
@@ -346,7 +366,14 @@ impl StateConfig<'_> {
         self.set(|o| o.join = true)
     }
 
-    /// Runs its body on tokio's blocking pool.
+    /// Count this state against the quotas of `tag` too (see [`ResourcePool::set_quota`]).
+    pub fn tag(self, tag: impl Into<Cow<'static, str>>) -> Self {
+        let tag = tag.into();
+        self.set(|o| o.tags.push(tag))
+    }
+
+    /// Runs its body on tokio's blocking pool, so CPU-heavy code does not stall the async
+    /// workers.
     pub fn blocking(self) -> Self {
         self.set(|o| o.blocking = true)
     }

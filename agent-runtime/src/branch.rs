@@ -14,10 +14,11 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use agent_core::{AgentError, PanicError, StateResult};
+use agent_core::{AgentError, PanicError, StateResult, TimeoutError};
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use crate::attempt;
 use crate::fanin::{Group, Position};
 use crate::run::{Run, TaskGuard};
 use crate::status::StateStatus;
@@ -73,16 +74,28 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             None => None,
         };
         let state = &prog.states[pos];
-        // `call` never panics (a closure's synchronous panic is deferred into its future), so
-        // one catch around the poll sees every panic of the state.
-        let fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
-        let outcome = if tracing::dispatcher::has_been_set() {
-            // One span per state attempt, built only if a subscriber was ever installed:
-            // without one, the span machinery is skipped with a single atomic load.
-            let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
-            Box::pin(fut.instrument(span)).await
+        let outcome = if let Some(guarded) = &state.guarded {
+            // Resources, a timeout or a blocking body: the slow path, boxed so that the
+            // branch future of plain states does not carry it.
+            let attempt = attempt::run(run, pos, guarded);
+            if tracing::dispatcher::has_been_set() {
+                let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
+                Box::pin(attempt.instrument(span)).await
+            } else {
+                Box::pin(attempt).await
+            }
         } else {
-            fut.await
+            // `call` never panics (a closure's synchronous panic is deferred into its
+            // future), so one catch around the poll sees every panic of the state.
+            let fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
+            if tracing::dispatcher::has_been_set() {
+                // One span per state attempt, built only if a subscriber was ever installed:
+                // without one, the span machinery is skipped with a single atomic load.
+                let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
+                Box::pin(fut.instrument(span)).await
+            } else {
+                fut.await
+            }
         };
         drop(permit);
         // The result is read where the poll wrote it, by reference: moving it out first
@@ -107,6 +120,11 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 match &group {
                     None => {
                         pos = to;
+                        if name.is_static() {
+                            // `Ok(Ok(Next(static name)))` owns nothing: skip its drop, an
+                            // out-of-line walk of three nested enums, on the chain's path.
+                            std::mem::forget(outcome);
+                        }
                         continue;
                     }
                     Some(g) => {
@@ -204,7 +222,8 @@ fn start_state(run: &Run, pos: usize) -> bool {
 /// Fail the run for a state whose attempt did not complete: it returned `Err`, panicked,
 /// or wrote a value the context could not encode.
 #[cold]
-fn fail_state(run: &Run, pos: usize, outcome: Result<Result<StateResult, agent_core::BoxError>, Box<dyn Any + Send>>) {
+fn fail_state(run: &Run, pos: usize, outcome: attempt::Outcome) {
+    let timed_out = matches!(&outcome, Ok(Err(e)) if e.is::<TimeoutError>());
     let error = match outcome {
         Ok(Ok(_)) => match run.ctx.take_write_error() {
             Some(e) => Box::new(e) as agent_core::BoxError,
@@ -213,7 +232,7 @@ fn fail_state(run: &Run, pos: usize, outcome: Result<Result<StateResult, agent_c
         Ok(Err(e)) => e,
         Err(payload) => Box::new(PanicError { message: panic_message(payload) }),
     };
-    run.record_failure(pos);
+    run.record_failure(pos, if timed_out { StateStatus::Timeout } else { StateStatus::Failed });
     let state = run.program.states[pos].name.to_string();
     run.fail(AgentError::StateFailed { state, attempts: 1, source: error, context: run.ctx.clone() });
 }

@@ -9,11 +9,15 @@
 //!   branches on the current tokio runtime (work-stealing on a multi-thread one).
 //! - `fanin`: a fan-out opens a group of tokens; the group decides when a join runs.
 //! - `run`: counters, status and the first failure of a run.
+//! - `pool`: the resource pool; `attempt`: one run of a state that holds resources, has a
+//!   timeout or runs on the blocking pool.
 #![warn(missing_docs)]
 
 mod agent;
+mod attempt;
 mod branch;
 mod fanin;
+mod pool;
 mod program;
 mod reach;
 mod result;
@@ -21,5 +25,8 @@ mod run;
 mod status;
 
 pub use agent::{Agent, StateConfig};
+pub use pool::{
+    QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
+};
 pub use result::{AgentResult, RunMetrics, StateMetrics};
 pub use status::{AgentStatus, StateStatus};

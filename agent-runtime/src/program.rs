@@ -20,11 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::{
-    AgentError, DependencyConfig, Priority, ResourceRequirements, RetryPolicy, StateHandler, StateName, StateSpec,
-    WorkflowGraph,
+    AgentError, DependencyConfig, Priority, ResourceRequirements, ResourceType, RetryPolicy, StateHandler, StateName,
+    StateSpec, WorkflowGraph,
 };
 use rustc_hash::FxHashMap;
 
+use crate::pool::ledger::Request;
+use crate::pool::ResourcePool;
 use crate::reach::Reach;
 
 /// A state's options as the runtime keeps them (owned; builder methods edit them).
@@ -39,6 +41,8 @@ pub(crate) struct StateOptions {
     pub preemptible: bool,
     pub join: bool,
     pub blocking: bool,
+    /// Quota scopes this state counts against, besides its agent and its name.
+    pub tags: Vec<Cow<'static, str>>,
 }
 
 impl From<&StateSpec> for StateOptions {
@@ -53,6 +57,7 @@ impl From<&StateSpec> for StateOptions {
             preemptible: s.preemptible,
             join: s.join,
             blocking: s.blocking,
+            tags: Vec::new(),
         }
     }
 }
@@ -73,13 +78,26 @@ pub(crate) struct Definition {
     pub max_concurrent: Option<usize>,
     /// The compile-time graph whose states are `states[..graph.states.len()]`, in order.
     pub graph: Option<&'static WorkflowGraph>,
+    /// The pool states with `resources` take from; the process-wide one when `None`.
+    pub pool: Option<ResourcePool>,
 }
 
 pub(crate) struct CompiledState {
     pub name: Cow<'static, str>,
     pub handler: Arc<dyn StateHandler>,
-    #[allow(dead_code)] // enforced by the scheduler and reliability layers
+    /// What the state's attempts need beyond a plain call; `None` for the common state with
+    /// no resources, timeout or blocking body, which takes the branch's fast path.
+    pub guarded: Option<Box<Guarded>>,
+    #[allow(dead_code)] // the reliability layer reads the rest
     pub options: StateOptions,
+}
+
+/// The options `attempt` enforces, prepared once per program.
+pub(crate) struct Guarded {
+    /// The pool request, when the state asks for something.
+    pub request: Option<(ResourcePool, Request)>,
+    pub timeout: Option<Duration>,
+    pub blocking: bool,
 }
 
 pub(crate) struct Program {
@@ -165,7 +183,12 @@ impl Program {
             states: def
                 .states
                 .iter()
-                .map(|s| CompiledState { name: s.name.clone(), handler: s.handler.clone(), options: s.options.clone() })
+                .map(|s| CompiledState {
+                    name: s.name.clone(),
+                    handler: s.handler.clone(),
+                    guarded: guarded(agent, s, def.pool.as_ref()),
+                    options: s.options.clone(),
+                })
                 .collect(),
             index,
             start,
@@ -215,6 +238,26 @@ impl Program {
     pub(crate) fn is_join(&self, state: usize) -> bool {
         self.join[state]
     }
+}
+
+fn guarded(agent: &str, s: &StateDef, pool: Option<&ResourcePool>) -> Option<Box<Guarded>> {
+    let o = &s.options;
+    let request = o.resources.filter(|r| !r.is_empty()).map(|r| {
+        let pool = pool.cloned().unwrap_or_else(ResourcePool::global);
+        let request = Request {
+            agent: agent.into(),
+            state: (*s.name).into(),
+            tags: o.tags.iter().map(|t| Arc::<str>::from(&**t)).collect(),
+            amounts: std::array::from_fn(|k| r.requested(ResourceType::ALL[k])),
+            priority: o.priority,
+            preemptible: o.preemptible,
+        };
+        (pool, request)
+    });
+    if request.is_none() && o.timeout.is_none() && !o.blocking {
+        return None;
+    }
+    Some(Box::new(Guarded { request, timeout: o.timeout, blocking: o.blocking }))
 }
 
 fn validate_options(s: &StateDef) -> Result<(), AgentError> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use agent_core::Context;
 
+use crate::pool::UsageStats;
 use crate::run::Run;
 use crate::status::{AgentStatus, StateStatus};
 
@@ -61,6 +62,7 @@ impl AgentResult {
 
 /// Counters of one state in a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StateMetrics {
     /// The state's name.
     pub name: String,
@@ -70,6 +72,10 @@ pub struct StateMetrics {
     pub completed: u64,
     /// Runs that failed.
     pub failed: u64,
+    /// Attempts preempted for higher-priority work and re-queued.
+    pub preempted: u64,
+    /// Time spent waiting for resources from the pool, summed over attempts.
+    pub resource_wait: Duration,
 }
 
 /// Counters of a run.
@@ -89,8 +95,13 @@ pub struct RunMetrics {
     pub steps: u64,
     /// Time since the run started, or its whole length once over.
     pub elapsed: Duration,
+    /// Attempts preempted and re-queued, over all states.
+    pub preempted: u64,
     /// Per state, in definition order.
     pub states: Vec<StateMetrics>,
+    /// The agent's resource pool as it is now (shared with any other agent using it), if a
+    /// state of this run asks for resources.
+    pub resources: Option<UsageStats>,
 }
 
 impl RunMetrics {
@@ -103,8 +114,11 @@ impl RunMetrics {
                 status: Some(status),
                 completed: c.completed.load(Relaxed) as u64,
                 failed: c.failed.load(Relaxed) as u64,
+                preempted: c.preempted.load(Relaxed) as u64,
+                resource_wait: Duration::from_nanos(c.resource_wait.load(Relaxed)),
             };
             m.completed += s.completed;
+            m.preempted += s.preempted;
             m.failed += s.failed;
             match status {
                 StateStatus::Running => m.running += 1,
@@ -114,6 +128,9 @@ impl RunMetrics {
             m.states.push(s);
         }
         // Started = finished + running; a run with `max_steps` counts starts exactly.
+        m.resources = (run.program.states.iter())
+            .find_map(|s| s.guarded.as_ref().and_then(|g| g.request.as_ref()))
+            .map(|(pool, _)| pool.usage_stats());
         m.steps = match run.program.max_steps {
             Some(_) => run.steps.load(Relaxed),
             None => m.completed + m.failed + m.running,

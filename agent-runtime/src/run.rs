@@ -24,6 +24,10 @@ pub(crate) struct StateCounters {
     pub status: AtomicU8,
     pub completed: AtomicU32,
     pub failed: AtomicU32,
+    /// Times an attempt was preempted and re-queued.
+    pub preempted: AtomicU32,
+    /// Time spent waiting for resources, in nanoseconds.
+    pub resource_wait: AtomicU64,
     /// 1 + the order in which this state first completed; 0 while it never has.
     first_completed: AtomicU32,
 }
@@ -68,6 +72,8 @@ impl Run {
                     status: AtomicU8::new(StateStatus::Pending as u8),
                     completed: AtomicU32::new(0),
                     failed: AtomicU32::new(0),
+                    preempted: AtomicU32::new(0),
+                    resource_wait: AtomicU64::new(0),
                     first_completed: AtomicU32::new(0),
                 })
                 .collect(),
@@ -112,10 +118,20 @@ impl Run {
         }
     }
 
-    pub(crate) fn record_failure(&self, state: usize) {
+    /// Count a failed attempt; `status` is `Failed` or `Timeout`.
+    pub(crate) fn record_failure(&self, state: usize, status: StateStatus) {
         let c = &self.states[state];
-        c.status.store(StateStatus::Failed as u8, Relaxed);
+        c.status.store(status as u8, Relaxed);
         c.failed.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_preemption(&self, state: usize) {
+        self.states[state].preempted.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_resource_wait(&self, state: usize, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.states[state].resource_wait.fetch_add(nanos, Relaxed);
     }
 
     /// End the run with `error` unless it already ended; stop every branch.

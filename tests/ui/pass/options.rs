@@ -99,7 +99,9 @@ async fn main() -> Result<(), AgentError> {
     assert!(graph.states[3].join);
     assert_eq!(graph.states[3].depends_on, [("load", DependencyType::Sequential)]);
 
-    let result = options::agent().run().await?;
+    // `load` asks for half a GPU: the default pool (this machine) has none.
+    let pool = ResourcePool::builder().total_cpu(4.0).total_memory_mb(4096.0).total_gpu(1.0).build();
+    let result = options::agent().with_resource_pool(pool).run().await?;
     assert_eq!(result.status(), AgentStatus::Completed);
     assert_eq!(result.context().greeting().as_deref(), Some("hi"));
     assert_eq!(result.context().user().map(|u| u.age), Some(29));

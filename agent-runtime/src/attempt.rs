@@ -1,0 +1,128 @@
+//! One attempt of a state that needs more than a plain call: resources from a pool, a
+//! timeout, a body on the blocking pool, or all three. States with none of these never come
+//! here (`branch::drive` calls them directly).
+//!
+//! Invariants:
+//! - Resources are taken before the body starts and held by a guard for exactly as long as
+//!   the body may run: the guard lives in this future (or, for a `blocking` body, on its
+//!   thread until the body returns), so every exit (completion, `Err`, panic, timeout,
+//!   cancellation of the run, preemption) gives them back.
+//! - The timeout bounds the body only, not the wait for resources.
+//! - A preempted attempt is dropped and asked again from the pool at its priority; it
+//!   spends no retry and is counted in the state's `preempted` metric.
+//! - The allocation is visible to the body through `ctx.allocation()` (a task-local scope).
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use agent_core::__private::{with_allocation, with_allocation_sync};
+use agent_core::{BoxError, StateResult, TimeoutError};
+use futures_util::FutureExt;
+use tokio::time::Instant;
+
+use crate::pool::ResourceGuard;
+use crate::program::Guarded;
+use crate::run::Run;
+use crate::status::StateStatus;
+
+/// What an attempt ends with: the state's own result, or the payload of its panic.
+pub(crate) type Outcome = Result<Result<StateResult, BoxError>, Box<dyn Any + Send>>;
+
+/// Run one attempt of state `pos`, waiting for its resources first.
+pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Outcome {
+    loop {
+        let guard = match &g.request {
+            Some((pool, request)) => {
+                run.set_state_status(pos, StateStatus::Ready);
+                let asked = Instant::now();
+                let guard = pool.acquire(request.clone()).await;
+                run.record_resource_wait(pos, asked.elapsed());
+                match guard {
+                    Ok(guard) => Some(guard),
+                    Err(e) => return Ok(Err(Box::new(e))),
+                }
+            }
+            None => None,
+        };
+        run.set_state_status(pos, StateStatus::Running);
+        let preempted = guard.as_ref().and_then(|g| g.preempted.clone());
+        let attempt = body(run, pos, g, guard);
+        match preempted {
+            None => return attempt.await,
+            Some(token) => {
+                tokio::select! {
+                    biased;
+                    outcome = attempt => return outcome,
+                    _ = token.cancelled() => {
+                        // The attempt (and with it the guard) is dropped here; ask again.
+                        run.record_preemption(pos);
+                        tracing::debug!(state = &*run.program.states[pos].name, "preempted; re-queued");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The body under its timeout, holding `guard` until it ends.
+async fn body(run: &Arc<Run>, pos: usize, g: &Guarded, guard: Option<ResourceGuard>) -> Outcome {
+    let call = async {
+        if g.blocking {
+            return blocking(run, pos, guard).await;
+        }
+        let fut = AssertUnwindSafe(run.program.states[pos].handler.call(&run.ctx)).catch_unwind();
+        let outcome = match guard.as_ref() {
+            Some(held) => with_allocation(held.allocation.clone(), fut).await,
+            None => fut.await,
+        };
+        drop(guard);
+        outcome
+    };
+    match g.timeout {
+        None => call.await,
+        Some(after) => match tokio::time::timeout(after, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let state = run.program.states[pos].name.to_string();
+                Ok(Err(Box::new(TimeoutError { state, after })))
+            }
+        },
+    }
+}
+
+/// Run the body on tokio's blocking pool. Dropping this future stops the body at its next
+/// `.await`; the guard is released on the blocking thread once the body has returned.
+async fn blocking(run: &Arc<Run>, pos: usize, guard: Option<ResourceGuard>) -> Outcome {
+    let run = Arc::clone(run);
+    let handle = tokio::runtime::Handle::current();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::task::spawn_blocking(move || {
+        let allocation = guard.as_ref().map(|g| g.allocation.clone());
+        let body = async {
+            let fut = AssertUnwindSafe(run.program.states[pos].handler.call(&run.ctx)).catch_unwind();
+            tokio::select! {
+                biased;
+                outcome = fut => Some(outcome),
+                _ = stopped => None,
+            }
+        };
+        let outcome = match allocation {
+            Some(a) => with_allocation_sync(a, || handle.block_on(body)),
+            None => handle.block_on(body),
+        };
+        drop(guard);
+        outcome
+    });
+    let outcome = task.await;
+    drop(stop);
+    match outcome {
+        Ok(Some(outcome)) => outcome,
+        // Not reachable while this future is alive (only dropping `stop` stops the body).
+        Ok(None) => Ok(Err("the blocking state was stopped".into())),
+        Err(e) => match e.try_into_panic() {
+            Ok(payload) => Err(payload),
+            Err(_) => Ok(Err("the blocking state's task was cancelled (the runtime is shutting down)".into())),
+        },
+    }
+}
