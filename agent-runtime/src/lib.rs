@@ -15,6 +15,8 @@
 
 mod agent;
 mod attempt;
+#[doc(hidden)]
+pub mod bench;
 mod branch;
 mod fanin;
 mod pool;

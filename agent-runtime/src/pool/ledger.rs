@@ -9,10 +9,12 @@
 //! - Waiters are ordered by priority (Critical first), then by arrival (`seq`). A scan looks
 //!   at the first `window` of them only, so one decision costs O(window), whatever the
 //!   queue's length.
-//! - Backfilling: a waiter that does not fit does not stop later ones that do; each time
-//!   one is passed, its `bypassed` count grows. Once it reaches `bypass_limit` the waiter
-//!   holds a reservation: later waiters may use only what is free beyond its need, so it is
-//!   delayed by nobody of its priority or lower from then on (see `DESIGN.md`).
+//! - Backfilling: a waiter that does not fit does not stop later ones that do. Each later
+//!   grant that takes a kind the waiter is short of counts as passing it (`bypassed`); one
+//!   that takes only other kinds does not delay it and is not counted. Once `bypassed`
+//!   reaches `bypass_limit` the waiter holds a reservation: later waiters may use only what
+//!   is free beyond its need, so it is delayed by nobody of its priority or lower from then
+//!   on (see `DESIGN.md`).
 //! - Quotas cap what one scope (agent, state or tag) holds; a waiter blocked by its quota
 //!   reserves nothing, since what it waits for is its own scope's release.
 //! - A request that can never fit (above a total or a quota) fails at once and is never
@@ -66,8 +68,8 @@ pub(crate) struct Request {
 /// A waiter's place in the queue: priority rank (0 = Critical), then arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct WaiterId {
-    rank: u8,
-    seq: u64,
+    pub rank: u8,
+    pub seq: u64,
 }
 
 /// An allocation held.
@@ -144,6 +146,8 @@ pub(crate) struct Ledger {
     preempted: BTreeMap<Arc<str>, u64>,
     next_seq: u64,
     next_alloc: u64,
+    /// Reused by every scan, so a scan allocates nothing when nobody is admitted.
+    scratch_passed: Vec<(WaiterId, u8, u32)>,
 }
 
 fn rank(p: Priority) -> u8 {
@@ -175,6 +179,7 @@ impl Ledger {
             preempted: BTreeMap::new(),
             next_seq: 0,
             next_alloc: 0,
+            scratch_passed: Vec::new(),
         }
     }
 
@@ -190,15 +195,22 @@ impl Ledger {
         }
         let id = WaiterId { rank: rank(req.priority), seq: self.next_seq };
         self.next_seq += 1;
+        let mut ahead = self.queue.range(..id);
         // Fast path: nothing waits ahead of it and it fits.
-        let ahead = self.queue.range(..id).next().is_some();
-        if !ahead {
-            if let Some(gpus) = self.fits(&req, &[0.0; KINDS]) {
+        if ahead.next().is_none() {
+            let free: Amounts = std::array::from_fn(|k| self.config.totals[k] - self.held[k]);
+            if let Some(gpus) = self.fits_in(&req, &free, &[0.0; KINDS], &self.devices, &[]) {
                 let grant = self.grant(req, gpus, now, now);
                 return (Decision::Granted(grant), Outcome::default());
             }
         }
+        // Beyond the window nothing changes: nothing was freed, and the scan would not
+        // reach it.
+        let beyond_window = self.queue.range(..id).nth(self.config.window - 1).is_some();
         self.queue.insert(id, Waiter { req, since: now, bypassed: 0, preempting: false });
+        if beyond_window {
+            return (Decision::Queued(id), Outcome::default());
+        }
         let mut outcome = self.schedule(now);
         if let Some(i) = outcome.granted.iter().position(|(w, _)| *w == id) {
             let (_, grant) = outcome.granted.swap_remove(i);
@@ -231,9 +243,12 @@ impl Ledger {
 
     /// A waiter gave up (its future was dropped); others may now go ahead.
     pub(crate) fn withdraw(&mut self, id: WaiterId, now: Duration) -> Outcome {
+        // Only a waiter inside the window shapes a scan (its reservation; the waiter after
+        // the window that now enters it).
+        let in_window = self.queue.range(..id).nth(self.config.window - 1).is_none();
         match self.queue.remove(&id) {
-            Some(_) => self.schedule(now),
-            None => Outcome::default(),
+            Some(_) if in_window => self.schedule(now),
+            _ => Outcome::default(),
         }
     }
 
@@ -302,12 +317,15 @@ impl Ledger {
         Ok(())
     }
 
-    fn within_quotas(&self, req: &Request) -> bool {
+    fn within_quotas(&self, req: &Request, scope_delta: &[(QuotaScope, Amounts)]) -> bool {
         if !self.config.quotas || self.quotas.is_empty() {
             return true;
         }
         scopes(req).all(|scope| {
-            let held = self.held_by_scope.get(&scope).copied().unwrap_or([0.0; KINDS]);
+            let mut held = self.held_by_scope.get(&scope).copied().unwrap_or([0.0; KINDS]);
+            if let Some((_, d)) = scope_delta.iter().find(|(s, _)| *s == scope) {
+                (0..KINDS).for_each(|k| held[k] += d[k]);
+            }
             (0..KINDS).all(|k| match self.quotas.get(&(scope.clone(), k)) {
                 Some(&quota) => req.amounts[k] == 0.0 || held[k] + req.amounts[k] <= quota + EPS,
                 None => true,
@@ -315,18 +333,26 @@ impl Ledger {
         })
     }
 
-    /// The GPU placement if `req` fits in what is free minus `reserved`, else `None`.
-    fn fits(&self, req: &Request, reserved: &Amounts) -> Option<Vec<(usize, f64)>> {
+    /// The GPU placement if `req` fits in `free` minus `reserved` on `devices`, within its
+    /// quotas (counting `scope_delta`, grants decided but not yet applied), else `None`.
+    fn fits_in(
+        &self,
+        req: &Request,
+        free: &Amounts,
+        reserved: &Amounts,
+        devices: &Devices,
+        scope_delta: &[(QuotaScope, Amounts)],
+    ) -> Option<Vec<(usize, f64)>> {
         for k in 0..KINDS {
-            if req.amounts[k] > 0.0 && req.amounts[k] > self.config.totals[k] - self.held[k] - reserved[k] + EPS {
+            if req.amounts[k] > 0.0 && req.amounts[k] > free[k] - reserved[k] + EPS {
                 return None;
             }
         }
-        if !self.within_quotas(req) {
+        if !self.within_quotas(req, scope_delta) {
             return None;
         }
         if req.amounts[GPU] > 0.0 {
-            self.devices.place(req.amounts[GPU])
+            devices.place(req.amounts[GPU])
         } else {
             Some(Vec::new())
         }
@@ -366,75 +392,114 @@ impl Ledger {
     }
 
     /// Admit, in order, every waiter of the window that fits.
+    ///
+    /// Two phases, so that the scan walks the queue in order without one map lookup per
+    /// waiter: first decide on local copies of what is free (and of the GPU devices and
+    /// scope holdings, when they change), then apply the decisions.
     fn schedule(&mut self, now: Duration) -> Outcome {
         let mut outcome = Outcome::default();
+        let mut free: Amounts = std::array::from_fn(|k| self.config.totals[k] - self.held[k]);
         let mut reserved = [0.0; KINDS];
-        let mut passed: Vec<WaiterId> = Vec::new();
-        let window: Vec<WaiterId> = self.queue.keys().take(self.config.window).copied().collect();
-        for id in window {
-            let Some(w) = self.queue.get(&id) else { continue };
-            if let Some(gpus) = self.fits(&w.req, &reserved) {
-                let Some(w) = self.queue.remove(&id) else { continue };
-                let grant = self.grant(w.req, gpus, w.since, now);
-                outcome.granted.push((id, grant));
-                for p in &passed {
-                    if let Some(pw) = self.queue.get_mut(p) {
-                        pw.bypassed = pw.bypassed.saturating_add(1);
+        let mut devices: Option<Devices> = None;
+        let mut scope_delta: Vec<(QuotaScope, Amounts)> = Vec::new();
+        let mut grants: Vec<(WaiterId, Vec<(usize, f64)>)> = Vec::new();
+        // Waiters passed over: the kinds each is short of, and the later grants that took one.
+        let mut passed = std::mem::take(&mut self.scratch_passed);
+        let mut preempting: Vec<(WaiterId, Vec<AllocId>)> = Vec::new();
+        let mut victims_pending: Option<bool> = None;
+        for (&id, w) in self.queue.iter().take(self.config.window) {
+            let devs = devices.as_ref().unwrap_or(&self.devices);
+            if let Some(gpus) = self.fits_in(&w.req, &free, &reserved, devs, &scope_delta) {
+                for k in 0..KINDS {
+                    free[k] -= w.req.amounts[k];
+                }
+                if !gpus.is_empty() {
+                    devices.get_or_insert_with(|| self.devices.clone()).take(&gpus);
+                }
+                if self.config.quotas && !self.quotas.is_empty() {
+                    for scope in scopes(&w.req) {
+                        match scope_delta.iter_mut().find(|(s, _)| *s == scope) {
+                            Some((_, d)) => (0..KINDS).for_each(|k| d[k] += w.req.amounts[k]),
+                            None => scope_delta.push((scope, w.req.amounts)),
+                        }
                     }
                 }
+                // It passes every waiter before it that is short of a kind it takes.
+                for (_, short, passes) in passed.iter_mut() {
+                    if (0..KINDS).any(|k| *short & (1 << k) != 0 && w.req.amounts[k] > 0.0) {
+                        *passes += 1;
+                    }
+                }
+                grants.push((id, gpus));
                 continue;
             }
-            if !self.within_quotas(&w.req) {
+            if !self.within_quotas(&w.req, &scope_delta) {
                 // Waits for its own scope; holds nobody else back.
                 continue;
             }
-            let urgent = self.config.preemption && w.req.priority >= Priority::High;
-            if urgent && w.preempting && !self.allocations.values().any(|h| h.preempting) {
-                // Its victims are gone and it still does not fit (their release went to
-                // waiters ahead of it, or GPU shares lie badly): choose again.
-                if let Some(w) = self.queue.get_mut(&id) {
-                    w.preempting = false;
-                }
-            }
-            let Some(w) = self.queue.get(&id) else { continue };
-            if urgent && !w.preempting {
-                let victims = self.choose_victims(&w.req, &reserved);
-                if !victims.is_empty() {
-                    for v in &victims {
-                        if let Some(h) = self.allocations.get_mut(v) {
-                            h.preempting = true;
-                            *self.preempted.entry(h.req.state.clone()).or_insert(0) += 1;
-                        }
-                    }
-                    outcome.preempt.extend(victims);
-                    if let Some(w) = self.queue.get_mut(&id) {
-                        w.preempting = true;
+            let mut preempts = w.preempting;
+            if self.config.preemption && w.req.priority >= Priority::High {
+                let pending = *victims_pending.get_or_insert_with(|| self.allocations.values().any(|h| h.preempting));
+                // A waiter whose victims are all gone and that still does not fit (their
+                // release went to waiters ahead of it) chooses again.
+                if !w.preempting || !pending {
+                    let victims = self.choose_victims(&w.req, &free, &reserved);
+                    preempts = !victims.is_empty();
+                    if preempts || w.preempting {
+                        preempting.push((id, victims));
                     }
                 }
             }
-            let Some(w) = self.queue.get(&id) else { continue };
-            if w.preempting || w.bypassed >= self.config.bypass_limit {
+            if preempts || w.bypassed >= self.config.bypass_limit {
                 for k in 0..KINDS {
                     reserved[k] += w.req.amounts[k];
                 }
             }
-            passed.push(id);
+            let short = (0..KINDS)
+                .filter(|&k| w.req.amounts[k] > 0.0 && w.req.amounts[k] > free[k] - reserved[k] + EPS)
+                .fold(0u8, |m, k| m | 1 << k);
+            // Short of GPU devices only (shares lie badly), it is short of GPU.
+            passed.push((id, if short == 0 { 1 << GPU } else { short }, 0));
+        }
+        for (id, gpus) in grants.iter_mut() {
+            if let Some(w) = self.queue.remove(id) {
+                let grant = self.grant(w.req, std::mem::take(gpus), w.since, now);
+                outcome.granted.push((*id, grant));
+            }
+        }
+        for (id, _, passes) in passed.drain(..) {
+            if passes > 0 {
+                if let Some(w) = self.queue.get_mut(&id) {
+                    w.bypassed = w.bypassed.saturating_add(passes);
+                }
+            }
+        }
+        self.scratch_passed = passed;
+        for (id, victims) in preempting {
+            for v in &victims {
+                if let Some(h) = self.allocations.get_mut(v) {
+                    h.preempting = true;
+                    *self.preempted.entry(h.req.state.clone()).or_insert(0) += 1;
+                }
+            }
+            if let Some(w) = self.queue.get_mut(&id) {
+                // No victims: it chose again and found none, so it no longer reserves.
+                w.preempting = !victims.is_empty();
+            }
+            outcome.preempt.extend(victims);
         }
         outcome
     }
 
     /// Running preemptible allocations of lower priority whose release would let `req` fit,
     /// lowest priority and newest first; empty when even all of them would not be enough.
-    fn choose_victims(&self, req: &Request, reserved: &Amounts) -> Vec<AllocId> {
+    fn choose_victims(&self, req: &Request, free_now: &Amounts, reserved: &Amounts) -> Vec<AllocId> {
         let mut candidates: Vec<(&AllocId, &Held)> = (self.allocations.iter())
             .filter(|(_, h)| h.req.preemptible && !h.preempting && h.req.priority < req.priority)
             .collect();
         candidates.sort_by(|a, b| a.1.req.priority.cmp(&b.1.req.priority).then(b.1.since.cmp(&a.1.since)));
         // What will be free once releases already under way land.
-        let mut free = [0.0; KINDS];
-        for k in 0..KINDS {
-            free[k] = self.config.totals[k] - self.held[k] - reserved[k];
-        }
+        let mut free: Amounts = std::array::from_fn(|k| free_now[k] - reserved[k]);
         for h in self.allocations.values().filter(|h| h.preempting) {
             for k in 0..KINDS {
                 free[k] += h.req.amounts[k];

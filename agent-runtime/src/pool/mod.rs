@@ -125,8 +125,10 @@ impl ResourcePoolBuilder {
         self.config.window = n.max(1);
         self
     }
-    /// How many later states may start before a waiting one (default 16); after that it
-    /// reserves what it needs and is passed by none of its priority or lower.
+    /// How many later states may start before a waiting one, taking what it is short of
+    /// (default 64); after that it reserves what it needs and is passed by none of its
+    /// priority or lower. Lower bounds a large request's wait more tightly; higher keeps
+    /// the pool busier (see `DESIGN.md` beside the pool's code for the measured trade-off).
     pub fn max_bypass(mut self, n: u32) -> Self {
         self.config.bypass_limit = n;
         self
@@ -213,7 +215,7 @@ impl ResourcePool {
                 preemption: false,
                 quotas: false,
                 window: 32,
-                bypass_limit: 16,
+                bypass_limit: 64,
             },
         }
     }
