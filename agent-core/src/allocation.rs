@@ -63,9 +63,12 @@ tokio::task_local! {
     static CURRENT: Arc<Allocation>;
 }
 
-/// The allocation of the state attempt being polled on this task, if it holds one.
-pub(crate) fn current() -> Option<Arc<Allocation>> {
-    CURRENT.try_with(Arc::clone).ok()
+/// The allocation of the state attempt being polled on this task; empty if it holds none.
+pub(crate) fn current() -> Arc<Allocation> {
+    static EMPTY: std::sync::OnceLock<Arc<Allocation>> = std::sync::OnceLock::new();
+    CURRENT.try_with(Arc::clone).unwrap_or_else(|_| {
+        EMPTY.get_or_init(|| Arc::new(Allocation::new(ResourceRequirements::new(), Vec::new()))).clone()
+    })
 }
 
 /// Run `future` with `allocation` visible to `Context::allocation`; used by the runtime.

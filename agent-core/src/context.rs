@@ -338,16 +338,18 @@ impl Context {
     // ----- for the runtime ----------------------------------------------------------------
 
     /// What the calling state holds from its resource pool: its amounts and GPU device ids.
-    /// `None` outside a state, or in a state that asked for no resources.
+    /// Empty (all zero, no devices) outside a state, or in a state that asked for nothing.
     ///
     /// The context is shared by every branch of a run; the allocation is not: this reads the
     /// one of the state attempt being polled on the current task.
     ///
     /// ```
-    /// use agent_core::Context;
-    /// assert!(Context::new().allocation().is_none());
+    /// use agent_core::{Context, ResourceType};
+    /// let ctx = Context::new();
+    /// assert!(ctx.allocation().gpu_ids().is_empty());
+    /// assert_eq!(ctx.allocation().amount(ResourceType::Cpu), 0.0);
     /// ```
-    pub fn allocation(&self) -> Option<std::sync::Arc<crate::Allocation>> {
+    pub fn allocation(&self) -> std::sync::Arc<crate::Allocation> {
         crate::allocation::current()
     }
 
