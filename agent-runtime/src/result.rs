@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agent_core::Context;
 
-use crate::pool::UsageStats;
+use crate::pool::{StateAllocation, UsageStats, WaitingState};
 use crate::run::Run;
 use crate::status::{AgentStatus, StateStatus};
 
@@ -102,6 +102,10 @@ pub struct RunMetrics {
     /// The agent's resource pool as it is now (shared with any other agent using it), if a
     /// state of this run asks for resources.
     pub resources: Option<UsageStats>,
+    /// What this agent's states hold from the pool now.
+    pub allocations: Vec<StateAllocation>,
+    /// This agent's states waiting for resources, in the order they will be admitted.
+    pub waiting: Vec<WaitingState>,
 }
 
 impl RunMetrics {
@@ -128,9 +132,14 @@ impl RunMetrics {
             m.states.push(s);
         }
         // Started = finished + running; a run with `max_steps` counts starts exactly.
-        m.resources = (run.program.states.iter())
-            .find_map(|s| s.guarded.as_ref().and_then(|g| g.request.as_ref()))
-            .map(|(pool, _)| pool.usage_stats());
+        if let Some((pool, request)) =
+            run.program.states.iter().find_map(|s| s.guarded.as_ref().and_then(|g| g.request.as_ref()))
+        {
+            m.resources = Some(pool.usage_stats());
+            let ours = |agent: &str| agent == &*request.agent;
+            m.allocations = pool.state_allocations().into_iter().filter(|a| ours(&a.agent)).collect();
+            m.waiting = pool.waiting_states().into_iter().filter(|w| ours(&w.agent)).collect();
+        }
         m.steps = match run.program.max_steps {
             Some(_) => run.steps.load(Relaxed),
             None => m.completed + m.failed + m.running,
