@@ -89,6 +89,8 @@ struct Inner {
     write_error: Mutex<Option<ContextError>>,
     /// Set with `write_error`, read without a lock after every state.
     has_write_error: AtomicBool,
+    /// The failure an `on_error` handler is handling.
+    last_error: Mutex<Option<crate::StateError>>,
 }
 
 /// The data shared by the states of one run.
@@ -351,6 +353,23 @@ impl Context {
     /// ```
     pub fn allocation(&self) -> std::sync::Arc<crate::Allocation> {
         crate::allocation::current()
+    }
+
+    /// The failure that sent the run to the current `on_error` handler: which state failed,
+    /// after how many attempts, and why. `None` until some state's retries are spent.
+    ///
+    /// ```
+    /// use agent_core::Context;
+    /// assert!(Context::new().last_error().is_none());
+    /// ```
+    pub fn last_error(&self) -> Option<crate::StateError> {
+        lock(&self.inner.last_error).clone()
+    }
+
+    /// Record the failure an `on_error` handler is about to handle; used by the runtime.
+    #[doc(hidden)]
+    pub fn set_last_error(&self, error: crate::StateError) {
+        *lock(&self.inner.last_error) = Some(error);
     }
 
     /// Whether a write could not be stored since the error was last taken.

@@ -8,6 +8,7 @@
 
 use std::any::type_name;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::context::Context;
 use crate::result::BoxError;
@@ -107,6 +108,27 @@ pub enum ResourceError {
         /// The quota.
         quota: f64,
     },
+}
+
+/// A state that failed for good: its name, how many attempts it made, and the error of the
+/// last one. What `ctx.last_error()` gives an `on_error` handler.
+///
+/// ```
+/// use std::sync::Arc;
+/// use agent_core::StateError;
+/// let e = StateError { state: "fetch".into(), attempts: 4, error: Arc::new(std::io::Error::other("refused")) };
+/// assert_eq!(e.to_string(), "state `fetch` failed after 4 attempt(s): refused");
+/// assert!(e.error.downcast_ref::<std::io::Error>().is_some());
+/// ```
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("state `{state}` failed after {attempts} attempt(s): {error}")]
+pub struct StateError {
+    /// The state that failed.
+    pub state: String,
+    /// Attempts made, the first included.
+    pub attempts: u32,
+    /// The last attempt's error (a [`PanicError`] or [`TimeoutError`] for those causes).
+    pub error: Arc<dyn std::error::Error + Send + Sync>,
 }
 
 /// A state attempt ran longer than its `timeout`; it was stopped.
@@ -218,6 +240,17 @@ pub enum AgentError {
         /// The run's context when it stopped.
         context: Context,
     },
+    /// The run passed the timeout of `run_with(RunOptions::new().timeout(..))`: running
+    /// states were stopped after their cleanup time. Its context is kept.
+    #[error("agent `{agent}` timed out after {after:?}")]
+    TimedOut {
+        /// The agent's name.
+        agent: String,
+        /// The run's timeout.
+        after: std::time::Duration,
+        /// The run's context when it stopped.
+        context: Context,
+    },
     /// `run()` was called while a run of this agent is still going.
     #[error("agent `{agent}` is already running")]
     AlreadyRunning {
@@ -232,7 +265,8 @@ impl AgentError {
         match self {
             AgentError::UnknownState { context, .. }
             | AgentError::StateFailed { context, .. }
-            | AgentError::MaxSteps { context, .. } => Some(context),
+            | AgentError::MaxSteps { context, .. }
+            | AgentError::TimedOut { context, .. } => Some(context),
             _ => None,
         }
     }

@@ -22,7 +22,7 @@ mod typed;
 
 pub use allocation::Allocation;
 pub use context::Context;
-pub use error::{AgentError, ContextError, PanicError, ResourceError, TimeoutError};
+pub use error::{AgentError, ContextError, PanicError, ResourceError, StateError, TimeoutError};
 pub use future::{StateFuture, StateOutcome};
 pub use graph::{Edge, EdgeKind, WorkflowGraph};
 pub use handler::{IntoState, StateHandler};

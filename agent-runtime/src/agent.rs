@@ -169,6 +169,21 @@ impl Agent {
         self
     }
 
+    /// The retry policy of every state that sets none (`#[state(retry(...))]` or
+    /// `.retry_policy(...)` override it). No retries by default.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::Agent;
+    /// use agent_core::RetryPolicy;
+    /// let agent = Agent::new("etl").retry_policy(RetryPolicy::new().max_retries(2).jitter(false));
+    /// # let _ = agent;
+    /// ```
+    pub fn retry_policy(self, policy: RetryPolicy) -> Self {
+        self.edit(|def| def.retry = Some(policy));
+        self
+    }
+
     /// Take resources from `pool` (shareable with other agents) instead of the process-wide
     /// [`ResourcePool::global`] of this machine's cores and memory.
     ///

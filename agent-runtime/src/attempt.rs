@@ -1,6 +1,6 @@
-//! One attempt of a state that needs more than a plain call: resources from a pool, a
-//! timeout, a body on the blocking pool, or all three. States with none of these never come
-//! here (`branch::drive` calls them directly).
+//! The attempts of a state that needs more than a plain call: resources from a pool, a
+//! timeout, retries, a body on the blocking pool. States with none of these never come here
+//! (`branch::drive` calls them directly).
 //!
 //! Invariants:
 //! - Resources are taken before the body starts and held by a guard for exactly as long as
@@ -11,15 +11,21 @@
 //! - A preempted attempt is dropped and asked again from the pool at its priority; it
 //!   spends no retry and is counted in the state's `preempted` metric.
 //! - The allocation is visible to the body through `ctx.allocation()` (a task-local scope).
+//! - Retries: an attempt that returns `Err`, panics or times out is tried again while the
+//!   policy allows (`max_retries = 3`: at most four attempts), after `delay`. Nothing is
+//!   held while waiting. A `ResourceError` (a request that can never fit) is not retried.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use agent_core::__private::{with_allocation, with_allocation_sync};
-use agent_core::{BoxError, StateResult, TimeoutError};
+use std::time::Duration;
+
+use agent_core::{BoxError, ResourceError, RetryPolicy, StateResult, TimeoutError};
 use futures_util::FutureExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::pool::ResourceGuard;
 use crate::program::Guarded;
@@ -29,8 +35,50 @@ use crate::status::StateStatus;
 /// What an attempt ends with: the state's own result, or the payload of its panic.
 pub(crate) type Outcome = Result<Result<StateResult, BoxError>, Box<dyn Any + Send>>;
 
-/// Run one attempt of state `pos`, waiting for its resources first.
-pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Outcome {
+/// Run state `pos` until an attempt completes or its retries are spent; returns the last
+/// attempt's outcome and the number of attempts made.
+pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> (Outcome, u32) {
+    let mut attempt = 1u32;
+    loop {
+        let outcome = if tracing::dispatcher::has_been_set() {
+            let span = tracing::info_span!("state", state = &*run.program.states[pos].name, attempt);
+            one(run, pos, g).instrument(span).await
+        } else {
+            one(run, pos, g).await
+        };
+        let retry = match (&outcome, g.retry) {
+            (Ok(Ok(_)), _) | (_, None) => None,
+            // A request that can never fit fails the same way every time.
+            (Ok(Err(e)), _) if e.is::<ResourceError>() => None,
+            (_, Some(policy)) => (attempt <= policy.max_retries).then_some(policy),
+        };
+        let Some(policy) = retry else {
+            return (outcome, attempt);
+        };
+        let wait = delay(&policy, attempt);
+        tracing::debug!(state = &*run.program.states[pos].name, attempt, ?wait, "attempt failed; retrying");
+        drop(outcome);
+        run.record_retry(pos);
+        run.set_state_status(pos, StateStatus::Retrying);
+        // Nothing is held while waiting: the attempt's guard was dropped with it.
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+/// The wait before retry `n`: the policy's bound, or with jitter a uniform draw from its
+/// upper half (never above `max_delay`, never below half the bound).
+pub(crate) fn delay(policy: &RetryPolicy, n: u32) -> Duration {
+    let bound = policy.backoff(n);
+    if policy.jitter {
+        bound.mul_f64(0.5 + 0.5 * fastrand::f64())
+    } else {
+        bound
+    }
+}
+
+/// One attempt, waiting for resources first (and again after each preemption).
+async fn one(run: &Arc<Run>, pos: usize, g: &Guarded) -> Outcome {
     loop {
         let guard = match &g.request {
             Some((pool, request)) => {

@@ -14,12 +14,13 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use agent_core::{AgentError, PanicError, StateResult, TimeoutError};
+use agent_core::{AgentError, PanicError, StateError, StateResult, TimeoutError};
 use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::attempt;
 use crate::fanin::{Group, Position};
+use crate::program::Program;
 use crate::run::{Run, TaskGuard};
 use crate::status::StateStatus;
 
@@ -74,28 +75,23 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             None => None,
         };
         let state = &prog.states[pos];
-        let outcome = if let Some(guarded) = &state.guarded {
-            // Resources, a timeout or a blocking body: the slow path, boxed so that the
-            // branch future of plain states does not carry it.
-            let attempt = attempt::run(run, pos, guarded);
-            if tracing::dispatcher::has_been_set() {
-                let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
-                Box::pin(attempt.instrument(span)).await
-            } else {
-                Box::pin(attempt).await
-            }
+        let (outcome, attempts) = if let Some(guarded) = &state.guarded {
+            // Resources, a timeout, retries or a blocking body: the slow path, boxed so that
+            // the branch future of plain states does not carry it.
+            Box::pin(attempt::run(run, pos, guarded)).await
         } else {
             // `call` never panics (a closure's synchronous panic is deferred into its
             // future), so one catch around the poll sees every panic of the state.
             let fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
-            if tracing::dispatcher::has_been_set() {
+            let outcome = if tracing::dispatcher::has_been_set() {
                 // One span per state attempt, built only if a subscriber was ever installed:
                 // without one, the span machinery is skipped with a single atomic load.
                 let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
                 Box::pin(fut.instrument(span)).await
             } else {
                 fut.await
-            }
+            };
+            (outcome, 1)
         };
         drop(permit);
         // The result is read where the poll wrote it, by reference: moving it out first
@@ -105,7 +101,30 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 run.record_completion(pos);
                 result
             }
-            _ => return fail_state(run, pos, outcome),
+            _ => {
+                // Retries spent: the `on_error` handler runs next, reading the failure from
+                // the context, as if the state had returned its name.
+                let Some(handler) = state.on_error else {
+                    return fail_state(run, pos, outcome, attempts);
+                };
+                route_error(run, pos, outcome, attempts, handler);
+                next.clear();
+                match &group {
+                    None => {
+                        pos = handler;
+                        continue;
+                    }
+                    Some(g) => arrive(run, prog, g, pos, handler, &mut next),
+                }
+                match take_next(run, &mut next) {
+                    Some((g, s)) => {
+                        group = g;
+                        pos = s;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
         };
         next.clear();
         match result {
@@ -127,12 +146,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                         }
                         continue;
                     }
-                    Some(g) => {
-                        g.arrive(prog, pos, to, &mut next);
-                        if next.is_empty() {
-                            run.set_state_status(to, StateStatus::Blocked);
-                        }
-                    }
+                    Some(g) => arrive(run, prog, g, pos, to, &mut next),
                 }
             }
             StateResult::Parallel(names) => {
@@ -173,15 +187,49 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 }
             }
         }
-        let mut released = next.drain(..);
-        let Some((g, s)) = released.next() else {
+        let Some((g, s)) = take_next(run, &mut next) else {
             return;
         };
-        for (g2, s2) in released {
-            spawn(run, s2, g2);
-        }
         group = g;
         pos = s;
+    }
+}
+
+/// A branch of `g` moves from `from` to `to`; a join may hold it there.
+fn arrive(run: &Run, prog: &Program, g: &Arc<Group>, from: usize, to: usize, next: &mut Vec<Position>) {
+    g.arrive(prog, from, to, next);
+    if next.is_empty() {
+        run.set_state_status(to, StateStatus::Blocked);
+    }
+}
+
+/// The position this branch goes on with, spawning a task for every other one released.
+fn take_next(run: &Arc<Run>, next: &mut Vec<Position>) -> Option<Position> {
+    let mut released = next.drain(..);
+    let first = released.next()?;
+    for (g, s) in released {
+        spawn(run, s, g);
+    }
+    Some(first)
+}
+
+/// Record a failure for good and hand it to the `on_error` handler through the context.
+#[cold]
+fn route_error(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32, handler: usize) {
+    let Some(error) = failure(run, outcome) else { return };
+    let timed_out = error.is::<TimeoutError>();
+    run.record_failure(pos, if timed_out { StateStatus::Timeout } else { StateStatus::Failed });
+    let state = run.program.states[pos].name.to_string();
+    tracing::debug!(state, handler = &*run.program.states[handler].name, %error, "failed; on_error");
+    run.ctx.set_last_error(StateError { state, attempts, error: Arc::from(error) });
+}
+
+/// The error of an attempt that did not complete.
+fn failure(run: &Run, outcome: attempt::Outcome) -> Option<agent_core::BoxError> {
+    match outcome {
+        Ok(Ok(_)) => run.ctx.take_write_error().map(|e| Box::new(e) as agent_core::BoxError),
+        Ok(Err(e)) => Some(e),
+        Err(payload) => Some(Box::new(PanicError { message: panic_message(payload) })),
     }
 }
 
@@ -222,19 +270,12 @@ fn start_state(run: &Run, pos: usize) -> bool {
 /// Fail the run for a state whose attempt did not complete: it returned `Err`, panicked,
 /// or wrote a value the context could not encode.
 #[cold]
-fn fail_state(run: &Run, pos: usize, outcome: attempt::Outcome) {
-    let timed_out = matches!(&outcome, Ok(Err(e)) if e.is::<TimeoutError>());
-    let error = match outcome {
-        Ok(Ok(_)) => match run.ctx.take_write_error() {
-            Some(e) => Box::new(e) as agent_core::BoxError,
-            None => return,
-        },
-        Ok(Err(e)) => e,
-        Err(payload) => Box::new(PanicError { message: panic_message(payload) }),
-    };
+fn fail_state(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32) {
+    let Some(error) = failure(run, outcome) else { return };
+    let timed_out = error.is::<TimeoutError>();
     run.record_failure(pos, if timed_out { StateStatus::Timeout } else { StateStatus::Failed });
     let state = run.program.states[pos].name.to_string();
-    run.fail(AgentError::StateFailed { state, attempts: 1, source: error, context: run.ctx.clone() });
+    run.fail(AgentError::StateFailed { state, attempts, source: error, context: run.ctx.clone() });
 }
 
 #[cfg(test)]

@@ -80,6 +80,8 @@ pub(crate) struct Definition {
     pub graph: Option<&'static WorkflowGraph>,
     /// The pool states with `resources` take from; the process-wide one when `None`.
     pub pool: Option<ResourcePool>,
+    /// The retry policy of states that set none.
+    pub retry: Option<RetryPolicy>,
 }
 
 pub(crate) struct CompiledState {
@@ -88,6 +90,8 @@ pub(crate) struct CompiledState {
     /// What the state's attempts need beyond a plain call; `None` for the common state with
     /// no resources, timeout or blocking body, which takes the branch's fast path.
     pub guarded: Option<Box<Guarded>>,
+    /// Where the state goes once its retries are spent, instead of failing the run.
+    pub on_error: Option<usize>,
     #[allow(dead_code)] // the reliability layer reads the rest
     pub options: StateOptions,
 }
@@ -97,6 +101,7 @@ pub(crate) struct Guarded {
     /// The pool request, when the state asks for something.
     pub request: Option<(ResourcePool, Request)>,
     pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
     pub blocking: bool,
 }
 
@@ -145,7 +150,7 @@ impl Program {
         let mut dep_edges = Vec::new();
         let mut other_edges = Vec::new();
         for (i, s) in def.states.iter().enumerate() {
-            validate_options(s)?;
+            validate_options(s, def.retry)?;
             for (dep, _) in &s.options.dependencies {
                 dep_edges.push((lookup(s, dep, "dependency")?, i));
             }
@@ -186,7 +191,8 @@ impl Program {
                 .map(|s| CompiledState {
                     name: s.name.clone(),
                     handler: s.handler.clone(),
-                    guarded: guarded(agent, s, def.pool.as_ref()),
+                    guarded: guarded(agent, s, def),
+                    on_error: s.options.on_error.as_ref().and_then(|t| index.get(&**t)).map(|&i| i as usize),
                     options: s.options.clone(),
                 })
                 .collect(),
@@ -240,8 +246,10 @@ impl Program {
     }
 }
 
-fn guarded(agent: &str, s: &StateDef, pool: Option<&ResourcePool>) -> Option<Box<Guarded>> {
+fn guarded(agent: &str, s: &StateDef, def: &Definition) -> Option<Box<Guarded>> {
     let o = &s.options;
+    let pool = def.pool.as_ref();
+    let retry = o.retry.or(def.retry);
     let request = o.resources.filter(|r| !r.is_empty()).map(|r| {
         let pool = pool.cloned().unwrap_or_else(ResourcePool::global);
         let request = Request {
@@ -254,18 +262,21 @@ fn guarded(agent: &str, s: &StateDef, pool: Option<&ResourcePool>) -> Option<Box
         };
         (pool, request)
     });
-    if request.is_none() && o.timeout.is_none() && !o.blocking {
+    if request.is_none() && o.timeout.is_none() && retry.is_none() && !o.blocking {
         return None;
     }
-    Some(Box::new(Guarded { request, timeout: o.timeout, blocking: o.blocking }))
+    Some(Box::new(Guarded { request, timeout: o.timeout, retry, blocking: o.blocking }))
 }
 
-fn validate_options(s: &StateDef) -> Result<(), AgentError> {
+fn validate_options(s: &StateDef, def_retry: Option<RetryPolicy>) -> Result<(), AgentError> {
     let invalid = |reason: String| AgentError::InvalidOption { state: s.name.to_string(), reason };
     if let Some(r) = &s.options.resources {
         r.validate().map_err(invalid)?;
     }
     if let Some(r) = &s.options.retry {
+        r.validate().map_err(invalid)?;
+    }
+    if let Some(r) = &def_retry {
         r.validate().map_err(invalid)?;
     }
     if s.options.timeout == Some(Duration::ZERO) {

@@ -72,6 +72,8 @@ pub struct StateMetrics {
     pub completed: u64,
     /// Runs that failed.
     pub failed: u64,
+    /// Retries made (attempts after the first).
+    pub retries: u64,
     /// Attempts preempted for higher-priority work and re-queued.
     pub preempted: u64,
     /// Time spent waiting for resources from the pool, summed over attempts.
@@ -118,15 +120,19 @@ impl RunMetrics {
                 status: Some(status),
                 completed: c.completed.load(Relaxed) as u64,
                 failed: c.failed.load(Relaxed) as u64,
+                retries: c.retries.load(Relaxed) as u64,
                 preempted: c.preempted.load(Relaxed) as u64,
                 resource_wait: Duration::from_nanos(c.resource_wait.load(Relaxed)),
             };
             m.completed += s.completed;
             m.preempted += s.preempted;
+            m.retries += s.retries;
             m.failed += s.failed;
             match status {
                 StateStatus::Running => m.running += 1,
-                StateStatus::Pending | StateStatus::Ready | StateStatus::Blocked => m.pending += 1,
+                StateStatus::Pending | StateStatus::Ready | StateStatus::Blocked | StateStatus::Retrying => {
+                    m.pending += 1
+                }
                 _ => {}
             }
             m.states.push(s);

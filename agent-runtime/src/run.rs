@@ -26,6 +26,8 @@ pub(crate) struct StateCounters {
     pub failed: AtomicU32,
     /// Times an attempt was preempted and re-queued.
     pub preempted: AtomicU32,
+    /// Retries made (attempts after the first).
+    pub retries: AtomicU32,
     /// Time spent waiting for resources, in nanoseconds.
     pub resource_wait: AtomicU64,
     /// 1 + the order in which this state first completed; 0 while it never has.
@@ -73,6 +75,7 @@ impl Run {
                     completed: AtomicU32::new(0),
                     failed: AtomicU32::new(0),
                     preempted: AtomicU32::new(0),
+                    retries: AtomicU32::new(0),
                     resource_wait: AtomicU64::new(0),
                     first_completed: AtomicU32::new(0),
                 })
@@ -123,6 +126,10 @@ impl Run {
         let c = &self.states[state];
         c.status.store(status as u8, Relaxed);
         c.failed.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_retry(&self, state: usize) {
+        self.states[state].retries.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn record_preemption(&self, state: usize) {
