@@ -231,13 +231,40 @@ impl Agent {
 
     /// Run the workflow on a context prepared by the caller (inputs set before the start).
     pub async fn run_in(&self, ctx: Context) -> Result<AgentResult, AgentError> {
+        self.run_with(RunOptions::new().context(ctx)).await
+    }
+
+    /// Run with options: a deadline for the whole run, and a context prepared beforehand.
+    ///
+    /// At the deadline no further state starts; states still running get `cleanup_timeout`
+    /// (zero by default) to finish, then their futures are dropped. The run ends
+    /// [`AgentStatus::TimedOut`] and returns [`AgentError::TimedOut`] with its context.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::{Agent, AgentStatus, RunOptions};
+    /// use agent_core::{AgentError, Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut agent = Agent::new("slow");
+    /// agent.add_state("wait", |_ctx: Context| async {
+    ///     tokio::time::sleep(Duration::from_secs(60)).await;
+    ///     StateResult::End
+    /// });
+    /// let err = agent.run_with(RunOptions::new().timeout(Duration::from_secs(5))).await.unwrap_err();
+    /// assert!(matches!(err, AgentError::TimedOut { .. }));
+    /// assert_eq!(agent.status(), AgentStatus::TimedOut);
+    /// # }
+    /// ```
+    pub async fn run_with(&self, options: RunOptions) -> Result<AgentResult, AgentError> {
         let program = self.program()?;
         let run = {
             let mut current = lock(&self.shared.current);
             if current.as_ref().is_some_and(|r| !r.status().is_finished()) {
                 return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
             }
-            let run = Arc::new(Run::new(program, ctx));
+            let run = Arc::new(Run::new(program, options.context.unwrap_or_default()));
             *current = Some(run.clone());
             run
         };
@@ -245,22 +272,58 @@ impl Agent {
         async {
             let cancel_on_drop = CancelOnDrop(&run);
             let start = run.program.start;
-            // The root branch is polled first, so a run that never waits registers nothing
-            // with the cancellation token.
-            tokio::select! {
-                biased;
-                _ = branch::drive(&run, start, None) => {}
-                _ = run.cancel.cancelled() => {}
+            let all = async {
+                // The root branch is polled first, so a run that never waits registers
+                // nothing with the cancellation token.
+                tokio::select! {
+                    biased;
+                    _ = branch::drive(&run, start, None) => {}
+                    _ = run.cancel.cancelled() => {}
+                }
+                run.tasks_finished().await;
+            };
+            match options.timeout {
+                None => all.await,
+                Some(after) => {
+                    let mut all = std::pin::pin!(all);
+                    if tokio::time::timeout(after, &mut all).await.is_err() {
+                        run.time_out();
+                        let cleanup = options.cleanup_timeout.unwrap_or(Duration::ZERO);
+                        if tokio::time::timeout(cleanup, &mut all).await.is_err() {
+                            run.cancel();
+                            all.await;
+                        }
+                    }
+                }
             }
-            run.tasks_finished().await;
             std::mem::forget(cancel_on_drop);
-            match run.finish() {
+            let error = run.finish();
+            if run.status() == AgentStatus::TimedOut {
+                let after = options.timeout.unwrap_or_default();
+                return Err(AgentError::TimedOut { agent: self.shared.name.clone(), after, context: run.ctx.clone() });
+            }
+            match error {
                 Some(error) => Err(error),
                 None => Ok(AgentResult::new(&run)),
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// Stop the running instances of `state`: their futures are dropped (a state waiting for
+    /// resources or for a retry leaves the queue), each ends [`StateStatus::Cancelled`] and
+    /// its branch ends there; the rest of the run goes on. Later runs of the state are not
+    /// affected. `false` if no run is going or it has no such state.
+    pub fn cancel_state(&self, state: &str) -> bool {
+        let Some(run) = self.current() else { return false };
+        match run.program.index_of(state) {
+            Some(i) if !run.status().is_finished() => {
+                run.cancel_state(i);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn current(&self) -> Option<Arc<Run>> {
@@ -299,6 +362,43 @@ impl Agent {
         if let Some(run) = self.current() {
             run.cancel();
         }
+    }
+}
+
+/// How to run: see [`Agent::run_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_runtime::RunOptions;
+/// let options = RunOptions::new().timeout(Duration::from_secs(600)).cleanup_timeout(Duration::from_secs(10));
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    timeout: Option<Duration>,
+    cleanup_timeout: Option<Duration>,
+    context: Option<Context>,
+}
+
+impl RunOptions {
+    /// No deadline, a fresh context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Stop the run after `d`: see [`Agent::run_with`].
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// How long states still running at the deadline may take to finish (default zero).
+    pub fn cleanup_timeout(mut self, d: Duration) -> Self {
+        self.cleanup_timeout = Some(d);
+        self
+    }
+    /// Start from this context (inputs set beforehand) instead of an empty one.
+    pub fn context(mut self, ctx: Context) -> Self {
+        self.context = Some(ctx);
+        self
     }
 }
 

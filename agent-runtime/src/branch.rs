@@ -11,11 +11,16 @@
 //!   what runs next (see `fanin`).
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::Poll;
 
 use agent_core::{AgentError, PanicError, StateError, StateResult, TimeoutError};
 use futures_util::FutureExt;
+use tokio::sync::futures::Notified;
 use tracing::Instrument;
 
 use crate::attempt;
@@ -75,23 +80,41 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             None => None,
         };
         let state = &prog.states[pos];
-        let (outcome, attempts) = if let Some(guarded) = &state.guarded {
+        let epoch = run.states[pos].cancel_epoch.load(Relaxed);
+        let attempted = if let Some(guarded) = &state.guarded {
             // Resources, a timeout, retries or a blocking body: the slow path, boxed so that
             // the branch future of plain states does not carry it.
-            Box::pin(attempt::run(run, pos, guarded)).await
+            cancellable(run, pos, epoch, Box::pin(attempt::run(run, pos, guarded))).await
         } else {
             // `call` never panics (a closure's synchronous panic is deferred into its
             // future), so one catch around the poll sees every panic of the state.
             let fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
-            let outcome = if tracing::dispatcher::has_been_set() {
+            if tracing::dispatcher::has_been_set() {
                 // One span per state attempt, built only if a subscriber was ever installed:
                 // without one, the span machinery is skipped with a single atomic load.
                 let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
-                Box::pin(fut.instrument(span)).await
+                cancellable(run, pos, epoch, Box::pin(fut.instrument(span))).await.map(|o| (o, 1))
             } else {
-                fut.await
-            };
-            (outcome, 1)
+                cancellable(run, pos, epoch, fut).await.map(|o| (o, 1))
+            }
+        };
+        let Some((outcome, attempts)) = attempted else {
+            // Cancelled by `cancel_state`: the branch ends here.
+            drop(permit);
+            run.set_state_status(pos, StateStatus::Cancelled);
+            next.clear();
+            match group.take() {
+                Some(g) => g.end(prog, pos, &mut next),
+                None => return,
+            }
+            match take_next(run, &mut next) {
+                Some((g, s)) => {
+                    group = g;
+                    pos = s;
+                    continue;
+                }
+                None => return,
+            }
         };
         drop(permit);
         // The result is read where the poll wrote it, by reference: moving it out first
@@ -193,6 +216,33 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
         group = g;
         pos = s;
     }
+}
+
+/// Poll `fut` to its end, or until `cancel_state` cancels this instance of state `pos`
+/// (started under `epoch`): then `None`, and `fut` is dropped.
+///
+/// A state that completes in its first poll never registers for cancellation, so a chain
+/// of quick states pays one relaxed load per state for it.
+async fn cancellable<F: Future>(run: &Run, pos: usize, epoch: u32, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut notified: Option<Pin<Box<Notified<'_>>>> = None;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        loop {
+            // Made before the check: a `notify_waiters` after it wakes this future.
+            let n = notified.get_or_insert_with(|| Box::pin(run.state_cancelled.notified()));
+            if run.is_state_cancelled(pos, epoch) {
+                return Poll::Ready(None);
+            }
+            if n.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            notified = None;
+        }
+    })
+    .await
 }
 
 /// A branch of `g` moves from `from` to `to`; a join may hold it there.

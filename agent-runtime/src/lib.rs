@@ -26,7 +26,7 @@ mod result;
 mod run;
 mod status;
 
-pub use agent::{Agent, StateConfig};
+pub use agent::{Agent, RunOptions, StateConfig};
 pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };

@@ -26,6 +26,8 @@ pub(crate) struct StateCounters {
     pub failed: AtomicU32,
     /// Times an attempt was preempted and re-queued.
     pub preempted: AtomicU32,
+    /// Bumped by `cancel_state`: an instance started under an older epoch is cancelled.
+    pub cancel_epoch: AtomicU32,
     /// Retries made (attempts after the first).
     pub retries: AtomicU32,
     /// Time spent waiting for resources, in nanoseconds.
@@ -47,6 +49,8 @@ pub(crate) struct Run {
     pub steps: AtomicU64,
     tasks: AtomicUsize,
     tasks_done: Notify,
+    /// Woken by `cancel_state`; running states re-check their `cancel_epoch`.
+    pub state_cancelled: Notify,
     error: Mutex<Option<AgentError>>,
     /// Set with `error`, so a run that did not fail never takes its lock.
     has_error: AtomicBool,
@@ -75,6 +79,7 @@ impl Run {
                     completed: AtomicU32::new(0),
                     failed: AtomicU32::new(0),
                     preempted: AtomicU32::new(0),
+                    cancel_epoch: AtomicU32::new(0),
                     retries: AtomicU32::new(0),
                     resource_wait: AtomicU64::new(0),
                     first_completed: AtomicU32::new(0),
@@ -84,6 +89,7 @@ impl Run {
             steps: AtomicU64::new(0),
             tasks: AtomicUsize::new(0),
             tasks_done: Notify::new(),
+            state_cancelled: Notify::new(),
             error: Mutex::new(None),
             has_error: AtomicBool::new(false),
             cancel: CancellationToken::new(),
@@ -159,6 +165,25 @@ impl Run {
         let _ =
             self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Cancelled as u8, Relaxed, Relaxed);
         self.stop();
+    }
+
+    /// The run's deadline passed: start no further state (running ones may finish); the
+    /// run ends `TimedOut` unless it already ended.
+    pub(crate) fn time_out(&self) {
+        let _ = self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::TimedOut as u8, Relaxed, Relaxed);
+        self.stopping.store(true, Relaxed);
+    }
+
+    /// Cancel the running instances of `state`.
+    pub(crate) fn cancel_state(&self, state: usize) {
+        self.states[state].cancel_epoch.fetch_add(1, Relaxed);
+        self.state_cancelled.notify_waiters();
+    }
+
+    /// Whether the instance of `state` started under `epoch` has been cancelled.
+    #[inline]
+    pub(crate) fn is_state_cancelled(&self, state: usize, epoch: u32) -> bool {
+        self.states[state].cancel_epoch.load(Relaxed) != epoch
     }
 
     fn stop(&self) {
