@@ -54,8 +54,8 @@ pub struct ReadmeDoctests;
 pub mod prelude {
     pub use agent_core::{
         AgentError, Allocation, Context, ContextError, DependencyConfig, DependencyLifecycle, DependencyType, Priority,
-        ResourceError, ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult, TimeoutError,
-        TypedContextData, WorkflowGraph,
+        RateLimit, ResourceError, ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult,
+        TimeoutError, TypedContextData, WorkflowGraph,
     };
     pub use agent_macros::{state, workflow, TypedContextData};
     pub use agent_runtime::{Agent, AgentResult, AgentStatus, QuotaScope, ResourcePool, RunMetrics, StateStatus};
@@ -67,7 +67,7 @@ pub mod prelude {
 pub mod __private {
     pub use agent_core::__private::typetag;
     pub use agent_core::{
-        Context, ContextError, DependencyType, IntoState, IntoStateOutcome, Priority, ResourceRequirements,
+        Context, ContextError, DependencyType, IntoState, IntoStateOutcome, Priority, RateLimit, ResourceRequirements,
         RetryPolicy, StateFuture, StateHandler, StateName, StateResult, StateSpec, TypedContextData, WorkflowGraph,
     };
     pub use agent_runtime::Agent;

@@ -131,6 +131,26 @@ pub struct StateError {
     pub error: Arc<dyn std::error::Error + Send + Sync>,
 }
 
+/// A state waited for a dependency longer than the dependency's `timeout`; it fails (and
+/// goes to its `on_error`, if it has one).
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_core::DependencyTimeout;
+/// let e = DependencyTimeout { state: "train".into(), dependency: "load".into(), after: Duration::from_secs(30) };
+/// assert_eq!(e.to_string(), "state `train` waited more than 30s for its dependency `load`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state `{state}` waited more than {after:?} for its dependency `{dependency}`")]
+pub struct DependencyTimeout {
+    /// The waiting state.
+    pub state: String,
+    /// The dependency it waited for.
+    pub dependency: String,
+    /// The dependency's timeout.
+    pub after: std::time::Duration,
+}
+
 /// A state attempt ran longer than its `timeout`; it was stopped.
 ///
 /// ```

@@ -22,13 +22,13 @@ mod typed;
 
 pub use allocation::Allocation;
 pub use context::Context;
-pub use error::{AgentError, ContextError, PanicError, ResourceError, StateError, TimeoutError};
+pub use error::{AgentError, ContextError, DependencyTimeout, PanicError, ResourceError, StateError, TimeoutError};
 pub use future::{StateFuture, StateOutcome};
 pub use graph::{Edge, EdgeKind, WorkflowGraph};
 pub use handler::{IntoState, StateHandler};
 pub use options::{
-    Condition, DependencyConfig, DependencyLifecycle, DependencyType, Priority, ResourceRequirements, ResourceType,
-    ResourceTypes, RetryPolicy, StateSpec,
+    Condition, DependencyConfig, DependencyLifecycle, DependencyType, Priority, RateLimit, ResourceRequirements,
+    ResourceType, ResourceTypes, RetryPolicy, StateSpec,
 };
 pub use result::{BoxError, IntoStateOutcome, StateName, StateResult};
 pub use typed::TypedContextData;

@@ -1,4 +1,5 @@
-//! What a state asks of the runtime: resources, priority, timeout, retries, dependencies.
+//! What a state asks of the runtime: resources, priority, timeout, retries, rate limits,
+//! dependencies.
 //!
 //! Invariants:
 //! - Every type here can be built in a `const`, so `#[workflow]` can place a state's
@@ -315,6 +316,55 @@ impl RetryPolicy {
     }
 }
 
+/// How often a state may start: a token bucket of `burst` cells, refilled at `per_second`
+/// cells a second, one cell taken per attempt.
+///
+/// The shape of an API quota: `RateLimit::new(10.0).burst(20)` allows 20 starts at once, then
+/// 10 a second. Rates below one a second are fractions: `RateLimit::new(0.5)` is one start
+/// every 2 s.
+///
+/// ```
+/// use agent_core::RateLimit;
+/// let r = RateLimit::new(10.0).burst(20);
+/// assert_eq!((r.per_second, r.burst), (10.0, 20));
+/// assert!(r.validate().is_ok());
+/// assert_eq!(RateLimit::new(0.5).burst, 1);
+/// assert!(RateLimit::new(0.0).validate().is_err());
+/// assert!(RateLimit::new(f64::INFINITY).validate().is_err());
+/// assert!(RateLimit::new(1.0).burst(0).validate().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Cells added a second: finite and positive, fractions allowed.
+    pub per_second: f64,
+    /// The most cells held at once, so the most starts without waiting: at least 1.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `per_second` starts a second, with a burst of 1.
+    pub const fn new(per_second: f64) -> Self {
+        Self { per_second, burst: 1 }
+    }
+
+    /// Allow `n` starts at once.
+    pub const fn burst(mut self, n: u32) -> Self {
+        self.burst = n;
+        self
+    }
+
+    /// `per_second` finite and greater than 0, `burst` at least 1.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.per_second.is_finite() || self.per_second <= 0.0 {
+            return Err(format!("rate_limit per_second must be a finite number > 0, not {}", self.per_second));
+        }
+        if self.burst == 0 {
+            return Err("rate_limit burst must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// What a dependency means for its dependent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DependencyType {
@@ -441,6 +491,8 @@ pub struct StateSpec {
     pub timeout: Option<Duration>,
     /// Retry policy.
     pub retry: Option<RetryPolicy>,
+    /// How often the state may start; `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
     /// Dependencies by name.
     pub depends_on: &'static [(&'static str, DependencyType)],
     /// Where to go once retries are spent.
@@ -466,6 +518,7 @@ impl StateSpec {
             priority: Priority::Normal,
             timeout: None,
             retry: None,
+            rate_limit: None,
             depends_on: &[],
             on_error: None,
             preemptible: false,

@@ -67,6 +67,10 @@ pub fn spec(spec: &SpecIr) -> TokenStream {
             jitter: #jitter,
         })
     }));
+    let rate_limit = option(spec.rate_limit.map(|r| {
+        let (per_second, burst) = (float(r.per_second), Literal::u32_suffixed(r.burst));
+        quote!(::agent::__private::RateLimit { per_second: #per_second, burst: #burst })
+    }));
     let depends_on = spec.depends_on.iter().map(|(name, kind)| {
         let kind = match kind {
             DependencyKind::Required => quote!(Required),
@@ -87,6 +91,7 @@ pub fn spec(spec: &SpecIr) -> TokenStream {
             priority: ::agent::__private::Priority::#priority,
             timeout: #timeout,
             retry: #retry,
+            rate_limit: #rate_limit,
             depends_on: &[#(#depends_on),*],
             on_error: #on_error,
             preemptible: #preemptible,
@@ -300,7 +305,7 @@ pub fn fallback_workflow(raw: &WorkflowMod, name: &str) -> TokenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{Resources, Retry};
+    use crate::parse::{RateLimit, Resources, Retry};
 
     #[test]
     fn specs_print_every_field() {
@@ -310,6 +315,7 @@ mod tests {
             priority: PriorityLevel::High,
             timeout_nanos: Some(1_500_000_000),
             retry: Some(Retry::default()),
+            rate_limit: Some(RateLimit { per_second: 0.5, burst: 20 }),
             depends_on: vec![("b".into(), DependencyKind::Optional)],
             on_error: Some("c".into()),
             preemptible: true,
@@ -326,6 +332,7 @@ mod tests {
             "Priority :: High",
             "Duration :: from_nanos (1500000000u64)",
             "max_retries : 3u32",
+            "rate_limit : :: agent :: __private :: Option :: Some (:: agent :: __private :: RateLimit { per_second : 0.5f64 , burst : 20u32 })",
             "(\"b\" , :: agent :: __private :: DependencyType :: Optional)",
             "on_error : :: agent :: __private :: Option :: Some (\"c\")",
             "preemptible : true",
@@ -334,6 +341,26 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part} missing from {text}");
         }
+    }
+
+    #[test]
+    fn absent_rate_limits_print_none() {
+        let ir = SpecIr {
+            name: "a".into(),
+            resources: None,
+            priority: PriorityLevel::Normal,
+            timeout_nanos: None,
+            retry: None,
+            rate_limit: None,
+            depends_on: Vec::new(),
+            on_error: None,
+            preemptible: false,
+            join: false,
+            blocking: false,
+            edges: Vec::new(),
+            computed_targets: true,
+        };
+        assert!(spec(&ir).to_string().contains("rate_limit : :: agent :: __private :: Option :: None ,"));
     }
 
     #[test]

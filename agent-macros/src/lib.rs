@@ -64,6 +64,7 @@ pub fn workflow(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `resources(cpu = …, memory_mb = …, io = …, network = …, gpu = …)`,
 /// `priority = Low | Normal | High | Critical`, `timeout = seconds`,
 /// `retry(max = …, initial_delay = …, max_delay = …, exponential_base = …, jitter = …)`,
+/// `rate_limit(per_second = …, burst = …)` (`burst` 1 unless given),
 /// `depends_on(state = Required | Optional | Parallel | Sequential, …)`,
 /// `on_error = "state"`, `preemptible`, `join`, `blocking`.
 ///
@@ -148,6 +149,9 @@ mod tests {
             quote!(retry(max = 99999999999), retry(max = -1)),
             quote!(retry(initial_delay = -1e-30, exponential_base = 0.5, jitter = 1)),
             quote!(resources(cpu = 1.0, cpu = 2.0, disk = 1)),
+            quote!(rate_limit(per_second = 1e400, burst = 99999999999)),
+            quote!(rate_limit(per_second = -0.0, burst = -1, per_second), rate_limit = 1),
+            quote!(rate_limit(per_second(1), burst, a::b = 1)),
             quote!(resources = 1, priority(High), depends_on = 1, preemptible = true),
             quote!(depends_on(a, b = Whatever, c(d), a::b = Required)),
             quote!(context(a: u32, a: u32, b)),

@@ -15,7 +15,9 @@ use proc_macro2::Literal;
 use syn::{Attribute, Ident, ItemFn, ItemMod, LitStr, Visibility};
 
 use crate::model::{self, Workflow};
-use crate::parse::{ContextKey, CtxKind, DependencyKind, PriorityLevel, Resources, Retry, StateFn, WorkflowMod};
+use crate::parse::{
+    ContextKey, CtxKind, DependencyKind, PriorityLevel, RateLimit, Resources, Retry, StateFn, WorkflowMod,
+};
 use crate::targets;
 
 /// The data of one `StateSpec`.
@@ -31,6 +33,8 @@ pub struct SpecIr {
     pub timeout_nanos: Option<u64>,
     /// `retry`.
     pub retry: Option<Retry>,
+    /// `rate_limit`.
+    pub rate_limit: Option<RateLimit>,
     /// `depends_on`.
     pub depends_on: Vec<(String, DependencyKind)>,
     /// `on_error`.
@@ -157,6 +161,7 @@ fn state_ir(state: &StateFn, hint: &dyn Fn(&str) -> Option<u32>) -> Option<State
         priority: options.priority,
         timeout_nanos: options.timeout_nanos,
         retry: options.retry,
+        rate_limit: options.rate_limit,
         depends_on: options.depends_on.iter().map(|d| (d.name.text.clone(), d.kind)).collect(),
         on_error: options.on_error.as_ref().map(|n| n.text.clone()),
         preemptible: options.preemptible,
@@ -217,7 +222,7 @@ mod tests {
     fn standalone_states_keep_plain_literals() {
         let mut errors = Errors::new();
         let raw = parse::state(
-            quote!(timeout = 2),
+            quote!(timeout = 2, rate_limit(per_second = 0.5, burst = 4)),
             quote!(
                 async fn a(ctx: &Context) -> StateResult {
                     "elsewhere".into()
@@ -229,6 +234,7 @@ mod tests {
         let ir = standalone(&raw).unwrap();
         assert_eq!(ir.spec.edges, ["elsewhere"]);
         assert_eq!(ir.spec.timeout_nanos, Some(2_000_000_000));
+        assert_eq!(ir.spec.rate_limit, Some(RateLimit { per_second: 0.5, burst: 4 }));
         let handler = &ir.handler;
         assert!(!quote!(#handler).to_string().contains("in_graph"));
     }

@@ -130,6 +130,15 @@ impl Default for Retry {
     }
 }
 
+/// `rate_limit(...)`: `per_second` required, `burst` 1 unless given.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Starts a second, finite and greater than 0.
+    pub per_second: f64,
+    /// Starts allowed at once, at least 1.
+    pub burst: u32,
+}
+
 /// One `depends_on(...)` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dependency {
@@ -150,6 +159,8 @@ pub struct StateOptions {
     pub timeout_nanos: Option<u64>,
     /// `retry(...)`.
     pub retry: Option<Retry>,
+    /// `rate_limit(...)`.
+    pub rate_limit: Option<RateLimit>,
     /// `depends_on(...)`, in source order.
     pub depends_on: Vec<Dependency>,
     /// `on_error = "…"`.
@@ -554,6 +565,11 @@ pub fn state_options(args: TokenStream, errors: &mut Errors) -> StateOptions {
                     out.retry = Some(retry(tokens, errors));
                 }
             }
+            symbol::RATE_LIMIT => {
+                if let Some(tokens) = list(&opt, option, RATE_LIMIT_EXAMPLE, errors) {
+                    out.rate_limit = rate_limit(tokens, opt.name.span(), errors);
+                }
+            }
             symbol::DEPENDS_ON => {
                 if let Some(tokens) = list(&opt, option, "depends_on(prepare_data = Required)", errors) {
                     out.depends_on = dependencies(tokens, errors);
@@ -668,6 +684,42 @@ fn retry(tokens: TokenStream, errors: &mut Errors) -> Retry {
         );
     }
     out
+}
+
+const RATE_LIMIT_EXAMPLE: &str = "rate_limit(per_second = 10, burst = 20)";
+
+/// `rate_limit(...)`'s fields; `None` when `per_second` is missing or a value is wrong. `name`
+/// is the span of `rate_limit`, where a missing `per_second` is reported.
+fn rate_limit(tokens: TokenStream, name: Span, errors: &mut Errors) -> Option<RateLimit> {
+    let mut per_second = None;
+    let mut burst = Some(1);
+    let mut seen = Vec::new();
+    for opt in opts(tokens, errors) {
+        let Some(field) = option_of(&opt, symbol::RATE_LIMIT_FIELDS, "`rate_limit`", &mut seen, errors) else {
+            continue;
+        };
+        if field == symbol::PER_SECOND {
+            let Some(v) = value(&opt, field, "per_second = 10", errors) else {
+                continue;
+            };
+            per_second = number(v, field, "a rate", errors).filter(|&rate| {
+                let positive = rate > 0.0;
+                if !positive {
+                    errors.push(syn::Error::new_spanned(
+                        v,
+                        "rate_limit `per_second` must be greater than 0 (leave `rate_limit` out for no limit)",
+                    ));
+                }
+                positive
+            });
+        } else {
+            burst = value(&opt, field, "burst = 20", errors).and_then(|v| positive_int::<u32>(v, field, errors));
+        }
+    }
+    if !seen.contains(&symbol::PER_SECOND) {
+        errors.at(name, format!("`rate_limit` needs `per_second`: `{RATE_LIMIT_EXAMPLE}`"));
+    }
+    Some(RateLimit { per_second: per_second?, burst: burst? })
 }
 
 fn dependencies(tokens: TokenStream, errors: &mut Errors) -> Vec<Dependency> {
@@ -854,6 +906,7 @@ mod tests {
             priority = High,
             timeout = 300,
             retry(max = 3, initial_delay = 1.0, max_delay = 60.0, exponential_base = 2.0, jitter = true),
+            rate_limit(per_second = 10, burst = 20),
             depends_on(prepare_data = Required, validate_data = Optional),
             on_error = "handle_error",
             preemptible,
@@ -864,6 +917,7 @@ mod tests {
         assert_eq!(o.priority, PriorityLevel::High);
         assert_eq!(o.timeout_nanos, Some(300_000_000_000));
         assert_eq!(o.retry, Some(Retry::default()));
+        assert_eq!(o.rate_limit, Some(RateLimit { per_second: 10.0, burst: 20 }));
         assert_eq!(o.depends_on.len(), 2);
         assert_eq!(o.depends_on[1].kind, DependencyKind::Optional);
         assert_eq!(o.on_error.map(|n| n.text), Some("handle_error".to_owned()));
@@ -877,6 +931,49 @@ mod tests {
         assert_eq!(o.timeout_nanos, Some(1_500_000_000));
         assert_eq!(o.retry, Some(Retry { max: 5, ..Retry::default() }));
         assert!(o.blocking);
+    }
+
+    #[test]
+    fn rate_limits_take_fractions_and_default_to_a_burst_of_one() {
+        let (o, errs) = options(quote!(rate_limit(per_second = 0.5)));
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(o.rate_limit, Some(RateLimit { per_second: 0.5, burst: 1 }));
+        let (o, errs) = options(quote!(rate_limit(burst = 3, per_second = 2,)));
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(o.rate_limit, Some(RateLimit { per_second: 2.0, burst: 3 }));
+        assert_eq!(options(quote!(timeout = 1)).0.rate_limit, None);
+    }
+
+    #[test]
+    fn bad_rate_limits_are_rejected() {
+        let cases: [(TokenStream, &[&str]); 9] = [
+            (quote!(rate_limit(per_second = 0)), &["rate_limit `per_second` must be greater than 0"]),
+            (quote!(rate_limit(per_second = -2.5)), &["rate_limit `per_second` must be greater than 0"]),
+            (quote!(rate_limit(per_second = "10")), &["`per_second` takes a rate written as a number literal"]),
+            (quote!(rate_limit(per_second = 1, burst = 0)), &["`burst` must be at least 1"]),
+            (quote!(rate_limit(per_second = 1, burst = 1.5)), &["`burst` takes an integer literal"]),
+            (
+                quote!(rate_limit(per_second = 1, brust = 2)),
+                &["unknown `rate_limit` option `brust`: expected `per_second` or `burst`; did you mean `burst`?"],
+            ),
+            (
+                quote!(rate_limit(burst = 2)),
+                &["`rate_limit` needs `per_second`: `rate_limit(per_second = 10, burst = 20)`"],
+            ),
+            (quote!(rate_limit), &["`rate_limit` takes a list: `rate_limit(per_second = 10, burst = 20)`"]),
+            (
+                quote!(rate_limit(per_second = 1), rate_limit(per_second = 2, per_second = 3)),
+                &["`rate_limit` is given twice"],
+            ),
+        ];
+        for (tokens, expected) in cases {
+            let (o, errs) = options(tokens.clone());
+            assert_eq!(errs.len(), expected.len(), "{tokens}: {errs:?}");
+            for (err, want) in errs.iter().zip(expected) {
+                assert!(err.starts_with(want), "{tokens}: {err:?} does not start with {want:?}");
+            }
+            assert!(o.rate_limit.is_none() || o.rate_limit == Some(RateLimit { per_second: 1.0, burst: 1 }), "{o:?}");
+        }
     }
 
     #[test]

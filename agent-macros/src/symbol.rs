@@ -62,6 +62,8 @@ pub const PRIORITY: Symbol = Symbol("priority");
 pub const TIMEOUT: Symbol = Symbol("timeout");
 /// `retry(max = …, …)`.
 pub const RETRY: Symbol = Symbol("retry");
+/// `rate_limit(per_second = …, burst = …)`.
+pub const RATE_LIMIT: Symbol = Symbol("rate_limit");
 /// `depends_on(state = Required, …)`.
 pub const DEPENDS_ON: Symbol = Symbol("depends_on");
 /// `on_error = "state"`.
@@ -75,7 +77,7 @@ pub const BLOCKING: Symbol = Symbol("blocking");
 
 /// Every `#[state(...)]` option, in the order messages list them.
 pub const STATE_OPTIONS: &[Symbol] =
-    &[RESOURCES, PRIORITY, TIMEOUT, RETRY, DEPENDS_ON, ON_ERROR, PREEMPTIBLE, JOIN, BLOCKING];
+    &[RESOURCES, PRIORITY, TIMEOUT, RETRY, RATE_LIMIT, DEPENDS_ON, ON_ERROR, PREEMPTIBLE, JOIN, BLOCKING];
 
 // ----- resources(...) ----------------------------------------------------------------------
 
@@ -108,6 +110,16 @@ pub const JITTER: Symbol = Symbol("jitter");
 
 /// Every `retry(...)` field.
 pub const RETRY_FIELDS: &[Symbol] = &[MAX, INITIAL_DELAY, MAX_DELAY, EXPONENTIAL_BASE, JITTER];
+
+// ----- rate_limit(...) ---------------------------------------------------------------------
+
+/// Starts a second, fractions allowed.
+pub const PER_SECOND: Symbol = Symbol("per_second");
+/// Starts allowed at once.
+pub const BURST: Symbol = Symbol("burst");
+
+/// Every `rate_limit(...)` field.
+pub const RATE_LIMIT_FIELDS: &[Symbol] = &[PER_SECOND, BURST];
 
 // ----- values ------------------------------------------------------------------------------
 

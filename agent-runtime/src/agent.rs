@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use agent_core::{
-    AgentError, Context, DependencyConfig, IntoState, Priority, ResourceRequirements, RetryPolicy, StateHandler,
-    StateSpec, WorkflowGraph,
+    AgentError, Context, DependencyConfig, IntoState, Priority, RateLimit, ResourceRequirements, RetryPolicy,
+    StateHandler, StateSpec, WorkflowGraph,
 };
 
 use tracing::Instrument;
@@ -33,6 +33,8 @@ struct Shared {
     def: Mutex<Definition>,
     compiled: Mutex<Option<Arc<Program>>>,
     current: Mutex<Option<Arc<Run>>>,
+    /// States whose completion counts forever for `Once` dependencies.
+    once: Arc<Mutex<rustc_hash::FxHashSet<String>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,6 +88,7 @@ impl Agent {
                 def: Mutex::new(def),
                 compiled: Mutex::new(None),
                 current: Mutex::new(None),
+                once: Arc::default(),
             }),
         }
     }
@@ -184,6 +187,24 @@ impl Agent {
         self
     }
 
+    /// Limit every state tagged `tag` (`.tag(...)`) together to `limit`: at most
+    /// `per_second` starts a second, `burst` at once, shared by all runs of this agent.
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// use agent_core::RateLimit;
+    /// let agent = Agent::new("llm").tag_rate_limit("openai", RateLimit::new(10.0).burst(20));
+    /// # let _ = agent;
+    /// ```
+    pub fn tag_rate_limit(self, tag: impl Into<Cow<'static, str>>, limit: RateLimit) -> Self {
+        let tag = tag.into();
+        self.edit(|def| {
+            def.tag_rate_limits.retain(|(t, _)| *t != tag);
+            def.tag_rate_limits.push((tag, limit));
+        });
+        self
+    }
+
     /// Take resources from `pool` (shareable with other agents) instead of the process-wide
     /// [`ResourcePool::global`] of this machine's cores and memory.
     ///
@@ -264,7 +285,7 @@ impl Agent {
             if current.as_ref().is_some_and(|r| !r.status().is_finished()) {
                 return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
             }
-            let run = Arc::new(Run::new(program, options.context.unwrap_or_default()));
+            let run = Arc::new(Run::with_once(program, options.context.unwrap_or_default(), self.shared.once.clone()));
             *current = Some(run.clone());
             run
         };
@@ -481,7 +502,14 @@ impl StateConfig<'_> {
         self.set(|o| o.join = true)
     }
 
-    /// Count this state against the quotas of `tag` too (see [`ResourcePool::set_quota`]).
+    /// At most `limit.per_second` starts a second of this state (each attempt is a start),
+    /// `limit.burst` at once; shared by all runs of this agent.
+    pub fn rate_limit(self, limit: RateLimit) -> Self {
+        self.set(|o| o.rate_limit = Some(limit))
+    }
+
+    /// Count this state against the quotas of `tag` too (see [`ResourcePool::set_quota`])
+    /// and the tag's rate limit (see [`Agent::tag_rate_limit`]).
     pub fn tag(self, tag: impl Into<Cow<'static, str>>) -> Self {
         let tag = tag.into();
         self.set(|o| o.tags.push(tag))

@@ -11,6 +11,8 @@
 //! - A preempted attempt is dropped and asked again from the pool at its priority; it
 //!   spends no retry and is counted in the state's `preempted` metric.
 //! - The allocation is visible to the body through `ctx.allocation()` (a task-local scope).
+//! - Rate limits: each attempt takes one start from the state's limiter and from each of
+//!   its tags' before asking the pool, so a state held back by a limit holds nothing.
 //! - Retries: an attempt that returns `Err`, panics or times out is tried again while the
 //!   policy allows (`max_retries = 3`: at most four attempts), after `delay`. Nothing is
 //!   held while waiting. A `ResourceError` (a request that can never fit) is not retried.
@@ -77,8 +79,14 @@ pub(crate) fn delay(policy: &RetryPolicy, n: u32) -> Duration {
     }
 }
 
-/// One attempt, waiting for resources first (and again after each preemption).
+/// One attempt: its rate limits first, then its resources (again after each preemption).
 async fn one(run: &Arc<Run>, pos: usize, g: &Guarded) -> Outcome {
+    if !g.limiters.is_empty() {
+        run.set_state_status(pos, StateStatus::Ready);
+        for limiter in &g.limiters {
+            limiter.wait().await;
+        }
+    }
     loop {
         let guard = match &g.request {
             Some((pool, request)) => {

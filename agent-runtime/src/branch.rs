@@ -24,6 +24,7 @@ use tokio::sync::futures::Notified;
 use tracing::Instrument;
 
 use crate::attempt;
+use crate::deps::{self, Gate};
 use crate::fanin::{Group, Position};
 use crate::program::Program;
 use crate::run::{Run, TaskGuard};
@@ -66,42 +67,73 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
     let prog = &*run.program;
     let mut next: Vec<Position> = Vec::new();
     loop {
-        if run.is_stopping() || !start_state(run, pos) {
+        if run.is_stopping() {
             return;
         }
-        // The state runs inline in this loop (no nested future per step: its result is moved
-        // once, not through every layer of a helper future).
-        // Boxed so that a branch without `max_concurrent` does not carry the acquire future.
-        let permit = match &run.semaphore {
-            Some(s) => match Box::pin(s.acquire()).await {
-                Ok(p) => Some(p),
-                Err(_) => return,
-            },
-            None => None,
-        };
         let state = &prog.states[pos];
         let epoch = run.states[pos].cancel_epoch.load(Relaxed);
-        let attempted = if let Some(guarded) = &state.guarded {
-            // Resources, a timeout, retries or a blocking body: the slow path, boxed so that
-            // the branch future of plain states does not carry it.
-            cancellable(run, pos, epoch, Box::pin(attempt::run(run, pos, guarded))).await
-        } else {
-            // `call` never panics (a closure's synchronous panic is deferred into its
-            // future), so one catch around the poll sees every panic of the state.
-            let fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
-            if tracing::dispatcher::has_been_set() {
-                // One span per state attempt, built only if a subscriber was ever installed:
-                // without one, the span machinery is skipped with a single atomic load.
-                let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
-                cancellable(run, pos, epoch, Box::pin(fut.instrument(span))).await.map(|o| (o, 1))
-            } else {
-                cancellable(run, pos, epoch, fut).await.map(|o| (o, 1))
+        // A state with dependencies waits at its gate first (boxed: most states have none).
+        let gate = match state.dependencies.is_empty() {
+            true => Gate::Open,
+            false => Cancellable::new(run, pos, epoch, Box::pin(deps::gate(run, pos))).await.unwrap_or(Gate::Cancelled),
+        };
+        let mut attempts = 1;
+        let attempted = match gate {
+            Gate::Open => {
+                if run.is_stopping() || !start_state(run, pos) {
+                    return;
+                }
+                // The state runs inline in this loop (no nested future per step: its result
+                // is moved once, not through every layer of a helper future).
+                // Boxed so that a branch without `max_concurrent` does not carry the acquire.
+                let permit = match &run.semaphore {
+                    Some(s) => match Box::pin(s.acquire()).await {
+                        Ok(p) => Some(p),
+                        Err(_) => return,
+                    },
+                    None => None,
+                };
+                let attempted = if let Some(guarded) = &state.guarded {
+                    // Resources, a timeout, retries or a blocking body: the slow path, boxed
+                    // so that the branch future of plain states does not carry it.
+                    Cancellable::new(run, pos, epoch, Box::pin(attempt::run(run, pos, guarded))).await.map(|(o, n)| {
+                        attempts = n;
+                        o
+                    })
+                } else {
+                    // `call` never panics (a closure's synchronous panic is deferred into its
+                    // future), so one catch around the poll sees every panic of the state.
+                    let mut fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
+                    if tracing::dispatcher::has_been_set() {
+                        // One span per state attempt, built only if a subscriber was ever
+                        // installed: without one, the span machinery is skipped with a
+                        // single atomic load.
+                        let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
+                        Cancellable::new(run, pos, epoch, Box::pin(fut.instrument(span))).await
+                    } else {
+                        // Polled here rather than through `Cancellable`, so that the state's
+                        // future is dropped inline (the chain's path).
+                        let mut cancel = None;
+                        std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cx)).await
+                    }
+                };
+                drop(permit);
+                attempted
+            }
+            Gate::Cancelled => None,
+            Gate::TimedOut(e) => {
+                attempts = 0;
+                Some(Ok(Err(Box::new(e) as agent_core::BoxError)))
             }
         };
-        let Some((outcome, attempts)) = attempted else {
-            // Cancelled by `cancel_state`: the branch ends here.
-            drop(permit);
+
+        let Some(outcome) = attempted else {
+            // Cancelled (by `cancel_state`, or at its gate by a failed dependency): the branch
+            // ends here.
             run.set_state_status(pos, StateStatus::Cancelled);
+            if !state.dependents.is_empty() {
+                deps::failed(run);
+            }
             next.clear();
             match group.take() {
                 Some(g) => g.end(prog, pos, &mut next),
@@ -116,12 +148,15 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 None => return,
             }
         };
-        drop(permit);
         // The result is read where the poll wrote it, by reference: moving it out first
         // cost a stalled copy per transition (store-to-load forwarding fails on it).
         let result = match &outcome {
             Ok(Ok(result)) if !run.ctx.has_write_error() => {
                 run.record_completion(pos);
+                if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
+                    // A gate may wait on a condition over the context.
+                    run.deps.changed.notify_waiters();
+                }
                 result
             }
             _ => {
@@ -151,16 +186,22 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
         };
         next.clear();
         match result {
-            StateResult::End => match group.take() {
-                Some(g) => g.end(prog, pos, &mut next),
-                None => return,
-            },
+            StateResult::End => {
+                if let Some(g) = group.take() {
+                    g.end(prog, pos, &mut next);
+                }
+            }
             StateResult::Next(name) => {
                 let Some(to) = prog.resolve_from(pos, name) else {
                     return unknown(run, pos, name.as_str());
                 };
                 match &group {
                     None => {
+                        if !state.dependents.is_empty() {
+                            // Marked first, so the completion does not activate it twice.
+                            run.set_state_status(to, StateStatus::Ready);
+                            deps::completed(run, pos);
+                        }
                         pos = to;
                         if name.is_static() {
                             // `Ok(Ok(Next(static name)))` owns nothing: skip its drop, an
@@ -189,10 +230,11 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                     targets.push(t);
                 }
                 match targets.len() {
-                    0 => match group.take() {
-                        Some(g) => g.end(prog, pos, &mut next),
-                        None => return,
-                    },
+                    0 => {
+                        if let Some(g) = group.take() {
+                            g.end(prog, pos, &mut next);
+                        }
+                    }
                     1 => match &group {
                         None => next.push((None, targets[0])),
                         Some(g) => g.arrive(prog, pos, targets[0], &mut next),
@@ -210,6 +252,14 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 }
             }
         }
+        if !state.dependents.is_empty() {
+            // Where this branch goes is marked first, so the completion does not activate
+            // it twice.
+            for &(_, s) in &next {
+                run.set_state_status(s, StateStatus::Ready);
+            }
+            deps::completed(run, pos);
+        }
         let Some((g, s)) = take_next(run, &mut next) else {
             return;
         };
@@ -218,31 +268,73 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
     }
 }
 
-/// Poll `fut` to its end, or until `cancel_state` cancels this instance of state `pos`
-/// (started under `epoch`): then `None`, and `fut` is dropped.
+/// Polls a state's future to its end, or until `cancel_state` cancels this instance of
+/// state `pos` (started under `epoch`): then `None`, and the future is dropped with it.
 ///
 /// A state that completes in its first poll never registers for cancellation, so a chain
 /// of quick states pays one relaxed load per state for it.
-async fn cancellable<F: Future>(run: &Run, pos: usize, epoch: u32, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let mut notified: Option<Pin<Box<Notified<'_>>>> = None;
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
+struct Cancellable<'r, F> {
+    fut: F,
+    run: &'r Run,
+    pos: usize,
+    epoch: u32,
+    notified: Option<Pin<Box<Notified<'r>>>>,
+}
+
+impl<'r, F: Future + Unpin> Cancellable<'r, F> {
+    #[inline]
+    fn new(run: &'r Run, pos: usize, epoch: u32, fut: F) -> Self {
+        Cancellable { fut, run, pos, epoch, notified: None }
+    }
+}
+
+impl<F: Future + Unpin> Future for Cancellable<'_, F> {
+    type Output = Option<F::Output>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        poll_cancellable(this.run, this.pos, this.epoch, &mut this.fut, &mut this.notified, cx)
+    }
+}
+
+/// One poll of a cancellable state future (see [`Cancellable`]).
+#[inline(always)]
+fn poll_cancellable<'r, F: Future + Unpin>(
+    run: &'r Run,
+    pos: usize,
+    epoch: u32,
+    fut: &mut F,
+    notified: &mut Option<Pin<Box<Notified<'r>>>>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Option<F::Output>> {
+    if let Poll::Ready(out) = Pin::new(fut).poll(cx) {
+        return Poll::Ready(Some(out));
+    }
+    poll_cancelled(run, pos, epoch, notified, cx)
+}
+
+/// The state's future is pending: register for `cancel_state`, and say whether this
+/// instance was cancelled.
+#[cold]
+fn poll_cancelled<'r, T>(
+    run: &'r Run,
+    pos: usize,
+    epoch: u32,
+    notified: &mut Option<Pin<Box<Notified<'r>>>>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Option<T>> {
+    loop {
+        // Made before the check: a `notify_waiters` after it wakes this future.
+        let n = notified.get_or_insert_with(|| Box::pin(run.state_cancelled.notified()));
+        if run.is_state_cancelled(pos, epoch) {
+            return Poll::Ready(None);
         }
-        loop {
-            // Made before the check: a `notify_waiters` after it wakes this future.
-            let n = notified.get_or_insert_with(|| Box::pin(run.state_cancelled.notified()));
-            if run.is_state_cancelled(pos, epoch) {
-                return Poll::Ready(None);
-            }
-            if n.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            notified = None;
+        if n.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
-    })
-    .await
+        *notified = None;
+    }
 }
 
 /// A branch of `g` moves from `from` to `to`; a join may hold it there.
@@ -269,6 +361,9 @@ fn route_error(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32, 
     let Some(error) = failure(run, outcome) else { return };
     let timed_out = error.is::<TimeoutError>();
     run.record_failure(pos, if timed_out { StateStatus::Timeout } else { StateStatus::Failed });
+    if !run.program.states[pos].dependents.is_empty() {
+        deps::failed(run);
+    }
     let state = run.program.states[pos].name.to_string();
     tracing::debug!(state, handler = &*run.program.states[handler].name, %error, "failed; on_error");
     run.ctx.set_last_error(StateError { state, attempts, error: Arc::from(error) });
@@ -324,6 +419,9 @@ fn fail_state(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32) {
     let Some(error) = failure(run, outcome) else { return };
     let timed_out = error.is::<TimeoutError>();
     run.record_failure(pos, if timed_out { StateStatus::Timeout } else { StateStatus::Failed });
+    if !run.program.states[pos].dependents.is_empty() {
+        deps::failed(run);
+    }
     let state = run.program.states[pos].name.to_string();
     run.fail(AgentError::StateFailed { state, attempts, source: error, context: run.ctx.clone() });
 }

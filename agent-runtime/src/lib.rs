@@ -18,9 +18,11 @@ mod attempt;
 #[doc(hidden)]
 pub mod bench;
 mod branch;
+mod deps;
 mod fanin;
 mod pool;
 mod program;
+mod ratelimit;
 mod reach;
 mod result;
 mod run;

@@ -20,13 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::{
-    AgentError, DependencyConfig, Priority, ResourceRequirements, ResourceType, RetryPolicy, StateHandler, StateName,
-    StateSpec, WorkflowGraph,
+    AgentError, DependencyConfig, Priority, RateLimit, ResourceRequirements, ResourceType, RetryPolicy, StateHandler,
+    StateName, StateSpec, WorkflowGraph,
 };
 use rustc_hash::FxHashMap;
 
 use crate::pool::ledger::Request;
 use crate::pool::ResourcePool;
+use crate::ratelimit::Limiter;
 use crate::reach::Reach;
 
 /// A state's options as the runtime keeps them (owned; builder methods edit them).
@@ -43,6 +44,8 @@ pub(crate) struct StateOptions {
     pub blocking: bool,
     /// Quota scopes this state counts against, besides its agent and its name.
     pub tags: Vec<Cow<'static, str>>,
+    /// At most this many starts a second (each attempt is a start).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl From<&StateSpec> for StateOptions {
@@ -58,6 +61,7 @@ impl From<&StateSpec> for StateOptions {
             join: s.join,
             blocking: s.blocking,
             tags: Vec::new(),
+            rate_limit: s.rate_limit,
         }
     }
 }
@@ -82,6 +86,8 @@ pub(crate) struct Definition {
     pub pool: Option<ResourcePool>,
     /// The retry policy of states that set none.
     pub retry: Option<RetryPolicy>,
+    /// Rate limits shared by every state carrying the tag.
+    pub tag_rate_limits: Vec<(Cow<'static, str>, RateLimit)>,
 }
 
 pub(crate) struct CompiledState {
@@ -92,6 +98,12 @@ pub(crate) struct CompiledState {
     pub guarded: Option<Box<Guarded>>,
     /// Where the state goes once its retries are spent, instead of failing the run.
     pub on_error: Option<usize>,
+    /// What must hold before it starts (see `deps`); empty for most states.
+    pub dependencies: Vec<(usize, DependencyConfig)>,
+    /// States that depend on this one.
+    pub dependents: Vec<usize>,
+    /// Some dependent counts this state's completions forever (`Once`).
+    pub once_tracked: bool,
     #[allow(dead_code)] // the reliability layer reads the rest
     pub options: StateOptions,
 }
@@ -103,6 +115,8 @@ pub(crate) struct Guarded {
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub blocking: bool,
+    /// Waited on before each attempt: the state's own limit, then its tags'.
+    pub limiters: Vec<Arc<Limiter>>,
 }
 
 pub(crate) struct Program {
@@ -164,6 +178,27 @@ impl Program {
             });
         }
 
+        let mut dependencies: Vec<Vec<(usize, DependencyConfig)>> = vec![Vec::new(); def.states.len()];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); def.states.len()];
+        let mut once_tracked = vec![false; def.states.len()];
+        for (i, s) in def.states.iter().enumerate() {
+            for (dep, config) in &s.options.dependencies {
+                let d = lookup(s, dep, "dependency")?;
+                dependencies[i].push((d, config.clone()));
+                if !dependents[d].contains(&i) {
+                    dependents[d].push(i);
+                }
+                once_tracked[d] |= config.lifecycle == agent_core::DependencyLifecycle::Once;
+            }
+        }
+        let mut dependencies = dependencies.into_iter();
+        for (tag, limit) in &def.tag_rate_limits {
+            limit.validate().map_err(|reason| AgentError::InvalidOption { state: format!("tag {tag}"), reason })?;
+        }
+        let tag_limiters: Vec<(&str, Arc<Limiter>)> =
+            def.tag_rate_limits.iter().map(|(t, l)| (&**t, Arc::new(Limiter::new(*l)))).collect();
+        let mut dependents = dependents.into_iter();
+
         let fully_known = def.states.iter().all(|s| s.spec.is_some_and(|spec| !spec.computed_targets));
         let reach = fully_known.then(|| {
             for (i, s) in def.states.iter().enumerate() {
@@ -188,10 +223,14 @@ impl Program {
             states: def
                 .states
                 .iter()
-                .map(|s| CompiledState {
+                .enumerate()
+                .map(|(i, s)| CompiledState {
+                    dependencies: dependencies.next().unwrap_or_default(),
+                    dependents: dependents.next().unwrap_or_default(),
+                    once_tracked: once_tracked[i],
                     name: s.name.clone(),
                     handler: s.handler.clone(),
-                    guarded: guarded(agent, s, def),
+                    guarded: guarded(agent, s, def, &tag_limiters),
                     on_error: s.options.on_error.as_ref().and_then(|t| index.get(&**t)).map(|&i| i as usize),
                     options: s.options.clone(),
                 })
@@ -246,8 +285,11 @@ impl Program {
     }
 }
 
-fn guarded(agent: &str, s: &StateDef, def: &Definition) -> Option<Box<Guarded>> {
+fn guarded(agent: &str, s: &StateDef, def: &Definition, tag_limiters: &[(&str, Arc<Limiter>)]) -> Option<Box<Guarded>> {
     let o = &s.options;
+    let limiters: Vec<Arc<Limiter>> = (o.rate_limit.map(|l| Arc::new(Limiter::new(l))).into_iter())
+        .chain(tag_limiters.iter().filter(|(t, _)| o.tags.iter().any(|x| x == t)).map(|(_, l)| l.clone()))
+        .collect();
     let pool = def.pool.as_ref();
     let retry = o.retry.or(def.retry);
     let request = o.resources.filter(|r| !r.is_empty()).map(|r| {
@@ -262,10 +304,10 @@ fn guarded(agent: &str, s: &StateDef, def: &Definition) -> Option<Box<Guarded>> 
         };
         (pool, request)
     });
-    if request.is_none() && o.timeout.is_none() && retry.is_none() && !o.blocking {
+    if request.is_none() && o.timeout.is_none() && retry.is_none() && !o.blocking && limiters.is_empty() {
         return None;
     }
-    Some(Box::new(Guarded { request, timeout: o.timeout, retry, blocking: o.blocking }))
+    Some(Box::new(Guarded { request, timeout: o.timeout, retry, blocking: o.blocking, limiters }))
 }
 
 fn validate_options(s: &StateDef, def_retry: Option<RetryPolicy>) -> Result<(), AgentError> {
@@ -277,6 +319,9 @@ fn validate_options(s: &StateDef, def_retry: Option<RetryPolicy>) -> Result<(), 
         r.validate().map_err(invalid)?;
     }
     if let Some(r) = &def_retry {
+        r.validate().map_err(invalid)?;
+    }
+    if let Some(r) = &s.options.rate_limit {
         r.validate().map_err(invalid)?;
     }
     if s.options.timeout == Some(Duration::ZERO) {

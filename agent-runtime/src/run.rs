@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use agent_core::{AgentError, Context};
+use rustc_hash::FxHashSet;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::deps::DepsState;
 use crate::program::Program;
 use crate::status::{AgentStatus, StateStatus};
 
@@ -61,12 +63,22 @@ pub(crate) struct Run {
     started: Instant,
     /// The run's length in nanoseconds once over; `u64::MAX` while it goes on.
     finished_after: AtomicU64,
+    /// Dependency bookkeeping (see `deps`).
+    pub deps: DepsState,
 }
 
 impl Run {
+    #[cfg(test)]
     pub(crate) fn new(program: Arc<Program>, ctx: Context) -> Run {
+        Run::with_once(program, ctx, Arc::default())
+    }
+
+    /// A run whose `Once` dependencies count the completions recorded in `once` (shared by
+    /// the agent's runs).
+    pub(crate) fn with_once(program: Arc<Program>, ctx: Context, once: Arc<Mutex<FxHashSet<String>>>) -> Run {
         let n = program.states.len();
         Run {
+            deps: DepsState::new(n, once),
             semaphore: program.max_concurrent.map(Semaphore::new),
             program,
             ctx,

@@ -27,6 +27,7 @@ pub mod options {
         priority = High,
         timeout = 1.5,
         retry(max = 5, initial_delay = 0.5, jitter = false),
+        rate_limit(per_second = 10, burst = 20),
         on_error = "recover",
         preemptible,
     )]
@@ -62,7 +63,7 @@ pub mod options {
 }
 
 /// A state outside any workflow, added with the builder.
-#[state(timeout = 3, retry(max = 1))]
+#[state(timeout = 3, retry(max = 1), rate_limit(per_second = 0.5))]
 pub async fn lonely(ctx: Context) -> StateResult {
     ctx.set_state("lonely", true);
     StateResult::End
@@ -91,6 +92,7 @@ async fn main() -> Result<(), AgentError> {
     assert_eq!(retry.initial_delay, Duration::from_millis(500));
     assert_eq!(retry.max_delay, RetryPolicy::new().max_delay);
     assert!(!retry.jitter);
+    assert_eq!(load.rate_limit, Some(RateLimit::new(10.0).burst(20)));
     assert_eq!(load.on_error, Some("recover"));
     assert!(load.preemptible && !load.join && !load.blocking);
     assert_eq!(load.edges, ["left", "right"]);
@@ -112,5 +114,7 @@ async fn main() -> Result<(), AgentError> {
     assert_eq!(result.context().get_state::<bool>("lonely"), Some(true));
     assert_eq!(lonely::SPEC.edges, [] as [&str; 0]);
     assert!(!lonely::SPEC.computed_targets);
+    assert_eq!(lonely::SPEC.rate_limit, Some(RateLimit { per_second: 0.5, burst: 1 }));
+    assert_eq!(graph.states[1].rate_limit, None);
     Ok(())
 }

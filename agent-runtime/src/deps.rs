@@ -1,0 +1,317 @@
+//! Dependencies: when a state with `depends_on` may start, and what its dependencies'
+//! completions activate.
+//!
+//! Invariants:
+//! - A state with dependencies waits at its gate (status `Blocked`, holding nothing) until
+//!   every dependency is satisfied, as API.md's table says:
+//!   `Required` — completed, within its lifecycle; `Sequential` — finished (completed or
+//!   failed for good); `Optional` — finished if it was activated in this run, else at once;
+//!   `Parallel` — at once. Each also needs its `condition`, if any, to hold.
+//! - A `Required` or `Sequential` dependency that has not been activated is activated by the
+//!   gate (a new branch starts there); a `Parallel` one is started alongside unless it is
+//!   already active; a `Periodic` one whose completion is older than `interval` is run again.
+//! - A `Required` dependency that fails for good cancels the waiting dependent (status
+//!   `Cancelled`); the failure itself is reported by the dependency (it fails the run, or
+//!   goes to its `on_error`).
+//! - `timeout` bounds the wait: past it the dependent fails with [`DependencyTimeout`].
+//! - When a state completes, each dependent whose `Required` and `Sequential` dependencies
+//!   are now all satisfied, and which has not been activated in this run, is activated.
+//! - Lifecycles: `Session` counts completions of this run; `Once` also completions of earlier
+//!   runs of the agent; `Always` only completions since the dependent last started (each
+//!   completion is consumed); `Temporary` only completions younger than `expiry`; `Periodic`
+//!   only completions younger than `interval`, after which the dependency is run again.
+//! - Nothing here is on the path of a state without dependencies or dependents.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::{DependencyConfig, DependencyLifecycle, DependencyType};
+use tokio::time::Instant;
+
+use agent_core::DependencyTimeout;
+
+use crate::run::Run;
+use crate::status::StateStatus;
+
+/// What the gate decided.
+pub(crate) enum Gate {
+    /// Every dependency is satisfied: the state may start.
+    Open,
+    /// A `Required` dependency failed for good: the dependent is cancelled.
+    Cancelled,
+    /// The wait passed a dependency's `timeout`.
+    TimedOut(DependencyTimeout),
+}
+
+enum Check {
+    Satisfied,
+    Waiting,
+    DependencyFailed,
+}
+
+/// Whether state `d` is active now (queued, waiting, running or retrying).
+fn is_active(run: &Run, d: usize) -> bool {
+    matches!(
+        StateStatus::from_u8(run.states[d].status.load(Relaxed)),
+        StateStatus::Ready | StateStatus::Running | StateStatus::Blocked | StateStatus::Retrying
+    )
+}
+
+/// Activate `d` (a new branch starts there) unless it is active already.
+fn activate(run: &Arc<Run>, d: usize) {
+    let status = &run.states[d].status;
+    let now = status.load(Relaxed);
+    if is_active(run, d) {
+        return;
+    }
+    if status.compare_exchange(now, StateStatus::Ready as u8, Relaxed, Relaxed).is_ok() {
+        tracing::debug!(state = &*run.program.states[d].name, "activated as a dependency");
+        crate::branch::spawn(run, d, None);
+    }
+}
+
+/// Whether the latest completion of `d` still counts for `dependent` under `c`.
+fn completion_counts(run: &Run, dependent: usize, j: usize, d: usize, c: &DependencyConfig, now: Instant) -> bool {
+    let counters = &run.states[d];
+    let completed = counters.completed.load(Relaxed);
+    let fresh = |limit: Option<Duration>| match (run.deps.last_completed(d), limit) {
+        (Some(at), Some(limit)) => now.saturating_duration_since(at) < limit,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    match c.lifecycle {
+        DependencyLifecycle::Session => completed > 0,
+        DependencyLifecycle::Once => completed > 0 || run.deps.once_done(run, d),
+        DependencyLifecycle::Always => completed > run.deps.consumed(dependent, j),
+        DependencyLifecycle::Temporary => completed > 0 && fresh(c.expiry),
+        DependencyLifecycle::Periodic => completed > 0 && fresh(c.interval),
+    }
+}
+
+/// Check every dependency of `pos`, activating those the table says to.
+fn check(run: &Arc<Run>, pos: usize, now: Instant, activate_missing: bool) -> Check {
+    let mut all = true;
+    for (j, (d, c)) in run.program.states[pos].dependencies.iter().enumerate() {
+        let d = *d;
+        let counters = &run.states[d];
+        let failed = counters.failed.load(Relaxed) > 0 && !is_active(run, d);
+        let status = StateStatus::from_u8(counters.status.load(Relaxed));
+        let activated = status != StateStatus::Pending || run.deps.once_done(run, d);
+        let done = match c.dependency_type {
+            DependencyType::Required => {
+                if completion_counts(run, pos, j, d, c, now) {
+                    true
+                } else if failed && status != StateStatus::Completed {
+                    return Check::DependencyFailed;
+                } else {
+                    if activate_missing && !is_active(run, d) {
+                        activate(run, d);
+                    }
+                    false
+                }
+            }
+            DependencyType::Sequential => {
+                let finished = completion_counts(run, pos, j, d, c, now) || failed;
+                if !finished && activate_missing && !is_active(run, d) {
+                    activate(run, d);
+                }
+                finished
+            }
+            DependencyType::Optional => !activated || !is_active(run, d),
+            DependencyType::Parallel => {
+                if activate_missing && !is_active(run, d) && counters.completed.load(Relaxed) == 0 {
+                    activate(run, d);
+                }
+                true
+            }
+        };
+        let holds = done && c.condition.as_ref().is_none_or(|cond| cond(&run.ctx));
+        all &= holds;
+    }
+    if all {
+        Check::Satisfied
+    } else {
+        Check::Waiting
+    }
+}
+
+/// Wait until state `pos` may start.
+pub(crate) async fn gate(run: &Arc<Run>, pos: usize) -> Gate {
+    let started = Instant::now();
+    let deadline = (run.program.states[pos].dependencies.iter())
+        .filter_map(|(d, c)| c.timeout.map(|t| (started + t, *d, t)))
+        .min_by_key(|(at, _, _)| *at);
+    run.deps.waiting.fetch_add(1, Relaxed);
+    let _waiting = WaitingGuard(run);
+    let mut first = true;
+    loop {
+        // Made before the check: a change after it wakes this wait.
+        let changed = run.deps.changed.notified();
+        let now = Instant::now();
+        match check(run, pos, now, first) {
+            Check::Satisfied => {
+                run.deps.consume(run, pos);
+                return Gate::Open;
+            }
+            Check::DependencyFailed => return Gate::Cancelled,
+            Check::Waiting => {}
+        }
+        if first {
+            run.set_state_status(pos, StateStatus::Blocked);
+        }
+        first = false;
+        // Periodic completions go stale with time, Temporary ones expire: look again then.
+        let recheck = next_expiry(run, pos, now);
+        let until = match (deadline.map(|(at, _, _)| at), recheck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match until {
+            None => changed.await,
+            Some(at) => {
+                if tokio::time::timeout_at(at, changed).await.is_err() {
+                    if let Some((deadline, d, after)) = deadline {
+                        if Instant::now() >= deadline {
+                            return Gate::TimedOut(DependencyTimeout {
+                                state: run.program.states[pos].name.to_string(),
+                                dependency: run.program.states[d].name.to_string(),
+                                after,
+                            });
+                        }
+                    }
+                    // A stale periodic dependency is run again.
+                    first = true;
+                }
+            }
+        }
+    }
+}
+
+/// The next instant a Temporary or Periodic completion among `pos`'s dependencies expires.
+fn next_expiry(run: &Run, pos: usize, now: Instant) -> Option<Instant> {
+    (run.program.states[pos].dependencies.iter())
+        .filter_map(|(d, c)| {
+            let limit = match c.lifecycle {
+                DependencyLifecycle::Temporary => c.expiry,
+                DependencyLifecycle::Periodic => c.interval,
+                _ => None,
+            }?;
+            let at = run.deps.last_completed(*d)? + limit;
+            (at > now).then_some(at)
+        })
+        .min()
+}
+
+struct WaitingGuard<'a>(&'a Run);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.deps.waiting.fetch_sub(1, Relaxed);
+    }
+}
+
+/// State `pos` (which has dependents) completed: record when, and activate each dependent
+/// whose `Required` and `Sequential` dependencies are now all satisfied.
+#[cold]
+pub(crate) fn completed(run: &Arc<Run>, pos: usize) {
+    run.deps.record_completion(run, pos);
+    let now = Instant::now();
+    for &x in &run.program.states[pos].dependents {
+        if run.states[x].status.load(Relaxed) != StateStatus::Pending as u8 {
+            continue;
+        }
+        let deps = &run.program.states[x].dependencies;
+        let ordering = |t: DependencyType| matches!(t, DependencyType::Required | DependencyType::Sequential);
+        let all_done = deps.iter().enumerate().filter(|(_, (_, c))| ordering(c.dependency_type)).all(|(j, (d, c))| {
+            completion_counts(run, x, j, *d, c, now)
+                || (c.dependency_type == DependencyType::Sequential && run.states[*d].failed.load(Relaxed) > 0)
+        });
+        if all_done && deps.iter().any(|(_, c)| ordering(c.dependency_type)) {
+            activate(run, x);
+        }
+    }
+    run.deps.changed.notify_waiters();
+}
+
+/// A state with dependents failed for good: wake the gates waiting on it.
+#[cold]
+pub(crate) fn failed(run: &Run) {
+    run.deps.changed.notify_waiters();
+}
+
+/// A run's bookkeeping for dependencies.
+pub(crate) struct DepsState {
+    /// Notified when a state with dependents completes or fails, or (while a gate waits)
+    /// when any state completes, so conditions on the context are checked again.
+    pub changed: tokio::sync::Notify,
+    /// Gates waiting now.
+    pub waiting: std::sync::atomic::AtomicUsize,
+    epoch: Instant,
+    /// Per state: 1 + nanoseconds from `epoch` to its last completion; 0 while none.
+    last_completed: Box<[std::sync::atomic::AtomicU64]>,
+    /// Completions consumed by `Always` dependencies: (dependent, dependency slot) -> count.
+    consumed: std::sync::Mutex<rustc_hash::FxHashMap<(usize, usize), u32>>,
+    /// Names of states whose completion counts forever (`Once`), shared by the agent's runs.
+    once: Arc<std::sync::Mutex<rustc_hash::FxHashSet<String>>>,
+}
+
+impl DepsState {
+    pub(crate) fn new(states: usize, once: Arc<std::sync::Mutex<rustc_hash::FxHashSet<String>>>) -> Self {
+        DepsState {
+            changed: tokio::sync::Notify::new(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            epoch: Instant::now(),
+            last_completed: (0..states).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+            consumed: std::sync::Mutex::new(rustc_hash::FxHashMap::default()),
+            once,
+        }
+    }
+
+    fn last_completed(&self, d: usize) -> Option<Instant> {
+        match self.last_completed[d].load(Relaxed) {
+            0 => None,
+            n => Some(self.epoch + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    /// Whether `d` completed in an earlier run of the agent and counts forever (`Once`).
+    fn once_done(&self, run: &Run, d: usize) -> bool {
+        run.program.states[d].once_tracked
+            && self
+                .once
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&*run.program.states[d].name)
+    }
+
+    fn consumed(&self, x: usize, j: usize) -> u32 {
+        self.consumed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(x, j)).copied().unwrap_or(0)
+    }
+
+    /// State `x` starts: its `Always` dependencies' completions so far are used up.
+    fn consume(&self, run: &Run, x: usize) {
+        let deps = &run.program.states[x].dependencies;
+        if !deps.iter().any(|(_, c)| c.lifecycle == DependencyLifecycle::Always) {
+            return;
+        }
+        let mut consumed = self.consumed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (j, (d, c)) in deps.iter().enumerate() {
+            if c.lifecycle == DependencyLifecycle::Always {
+                consumed.insert((x, j), run.states[*d].completed.load(Relaxed));
+            }
+        }
+    }
+
+    fn record_completion(&self, run: &Run, d: usize) {
+        let nanos =
+            u64::try_from(Instant::now().saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1);
+        self.last_completed[d].store(nanos + 1, Relaxed);
+        if run.program.states[d].once_tracked {
+            self.once
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(run.program.states[d].name.to_string());
+        }
+    }
+}
