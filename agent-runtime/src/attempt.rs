@@ -11,6 +11,8 @@
 //! - A preempted attempt is dropped and asked again from the pool at its priority; it
 //!   spends no retry and is counted in the state's `preempted` metric.
 //! - The allocation is visible to the body through `ctx.allocation()` (a task-local scope).
+//! - A state with dependencies waits at its gate (see `deps`) before anything else: it
+//!   holds no permit and no resources there, and is not yet counted as a step.
 //! - Rate limits: each attempt takes one start from the state's limiter and from each of
 //!   its tags' before asking the pool, so a state held back by a limit holds nothing.
 //! - Retries: an attempt that returns `Err`, panics or times out is tried again while the
@@ -29,6 +31,7 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::deps::{self, Gate};
 use crate::pool::ResourceGuard;
 use crate::program::Guarded;
 use crate::run::Run;
@@ -37,9 +40,29 @@ use crate::status::StateStatus;
 /// What an attempt ends with: the state's own result, or the payload of its panic.
 pub(crate) type Outcome = Result<Result<StateResult, BoxError>, Box<dyn Any + Send>>;
 
-/// Run state `pos` until an attempt completes or its retries are spent; returns the last
-/// attempt's outcome and the number of attempts made.
-pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> (Outcome, u32) {
+/// How the attempts of a state ended.
+pub(crate) enum Attempted {
+    /// The last attempt's outcome, and how many attempts were made.
+    Done(Outcome, u32),
+    /// A `Required` dependency failed for good: the state is cancelled.
+    Cancelled,
+    /// The run is stopping (or `max_steps` was reached): the branch ends.
+    Stop,
+}
+
+/// Run state `pos`: wait at its dependency gate, then make attempts until one completes or
+/// its retries are spent.
+pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
+    if g.has_dependencies {
+        match deps::gate(run, pos).await {
+            Gate::Open => {}
+            Gate::Cancelled => return Attempted::Cancelled,
+            Gate::TimedOut(e) => return Attempted::Done(Ok(Err(Box::new(e))), 0),
+        }
+    }
+    if run.is_stopping() || !crate::branch::start_state(run, pos) {
+        return Attempted::Stop;
+    }
     let mut attempt = 1u32;
     loop {
         let outcome = if tracing::dispatcher::has_been_set() {
@@ -55,7 +78,7 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> (Outcome, u3
             (_, Some(policy)) => (attempt <= policy.max_retries).then_some(policy),
         };
         let Some(policy) = retry else {
-            return (outcome, attempt);
+            return Attempted::Done(outcome, attempt);
         };
         let wait = delay(&policy, attempt);
         tracing::debug!(state = &*run.program.states[pos].name, attempt, ?wait, "attempt failed; retrying");
@@ -79,7 +102,8 @@ pub(crate) fn delay(policy: &RetryPolicy, n: u32) -> Duration {
     }
 }
 
-/// One attempt: its rate limits first, then its resources (again after each preemption).
+/// One attempt: its rate limits first, then a `max_concurrent` permit, then its resources
+/// (again after each preemption).
 async fn one(run: &Arc<Run>, pos: usize, g: &Guarded) -> Outcome {
     if !g.limiters.is_empty() {
         run.set_state_status(pos, StateStatus::Ready);
@@ -87,6 +111,10 @@ async fn one(run: &Arc<Run>, pos: usize, g: &Guarded) -> Outcome {
             limiter.wait().await;
         }
     }
+    let _permit = match &run.semaphore {
+        Some(s) => s.acquire().await.ok(),
+        None => None,
+    };
     loop {
         let guard = match &g.request {
             Some((pool, request)) => {

@@ -24,7 +24,8 @@ use tokio::sync::futures::Notified;
 use tracing::Instrument;
 
 use crate::attempt;
-use crate::deps::{self, Gate};
+use crate::attempt::Attempted;
+use crate::deps;
 use crate::fanin::{Group, Position};
 use crate::program::Program;
 use crate::run::{Run, TaskGuard};
@@ -72,59 +73,49 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
         }
         let state = &prog.states[pos];
         let epoch = run.states[pos].cancel_epoch.load(Relaxed);
-        // A state with dependencies waits at its gate first (boxed: most states have none).
-        let gate = match state.dependencies.is_empty() {
-            true => Gate::Open,
-            false => Cancellable::new(run, pos, epoch, Box::pin(deps::gate(run, pos))).await.unwrap_or(Gate::Cancelled),
-        };
         let mut attempts = 1;
-        let attempted = match gate {
-            Gate::Open => {
-                if run.is_stopping() || !start_state(run, pos) {
-                    return;
+        let attempted = if let Some(guarded) = &state.guarded {
+            // Dependencies, resources, a timeout, retries, rate limits or a blocking body:
+            // the slow path, boxed so that the branch future of plain states does not carry
+            // it (it takes its `max_concurrent` permit itself, after its gate).
+            match Cancellable::new(run, pos, epoch, Box::pin(attempt::run(run, pos, guarded))).await {
+                Some(Attempted::Done(outcome, n)) => {
+                    attempts = n;
+                    Some(outcome)
                 }
-                // The state runs inline in this loop (no nested future per step: its result
-                // is moved once, not through every layer of a helper future).
-                // Boxed so that a branch without `max_concurrent` does not carry the acquire.
-                let permit = match &run.semaphore {
-                    Some(s) => match Box::pin(s.acquire()).await {
-                        Ok(p) => Some(p),
-                        Err(_) => return,
-                    },
-                    None => None,
-                };
-                let attempted = if let Some(guarded) = &state.guarded {
-                    // Resources, a timeout, retries or a blocking body: the slow path, boxed
-                    // so that the branch future of plain states does not carry it.
-                    Cancellable::new(run, pos, epoch, Box::pin(attempt::run(run, pos, guarded))).await.map(|(o, n)| {
-                        attempts = n;
-                        o
-                    })
-                } else {
-                    // `call` never panics (a closure's synchronous panic is deferred into its
-                    // future), so one catch around the poll sees every panic of the state.
-                    let mut fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
-                    if tracing::dispatcher::has_been_set() {
-                        // One span per state attempt, built only if a subscriber was ever
-                        // installed: without one, the span machinery is skipped with a
-                        // single atomic load.
-                        let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
-                        Cancellable::new(run, pos, epoch, Box::pin(fut.instrument(span))).await
-                    } else {
-                        // Polled here rather than through `Cancellable`, so that the state's
-                        // future is dropped inline (the chain's path).
-                        let mut cancel = None;
-                        std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cx)).await
-                    }
-                };
-                drop(permit);
-                attempted
+                Some(Attempted::Stop) => return,
+                Some(Attempted::Cancelled) | None => None,
             }
-            Gate::Cancelled => None,
-            Gate::TimedOut(e) => {
-                attempts = 0;
-                Some(Ok(Err(Box::new(e) as agent_core::BoxError)))
+        } else {
+            if !start_state(run, pos) {
+                return;
             }
+            // The state runs inline in this loop (no nested future per step: its result is
+            // moved once, not through every layer of a helper future).
+            // Boxed so that a branch without `max_concurrent` does not carry the acquire.
+            let permit = match &run.semaphore {
+                Some(s) => match Box::pin(s.acquire()).await {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                None => None,
+            };
+            // `call` never panics (a closure's synchronous panic is deferred into its
+            // future), so one catch around the poll sees every panic of the state.
+            let mut fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
+            let attempted = if tracing::dispatcher::has_been_set() {
+                // One span per state attempt, built only if a subscriber was ever installed:
+                // without one, the span machinery is skipped with a single atomic load.
+                let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
+                Cancellable::new(run, pos, epoch, Box::pin(fut.instrument(span))).await
+            } else {
+                // Polled here rather than through `Cancellable`, so that the state's future
+                // is dropped inline (the chain's path).
+                let mut cancel = None;
+                std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cx)).await
+            };
+            drop(permit);
+            attempted
         };
 
         let Some(outcome) = attempted else {
@@ -398,7 +389,7 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 
 /// Count the step and mark the state running; `false` when the run must stop here.
 #[inline]
-fn start_state(run: &Run, pos: usize) -> bool {
+pub(crate) fn start_state(run: &Run, pos: usize) -> bool {
     if let Some(limit) = run.program.max_steps {
         // Counted only when limited: an unlimited run derives its step count from the
         // per-state counters and pays no shared counter per transition.

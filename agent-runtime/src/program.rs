@@ -115,6 +115,8 @@ pub(crate) struct Guarded {
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub blocking: bool,
+    /// The state waits at its dependency gate first.
+    pub has_dependencies: bool,
     /// Waited on before each attempt: the state's own limit, then its tags'.
     pub limiters: Vec<Arc<Limiter>>,
 }
@@ -304,10 +306,17 @@ fn guarded(agent: &str, s: &StateDef, def: &Definition, tag_limiters: &[(&str, A
         };
         (pool, request)
     });
-    if request.is_none() && o.timeout.is_none() && retry.is_none() && !o.blocking && limiters.is_empty() {
+    let has_dependencies = !o.dependencies.is_empty();
+    if request.is_none()
+        && o.timeout.is_none()
+        && retry.is_none()
+        && !o.blocking
+        && limiters.is_empty()
+        && !has_dependencies
+    {
         return None;
     }
-    Some(Box::new(Guarded { request, timeout: o.timeout, retry, blocking: o.blocking, limiters }))
+    Some(Box::new(Guarded { request, timeout: o.timeout, retry, blocking: o.blocking, has_dependencies, limiters }))
 }
 
 fn validate_options(s: &StateDef, def_retry: Option<RetryPolicy>) -> Result<(), AgentError> {
