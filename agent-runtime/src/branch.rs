@@ -74,17 +74,24 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
         let state = &prog.states[pos];
         let epoch = run.states[pos].cancel_epoch.load(Relaxed);
         let mut attempts = 1;
-        let attempted = if let Some(guarded) = &state.guarded {
+        // Set when the state was cancelled (by `cancel_state`, or at its gate by a failed
+        // dependency); its outcome is then a placeholder. A flag rather than an `Option`
+        // around the outcome: the outcome stays where the poll wrote it.
+        let mut cancelled = false;
+        let outcome = if let Some(guarded) = &state.guarded {
             // Dependencies, resources, a timeout, retries, rate limits or a blocking body:
             // the slow path, boxed so that the branch future of plain states does not carry
             // it (it takes its `max_concurrent` permit itself, after its gate).
             match Cancellable::new(run, pos, epoch, Box::pin(attempt::run(run, pos, guarded))).await {
                 Some(Attempted::Done(outcome, n)) => {
                     attempts = n;
-                    Some(outcome)
+                    outcome
                 }
                 Some(Attempted::Stop) => return,
-                Some(Attempted::Cancelled) | None => None,
+                Some(Attempted::Cancelled) | None => {
+                    cancelled = true;
+                    cancelled_outcome()
+                }
             }
         } else {
             if !start_state(run, pos) {
@@ -103,24 +110,25 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             // `call` never panics (a closure's synchronous panic is deferred into its
             // future), so one catch around the poll sees every panic of the state.
             let mut fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
-            let attempted = if tracing::dispatcher::has_been_set() {
+            let mut cancel = None;
+            let outcome = if tracing::dispatcher::has_been_set() {
                 // One span per state attempt, built only if a subscriber was ever installed:
                 // without one, the span machinery is skipped with a single atomic load.
                 let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
-                Cancellable::new(run, pos, epoch, Box::pin(fut.instrument(span))).await
+                let mut fut = Box::pin(fut.instrument(span));
+                std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, &mut cancelled, cx))
+                    .await
             } else {
                 // Polled here rather than through `Cancellable`, so that the state's future
                 // is dropped inline (the chain's path).
-                let mut cancel = None;
-                std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cx)).await
+                std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, &mut cancelled, cx))
+                    .await
             };
             drop(permit);
-            attempted
+            outcome
         };
-
-        let Some(outcome) = attempted else {
-            // Cancelled (by `cancel_state`, or at its gate by a failed dependency): the branch
-            // ends here.
+        if cancelled {
+            // The branch ends here.
             run.set_state_status(pos, StateStatus::Cancelled);
             if !state.dependents.is_empty() {
                 deps::failed(run);
@@ -138,7 +146,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 }
                 None => return,
             }
-        };
+        }
         // The result is read where the poll wrote it, by reference: moving it out first
         // cost a stalled copy per transition (store-to-load forwarding fails on it).
         let result = match &outcome {
@@ -285,41 +293,58 @@ impl<F: Future + Unpin> Future for Cancellable<'_, F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        poll_cancellable(this.run, this.pos, this.epoch, &mut this.fut, &mut this.notified, cx)
+        if let Poll::Ready(out) = Pin::new(&mut this.fut).poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        poll_cancelled(this.run, this.pos, this.epoch, &mut this.notified, cx).map(|()| None)
     }
 }
 
-/// One poll of a cancellable state future (see [`Cancellable`]).
+/// What a cancelled plain state "returned": never read, only dropped.
+#[cold]
+fn cancelled_outcome() -> attempt::Outcome {
+    Ok(Err(Box::new(PanicError { message: String::new() })))
+}
+
+/// One poll of a plain state's future that `cancel_state` may cancel (see [`Cancellable`]):
+/// on cancellation, `cancelled` is set and the outcome is a placeholder.
 #[inline(always)]
-fn poll_cancellable<'r, F: Future + Unpin>(
+fn poll_cancellable<'r, F: Future<Output = attempt::Outcome> + Unpin>(
     run: &'r Run,
     pos: usize,
     epoch: u32,
     fut: &mut F,
     notified: &mut Option<Pin<Box<Notified<'r>>>>,
+    cancelled: &mut bool,
     cx: &mut std::task::Context<'_>,
-) -> Poll<Option<F::Output>> {
+) -> Poll<attempt::Outcome> {
     if let Poll::Ready(out) = Pin::new(fut).poll(cx) {
-        return Poll::Ready(Some(out));
+        return Poll::Ready(out);
     }
-    poll_cancelled(run, pos, epoch, notified, cx)
+    match poll_cancelled(run, pos, epoch, notified, cx) {
+        Poll::Ready(()) => {
+            *cancelled = true;
+            Poll::Ready(cancelled_outcome())
+        }
+        Poll::Pending => Poll::Pending,
+    }
 }
 
-/// The state's future is pending: register for `cancel_state`, and say whether this
-/// instance was cancelled.
+/// The state's future is pending: register for `cancel_state`; ready when this instance
+/// was cancelled.
 #[cold]
-fn poll_cancelled<'r, T>(
+fn poll_cancelled<'r>(
     run: &'r Run,
     pos: usize,
     epoch: u32,
     notified: &mut Option<Pin<Box<Notified<'r>>>>,
     cx: &mut std::task::Context<'_>,
-) -> Poll<Option<T>> {
+) -> Poll<()> {
     loop {
         // Made before the check: a `notify_waiters` after it wakes this future.
         let n = notified.get_or_insert_with(|| Box::pin(run.state_cancelled.notified()));
         if run.is_state_cancelled(pos, epoch) {
-            return Poll::Ready(None);
+            return Poll::Ready(());
         }
         if n.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
