@@ -222,8 +222,10 @@ impl ResourceRequirements {
 /// How a failing state is tried again.
 ///
 /// The n-th retry waits `min(initial_delay * exponential_base^(n-1), max_delay)`; with jitter
-/// the wait is spread inside that bound, never above `max_delay`. `max_retries = 3` means at
-/// most four attempts.
+/// the wait is drawn uniformly from the upper half of that bound, so never above `max_delay`.
+/// `max_retries = 3` means at most four attempts. An attempt fails when it returns `Err`,
+/// panics or passes its timeout; a request for more resources than the pool has is not
+/// retried.
 ///
 /// ```
 /// use std::time::Duration;

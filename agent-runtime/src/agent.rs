@@ -459,40 +459,83 @@ impl StateConfig<'_> {
         self
     }
 
-    /// Resources the state holds while it runs.
+    /// Resources the state holds while it runs. It starts only when the agent's pool can
+    /// give all of them at once, and gives them back however the attempt ends (completion,
+    /// error, panic, timeout, cancellation, preemption). A request above a pool total fails
+    /// the state at once with a [`agent_core::ResourceError`].
     pub fn resources(self, r: ResourceRequirements) -> Self {
         self.set(|o| o.resources = Some(r))
     }
 
-    /// Admission priority.
+    /// Admission priority among states waiting for resources: `Critical` first, then
+    /// `High`, `Normal`, `Low`; first come first served within one.
     pub fn priority(self, p: Priority) -> Self {
         self.set(|o| o.priority = p)
     }
 
-    /// Longest time one attempt may take.
+    /// Longest time one attempt may take (the wait for resources not counted). Past it the
+    /// attempt's future is dropped, the state is marked `Timeout`, and the attempt counts as
+    /// a failure for the retry policy (its error is an [`agent_core::TimeoutError`]).
     pub fn timeout(self, d: Duration) -> Self {
         self.set(|o| o.timeout = Some(d))
     }
 
-    /// How the state is retried when it fails.
+    /// How the state is retried when an attempt returns `Err`, panics or times out:
+    /// at most `max_retries` more attempts, the n-th after
+    /// `min(initial_delay · exponential_base^(n-1), max_delay)` (with jitter, a uniform draw
+    /// from the upper half of that bound). Nothing is held while waiting; the state shows
+    /// `Retrying`. Overrides [`Agent::retry_policy`].
     pub fn retry_policy(self, p: RetryPolicy) -> Self {
         self.set(|o| o.retry = Some(p))
     }
 
     /// A dependency on another state (a [`agent_core::DependencyType`] or a full
-    /// [`DependencyConfig`]).
+    /// [`DependencyConfig`]). Before each start the state waits, holding nothing, until the
+    /// dependency is satisfied: `Required` — completed (it is activated first if it has not
+    /// run; if it fails for good this state is `Cancelled`); `Sequential` — finished either
+    /// way; `Optional` — finished if it was activated in this run; `Parallel` — at once, the
+    /// dependency started alongside. The config's `condition`, `lifecycle` and `timeout`
+    /// (past which this state fails with [`agent_core::DependencyTimeout`]) apply. When all
+    /// of a state's `Required` and `Sequential` dependencies complete, it is activated even
+    /// if no state names it. Unknown names and cycles fail `run()` before anything runs.
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, DependencyType, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut agent = Agent::new("etl");
+    /// agent.add_state("report", |ctx: Context| async move {
+    ///     assert!(ctx.has_state("rows")); // `load` ran first
+    ///     StateResult::End
+    /// })
+    /// .dependency("load", DependencyType::Required);
+    /// agent.add_state("load", |ctx: Context| async move {
+    ///     ctx.set_state("rows", 3);
+    ///     StateResult::End
+    /// });
+    /// let result = agent.run().await.unwrap();
+    /// assert_eq!(result.completed_states(), ["load", "report"]);
+    /// # }
+    /// ```
     pub fn dependency(self, state: impl Into<Cow<'static, str>>, config: impl Into<DependencyConfig>) -> Self {
         let (state, config) = (state.into(), config.into());
         self.set(|o| o.dependencies.push((state, config)))
     }
 
-    /// Where to go once retries are spent.
+    /// Where to go once retries are spent: the handler state runs next (as if this state had
+    /// returned its name) and reads the failure with `ctx.last_error()`. Without it, the
+    /// failure ends the run with [`AgentError::StateFailed`].
     pub fn on_error(self, state: impl Into<Cow<'static, str>>) -> Self {
         let state = state.into();
         self.set(|o| o.on_error = Some(state))
     }
 
-    /// May be stopped and re-queued for higher-priority work.
+    /// May be stopped and re-queued for higher-priority work: with preemption enabled on the
+    /// pool, a waiting `High` or `Critical` state that does not fit drops this state's
+    /// future, takes what it held, and this state starts again later without spending a
+    /// retry.
     pub fn preemptible(self) -> Self {
         self.set(|o| o.preemptible = true)
     }
