@@ -155,20 +155,28 @@ fn starvation_report() {
     );
 }
 
-fn admission(c: &mut Criterion) {
-    let mut group = c.benchmark_group("scheduling/decision");
+/// Books of 4 CPUs, all held by one-CPU states (their ids returned), with 10,000 states
+/// asking `cpu` each waiting.
+fn full_pool(cpu: f64) -> (Books, Vec<u64>) {
     let now = Duration::ZERO;
-    // A full pool of 4 CPUs held by 4 one-CPU states, and 10,000 one-CPU states waiting.
     let mut books = Books::new(4.0, 0.0);
-    let mut held: Vec<u64> = (0..4)
+    let held = (0..4)
         .map(|_| match books.request(1.0, 0.0, now) {
             Ticket::Held(id) => id,
             other => panic!("the pool starts empty: {other:?}"),
         })
         .collect();
     for _ in 0..10_000 {
-        books.request(1.0, 0.0, now);
+        books.request(cpu, 0.0, now);
     }
+    (books, held)
+}
+
+fn admission(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scheduling/decision");
+    let now = Duration::ZERO;
+    // A full pool of 4 CPUs held by 4 one-CPU states, and 10,000 one-CPU states waiting.
+    let (mut books, mut held) = full_pool(1.0);
     let mut next_id = 4;
     group.bench_function(BenchmarkId::new("release_admits_next", 10_000), |b| {
         b.iter(|| {
@@ -181,16 +189,7 @@ fn admission(c: &mut Criterion) {
     });
     // 10,000 waiting requests of 4 CPUs; a release of one CPU scans the window and admits
     // nobody; a High request then takes the CPU back at once (it waits behind no one).
-    let mut books = Books::new(4.0, 0.0);
-    let mut held: Vec<u64> = (0..4)
-        .map(|_| match books.request(1.0, 0.0, now) {
-            Ticket::Held(id) => id,
-            other => panic!("the pool starts empty: {other:?}"),
-        })
-        .collect();
-    for _ in 0..10_000 {
-        books.request(4.0, 0.0, now);
-    }
+    let (mut books, mut held) = full_pool(4.0);
     group.bench_function(BenchmarkId::new("release_admits_none", 10_000), |b| {
         b.iter(|| {
             let id = held.remove(0);

@@ -67,6 +67,20 @@ async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) 
 pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<Group>>) {
     let prog = &*run.program;
     let mut next: Vec<Position> = Vec::new();
+    // Go on from the positions in `next`: the first in this task, the others spawned; the
+    // branch ends if there are none.
+    macro_rules! go_on {
+        () => {
+            match take_next(run, &mut next) {
+                Some((g, s)) => {
+                    group = g;
+                    pos = s;
+                    continue;
+                }
+                None => return,
+            }
+        };
+    }
     loop {
         if run.is_stopping() {
             return;
@@ -138,14 +152,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 Some(g) => g.end(prog, pos, &mut next),
                 None => return,
             }
-            match take_next(run, &mut next) {
-                Some((g, s)) => {
-                    group = g;
-                    pos = s;
-                    continue;
-                }
-                None => return,
-            }
+            go_on!();
         }
         // The result is read where the poll wrote it, by reference: moving it out first
         // cost a stalled copy per transition (store-to-load forwarding fails on it).
@@ -173,14 +180,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                     }
                     Some(g) => arrive(run, prog, g, pos, handler, &mut next),
                 }
-                match take_next(run, &mut next) {
-                    Some((g, s)) => {
-                        group = g;
-                        pos = s;
-                        continue;
-                    }
-                    None => return,
-                }
+                go_on!();
             }
         };
         next.clear();
@@ -259,11 +259,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             }
             deps::completed(run, pos);
         }
-        let Some((g, s)) = take_next(run, &mut next) else {
-            return;
-        };
-        group = g;
-        pos = s;
+        go_on!();
     }
 }
 
