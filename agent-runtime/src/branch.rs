@@ -135,8 +135,17 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             } else {
                 // Polled here rather than through `Cancellable`, so that the state's future
                 // is dropped inline (the chain's path).
-                std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, &mut cancelled, cx))
-                    .await
+                // The first poll is made bare: a state that completes in it (the common quick
+                // state) never touches the cancellation machinery.
+                match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await {
+                    Poll::Ready(outcome) => outcome,
+                    Poll::Pending => {
+                        std::future::poll_fn(|cx| {
+                            poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, &mut cancelled, cx)
+                        })
+                        .await
+                    }
+                }
             };
             drop(permit);
             outcome
