@@ -140,7 +140,19 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await {
                     Poll::Ready(outcome) => outcome,
                     Poll::Pending => {
+                        // Polled a moment ago: this first time only register for
+                        // cancellation, so that a state yielding (`yield_now`) really yields.
+                        let mut just_polled = true;
                         std::future::poll_fn(|cx| {
+                            if std::mem::take(&mut just_polled) {
+                                return match poll_cancelled(run, pos, epoch, &mut cancel, cx) {
+                                    Poll::Ready(()) => {
+                                        cancelled = true;
+                                        Poll::Ready(cancelled_outcome())
+                                    }
+                                    Poll::Pending => Poll::Pending,
+                                };
+                            }
                             poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, &mut cancelled, cx)
                         })
                         .await

@@ -392,3 +392,24 @@ async fn a_state_alternating_between_targets_always_goes_where_it_says() {
     let r = agent.run().await.unwrap();
     assert_eq!(r.context().get_state::<String>("trail").as_deref(), Some("abaab"));
 }
+
+/// A state that yields gives the executor back: its sibling branch runs before it resumes
+/// (the runtime must not poll a pending state again within the same wake-up).
+#[tokio::test(flavor = "current_thread")]
+async fn a_yielding_state_lets_its_sibling_run_before_it_resumes() {
+    let mut agent = Agent::new("yield");
+    agent.add_state("fork", |_ctx: Context| async { StateResult::parallel(["yielder", "sibling"]) });
+    agent.add_state("yielder", |ctx: Context| async move {
+        ctx.set_state("sibling_before_yield", ctx.has_state("sibling_ran"));
+        tokio::task::yield_now().await;
+        ctx.set_state("sibling_after_yield", ctx.has_state("sibling_ran"));
+        StateResult::End
+    });
+    agent.add_state("sibling", |ctx: Context| async move {
+        ctx.set_state("sibling_ran", true);
+        StateResult::End
+    });
+    let result = agent.run().await.unwrap();
+    assert_eq!(result.context().get_state::<bool>("sibling_before_yield"), Some(false));
+    assert_eq!(result.context().get_state::<bool>("sibling_after_yield"), Some(true));
+}
