@@ -497,7 +497,8 @@ impl StateConfig<'_> {
     /// dependency started alongside. The config's `condition`, `lifecycle` and `timeout`
     /// (past which this state fails with [`agent_core::DependencyTimeout`]) apply. When all
     /// of a state's `Required` and `Sequential` dependencies complete, it is activated even
-    /// if no state names it. Unknown names and cycles fail `run()` before anything runs.
+    /// if no state names it (a transition reaching it later activates it again). Unknown
+    /// names and cycles fail `run()` before anything runs.
     ///
     /// ```
     /// use agent_runtime::Agent;

@@ -15,7 +15,13 @@
 //!   goes to its `on_error`).
 //! - `timeout` bounds the wait: past it the dependent fails with [`DependencyTimeout`].
 //! - When a state completes, each dependent whose `Required` and `Sequential` dependencies
-//!   are now all satisfied, and which has not been activated in this run, is activated.
+//!   are now all satisfied, and which has not been activated in this run, is activated. A
+//!   dependency is thus a trigger as well as a guard (API.md: a state runs when it is
+//!   activated, by a transition or by its dependencies' completion): a state the branch
+//!   transitions to at that moment is marked first and runs once, but one reached by a
+//!   transition later runs again, once per activation.
+//! - Temporary and Periodic completions that have gone stale are run again by the gate
+//!   (both say how long a completion counts; neither lets a stale one count).
 //! - Lifecycles: `Session` counts completions of this run; `Once` also completions of earlier
 //!   runs of the agent; `Always` only completions since the dependent last started (each
 //!   completion is consumed); `Temporary` only completions younger than `expiry`; `Periodic`
