@@ -253,8 +253,10 @@ pub(crate) struct DepsState {
     pub changed: tokio::sync::Notify,
     /// Gates waiting now.
     pub waiting: std::sync::atomic::AtomicUsize,
-    epoch: Instant,
-    /// Per state: 1 + nanoseconds from `epoch` to its last completion; 0 while none.
+    /// When the run started, for programs with dependencies (a clock read the others skip).
+    epoch: Option<Instant>,
+    /// Per state: 1 + nanoseconds from `epoch` to its last completion; 0 while none. Empty
+    /// for programs without dependencies.
     last_completed: Box<[std::sync::atomic::AtomicU64]>,
     /// Completions consumed by `Always` dependencies: (dependent, dependency slot) -> count.
     consumed: std::sync::Mutex<rustc_hash::FxHashMap<(usize, usize), u32>>,
@@ -263,11 +265,14 @@ pub(crate) struct DepsState {
 }
 
 impl DepsState {
-    pub(crate) fn new(states: usize, once: Arc<std::sync::Mutex<rustc_hash::FxHashSet<String>>>) -> Self {
+    /// The bookkeeping of a run of `states` states; nearly free when `any` (some state has
+    /// dependencies) is false.
+    pub(crate) fn new(states: usize, any: bool, once: Arc<std::sync::Mutex<rustc_hash::FxHashSet<String>>>) -> Self {
+        let states = if any { states } else { 0 };
         DepsState {
             changed: tokio::sync::Notify::new(),
             waiting: std::sync::atomic::AtomicUsize::new(0),
-            epoch: Instant::now(),
+            epoch: any.then(Instant::now),
             last_completed: (0..states).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             consumed: std::sync::Mutex::new(rustc_hash::FxHashMap::default()),
             once,
@@ -275,9 +280,9 @@ impl DepsState {
     }
 
     fn last_completed(&self, d: usize) -> Option<Instant> {
-        match self.last_completed[d].load(Relaxed) {
-            0 => None,
-            n => Some(self.epoch + Duration::from_nanos(n - 1)),
+        match (self.epoch, self.last_completed.get(d).map(|c| c.load(Relaxed))) {
+            (Some(epoch), Some(n)) if n > 0 => Some(epoch + Duration::from_nanos(n - 1)),
+            _ => None,
         }
     }
 
@@ -310,9 +315,10 @@ impl DepsState {
     }
 
     fn record_completion(&self, run: &Run, d: usize) {
-        let nanos =
-            u64::try_from(Instant::now().saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1);
-        self.last_completed[d].store(nanos + 1, Relaxed);
+        if let (Some(epoch), Some(slot)) = (self.epoch, self.last_completed.get(d)) {
+            let nanos = Instant::now().saturating_duration_since(epoch).as_nanos();
+            slot.store(u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1, Relaxed);
+        }
         if run.program.states[d].once_tracked {
             self.once
                 .lock()

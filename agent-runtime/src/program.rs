@@ -123,6 +123,8 @@ pub(crate) struct Guarded {
 
 pub(crate) struct Program {
     pub states: Vec<CompiledState>,
+    /// Some state has dependencies (runs then keep dependency bookkeeping).
+    pub has_dependencies: bool,
     index: FxHashMap<Box<str>, u32>,
     pub start: usize,
     pub reach: Option<Reach>,
@@ -219,6 +221,7 @@ impl Program {
             g.states.len() <= def.states.len() && g.states.iter().zip(&def.states).all(|(spec, s)| spec.name == s.name)
         });
         Ok(Program {
+            has_dependencies: def.states.iter().any(|s| !s.options.dependencies.is_empty()),
             last_target: def.states.iter().map(|_| AtomicU32::new(0)).collect(),
             graph,
             join: def.states.iter().map(|s| s.options.join).collect(),

@@ -78,7 +78,7 @@ impl Run {
     pub(crate) fn with_once(program: Arc<Program>, ctx: Context, once: Arc<Mutex<FxHashSet<String>>>) -> Run {
         let n = program.states.len();
         Run {
-            deps: DepsState::new(n, once),
+            deps: DepsState::new(n, program.has_dependencies, once),
             semaphore: program.max_concurrent.map(Semaphore::new),
             program,
             ctx,
