@@ -94,6 +94,12 @@ pub enum ResourceError {
         /// The pool's total of that kind.
         total: f64,
     },
+    /// The request left the pool's queue without a grant (the pool dropped it).
+    #[error("state `{state}`: its resource request was withdrawn from the pool")]
+    Withdrawn {
+        /// The state that asked.
+        state: String,
+    },
     /// More than a quota allows one scope to hold.
     #[error("state `{state}` asks for {requested} {kind}, above the quota of {quota} for {scope}")]
     ExceedsQuota {

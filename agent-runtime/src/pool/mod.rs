@@ -318,6 +318,7 @@ impl ResourcePool {
     pub(crate) async fn acquire(&self, req: Request) -> Result<ResourceGuard, ResourceError> {
         let preemptible = req.preemptible && self.lock().ledger.config().preemption;
         let amounts = req.amounts;
+        let state = req.state.clone();
         let token = preemptible.then(CancellationToken::new);
         let now = self.now();
         let rx = {
@@ -339,7 +340,7 @@ impl ResourcePool {
                     let (tx, rx) = oneshot::channel();
                     inner.waiters.insert(id, (tx, token.clone()));
                     deliver(&mut inner, outcome, now);
-                    Waiting { pool: self, id, rx: Some(rx) }
+                    Waiting { pool: self, id, state, rx: Some(rx) }
                 }
             }
         };
@@ -408,6 +409,7 @@ fn deliver(inner: &mut Inner, outcome: Outcome, now: Duration) {
 struct Waiting<'a> {
     pool: &'a ResourcePool,
     id: WaiterId,
+    state: Arc<str>,
     rx: Option<oneshot::Receiver<Result<Grant, ResourceError>>>,
 }
 
@@ -416,14 +418,9 @@ impl Waiting<'_> {
         let rx = self.rx.as_mut().unwrap_or_else(|| unreachable!("taken only here and in drop"));
         let result = rx.await;
         self.rx = None;
-        // The sender is dropped only with a delivery, or with the pool's lock poisoned
-        // beyond repair: report that as no capacity rather than panic.
-        result.unwrap_or(Err(ResourceError::ExceedsTotal {
-            state: String::new(),
-            kind: ResourceType::Cpu,
-            requested: 0.0,
-            total: 0.0,
-        }))
+        // The sender is dropped only with a delivery; should that ever change, say so
+        // rather than panic.
+        result.unwrap_or_else(|_| Err(ResourceError::Withdrawn { state: self.state.to_string() }))
     }
 }
 
