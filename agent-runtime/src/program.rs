@@ -104,8 +104,6 @@ pub(crate) struct CompiledState {
     pub dependents: Vec<usize>,
     /// Some dependent counts this state's completions forever (`Once`).
     pub once_tracked: bool,
-    #[allow(dead_code)] // the reliability layer reads the rest
-    pub options: StateOptions,
 }
 
 /// The options `attempt` enforces, prepared once per program.
@@ -237,7 +235,6 @@ impl Program {
                     handler: s.handler.clone(),
                     guarded: guarded(agent, s, def, &tag_limiters),
                     on_error: s.options.on_error.as_ref().and_then(|t| index.get(&**t)).map(|&i| i as usize),
-                    options: s.options.clone(),
                 })
                 .collect(),
             index,
