@@ -391,15 +391,21 @@ fn take_next(run: &Arc<Run>, next: &mut Vec<Position>) -> Option<Position> {
 /// Record a failure for good and hand it to the `on_error` handler through the context.
 #[cold]
 fn route_error(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32, handler: usize) {
-    let Some(error) = failure(run, outcome) else { return };
+    let Some((state, error)) = record_failed(run, pos, outcome) else { return };
+    tracing::debug!(state, handler = &*run.program.states[handler].name, %error, "failed; on_error");
+    run.ctx.set_last_error(StateError { state, attempts, error: Arc::from(error) });
+}
+
+/// Count state `pos` as failed for good (status `Timeout` or `Failed`) and wake the gates of
+/// its dependents; its name and the error, unless the attempt did complete after all.
+fn record_failed(run: &Run, pos: usize, outcome: attempt::Outcome) -> Option<(String, agent_core::BoxError)> {
+    let error = failure(run, outcome)?;
     let timed_out = error.is::<TimeoutError>();
     run.record_failure(pos, if timed_out { StateStatus::Timeout } else { StateStatus::Failed });
     if !run.program.states[pos].dependents.is_empty() {
         deps::failed(run);
     }
-    let state = run.program.states[pos].name.to_string();
-    tracing::debug!(state, handler = &*run.program.states[handler].name, %error, "failed; on_error");
-    run.ctx.set_last_error(StateError { state, attempts, error: Arc::from(error) });
+    Some((run.program.states[pos].name.to_string(), error))
 }
 
 /// The error of an attempt that did not complete.
@@ -449,13 +455,7 @@ pub(crate) fn start_state(run: &Run, pos: usize) -> bool {
 /// or wrote a value the context could not encode.
 #[cold]
 fn fail_state(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32) {
-    let Some(error) = failure(run, outcome) else { return };
-    let timed_out = error.is::<TimeoutError>();
-    run.record_failure(pos, if timed_out { StateStatus::Timeout } else { StateStatus::Failed });
-    if !run.program.states[pos].dependents.is_empty() {
-        deps::failed(run);
-    }
-    let state = run.program.states[pos].name.to_string();
+    let Some((state, error)) = record_failed(run, pos, outcome) else { return };
     run.fail(AgentError::StateFailed { state, attempts, source: error, context: run.ctx.clone() });
 }
 

@@ -2,8 +2,6 @@
 //! waits for and activates, conditions, timeouts, lifecycles, cycles, and rate limits per
 //! state, per tag and per attempt. Everything about time runs on a paused (virtual) clock.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,18 +13,10 @@ use agent_core::{
 use agent_runtime::{Agent, AgentResult, AgentStatus, ResourcePool, StateStatus};
 use tokio::time::{sleep, Instant};
 
+mod common;
+use common::*;
+
 // ----- helpers ------------------------------------------------------------------------------
-
-type StateFut = Pin<Box<dyn Future<Output = StateResult> + Send + 'static>>;
-type FallibleFut = Pin<Box<dyn Future<Output = Result<StateResult, std::io::Error>> + Send + 'static>>;
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// What happened, and when (virtual time since the log was made).
 #[derive(Clone)]

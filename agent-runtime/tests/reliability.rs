@@ -3,8 +3,6 @@
 //! cancelling one state or the whole run, and requests that can never fit. Everything about
 //! time runs on a paused (virtual) clock.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,18 +14,10 @@ use agent_core::{
 use agent_runtime::{Agent, AgentResult, AgentStatus, ResourcePool, RunMetrics, RunOptions, StateMetrics, StateStatus};
 use tokio::time::{sleep, Instant};
 
+mod common;
+use common::*;
+
 // ----- helpers ------------------------------------------------------------------------------
-
-type StateFut = Pin<Box<dyn Future<Output = StateResult> + Send + 'static>>;
-type FallibleFut = Pin<Box<dyn Future<Output = Result<StateResult, std::io::Error>> + Send + 'static>>;
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// A policy without jitter: `max_retries`, waits from `initial` doubling up to `max`.
 fn policy(max_retries: u32, initial: Duration, max: Duration) -> RetryPolicy {

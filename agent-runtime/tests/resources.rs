@@ -2,8 +2,6 @@
 //! backfilling without starvation, preemption, quotas, GPU placement, release on every exit
 //! path, blocking states and metrics. Everything about time runs on a paused (virtual) clock.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,13 +14,10 @@ use agent_runtime::{Agent, AgentResult, AgentStatus, QuotaScope, ResourcePool, R
 use proptest::prelude::*;
 use tokio::time::{sleep, Instant};
 
+mod common;
+use common::*;
+
 // ----- helpers ------------------------------------------------------------------------------
-
-type StateFut = Pin<Box<dyn Future<Output = StateResult> + Send + 'static>>;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 fn cpu(n: f64) -> ResourceRequirements {
     ResourceRequirements::new().cpu(n)
