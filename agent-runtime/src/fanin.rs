@@ -29,6 +29,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crossbeam_utils::CachePadded;
 use rustc_hash::FxHashMap;
 
 use crate::program::Program;
@@ -41,7 +42,9 @@ pub(crate) struct Group {
     parent: Option<Arc<Group>>,
     /// The state (in the parent) whose fan-out opened this group.
     origin: usize,
-    tokens: Mutex<Tokens>,
+    /// Cache-padded: away from the `Arc` count, which every spawned branch of the group
+    /// bumps on its worker while the others take this lock on theirs.
+    tokens: CachePadded<Mutex<Tokens>>,
 }
 
 #[derive(Default)]
@@ -136,7 +139,7 @@ impl Group {
         for &s in targets {
             add(&mut t.running, s, 1);
         }
-        Arc::new(Group { parent, origin, tokens: Mutex::new(t) })
+        Arc::new(Group { parent, origin, tokens: CachePadded::new(Mutex::new(t)) })
     }
 
     /// The token running `from` moved to `to`. Pushes onto `out` every state to run now.

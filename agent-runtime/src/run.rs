@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use agent_core::{AgentError, Context};
+use crossbeam_utils::CachePadded;
 use rustc_hash::FxHashSet;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -49,7 +50,10 @@ pub(crate) struct Run {
     distinct_completed: AtomicU32,
     /// States started; counted only when the program has `max_steps`.
     pub steps: AtomicU64,
-    tasks: AtomicUsize,
+    /// Cache-padded: spawned branches on every worker bump it. Its alignment also puts the
+    /// run's fields on other cache lines than the `Arc` reference count, which every
+    /// spawned branch's clone and drop writes.
+    tasks: CachePadded<AtomicUsize>,
     tasks_done: Notify,
     /// Woken by `cancel_state`; running states re-check their `cancel_epoch`.
     pub state_cancelled: Notify,
@@ -99,7 +103,7 @@ impl Run {
                 .collect(),
             distinct_completed: AtomicU32::new(0),
             steps: AtomicU64::new(0),
-            tasks: AtomicUsize::new(0),
+            tasks: CachePadded::new(AtomicUsize::new(0)),
             tasks_done: Notify::new(),
             state_cancelled: Notify::new(),
             error: Mutex::new(None),
