@@ -18,6 +18,7 @@ mod graph;
 mod handler;
 mod options;
 mod result;
+mod status;
 mod typed;
 
 pub use allocation::Allocation;
@@ -31,6 +32,7 @@ pub use options::{
     ResourceType, ResourceTypes, RetryPolicy, StateSpec,
 };
 pub use result::{BoxError, IntoStateOutcome, StateName, StateResult};
+pub use status::{AgentStatus, StateStatus, UnknownStatus};
 pub use typed::TypedContextData;
 
 #[doc(hidden)]

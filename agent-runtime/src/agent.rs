@@ -25,7 +25,7 @@ use crate::pool::ResourcePool;
 use crate::program::{Definition, Program, StateDef, StateOptions};
 use crate::result::{AgentResult, RunMetrics};
 use crate::run::Run;
-use crate::status::{AgentStatus, StateStatus};
+use agent_core::{AgentStatus, StateStatus};
 
 struct Shared {
     name: String,

@@ -35,7 +35,7 @@ use crate::deps::{self, Gate};
 use crate::pool::ResourceGuard;
 use crate::program::Guarded;
 use crate::run::Run;
-use crate::status::StateStatus;
+use agent_core::StateStatus;
 
 /// What an attempt ends with: the state's own result, or the payload of its panic.
 pub(crate) type Outcome = Result<Result<StateResult, BoxError>, Box<dyn Any + Send>>;

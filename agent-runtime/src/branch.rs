@@ -29,7 +29,7 @@ use crate::deps;
 use crate::fanin::{Group, Position};
 use crate::program::Program;
 use crate::run::{Run, TaskGuard};
-use crate::status::StateStatus;
+use agent_core::StateStatus;
 
 /// Spawn a branch task that starts at `state`.
 pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {

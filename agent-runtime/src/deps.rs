@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use agent_core::DependencyTimeout;
 
 use crate::run::Run;
-use crate::status::StateStatus;
+use agent_core::StateStatus;
 
 /// What the gate decided.
 pub(crate) enum Gate {

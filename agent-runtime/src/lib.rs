@@ -26,11 +26,10 @@ mod ratelimit;
 mod reach;
 mod result;
 mod run;
-mod status;
 
 pub use agent::{Agent, RunOptions, StateConfig};
+pub use agent_core::{AgentStatus, StateStatus};
 pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };
 pub use result::{AgentResult, RunMetrics, StateMetrics};
-pub use status::{AgentStatus, StateStatus};

@@ -8,7 +8,7 @@ use agent_core::Context;
 
 use crate::pool::{StateAllocation, UsageStats, WaitingState};
 use crate::run::Run;
-use crate::status::{AgentStatus, StateStatus};
+use agent_core::{AgentStatus, StateStatus};
 
 /// The outcome of a run that ended without error.
 ///

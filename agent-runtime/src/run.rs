@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deps::DepsState;
 use crate::program::Program;
-use crate::status::{AgentStatus, StateStatus};
+use agent_core::{AgentStatus, StateStatus};
 
 pub(crate) struct StateCounters {
     pub status: AtomicU8,

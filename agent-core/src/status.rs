@@ -1,10 +1,13 @@
 //! Statuses of runs and of states.
 //!
-//! Invariants: both are stored as `u8` in atomics on the hot path; the `repr(u8)`
-//! discriminants are the only encoding, and `from_u8` is its exact inverse.
+//! Invariants: both are stored as `u8` in atomics on the runtime's hot path; the `repr(u8)`
+//! discriminants are that encoding, and `from_u8` is its exact inverse. In checkpoints and
+//! stores they are written as their names (`as_str`, `FromStr`, serde), which never change.
+
+use serde::{Deserialize, Serialize};
 
 /// Where a run stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum AgentStatus {
     /// Not started.
@@ -24,7 +27,8 @@ pub enum AgentStatus {
 }
 
 impl AgentStatus {
-    pub(crate) fn from_u8(v: u8) -> Self {
+    #[doc(hidden)]
+    pub fn from_u8(v: u8) -> Self {
         match v {
             1 => AgentStatus::Running,
             2 => AgentStatus::Paused,
@@ -43,7 +47,7 @@ impl AgentStatus {
 }
 
 /// Where one state stands in the current (or last) run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum StateStatus {
     /// Not run yet.
@@ -67,7 +71,8 @@ pub enum StateStatus {
 }
 
 impl StateStatus {
-    pub(crate) fn from_u8(v: u8) -> Self {
+    #[doc(hidden)]
+    pub fn from_u8(v: u8) -> Self {
         match v {
             1 => StateStatus::Ready,
             2 => StateStatus::Running,
@@ -81,6 +86,47 @@ impl StateStatus {
         }
     }
 }
+
+macro_rules! names {
+    ($t:ident: $($v:ident),*) => {
+        impl $t {
+            /// The status's name, as checkpoints and stores write it.
+            ///
+            /// ```
+            #[doc = concat!("use agent_core::", stringify!($t), ";")]
+            #[doc = concat!("let s: ", stringify!($t), " = ", stringify!($t), "::Failed.as_str().parse().unwrap();")]
+            #[doc = concat!("assert_eq!(s, ", stringify!($t), "::Failed);")]
+            /// ```
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => stringify!($v),)* }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = UnknownStatus;
+            fn from_str(s: &str) -> Result<Self, UnknownStatus> {
+                match s {
+                    $(stringify!($v) => Ok($t::$v),)*
+                    _ => Err(UnknownStatus(s.to_owned())),
+                }
+            }
+        }
+    };
+}
+
+names!(AgentStatus: Idle, Running, Paused, Completed, Failed, Cancelled, TimedOut);
+names!(StateStatus: Pending, Ready, Running, Completed, Failed, Blocked, Cancelled, Timeout, Retrying);
+
+/// A status name that is not one of the statuses (from a store or a checkpoint).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}")]
+pub struct UnknownStatus(pub String);
 
 #[cfg(test)]
 mod tests {
@@ -98,9 +144,13 @@ mod tests {
             AgentStatus::TimedOut,
         ] {
             assert_eq!(AgentStatus::from_u8(s as u8), s);
+            assert_eq!(s.as_str().parse::<AgentStatus>(), Ok(s));
         }
+        assert!("Done".parse::<AgentStatus>().is_err());
         for v in 0..=8u8 {
             assert_eq!(StateStatus::from_u8(v) as u8, v);
+            let s = StateStatus::from_u8(v);
+            assert_eq!(s.as_str().parse::<StateStatus>(), Ok(s));
         }
     }
 }
