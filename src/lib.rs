@@ -53,9 +53,10 @@ pub struct ReadmeDoctests;
 /// Everything a workflow file needs: `use agent::prelude::*;`.
 pub mod prelude {
     pub use agent_core::{
-        AgentError, Allocation, Context, ContextError, DependencyConfig, DependencyLifecycle, DependencyType, Priority,
-        RateLimit, ResourceError, ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult,
-        TimeoutError, TypedContextData, WorkflowGraph,
+        AgentError, Allocation, Checkpoint, CheckpointError, Context, ContextError, DependencyConfig,
+        DependencyLifecycle, DependencyType, HumanInput, HumanInputError, Priority, RateLimit, ResourceError,
+        ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult, TimeoutError, TypedContextData,
+        WorkflowGraph,
     };
     pub use agent_macros::{state, workflow, TypedContextData};
     pub use agent_runtime::{Agent, AgentResult, AgentStatus, QuotaScope, ResourcePool, RunMetrics, StateStatus};

@@ -91,6 +91,8 @@ struct Inner {
     has_write_error: AtomicBool,
     /// The failure an `on_error` handler is handling.
     last_error: Mutex<Option<crate::StateError>>,
+    /// Who answers `human_in_the_loop` (set by the runtime for each run).
+    input: RwLock<Option<Arc<dyn crate::human::InputBroker>>>,
 }
 
 /// The data shared by the states of one run.
@@ -370,6 +372,56 @@ impl Context {
     #[doc(hidden)]
     pub fn set_last_error(&self, error: crate::StateError) {
         *lock(&self.inner.last_error) = Some(error);
+    }
+
+    /// Ask a person and wait for the answer: see [`HumanInput`](crate::HumanInput) for the
+    /// timeout, validator and default. While it waits the state holds none of its resources
+    /// (they are taken back, waiting in the pool's queue like anyone, before this returns).
+    /// Who answers is up to the run: `Agent::answer` from code (with `Agent::pending_inputs`
+    /// to see what is asked), the terminal, or another process through the agent's store.
+    ///
+    /// # Errors
+    ///
+    /// [`HumanInputError::TimedOut`](crate::HumanInputError::TimedOut) when the timeout passes
+    /// with no answer and no default; [`HumanInputError::NoProvider`](crate::HumanInputError::NoProvider)
+    /// outside an agent's run, as here:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_core::{Context, HumanInput, HumanInputError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let ctx = Context::new(); // not inside a run: nobody can answer
+    /// let asked = ctx.human_in_the_loop(HumanInput::new("Approve?").timeout(Duration::from_secs(300))).await;
+    /// assert!(matches!(asked, Err(HumanInputError::NoProvider { .. })));
+    /// # }
+    /// ```
+    ///
+    /// Inside a state (`E: From<HumanInputError>`, such as `Box<dyn Error + Send + Sync>`):
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use agent_core::{Context, HumanInput, StateResult};
+    /// async fn review(ctx: Context) -> Result<StateResult, Box<dyn std::error::Error + Send + Sync>> {
+    ///     let feedback = ctx.human_in_the_loop(
+    ///         HumanInput::new("Review this content (approve/reject):").timeout(Duration::from_secs(300)),
+    ///     ).await?;
+    ///     Ok(if feedback == "approve" { StateResult::End } else { StateResult::next("revise") })
+    /// }
+    /// ```
+    pub async fn human_in_the_loop(&self, input: crate::HumanInput) -> Result<String, crate::HumanInputError> {
+        let broker = self.inner.input.read().unwrap_or_else(PoisonError::into_inner).clone();
+        match broker {
+            Some(broker) => broker.request(input).await,
+            None => Err(crate::HumanInputError::NoProvider { prompt: input.prompt().to_owned() }),
+        }
+    }
+
+    /// Install who answers `human_in_the_loop` in this context; used by the runtime.
+    #[doc(hidden)]
+    pub fn __set_input_broker(&self, broker: Arc<dyn crate::human::InputBroker>) {
+        *self.inner.input.write().unwrap_or_else(PoisonError::into_inner) = Some(broker);
     }
 
     /// Whether a write could not be stored since the error was last taken.

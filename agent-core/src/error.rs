@@ -283,6 +283,15 @@ pub enum AgentError {
         /// The agent's name.
         agent: String,
     },
+    /// `resume()` was called, but no run of this agent is paused.
+    #[error("agent `{agent}` has no paused run to resume")]
+    NotPaused {
+        /// The agent's name.
+        agent: String,
+    },
+    /// A checkpoint could not be used: see [`CheckpointError`](crate::CheckpointError).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::CheckpointError),
 }
 
 impl AgentError {

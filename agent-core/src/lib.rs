@@ -11,22 +11,26 @@
 #![warn(missing_docs)]
 
 mod allocation;
+mod checkpoint;
 mod context;
 mod error;
 mod future;
 mod graph;
 mod handler;
+mod human;
 mod options;
 mod result;
 mod status;
 mod typed;
 
 pub use allocation::Allocation;
+pub use checkpoint::{Checkpoint, CheckpointError, GroupRecord, StateRecord, TokenRecord, CHECKPOINT_VERSION};
 pub use context::Context;
 pub use error::{AgentError, ContextError, DependencyTimeout, PanicError, ResourceError, StateError, TimeoutError};
 pub use future::{StateFuture, StateOutcome};
 pub use graph::{Edge, EdgeKind, WorkflowGraph};
 pub use handler::{IntoState, StateHandler};
+pub use human::{HumanInput, HumanInputError};
 pub use options::{
     Condition, DependencyConfig, DependencyLifecycle, DependencyType, Priority, RateLimit, ResourceRequirements,
     ResourceType, ResourceTypes, RetryPolicy, StateSpec,
@@ -38,5 +42,6 @@ pub use typed::TypedContextData;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::allocation::{with_allocation, with_allocation_sync};
+    pub use crate::human::{InputBroker, InputFuture};
     pub use typetag;
 }

@@ -21,11 +21,12 @@ use agent_core::{
 use tracing::Instrument;
 
 use crate::branch;
+use crate::checkpoint;
 use crate::pool::ResourcePool;
 use crate::program::{Definition, Program, StateDef, StateOptions};
 use crate::result::{AgentResult, RunMetrics};
 use crate::run::Run;
-use agent_core::{AgentStatus, StateStatus};
+use agent_core::{AgentStatus, Checkpoint, CheckpointError, StateStatus};
 
 struct Shared {
     name: String,
@@ -35,6 +36,10 @@ struct Shared {
     current: Mutex<Option<Arc<Run>>>,
     /// States whose completion counts forever for `Once` dependencies.
     once: Arc<Mutex<rustc_hash::FxHashSet<String>>>,
+    /// The checkpoint the next run continues from (`restore_from_checkpoint`).
+    restore: Mutex<Option<Checkpoint>>,
+    /// Requests for human input of every run, and who answers them.
+    inputs: Arc<crate::human::InputHub>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +94,8 @@ impl Agent {
                 compiled: Mutex::new(None),
                 current: Mutex::new(None),
                 once: Arc::default(),
+                restore: Mutex::new(None),
+                inputs: crate::human::InputHub::new(),
             }),
         }
     }
@@ -280,26 +287,52 @@ impl Agent {
     /// ```
     pub async fn run_with(&self, options: RunOptions) -> Result<AgentResult, AgentError> {
         let program = self.program()?;
-        let run = {
+        let (run, restored) = {
             let mut current = lock(&self.shared.current);
-            if current.as_ref().is_some_and(|r| !r.status().is_finished()) {
+            if current.as_ref().is_some_and(|r| !r.status().is_finished() && r.status() != AgentStatus::Paused) {
                 return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
             }
-            let run = Arc::new(Run::with_once(program, options.context.unwrap_or_default(), self.shared.once.clone()));
+            let restore = lock(&self.shared.restore).take();
+            let ctx = match &restore {
+                Some(c) => Context::from_json(&c.context).map_err(|e| CheckpointError::Mismatch {
+                    agent: self.shared.name.clone(),
+                    reason: format!("its context cannot be read: {e}"),
+                })?,
+                None => options.context.unwrap_or_default(),
+            };
+            let run = Arc::new(Run::with_once(program, ctx, self.shared.once.clone()));
+            let restored = restore.map(|c| {
+                checkpoint::check(&self.shared.name, &run.program, &c)?;
+                run.set_run_id(c.run_id.clone());
+                Ok::<_, CheckpointError>(checkpoint::seed(&run, &c))
+            });
+            let restored = restored.transpose()?;
             *current = Some(run.clone());
-            run
+            (run, restored)
         };
+        run.ctx.__set_input_broker(self.shared.inputs.broker(run.run_id()));
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             let cancel_on_drop = CancelOnDrop(&run);
             let start = run.program.start;
+            let rooted = restored.is_none();
+            if let Some(branches) = restored {
+                // A restored run goes on from every token of its checkpoint.
+                for (group, state) in branches {
+                    branch::spawn(&run, state, group);
+                }
+            } else {
+                run.root_slot.store(start as u32, std::sync::atomic::Ordering::Relaxed);
+            }
             let all = async {
-                // The root branch is polled first, so a run that never waits registers
-                // nothing with the cancellation token.
-                tokio::select! {
-                    biased;
-                    _ = branch::drive(&run, start, None) => {}
-                    _ = run.cancel.cancelled() => {}
+                if rooted {
+                    // The root branch is polled first, so a run that never waits registers
+                    // nothing with the cancellation token.
+                    tokio::select! {
+                        biased;
+                        _ = branch::drive(&run, start, None, true) => {}
+                        _ = run.cancel.cancelled() => {}
+                    }
                 }
                 run.tasks_finished().await;
             };
@@ -377,12 +410,164 @@ impl Agent {
         self.current().map(|r| RunMetrics::of(&r)).unwrap_or_default()
     }
 
+    /// A checkpoint of the current or last run, at this instant (also mid-run): completed
+    /// states, the tokens ready, running (they run again on restore) and waiting at joins,
+    /// counters, and the whole context. Before the first run, an empty one.
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Checkpoint, Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut agent = Agent::new("hello");
+    /// agent.add_state("greet", |ctx: Context| async move {
+    ///     ctx.set_state("greeting", "hello");
+    ///     StateResult::End
+    /// });
+    /// agent.run().await?;
+    /// let json = agent.create_checkpoint().to_json()?;
+    /// let checkpoint = Checkpoint::from_json(&json)?;
+    /// assert_eq!(checkpoint.completed_states, ["greet"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create_checkpoint(&self) -> Checkpoint {
+        match self.current() {
+            Some(run) => checkpoint::capture(&run, &self.shared.name),
+            None => Checkpoint::new(self.shared.name.clone(), ""),
+        }
+    }
+
+    /// Make the next `run()` continue from `checkpoint`: its context, its completed states
+    /// (which do not run again), its tokens (ready or running ones run), its joins' progress
+    /// and its run id. Works on a fresh agent of the same workflow, in another process.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Mismatch`] when the checkpoint names a state this agent does not
+    /// have, or the agent's definition is invalid; nothing is changed then.
+    pub fn restore_from_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        let program = self.program().map_err(|e| CheckpointError::Mismatch {
+            agent: self.shared.name.clone(),
+            reason: format!("the agent cannot run: {e}"),
+        })?;
+        checkpoint::check(&self.shared.name, &program, &checkpoint)?;
+        *lock(&self.shared.restore) = Some(checkpoint);
+        Ok(())
+    }
+
+    /// Pause the run in progress: nothing new starts, states waiting to start (for a
+    /// dependency, resources, a rate limit or a retry) leave their queues, running states
+    /// finish. Returns the checkpoint of the paused run once every branch has stopped;
+    /// `run()` returns with status [`AgentStatus::Paused`]. Without a running run, the
+    /// checkpoint of the last one.
+    pub async fn pause(&self) -> Checkpoint {
+        if let Some(run) = self.current() {
+            if run.pause() {
+                run.ended().await;
+            }
+        }
+        self.create_checkpoint()
+    }
+
+    /// Continue the paused run to its end (in this task, like `run()`).
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::NotPaused`] when no run is paused; otherwise as [`Agent::run`].
+    pub async fn resume(&self) -> Result<AgentResult, AgentError> {
+        let paused = self.current().filter(|r| r.status() == AgentStatus::Paused);
+        let Some(run) = paused else {
+            return Err(AgentError::NotPaused { agent: self.shared.name.clone() });
+        };
+        run.ended().await;
+        self.restore_from_checkpoint(checkpoint::capture(&run, &self.shared.name))?;
+        self.run().await
+    }
+
     /// Cancel the run in progress: every branch stops and `run()` returns with status
     /// `Cancelled`.
     pub async fn cancel_all(&self) {
         if let Some(run) = self.current() {
             run.cancel();
         }
+    }
+
+    // ----- human in the loop --------------------------------------------------------------
+
+    /// Whether requests for human input are shown on the terminal (printed on stderr,
+    /// answered by a line on stdin, asked again when the validator refuses the line). On by
+    /// default only when stdin is a terminal; turned on with a piped stdin, each line of
+    /// the pipe answers the next request. Answers from code ([`Agent::answer`]) and from the
+    /// store are taken either way.
+    pub fn input_from_terminal(self, on: bool) -> Self {
+        self.shared.inputs.set_terminal(on);
+        self
+    }
+
+    /// The requests for human input that states are waiting on now, in request order:
+    /// exactly those [`Agent::answer`] accepts. Empty once they are answered (or defaulted,
+    /// or timed out).
+    pub fn pending_inputs(&self) -> Vec<crate::PendingInput> {
+        self.shared.inputs.pending()
+    }
+
+    /// Answer the pending request `id` (see [`Agent::pending_inputs`]): the state waiting on
+    /// it goes on with `value`. With a store, the answer is recorded there too (where the
+    /// first answer to a request wins, should another process answer it at the same time).
+    ///
+    /// # Errors
+    ///
+    /// [`AnswerError::UnknownRequest`](crate::AnswerError::UnknownRequest) when no state waits
+    /// on `id`; [`AnswerError::Rejected`](crate::AnswerError::Rejected) when the request's
+    /// validator refuses `value`, in which case the request stays pending.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::{Agent, AnswerError};
+    /// use agent_core::{BoxError, Context, HumanInput, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("review").input_from_terminal(false);
+    /// agent.add_state("review", |ctx: Context| async move {
+    ///     let verdict = ctx
+    ///         .human_in_the_loop(HumanInput::new("Approve? (yes/no)").validator(|x: &str| x == "yes" || x == "no"))
+    ///         .await?;
+    ///     ctx.set_state("verdict", verdict);
+    ///     Ok::<_, BoxError>(StateResult::End)
+    /// });
+    ///
+    /// // A reviewer answering from code, in another task.
+    /// let reviewer = agent.clone();
+    /// tokio::spawn(async move {
+    ///     let request = loop {
+    ///         match reviewer.pending_inputs().pop() {
+    ///             Some(request) => break request,
+    ///             None => tokio::time::sleep(Duration::from_millis(10)).await,
+    ///         }
+    ///     };
+    ///     assert_eq!(request.id, "input-1");
+    ///     assert!(matches!(reviewer.answer(&request.id, "maybe"), Err(AnswerError::Rejected { .. })));
+    ///     reviewer.answer(&request.id, "yes").unwrap();
+    ///     assert!(reviewer.pending_inputs().is_empty());
+    /// });
+    ///
+    /// let result = agent.run().await?;
+    /// assert_eq!(result.context().get_state::<String>("verdict").as_deref(), Some("yes"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn answer(&self, id: &str, value: impl Into<String>) -> Result<(), crate::AnswerError> {
+        self.shared.inputs.answer(id, value.into())
+    }
+
+    /// Every request for human input of the current or last run, answered or not, in
+    /// request order: the prompt, when it was asked and answered, the answer, and whether
+    /// it was the default taken at the timeout (`defaulted`).
+    pub fn input_history(&self) -> Vec<crate::store::InputRecord> {
+        self.run_id().map(|run| self.shared.inputs.records(&run)).unwrap_or_default()
     }
 }
 

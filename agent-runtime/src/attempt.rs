@@ -156,12 +156,14 @@ async fn body(run: &Arc<Run>, pos: usize, g: &Guarded, guard: Option<ResourceGua
             return blocking(run, pos, guard).await;
         }
         let fut = AssertUnwindSafe(run.program.states[pos].handler.call(&run.ctx)).catch_unwind();
-        let outcome = match guard.as_ref() {
-            Some(held) => with_allocation(held.allocation.clone(), fut).await,
-            None => fut.await,
-        };
-        drop(guard);
-        outcome
+        match (guard, &g.request) {
+            // Held in a slot a request for human input can empty while it waits.
+            (Some(guard), Some((pool, request))) => crate::human::with_resources(guard, pool, request, fut).await,
+            (guard, _) => match guard.as_ref() {
+                Some(held) => with_allocation(held.allocation.clone(), fut).await,
+                None => fut.await,
+            },
+        }
     };
     match g.timeout {
         None => call.await,

@@ -27,8 +27,7 @@ use crate::attempt;
 use crate::attempt::Attempted;
 use crate::deps;
 use crate::fanin::{Group, Position};
-use crate::program::Program;
-use crate::run::{Run, TaskGuard};
+use crate::run::{Run, TaskGuard, NO_STATE};
 use agent_core::StateStatus;
 
 /// Spawn a branch task that starts at `state`.
@@ -56,15 +55,20 @@ async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) 
     // cancellation. A cancelled run wakes pending branches, which then stop.
     tokio::select! {
         biased;
-        _ = drive(run, state, group) => {}
+        _ = drive(run, state, group, false) => {}
         _ = run.cancel.cancelled() => {}
     }
 }
 
 /// Run states from `pos` until this branch ends, waits at a join, or the run stops.
 ///
+/// `rooted`: this is the root task, and its position is published in `Run::root_slot`
+/// (see `frontier`); every other branch's position is counted by `at_top` or its group.
+/// A branch that stops (the run failed, was cancelled, timed out or paused) leaves its
+/// position published: that is where the run goes on when restored.
+///
 /// Borrows the run (no reference-count traffic per branch on the run's shared `Arc`).
-pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<Group>>) {
+pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<Group>>, mut rooted: bool) {
     let prog = &*run.program;
     let mut next: Vec<Position> = Vec::new();
     // Go on from the positions in `next`: the first in this task, the others spawned; the
@@ -102,6 +106,8 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                     outcome
                 }
                 Some(Attempted::Stop) => return,
+                // Left its queue because the run is pausing: it starts again on resume.
+                None if !run.is_state_cancelled(pos, epoch) => return,
                 Some(Attempted::Cancelled) | None => {
                     cancelled = true;
                     cancelled_outcome()
@@ -116,6 +122,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             // Boxed so that a branch without `max_concurrent` does not carry the acquire.
             let permit = match &run.semaphore {
                 Some(s) => match Box::pin(s.acquire()).await {
+                    Ok(_) if run.is_stopping() => return,
                     Ok(p) => Some(p),
                     Err(_) => return,
                 },
@@ -145,7 +152,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                         let mut just_polled = true;
                         std::future::poll_fn(|cx| {
                             if std::mem::take(&mut just_polled) {
-                                return match poll_cancelled(run, pos, epoch, &mut cancel, cx) {
+                                return match poll_cancelled(run, pos, epoch, false, &mut cancel, cx) {
                                     Poll::Ready(()) => {
                                         cancelled = true;
                                         Poll::Ready(cancelled_outcome())
@@ -164,14 +171,15 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
         };
         if cancelled {
             // The branch ends here.
+            let _t = run.transitions.enter();
             run.set_state_status(pos, StateStatus::Cancelled);
             if !state.dependents.is_empty() {
                 deps::failed(run);
             }
             next.clear();
             match group.take() {
-                Some(g) => g.end(prog, pos, &mut next),
-                None => return,
+                Some(g) => g.end(run, pos, &mut next),
+                None => return leave_top(run, pos, rooted),
             }
             go_on!();
         }
@@ -190,27 +198,33 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 // Retries spent: the `on_error` handler runs next, reading the failure from
                 // the context, as if the state had returned its name.
                 let Some(handler) = state.on_error else {
+                    // The branch stops at the failed state (where a restored run resumes).
                     return fail_state(run, pos, outcome, attempts);
                 };
+                let _t = run.transitions.enter();
                 route_error(run, pos, outcome, attempts, handler);
                 next.clear();
                 match &group {
                     None => {
+                        move_top(run, pos, handler, rooted);
                         pos = handler;
                         continue;
                     }
-                    Some(g) => arrive(run, prog, g, pos, handler, &mut next),
+                    Some(g) => arrive(run, g, pos, handler, &mut next),
                 }
                 go_on!();
             }
         };
         next.clear();
+        // Every transition but the root task's plain step publishes positions under the
+        // transition lock (see `frontier`).
+        let plain_step = rooted && group.is_none() && matches!(result, StateResult::Next(_));
+        let _t = if plain_step && state.dependents.is_empty() { None } else { Some(run.transitions.enter()) };
         match result {
-            StateResult::End => {
-                if let Some(g) = group.take() {
-                    g.end(prog, pos, &mut next);
-                }
-            }
+            StateResult::End => match group.take() {
+                Some(g) => g.end(run, pos, &mut next),
+                None => leave_top(run, pos, rooted),
+            },
             StateResult::Next(name) => {
                 let Some(to) = prog.resolve_from(pos, name) else {
                     return unknown(run, pos, name.as_str());
@@ -222,6 +236,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                             run.set_state_status(to, StateStatus::Ready);
                             deps::completed(run, pos);
                         }
+                        move_top(run, pos, to, rooted);
                         pos = to;
                         if name.is_static() {
                             // `Ok(Ok(Next(static name)))` owns nothing: skip its drop, an
@@ -230,7 +245,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                         }
                         continue;
                     }
-                    Some(g) => arrive(run, prog, g, pos, to, &mut next),
+                    Some(g) => arrive(run, g, pos, to, &mut next),
                 }
             }
             StateResult::Parallel(names) => {
@@ -250,17 +265,25 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                     targets.push(t);
                 }
                 match targets.len() {
-                    0 => {
-                        if let Some(g) = group.take() {
-                            g.end(prog, pos, &mut next);
-                        }
-                    }
+                    0 => match group.take() {
+                        Some(g) => g.end(run, pos, &mut next),
+                        None => leave_top(run, pos, rooted),
+                    },
                     1 => match &group {
-                        None => next.push((None, targets[0])),
-                        Some(g) => g.arrive(prog, pos, targets[0], &mut next),
+                        None => {
+                            move_top(run, pos, targets[0], rooted);
+                            next.push((None, targets[0]));
+                        }
+                        Some(g) => g.arrive(run, pos, targets[0], &mut next),
                     },
                     _ => {
-                        let child = Group::open(group.take(), pos, &targets);
+                        if group.is_none() && std::mem::take(&mut rooted) {
+                            // The token that fans out stays at `pos` until its group is
+                            // over: counted from now on, like every token but the root's.
+                            run.root_slot.store(NO_STATE, Relaxed);
+                            run.top_enter(pos);
+                        }
+                        let child = Group::open(run, group.take(), pos, &targets);
                         // One shared-counter update for the whole fan-out, not one per branch.
                         run.tasks_started(targets.len() - 1);
                         for &t in &targets[1..] {
@@ -281,6 +304,27 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             deps::completed(run, pos);
         }
         go_on!();
+    }
+}
+
+/// A token moves from `from` to `to` at the top level (inside a transition, unless it is
+/// the root task's).
+#[inline]
+fn move_top(run: &Run, from: usize, to: usize, rooted: bool) {
+    if rooted {
+        run.root_slot.store(to as u32, Relaxed);
+    } else {
+        run.top_leave(from);
+        run.top_enter(to);
+    }
+}
+
+/// A token's branch ends at `at` at the top level (inside a transition).
+fn leave_top(run: &Run, at: usize, rooted: bool) {
+    if rooted {
+        run.root_slot.store(NO_STATE, Relaxed);
+    } else {
+        run.top_leave(at);
     }
 }
 
@@ -313,7 +357,7 @@ impl<F: Future + Unpin> Future for Cancellable<'_, F> {
         if let Poll::Ready(out) = Pin::new(&mut this.fut).poll(cx) {
             return Poll::Ready(Some(out));
         }
-        poll_cancelled(this.run, this.pos, this.epoch, &mut this.notified, cx).map(|()| None)
+        poll_cancelled(this.run, this.pos, this.epoch, true, &mut this.notified, cx).map(|()| None)
     }
 }
 
@@ -338,7 +382,7 @@ fn poll_cancellable<'r, F: Future<Output = attempt::Outcome> + Unpin>(
     if let Poll::Ready(out) = Pin::new(fut).poll(cx) {
         return Poll::Ready(out);
     }
-    match poll_cancelled(run, pos, epoch, notified, cx) {
+    match poll_cancelled(run, pos, epoch, false, notified, cx) {
         Poll::Ready(()) => {
             *cancelled = true;
             Poll::Ready(cancelled_outcome())
@@ -348,12 +392,14 @@ fn poll_cancellable<'r, F: Future<Output = attempt::Outcome> + Unpin>(
 }
 
 /// The state's future is pending: register for `cancel_state`; ready when this instance
-/// was cancelled.
+/// was cancelled, or when `leaves_on_pause` and the run is pausing while the state waits to
+/// start (it is not running its body).
 #[cold]
 fn poll_cancelled<'r>(
     run: &'r Run,
     pos: usize,
     epoch: u32,
+    leaves_on_pause: bool,
     notified: &mut Option<Pin<Box<Notified<'r>>>>,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<()> {
@@ -361,6 +407,9 @@ fn poll_cancelled<'r>(
         // Made before the check: a `notify_waiters` after it wakes this future.
         let n = notified.get_or_insert_with(|| Box::pin(run.state_cancelled.notified()));
         if run.is_state_cancelled(pos, epoch) {
+            return Poll::Ready(());
+        }
+        if leaves_on_pause && run.is_pausing() && run.states[pos].status.load(Relaxed) != StateStatus::Running as u8 {
             return Poll::Ready(());
         }
         if n.as_mut().poll(cx).is_pending() {
@@ -371,8 +420,8 @@ fn poll_cancelled<'r>(
 }
 
 /// A branch of `g` moves from `from` to `to`; a join may hold it there.
-fn arrive(run: &Run, prog: &Program, g: &Arc<Group>, from: usize, to: usize, next: &mut Vec<Position>) {
-    g.arrive(prog, from, to, next);
+fn arrive(run: &Run, g: &Arc<Group>, from: usize, to: usize, next: &mut Vec<Position>) {
+    g.arrive(run, from, to, next);
     if next.is_empty() {
         run.set_state_status(to, StateStatus::Blocked);
     }
@@ -483,7 +532,7 @@ mod tests {
         });
         let prog = Arc::new(crate::program::Program::compile("x", &def).unwrap());
         let run = Arc::new(crate::run::Run::new(prog, agent_core::Context::new()));
-        let fut = super::drive(&run, 0, None);
+        let fut = super::drive(&run, 0, None, true);
         assert!(size_of_val(&fut) <= 256, "the branch future grew to {} bytes", size_of_val(&fut));
         let task = super::branch_task(crate::run::TaskGuard(run.clone()), 0, None);
         assert!(size_of_val(&task) <= 384, "the spawned branch task grew to {} bytes", size_of_val(&task));

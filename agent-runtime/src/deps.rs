@@ -71,8 +71,10 @@ fn activate(run: &Arc<Run>, d: usize) {
     if is_active(run, d) {
         return;
     }
+    let _t = run.transitions.enter();
     if status.compare_exchange(now, StateStatus::Ready as u8, Relaxed, Relaxed).is_ok() {
         tracing::debug!(state = &*run.program.states[d].name, "activated as a dependency");
+        run.top_enter(d);
         crate::branch::spawn(run, d, None);
     }
 }

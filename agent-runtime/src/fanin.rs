@@ -33,10 +33,14 @@ use crossbeam_utils::CachePadded;
 use rustc_hash::FxHashMap;
 
 use crate::program::Program;
+use crate::run::Run;
 
 /// Where a token stands after an event: the group it belongs to (none at the top level) and
 /// the state it runs.
 pub(crate) type Position = (Option<Arc<Group>>, usize);
+
+/// Token counts by state, ascending by state.
+pub(crate) type Counts = Vec<(usize, u32)>;
 
 pub(crate) struct Group {
     parent: Option<Arc<Group>>,
@@ -55,6 +59,8 @@ struct Tokens {
     waiting: FxHashMap<u32, u32>,
     /// Reused buffer of (state, tokens) released by one evaluation.
     released: Vec<(u32, u32)>,
+    /// The group is over: its last token ended or went back to the parent.
+    closed: bool,
 }
 
 enum Event {
@@ -133,29 +139,79 @@ impl Tokens {
 }
 
 impl Group {
-    /// A group whose tokens start running at `targets`, opened by `origin`'s fan-out.
-    pub(crate) fn open(parent: Option<Arc<Group>>, origin: usize, targets: &[usize]) -> Arc<Group> {
-        let mut t = Tokens { live: targets.len(), running_total: targets.len(), ..Tokens::default() };
-        for &s in targets {
-            add(&mut t.running, s, 1);
+    /// A group whose tokens start running at `targets`, opened by `origin`'s fan-out
+    /// (inside a transition: see `frontier`).
+    pub(crate) fn open(run: &Run, parent: Option<Arc<Group>>, origin: usize, targets: &[usize]) -> Arc<Group> {
+        let running = targets.iter().map(|&s| (s, 1));
+        Group::restore(run, parent, origin, running, std::iter::empty())
+    }
+
+    /// A group with these tokens running and waiting (a checkpoint's, or a new one's).
+    pub(crate) fn restore(
+        run: &Run,
+        parent: Option<Arc<Group>>,
+        origin: usize,
+        running: impl IntoIterator<Item = (usize, u32)>,
+        waiting: impl IntoIterator<Item = (usize, u32)>,
+    ) -> Arc<Group> {
+        let mut t = Tokens::default();
+        for (s, n) in running {
+            add(&mut t.running, s, n);
+            t.running_total += n as usize;
+            t.live += n as usize;
         }
-        Arc::new(Group { parent, origin, tokens: CachePadded::new(Mutex::new(t)) })
+        for (s, n) in waiting {
+            add(&mut t.waiting, s, n);
+            t.live += n as usize;
+        }
+        let group = Arc::new(Group { parent, origin, tokens: CachePadded::new(Mutex::new(t)) });
+        run.register_group(&group);
+        group
     }
 
     /// The token running `from` moved to `to`. Pushes onto `out` every state to run now.
-    pub(crate) fn arrive(self: &Arc<Self>, prog: &Program, from: usize, to: usize, out: &mut Vec<Position>) {
-        apply(self.clone(), prog, Event::Arrive { from, to }, out)
+    pub(crate) fn arrive(self: &Arc<Self>, run: &Run, from: usize, to: usize, out: &mut Vec<Position>) {
+        apply(self.clone(), run, Event::Arrive { from, to }, out)
     }
 
     /// The token running `at` ended (its branch ended or failed for good).
-    pub(crate) fn end(self: &Arc<Self>, prog: &Program, at: usize, out: &mut Vec<Position>) {
-        apply(self.clone(), prog, Event::End { at }, out)
+    pub(crate) fn end(self: &Arc<Self>, run: &Run, at: usize, out: &mut Vec<Position>) {
+        apply(self.clone(), run, Event::End { at }, out)
+    }
+
+    /// Whether the group is over.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// The enclosing group and the state whose fan-out opened this one.
+    pub(crate) fn place(&self) -> (Option<&Arc<Group>>, usize) {
+        (self.parent.as_ref(), self.origin)
+    }
+
+    /// Tokens running and waiting, by state, unless the group is over (for checkpoints).
+    pub(crate) fn tokens(&self) -> Option<(Counts, Counts)> {
+        let t = self.lock();
+        if t.closed {
+            return None;
+        }
+        let list = |m: &FxHashMap<u32, u32>| {
+            let mut v: Vec<(usize, u32)> = m.iter().map(|(&s, &n)| (s as usize, n)).collect();
+            v.sort_unstable();
+            v
+        };
+        Some((list(&t.running), list(&t.waiting)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tokens> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn apply(mut group: Arc<Group>, prog: &Program, mut event: Event, out: &mut Vec<Position>) {
+fn apply(mut group: Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Position>) {
+    let prog = &*run.program;
     loop {
-        let mut t = group.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut t = group.lock();
         match event {
             Event::Arrive { from, to } => {
                 t.stop_running(from);
@@ -165,6 +221,7 @@ fn apply(mut group: Arc<Group>, prog: &Program, mut event: Event, out: &mut Vec<
                 t.stop_running(at);
                 t.live -= 1;
                 if t.live == 0 {
+                    t.closed = true;
                     drop(t);
                     match group.parent.clone() {
                         Some(parent) => {
@@ -172,7 +229,11 @@ fn apply(mut group: Arc<Group>, prog: &Program, mut event: Event, out: &mut Vec<
                             group = parent;
                             continue;
                         }
-                        None => return,
+                        None => {
+                            // The token that fanned out at the top level ends.
+                            run.top_leave(group.origin);
+                            return;
+                        }
                     }
                 }
             }
@@ -186,6 +247,7 @@ fn apply(mut group: Arc<Group>, prog: &Program, mut event: Event, out: &mut Vec<
         if t.live == 1 && t.released.len() == 1 {
             // The group is down to one token: it rejoins the parent at the released state.
             let to = t.released[0].0 as usize;
+            t.closed = true;
             drop(t);
             match group.parent.clone() {
                 Some(parent) => {
@@ -194,6 +256,9 @@ fn apply(mut group: Arc<Group>, prog: &Program, mut event: Event, out: &mut Vec<
                     continue;
                 }
                 None => {
+                    // The token that fanned out at the top level moves on to `to`.
+                    run.top_leave(group.origin);
+                    run.top_enter(to);
                     out.push((None, to));
                     return;
                 }

@@ -18,17 +18,22 @@ mod attempt;
 #[doc(hidden)]
 pub mod bench;
 mod branch;
+mod checkpoint;
 mod deps;
 mod fanin;
+mod frontier;
+mod human;
 mod pool;
 mod program;
 mod ratelimit;
 mod reach;
 mod result;
 mod run;
+pub mod store;
 
 pub use agent::{Agent, RunOptions, StateConfig};
 pub use agent_core::{AgentStatus, StateStatus};
+pub use human::{AnswerError, PendingInput};
 pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };

@@ -10,7 +10,7 @@
 //!   lock; the order of first completions is a sequence number taken once per state.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use agent_core::{AgentError, Context};
@@ -20,6 +20,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::deps::DepsState;
+use crate::fanin::Group;
+use crate::frontier::TransitionLock;
 use crate::program::Program;
 use agent_core::{AgentStatus, StateStatus};
 
@@ -36,7 +38,9 @@ pub(crate) struct StateCounters {
     /// Time spent waiting for resources, in nanoseconds.
     pub resource_wait: AtomicU64,
     /// 1 + the order in which this state first completed; 0 while it never has.
-    first_completed: AtomicU32,
+    pub first_completed: AtomicU32,
+    /// Tokens at this state at the top level, outside the root slot (see `frontier`).
+    pub at_top: AtomicU32,
 }
 
 pub(crate) struct Run {
@@ -69,7 +73,21 @@ pub(crate) struct Run {
     finished_after: AtomicU64,
     /// Dependency bookkeeping (see `deps`).
     pub deps: DepsState,
+    /// Held by transitions that publish positions, taken by checkpoints (see `frontier`).
+    pub transitions: TransitionLock,
+    /// The root task's position while it moves alone at the top level; `NO_STATE` otherwise.
+    pub root_slot: AtomicU32,
+    /// Every fan-out group opened, for checkpoints (closed ones are skipped, and pruned
+    /// when groups are opened).
+    pub groups: Mutex<Vec<Weak<Group>>>,
+    /// Set by `pause`: branches stop before their next state.
+    pausing: AtomicBool,
+    /// Notified when the run is over.
+    ended: Notify,
 }
+
+/// `Run::root_slot` when the root task holds no position.
+pub(crate) const NO_STATE: u32 = u32::MAX;
 
 impl Run {
     #[cfg(test)]
@@ -99,6 +117,7 @@ impl Run {
                     retries: AtomicU32::new(0),
                     resource_wait: AtomicU64::new(0),
                     first_completed: AtomicU32::new(0),
+                    at_top: AtomicU32::new(0),
                 })
                 .collect(),
             distinct_completed: AtomicU32::new(0),
@@ -112,6 +131,24 @@ impl Run {
             stopping: AtomicBool::new(false),
             started: Instant::now(),
             finished_after: AtomicU64::new(u64::MAX),
+            transitions: TransitionLock::default(),
+            root_slot: AtomicU32::new(NO_STATE),
+            groups: Mutex::new(Vec::new()),
+            pausing: AtomicBool::new(false),
+            ended: Notify::new(),
+        }
+    }
+
+    /// Continue the run `run_id` (a restored one) instead of a new one.
+    pub(crate) fn set_run_id(&self, run_id: String) {
+        let _ = self.run_id.set(run_id);
+    }
+
+    /// States completed before, in the order of their first completion (a restored run).
+    pub(crate) fn restore_completion_order(&self, order: impl Iterator<Item = usize>) {
+        for s in order {
+            let seq = self.distinct_completed.fetch_add(1, Relaxed) + 1;
+            self.states[s].first_completed.store(seq, Relaxed);
         }
     }
 
@@ -190,6 +227,66 @@ impl Run {
         self.stopping.store(true, Relaxed);
     }
 
+    /// Admit nothing new: branches stop before their next state, states waiting to start
+    /// (for a dependency, resources, a rate limit or a retry) leave, running ones finish.
+    /// The run ends `Paused` unless it already ended.
+    pub(crate) fn pause(&self) -> bool {
+        let paused = self
+            .status
+            .compare_exchange(AgentStatus::Running as u8, AgentStatus::Paused as u8, Relaxed, Relaxed)
+            .is_ok();
+        if paused {
+            self.pausing.store(true, Relaxed);
+            self.stopping.store(true, Relaxed);
+            // Wake states waiting to start, so they leave.
+            self.state_cancelled.notify_waiters();
+        }
+        paused
+    }
+
+    /// Whether `pause` was called.
+    #[inline]
+    pub(crate) fn is_pausing(&self) -> bool {
+        self.pausing.load(Relaxed)
+    }
+
+    /// Wait until the run is over.
+    pub(crate) async fn ended(&self) {
+        loop {
+            let notified = self.ended.notified();
+            if self.finished_after.load(Relaxed) != u64::MAX {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A token now stands at `state` at the top level (inside a transition).
+    #[inline]
+    pub(crate) fn top_enter(&self, state: usize) {
+        self.states[state].at_top.fetch_add(1, Relaxed);
+    }
+
+    /// `n` tokens stand at `state` at the top level (a restored run).
+    pub(crate) fn top_add(&self, state: usize, n: u32) {
+        self.states[state].at_top.fetch_add(n, Relaxed);
+    }
+
+    /// A token left `state` at the top level (inside a transition).
+    #[inline]
+    pub(crate) fn top_leave(&self, state: usize) {
+        self.states[state].at_top.fetch_sub(1, Relaxed);
+    }
+
+    /// Remember a newly opened group for checkpoints.
+    pub(crate) fn register_group(&self, group: &Arc<Group>) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        if groups.len() >= 64 && groups.len().is_power_of_two() {
+            groups.retain(|g| g.upgrade().is_some_and(|g| !g.is_closed()));
+        }
+        groups.push(Arc::downgrade(group));
+    }
+
     /// Cancel the running instances of `state`.
     pub(crate) fn cancel_state(&self, state: usize) {
         self.states[state].cancel_epoch.fetch_add(1, Relaxed);
@@ -240,6 +337,7 @@ impl Run {
             self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Completed as u8, Relaxed, Relaxed);
         let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
         self.finished_after.store(nanos, Relaxed);
+        self.ended.notify_waiters();
         if !self.has_error.load(Relaxed) {
             return None;
         }

@@ -1,0 +1,350 @@
+//! Checkpoints: a run written down, so that it can go on elsewhere.
+//!
+//! A [`Checkpoint`] is plain data: what the runtime read from a run at one instant (see
+//! `Agent::create_checkpoint`). It holds no handle into the run, so it can be written to a
+//! file or a store and read back by another process.
+//!
+//! Invariants:
+//! - [`Checkpoint::to_json`] writes [`CHECKPOINT_VERSION`]; [`Checkpoint::from_json`] reads
+//!   that version and every older one (upgrading it step by step), and refuses anything
+//!   else with a [`CheckpointError`]: never a panic, never a guess.
+//! - The frontier is exact: every token of the run is either in `tokens` (at a state that
+//!   is ready or running, and runs again on restore) or waiting at a join in one of
+//!   `groups`; a token whose branch fanned out is represented by its child group, whose
+//!   `parent` and `origin` say where it stands.
+//! - `completed_states` lists each state that completed at least once, in the order of
+//!   first completion; `states` has one record per state of the agent, in definition order.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::status::{AgentStatus, StateStatus};
+
+/// The checkpoint format this build writes.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// Marks a JSON document as an `agent` checkpoint, so that a foreign one is told apart.
+const FORMAT: &str = "agent-checkpoint";
+
+/// A run at one instant: what ran, what is to run, and the whole context.
+///
+/// ```
+/// use agent_core::{AgentStatus, Checkpoint};
+/// let checkpoint = Checkpoint::new("hello", "run-1");
+/// let json = checkpoint.to_json().unwrap();
+/// let back = Checkpoint::from_json(&json).unwrap();
+/// assert_eq!(back, checkpoint);
+/// assert_eq!(back.agent_status, AgentStatus::Idle);
+/// assert!(Checkpoint::from_json("{\"not\": \"a checkpoint\"}").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Checkpoint {
+    /// The format's version ([`CHECKPOINT_VERSION`] when written by this build).
+    pub schema_version: u32,
+    /// When it was taken.
+    #[serde(with = "millis")]
+    pub timestamp: SystemTime,
+    /// The agent's name.
+    pub agent_name: String,
+    /// The run's id.
+    pub run_id: String,
+    /// The run's status when it was taken.
+    pub agent_status: AgentStatus,
+    /// States that completed at least once, in the order of their first completion.
+    pub completed_states: Vec<String>,
+    /// One record per state of the agent.
+    pub states: Vec<StateRecord>,
+    /// Tokens at states that are ready or running: each runs that state on restore.
+    pub tokens: Vec<TokenRecord>,
+    /// Open fan-out groups, parents before children.
+    pub groups: Vec<GroupRecord>,
+    /// States started so far (counted against `max_steps`).
+    pub steps: u64,
+    /// The whole context, typed values included (as `Context::to_json` writes it).
+    pub context: serde_json::Value,
+    /// Why the context could not be written, if it could not: `to_json` reports it.
+    #[serde(skip)]
+    encode_error: Option<String>,
+}
+
+/// One state's counters in a [`Checkpoint`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StateRecord {
+    /// The state's name.
+    pub name: String,
+    /// Its status.
+    pub status: StateStatus,
+    /// Times it completed.
+    pub completed: u32,
+    /// Attempts that failed.
+    pub failed: u32,
+    /// Retries made (attempts after the first).
+    pub retries: u32,
+    /// Times it was preempted.
+    pub preempted: u32,
+}
+
+/// Where a token stands in a [`Checkpoint`]: at `state`, ready or running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TokenRecord {
+    /// The state the token runs next (again, if it was running).
+    pub state: String,
+    /// The group it belongs to (an index into `Checkpoint::groups`); `None` at the top.
+    pub group: Option<usize>,
+    /// How many tokens stand there.
+    pub count: u32,
+}
+
+/// An open fan-out group in a [`Checkpoint`]: its place in the tree and its join progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GroupRecord {
+    /// The enclosing group (an index into `Checkpoint::groups`, always lower); `None` at the top.
+    pub parent: Option<usize>,
+    /// The state whose fan-out opened it; the token of the branch that fanned out stands
+    /// there, in the parent, until the group is over.
+    pub origin: String,
+    /// Tokens waiting at each join (or other state a fan-in holds), by state.
+    pub waiting: Vec<(String, u32)>,
+}
+
+/// A checkpoint could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Not JSON, truncated, or with a field of the wrong shape.
+    #[error("invalid checkpoint: {0}")]
+    Json(#[from] serde_json::Error),
+    /// JSON, but not an `agent` checkpoint.
+    #[error("not an agent checkpoint: {0}")]
+    Foreign(String),
+    /// Written by a newer build.
+    #[error("checkpoint version {found} is newer than the {supported} this build reads")]
+    TooNew {
+        /// The version found.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
+    /// A value of the run's context could not be encoded.
+    #[error("the context could not be written: {0}")]
+    Context(String),
+    /// Well formed, but it does not fit the agent it is restored into.
+    #[error("checkpoint does not fit agent {agent:?}: {reason}")]
+    Mismatch {
+        /// The agent restored into.
+        agent: String,
+        /// What does not fit.
+        reason: String,
+    },
+}
+
+impl Checkpoint {
+    /// An empty checkpoint of an idle run: no state ran, nothing is to run.
+    pub fn new(agent_name: impl Into<String>, run_id: impl Into<String>) -> Checkpoint {
+        Checkpoint {
+            schema_version: CHECKPOINT_VERSION,
+            timestamp: now(),
+            agent_name: agent_name.into(),
+            run_id: run_id.into(),
+            agent_status: AgentStatus::Idle,
+            completed_states: Vec::new(),
+            states: Vec::new(),
+            tokens: Vec::new(),
+            groups: Vec::new(),
+            steps: 0,
+            context: serde_json::Value::Object(Default::default()),
+            encode_error: None,
+        }
+    }
+
+    /// Record that the context could not be encoded (a typed value's `Serialize` failed):
+    /// [`Checkpoint::to_json`] then reports it instead of writing a checkpoint that lost data.
+    #[doc(hidden)]
+    pub fn set_encode_error(&mut self, error: String) {
+        self.encode_error = Some(error);
+    }
+
+    /// The checkpoint as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Context`] when a context value could not be encoded.
+    pub fn to_json(&self) -> Result<String, CheckpointError> {
+        if let Some(e) = &self.encode_error {
+            return Err(CheckpointError::Context(e.clone()));
+        }
+        let mut value = serde_json::to_value(self)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("format".into(), FORMAT.into());
+        }
+        Ok(serde_json::to_string(&value)?)
+    }
+
+    /// Read a checkpoint that [`Checkpoint::to_json`] wrote, of this version or an older one.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Json`] for text that is not JSON or is cut short;
+    /// [`CheckpointError::Foreign`] for JSON that is not an `agent` checkpoint;
+    /// [`CheckpointError::TooNew`] for one written by a newer build.
+    pub fn from_json(json: &str) -> Result<Checkpoint, CheckpointError> {
+        let mut value: serde_json::Value = serde_json::from_str(json)?;
+        let obj = value.as_object_mut().ok_or_else(|| CheckpointError::Foreign("not a JSON object".into()))?;
+        match obj.remove("format") {
+            Some(serde_json::Value::String(f)) if f == FORMAT => {}
+            Some(other) => return Err(CheckpointError::Foreign(format!("format is {other}, not \"{FORMAT}\""))),
+            None => return Err(CheckpointError::Foreign("no \"format\" field".into())),
+        }
+        let version = obj
+            .get("schema_version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| CheckpointError::Foreign("no numeric \"schema_version\"".into()))?;
+        let version = u32::try_from(version).unwrap_or(u32::MAX);
+        if version > CHECKPOINT_VERSION {
+            return Err(CheckpointError::TooNew { found: version, supported: CHECKPOINT_VERSION });
+        }
+        if version == 0 {
+            return Err(CheckpointError::Foreign("schema_version 0 was never written".into()));
+        }
+        let mut checkpoint: Checkpoint = serde_json::from_value(value)?;
+        checkpoint.schema_version = CHECKPOINT_VERSION;
+        checkpoint.check()?;
+        Ok(checkpoint)
+    }
+
+    /// States at which a token is ready or running (each runs again on restore).
+    pub fn running_states(&self) -> Vec<&str> {
+        self.tokens.iter().map(|t| t.state.as_str()).collect()
+    }
+
+    /// States at which tokens wait for a fan-in.
+    pub fn waiting_states(&self) -> Vec<&str> {
+        self.groups.iter().flat_map(|g| g.waiting.iter().map(|(s, _)| s.as_str())).collect()
+    }
+
+    /// The record of `state`.
+    pub fn state(&self, state: &str) -> Option<&StateRecord> {
+        self.states.iter().find(|s| s.name == state)
+    }
+
+    /// Group and token references point at groups that exist, parents before children.
+    fn check(&self) -> Result<(), CheckpointError> {
+        let bad = |reason: String| CheckpointError::Foreign(reason);
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.parent.is_some_and(|p| p >= i) {
+                return Err(bad(format!("group {i} names parent {:?}, which does not come before it", g.parent)));
+            }
+        }
+        for t in &self.tokens {
+            if t.group.is_some_and(|g| g >= self.groups.len()) {
+                return Err(bad(format!("a token at {:?} names group {:?}, which does not exist", t.state, t.group)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateRecord {
+    /// A record with the given counters.
+    #[doc(hidden)]
+    pub fn new(name: String, status: StateStatus, completed: u32, failed: u32, retries: u32, preempted: u32) -> Self {
+        StateRecord { name, status, completed, failed, retries, preempted }
+    }
+}
+
+impl TokenRecord {
+    /// A record of `count` tokens at `state` in `group`.
+    #[doc(hidden)]
+    pub fn new(state: String, group: Option<usize>, count: u32) -> Self {
+        TokenRecord { state, group, count }
+    }
+}
+
+impl GroupRecord {
+    /// A record of a group.
+    #[doc(hidden)]
+    pub fn new(parent: Option<usize>, origin: String, waiting: Vec<(String, u32)>) -> Self {
+        GroupRecord { parent, origin, waiting }
+    }
+}
+
+/// The current time, to the millisecond a checkpoint keeps (so one round-trips exactly).
+#[doc(hidden)]
+pub fn now() -> SystemTime {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// `SystemTime` as milliseconds since the Unix epoch (readable, and stable across platforms).
+mod millis {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        s.serialize_u64(ms)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let ms = u64::deserialize(d)?;
+        UNIX_EPOCH
+            .checked_add(Duration::from_millis(ms))
+            .ok_or_else(|| serde::de::Error::custom("timestamp out of range"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        let mut c = Checkpoint::new("a", "r");
+        c.groups.push(GroupRecord::new(None, "fan".into(), vec![("join".into(), 2)]));
+        c.tokens.push(TokenRecord::new("work".into(), Some(0), 3));
+        c
+    }
+
+    #[test]
+    fn round_trips_and_rejects_what_is_not_ours() {
+        let c = sample();
+        assert_eq!(Checkpoint::from_json(&c.to_json().unwrap()).unwrap(), c);
+        assert!(matches!(Checkpoint::from_json("[1, 2]"), Err(CheckpointError::Foreign(_))));
+        assert!(matches!(Checkpoint::from_json("{\"format\": \"x\"}"), Err(CheckpointError::Foreign(_))));
+        let json = c.to_json().unwrap();
+        assert!(matches!(Checkpoint::from_json(&json[..json.len() / 2]), Err(CheckpointError::Json(_))));
+        let newer = json.replace("\"schema_version\":1", "\"schema_version\":99");
+        assert!(matches!(Checkpoint::from_json(&newer), Err(CheckpointError::TooNew { found: 99, .. })));
+    }
+
+    #[test]
+    fn dangling_group_references_are_refused() {
+        let mut c = sample();
+        c.tokens[0].group = Some(5);
+        assert!(matches!(Checkpoint::from_json(&c.to_json().unwrap()), Err(CheckpointError::Foreign(_))));
+        let mut c = sample();
+        c.groups[0].parent = Some(0);
+        assert!(matches!(Checkpoint::from_json(&c.to_json().unwrap()), Err(CheckpointError::Foreign(_))));
+    }
+
+    proptest::proptest! {
+        /// Garbage, and every cut and byte flip of a real checkpoint, is an error or a
+        /// checkpoint: never a panic.
+        #[test]
+        fn garbage_never_panics(s in ".{0,200}", cut in 0usize..400, flip in 0usize..400, byte in 0u8..128) {
+            let _ = Checkpoint::from_json(&s);
+            let json = sample().to_json().unwrap();
+            let _ = Checkpoint::from_json(&json[..cut.min(json.len())]);
+            let mut bytes = json.into_bytes();
+            let i = flip % bytes.len();
+            bytes[i] = byte;
+            if let Ok(s) = String::from_utf8(bytes) {
+                let _ = Checkpoint::from_json(&s);
+            }
+        }
+    }
+}

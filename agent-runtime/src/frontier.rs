@@ -1,0 +1,175 @@
+//! Where every token of a run stands, readable at any instant for a checkpoint.
+//!
+//! Positions are published, not reported on request, so that `Agent::create_checkpoint`
+//! (a plain function) never waits for a branch:
+//! - the root task, while only moving from state to state at the top level, keeps its
+//!   position in `Run::root_slot` (one store per transition, no lock): the chain's path;
+//! - every other token at the top level is counted in `StateCounters::at_top`;
+//! - tokens inside fan-out groups are counted by the group (`fanin`);
+//! - a token whose branch fanned out stays counted at the fan-out state (at the top or in
+//!   its group) until its child group is over; the child group stands for it.
+//!
+//! A transition that changes more than the root slot happens inside
+//! [`TransitionLock::enter`]; a checkpoint reads the positions inside
+//! [`TransitionLock::write`], so it never sees half a transition. The lock is a "big
+//! reader" lock: transitions on different threads touch different cache lines (one shard
+//! per thread), and only a checkpoint makes them wait, for as long as it reads the
+//! positions (not the context).
+//!
+//! Invariants:
+//! - No `.await` while entered (a transition is synchronous code), so an entered thread
+//!   leaves before it runs anything else, and entering again on the same thread nests.
+//! - Writers exclude each other; while one writes, no transition is half done.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crossbeam_utils::CachePadded;
+
+const SHARDS: usize = 16;
+
+thread_local! {
+    /// This thread's shard, and how deeply it has entered (transitions nest when one
+    /// activates a dependency, which is a transition too).
+    static LOCAL: Cell<(u8, u32)> = const { Cell::new((u8::MAX, 0)) };
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+/// See the module docs.
+pub(crate) struct TransitionLock {
+    shards: [CachePadded<AtomicU32>; SHARDS],
+    writing: CachePadded<AtomicBool>,
+    writers: Mutex<()>,
+}
+
+/// Proof that this thread is inside a transition; leaves on drop.
+pub(crate) struct Entered<'a> {
+    lock: &'a TransitionLock,
+    shard: u8,
+}
+
+/// Held while a checkpoint reads positions.
+pub(crate) struct Written<'a> {
+    lock: &'a TransitionLock,
+    _one: MutexGuard<'a, ()>,
+}
+
+impl Default for TransitionLock {
+    fn default() -> Self {
+        TransitionLock {
+            shards: std::array::from_fn(|_| CachePadded::new(AtomicU32::new(0))),
+            writing: CachePadded::new(AtomicBool::new(false)),
+            writers: Mutex::new(()),
+        }
+    }
+}
+
+impl TransitionLock {
+    /// Enter a transition: waits only while a checkpoint reads positions.
+    #[inline]
+    pub(crate) fn enter(&self) -> Entered<'_> {
+        let (mut shard, depth) = LOCAL.get();
+        if depth > 0 {
+            LOCAL.set((shard, depth + 1));
+            return Entered { lock: self, shard };
+        }
+        if shard == u8::MAX {
+            shard = (NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS) as u8;
+        }
+        let s = &self.shards[shard as usize];
+        loop {
+            // Dekker's pattern with `write`: the increment and the writer's flag are both
+            // sequentially consistent, so at least one of the two sees the other.
+            s.fetch_add(1, SeqCst);
+            if !self.writing.load(SeqCst) {
+                break;
+            }
+            s.fetch_sub(1, Release);
+            while self.writing.load(Acquire) {
+                std::thread::yield_now();
+            }
+        }
+        LOCAL.set((shard, 1));
+        Entered { lock: self, shard }
+    }
+
+    /// Wait until no transition is half done, and hold new ones back until dropped.
+    pub(crate) fn write(&self) -> Written<'_> {
+        let one = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        self.writing.store(true, SeqCst);
+        for s in &self.shards {
+            while s.load(SeqCst) != 0 {
+                std::thread::yield_now();
+            }
+        }
+        Written { lock: self, _one: one }
+    }
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let (shard, depth) = LOCAL.get();
+        LOCAL.set((shard, depth - 1));
+        if depth == 1 {
+            self.lock.shards[self.shard as usize].fetch_sub(1, Release);
+        }
+    }
+}
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        self.lock.writing.store(false, Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn entering_nests_and_a_writer_waits_for_transitions() {
+        let lock = Arc::new(TransitionLock::default());
+        {
+            let _a = lock.enter();
+            let _b = lock.enter();
+        }
+        // Both left: a writer gets in at once.
+        drop(lock.write());
+        // A transition on another thread holds the writer back until it leaves.
+        let entered = Arc::new(AtomicBool::new(false));
+        let leave = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (lock, entered, leave) = (lock.clone(), entered.clone(), leave.clone());
+            std::thread::spawn(move || {
+                let _e = lock.enter();
+                entered.store(true, SeqCst);
+                while !leave.load(SeqCst) {
+                    std::thread::yield_now();
+                }
+            })
+        };
+        while !entered.load(SeqCst) {
+            std::thread::yield_now();
+        }
+        let written = Arc::new(AtomicBool::new(false));
+        let w = {
+            let (lock, written) = (lock.clone(), written.clone());
+            std::thread::spawn(move || {
+                let _w = lock.write();
+                written.store(true, SeqCst);
+            })
+        };
+        for _ in 0..1000 {
+            std::thread::yield_now();
+        }
+        assert!(!written.load(SeqCst), "the writer got in during a transition");
+        leave.store(true, SeqCst);
+        t.join().unwrap();
+        w.join().unwrap();
+        assert!(written.load(SeqCst));
+    }
+}

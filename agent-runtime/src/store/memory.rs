@@ -1,0 +1,292 @@
+//! [`MemoryStore`]: a checkpoint store in the process's memory, for tests and for runs that
+//! need resuming only within one process.
+//!
+//! Invariants: every method takes one lock for its whole work, so each is atomic and sees the
+//! effects of all the calls that returned before it; clones share the same data; nothing
+//! survives the process. It keeps the same rules as the SQL stores (see [`super`]): a run's
+//! last journal `seq` is kept with its row, so retention dropping journal entries never lets
+//! an older `seq` be appended again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{
+    CheckpointStore, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord, Snapshot, StoreError,
+    StoreFuture,
+};
+
+const STORE: &str = "memory";
+
+/// A checkpoint store kept in memory. Cloning it is cheap and the clones share its data.
+///
+/// ```
+/// use agent_runtime::store::{CheckpointStore, JournalEntry, MemoryStore, RunRecord};
+/// use agent_runtime::AgentStatus;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), agent_runtime::store::StoreError> {
+/// let store = MemoryStore::new();
+/// let run = RunRecord {
+///     run_id: "run-1".into(),
+///     agent: "demo".into(),
+///     status: AgentStatus::Running,
+///     created_ms: 1,
+///     updated_ms: 1,
+/// };
+/// let entry = JournalEntry { seq: 1, state: "start".into(), payload: "{}".into(), at_ms: 1 };
+/// store.append(&run, &[entry.clone()]).await?;
+/// assert_eq!(store.journal("run-1", 0).await?, vec![entry]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    runs: HashMap<String, RunData>,
+    /// Keyed by (run id, request id).
+    inputs: BTreeMap<(String, String), InputRecord>,
+    /// Orders snapshots of equal `seq` and `taken_ms` by insertion.
+    next_snapshot_id: u64,
+}
+
+#[derive(Debug)]
+struct RunData {
+    record: RunRecord,
+    last_seq: u64,
+    /// Ascending by `seq`.
+    journal: Vec<JournalEntry>,
+    /// With their insertion ids; unordered.
+    snapshots: Vec<(u64, Snapshot)>,
+}
+
+impl RunData {
+    fn new(record: RunRecord) -> Self {
+        RunData { record, last_seq: 0, journal: Vec::new(), snapshots: Vec::new() }
+    }
+
+    /// Sort key of a snapshot: newest first is the greatest.
+    fn rank(s: &(u64, Snapshot)) -> (u64, i64, u64) {
+        (s.1.seq, s.1.taken_ms, s.0)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // No method panics while holding the lock; if one ever did, its data is still whole
+        // (each method checks before it writes), so a poisoned lock is taken as is.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn upsert(inner: &mut Inner, run: &RunRecord) -> u64 {
+    match inner.runs.get_mut(&run.run_id) {
+        Some(data) => {
+            data.record = run.clone();
+            data.last_seq
+        }
+        None => {
+            inner.runs.insert(run.run_id.clone(), RunData::new(run.clone()));
+            0
+        }
+    }
+}
+
+impl CheckpointStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        STORE
+    }
+
+    fn upsert_run<'a>(&'a self, run: &'a RunRecord) -> StoreFuture<'a, ()> {
+        upsert(&mut self.lock(), run);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn get_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunRecord>> {
+        let run = self.lock().runs.get(run_id).map(|d| d.record.clone());
+        Box::pin(std::future::ready(Ok(run)))
+    }
+
+    fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>> {
+        let mut runs: Vec<RunRecord> = self
+            .lock()
+            .runs
+            .values()
+            .map(|d| &d.record)
+            .filter(|r| query.agent.as_ref().is_none_or(|a| *a == r.agent))
+            .filter(|r| query.status.is_none_or(|s| s == r.status))
+            .cloned()
+            .collect();
+        runs.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| a.run_id.cmp(&b.run_id)));
+        if let Some(limit) = query.limit {
+            runs.truncate(limit);
+        }
+        Box::pin(std::future::ready(Ok(runs)))
+    }
+
+    fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {
+        let result = (|| {
+            let mut inner = self.lock();
+            // Check the whole batch before writing anything.
+            let mut last = inner.runs.get(&run.run_id).map_or(0, |d| d.last_seq);
+            for e in entries {
+                if e.seq <= last {
+                    return Err(StoreError::Conflict { store: STORE, run_id: run.run_id.clone(), seq: e.seq, last });
+                }
+                last = e.seq;
+            }
+            upsert(&mut inner, run);
+            if let Some(data) = inner.runs.get_mut(&run.run_id) {
+                data.journal.extend_from_slice(entries);
+                data.last_seq = last;
+            }
+            Ok(())
+        })();
+        Box::pin(std::future::ready(result))
+    }
+
+    fn journal<'a>(&'a self, run_id: &'a str, after: u64) -> StoreFuture<'a, Vec<JournalEntry>> {
+        let entries = self.lock().runs.get(run_id).map_or_else(Vec::new, |d| {
+            let from = d.journal.partition_point(|e| e.seq <= after);
+            d.journal[from..].to_vec()
+        });
+        Box::pin(std::future::ready(Ok(entries)))
+    }
+
+    fn save_snapshot<'a>(&'a self, run_id: &'a str, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        let mut inner = self.lock();
+        let id = inner.next_snapshot_id;
+        let result = match inner.runs.get_mut(run_id) {
+            Some(data) => {
+                data.snapshots.push((id, snapshot.clone()));
+                inner.next_snapshot_id += 1;
+                Ok(())
+            }
+            None => Err(StoreError::Backend {
+                store: STORE,
+                message: format!("save a snapshot of run {run_id}: no such run"),
+                source: None,
+            }),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
+        let snapshot = self
+            .lock()
+            .runs
+            .get(run_id)
+            .and_then(|d| d.snapshots.iter().max_by_key(|s| RunData::rank(s)).map(|s| s.1.clone()));
+        Box::pin(std::future::ready(Ok(snapshot)))
+    }
+
+    fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
+        let mut inner = self.lock();
+        let key = (input.run_id.clone(), input.request_id.clone());
+        let mut record = input.clone();
+        if let Some(old) = inner.inputs.get(&key) {
+            if old.answer.is_some() {
+                record.answer.clone_from(&old.answer);
+                record.answered_ms = old.answered_ms;
+                record.defaulted = old.defaulted;
+            }
+        }
+        inner.inputs.insert(key, record);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn inputs<'a>(&'a self, run_id: Option<&'a str>, pending_only: bool) -> StoreFuture<'a, Vec<InputRecord>> {
+        let mut inputs: Vec<InputRecord> = self
+            .lock()
+            .inputs
+            .values()
+            .filter(|i| run_id.is_none_or(|r| r == i.run_id))
+            .filter(|i| !pending_only || i.answer.is_none())
+            .cloned()
+            .collect();
+        // The map is ordered by (run id, request id): a stable sort keeps that among equals.
+        inputs.sort_by_key(|i| i.requested_ms);
+        Box::pin(std::future::ready(Ok(inputs)))
+    }
+
+    fn answer_input<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        let mut inner = self.lock();
+        let answered = match inner.inputs.get_mut(&(run_id.to_owned(), request_id.to_owned())) {
+            Some(input) if input.answer.is_none() => {
+                input.answer = Some(answer.to_owned());
+                input.answered_ms = Some(at_ms);
+                input.defaulted = defaulted;
+                true
+            }
+            _ => false,
+        };
+        Box::pin(std::future::ready(Ok(answered)))
+    }
+
+    fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
+        let mut inner = self.lock();
+        let had_run = inner.runs.remove(run_id).is_some();
+        let before = inner.inputs.len();
+        inner.inputs.retain(|(r, _), _| r != run_id);
+        let had_inputs = inner.inputs.len() != before;
+        Box::pin(std::future::ready(Ok(had_run || had_inputs)))
+    }
+
+    fn apply_retention<'a>(&'a self, policy: &'a Retention, now_ms: i64) -> StoreFuture<'a, RetentionReport> {
+        let mut inner = self.lock();
+        let mut report = RetentionReport::default();
+        if let Some(age) = policy.drop_finished_after {
+            let cutoff = now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+            let dropped: Vec<String> = inner
+                .runs
+                .values()
+                .filter(|d| d.record.status.is_finished() && d.record.updated_ms < cutoff)
+                .map(|d| d.record.run_id.clone())
+                .collect();
+            for run_id in &dropped {
+                if let Some(d) = inner.runs.remove(run_id) {
+                    report.runs += 1;
+                    report.entries += d.journal.len() as u64;
+                    report.snapshots += d.snapshots.len() as u64;
+                }
+            }
+            if !dropped.is_empty() {
+                let dropped: std::collections::HashSet<&str> = dropped.iter().map(String::as_str).collect();
+                inner.inputs.retain(|(r, _), _| !dropped.contains(r.as_str()));
+            }
+        }
+        if let Some(keep) = policy.keep_snapshots {
+            let keep = keep.max(1);
+            for d in inner.runs.values_mut() {
+                if d.snapshots.is_empty() {
+                    continue;
+                }
+                d.snapshots.sort_by_key(|s| std::cmp::Reverse(RunData::rank(s)));
+                if d.snapshots.len() > keep {
+                    report.snapshots += (d.snapshots.len() - keep) as u64;
+                    d.snapshots.truncate(keep);
+                }
+                let covered = d.snapshots.iter().map(|s| s.1.seq).min().unwrap_or(0);
+                let from = d.journal.partition_point(|e| e.seq <= covered);
+                report.entries += from as u64;
+                d.journal.drain(..from);
+            }
+        }
+        Box::pin(std::future::ready(Ok(report)))
+    }
+}

@@ -1,0 +1,318 @@
+//! The SQL stores' schema: its versions, how they are applied, and how values are encoded.
+//!
+//! Invariants:
+//! - Each backend has one ordered list of migrations, numbered 1, 2, 3… with no gaps; a
+//!   migration is never edited once released: a change is a new migration.
+//! - The table `agent_schema` holds exactly one row, the version the database is at.
+//! - Opening a store applies the missing migrations, all of them and the version bump in one
+//!   transaction, under a lock that serializes concurrent openers (SQLite: `BEGIN IMMEDIATE`;
+//!   PostgreSQL: a transaction-scoped advisory lock), so a database is never half-migrated
+//!   and two processes never apply the same migration twice.
+//! - A database at a version above the newest known here is refused with
+//!   [`StoreError::SchemaTooNew`] and left untouched.
+//! - Statuses are written as [`AgentStatus::as_str`]; reading a name that is not a status,
+//!   or a negative `seq`, is [`StoreError::Corrupt`], never a panic.
+
+use agent_core::AgentStatus;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::StoreError;
+
+/// One step of a schema.
+pub(crate) struct Migration {
+    /// The version the database is at once this is applied.
+    pub(crate) version: u32,
+    /// The statements, run as one batch.
+    pub(crate) sql: &'static str,
+}
+
+/// SQLite's migrations, in order.
+pub(crate) const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    sql: "
+        CREATE TABLE agent_runs (
+            run_id     TEXT PRIMARY KEY NOT NULL,
+            agent      TEXT NOT NULL,
+            status     TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL,
+            last_seq   INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        CREATE INDEX agent_runs_agent_status ON agent_runs (agent, status);
+        CREATE INDEX agent_runs_created ON agent_runs (created_ms);
+        CREATE TABLE agent_journal (
+            run_id  TEXT NOT NULL,
+            seq     INTEGER NOT NULL,
+            state   TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            at_ms   INTEGER NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE agent_snapshots (
+            id       INTEGER PRIMARY KEY,
+            run_id   TEXT NOT NULL,
+            seq      INTEGER NOT NULL,
+            taken_ms INTEGER NOT NULL,
+            data     TEXT NOT NULL
+        );
+        CREATE INDEX agent_snapshots_run ON agent_snapshots (run_id, seq, taken_ms);
+        CREATE TABLE agent_inputs (
+            run_id        TEXT NOT NULL,
+            request_id    TEXT NOT NULL,
+            state         TEXT,
+            prompt        TEXT NOT NULL,
+            requested_ms  INTEGER NOT NULL,
+            timeout_ms    INTEGER,
+            default_value TEXT,
+            answer        TEXT,
+            answered_ms   INTEGER,
+            defaulted     INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, request_id)
+        );
+        CREATE INDEX agent_inputs_requested ON agent_inputs (requested_ms);
+    ",
+}];
+
+/// PostgreSQL's migrations, in order.
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    sql: "
+        CREATE TABLE agent_runs (
+            run_id     TEXT PRIMARY KEY,
+            agent      TEXT NOT NULL,
+            status     TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL,
+            last_seq   BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE INDEX agent_runs_agent_status ON agent_runs (agent, status);
+        CREATE INDEX agent_runs_created ON agent_runs (created_ms);
+        CREATE TABLE agent_journal (
+            run_id  TEXT NOT NULL,
+            seq     BIGINT NOT NULL,
+            state   TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            at_ms   BIGINT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        );
+        CREATE TABLE agent_snapshots (
+            id       BIGSERIAL PRIMARY KEY,
+            run_id   TEXT NOT NULL,
+            seq      BIGINT NOT NULL,
+            taken_ms BIGINT NOT NULL,
+            data     TEXT NOT NULL
+        );
+        CREATE INDEX agent_snapshots_run ON agent_snapshots (run_id, seq, taken_ms);
+        CREATE TABLE agent_inputs (
+            run_id        TEXT NOT NULL,
+            request_id    TEXT NOT NULL,
+            state         TEXT,
+            prompt        TEXT NOT NULL,
+            requested_ms  BIGINT NOT NULL,
+            timeout_ms    BIGINT,
+            default_value TEXT,
+            answer        TEXT,
+            answered_ms   BIGINT,
+            defaulted     BOOLEAN NOT NULL DEFAULT FALSE,
+            PRIMARY KEY (run_id, request_id)
+        );
+        CREATE INDEX agent_inputs_requested ON agent_inputs (requested_ms);
+    ",
+}];
+
+/// The newest version in `migrations`.
+pub(crate) fn latest(migrations: &[Migration]) -> u32 {
+    migrations.last().map_or(0, |m| m.version)
+}
+
+/// The statuses [`AgentStatus::is_finished`] accepts, as an SQL list literal for `concat!`
+/// (a test checks it against `is_finished`).
+macro_rules! finished_sql {
+    () => {
+        "('Completed', 'Failed', 'Cancelled', 'TimedOut')"
+    };
+}
+pub(crate) use finished_sql;
+
+/// A status read back from a store.
+pub(crate) fn status_from_db(store: &'static str, run_id: &str, s: &str) -> Result<AgentStatus, StoreError> {
+    s.parse().map_err(|e| StoreError::Corrupt { store, message: format!("run {run_id}: {e}") })
+}
+
+/// A `seq` (or another unsigned count) as the stores' signed 64-bit integers.
+pub(crate) fn u64_to_db(store: &'static str, what: &str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend {
+        store,
+        message: format!("{what}: {v} does not fit in a signed 64-bit column"),
+        source: None,
+    })
+}
+
+/// A `seq` (or another unsigned count) read back from a store.
+pub(crate) fn u64_from_db(store: &'static str, what: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt { store, message: format!("{what}: negative value {v}") })
+}
+
+/// A driver error, with what was being done.
+pub(crate) fn backend<E>(store: &'static str, what: &str, e: E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::Backend { store, message: format!("{what}: {e}"), source: Some(Box::new(e)) }
+}
+
+/// The version an SQLite database is at (0: a new database), or `None` without `agent_schema`.
+fn sqlite_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_schema')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(None);
+    }
+    Ok(Some(conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).optional()?.unwrap_or(0)))
+}
+
+fn too_new(store: &'static str, found: i64, supported: u32) -> Option<StoreError> {
+    (found > i64::from(supported)).then(|| StoreError::SchemaTooNew {
+        store,
+        found: u32::try_from(found).unwrap_or(u32::MAX),
+        supported,
+    })
+}
+
+/// Bring an SQLite database to the newest schema, or refuse it if it is newer.
+pub(crate) fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
+    const STORE: &str = "sqlite";
+    let supported = latest(SQLITE);
+    let err = |what: &'static str| move |e: rusqlite::Error| backend(STORE, what, e);
+    // Fast path, without the write lock: the database is already current (or too new).
+    if let Some(v) = sqlite_version(conn).map_err(err("read the schema version"))? {
+        if let Some(e) = too_new(STORE, v, supported) {
+            return Err(e);
+        }
+        if v == i64::from(supported) {
+            return Ok(());
+        }
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err("lock the database to migrate its schema"))?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS agent_schema (version INTEGER NOT NULL)")
+        .map_err(err("create the table agent_schema"))?;
+    let found = tx
+        .query_row("SELECT version FROM agent_schema", [], |r| r.get::<_, i64>(0))
+        .optional()
+        .map_err(err("read the schema version"))?;
+    let found = match found {
+        Some(v) => v,
+        None => {
+            tx.execute("INSERT INTO agent_schema (version) VALUES (0)", []).map_err(err("initialise agent_schema"))?;
+            0
+        }
+    };
+    if let Some(e) = too_new(STORE, found, supported) {
+        return Err(e);
+    }
+    for m in SQLITE.iter().filter(|m| i64::from(m.version) > found) {
+        tx.execute_batch(m.sql).map_err(|e| backend(STORE, &format!("apply schema migration {}", m.version), e))?;
+    }
+    tx.execute("UPDATE agent_schema SET version = ?1", [supported]).map_err(err("record the schema version"))?;
+    tx.commit().map_err(err("commit the schema migration"))
+}
+
+/// Bring a PostgreSQL schema (the connection's `search_path`) to the newest version, or
+/// refuse it if it is newer. `create_schema` is created first when given (already quoted).
+pub(crate) async fn migrate_postgres(
+    client: &mut tokio_postgres::Client,
+    create_schema: Option<&str>,
+) -> Result<(), StoreError> {
+    const STORE: &str = "postgres";
+    let supported = latest(POSTGRES);
+    let err = |what: &'static str| move |e: tokio_postgres::Error| backend(STORE, what, e);
+    let tx = client.transaction().await.map_err(err("begin the schema migration"))?;
+    // Serialize openers of the same schema: `CREATE ... IF NOT EXISTS` races otherwise.
+    let key = format!("agent_schema:{}", create_schema.unwrap_or(""));
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])
+        .await
+        .map_err(err("lock the schema to migrate it"))?;
+    if let Some(schema) = create_schema {
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(err("create the schema"))?;
+    }
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS agent_schema (version INTEGER NOT NULL)")
+        .await
+        .map_err(err("create the table agent_schema"))?;
+    let row =
+        tx.query_opt("SELECT version FROM agent_schema LIMIT 1", &[]).await.map_err(err("read the schema version"))?;
+    let found = match row {
+        Some(row) => i64::from(row.try_get::<_, i32>(0).map_err(err("read the schema version"))?),
+        None => {
+            tx.execute("INSERT INTO agent_schema (version) VALUES (0)", &[])
+                .await
+                .map_err(err("initialise agent_schema"))?;
+            0
+        }
+    };
+    if let Some(e) = too_new(STORE, found, supported) {
+        return Err(e);
+    }
+    if found == i64::from(supported) {
+        return tx.commit().await.map_err(err("commit the schema check"));
+    }
+    for m in POSTGRES.iter().filter(|m| i64::from(m.version) > found) {
+        tx.batch_execute(m.sql)
+            .await
+            .map_err(|e| backend(STORE, &format!("apply schema migration {}", m.version), e))?;
+    }
+    let version = i32::try_from(supported).unwrap_or(i32::MAX);
+    tx.execute("UPDATE agent_schema SET version = $1", &[&version]).await.map_err(err("record the schema version"))?;
+    tx.commit().await.map_err(err("commit the schema migration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_from_one_without_gaps() {
+        for list in [SQLITE, POSTGRES] {
+            for (i, m) in list.iter().enumerate() {
+                assert_eq!(m.version as usize, i + 1);
+            }
+        }
+        assert_eq!(latest(SQLITE), latest(POSTGRES));
+    }
+
+    #[test]
+    fn finished_list_matches_is_finished() {
+        let all = [
+            AgentStatus::Idle,
+            AgentStatus::Running,
+            AgentStatus::Paused,
+            AgentStatus::Completed,
+            AgentStatus::Failed,
+            AgentStatus::Cancelled,
+            AgentStatus::TimedOut,
+        ];
+        for s in all {
+            assert_eq!(finished_sql!().contains(&format!("'{}'", s.as_str())), s.is_finished(), "{s}");
+        }
+    }
+
+    #[test]
+    fn sqlite_migrates_once_and_refuses_newer() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, i64::from(latest(SQLITE)));
+        conn.execute("UPDATE agent_schema SET version = version + 1", []).unwrap();
+        match migrate_sqlite(&mut conn) {
+            Err(StoreError::SchemaTooNew { found, supported, .. }) => {
+                assert_eq!((found, supported), (latest(SQLITE) + 1, latest(SQLITE)))
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+    }
+}

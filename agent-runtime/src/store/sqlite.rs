@@ -1,0 +1,588 @@
+//! [`SqliteStore`]: a checkpoint store in one SQLite file (bundled SQLite, nothing to install).
+//!
+//! Invariants:
+//! - One connection per store, owned by a dedicated thread; each call is a job sent to it
+//!   with a oneshot reply, so the async executor never blocks on SQLite and the returned
+//!   futures are `Send`. Clones of a store share the thread; the thread ends (and closes the
+//!   connection) when the last clone is dropped.
+//! - Jobs run one at a time, in the order they were sent. A job that panics is caught: its
+//!   caller gets an error and the thread goes on serving the others.
+//! - Every multi-statement write is one `BEGIN IMMEDIATE` transaction, so several processes
+//!   may share a file: the database is in WAL mode (readers never wait for the writer),
+//!   `synchronous=NORMAL` (a commit survives a crash of the process; a power loss may lose
+//!   the last commits but never corrupts the file), and a busy timeout makes a writer wait
+//!   for another's transaction instead of failing.
+//! - A run's last journal `seq` is kept in its row, so `append` checks a batch against it in
+//!   the same transaction, and retention dropping old entries never re-opens old `seq`s.
+//! - Every value read back is checked: a status that is not a status, a negative `seq` or a
+//!   column of the wrong type is [`StoreError::Corrupt`].
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, Row, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
+use super::{
+    CheckpointStore, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord, Snapshot, StoreError,
+    StoreFuture,
+};
+
+const STORE: &str = "sqlite";
+
+/// How long a writer waits for another connection's transaction before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A checkpoint store in an SQLite database file. Cloning it is cheap: clones share one
+/// connection and its thread. Several processes (or several stores) may open the same file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    location: Arc<str>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating it if needed) the database at `path`, and bring its schema up to date.
+    ///
+    /// This blocks while it opens and migrates the file (waiting, if another process is
+    /// writing to it, up to the busy timeout of 10 s): call it at start-up, or from
+    /// `spawn_blocking`. Fails with [`StoreError::SchemaTooNew`] if a newer version of `agent`
+    /// wrote the file.
+    ///
+    /// ```no_run
+    /// use agent_runtime::store::SqliteStore;
+    ///
+    /// let store = SqliteStore::open("runs.db")?;
+    /// # Ok::<(), agent_runtime::store::StoreError>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref();
+        let location = path.display().to_string();
+        let what = |step: &str| format!("open {location}: {step}");
+        let conn = Connection::open(path).map_err(|e| backend(STORE, &what("open the file"), e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| backend(STORE, &what("set the busy timeout"), e))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| backend(STORE, &what("switch to WAL mode"), e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %location, mode, "sqlite store: WAL mode unavailable; other processes may wait longer");
+        }
+        Self::start(conn, location)
+    }
+
+    /// A store in a private in-memory database, gone when the store (and its clones) are
+    /// dropped: for tests.
+    ///
+    /// ```
+    /// use agent_runtime::store::{CheckpointStore, RunRecord, SqliteStore};
+    /// use agent_runtime::AgentStatus;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), agent_runtime::store::StoreError> {
+    /// let store = SqliteStore::open_in_memory()?;
+    /// let run = RunRecord {
+    ///     run_id: "run-1".into(),
+    ///     agent: "demo".into(),
+    ///     status: AgentStatus::Running,
+    ///     created_ms: 1,
+    ///     updated_ms: 1,
+    /// };
+    /// store.upsert_run(&run).await?;
+    /// assert_eq!(store.get_run("run-1").await?, Some(run));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|e| backend(STORE, "open an in-memory database", e))?;
+        Self::start(conn, ":memory:".to_owned())
+    }
+
+    fn start(mut conn: Connection, location: String) -> Result<SqliteStore, StoreError> {
+        let what = |step: &str| format!("open {location}: {step}");
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| backend(STORE, &what("set synchronous=NORMAL"), e))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        migrate::migrate_sqlite(&mut conn).map_err(|e| match e {
+            StoreError::Backend { store, message, source } => {
+                StoreError::Backend { store, message: format!("open {location}: {message}"), source }
+            }
+            other => other,
+        })?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("agent-sqlite".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    // A panicking job drops its reply sender: its caller gets an error.
+                    let _ = catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                }
+            })
+            .map_err(|e| backend(STORE, &what("start the store's thread"), e))?;
+        Ok(SqliteStore { jobs, location: location.into() })
+    }
+
+    /// Run `job` on the store's thread. `what` names the operation, for error messages.
+    fn call<T, F>(&self, what: String, job: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.jobs
+                .send(Box::new(move |conn: &mut Connection| {
+                    let _ = reply.send(job(conn));
+                }))
+                .map_err(|_| StoreError::Backend {
+                    store: STORE,
+                    message: format!("{what}: the store's thread has stopped ({})", self.location),
+                    source: None,
+                })?;
+            match answer.await {
+                Ok(result) => result.map_err(|fail| fail.into_store(&what)),
+                Err(_) => Err(StoreError::Backend {
+                    store: STORE,
+                    message: format!("{what}: the store's thread panicked ({})", self.location),
+                    source: None,
+                }),
+            }
+        })
+    }
+}
+
+/// An error inside a job, before it is given its context.
+enum Fail {
+    Db(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+impl Fail {
+    fn into_store(self, what: &str) -> StoreError {
+        match self {
+            Fail::Db(
+                e @ (rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)),
+            ) => StoreError::Corrupt { store: STORE, message: format!("{what}: {e}") },
+            Fail::Db(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt) => {
+                StoreError::Corrupt { store: STORE, message: format!("{what}: {e}") }
+            }
+            Fail::Db(e) => backend(STORE, what, e),
+            Fail::Store(StoreError::Corrupt { store, message }) => {
+                StoreError::Corrupt { store, message: format!("{what}: {message}") }
+            }
+            Fail::Store(e) => e,
+        }
+    }
+}
+
+macro_rules! select_runs {
+    ($($rest:literal),*) => {
+        concat!("SELECT run_id, agent, status, created_ms, updated_ms FROM agent_runs" $(, $rest)*)
+    };
+}
+macro_rules! select_inputs {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT run_id, request_id, state, prompt, requested_ms, timeout_ms, default_value,
+                answer, answered_ms, defaulted FROM agent_inputs"
+            $(, $rest)*
+        )
+    };
+}
+
+/// A run's row as stored, to decide how to write it.
+struct StoredRun {
+    agent: String,
+    status: String,
+    created_ms: i64,
+    last_seq: u64,
+}
+
+fn stored_run(conn: &Connection, run_id: &str) -> Result<Option<StoredRun>, Fail> {
+    let mut stmt =
+        conn.prepare_cached("SELECT agent, status, created_ms, last_seq FROM agent_runs WHERE run_id = ?1")?;
+    let mut rows = stmt.query([run_id])?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    Ok(Some(StoredRun {
+        agent: row.get(0)?,
+        status: row.get(1)?,
+        created_ms: row.get(2)?,
+        last_seq: u64_from_db(STORE, &format!("run {run_id}: last seq"), row.get(3)?)?,
+    }))
+}
+
+/// Write `run`'s row with `last_seq`. Columns that did not change are not written, so the
+/// usual append (only `updated_ms` and `last_seq` change) rewrites no index entry.
+fn write_run(conn: &Connection, run: &RunRecord, stored: Option<&StoredRun>, last_seq: u64) -> Result<(), Fail> {
+    let last = u64_to_db(STORE, "journal seq", last_seq)?;
+    let status = run.status.as_str();
+    match stored {
+        None => conn
+            .prepare_cached(
+                "INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, last_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![run.run_id, run.agent, status, run.created_ms, run.updated_ms, last])?,
+        Some(s) if s.agent == run.agent && s.status == status && s.created_ms == run.created_ms => conn
+            .prepare_cached("UPDATE agent_runs SET updated_ms = ?2, last_seq = ?3 WHERE run_id = ?1")?
+            .execute(params![run.run_id, run.updated_ms, last])?,
+        Some(_) => conn
+            .prepare_cached(
+                "UPDATE agent_runs SET agent = ?2, status = ?3, created_ms = ?4, updated_ms = ?5, last_seq = ?6
+                 WHERE run_id = ?1",
+            )?
+            .execute(params![run.run_id, run.agent, status, run.created_ms, run.updated_ms, last])?,
+    };
+    Ok(())
+}
+
+fn read_run(row: &Row<'_>) -> Result<RunRecord, Fail> {
+    let run_id: String = row.get(0)?;
+    let status: String = row.get(2)?;
+    Ok(RunRecord {
+        status: status_from_db(STORE, &run_id, &status)?,
+        agent: row.get(1)?,
+        created_ms: row.get(3)?,
+        updated_ms: row.get(4)?,
+        run_id,
+    })
+}
+
+fn read_input(row: &Row<'_>) -> Result<InputRecord, Fail> {
+    let timeout: Option<i64> = row.get(5)?;
+    Ok(InputRecord {
+        run_id: row.get(0)?,
+        request_id: row.get(1)?,
+        state: row.get(2)?,
+        prompt: row.get(3)?,
+        requested_ms: row.get(4)?,
+        timeout_ms: timeout.map(|t| u64_from_db(STORE, "timeout_ms", t)).transpose()?,
+        default: row.get(6)?,
+        answer: row.get(7)?,
+        answered_ms: row.get(8)?,
+        defaulted: row.get(9)?,
+    })
+}
+
+impl CheckpointStore for SqliteStore {
+    fn kind(&self) -> &'static str {
+        STORE
+    }
+
+    fn upsert_run<'a>(&'a self, run: &'a RunRecord) -> StoreFuture<'a, ()> {
+        let run = run.clone();
+        self.call(format!("upsert run {}", run.run_id), move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored = stored_run(&tx, &run.run_id)?;
+            write_run(&tx, &run, stored.as_ref(), stored.as_ref().map_or(0, |s| s.last_seq))?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn get_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunRecord>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("get run {run_id}"), move |conn| {
+            let mut stmt = conn.prepare_cached(select_runs!(" WHERE run_id = ?1"))?;
+            let mut rows = stmt.query([&run_id])?;
+            rows.next()?.map(read_run).transpose()
+        })
+    }
+
+    fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>> {
+        let query = query.clone();
+        self.call("list runs".to_owned(), move |conn| {
+            let limit = query.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+            // Every variant names all three parameters; the `IS NULL` ones are constant.
+            let sql = match (query.agent.is_some(), query.status.is_some()) {
+                (false, false) => {
+                    select_runs!(" WHERE ?1 IS NULL AND ?2 IS NULL", " ORDER BY created_ms DESC, run_id LIMIT ?3")
+                }
+                (true, false) => {
+                    select_runs!(" WHERE agent = ?1 AND ?2 IS NULL", " ORDER BY created_ms DESC, run_id LIMIT ?3")
+                }
+                (false, true) => {
+                    select_runs!(" WHERE ?1 IS NULL AND status = ?2", " ORDER BY created_ms DESC, run_id LIMIT ?3")
+                }
+                (true, true) => {
+                    select_runs!(" WHERE agent = ?1 AND status = ?2", " ORDER BY created_ms DESC, run_id LIMIT ?3")
+                }
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(params![query.agent, query.status.map(|s| s.as_str()), limit])?;
+            let mut runs = Vec::new();
+            while let Some(row) = rows.next()? {
+                runs.push(read_run(row)?);
+            }
+            Ok(runs)
+        })
+    }
+
+    fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {
+        let run = run.clone();
+        let entries = entries.to_vec();
+        self.call(format!("append to run {}", run.run_id), move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored = stored_run(&tx, &run.run_id)?;
+            let mut last = stored.as_ref().map_or(0, |s| s.last_seq);
+            // Check the whole batch before writing any of it; dropping `tx` rolls back.
+            for e in &entries {
+                if e.seq <= last {
+                    return Err(StoreError::Conflict { store: STORE, run_id: run.run_id, seq: e.seq, last }.into());
+                }
+                last = e.seq;
+            }
+            if !entries.is_empty() {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO agent_journal (run_id, seq, state, payload, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for e in &entries {
+                    let seq = u64_to_db(STORE, "journal seq", e.seq)?;
+                    insert.execute(params![run.run_id, seq, e.state, e.payload, e.at_ms])?;
+                }
+            }
+            write_run(&tx, &run, stored.as_ref(), last)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn journal<'a>(&'a self, run_id: &'a str, after: u64) -> StoreFuture<'a, Vec<JournalEntry>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("read the journal of run {run_id}"), move |conn| {
+            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, state, payload, at_ms FROM agent_journal WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let mut rows = stmt.query(params![run_id, after])?;
+            let mut entries = Vec::new();
+            while let Some(row) = rows.next()? {
+                entries.push(JournalEntry {
+                    seq: u64_from_db(STORE, "journal seq", row.get(0)?)?,
+                    state: row.get(1)?,
+                    payload: row.get(2)?,
+                    at_ms: row.get(3)?,
+                });
+            }
+            Ok(entries)
+        })
+    }
+
+    fn save_snapshot<'a>(&'a self, run_id: &'a str, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        let run_id = run_id.to_owned();
+        let snapshot = snapshot.clone();
+        self.call(format!("save a snapshot of run {run_id}"), move |conn| {
+            let seq = u64_to_db(STORE, "snapshot seq", snapshot.seq)?;
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) SELECT ?1, ?2, ?3, ?4
+                     WHERE EXISTS (SELECT 1 FROM agent_runs WHERE run_id = ?1)",
+                )?
+                .execute(params![run_id, seq, snapshot.taken_ms, snapshot.data])?;
+            if inserted == 0 {
+                return Err(StoreError::Backend {
+                    store: STORE,
+                    message: format!("save a snapshot of run {run_id}: no such run"),
+                    source: None,
+                }
+                .into());
+            }
+            Ok(())
+        })
+    }
+
+    fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("read the latest snapshot of run {run_id}"), move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, taken_ms, data FROM agent_snapshots WHERE run_id = ?1
+                 ORDER BY seq DESC, taken_ms DESC, id DESC LIMIT 1",
+            )?;
+            let mut rows = stmt.query([&run_id])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(Snapshot {
+                    seq: u64_from_db(STORE, "snapshot seq", row.get(0)?)?,
+                    taken_ms: row.get(1)?,
+                    data: row.get(2)?,
+                })),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
+        let input = input.clone();
+        self.call(format!("record input request {} of run {}", input.request_id, input.run_id), move |conn| {
+            let timeout = input.timeout_ms.map(|t| u64_to_db(STORE, "timeout_ms", t)).transpose()?;
+            conn.prepare_cached(
+                "INSERT INTO agent_inputs (run_id, request_id, state, prompt, requested_ms, timeout_ms,
+                     default_value, answer, answered_ms, defaulted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (run_id, request_id) DO UPDATE SET
+                     state = excluded.state, prompt = excluded.prompt, requested_ms = excluded.requested_ms,
+                     timeout_ms = excluded.timeout_ms, default_value = excluded.default_value,
+                     answered_ms = CASE WHEN agent_inputs.answer IS NULL
+                         THEN excluded.answered_ms ELSE agent_inputs.answered_ms END,
+                     defaulted = CASE WHEN agent_inputs.answer IS NULL
+                         THEN excluded.defaulted ELSE agent_inputs.defaulted END,
+                     answer = COALESCE(agent_inputs.answer, excluded.answer)",
+            )?
+            .execute(params![
+                input.run_id,
+                input.request_id,
+                input.state,
+                input.prompt,
+                input.requested_ms,
+                timeout,
+                input.default,
+                input.answer,
+                input.answered_ms,
+                input.defaulted,
+            ])?;
+            Ok(())
+        })
+    }
+
+    fn inputs<'a>(&'a self, run_id: Option<&'a str>, pending_only: bool) -> StoreFuture<'a, Vec<InputRecord>> {
+        let run_id = run_id.map(str::to_owned);
+        let what = match &run_id {
+            Some(r) => format!("list input requests of run {r}"),
+            None => "list input requests".to_owned(),
+        };
+        self.call(what, move |conn| {
+            let sql = match (run_id.is_some(), pending_only) {
+                (false, false) => select_inputs!(" WHERE ?1 IS NULL", " ORDER BY requested_ms, run_id, request_id"),
+                (true, false) => select_inputs!(" WHERE run_id = ?1", " ORDER BY requested_ms, run_id, request_id"),
+                (false, true) => {
+                    select_inputs!(" WHERE ?1 IS NULL AND answer IS NULL", " ORDER BY requested_ms, run_id, request_id")
+                }
+                (true, true) => select_inputs!(
+                    " WHERE run_id = ?1 AND answer IS NULL",
+                    " ORDER BY requested_ms, run_id, request_id"
+                ),
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query([&run_id])?;
+            let mut inputs = Vec::new();
+            while let Some(row) = rows.next()? {
+                inputs.push(read_input(row)?);
+            }
+            Ok(inputs)
+        })
+    }
+
+    fn answer_input<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        let (run_id, request_id, answer) = (run_id.to_owned(), request_id.to_owned(), answer.to_owned());
+        self.call(format!("answer input request {request_id} of run {run_id}"), move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE agent_inputs SET answer = ?3, defaulted = ?4, answered_ms = ?5
+                     WHERE run_id = ?1 AND request_id = ?2 AND answer IS NULL",
+                )?
+                .execute(params![run_id, request_id, answer, defaulted, at_ms])?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
+        let run_id = run_id.to_owned();
+        self.call(format!("delete run {run_id}"), move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut deleted = 0;
+            for sql in [
+                "DELETE FROM agent_journal WHERE run_id = ?1",
+                "DELETE FROM agent_snapshots WHERE run_id = ?1",
+                "DELETE FROM agent_inputs WHERE run_id = ?1",
+                "DELETE FROM agent_runs WHERE run_id = ?1",
+            ] {
+                deleted += tx.prepare_cached(sql)?.execute([&run_id])?;
+            }
+            tx.commit()?;
+            Ok(deleted > 0)
+        })
+    }
+
+    fn apply_retention<'a>(&'a self, policy: &'a Retention, now_ms: i64) -> StoreFuture<'a, RetentionReport> {
+        let policy = policy.clone();
+        self.call("apply retention".to_owned(), move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut report = RetentionReport::default();
+            if let Some(age) = policy.drop_finished_after {
+                let cutoff = now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+                macro_rules! of_dropped_runs {
+                    ($table:literal) => {
+                        concat!(
+                            "DELETE FROM ",
+                            $table,
+                            " WHERE run_id IN (SELECT run_id FROM agent_runs WHERE status IN ",
+                            finished_sql!(),
+                            " AND updated_ms < ?1)"
+                        )
+                    };
+                }
+                report.entries += tx.prepare_cached(of_dropped_runs!("agent_journal"))?.execute([cutoff])? as u64;
+                report.snapshots += tx.prepare_cached(of_dropped_runs!("agent_snapshots"))?.execute([cutoff])? as u64;
+                tx.prepare_cached(of_dropped_runs!("agent_inputs"))?.execute([cutoff])?;
+                report.runs += tx
+                    .prepare_cached(concat!(
+                        "DELETE FROM agent_runs WHERE status IN ",
+                        finished_sql!(),
+                        " AND updated_ms < ?1"
+                    ))?
+                    .execute([cutoff])? as u64;
+            }
+            if let Some(keep) = policy.keep_snapshots {
+                let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+                report.snapshots += tx
+                    .prepare_cached(
+                        "DELETE FROM agent_snapshots WHERE id IN (
+                            SELECT id FROM (
+                                SELECT id, row_number() OVER (
+                                    PARTITION BY run_id ORDER BY seq DESC, taken_ms DESC, id DESC) AS rank
+                                FROM agent_snapshots) AS ranked
+                            WHERE rank > ?1)",
+                    )?
+                    .execute([keep])? as u64;
+                report.entries += tx
+                    .prepare_cached(
+                        "DELETE FROM agent_journal WHERE seq <= (
+                            SELECT min(s.seq) FROM agent_snapshots AS s WHERE s.run_id = agent_journal.run_id)",
+                    )?
+                    .execute([])? as u64;
+            }
+            tx.commit()?;
+            Ok(report)
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! Checkpoints taken mid-run, restored into a fresh agent; pause and resume.
+//!
+//! Every state appends its name to the context's `trail`, which the checkpoint carries: a
+//! run that goes on from a checkpoint must end with each state in the trail exactly as
+//! often as an uninterrupted run has it (PuffinFlow's restore starts again from scratch).
+
+use std::time::Duration;
+
+use agent_core::{AgentError, Checkpoint, CheckpointError, Context, StateResult};
+use agent_runtime::{Agent, AgentStatus};
+
+fn trail(ctx: &Context) -> Vec<String> {
+    ctx.get_state("trail").unwrap_or_default()
+}
+
+/// A state that sleeps `ms` (virtual time), records its visit, then moves on.
+fn step(
+    name: &'static str,
+    ms: u64,
+    next: StateResult,
+) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static
+{
+    move |ctx: Context| {
+        let next = next.clone();
+        Box::pin(async move {
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push(name.to_owned())).unwrap();
+            next
+        })
+    }
+}
+
+fn chain() -> Agent {
+    let mut agent = Agent::new("chain");
+    agent.add_state("a", step("a", 0, "b".into()));
+    agent.add_state("b", step("b", 100, "c".into()));
+    agent.add_state("c", step("c", 100, "d".into()));
+    agent.add_state("d", step("d", 0, StateResult::End));
+    agent
+}
+
+/// Let the run spawned before go on for `ms` of virtual time.
+async fn after(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// The checkpoint, through its JSON form (as a file or a store would keep it).
+fn through_json(c: Checkpoint) -> Checkpoint {
+    Checkpoint::from_json(&c.to_json().unwrap()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mid_run_checkpoint_goes_on_without_running_completed_states_again() {
+    let agent = chain();
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    after(50).await;
+    let checkpoint = through_json(agent.create_checkpoint());
+    assert_eq!(checkpoint.agent_status, AgentStatus::Running);
+    assert_eq!(checkpoint.completed_states, ["a"]);
+    assert_eq!(checkpoint.running_states(), ["b"]);
+    assert_eq!(checkpoint.run_id, agent.run_id().unwrap());
+    running.await.unwrap().unwrap();
+
+    let restored = chain();
+    restored.restore_from_checkpoint(checkpoint.clone()).unwrap();
+    let result = restored.run().await.unwrap();
+    assert_eq!(trail(result.context()), ["a", "b", "c", "d"]);
+    assert_eq!(result.completed_states(), ["a", "b", "c", "d"]);
+    assert_eq!(restored.run_id(), Some(checkpoint.run_id.clone()), "the run keeps its id");
+    let a = restored.metrics().states.into_iter().find(|s| s.name == "a").unwrap();
+    assert_eq!(a.completed, 1, "a ran once, in the first process, and its count is restored");
+}
+
+fn fan() -> Agent {
+    let mut agent = Agent::new("fan");
+    agent.add_state("start", step("start", 0, StateResult::parallel(["x", "y", "z"])));
+    agent.add_state("x", step("x", 10, "join".into()));
+    agent.add_state("y", step("y", 20, "join".into()));
+    agent.add_state("z", step("z", 100, "join".into()));
+    agent.add_state("join", |ctx: Context| async move {
+        let t = trail(&ctx);
+        assert!(["x", "y", "z"].iter().all(|b| t.iter().any(|s| s == b)), "join ran early: {t:?}");
+        ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push("join".into())).unwrap();
+        StateResult::End
+    });
+    agent
+}
+
+#[tokio::test(start_paused = true)]
+async fn fan_in_progress_is_kept_across_a_restore() {
+    let agent = fan();
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    after(50).await;
+    let checkpoint = through_json(agent.create_checkpoint());
+    assert_eq!(checkpoint.groups.len(), 1);
+    assert_eq!(checkpoint.groups[0].origin, "start");
+    assert_eq!(checkpoint.groups[0].waiting, [("join".to_owned(), 2)]);
+    assert_eq!(checkpoint.running_states(), ["z"]);
+    assert_eq!(checkpoint.tokens[0].group, Some(0));
+    running.await.unwrap().unwrap();
+
+    let restored = fan();
+    restored.restore_from_checkpoint(checkpoint).unwrap();
+    let result = restored.run().await.unwrap();
+    let mut t = trail(result.context());
+    assert_eq!(t.pop().as_deref(), Some("join"), "the join runs last, once");
+    t.sort();
+    assert_eq!(t, ["start", "x", "y", "z"], "every branch ran exactly once across both processes");
+}
+
+fn nested() -> Agent {
+    let mut agent = Agent::new("nested");
+    agent.add_state("start", step("start", 0, StateResult::parallel(["p", "q"])));
+    agent.add_state("p", step("p", 0, StateResult::parallel(["p1", "p2"])));
+    agent.add_state("p1", step("p1", 10, "inner".into()));
+    agent.add_state("p2", step("p2", 80, "inner".into()));
+    agent.add_state("inner", step("inner", 0, "outer".into())).join();
+    agent.add_state("q", step("q", 30, "outer".into()));
+    agent.add_state("outer", step("outer", 0, StateResult::End)).join();
+    agent
+}
+
+#[tokio::test(start_paused = true)]
+async fn nested_groups_are_rebuilt_and_join_inside_out() {
+    let agent = nested();
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    after(50).await;
+    let checkpoint = through_json(agent.create_checkpoint());
+    // Outer group: q waits at `outer`; inner group (opened by p): p1 waits at `inner`.
+    assert_eq!(checkpoint.groups.len(), 2);
+    assert_eq!((checkpoint.groups[0].parent, checkpoint.groups[0].origin.as_str()), (None, "start"));
+    assert_eq!(checkpoint.groups[0].waiting, [("outer".to_owned(), 1)]);
+    assert_eq!((checkpoint.groups[1].parent, checkpoint.groups[1].origin.as_str()), (Some(0), "p"));
+    assert_eq!(checkpoint.groups[1].waiting, [("inner".to_owned(), 1)]);
+    assert_eq!(checkpoint.running_states(), ["p2"]);
+    let uninterrupted = trail(running.await.unwrap().unwrap().context());
+
+    let restored = nested();
+    restored.restore_from_checkpoint(checkpoint).unwrap();
+    let result = restored.run().await.unwrap();
+    let t = trail(result.context());
+    assert_eq!(t, uninterrupted, "the same trail as the run that was not interrupted");
+    assert_eq!(t.iter().filter(|s| *s == "outer").count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_lets_running_states_finish_and_resume_goes_on_to_the_end() {
+    let agent = chain();
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    after(50).await;
+    let checkpoint = agent.pause().await;
+    // `b` was running: it finished; `c` was not admitted.
+    assert_eq!(checkpoint.agent_status, AgentStatus::Paused);
+    assert_eq!(checkpoint.completed_states, ["a", "b"]);
+    assert_eq!(checkpoint.running_states(), ["c"]);
+    let paused = running.await.unwrap().unwrap();
+    assert_eq!(paused.status(), AgentStatus::Paused);
+    assert_eq!(agent.status(), AgentStatus::Paused);
+
+    let result = agent.resume().await.unwrap();
+    assert_eq!(result.status(), AgentStatus::Completed);
+    assert_eq!(trail(result.context()), ["a", "b", "c", "d"]);
+    assert!(matches!(agent.resume().await, Err(AgentError::NotPaused { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_takes_states_out_of_their_retry_wait() {
+    use agent_core::RetryPolicy;
+    let mut agent = Agent::new("flaky");
+    agent.add_state("a", step("a", 0, "flaky".into()));
+    agent
+        .add_state("flaky", |ctx: Context| async move {
+            let n: u32 = ctx.get_state_or("tries", 0) + 1;
+            ctx.set_state("tries", n);
+            if n < 3 {
+                Err(std::io::Error::other("not yet"))
+            } else {
+                Ok(StateResult::End)
+            }
+        })
+        .retry_policy(RetryPolicy {
+            max_retries: 5,
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(10),
+            exponential_base: 1.0,
+            jitter: false,
+        });
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    after(1_000).await;
+    // `flaky` failed once and waits 10 s to retry: pausing does not wait for that.
+    let checkpoint = agent.pause().await;
+    assert_eq!(checkpoint.running_states(), ["flaky"]);
+    assert_eq!(running.await.unwrap().unwrap().status(), AgentStatus::Paused);
+    let result = agent.resume().await.unwrap();
+    assert_eq!(result.context().get_state::<u32>("tries"), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_run_goes_on_from_the_failed_state() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let broken = Arc::new(AtomicBool::new(true));
+    let build = |broken: Arc<AtomicBool>| {
+        let mut agent = Agent::new("fix_and_go_on");
+        agent.add_state("a", step("a", 0, "b".into()));
+        agent.add_state("b", move |ctx: Context| {
+            let broken = broken.load(Ordering::SeqCst);
+            async move {
+                if broken {
+                    return Err(std::io::Error::other("the service is down"));
+                }
+                ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push("b".into())).unwrap();
+                Ok(StateResult::End)
+            }
+        });
+        agent
+    };
+    let agent = build(broken.clone());
+    assert!(matches!(agent.run().await, Err(AgentError::StateFailed { .. })));
+    let checkpoint = through_json(agent.create_checkpoint());
+    assert_eq!(checkpoint.agent_status, AgentStatus::Failed);
+    assert_eq!(checkpoint.running_states(), ["b"], "the failed state runs again");
+
+    broken.store(false, Ordering::SeqCst);
+    let fixed = build(broken);
+    fixed.restore_from_checkpoint(checkpoint).unwrap();
+    let result = fixed.run().await.unwrap();
+    assert_eq!(trail(result.context()), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn a_checkpoint_of_another_workflow_is_refused_and_changes_nothing() {
+    let other = fan();
+    other.run().await.unwrap();
+    let agent = chain();
+    let err = agent.restore_from_checkpoint(other.create_checkpoint()).unwrap_err();
+    assert!(matches!(err, CheckpointError::Mismatch { .. }), "{err}");
+    // Nothing was restored: the chain runs from its start.
+    let result = agent.run().await.unwrap();
+    assert_eq!(trail(result.context()), ["a", "b", "c", "d"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_of_a_finished_run_restores_to_nothing_left_to_do() {
+    let agent = chain();
+    agent.run().await.unwrap();
+    let checkpoint = through_json(agent.create_checkpoint());
+    assert!(checkpoint.tokens.is_empty() && checkpoint.groups.is_empty());
+    let restored = chain();
+    restored.restore_from_checkpoint(checkpoint).unwrap();
+    let result = restored.run().await.unwrap();
+    assert_eq!(trail(result.context()), ["a", "b", "c", "d"], "nothing ran again");
+}

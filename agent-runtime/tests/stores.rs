@@ -1,0 +1,805 @@
+//! Conformance of the checkpoint stores: one suite of behaviours, run against `MemoryStore`,
+//! `SqliteStore` (a temporary file) and `PostgresStore`.
+//!
+//! Every test gets a store of its own (a new `MemoryStore`, a new SQLite file, a new
+//! PostgreSQL schema that is dropped afterwards), so tests never see each other's records
+//! and retention's counts are exact. The PostgreSQL tests run only when
+//! `AGENT_TEST_POSTGRES_URL` is set (e.g. `postgres://postgres@127.0.0.1:5432/test`); without
+//! it they say so on stderr and pass without testing anything. No test sleeps.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use agent_runtime::store::{
+    CheckpointStore, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord, Snapshot, StoreError,
+};
+use agent_runtime::AgentStatus;
+
+const ALL_STATUSES: [AgentStatus; 7] = [
+    AgentStatus::Idle,
+    AgentStatus::Running,
+    AgentStatus::Paused,
+    AgentStatus::Completed,
+    AgentStatus::Failed,
+    AgentStatus::Cancelled,
+    AgentStatus::TimedOut,
+];
+
+fn run(id: &str, agent: &str, status: AgentStatus, created_ms: i64, updated_ms: i64) -> RunRecord {
+    RunRecord { run_id: id.to_owned(), agent: agent.to_owned(), status, created_ms, updated_ms }
+}
+
+fn entry(seq: u64) -> JournalEntry {
+    JournalEntry {
+        seq,
+        state: format!("state-{seq}"),
+        payload: format!(r#"{{"seq":{seq},"text":"naïve \"quoted\""}}"#),
+        at_ms: 1_000 + seq as i64,
+    }
+}
+
+fn entries(seqs: impl IntoIterator<Item = u64>) -> Vec<JournalEntry> {
+    seqs.into_iter().map(entry).collect()
+}
+
+fn snapshot(seq: u64, taken_ms: i64) -> Snapshot {
+    Snapshot { seq, taken_ms, data: format!(r#"{{"covers":{seq},"taken":{taken_ms}}}"#) }
+}
+
+fn input(run_id: &str, request_id: &str, requested_ms: i64) -> InputRecord {
+    InputRecord {
+        run_id: run_id.to_owned(),
+        request_id: request_id.to_owned(),
+        state: Some("review".to_owned()),
+        prompt: format!("approve {request_id}?"),
+        requested_ms,
+        timeout_ms: Some(60_000),
+        default: Some("no".to_owned()),
+        answer: None,
+        answered_ms: None,
+        defaulted: false,
+    }
+}
+
+fn ids(runs: &[RunRecord]) -> Vec<&str> {
+    runs.iter().map(|r| r.run_id.as_str()).collect()
+}
+
+fn seqs(entries: &[JournalEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq).collect()
+}
+
+fn keys(inputs: &[InputRecord]) -> Vec<(&str, &str)> {
+    inputs.iter().map(|i| (i.run_id.as_str(), i.request_id.as_str())).collect()
+}
+
+#[track_caller]
+fn assert_conflict(result: Result<(), StoreError>, run_id: &str, seq: u64, last: u64) {
+    match result {
+        Err(StoreError::Conflict { run_id: r, seq: s, last: l, .. }) => {
+            assert_eq!((r.as_str(), s, l), (run_id, seq, last), "wrong conflict")
+        }
+        other => panic!("expected a conflict on seq {seq} of {run_id}, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The conformance suite. Each function takes a fresh, empty store.
+// ---------------------------------------------------------------------------------------
+
+/// Upsert, get and list, with every filter, the ordering and the limit.
+async fn runs(store: &dyn CheckpointStore, tag: &str) {
+    let id = |s: &str| format!("{tag}-{s}");
+    let (alpha, beta) = (format!("{tag}-alpha"), format!("{tag}-beta"));
+    assert_eq!(store.get_run(&id("r1")).await.unwrap(), None);
+    assert!(store.list_runs(&RunQuery::default()).await.unwrap().is_empty());
+
+    let r1 = run(&id("r1"), &alpha, AgentStatus::Running, 100, 100);
+    store.upsert_run(&r1).await.unwrap();
+    assert_eq!(store.get_run(&r1.run_id).await.unwrap(), Some(r1.clone()));
+
+    // An upsert replaces the row rather than adding one.
+    let r1 = run(&id("r1"), &alpha, AgentStatus::Completed, 100, 250);
+    store.upsert_run(&r1).await.unwrap();
+    assert_eq!(store.get_run(&r1.run_id).await.unwrap(), Some(r1.clone()));
+    assert_eq!(store.list_runs(&RunQuery::default()).await.unwrap(), vec![r1.clone()]);
+
+    let others = [
+        run(&id("r2"), &alpha, AgentStatus::Running, 300, 300),
+        run(&id("r3"), &beta, AgentStatus::Running, 400, 400),
+        run(&id("r4"), &beta, AgentStatus::Failed, 200, 200),
+        // Two runs created at the same time: ties are broken by run id.
+        run(&id("r6"), &alpha, AgentStatus::Completed, 500, 500),
+        run(&id("r5"), &alpha, AgentStatus::Completed, 500, 500),
+    ];
+    for r in &others {
+        store.upsert_run(r).await.unwrap();
+    }
+    let all = store.list_runs(&RunQuery::default()).await.unwrap();
+    assert_eq!(ids(&all), [id("r5"), id("r6"), id("r3"), id("r2"), id("r4"), id("r1")]);
+    assert_eq!(all[2], others[1], "rows come back whole");
+
+    let q = |agent: Option<&str>, status: Option<AgentStatus>, limit: Option<usize>| RunQuery {
+        agent: agent.map(str::to_owned),
+        status,
+        limit,
+    };
+    let list = |query: RunQuery| async move { store.list_runs(&query).await.unwrap() };
+    assert_eq!(ids(&list(q(Some(&alpha), None, None)).await), [id("r5"), id("r6"), id("r2"), id("r1")]);
+    assert_eq!(ids(&list(q(Some(&beta), None, None)).await), [id("r3"), id("r4")]);
+    assert_eq!(ids(&list(q(None, Some(AgentStatus::Running), None)).await), [id("r3"), id("r2")]);
+    assert_eq!(ids(&list(q(Some(&alpha), Some(AgentStatus::Completed), None)).await), [id("r5"), id("r6"), id("r1")]);
+    assert_eq!(ids(&list(q(Some(&beta), Some(AgentStatus::Completed), None)).await), Vec::<String>::new());
+    assert_eq!(ids(&list(q(None, Some(AgentStatus::Paused), None)).await), Vec::<String>::new());
+    assert_eq!(ids(&list(q(Some("nobody"), None, None)).await), Vec::<String>::new());
+    assert_eq!(ids(&list(q(None, None, Some(2))).await), [id("r5"), id("r6")]);
+    assert_eq!(ids(&list(q(None, None, Some(0))).await), Vec::<String>::new());
+    assert_eq!(ids(&list(q(None, None, Some(100))).await).len(), 6);
+    assert_eq!(ids(&list(q(Some(&alpha), Some(AgentStatus::Completed), Some(1))).await), [id("r5")]);
+
+    // Every status is written and read back as itself.
+    for (i, status) in ALL_STATUSES.into_iter().enumerate() {
+        let r = run(&id(&format!("status-{i}")), &format!("{tag}-statuses"), status, 1, 2);
+        store.upsert_run(&r).await.unwrap();
+        assert_eq!(store.get_run(&r.run_id).await.unwrap(), Some(r.clone()));
+        let listed = list(q(Some(&r.agent), Some(status), None)).await;
+        assert_eq!(listed, vec![r]);
+    }
+}
+
+/// Append: the run's row and the batch together; `seq` strictly increasing; a refused batch
+/// writes nothing; the journal read after a `seq`.
+async fn append(store: &dyn CheckpointStore, tag: &str) {
+    let id = format!("{tag}-run");
+    let agent = format!("{tag}-agent");
+    assert!(store.journal(&id, 0).await.unwrap().is_empty());
+
+    let r = run(&id, &agent, AgentStatus::Running, 10, 10);
+    store.append(&r, &entries(1..=3)).await.unwrap();
+    assert_eq!(store.get_run(&id).await.unwrap(), Some(r.clone()), "append creates the run's row");
+    assert_eq!(store.journal(&id, 0).await.unwrap(), entries(1..=3), "entries come back whole");
+    assert_eq!(seqs(&store.journal(&id, 1).await.unwrap()), [2, 3]);
+    assert!(store.journal(&id, 3).await.unwrap().is_empty());
+    assert!(store.journal(&id, u64::MAX).await.unwrap().is_empty());
+
+    let r = run(&id, &agent, AgentStatus::Paused, 10, 20);
+    store.append(&r, &entries([4, 7])).await.unwrap();
+    assert_eq!(store.get_run(&id).await.unwrap(), Some(r.clone()), "append updates the run's row");
+    assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), [1, 2, 3, 4, 7], "gaps are allowed");
+    assert_eq!(seqs(&store.journal(&id, 5).await.unwrap()), [7]);
+
+    // Refused batches: nothing of them is written, not even the run's row.
+    let changed = run(&id, &agent, AgentStatus::Failed, 10, 99);
+    assert_conflict(store.append(&changed, &entries([8, 9, 9])).await, &id, 9, 9);
+    assert_conflict(store.append(&changed, &entries([7])).await, &id, 7, 7);
+    assert_conflict(store.append(&changed, &entries([5])).await, &id, 5, 7);
+    assert_conflict(store.append(&changed, &entries([10, 8])).await, &id, 8, 10);
+    assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), [1, 2, 3, 4, 7]);
+    assert_eq!(store.get_run(&id).await.unwrap(), Some(r.clone()));
+
+    // An empty batch is just an upsert of the row.
+    let r = run(&id, &agent, AgentStatus::Running, 10, 30);
+    store.append(&r, &[]).await.unwrap();
+    assert_eq!(store.get_run(&id).await.unwrap(), Some(r.clone()));
+    store.append(&r, &entries([8])).await.unwrap();
+    assert_eq!(seqs(&store.journal(&id, 6).await.unwrap()), [7, 8]);
+
+    // Journals are per run: another run starts from 1, and seq 0 is never valid.
+    let other = run(&format!("{tag}-other"), &agent, AgentStatus::Running, 11, 11);
+    assert_conflict(store.append(&other, &entries([0])).await, &other.run_id, 0, 0);
+    assert_eq!(store.get_run(&other.run_id).await.unwrap(), None, "a refused first batch creates no row");
+    store.append(&other, &entries([1])).await.unwrap();
+    assert_eq!(seqs(&store.journal(&other.run_id, 0).await.unwrap()), [1]);
+    assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), [1, 2, 3, 4, 7, 8]);
+
+    // A large batch, in order.
+    store.append(&r, &entries(9..=208)).await.unwrap();
+    assert_eq!(seqs(&store.journal(&id, 8).await.unwrap()), (9..=208).collect::<Vec<_>>());
+}
+
+/// Snapshots: only for runs that exist; the latest is the highest `seq`, then the newest.
+async fn snapshots(store: &dyn CheckpointStore, tag: &str) {
+    let a = run(&format!("{tag}-a"), &format!("{tag}-agent"), AgentStatus::Running, 1, 1);
+    let b = run(&format!("{tag}-b"), &format!("{tag}-agent"), AgentStatus::Running, 2, 2);
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), None);
+    assert!(store.save_snapshot(&a.run_id, &snapshot(1, 1)).await.is_err(), "no snapshot of an unknown run");
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), None);
+
+    store.upsert_run(&a).await.unwrap();
+    store.upsert_run(&b).await.unwrap();
+    store.save_snapshot(&a.run_id, &snapshot(2, 10)).await.unwrap();
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(2, 10)));
+    store.save_snapshot(&a.run_id, &snapshot(5, 5)).await.unwrap();
+    store.save_snapshot(&a.run_id, &snapshot(5, 20)).await.unwrap();
+    store.save_snapshot(&a.run_id, &snapshot(3, 30)).await.unwrap();
+    store.save_snapshot(&a.run_id, &snapshot(5, 15)).await.unwrap();
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(5, 20)));
+    assert_eq!(store.latest_snapshot(&b.run_id).await.unwrap(), None, "snapshots are per run");
+    store.save_snapshot(&b.run_id, &snapshot(1, 40)).await.unwrap();
+    assert_eq!(store.latest_snapshot(&b.run_id).await.unwrap(), Some(snapshot(1, 40)));
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(5, 20)));
+}
+
+/// Human-input requests: put, list (oldest first, per run, pending only), answer (first
+/// answer wins), and a put that keeps an answer already given.
+async fn inputs(store: &dyn CheckpointStore, tag: &str) {
+    let (a, b) = (format!("{tag}-a"), format!("{tag}-b"));
+    assert!(store.inputs(None, false).await.unwrap().is_empty());
+
+    let a1 = input(&a, "r1", 10);
+    let a2 = InputRecord { state: None, timeout_ms: None, default: None, ..input(&a, "r2", 5) };
+    let b1 = input(&b, "r1", 7);
+    let b2 = input(&b, "r2", 7); // same time as b1: ties go by run id, then request id
+    for i in [&a1, &a2, &b2, &b1] {
+        store.put_input(i).await.unwrap();
+    }
+    assert_eq!(store.inputs(Some(&a), false).await.unwrap(), vec![a2.clone(), a1.clone()], "records come back whole");
+    assert_eq!(keys(&store.inputs(None, false).await.unwrap()), [(&*a, "r2"), (&*b, "r1"), (&*b, "r2"), (&*a, "r1")]);
+    assert_eq!(store.inputs(None, true).await.unwrap().len(), 4);
+    assert!(store.inputs(Some("no-such-run"), false).await.unwrap().is_empty());
+
+    // The first answer wins.
+    assert!(store.answer_input(&a, "r1", "yes", false, 50).await.unwrap());
+    assert!(!store.answer_input(&a, "r1", "no", true, 60).await.unwrap());
+    assert!(!store.answer_input(&a, "nope", "yes", false, 60).await.unwrap(), "unknown request");
+    assert!(!store.answer_input("no-such-run", "r1", "yes", false, 60).await.unwrap(), "unknown run");
+    let answered = InputRecord { answer: Some("yes".into()), answered_ms: Some(50), defaulted: false, ..a1.clone() };
+    assert_eq!(store.inputs(Some(&a), false).await.unwrap(), vec![a2.clone(), answered.clone()]);
+    assert_eq!(keys(&store.inputs(Some(&a), true).await.unwrap()), [(&*a, "r2")]);
+    assert_eq!(keys(&store.inputs(None, true).await.unwrap()), [(&*a, "r2"), (&*b, "r1"), (&*b, "r2")]);
+
+    // A default taken at the timeout is marked so.
+    assert!(store.answer_input(&b, "r2", "no", true, 70).await.unwrap());
+    let defaulted = store.inputs(Some(&b), false).await.unwrap();
+    assert_eq!(defaulted[1], InputRecord { answer: Some("no".into()), answered_ms: Some(70), defaulted: true, ..b2 });
+
+    // Putting a request again updates it, but keeps the answer already recorded.
+    let reasked = InputRecord { prompt: "really approve?".into(), requested_ms: 11, ..a1.clone() };
+    store.put_input(&reasked).await.unwrap();
+    let overwrite =
+        InputRecord { answer: Some("other".into()), answered_ms: Some(99), defaulted: true, ..reasked.clone() };
+    store.put_input(&overwrite).await.unwrap();
+    let kept = InputRecord { answer: Some("yes".into()), answered_ms: Some(50), defaulted: false, ..reasked };
+    assert_eq!(store.inputs(Some(&a), false).await.unwrap(), vec![a2.clone(), kept]);
+
+    // A request put with its answer (answered elsewhere) is recorded as answered.
+    let a3 = InputRecord { answer: Some("done".into()), answered_ms: Some(3), ..input(&a, "r3", 1) };
+    store.put_input(&a3).await.unwrap();
+    assert!(!store.answer_input(&a, "r3", "late", false, 80).await.unwrap());
+    assert_eq!(store.inputs(Some(&a), false).await.unwrap()[0], a3);
+    // And an unanswered one put again before any answer can still be answered.
+    store.put_input(&InputRecord { prompt: "again".into(), ..a2.clone() }).await.unwrap();
+    assert!(store.answer_input(&a, "r2", "ok", false, 90).await.unwrap());
+    assert_eq!(store.inputs(Some(&a), true).await.unwrap(), Vec::new());
+}
+
+/// Deleting a run deletes everything recorded for it, and nothing else.
+async fn delete(store: &dyn CheckpointStore, tag: &str) {
+    let agent = format!("{tag}-agent");
+    let (a, b) = (
+        run(&format!("{tag}-a"), &agent, AgentStatus::Completed, 1, 1),
+        run(&format!("{tag}-b"), &agent, AgentStatus::Running, 2, 2),
+    );
+    for r in [&a, &b] {
+        store.append(r, &entries(1..=3)).await.unwrap();
+        store.save_snapshot(&r.run_id, &snapshot(2, 5)).await.unwrap();
+        store.put_input(&input(&r.run_id, "q", 3)).await.unwrap();
+    }
+    assert!(store.delete_run(&a.run_id).await.unwrap());
+    assert_eq!(store.get_run(&a.run_id).await.unwrap(), None);
+    assert!(store.journal(&a.run_id, 0).await.unwrap().is_empty());
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), None);
+    assert!(store.inputs(Some(&a.run_id), false).await.unwrap().is_empty());
+    assert!(!store.answer_input(&a.run_id, "q", "x", false, 9).await.unwrap());
+    assert!(!store.delete_run(&a.run_id).await.unwrap(), "deleted already");
+    assert!(!store.delete_run("no-such-run").await.unwrap());
+
+    assert_eq!(store.get_run(&b.run_id).await.unwrap(), Some(b.clone()));
+    assert_eq!(seqs(&store.journal(&b.run_id, 0).await.unwrap()), [1, 2, 3]);
+    assert_eq!(store.latest_snapshot(&b.run_id).await.unwrap(), Some(snapshot(2, 5)));
+    assert_eq!(store.inputs(None, false).await.unwrap(), vec![input(&b.run_id, "q", 3)]);
+    assert_eq!(ids(&store.list_runs(&RunQuery::default()).await.unwrap()), [b.run_id.as_str()]);
+
+    // A deleted run's id starts afresh.
+    store.append(&a, &entries([1])).await.unwrap();
+    assert_eq!(seqs(&store.journal(&a.run_id, 0).await.unwrap()), [1]);
+}
+
+/// Retention of snapshots: the newest `n` (at least 1) are kept, and the journal entries the
+/// oldest kept one covers are dropped; a run's last `seq` is not forgotten.
+async fn retention_snapshots(store: &dyn CheckpointStore, tag: &str) {
+    let agent = format!("{tag}-agent");
+    let a = run(&format!("{tag}-a"), &agent, AgentStatus::Running, 1, 1);
+    let b = run(&format!("{tag}-b"), &agent, AgentStatus::Running, 2, 2);
+    let c = run(&format!("{tag}-c"), &agent, AgentStatus::Paused, 3, 3);
+    store.append(&a, &entries(1..=10)).await.unwrap();
+    for (seq, t) in [(3, 100), (9, 300), (6, 200)] {
+        store.save_snapshot(&a.run_id, &snapshot(seq, t)).await.unwrap();
+    }
+    store.append(&b, &entries(1..=4)).await.unwrap(); // no snapshot: its journal is all it has
+    store.append(&c, &entries(1..=3)).await.unwrap();
+    store.save_snapshot(&c.run_id, &snapshot(2, 50)).await.unwrap();
+
+    let keep = |n| Retention { keep_snapshots: Some(n), drop_finished_after: None };
+    let report = store.apply_retention(&keep(2), 1_000).await.unwrap();
+    // a: snapshot 3 goes, entries 1..=6 go (covered by snapshot 6); c: entries 1..=2 go.
+    assert_eq!(report, RetentionReport { snapshots: 1, entries: 8, runs: 0 });
+    assert_eq!(seqs(&store.journal(&a.run_id, 0).await.unwrap()), [7, 8, 9, 10]);
+    assert_eq!(seqs(&store.journal(&b.run_id, 0).await.unwrap()), [1, 2, 3, 4]);
+    assert_eq!(seqs(&store.journal(&c.run_id, 0).await.unwrap()), [3]);
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(9, 300)));
+    assert_eq!(store.latest_snapshot(&c.run_id).await.unwrap(), Some(snapshot(2, 50)));
+
+    // Keeping 0 keeps 1: the newest snapshot is never deleted.
+    let report = store.apply_retention(&keep(0), 2_000).await.unwrap();
+    assert_eq!(report, RetentionReport { snapshots: 1, entries: 3, runs: 0 });
+    assert_eq!(seqs(&store.journal(&a.run_id, 0).await.unwrap()), [10]);
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(9, 300)));
+    assert_eq!(store.latest_snapshot(&c.run_id).await.unwrap(), Some(snapshot(2, 50)));
+    assert_eq!(store.apply_retention(&keep(1), 3_000).await.unwrap(), RetentionReport::default(), "idempotent");
+    assert_eq!(store.apply_retention(&Retention::default(), 3_000).await.unwrap(), RetentionReport::default());
+
+    // Dropped entries do not re-open their `seq`s.
+    assert_conflict(store.append(&a, &entries([5])).await, &a.run_id, 5, 10);
+    assert_conflict(store.append(&c, &entries([1])).await, &c.run_id, 1, 3);
+    store.append(&a, &entries([11])).await.unwrap();
+    assert_eq!(seqs(&store.journal(&a.run_id, 0).await.unwrap()), [10, 11]);
+
+    // Unfinished runs are never dropped, however old.
+    let all = Retention { keep_snapshots: Some(1), drop_finished_after: Some(Duration::ZERO) };
+    assert_eq!(store.apply_retention(&all, i64::MAX).await.unwrap(), RetentionReport::default());
+    assert_eq!(store.list_runs(&RunQuery::default()).await.unwrap().len(), 3);
+}
+
+/// Retention of runs: finished runs last updated longer ago than the age go, with all their
+/// records; unfinished ones stay, whatever their age.
+async fn retention_runs(store: &dyn CheckpointStore, tag: &str) {
+    let agent = format!("{tag}-agent");
+    let mut all = Vec::new();
+    for (i, status) in ALL_STATUSES.into_iter().enumerate() {
+        all.push(run(&format!("{tag}-old-{i}"), &agent, status, 500, 1_000));
+    }
+    let recent = run(&format!("{tag}-recent"), &agent, AgentStatus::Completed, 500, 9_000);
+    let edge = run(&format!("{tag}-edge"), &agent, AgentStatus::Failed, 500, 5_000); // exactly the age
+    all.extend([recent.clone(), edge.clone()]);
+    for r in &all {
+        store.append(r, &entries(1..=2)).await.unwrap();
+        store.save_snapshot(&r.run_id, &snapshot(1, 10)).await.unwrap();
+        store.save_snapshot(&r.run_id, &snapshot(2, 20)).await.unwrap();
+        store.put_input(&input(&r.run_id, "q", 1)).await.unwrap();
+    }
+    let policy = Retention { keep_snapshots: None, drop_finished_after: Some(Duration::from_secs(5)) };
+    let report = store.apply_retention(&policy, 10_000).await.unwrap();
+    let dropped: Vec<&RunRecord> = all.iter().filter(|r| r.status.is_finished() && r.updated_ms < 5_000).collect();
+    assert_eq!(dropped.len(), 4, "the old completed, failed, cancelled and timed-out runs");
+    assert_eq!(report, RetentionReport { snapshots: 8, entries: 8, runs: 4 });
+    for r in &all {
+        let gone = dropped.iter().any(|d| d.run_id == r.run_id);
+        let what = format!("{} ({})", r.run_id, r.status);
+        assert_eq!(store.get_run(&r.run_id).await.unwrap().is_none(), gone, "{what}");
+        assert_eq!(store.journal(&r.run_id, 0).await.unwrap().is_empty(), gone, "{what}");
+        assert_eq!(store.latest_snapshot(&r.run_id).await.unwrap().is_none(), gone, "{what}");
+        assert_eq!(store.inputs(Some(&r.run_id), false).await.unwrap().is_empty(), gone, "{what}");
+    }
+    assert_eq!(store.list_runs(&RunQuery::default()).await.unwrap().len(), all.len() - 4);
+    assert_eq!(store.apply_retention(&policy, 10_000).await.unwrap(), RetentionReport::default());
+
+    // Both rules at once: the recent run ages out, the unfinished ones keep everything but
+    // their older snapshot and the entry it covers.
+    let both = Retention { keep_snapshots: Some(1), drop_finished_after: Some(Duration::from_secs(1)) };
+    let report = store.apply_retention(&both, 100_000).await.unwrap();
+    let unfinished = ALL_STATUSES.iter().filter(|s| !s.is_finished()).count() as u64;
+    assert_eq!(report, RetentionReport { snapshots: 2 * 2 + unfinished, entries: 2 * 2 + unfinished * 2, runs: 2 });
+    let left = store.list_runs(&RunQuery::default()).await.unwrap();
+    assert!(left.iter().all(|r| !r.status.is_finished()), "{left:?}");
+    assert_eq!(left.len() as u64, unfinished);
+}
+
+/// Two handles on the same data (clones, two opens of one file, two connections): each sees
+/// the other's writes, concurrent appends of the same `seq` conflict, and of concurrent
+/// answers exactly one wins.
+async fn shared(one: &dyn CheckpointStore, two: &dyn CheckpointStore, tag: &str) {
+    let r = run(&format!("{tag}-shared"), &format!("{tag}-agent"), AgentStatus::Running, 1, 1);
+    one.append(&r, &entries(1..=2)).await.unwrap();
+    assert_eq!(two.get_run(&r.run_id).await.unwrap(), Some(r.clone()));
+    assert_eq!(seqs(&two.journal(&r.run_id, 0).await.unwrap()), [1, 2]);
+    assert_conflict(two.append(&r, &entries([2])).await, &r.run_id, 2, 2);
+    two.append(&r, &entries([3])).await.unwrap();
+    assert_eq!(seqs(&one.journal(&r.run_id, 0).await.unwrap()), [1, 2, 3]);
+
+    for seq in 4..=13 {
+        let batch = entries([seq]);
+        let (x, y) = tokio::join!(one.append(&r, &batch), two.append(&r, &batch));
+        let ok = [&x, &y].iter().filter(|res| res.is_ok()).count();
+        assert_eq!(ok, 1, "exactly one append of seq {seq} succeeds: {x:?} / {y:?}");
+        let refused = if x.is_err() { x } else { y };
+        assert_conflict(refused, &r.run_id, seq, seq);
+    }
+    assert_eq!(seqs(&one.journal(&r.run_id, 0).await.unwrap()), (1..=13).collect::<Vec<_>>());
+
+    for n in 0..10 {
+        let request = format!("q{n}");
+        one.put_input(&input(&r.run_id, &request, n)).await.unwrap();
+        let (x, y) = tokio::join!(
+            one.answer_input(&r.run_id, &request, "from one", false, 100),
+            two.answer_input(&r.run_id, &request, "from two", false, 200)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(x ^ y, "exactly one answer wins: {x} / {y}");
+        let winner = if x { ("from one", 100) } else { ("from two", 200) };
+        let recorded = two.inputs(Some(&r.run_id), false).await.unwrap();
+        let got = recorded.iter().find(|i| i.request_id == request).unwrap();
+        assert_eq!((got.answer.as_deref(), got.answered_ms), (Some(winner.0), Some(winner.1)));
+    }
+
+    assert!(two.delete_run(&r.run_id).await.unwrap());
+    assert_eq!(one.get_run(&r.run_id).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite, per backend.
+// ---------------------------------------------------------------------------------------
+
+mod memory {
+    use super::*;
+    use agent_runtime::store::MemoryStore;
+
+    macro_rules! conformance {
+        ($($section:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $section() {
+                super::$section(&MemoryStore::new(), "memory").await;
+            }
+        )*};
+    }
+    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs);
+
+    #[tokio::test]
+    async fn clones_share_their_data() {
+        let one = MemoryStore::new();
+        let two = one.clone();
+        super::shared(&one, &two, "memory").await;
+        assert_eq!(one.kind(), "memory");
+    }
+}
+
+mod sqlite {
+    use super::*;
+    use agent_runtime::store::SqliteStore;
+    use rusqlite::Connection;
+    use tempfile::TempDir;
+
+    /// A store on a new file in a new temporary directory (removed when the `TempDir` drops).
+    pub(super) fn temp_store() -> (SqliteStore, TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.db");
+        (SqliteStore::open(&path).unwrap(), dir, path)
+    }
+
+    macro_rules! conformance {
+        ($($section:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $section() {
+                let (store, _dir, _) = temp_store();
+                super::$section(&store, "sqlite").await;
+            }
+        )*};
+    }
+    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs);
+
+    #[tokio::test]
+    async fn the_in_memory_database_conforms_too() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        super::append(&store, "sqlite-mem").await;
+        super::retention_runs(&SqliteStore::open_in_memory().unwrap(), "sqlite-mem").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_file_see_each_others_writes() {
+        let (one, _dir, path) = temp_store();
+        let two = SqliteStore::open(&path).unwrap();
+        super::shared(&one, &two, "sqlite").await;
+        // And a clone shares its store's connection.
+        super::shared(&one, &one.clone(), "sqlite-clone").await;
+    }
+
+    #[tokio::test]
+    async fn the_file_is_in_wal_mode() {
+        let (store, _dir, path) = temp_store();
+        assert_eq!(store.kind(), "sqlite");
+        let raw = Connection::open(&path).unwrap();
+        let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode.to_lowercase(), "wal");
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_the_data_and_does_not_migrate_again() {
+        let (store, _dir, path) = temp_store();
+        let r = run("reopen", "agent", AgentStatus::Paused, 1, 2);
+        store.append(&r, &entries(1..=3)).await.unwrap();
+        store.save_snapshot("reopen", &snapshot(3, 4)).await.unwrap();
+        drop(store);
+
+        let raw = Connection::open(&path).unwrap();
+        let schema_cookie = |c: &Connection| c.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0)).unwrap();
+        let version =
+            |c: &Connection| c.query_row("SELECT version FROM agent_schema", [], |r| r.get::<_, i64>(0)).unwrap();
+        let (cookie, v) = (schema_cookie(&raw), version(&raw));
+        assert!(v >= 1);
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get_run("reopen").await.unwrap(), Some(r.clone()));
+        assert_eq!(store.journal("reopen", 0).await.unwrap(), entries(1..=3));
+        assert_eq!(store.latest_snapshot("reopen").await.unwrap(), Some(snapshot(3, 4)));
+        assert_conflict(store.append(&r, &entries([3])).await, "reopen", 3, 3);
+        // No table was created or altered (SQLite bumps this cookie on any schema change).
+        assert_eq!(schema_cookie(&raw), cookie);
+        assert_eq!(version(&raw), v);
+        let rows: i64 = raw.query_row("SELECT count(*) FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_version_is_refused() {
+        let (store, _dir, path) = temp_store();
+        store.upsert_run(&run("kept", "agent", AgentStatus::Running, 1, 1)).await.unwrap();
+        drop(store);
+        let raw = Connection::open(&path).unwrap();
+        let known: u32 = raw.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        raw.execute("UPDATE agent_schema SET version = ?1", [known + 7]).unwrap();
+        let cookie: i64 = raw.query_row("PRAGMA schema_version", [], |r| r.get(0)).unwrap();
+
+        match SqliteStore::open(&path) {
+            Err(StoreError::SchemaTooNew { store, found, supported }) => {
+                assert_eq!((store, found, supported), ("sqlite", known + 7, known));
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+        // Left as it was.
+        let v: u32 = raw.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, known + 7);
+        assert_eq!(raw.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0)).unwrap(), cookie);
+        let message = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(message.contains(&format!("schema version {}", known + 7)), "{message}");
+    }
+
+    #[tokio::test]
+    async fn corrupt_records_are_errors_not_panics() {
+        let (store, _dir, path) = temp_store();
+        let agent = "corrupt-agent";
+        for id in ["bad-status", "int-status", "bad-payload", "bad-last", "bad-snapshot", "fine"] {
+            store.append(&run(id, agent, AgentStatus::Running, 1, 1), &entries(1..=2)).await.unwrap();
+        }
+        store.put_input(&input("fine", "q", 1)).await.unwrap();
+        let raw = Connection::open(&path).unwrap();
+        raw.execute("UPDATE agent_runs SET status = 'Done' WHERE run_id = 'bad-status'", []).unwrap();
+        raw.execute("UPDATE agent_runs SET status = 3 WHERE run_id = 'int-status'", []).unwrap();
+        raw.execute("UPDATE agent_journal SET payload = x'00ff' WHERE run_id = 'bad-payload' AND seq = 2", []).unwrap();
+        raw.execute("UPDATE agent_runs SET last_seq = -1 WHERE run_id = 'bad-last'", []).unwrap();
+        store.save_snapshot("bad-snapshot", &snapshot(2, 1)).await.unwrap();
+        raw.execute("UPDATE agent_snapshots SET seq = -2 WHERE run_id = 'bad-snapshot'", []).unwrap();
+        raw.execute("UPDATE agent_inputs SET timeout_ms = -1 WHERE run_id = 'fine'", []).unwrap();
+
+        let corrupt = |r: Result<_, StoreError>, what: &str| match r {
+            Err(StoreError::Corrupt { store, message }) => {
+                assert_eq!(store, "sqlite");
+                message
+            }
+            other => panic!("{what}: expected Corrupt, got {other:?}"),
+        };
+        let m = corrupt(store.get_run("bad-status").await.map(drop), "bad status");
+        assert!(m.contains("bad-status") && m.contains("Done"), "{m}");
+        corrupt(store.get_run("int-status").await.map(drop), "integer status");
+        corrupt(store.list_runs(&RunQuery::default()).await.map(drop), "list");
+        let q = RunQuery { agent: Some(agent.into()), status: Some(AgentStatus::Running), limit: None };
+        assert_eq!(
+            ids(&store.list_runs(&q).await.unwrap()),
+            ["bad-last", "bad-payload", "bad-snapshot", "fine"],
+            "the filter skips bad rows"
+        );
+        corrupt(store.journal("bad-payload", 0).await.map(drop), "a blob payload");
+        assert_eq!(seqs(&store.journal("bad-payload", 2).await.unwrap()), Vec::<u64>::new(), "only the bad row fails");
+        let m =
+            corrupt(store.append(&run("bad-last", agent, AgentStatus::Running, 1, 2), &entries([3])).await, "last seq");
+        assert!(m.contains("append to run bad-last"), "{m}");
+        assert_eq!(store.get_run("bad-last").await.unwrap().map(|r| r.updated_ms), Some(1), "nothing written");
+        corrupt(store.latest_snapshot("bad-snapshot").await.map(drop), "negative snapshot seq");
+        corrupt(store.inputs(None, false).await.map(drop), "negative timeout");
+        // The store still works.
+        assert_eq!(store.get_run("fine").await.unwrap().map(|r| r.status), Some(AgentStatus::Running));
+        assert_eq!(seqs(&store.journal("fine", 0).await.unwrap()), [1, 2]);
+    }
+
+    #[test]
+    fn opening_a_bad_path_or_a_non_database_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir").join("runs.db");
+        let message = SqliteStore::open(&missing).unwrap_err().to_string();
+        assert!(message.contains("no-such-dir"), "{message}");
+
+        let garbage = dir.path().join("garbage.db");
+        std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+        assert!(SqliteStore::open(&garbage).is_err());
+    }
+
+    /// Not a benchmark: prints what a small append costs, for a look with `--nocapture`.
+    #[tokio::test]
+    async fn cost_of_a_small_append() {
+        let (store, _dir, _) = temp_store();
+        let r = run("timed", "agent", AgentStatus::Running, 1, 1);
+        let batches = 2_000u64;
+        let per_batch = 3u64;
+        let start = Instant::now();
+        for b in 0..batches {
+            store.append(&r, &entries(b * per_batch + 1..=(b + 1) * per_batch)).await.unwrap();
+        }
+        let elapsed = start.elapsed();
+        assert_eq!(store.journal("timed", 0).await.unwrap().len() as u64, batches * per_batch);
+        eprintln!(
+            "sqlite append of {per_batch} entries (WAL, synchronous=NORMAL): {:.1} µs per batch over {batches} batches",
+            elapsed.as_secs_f64() * 1e6 / batches as f64
+        );
+    }
+}
+
+mod postgres {
+    use super::*;
+    use agent_runtime::store::PostgresStore;
+
+    const URL_VAR: &str = "AGENT_TEST_POSTGRES_URL";
+
+    fn url(test: &str) -> Option<String> {
+        match std::env::var(URL_VAR) {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                eprintln!(
+                    "skipped postgres test {test}: {URL_VAR} is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
+                );
+                None
+            }
+        }
+    }
+
+    async fn raw(url: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Run `body` on a store in a schema of its own, dropped afterwards whatever happens.
+    async fn with_schema<F, Fut>(test: &str, body: F)
+    where
+        F: FnOnce(String, String) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(url) = url(test) else { return };
+        let schema = format!("agent_test_{test}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let outcome = tokio::spawn(body(url.clone(), schema.clone())).await;
+        raw(&url).await.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    macro_rules! conformance {
+        ($($section:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $section() {
+                with_schema(stringify!($section), |url, schema| async move {
+                    let store = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+                    super::$section(&store, "postgres").await;
+                })
+                .await;
+            }
+        )*};
+    }
+    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_schema_see_each_others_writes() {
+        with_schema("shared", |url, schema| async move {
+            let one = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+            let two = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+            assert_eq!(one.kind(), "postgres");
+            super::shared(&one, &two, "postgres").await;
+            // A clone shares the pool; concurrent calls use several connections.
+            super::shared(&one, &one.clone(), "postgres-clone").await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn reconnecting_keeps_the_data_and_does_not_migrate_again() {
+        with_schema("reconnect", |url, schema| async move {
+            let store = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+            let r = run("reconnect", "agent", AgentStatus::Paused, 1, 2);
+            store.append(&r, &entries(1..=3)).await.unwrap();
+            drop(store);
+            let client = raw(&url).await;
+            let tables = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                          WHERE n.nspname = $1";
+            let before: i64 = client.query_one(tables, &[&schema]).await.unwrap().get(0);
+
+            let store = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+            assert_eq!(store.get_run("reconnect").await.unwrap(), Some(r));
+            assert_eq!(store.journal("reconnect", 0).await.unwrap(), entries(1..=3));
+            let after: i64 = client.query_one(tables, &[&schema]).await.unwrap().get(0);
+            assert_eq!(before, after);
+            let rows: i64 =
+                client.query_one(&format!("SELECT count(*) FROM \"{schema}\".agent_schema"), &[]).await.unwrap().get(0);
+            assert_eq!(rows, 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_version_is_refused() {
+        with_schema("too_new", |url, schema| async move {
+            let store = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+            drop(store);
+            let client = raw(&url).await;
+            let table = format!("\"{schema}\".agent_schema");
+            let known: i32 = client.query_one(&format!("SELECT version FROM {table}"), &[]).await.unwrap().get(0);
+            client.execute(&format!("UPDATE {table} SET version = $1"), &[&(known + 3)]).await.unwrap();
+            match PostgresStore::connect_with_schema(&url, &schema).await {
+                Err(StoreError::SchemaTooNew { store, found, supported }) => {
+                    assert_eq!((store, found, supported), ("postgres", known as u32 + 3, known as u32));
+                }
+                other => panic!("expected SchemaTooNew, got {other:?}"),
+            }
+            let v: i32 = client.query_one(&format!("SELECT version FROM {table}"), &[]).await.unwrap().get(0);
+            assert_eq!(v, known + 3);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn corrupt_records_are_errors_not_panics() {
+        with_schema("corrupt", |url, schema| async move {
+            let store = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+            for id in ["bad-status", "bad-last", "bad-snapshot", "fine"] {
+                store.append(&run(id, "agent", AgentStatus::Running, 1, 1), &entries(1..=2)).await.unwrap();
+            }
+            let client = raw(&url).await;
+            client
+                .batch_execute(&format!(
+                    "UPDATE \"{schema}\".agent_runs SET status = 'Done' WHERE run_id = 'bad-status';
+                     UPDATE \"{schema}\".agent_runs SET last_seq = -1 WHERE run_id = 'bad-last';
+                     INSERT INTO \"{schema}\".agent_snapshots (run_id, seq, taken_ms, data)
+                         VALUES ('bad-snapshot', -2, 1, '{{}}');"
+                ))
+                .await
+                .unwrap();
+            match store.get_run("bad-status").await {
+                Err(StoreError::Corrupt { store, message }) => {
+                    assert_eq!(store, "postgres");
+                    assert!(message.contains("bad-status") && message.contains("Done"), "{message}");
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+            assert!(matches!(store.list_runs(&RunQuery::default()).await, Err(StoreError::Corrupt { .. })));
+            let bad_last = run("bad-last", "agent", AgentStatus::Running, 1, 2);
+            match store.append(&bad_last, &entries([3])).await {
+                Err(StoreError::Corrupt { message, .. }) => {
+                    assert!(message.contains("append to run bad-last"), "{message}")
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+            assert_eq!(store.get_run("bad-last").await.unwrap().map(|r| r.updated_ms), Some(1), "nothing written");
+            assert!(matches!(store.latest_snapshot("bad-snapshot").await, Err(StoreError::Corrupt { .. })));
+            assert_eq!(seqs(&store.journal("fine", 0).await.unwrap()), [1, 2]);
+        })
+        .await;
+    }
+
+    /// Needs no database: nothing listens on port 1.
+    #[tokio::test]
+    async fn connecting_to_nothing_is_an_error() {
+        let err = PostgresStore::connect("postgres://agent:secret-password@127.0.0.1:1/none").await.unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Backend { store: "postgres", .. }), "{message}");
+        assert!(message.contains("connect"), "{message}");
+        assert!(!message.contains("secret-password"), "{message}");
+        assert!(PostgresStore::connect("not a url ===").await.is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! API.md "Checkpoints and durable runs", through the `agent` facade: the snippet as
+//! written (a checkpoint to a file and back, into a fresh agent), with typed values.
+
+use std::time::Duration;
+
+use agent::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TypedContextData)]
+struct Draft {
+    title: String,
+    words: u32,
+}
+
+#[workflow]
+mod hello_workflow {
+    use super::Draft;
+    use agent::prelude::*;
+    use std::time::Duration;
+
+    #[state]
+    async fn write(ctx: &Context) -> StateResult {
+        ctx.set_typed("draft", Draft { title: "Hello".into(), words: 2 });
+        "review".into()
+    }
+
+    #[state]
+    async fn review(ctx: &Context) -> StateResult {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        ctx.update_typed("draft", |d: &mut Draft| d.words += 1).unwrap();
+        let n: u32 = ctx.get_state_or("reviews", 0);
+        ctx.set_state("reviews", n + 1);
+        "publish".into()
+    }
+
+    #[state]
+    async fn publish(ctx: &Context) -> StateResult {
+        let n: u32 = ctx.get_state_or("writes", 0);
+        ctx.set_state("writes", n + 1);
+        StateResult::End
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_api_snippet_restores_a_run_from_a_file_with_its_typed_values() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("agent-checkpoint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("workflow_state.json");
+
+    let agent = hello_workflow::agent();
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // --- as API.md writes it ---
+    let checkpoint = agent.create_checkpoint(); // at any time, also mid-run
+    std::fs::write(&path, checkpoint.to_json()?)?;
+    let checkpoint = Checkpoint::from_json(&std::fs::read_to_string(&path)?)?;
+    let restored = hello_workflow::agent();
+    restored.restore_from_checkpoint(checkpoint)?;
+    let result = restored.run().await?; // continues; completed states do not re-run
+                                        // ---
+    running.await??;
+    std::fs::remove_dir_all(&dir)?;
+
+    assert_eq!(result.context().get_typed::<Draft>("draft"), Some(Draft { title: "Hello".into(), words: 3 }));
+    assert_eq!(result.context().get_state::<u32>("reviews"), Some(1));
+    assert_eq!(result.context().get_state::<u32>("writes"), Some(1));
+    assert_eq!(result.completed_states(), ["write", "review", "publish"]);
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_or_foreign_checkpoint_is_an_error() {
+    assert!(matches!(Checkpoint::from_json("{\"timestamp\": 3"), Err(CheckpointError::Json(_))));
+    assert!(matches!(Checkpoint::from_json("{\"agent_name\": \"x\"}"), Err(CheckpointError::Foreign(_))));
+}
