@@ -289,6 +289,15 @@ pub enum AgentError {
         /// The agent's name.
         agent: String,
     },
+    /// The run's checkpoint store failed, so the durable run stopped (it never goes on
+    /// unrecorded); it can be recovered from what the store holds.
+    #[error("the checkpoint store failed: {message}")]
+    Store {
+        /// The store's error.
+        message: String,
+        /// The run's context when it stopped.
+        context: Context,
+    },
     /// A checkpoint could not be used: see [`CheckpointError`](crate::CheckpointError).
     #[error(transparent)]
     Checkpoint(#[from] crate::CheckpointError),
@@ -301,7 +310,8 @@ impl AgentError {
             AgentError::UnknownState { context, .. }
             | AgentError::StateFailed { context, .. }
             | AgentError::MaxSteps { context, .. }
-            | AgentError::TimedOut { context, .. } => Some(context),
+            | AgentError::TimedOut { context, .. }
+            | AgentError::Store { context, .. } => Some(context),
             _ => None,
         }
     }

@@ -22,10 +22,12 @@ use tracing::Instrument;
 
 use crate::branch;
 use crate::checkpoint;
+use crate::durable::Durable;
 use crate::pool::ResourcePool;
 use crate::program::{Definition, Program, StateDef, StateOptions};
 use crate::result::{AgentResult, RunMetrics};
 use crate::run::Run;
+use crate::store::{CheckpointStore, RunQuery};
 use agent_core::{AgentStatus, Checkpoint, CheckpointError, StateStatus};
 
 struct Shared {
@@ -38,6 +40,10 @@ struct Shared {
     once: Arc<Mutex<rustc_hash::FxHashSet<String>>>,
     /// The checkpoint the next run continues from (`restore_from_checkpoint`).
     restore: Mutex<Option<Checkpoint>>,
+    /// Where durable runs record themselves (`with_store`).
+    store: Mutex<Option<Arc<dyn CheckpointStore>>>,
+    /// Periodic snapshots of durable runs, besides those at every completion.
+    checkpoint_interval: Mutex<Option<Duration>>,
     /// Requests for human input of every run, and who answers them.
     inputs: Arc<crate::human::InputHub>,
 }
@@ -95,6 +101,8 @@ impl Agent {
                 current: Mutex::new(None),
                 once: Arc::default(),
                 restore: Mutex::new(None),
+                store: Mutex::new(None),
+                checkpoint_interval: Mutex::new(None),
                 inputs: crate::human::InputHub::new(),
             }),
         }
@@ -300,7 +308,11 @@ impl Agent {
                 })?,
                 None => options.context.unwrap_or_default(),
             };
-            let run = Arc::new(Run::with_once(program, ctx, self.shared.once.clone()));
+            let mut run = Run::with_once(program, ctx, self.shared.once.clone());
+            run.durable = lock(&self.shared.store).clone().map(|store| {
+                Arc::new(Durable::new(store, self.shared.name.clone(), *lock(&self.shared.checkpoint_interval)))
+            });
+            let run = Arc::new(run);
             let restored = restore.map(|c| {
                 checkpoint::check(&self.shared.name, &run.program, &c)?;
                 run.set_run_id(c.run_id.clone());
@@ -313,45 +325,65 @@ impl Agent {
         run.ctx.__set_input_broker(self.shared.inputs.broker(run.run_id()));
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
-            let cancel_on_drop = CancelOnDrop(&run);
-            let start = run.program.start;
-            let rooted = restored.is_none();
-            if let Some(branches) = restored {
-                // A restored run goes on from every token of its checkpoint.
-                for (group, state) in branches {
-                    branch::spawn(&run, state, group);
-                }
-            } else {
-                run.root_slot.store(start as u32, std::sync::atomic::Ordering::Relaxed);
+            if restored.is_none() {
+                // The root token stands at the start from now on (a first snapshot has it).
+                run.root_slot.store(run.program.start as u32, std::sync::atomic::Ordering::Relaxed);
             }
-            let all = async {
-                if rooted {
-                    // The root branch is polled first, so a run that never waits registers
-                    // nothing with the cancellation token.
-                    tokio::select! {
-                        biased;
-                        _ = branch::drive(&run, start, None, true) => {}
-                        _ = run.cancel.cancelled() => {}
+            if let Some(d) = &run.durable {
+                // The run's row and a first snapshot exist before any state runs.
+                if let Err(e) = d.start(&run).await {
+                    run.fail(AgentError::Store { message: e.to_string(), context: run.ctx.clone() });
+                    run.finish();
+                    return Err(AgentError::Store { message: e.to_string(), context: run.ctx.clone() });
+                }
+            }
+            let stop_writer = tokio::sync::Notify::new();
+            let main = async {
+                let cancel_on_drop = CancelOnDrop(&run);
+                let start = run.program.start;
+                let rooted = restored.is_none();
+                if let Some(branches) = restored {
+                    // A restored run goes on from every token of its checkpoint.
+                    for (group, state) in branches {
+                        branch::spawn(&run, state, group);
                     }
                 }
-                run.tasks_finished().await;
-            };
-            match options.timeout {
-                None => all.await,
-                Some(after) => {
-                    let mut all = std::pin::pin!(all);
-                    if tokio::time::timeout(after, &mut all).await.is_err() {
-                        run.time_out();
-                        let cleanup = options.cleanup_timeout.unwrap_or(Duration::ZERO);
-                        if tokio::time::timeout(cleanup, &mut all).await.is_err() {
-                            run.cancel();
-                            all.await;
+                let all = async {
+                    if rooted {
+                        // The root branch is polled first, so a run that never waits
+                        // registers nothing with the cancellation token.
+                        tokio::select! {
+                            biased;
+                            _ = branch::drive(&run, start, None, true) => {}
+                            _ = run.cancel.cancelled() => {}
+                        }
+                    }
+                    run.tasks_finished().await;
+                };
+                match options.timeout {
+                    None => all.await,
+                    Some(after) => {
+                        let mut all = std::pin::pin!(all);
+                        if tokio::time::timeout(after, &mut all).await.is_err() {
+                            run.time_out();
+                            let cleanup = options.cleanup_timeout.unwrap_or(Duration::ZERO);
+                            if tokio::time::timeout(cleanup, &mut all).await.is_err() {
+                                run.cancel();
+                                all.await;
+                            }
                         }
                     }
                 }
-            }
-            std::mem::forget(cancel_on_drop);
-            let error = run.finish();
+                std::mem::forget(cancel_on_drop);
+                let error = run.finish();
+                // The writer commits the final snapshot, with the final status, and stops.
+                stop_writer.notify_one();
+                error
+            };
+            let error = match run.durable.clone() {
+                Some(d) => tokio::join!(main, d.writer(&run, &stop_writer)).0,
+                None => main.await,
+            };
             if run.status() == AgentStatus::TimedOut {
                 let after = options.timeout.unwrap_or_default();
                 return Err(AgentError::TimedOut { agent: self.shared.name.clone(), after, context: run.ctx.clone() });
@@ -469,6 +501,90 @@ impl Agent {
             }
         }
         self.create_checkpoint()
+    }
+
+    /// Record every run of this agent in `store`: each state's completion is committed
+    /// before its successors start, so a run whose process dies goes on in another with
+    /// [`Agent::recover`]. Requests for human input are kept there too, so another process
+    /// can answer them.
+    ///
+    /// ```
+    /// use agent_runtime::{store::SqliteStore, Agent, AgentStatus};
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut agent = Agent::new("durable").with_store(SqliteStore::open_in_memory()?);
+    /// agent.add_state("work", |ctx: Context| async move {
+    ///     ctx.set_state("done", true);
+    ///     StateResult::End
+    /// });
+    /// let result = agent.run().await?;
+    /// // Recovering a finished run continues nothing: it is over.
+    /// let again = agent.recover(result.run_id()).await?;
+    /// assert_eq!(again.status(), AgentStatus::Completed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_store(self, store: impl CheckpointStore) -> Self {
+        let store: Arc<dyn CheckpointStore> = Arc::new(store);
+        self.shared.inputs.with_store(store.clone());
+        *lock(&self.shared.store) = Some(store);
+        self
+    }
+
+    /// Besides the snapshot at every completion, snapshot a durable run every `every`
+    /// (long-running states then resume from a recent context).
+    pub fn checkpoint_interval(self, every: Duration) -> Self {
+        *lock(&self.shared.checkpoint_interval) = Some(every);
+        self
+    }
+
+    fn store(&self) -> Result<Arc<dyn CheckpointStore>, AgentError> {
+        lock(&self.shared.store).clone().ok_or_else(|| AgentError::Store {
+            message: format!("agent `{}` has no store (see `with_store`)", self.shared.name),
+            context: Context::new(),
+        })
+    }
+
+    /// Continue run `run_id` from the newest snapshot in this agent's store: states that
+    /// completed are not run again; those in flight when its process died run again.
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::Store`] without a store, when the store fails, or when it holds no
+    /// such run; [`AgentError::Checkpoint`] when its snapshot cannot be read or does not fit
+    /// this agent; otherwise as [`Agent::run`].
+    pub async fn recover(&self, run_id: &str) -> Result<AgentResult, AgentError> {
+        let store = self.store()?;
+        let fail = |message: String| AgentError::Store { message, context: Context::new() };
+        let snapshot = store.latest_snapshot(run_id).await.map_err(|e| fail(e.to_string()))?;
+        let snapshot = snapshot.ok_or_else(|| fail(format!("the store holds no run {run_id}")))?;
+        self.restore_from_checkpoint(Checkpoint::from_json(&snapshot.data)?)?;
+        self.run().await
+    }
+
+    /// Recover every unfinished (running or paused) run of this agent in its store, one
+    /// after another; the result of each, with its id.
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::Store`] without a store or when listing the runs fails.
+    pub async fn recover_all(&self) -> Result<Vec<(String, Result<AgentResult, AgentError>)>, AgentError> {
+        let store = self.store()?;
+        let mut runs = Vec::new();
+        for status in [AgentStatus::Running, AgentStatus::Paused] {
+            let query = RunQuery { agent: Some(self.shared.name.clone()), status: Some(status), limit: None };
+            let found = store.list_runs(&query).await;
+            let found = found.map_err(|e| AgentError::Store { message: e.to_string(), context: Context::new() })?;
+            runs.extend(found.into_iter().map(|r| r.run_id));
+        }
+        let mut results = Vec::with_capacity(runs.len());
+        for run_id in runs {
+            let result = self.recover(&run_id).await;
+            results.push((run_id, result));
+        }
+        Ok(results)
     }
 
     /// Continue the paused run to its end (in this task, like `run()`).

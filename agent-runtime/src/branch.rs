@@ -71,10 +71,22 @@ async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) 
 pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<Group>>, mut rooted: bool) {
     let prog = &*run.program;
     let mut next: Vec<Position> = Vec::new();
+    // A durable run's completion not yet recorded: recorded before any successor starts.
+    let mut unrecorded = false;
+    // Positions in `next` to go on from once a durable run has recorded the transition.
+    let mut deferred = false;
     // Go on from the positions in `next`: the first in this task, the others spawned; the
-    // branch ends if there are none.
+    // branch ends if there are none. The transition is over (`entered` is dropped) before a
+    // durable run records it.
     macro_rules! go_on {
-        () => {
+        ($entered:ident) => {
+            drop($entered);
+            if unrecorded {
+                // Recorded at the top of the loop (one await point, so the branch future
+                // stays small), then `next` is taken.
+                deferred = true;
+                continue;
+            }
             match take_next(run, &mut next) {
                 Some((g, s)) => {
                     group = g;
@@ -86,6 +98,18 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
         };
     }
     loop {
+        if std::mem::take(&mut unrecorded) && !Box::pin(record(run)).await {
+            return;
+        }
+        if std::mem::take(&mut deferred) {
+            match take_next(run, &mut next) {
+                Some((g, s)) => {
+                    group = g;
+                    pos = s;
+                }
+                None => return,
+            }
+        }
         if run.is_stopping() {
             return;
         }
@@ -171,7 +195,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
         };
         if cancelled {
             // The branch ends here.
-            let _t = run.transitions.enter();
+            let entered = run.transitions.enter();
             run.set_state_status(pos, StateStatus::Cancelled);
             if !state.dependents.is_empty() {
                 deps::failed(run);
@@ -181,13 +205,14 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 Some(g) => g.end(run, pos, &mut next),
                 None => return leave_top(run, pos, rooted),
             }
-            go_on!();
+            go_on!(entered);
         }
         // The result is read where the poll wrote it, by reference: moving it out first
         // cost a stalled copy per transition (store-to-load forwarding fails on it).
         let result = match &outcome {
             Ok(Ok(result)) if !run.ctx.has_write_error() => {
                 run.record_completion(pos);
+                unrecorded = run.durable.is_some();
                 if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
                     // A gate may wait on a condition over the context.
                     run.deps.changed.notify_waiters();
@@ -201,8 +226,9 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                     // The branch stops at the failed state (where a restored run resumes).
                     return fail_state(run, pos, outcome, attempts);
                 };
-                let _t = run.transitions.enter();
+                let entered = run.transitions.enter();
                 route_error(run, pos, outcome, attempts, handler);
+                unrecorded = run.durable.is_some();
                 next.clear();
                 match &group {
                     None => {
@@ -212,14 +238,14 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                     }
                     Some(g) => arrive(run, g, pos, handler, &mut next),
                 }
-                go_on!();
+                go_on!(entered);
             }
         };
         next.clear();
         // Every transition but the root task's plain step publishes positions under the
         // transition lock (see `frontier`).
         let plain_step = rooted && group.is_none() && matches!(result, StateResult::Next(_));
-        let _t = if plain_step && state.dependents.is_empty() { None } else { Some(run.transitions.enter()) };
+        let entered = if plain_step && state.dependents.is_empty() { None } else { Some(run.transitions.enter()) };
         match result {
             StateResult::End => match group.take() {
                 Some(g) => g.end(run, pos, &mut next),
@@ -284,13 +310,11 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                             run.top_enter(pos);
                         }
                         let child = Group::open(run, group.take(), pos, &targets);
-                        // One shared-counter update for the whole fan-out, not one per branch.
-                        run.tasks_started(targets.len() - 1);
-                        for &t in &targets[1..] {
+                        // Spawned by `go_on`, after a durable run has recorded this state.
+                        for &t in &targets {
                             run.set_state_status(t, StateStatus::Ready);
-                            spawn_counted(run, t, Some(child.clone()));
+                            next.push((Some(child.clone()), t));
                         }
-                        next.push((Some(child), targets[0]));
                     }
                 }
             }
@@ -303,7 +327,17 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             }
             deps::completed(run, pos);
         }
-        go_on!();
+        go_on!(entered);
+    }
+}
+
+/// Record a durable run's completions before a successor starts; `false` if the store
+/// failed (the run is failing).
+#[cold]
+async fn record(run: &Run) -> bool {
+    match &run.durable {
+        Some(d) => d.sync().await,
+        None => true,
     }
 }
 
@@ -429,10 +463,14 @@ fn arrive(run: &Run, g: &Arc<Group>, from: usize, to: usize, next: &mut Vec<Posi
 
 /// The position this branch goes on with, spawning a task for every other one released.
 fn take_next(run: &Arc<Run>, next: &mut Vec<Position>) -> Option<Position> {
+    if next.len() > 1 {
+        // One shared-counter update for a whole fan-out, not one per branch.
+        run.tasks_started(next.len() - 1);
+    }
     let mut released = next.drain(..);
     let first = released.next()?;
     for (g, s) in released {
-        spawn(run, s, g);
+        spawn_counted(run, s, g);
     }
     Some(first)
 }

@@ -20,6 +20,7 @@ pub mod bench;
 mod branch;
 mod checkpoint;
 mod deps;
+mod durable;
 mod fanin;
 mod frontier;
 mod human;

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::deps::DepsState;
+use crate::durable::Durable;
 use crate::fanin::Group;
 use crate::frontier::TransitionLock;
 use crate::program::Program;
@@ -84,6 +85,8 @@ pub(crate) struct Run {
     pausing: AtomicBool,
     /// Notified when the run is over.
     ended: Notify,
+    /// The store a durable run records itself in (see `durable`).
+    pub durable: Option<Arc<Durable>>,
 }
 
 /// `Run::root_slot` when the root task holds no position.
@@ -136,6 +139,7 @@ impl Run {
             groups: Mutex::new(Vec::new()),
             pausing: AtomicBool::new(false),
             ended: Notify::new(),
+            durable: None,
         }
     }
 

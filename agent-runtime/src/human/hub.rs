@@ -123,7 +123,6 @@ impl InputHub {
 
     /// Write requests and answers to `store`, and read answers given by other processes
     /// from it. Called by the agent when it gets a store.
-    #[allow(dead_code)] // wired by the agent's store support
     pub(crate) fn with_store(&self, store: Arc<dyn CheckpointStore>) {
         *self.store.write().unwrap_or_else(PoisonError::into_inner) = Some(store);
     }

@@ -1,0 +1,150 @@
+//! Durable runs: a run with a store records itself as it goes.
+//!
+//! Invariants:
+//! - A branch that completed a state waits in [`Durable::sync`] before any successor of
+//!   that state starts (before it moves on, and before it spawns the branches of a
+//!   fan-out), until a snapshot taken after the completion is committed to the store. So a
+//!   process killed at any instant leaves a store from which `Agent::recover` re-runs only
+//!   the states that were in flight.
+//! - One writer task per run takes and commits snapshots; a sync asks for a snapshot newer
+//!   than its completion, so branches finishing together share one commit (group commit).
+//! - The run's row is written before its first snapshot, and again with its final status
+//!   (and a last snapshot) when the run ends or pauses.
+//! - A store that fails stops the run with `AgentError::Store`: a durable run never goes on
+//!   unrecorded.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agent_core::AgentError;
+use tokio::sync::{watch, Notify};
+
+use crate::checkpoint;
+use crate::run::Run;
+use crate::store::{CheckpointStore, Retention, RunRecord, Snapshot, StoreError};
+
+/// Snapshots kept per run: the newest is all a recovery needs; one more in case the newest
+/// is being written while another process reads.
+const KEEP: usize = 2;
+/// Retention runs after this many snapshots.
+const PRUNE_EVERY: u64 = 64;
+
+/// A run's link to its store.
+pub(crate) struct Durable {
+    pub store: Arc<dyn CheckpointStore>,
+    agent: String,
+    created_ms: AtomicI64,
+    /// Snapshots asked for (a generation number).
+    requested: AtomicU64,
+    /// Wakes the writer.
+    wake: Notify,
+    /// The newest generation committed; `u64::MAX` once the store failed.
+    committed: watch::Sender<u64>,
+    interval: Option<Duration>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Durable {
+    pub(crate) fn new(store: Arc<dyn CheckpointStore>, agent: String, interval: Option<Duration>) -> Durable {
+        Durable {
+            store,
+            agent,
+            created_ms: AtomicI64::new(now_ms()),
+            requested: AtomicU64::new(0),
+            wake: Notify::new(),
+            committed: watch::Sender::new(0),
+            interval,
+        }
+    }
+
+    fn record(&self, run: &Run) -> RunRecord {
+        RunRecord {
+            run_id: run.run_id().to_owned(),
+            agent: self.agent.clone(),
+            status: run.status(),
+            created_ms: self.created_ms.load(Relaxed),
+            updated_ms: now_ms(),
+        }
+    }
+
+    /// Write the run's row and a first snapshot, before any state runs. A recovered run
+    /// keeps its start time, and its snapshots follow those already stored.
+    pub(crate) async fn start(&self, run: &Run) -> Result<(), StoreError> {
+        let id = run.run_id();
+        if let Some(known) = self.store.get_run(id).await? {
+            self.created_ms.store(known.created_ms, Relaxed);
+        }
+        let base = self.store.latest_snapshot(id).await?.map_or(0, |s| s.seq) + 1;
+        self.store.upsert_run(&self.record(run)).await?;
+        self.requested.store(base, Release);
+        self.commit(run, base).await?;
+        self.committed.send_replace(base);
+        Ok(())
+    }
+
+    async fn commit(&self, run: &Run, generation: u64) -> Result<(), StoreError> {
+        let checkpoint = checkpoint::capture(run, &self.agent);
+        let data = checkpoint.to_json().map_err(|e| StoreError::Corrupt {
+            store: self.store.kind(),
+            message: format!("the run's checkpoint could not be written: {e}"),
+        })?;
+        let snapshot = Snapshot { seq: generation, taken_ms: now_ms(), data };
+        self.store.save_snapshot(run.run_id(), &snapshot).await?;
+        self.store.upsert_run(&self.record(run)).await
+    }
+
+    /// Wait until a snapshot taken after this call is committed. `false` if the store failed
+    /// (the run is then failing).
+    pub(crate) async fn sync(&self) -> bool {
+        let wanted = self.requested.fetch_add(1, AcqRel) + 1;
+        self.wake.notify_one();
+        let mut rx = self.committed.subscribe();
+        let ok = rx.wait_for(|&c| c >= wanted).await.is_ok();
+        ok && *rx.borrow() != u64::MAX
+    }
+
+    /// The writer: commit a snapshot whenever one is asked for (or the interval passes),
+    /// until `stop` is notified; then the final one.
+    pub(crate) async fn writer(&self, run: &Run, stop: &Notify) {
+        let mut commits = 0u64;
+        let mut tick = self.interval.map(|d| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            let stopping = tokio::select! {
+                biased;
+                _ = stop.notified() => true,
+                _ = self.wake.notified() => false,
+                _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => false,
+            };
+            let generation = self.requested.load(Acquire);
+            if let Err(e) = self.commit(run, generation).await {
+                self.fail(run, e);
+                return;
+            }
+            self.committed.send_replace(generation);
+            commits += 1;
+            if commits.is_multiple_of(PRUNE_EVERY) {
+                let policy = Retention { keep_snapshots: Some(KEEP), drop_finished_after: None };
+                if let Err(e) = self.store.apply_retention(&policy, now_ms()).await {
+                    tracing::warn!(error = %e, "retention failed; snapshots are kept");
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    fn fail(&self, run: &Run, e: StoreError) {
+        tracing::error!(error = %e, "the store failed; the durable run stops");
+        run.fail(AgentError::Store { message: e.to_string(), context: run.ctx.clone() });
+        self.committed.send_replace(u64::MAX);
+    }
+}

@@ -1,0 +1,155 @@
+//! Durable runs: with a store, every completion is committed before its successors start,
+//! and a run whose process died goes on with `recover` (only in-flight states run again).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use agent_core::{AgentStatus, Checkpoint, Context, StateResult};
+use agent_runtime::store::{CheckpointStore, MemoryStore, RunQuery, SqliteStore};
+use agent_runtime::Agent;
+
+type Fut = Pin<Box<dyn Future<Output = StateResult> + Send>>;
+
+fn trail(ctx: &Context) -> Vec<String> {
+    ctx.get_state("trail").unwrap_or_default()
+}
+
+/// The newest checkpoint the store holds of the only run in it.
+async fn latest(store: &dyn CheckpointStore) -> Checkpoint {
+    let runs = store.list_runs(&RunQuery::default()).await.unwrap();
+    let snapshot = store.latest_snapshot(&runs[0].run_id).await.unwrap().expect("a first snapshot before any state");
+    Checkpoint::from_json(&snapshot.data).unwrap()
+}
+
+/// A state that checks that every state in `before` is completed in the store's newest
+/// snapshot (so its completion was committed before this successor started), records its
+/// visit, and moves on; `hang` makes it wait forever (a process about to die).
+fn step(
+    store: MemoryStore,
+    name: &'static str,
+    before: &'static [&'static str],
+    next: StateResult,
+    hang: bool,
+) -> impl Fn(Context) -> Fut + Send + Sync + 'static {
+    move |ctx: Context| {
+        let (store, next) = (store.clone(), next.clone());
+        Box::pin(async move {
+            let recorded = latest(&store).await;
+            for b in before {
+                assert!(
+                    recorded.completed_states.iter().any(|c| c == b),
+                    "{name} started before {b}'s completion was recorded"
+                );
+            }
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push(name.to_owned())).unwrap();
+            next
+        })
+    }
+}
+
+fn pipeline(store: &MemoryStore, hang_at: Option<&str>) -> Agent {
+    let mut agent = Agent::new("pipeline").with_store(store.clone());
+    let s = |name: &'static str, before: &'static [&'static str], next: StateResult| {
+        step(store.clone(), name, before, next, hang_at == Some(name))
+    };
+    agent.add_state("load", s("load", &[], StateResult::parallel(["a", "b", "c"])));
+    agent.add_state("a", s("a", &["load"], "merge".into()));
+    agent.add_state("b", s("b", &["load"], "merge".into()));
+    agent.add_state("c", s("c", &["load"], "merge".into()));
+    agent.add_state("merge", s("merge", &["a", "b", "c"], "report".into()));
+    agent.add_state("report", s("report", &["merge"], StateResult::End));
+    agent
+}
+
+#[tokio::test]
+async fn every_completion_is_recorded_before_its_successors_start() {
+    let store = MemoryStore::new();
+    let result = pipeline(&store, None).run().await.unwrap();
+    assert_eq!(trail(result.context()).len(), 6);
+    let run = store.get_run(result.run_id()).await.unwrap().unwrap();
+    assert_eq!(run.status, AgentStatus::Completed);
+    assert_eq!(run.agent, "pipeline");
+    let last = latest(&store).await;
+    assert_eq!(last.agent_status, AgentStatus::Completed);
+    assert_eq!(last.completed_states.len(), 6);
+    assert_eq!(trail(&Context::from_json(&last.context).unwrap()).len(), 6, "the final snapshot has the whole context");
+}
+
+#[tokio::test]
+async fn a_run_whose_process_died_is_recovered_and_only_in_flight_states_run_again() {
+    let store = MemoryStore::new();
+    // The first process stops for good inside `merge` (its task is dropped: nothing more
+    // is written, as when the process is killed).
+    let first = pipeline(&store, Some("merge"));
+    let running = tokio::spawn(async move { first.run().await });
+    let run_id = loop {
+        tokio::task::yield_now().await;
+        let c = latest(&store).await;
+        if c.completed_states.len() == 4 && c.running_states() == ["merge"] {
+            break c.run_id;
+        }
+    };
+    running.abort();
+    let _ = running.await;
+    assert_eq!(store.get_run(&run_id).await.unwrap().unwrap().status, AgentStatus::Running);
+
+    // A new process: the same workflow, the same store.
+    let second = pipeline(&store, None);
+    let recovered = second.recover_all().await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].0, run_id);
+    let result = recovered[0].1.as_ref().unwrap();
+    let mut t = trail(result.context());
+    assert_eq!(t.split_off(4), ["merge", "report"]);
+    t.sort();
+    assert_eq!(t, ["a", "b", "c", "load"], "nothing completed ran again");
+    assert_eq!(store.get_run(&run_id).await.unwrap().unwrap().status, AgentStatus::Completed);
+    assert!(second.recover_all().await.unwrap().is_empty(), "nothing is left unfinished");
+}
+
+#[tokio::test]
+async fn a_sqlite_file_carries_a_run_to_another_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let build = |store: SqliteStore, hang: bool| {
+        let mut agent = Agent::new("file").with_store(store);
+        agent.add_state("first", |ctx: Context| async move {
+            ctx.update_state_or_default("n", |n: &mut u32| *n += 1).unwrap();
+            StateResult::next("second")
+        });
+        agent.add_state("second", move |ctx: Context| async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            ctx.set_state("second", true);
+            StateResult::End
+        });
+        agent
+    };
+    let first = build(SqliteStore::open(&path).unwrap(), true);
+    let running = tokio::spawn({
+        let first = first.clone();
+        async move { first.run().await }
+    });
+    let store = SqliteStore::open(&path).unwrap();
+    let run_id = loop {
+        tokio::task::yield_now().await;
+        let runs = store.list_runs(&RunQuery::default()).await.unwrap();
+        if let Some(r) = runs.first() {
+            let s = store.latest_snapshot(&r.run_id).await.unwrap();
+            if s.is_some_and(|s| Checkpoint::from_json(&s.data).unwrap().completed_states == ["first"]) {
+                break r.run_id.clone();
+            }
+        }
+    };
+    running.abort();
+    let _ = running.await;
+    let second = build(SqliteStore::open(&path).unwrap(), false);
+    let result = second.recover(&run_id).await.unwrap();
+    assert_eq!(result.context().get_state::<u32>("n"), Some(1), "`first` did not run again");
+    assert_eq!(result.context().get_state::<bool>("second"), Some(true));
+    assert!(second.recover("no-such-run").await.is_err());
+}
