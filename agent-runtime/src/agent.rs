@@ -38,14 +38,21 @@ struct Shared {
     current: Mutex<Option<Arc<Run>>>,
     /// States whose completion counts forever for `Once` dependencies.
     once: Arc<Mutex<rustc_hash::FxHashSet<String>>>,
-    /// The checkpoint the next run continues from (`restore_from_checkpoint`).
-    restore: Mutex<Option<Checkpoint>>,
-    /// Where durable runs record themselves (`with_store`).
-    store: Mutex<Option<Arc<dyn CheckpointStore>>>,
-    /// Periodic snapshots of durable runs, besides those at every completion.
-    checkpoint_interval: Mutex<Option<Duration>>,
+    /// Checkpoints and stores: one lock, taken once per run.
+    persist: Mutex<Persist>,
     /// Requests for human input of every run, and who answers them.
     inputs: Arc<crate::human::InputHub>,
+}
+
+/// What the next run continues from, and where durable runs record themselves.
+#[derive(Default)]
+struct Persist {
+    /// The checkpoint the next run continues from (`restore_from_checkpoint`).
+    restore: Option<Checkpoint>,
+    /// Where durable runs record themselves (`with_store`).
+    store: Option<Arc<dyn CheckpointStore>>,
+    /// Periodic snapshots of durable runs, besides those at every completion.
+    checkpoint_interval: Option<Duration>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,9 +107,7 @@ impl Agent {
                 compiled: Mutex::new(None),
                 current: Mutex::new(None),
                 once: Arc::default(),
-                restore: Mutex::new(None),
-                store: Mutex::new(None),
-                checkpoint_interval: Mutex::new(None),
+                persist: Mutex::default(),
                 inputs: crate::human::InputHub::new(),
             }),
         }
@@ -300,7 +305,14 @@ impl Agent {
             if current.as_ref().is_some_and(|r| !r.status().is_finished() && r.status() != AgentStatus::Paused) {
                 return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
             }
-            let restore = lock(&self.shared.restore).take();
+            let (restore, durable) = {
+                let mut persist = lock(&self.shared.persist);
+                let durable = persist
+                    .store
+                    .clone()
+                    .map(|store| Arc::new(Durable::new(store, self.shared.name.clone(), persist.checkpoint_interval)));
+                (persist.restore.take(), durable)
+            };
             let ctx = match &restore {
                 Some(c) => Context::from_json(&c.context).map_err(|e| CheckpointError::Mismatch {
                     agent: self.shared.name.clone(),
@@ -309,9 +321,7 @@ impl Agent {
                 None => options.context.unwrap_or_default(),
             };
             let mut run = Run::with_once(program, ctx, self.shared.once.clone());
-            run.durable = lock(&self.shared.store).clone().map(|store| {
-                Arc::new(Durable::new(store, self.shared.name.clone(), *lock(&self.shared.checkpoint_interval)))
-            });
+            run.durable = durable;
             let run = Arc::new(run);
             let restored = restore.map(|c| {
                 checkpoint::check(&self.shared.name, &run.program, &c)?;
@@ -322,7 +332,7 @@ impl Agent {
             *current = Some(run.clone());
             (run, restored)
         };
-        run.ctx.__set_input_broker(self.shared.inputs.broker(run.run_id()));
+        run.ctx.__set_input_broker(self.shared.inputs.broker(Arc::downgrade(&run)));
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             if restored.is_none() {
@@ -485,7 +495,7 @@ impl Agent {
             reason: format!("the agent cannot run: {e}"),
         })?;
         checkpoint::check(&self.shared.name, &program, &checkpoint)?;
-        *lock(&self.shared.restore) = Some(checkpoint);
+        lock(&self.shared.persist).restore = Some(checkpoint);
         Ok(())
     }
 
@@ -529,19 +539,19 @@ impl Agent {
     pub fn with_store(self, store: impl CheckpointStore) -> Self {
         let store: Arc<dyn CheckpointStore> = Arc::new(store);
         self.shared.inputs.with_store(store.clone());
-        *lock(&self.shared.store) = Some(store);
+        lock(&self.shared.persist).store = Some(store);
         self
     }
 
     /// Besides the snapshot at every completion, snapshot a durable run every `every`
     /// (long-running states then resume from a recent context).
     pub fn checkpoint_interval(self, every: Duration) -> Self {
-        *lock(&self.shared.checkpoint_interval) = Some(every);
+        lock(&self.shared.persist).checkpoint_interval = Some(every);
         self
     }
 
     fn store(&self) -> Result<Arc<dyn CheckpointStore>, AgentError> {
-        lock(&self.shared.store).clone().ok_or_else(|| AgentError::Store {
+        lock(&self.shared.persist).store.clone().ok_or_else(|| AgentError::Store {
             message: format!("agent `{}` has no store (see `with_store`)", self.shared.name),
             context: Context::new(),
         })

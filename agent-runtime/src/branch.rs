@@ -27,6 +27,7 @@ use crate::attempt;
 use crate::attempt::Attempted;
 use crate::deps;
 use crate::fanin::{Group, Position};
+use crate::frontier::TRANSITIONS;
 use crate::run::{Run, TaskGuard, NO_STATE};
 use agent_core::StateStatus;
 
@@ -195,7 +196,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
         };
         if cancelled {
             // The branch ends here.
-            let entered = run.transitions.enter();
+            let entered = TRANSITIONS.enter();
             run.set_state_status(pos, StateStatus::Cancelled);
             if !state.dependents.is_empty() {
                 deps::failed(run);
@@ -226,7 +227,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                     // The branch stops at the failed state (where a restored run resumes).
                     return fail_state(run, pos, outcome, attempts);
                 };
-                let entered = run.transitions.enter();
+                let entered = TRANSITIONS.enter();
                 route_error(run, pos, outcome, attempts, handler);
                 unrecorded = run.durable.is_some();
                 next.clear();
@@ -245,7 +246,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
         // Every transition but the root task's plain step publishes positions under the
         // transition lock (see `frontier`).
         let plain_step = rooted && group.is_none() && matches!(result, StateResult::Next(_));
-        let entered = if plain_step && state.dependents.is_empty() { None } else { Some(run.transitions.enter()) };
+        let entered = if plain_step && state.dependents.is_empty() { None } else { Some(TRANSITIONS.enter()) };
         match result {
             StateResult::End => match group.take() {
                 Some(g) => g.end(run, pos, &mut next),

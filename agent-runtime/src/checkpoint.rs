@@ -17,6 +17,7 @@ use std::sync::{Arc, PoisonError, Weak};
 use agent_core::{Checkpoint, CheckpointError, GroupRecord, StateRecord, StateStatus, TokenRecord};
 
 use crate::fanin::{Counts, Group, Position};
+use crate::frontier::TRANSITIONS;
 use crate::program::Program;
 use crate::run::{Run, NO_STATE};
 
@@ -25,7 +26,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     let prog = &*run.program;
     let mut checkpoint = Checkpoint::new(agent, run.run_id());
     let (root, mut top, groups) = {
-        let _w = run.transitions.write();
+        let _w = TRANSITIONS.write();
         let root = run.root_slot.load(Relaxed);
         let top: Vec<u32> = run.states.iter().map(|c| c.at_top.load(Relaxed)).collect();
         let registered: Vec<Weak<Group>> = run.groups.lock().unwrap_or_else(PoisonError::into_inner).clone();

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use agent_core::DependencyTimeout;
 
+use crate::frontier::TRANSITIONS;
 use crate::run::Run;
 use agent_core::StateStatus;
 
@@ -71,7 +72,7 @@ fn activate(run: &Arc<Run>, d: usize) {
     if is_active(run, d) {
         return;
     }
-    let _t = run.transitions.enter();
+    let _t = TRANSITIONS.enter();
     if status.compare_exchange(now, StateStatus::Ready as u8, Relaxed, Relaxed).is_ok() {
         tracing::debug!(state = &*run.program.states[d].name, "activated as a dependency");
         run.top_enter(d);

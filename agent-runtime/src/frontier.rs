@@ -14,7 +14,9 @@
 //! [`TransitionLock::write`], so it never sees half a transition. The lock is a "big
 //! reader" lock: transitions on different threads touch different cache lines (one shard
 //! per thread), and only a checkpoint makes them wait, for as long as it reads the
-//! positions (not the context).
+//! positions (not the context). There is one lock per process, [`TRANSITIONS`], not one
+//! per run: a run then costs nothing to set up (the shards are 2 KiB), and a checkpoint
+//! holds back the transitions of the process's other runs only for that short read.
 //!
 //! Invariants:
 //! - No `.await` while entered (a transition is synchronous code), so an entered thread
@@ -37,6 +39,9 @@ thread_local! {
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
+/// The process's transition lock (see the module docs).
+pub(crate) static TRANSITIONS: TransitionLock = TransitionLock::new();
+
 /// See the module docs.
 pub(crate) struct TransitionLock {
     shards: [CachePadded<AtomicU32>; SHARDS],
@@ -56,17 +61,15 @@ pub(crate) struct Written<'a> {
     _one: MutexGuard<'a, ()>,
 }
 
-impl Default for TransitionLock {
-    fn default() -> Self {
+impl TransitionLock {
+    const fn new() -> Self {
         TransitionLock {
-            shards: std::array::from_fn(|_| CachePadded::new(AtomicU32::new(0))),
+            shards: [const { CachePadded::new(AtomicU32::new(0)) }; SHARDS],
             writing: CachePadded::new(AtomicBool::new(false)),
             writers: Mutex::new(()),
         }
     }
-}
 
-impl TransitionLock {
     /// Enter a transition: waits only while a checkpoint reads positions.
     #[inline]
     pub(crate) fn enter(&self) -> Entered<'_> {
@@ -132,7 +135,7 @@ mod tests {
 
     #[test]
     fn entering_nests_and_a_writer_waits_for_transitions() {
-        let lock = Arc::new(TransitionLock::default());
+        let lock = Arc::new(TransitionLock::new());
         {
             let _a = lock.enter();
             let _b = lock.enter();

@@ -9,12 +9,11 @@
 //! - Per-state counters are atomics indexed by state, so recording a completion takes no
 //!   lock; the order of first completions is a sequence number taken once per state.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use agent_core::{AgentError, Context};
-use crossbeam_utils::CachePadded;
 use rustc_hash::FxHashSet;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use crate::deps::DepsState;
 use crate::durable::Durable;
 use crate::fanin::Group;
-use crate::frontier::TransitionLock;
 use crate::program::Program;
 use agent_core::{AgentStatus, StateStatus};
 
@@ -55,10 +53,7 @@ pub(crate) struct Run {
     distinct_completed: AtomicU32,
     /// States started; counted only when the program has `max_steps`.
     pub steps: AtomicU64,
-    /// Cache-padded: spawned branches on every worker bump it. Its alignment also puts the
-    /// run's fields on other cache lines than the `Arc` reference count, which every
-    /// spawned branch's clone and drop writes.
-    tasks: CachePadded<AtomicUsize>,
+    tasks: AtomicUsize,
     tasks_done: Notify,
     /// Woken by `cancel_state`; running states re-check their `cancel_epoch`.
     pub state_cancelled: Notify,
@@ -74,8 +69,6 @@ pub(crate) struct Run {
     finished_after: AtomicU64,
     /// Dependency bookkeeping (see `deps`).
     pub deps: DepsState,
-    /// Held by transitions that publish positions, taken by checkpoints (see `frontier`).
-    pub transitions: TransitionLock,
     /// The root task's position while it moves alone at the top level; `NO_STATE` otherwise.
     pub root_slot: AtomicU32,
     /// Every fan-out group opened, for checkpoints (closed ones are skipped, and pruned
@@ -125,7 +118,7 @@ impl Run {
                 .collect(),
             distinct_completed: AtomicU32::new(0),
             steps: AtomicU64::new(0),
-            tasks: CachePadded::new(AtomicUsize::new(0)),
+            tasks: AtomicUsize::new(0),
             tasks_done: Notify::new(),
             state_cancelled: Notify::new(),
             error: Mutex::new(None),
@@ -134,7 +127,6 @@ impl Run {
             stopping: AtomicBool::new(false),
             started: Instant::now(),
             finished_after: AtomicU64::new(u64::MAX),
-            transitions: TransitionLock::default(),
             root_slot: AtomicU32::new(NO_STATE),
             groups: Mutex::new(Vec::new()),
             pausing: AtomicBool::new(false),
@@ -240,7 +232,8 @@ impl Run {
             .compare_exchange(AgentStatus::Running as u8, AgentStatus::Paused as u8, Relaxed, Relaxed)
             .is_ok();
         if paused {
-            self.pausing.store(true, Relaxed);
+            // SeqCst with `finish`: either it sees a pause to wake, or `ended` sees it over.
+            self.pausing.store(true, SeqCst);
             self.stopping.store(true, Relaxed);
             // Wake states waiting to start, so they leave.
             self.state_cancelled.notify_waiters();
@@ -254,11 +247,11 @@ impl Run {
         self.pausing.load(Relaxed)
     }
 
-    /// Wait until the run is over.
+    /// Wait until a pausing run is over (`finish` wakes waiters only when it pauses).
     pub(crate) async fn ended(&self) {
         loop {
             let notified = self.ended.notified();
-            if self.finished_after.load(Relaxed) != u64::MAX {
+            if self.finished_after.load(SeqCst) != u64::MAX {
                 return;
             }
             notified.await;
@@ -340,8 +333,11 @@ impl Run {
         let _ =
             self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Completed as u8, Relaxed, Relaxed);
         let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-        self.finished_after.store(nanos, Relaxed);
-        self.ended.notify_waiters();
+        self.finished_after.store(nanos, SeqCst);
+        // Only `pause` waits for the end (and `ended` checks `finished_after` itself).
+        if self.pausing.load(SeqCst) {
+            self.ended.notify_waiters();
+        }
         if !self.has_error.load(Relaxed) {
             return None;
         }

@@ -13,11 +13,11 @@
 //! - Entries made in this process are `claimed`; restored ones (from a checkpoint or the
 //!   store) are not until a request of the same run and prompt re-attaches to them, oldest
 //!   first.
-//! - When a run's broker is made, the books of other runs with nobody waiting are dropped,
-//!   so an agent run many times keeps only what its current run can still need.
+//! - When a run first asks, the books of other runs with nobody waiting are dropped, so an
+//!   agent run many times keeps only what its current run can still need.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_core::__private::InputBroker;
@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 use super::terminal::Terminal;
 use super::wait::RunBroker;
 use super::{AnswerError, PendingInput};
+use crate::run::Run;
 use crate::store::{CheckpointStore, InputRecord};
 
 /// The requests of every run of one agent, and who may answer them.
@@ -115,10 +116,19 @@ impl InputHub {
 
     /// The broker to install into run `run_id`'s context. Forgets the other runs nobody
     /// waits on.
-    pub(crate) fn broker(self: &Arc<Self>, run_id: &str) -> Arc<dyn InputBroker> {
-        let run: Arc<str> = run_id.into();
-        self.lock().retain(|r, book| *r == run || book.entries.iter().any(|e| e.waiter.is_some()));
-        Arc::new(RunBroker { hub: self.clone(), run })
+    pub(crate) fn broker(self: &Arc<Self>, run: Weak<Run>) -> Arc<dyn InputBroker> {
+        Arc::new(RunBroker { hub: self.clone(), run, id: OnceLock::new() })
+    }
+
+    /// A broker for run `id`, with no `Run` behind it (the hub's own tests).
+    #[cfg(test)]
+    pub(crate) fn broker_for(self: &Arc<Self>, id: &str) -> Arc<dyn InputBroker> {
+        Arc::new(RunBroker { hub: self.clone(), run: Weak::new(), id: OnceLock::from(Arc::<str>::from(id)) })
+    }
+
+    /// Forget the runs other than `run` that nobody waits on (when `run` first asks).
+    pub(super) fn forget_others(&self, run: &Arc<str>) {
+        self.lock().retain(|r, book| r == run || book.entries.iter().any(|e| e.waiter.is_some()));
     }
 
     /// Write requests and answers to `store`, and read answers given by other processes

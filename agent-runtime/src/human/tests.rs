@@ -23,7 +23,7 @@ fn hub_with(store: &MemoryStore) -> Arc<InputHub> {
 
 /// Ask `input` in run `RUN` on a task of its own.
 fn ask(hub: &Arc<InputHub>, input: HumanInput) -> tokio::task::JoinHandle<Result<String, HumanInputError>> {
-    let broker = hub.broker(RUN);
+    let broker = hub.broker_for(RUN);
     tokio::spawn(async move { broker.request(input).await })
 }
 
@@ -197,7 +197,7 @@ async fn a_re_attached_timeout_counts_from_the_original_request() {
 async fn snapshot_and_restore_carry_pending_input_across_hubs() {
     let first = InputHub::new();
     first.set_terminal(false);
-    let broker = first.broker(RUN);
+    let broker = first.broker_for(RUN);
     let waiting = tokio::spawn(async move { broker.request(HumanInput::new("Ship it?")).await });
     pending_in(&first, 1).await;
     let records = first.snapshot(RUN);

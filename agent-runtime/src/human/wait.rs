@@ -9,7 +9,7 @@
 //! - With a store, the store's first answer wins: an answer given here that the store
 //!   refuses (another process answered first) is replaced by the store's.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use agent_core::__private::{InputBroker, InputFuture};
@@ -18,20 +18,42 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::hub::{now_ms, InputHub, Opened};
 use super::resources;
+use crate::run::Run;
 use crate::store::{CheckpointStore, InputRecord};
 
 /// How often a waiting request reads the store for an answer from another process.
 const POLL: Duration = Duration::from_millis(500);
 
-/// The broker installed into one run's context.
+/// The broker installed into one run's context. Made for every run, so it does nothing
+/// until a state first asks: then it learns the run's id (formatted only then).
 pub(super) struct RunBroker {
     pub(super) hub: Arc<InputHub>,
-    pub(super) run: Arc<str>,
+    pub(super) run: Weak<Run>,
+    pub(super) id: OnceLock<Arc<str>>,
+}
+
+impl RunBroker {
+    /// The run's id; `None` once the run is gone.
+    fn id(&self) -> Option<&Arc<str>> {
+        if let Some(id) = self.id.get() {
+            return Some(id);
+        }
+        let id: Arc<str> = self.run.upgrade()?.run_id().into();
+        Some(self.id.get_or_init(|| {
+            self.hub.forget_others(&id);
+            id
+        }))
+    }
 }
 
 impl InputBroker for RunBroker {
     fn request(&self, input: HumanInput) -> InputFuture<'_> {
-        Box::pin(ask(&self.hub, &self.run, input))
+        match self.id() {
+            Some(run) => Box::pin(ask(&self.hub, run, input)),
+            None => {
+                Box::pin(std::future::ready(Err(HumanInputError::NoProvider { prompt: input.prompt().to_owned() })))
+            }
+        }
     }
 }
 
