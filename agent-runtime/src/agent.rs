@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::branch;
 use crate::checkpoint;
-use crate::durable::Durable;
+use crate::durable::{store_error, Durable};
 use crate::pool::ResourcePool;
 use crate::program::{Definition, Program, StateDef, StateOptions};
 use crate::result::{AgentResult, RunMetrics};
@@ -342,9 +342,8 @@ impl Agent {
             if let Some(d) = &run.durable {
                 // The run's row and a first snapshot exist before any state runs.
                 if let Err(e) = d.start(&run).await {
-                    run.fail(AgentError::Store { message: e.to_string(), context: run.ctx.clone() });
-                    run.finish();
-                    return Err(AgentError::Store { message: e.to_string(), context: run.ctx.clone() });
+                    d.fail(&run, e);
+                    return Err(run.finish().unwrap_or_else(|| store_error("the store failed", run.ctx.clone())));
                 }
             }
             let stop_writer = tokio::sync::Notify::new();
@@ -551,9 +550,9 @@ impl Agent {
     }
 
     fn store(&self) -> Result<Arc<dyn CheckpointStore>, AgentError> {
-        lock(&self.shared.persist).store.clone().ok_or_else(|| AgentError::Store {
-            message: format!("agent `{}` has no store (see `with_store`)", self.shared.name),
-            context: Context::new(),
+        let store = lock(&self.shared.persist).store.clone();
+        store.ok_or_else(|| {
+            store_error(format!("agent `{}` has no store (see `with_store`)", self.shared.name), Context::new())
         })
     }
 
@@ -567,9 +566,9 @@ impl Agent {
     /// this agent; otherwise as [`Agent::run`].
     pub async fn recover(&self, run_id: &str) -> Result<AgentResult, AgentError> {
         let store = self.store()?;
-        let fail = |message: String| AgentError::Store { message, context: Context::new() };
-        let snapshot = store.latest_snapshot(run_id).await.map_err(|e| fail(e.to_string()))?;
-        let snapshot = snapshot.ok_or_else(|| fail(format!("the store holds no run {run_id}")))?;
+        let snapshot = store.latest_snapshot(run_id).await.map_err(|e| store_error(e, Context::new()))?;
+        let snapshot =
+            snapshot.ok_or_else(|| store_error(format!("the store holds no run {run_id}"), Context::new()))?;
         self.restore_from_checkpoint(Checkpoint::from_json(&snapshot.data)?)?;
         self.run().await
     }
@@ -586,7 +585,7 @@ impl Agent {
         for status in [AgentStatus::Running, AgentStatus::Paused] {
             let query = RunQuery { agent: Some(self.shared.name.clone()), status: Some(status), limit: None };
             let found = store.list_runs(&query).await;
-            let found = found.map_err(|e| AgentError::Store { message: e.to_string(), context: Context::new() })?;
+            let found = found.map_err(|e| store_error(e, Context::new()))?;
             runs.extend(found.into_iter().map(|r| r.run_id));
         }
         let mut results = Vec::with_capacity(runs.len());

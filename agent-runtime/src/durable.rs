@@ -15,14 +15,14 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use agent_core::AgentError;
+use agent_core::{AgentError, Context};
 use tokio::sync::{watch, Notify};
 
 use crate::checkpoint;
 use crate::run::Run;
-use crate::store::{CheckpointStore, Retention, RunRecord, Snapshot, StoreError};
+use crate::store::{now_ms, CheckpointStore, Retention, RunRecord, Snapshot, StoreError};
 
 /// Snapshots kept per run: the newest is all a recovery needs; one more in case the newest
 /// is being written while another process reads.
@@ -42,10 +42,6 @@ pub(crate) struct Durable {
     /// The newest generation committed; `u64::MAX` once the store failed.
     committed: watch::Sender<u64>,
     interval: Option<Duration>,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Durable {
@@ -142,9 +138,15 @@ impl Durable {
         }
     }
 
-    fn fail(&self, run: &Run, e: StoreError) {
+    /// Stop the run: its store failed. Branches waiting in `sync` leave.
+    pub(crate) fn fail(&self, run: &Run, e: StoreError) {
         tracing::error!(error = %e, "the store failed; the durable run stops");
-        run.fail(AgentError::Store { message: e.to_string(), context: run.ctx.clone() });
+        run.fail(store_error(e, run.ctx.clone()));
         self.committed.send_replace(u64::MAX);
     }
+}
+
+/// The error of a run stopped by its store, or of a store asked for a run.
+pub(crate) fn store_error(message: impl ToString, context: Context) -> AgentError {
+    AgentError::Store { message: message.to_string(), context }
 }

@@ -23,6 +23,9 @@
 //! the branch that fanned out had moved to that state, and the parent applies the same rule.
 //! So nested fan-outs join inside out, and a join shared by inner and outer branches runs once.
 //!
+//! A group is `closed` once its last token ended or went back to its parent; checkpoints
+//! skip closed groups (the run keeps a list of every group it opened, for them).
+//!
 //! Invariants: `live` = running + waiting tokens; `running_total` = sum of `running`; no map
 //! holds a zero count; a state never has both its waiting tokens released twice for one
 //! arrival set (release removes them from `waiting` under the same lock).

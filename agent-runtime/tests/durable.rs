@@ -153,3 +153,37 @@ async fn a_sqlite_file_carries_a_run_to_another_agent() {
     assert_eq!(result.context().get_state::<bool>("second"), Some(true));
     assert!(second.recover("no-such-run").await.is_err());
 }
+
+/// A state that writes its progress, then works for ten minutes.
+fn long_running(store: &MemoryStore, interval: Option<std::time::Duration>) -> Agent {
+    let mut agent = Agent::new("long").with_store(store.clone());
+    if let Some(every) = interval {
+        agent = agent.checkpoint_interval(every);
+    }
+    agent.add_state("long", |ctx: Context| async move {
+        ctx.set_state("progress", 1);
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+        ctx.set_state("progress", 2);
+        StateResult::End
+    });
+    agent
+}
+
+/// The progress the store's newest snapshot holds after two minutes of the long state.
+async fn progress_recorded_after_two_minutes(interval: Option<std::time::Duration>) -> Option<u32> {
+    let store = MemoryStore::new();
+    let agent = long_running(&store, interval);
+    let running = tokio::spawn(async move { agent.run().await });
+    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    let snapshot = latest(&store).await;
+    assert_eq!(snapshot.running_states(), ["long"]);
+    running.abort();
+    Context::from_json(&snapshot.context).unwrap().get_state("progress")
+}
+
+#[tokio::test(start_paused = true)]
+async fn checkpoint_interval_records_a_long_state_s_progress_while_it_runs() {
+    assert_eq!(progress_recorded_after_two_minutes(None).await, None, "without an interval, only completions record");
+    let every_minute = Some(std::time::Duration::from_secs(60));
+    assert_eq!(progress_recorded_after_two_minutes(every_minute).await, Some(1));
+}

@@ -18,7 +18,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use agent_core::__private::InputBroker;
 use agent_core::HumanInput;
@@ -29,7 +29,8 @@ use super::terminal::Terminal;
 use super::wait::RunBroker;
 use super::{AnswerError, PendingInput};
 use crate::run::Run;
-use crate::store::{CheckpointStore, InputRecord};
+pub(super) use crate::store::now_ms;
+use crate::store::{time_of, CheckpointStore, InputRecord};
 
 /// The requests of every run of one agent, and who may answer them.
 pub(crate) struct InputHub {
@@ -75,19 +76,6 @@ pub(super) enum Opened {
         /// How much of the timeout has passed already (non-zero only when re-attached).
         elapsed: Duration,
     },
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(super) fn now_ms() -> i64 {
-    ms_of(SystemTime::now())
-}
-
-fn ms_of(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn time_of(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 fn ms_u64(d: Duration) -> u64 {

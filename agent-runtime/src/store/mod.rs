@@ -21,7 +21,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_core::{AgentStatus, BoxError};
 
@@ -33,6 +33,21 @@ mod sqlite;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Milliseconds since the Unix epoch, as records keep time.
+fn ms_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Now, as records keep time.
+pub(crate) fn now_ms() -> i64 {
+    ms_of(SystemTime::now())
+}
+
+/// The time a record's milliseconds stand for.
+pub(crate) fn time_of(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
 
 /// What a store's methods return: a boxed future, so stores can be used as `dyn CheckpointStore`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
