@@ -75,3 +75,17 @@ fn a_corrupt_or_foreign_checkpoint_is_an_error() {
     assert!(matches!(Checkpoint::from_json("{\"timestamp\": 3"), Err(CheckpointError::Json(_))));
     assert!(matches!(Checkpoint::from_json("{\"agent_name\": \"x\"}"), Err(CheckpointError::Foreign(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_version_1_checkpoint_loads_and_goes_on() {
+    // Written mid-run (`write` done, `review` running) by the build that wrote version 1.
+    let checkpoint = Checkpoint::from_json(include_str!("fixtures/checkpoint_v1.json")).unwrap();
+    assert_eq!(checkpoint.schema_version, agent::CHECKPOINT_VERSION);
+    assert!(checkpoint.pending_inputs.is_empty(), "version 1 had no requests for input");
+    assert_eq!(checkpoint.completed_states, ["write"]);
+    let agent = hello_workflow::agent();
+    agent.restore_from_checkpoint(checkpoint).unwrap();
+    let result = agent.run().await.unwrap();
+    assert_eq!(result.completed_states(), ["write", "review", "publish"]);
+    assert_eq!(result.context().get_typed::<Draft>("draft"), Some(Draft { title: "Hello".into(), words: 3 }));
+}

@@ -8,6 +8,8 @@
 //! - [`Checkpoint::to_json`] writes [`CHECKPOINT_VERSION`]; [`Checkpoint::from_json`] reads
 //!   that version and every older one (upgrading it step by step), and refuses anything
 //!   else with a [`CheckpointError`]: never a panic, never a guess.
+//!
+//! Versions: 1, the first; 2 adds `pending_inputs` (a version-1 checkpoint had none).
 //! - The frontier is exact: every token of the run is either in `tokens` (at a state that
 //!   is ready or running, and runs again on restore) or waiting at a join in one of
 //!   `groups`; a token whose branch fanned out is represented by its child group, whose
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::status::{AgentStatus, StateStatus};
 
 /// The checkpoint format this build writes.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// Marks a JSON document as an `agent` checkpoint, so that a foreign one is told apart.
 const FORMAT: &str = "agent-checkpoint";
@@ -64,6 +66,10 @@ pub struct Checkpoint {
     pub steps: u64,
     /// The whole context, typed values included (as `Context::to_json` writes it).
     pub context: serde_json::Value,
+    /// The run's requests for human input, answered or not: a state that asks again after
+    /// the restore gets the same request (its id, its answer if one came, its timeout
+    /// counted from the first asking).
+    pub pending_inputs: Vec<InputRequestRecord>,
     /// Why the context could not be written, if it could not: `to_json` reports it.
     #[serde(skip)]
     encode_error: Option<String>,
@@ -112,6 +118,59 @@ pub struct GroupRecord {
     pub waiting: Vec<(String, u32)>,
 }
 
+/// A request for human input in a [`Checkpoint`], and its answer once there is one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct InputRequestRecord {
+    /// The request's id within the run (`input-1`, ...).
+    pub request_id: String,
+    /// The state that asked, when known.
+    pub state: Option<String>,
+    /// What the person is asked.
+    pub prompt: String,
+    /// When it was first asked, in milliseconds since the Unix epoch.
+    pub requested_ms: i64,
+    /// How long to wait, in milliseconds from `requested_ms`.
+    pub timeout_ms: Option<u64>,
+    /// The answer taken at the timeout.
+    pub default: Option<String>,
+    /// The answer, once given.
+    pub answer: Option<String>,
+    /// When it was answered, in milliseconds since the Unix epoch.
+    pub answered_ms: Option<i64>,
+    /// Whether the answer is the default, taken at the timeout.
+    pub defaulted: bool,
+}
+
+impl InputRequestRecord {
+    /// A record with every field given.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        request_id: String,
+        state: Option<String>,
+        prompt: String,
+        requested_ms: i64,
+        timeout_ms: Option<u64>,
+        default: Option<String>,
+        answer: Option<String>,
+        answered_ms: Option<i64>,
+        defaulted: bool,
+    ) -> Self {
+        InputRequestRecord {
+            request_id,
+            state,
+            prompt,
+            requested_ms,
+            timeout_ms,
+            default,
+            answer,
+            answered_ms,
+            defaulted,
+        }
+    }
+}
+
 /// A checkpoint could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -158,6 +217,7 @@ impl Checkpoint {
             groups: Vec::new(),
             steps: 0,
             context: serde_json::Value::Object(Default::default()),
+            pending_inputs: Vec::new(),
             encode_error: None,
         }
     }
@@ -210,6 +270,10 @@ impl Checkpoint {
         }
         if version == 0 {
             return Err(CheckpointError::Foreign("schema_version 0 was never written".into()));
+        }
+        if version < 2 {
+            // Version 1 had no requests for human input.
+            obj.insert("pending_inputs".into(), serde_json::Value::Array(Vec::new()));
         }
         let mut checkpoint: Checkpoint = serde_json::from_value(value)?;
         checkpoint.schema_version = CHECKPOINT_VERSION;
@@ -317,7 +381,7 @@ mod tests {
         assert!(matches!(Checkpoint::from_json("{\"format\": \"x\"}"), Err(CheckpointError::Foreign(_))));
         let json = c.to_json().unwrap();
         assert!(matches!(Checkpoint::from_json(&json[..json.len() / 2]), Err(CheckpointError::Json(_))));
-        let newer = json.replace("\"schema_version\":1", "\"schema_version\":99");
+        let newer = json.replace("\"schema_version\":2", "\"schema_version\":99");
         assert!(matches!(Checkpoint::from_json(&newer), Err(CheckpointError::TooNew { found: 99, .. })));
     }
 

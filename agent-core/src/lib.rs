@@ -24,7 +24,9 @@ mod status;
 mod typed;
 
 pub use allocation::Allocation;
-pub use checkpoint::{Checkpoint, CheckpointError, GroupRecord, StateRecord, TokenRecord, CHECKPOINT_VERSION};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, StateRecord, TokenRecord, CHECKPOINT_VERSION,
+};
 pub use context::Context;
 pub use error::{AgentError, ContextError, DependencyTimeout, PanicError, ResourceError, StateError, TimeoutError};
 pub use future::{StateFuture, StateOutcome};

@@ -322,10 +322,12 @@ impl Agent {
             };
             let mut run = Run::with_once(program, ctx, self.shared.once.clone());
             run.durable = durable;
+            run.inputs = Some(self.shared.inputs.clone());
             let run = Arc::new(run);
             let restored = restore.map(|c| {
                 checkpoint::check(&self.shared.name, &run.program, &c)?;
                 run.set_run_id(c.run_id.clone());
+                self.shared.inputs.restore(checkpoint::inputs_of(&c));
                 Ok::<_, CheckpointError>(checkpoint::seed(&run, &c))
             });
             let restored = restored.transpose()?;

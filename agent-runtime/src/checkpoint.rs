@@ -14,12 +14,13 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError, Weak};
 
-use agent_core::{Checkpoint, CheckpointError, GroupRecord, StateRecord, StateStatus, TokenRecord};
+use agent_core::{Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, StateRecord, StateStatus, TokenRecord};
 
 use crate::fanin::{Counts, Group, Position};
 use crate::frontier::TRANSITIONS;
 use crate::program::Program;
 use crate::run::{Run, NO_STATE};
+use crate::store::InputRecord;
 
 /// The run's checkpoint, now.
 pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
@@ -89,11 +90,46 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
             }
         }
     }
+    if let Some(hub) = &run.inputs {
+        checkpoint.pending_inputs = hub.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect();
+    }
     match run.ctx.to_json() {
         Ok(json) => checkpoint.context = json,
         Err(e) => checkpoint.set_encode_error(e.to_string()),
     }
     checkpoint
+}
+
+fn to_checkpoint(r: InputRecord) -> InputRequestRecord {
+    InputRequestRecord::new(
+        r.request_id,
+        r.state,
+        r.prompt,
+        r.requested_ms,
+        r.timeout_ms,
+        r.default,
+        r.answer,
+        r.answered_ms,
+        r.defaulted,
+    )
+}
+
+/// The checkpoint's requests for human input, as the input hub keeps them.
+pub(crate) fn inputs_of(checkpoint: &Checkpoint) -> Vec<InputRecord> {
+    (checkpoint.pending_inputs.iter())
+        .map(|r| InputRecord {
+            run_id: checkpoint.run_id.clone(),
+            request_id: r.request_id.clone(),
+            state: r.state.clone(),
+            prompt: r.prompt.clone(),
+            requested_ms: r.requested_ms,
+            timeout_ms: r.timeout_ms,
+            default: r.default.clone(),
+            answer: r.answer.clone(),
+            answered_ms: r.answered_ms,
+            defaulted: r.defaulted,
+        })
+        .collect()
 }
 
 fn take_one(list: &mut [(usize, u32)], state: usize) {

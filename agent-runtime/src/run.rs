@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::deps::DepsState;
 use crate::durable::Durable;
 use crate::fanin::Group;
+use crate::human::InputHub;
 use crate::program::Program;
 use agent_core::{AgentStatus, StateStatus};
 
@@ -80,6 +81,8 @@ pub(crate) struct Run {
     ended: Notify,
     /// The store a durable run records itself in (see `durable`).
     pub durable: Option<Arc<Durable>>,
+    /// The agent's requests for human input, which checkpoints carry.
+    pub inputs: Option<Arc<InputHub>>,
 }
 
 /// `Run::root_slot` when the root task holds no position.
@@ -132,6 +135,7 @@ impl Run {
             pausing: AtomicBool::new(false),
             ended: Notify::new(),
             durable: None,
+            inputs: None,
         }
     }
 

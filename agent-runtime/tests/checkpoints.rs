@@ -268,3 +268,50 @@ async fn a_checkpoint_of_a_finished_run_restores_to_nothing_left_to_do() {
     let result = restored.run().await.unwrap();
     assert_eq!(trail(result.context()), ["a", "b", "c", "d"], "nothing ran again");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_for_input_is_carried_by_the_checkpoint_and_answered_after_the_restore() {
+    use agent_core::HumanInput;
+    let build = || {
+        let mut agent = Agent::new("asks").input_from_terminal(false);
+        agent.add_state("draft", step("draft", 0, "review".into()));
+        agent.add_state("review", |ctx: Context| async move {
+            let answer = ctx.human_in_the_loop(HumanInput::new("Ship it?")).await?;
+            ctx.set_state("answer", answer);
+            Ok::<_, agent_core::HumanInputError>(StateResult::End)
+        });
+        agent
+    };
+    let agent = build();
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    while agent.pending_inputs().is_empty() {
+        after(10).await;
+    }
+    let checkpoint = through_json(agent.create_checkpoint());
+    running.abort();
+    assert_eq!(checkpoint.running_states(), ["review"]);
+    assert_eq!(checkpoint.pending_inputs.len(), 1);
+    assert_eq!(checkpoint.pending_inputs[0].prompt, "Ship it?");
+    assert_eq!(checkpoint.pending_inputs[0].answer, None);
+    let id = checkpoint.pending_inputs[0].request_id.clone();
+
+    let restored = build();
+    restored.restore_from_checkpoint(checkpoint).unwrap();
+    let run = tokio::spawn({
+        let restored = restored.clone();
+        async move { restored.run().await }
+    });
+    while restored.pending_inputs().is_empty() {
+        after(10).await;
+    }
+    let pending = restored.pending_inputs();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, id, "the state asking again gets the same request");
+    restored.answer(&id, "yes").unwrap();
+    let result = run.await.unwrap().unwrap();
+    assert_eq!(result.context().get_state::<String>("answer").as_deref(), Some("yes"));
+    assert_eq!(trail(result.context()), ["draft"], "draft did not run again");
+}

@@ -187,3 +187,45 @@ async fn checkpoint_interval_records_a_long_state_s_progress_while_it_runs() {
     let every_minute = Some(std::time::Duration::from_secs(60));
     assert_eq!(progress_recorded_after_two_minutes(every_minute).await, Some(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_run_waiting_for_a_person_stops_and_goes_on_with_an_answer_given_through_the_store() {
+    use agent_core::{HumanInput, HumanInputError};
+    let build = |store: &MemoryStore| {
+        let mut agent = Agent::new("review").with_store(store.clone()).input_from_terminal(false);
+        agent.add_state("draft", |ctx: Context| async move {
+            ctx.update_state_or_default("drafts", |n: &mut u32| *n += 1).unwrap();
+            StateResult::next("review")
+        });
+        agent.add_state("review", |ctx: Context| async move {
+            let answer = ctx.human_in_the_loop(HumanInput::new("Publish?")).await?;
+            ctx.set_state("answer", answer);
+            Ok::<_, HumanInputError>(StateResult::End)
+        });
+        agent
+    };
+    let store = MemoryStore::new();
+    let first = build(&store);
+    let running = tokio::spawn({
+        let first = first.clone();
+        async move { first.run().await }
+    });
+    while first.pending_inputs().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The process stops while the run waits for a person.
+    running.abort();
+    let _ = running.await;
+    let run_id = first.run_id().unwrap();
+
+    // Another process answers through the store.
+    let asked = store.inputs(Some(&run_id), true).await.unwrap();
+    assert_eq!(asked.len(), 1);
+    assert!(store.answer_input(&run_id, &asked[0].request_id, "yes", false, 0).await.unwrap());
+
+    // A new process recovers the run: the state asks again and finds the answer.
+    let second = build(&store);
+    let result = second.recover(&run_id).await.unwrap();
+    assert_eq!(result.context().get_state::<String>("answer").as_deref(), Some("yes"));
+    assert_eq!(result.context().get_state::<u32>("drafts"), Some(1), "draft did not run again");
+}

@@ -187,7 +187,6 @@ impl InputHub {
     }
 
     /// The records a checkpoint carries for run `run_id` (every request, answered or not).
-    #[allow(dead_code)] // used by checkpoints
     pub(crate) fn snapshot(&self, run_id: &str) -> Vec<InputRecord> {
         self.records(run_id)
     }
@@ -195,7 +194,6 @@ impl InputHub {
     /// Take back records from a checkpoint. A record whose run and id are known already
     /// replaces the one held, unless a state is waiting on it. Restored records wait for a
     /// request of the same run and prompt to re-attach to them.
-    #[allow(dead_code)] // used by checkpoints
     pub(crate) fn restore(&self, records: Vec<InputRecord>) {
         let mut books = self.lock();
         for record in records {
