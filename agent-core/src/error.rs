@@ -255,6 +255,9 @@ pub enum AgentError {
         source: BoxError,
         /// The run's context when it stopped.
         context: Context,
+        /// The run's checkpoint once it stopped: restore it (after fixing the cause) and the
+        /// run goes on from the failed state, nothing done lost.
+        checkpoint: Option<Box<crate::Checkpoint>>,
     },
     /// The run took more steps than `max_steps` allows: a runaway loop.
     #[error("the run took more than {limit} steps (last state `{state}`)")]
@@ -276,6 +279,9 @@ pub enum AgentError {
         after: std::time::Duration,
         /// The run's context when it stopped.
         context: Context,
+        /// The run's checkpoint once it stopped: states cut off at the deadline run again
+        /// when it is restored.
+        checkpoint: Option<Box<crate::Checkpoint>>,
     },
     /// `run()` was called while a run of this agent is still going.
     #[error("agent `{agent}` is already running")]
@@ -304,6 +310,25 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// The run's checkpoint, for a run that failed or timed out: see
+    /// [`AgentError::StateFailed`].
+    pub fn checkpoint(&self) -> Option<&crate::Checkpoint> {
+        match self {
+            AgentError::StateFailed { checkpoint, .. } | AgentError::TimedOut { checkpoint, .. } => {
+                checkpoint.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    /// Give a failed or timed-out run's error its checkpoint.
+    #[doc(hidden)]
+    pub fn set_checkpoint(&mut self, with: crate::Checkpoint) {
+        if let AgentError::StateFailed { checkpoint, .. } | AgentError::TimedOut { checkpoint, .. } = self {
+            *checkpoint = Some(Box::new(with));
+        }
+    }
+
     /// The run's context, for errors that stopped a run.
     pub fn context(&self) -> Option<&Context> {
         match self {

@@ -395,14 +395,21 @@ impl Agent {
                 Some(d) => tokio::join!(main, d.writer(&run, &stop_writer)).0,
                 None => main.await,
             };
-            if run.status() == AgentStatus::TimedOut {
-                let after = options.timeout.unwrap_or_default();
-                return Err(AgentError::TimedOut { agent: self.shared.name.clone(), after, context: run.ctx.clone() });
+            let mut error = match error {
+                None if run.status() != AgentStatus::TimedOut => return Ok(AgentResult::new(&run)),
+                None => AgentError::TimedOut {
+                    agent: self.shared.name.clone(),
+                    after: options.timeout.unwrap_or_default(),
+                    context: run.ctx.clone(),
+                    checkpoint: None,
+                },
+                Some(error) => error,
+            };
+            if matches!(error, AgentError::StateFailed { .. } | AgentError::TimedOut { .. }) {
+                // Every branch has stopped: the checkpoint is where the run goes on.
+                error.set_checkpoint(checkpoint::capture(&run, &self.shared.name));
             }
-            match error {
-                Some(error) => Err(error),
-                None => Ok(AgentResult::new(&run)),
-            }
+            Err(error)
         }
         .instrument(span)
         .await

@@ -544,7 +544,7 @@ pub(crate) fn start_state(run: &Run, pos: usize) -> bool {
 #[cold]
 fn fail_state(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32) {
     let Some((state, error)) = record_failed(run, pos, outcome) else { return };
-    run.fail(AgentError::StateFailed { state, attempts, source: error, context: run.ctx.clone() });
+    run.fail(AgentError::StateFailed { state, attempts, source: error, context: run.ctx.clone(), checkpoint: None });
 }
 
 #[cfg(test)]

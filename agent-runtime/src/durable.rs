@@ -8,8 +8,9 @@
 //!   the states that were in flight.
 //! - One writer task per run takes and commits snapshots; a sync asks for a snapshot newer
 //!   than its completion, so branches finishing together share one commit (group commit).
-//! - The run's row is written before its first snapshot, and again with its final status
-//!   (and a last snapshot) when the run ends or pauses.
+//! - The run's row is written with each snapshot, in one transaction (so a run is never
+//!   listed without a snapshot to resume from), the last time with its final status, when
+//!   the run ends or pauses.
 //! - A store that fails stops the run with `AgentError::Store`: a durable run never goes on
 //!   unrecorded.
 
@@ -75,7 +76,6 @@ impl Durable {
             self.created_ms.store(known.created_ms, Relaxed);
         }
         let base = self.store.latest_snapshot(id).await?.map_or(0, |s| s.seq) + 1;
-        self.store.upsert_run(&self.record(run)).await?;
         self.requested.store(base, Release);
         self.commit(run, base).await?;
         self.committed.send_replace(base);
@@ -89,8 +89,8 @@ impl Durable {
             message: format!("the run's checkpoint could not be written: {e}"),
         })?;
         let snapshot = Snapshot { seq: generation, taken_ms: now_ms(), data };
-        self.store.save_snapshot(run.run_id(), &snapshot).await?;
-        self.store.upsert_run(&self.record(run)).await
+        // The row and the snapshot together: a run is never listed without one to resume from.
+        self.store.save_run_snapshot(&self.record(run), &snapshot).await
     }
 
     /// Wait until a snapshot taken after this call is committed. `false` if the store failed

@@ -233,8 +233,15 @@ async fn a_failed_run_goes_on_from_the_failed_state() {
         agent
     };
     let agent = build(broken.clone());
-    assert!(matches!(agent.run().await, Err(AgentError::StateFailed { .. })));
+    let err = agent.run().await.unwrap_err();
+    assert!(matches!(err, AgentError::StateFailed { .. }));
+    // The error carries the run's checkpoint, the same one the agent gives afterwards.
+    let carried = err.checkpoint().expect("StateFailed carries the run's checkpoint").clone();
     let checkpoint = through_json(agent.create_checkpoint());
+    assert_eq!(
+        (carried.tokens, carried.completed_states),
+        (checkpoint.tokens.clone(), checkpoint.completed_states.clone())
+    );
     assert_eq!(checkpoint.agent_status, AgentStatus::Failed);
     assert_eq!(checkpoint.running_states(), ["b"], "the failed state runs again");
 
@@ -314,4 +321,19 @@ async fn a_request_for_input_is_carried_by_the_checkpoint_and_answered_after_the
     let result = run.await.unwrap().unwrap();
     assert_eq!(result.context().get_state::<String>("answer").as_deref(), Some("yes"));
     assert_eq!(trail(result.context()), ["draft"], "draft did not run again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_run_carries_a_checkpoint_that_goes_on_from_the_states_cut_off() {
+    use agent_runtime::RunOptions;
+    let agent = chain();
+    let err = agent.run_with(RunOptions::new().timeout(Duration::from_millis(50))).await.unwrap_err();
+    assert!(matches!(err, AgentError::TimedOut { .. }));
+    let checkpoint = through_json(err.checkpoint().expect("TimedOut carries the run's checkpoint").clone());
+    assert_eq!(checkpoint.agent_status, AgentStatus::TimedOut);
+    assert_eq!(checkpoint.running_states(), ["b"], "b was cut off at the deadline");
+    let restored = chain();
+    restored.restore_from_checkpoint(checkpoint).unwrap();
+    let result = restored.run().await.unwrap();
+    assert_eq!(trail(result.context()), ["a", "b", "c", "d"]);
 }

@@ -122,7 +122,7 @@ async fn an_err_fails_the_run_with_state_failed_and_the_context() {
     });
     let err = agent.run().await.unwrap_err();
     match &err {
-        AgentError::StateFailed { state, attempts, source, context } => {
+        AgentError::StateFailed { state, attempts, source, context, .. } => {
             assert_eq!(state, "work");
             assert_eq!(*attempts, 1);
             assert_eq!(source.to_string(), "disk on fire");

@@ -122,7 +122,7 @@ fn state<'a>(m: &'a RunMetrics, name: &str) -> &'a StateMetrics {
 /// The failing state, its attempts, the error and the context of a `StateFailed`.
 fn state_failed(result: Result<AgentResult, AgentError>) -> (String, u32, agent_core::BoxError, Context) {
     match result {
-        Err(AgentError::StateFailed { state, attempts, source, context }) => (state, attempts, source, context),
+        Err(AgentError::StateFailed { state, attempts, source, context, .. }) => (state, attempts, source, context),
         Err(other) => panic!("expected StateFailed, got {other}"),
         Ok(r) => panic!("expected the run to fail, it ended {:?}", r.status()),
     }
@@ -435,7 +435,7 @@ async fn run_timeout_stops_the_run_at_the_deadline_and_keeps_the_context() {
 
     let err = agent.run_with(RunOptions::new().timeout(secs(5))).await.unwrap_err();
     assert_eq!(t0.elapsed(), secs(5));
-    let AgentError::TimedOut { agent: name, after, context } = err else { panic!("expected TimedOut, got {err}") };
+    let AgentError::TimedOut { agent: name, after, context, .. } = err else { panic!("expected TimedOut, got {err}") };
     assert_eq!((name.as_str(), after), ("deadline", secs(5)));
     assert_eq!(context.get_state::<u32>("before"), Some(7));
     assert_eq!(agent.status(), AgentStatus::TimedOut);

@@ -218,6 +218,17 @@ async fn snapshots(store: &dyn CheckpointStore, tag: &str) {
     store.save_snapshot(&b.run_id, &snapshot(1, 40)).await.unwrap();
     assert_eq!(store.latest_snapshot(&b.run_id).await.unwrap(), Some(snapshot(1, 40)));
     assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(5, 20)));
+
+    // The row and a snapshot together: a new run is created with its first snapshot, and
+    // a later call updates the row as it adds one.
+    let c = run(&format!("{tag}-c"), &format!("{tag}-agent"), AgentStatus::Running, 3, 3);
+    store.save_run_snapshot(&c, &snapshot(1, 50)).await.unwrap();
+    assert_eq!(store.get_run(&c.run_id).await.unwrap(), Some(c.clone()));
+    assert_eq!(store.latest_snapshot(&c.run_id).await.unwrap(), Some(snapshot(1, 50)));
+    let c = RunRecord { status: AgentStatus::Completed, updated_ms: 60, ..c };
+    store.save_run_snapshot(&c, &snapshot(2, 60)).await.unwrap();
+    assert_eq!(store.get_run(&c.run_id).await.unwrap(), Some(c.clone()));
+    assert_eq!(store.latest_snapshot(&c.run_id).await.unwrap(), Some(snapshot(2, 60)));
 }
 
 /// Human-input requests: put, list (oldest first, per run, pending only), answer (first

@@ -179,6 +179,18 @@ impl CheckpointStore for MemoryStore {
         Box::pin(std::future::ready(result))
     }
 
+    fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        // One lock for both: atomic.
+        let mut inner = self.lock();
+        upsert(&mut inner, run);
+        let id = inner.next_snapshot_id;
+        inner.next_snapshot_id += 1;
+        if let Some(data) = inner.runs.get_mut(&run.run_id) {
+            data.snapshots.push((id, snapshot.clone()));
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
         let snapshot = self
             .lock()

@@ -11,8 +11,8 @@
 //!   can answer a run that is waiting.
 //!
 //! Invariants every implementation keeps (the conformance tests check them):
-//! - `append` is atomic: after a crash either the whole batch and the run row are there, or
-//!   none of it.
+//! - `append` and `save_run_snapshot` are atomic: after a crash either the whole batch (or
+//!   the snapshot) and the run row are there, or none of it.
 //! - `journal(run, after)` returns the entries with `seq > after` in ascending order.
 //! - `answer_input` never overwrites an answer: the first answer wins.
 //! - Retention never deletes the newest snapshot of a run, nor a run that is not finished.
@@ -220,6 +220,16 @@ pub trait CheckpointStore: Send + Sync + 'static {
 
     /// Record a snapshot of a run (whose row exists).
     fn save_snapshot<'a>(&'a self, run_id: &'a str, snapshot: &'a Snapshot) -> StoreFuture<'a, ()>;
+
+    /// Upsert `run` and record a snapshot of it, in one transaction: after a crash either
+    /// both are there or neither (a run is never listed without a snapshot to resume from).
+    /// The default does the two one after the other; the stores here override it.
+    fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.upsert_run(run).await?;
+            self.save_snapshot(&run.run_id, snapshot).await
+        })
+    }
 
     /// The run's newest snapshot (highest `seq`, then newest `taken_ms`).
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>>;

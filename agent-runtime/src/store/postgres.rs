@@ -440,6 +440,28 @@ impl CheckpointStore for PostgresStore {
         })
     }
 
+    fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        self.run(move || format!("save a snapshot of run {}", run.run_id), async move {
+            let mut lease = self.inner.lease().await?;
+            let Conn { client, statements } = &mut *lease;
+            let seq = u64_to_db(STORE, "snapshot seq", snapshot.seq)?;
+            // Dropping `tx` without committing rolls it back.
+            let tx = client.transaction().await?;
+            let upsert = prepare(tx.client(), statements, UPSERT_RUN).await?;
+            tx.query_one(&upsert, &[&run.run_id, &run.agent, &run.status.as_str(), &run.created_ms, &run.updated_ms])
+                .await?;
+            let insert = prepare(
+                tx.client(),
+                statements,
+                "INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) VALUES ($1, $2, $3, $4)",
+            )
+            .await?;
+            tx.execute(&insert, &[&run.run_id, &seq, &snapshot.taken_ms, &snapshot.data]).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
         self.run(move || format!("read the latest snapshot of run {run_id}"), async move {
             let mut conn = self.inner.lease().await?;

@@ -415,6 +415,21 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
+    fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        let run = run.clone();
+        let snapshot = snapshot.clone();
+        self.call(format!("save a snapshot of run {}", run.run_id), move |conn| {
+            let seq = u64_to_db(STORE, "snapshot seq", snapshot.seq)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored = stored_run(&tx, &run.run_id)?;
+            write_run(&tx, &run, stored.as_ref(), stored.as_ref().map_or(0, |s| s.last_seq))?;
+            tx.prepare_cached("INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![run.run_id, seq, snapshot.taken_ms, snapshot.data])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
         let run_id = run_id.to_owned();
         self.call(format!("read the latest snapshot of run {run_id}"), move |conn| {
