@@ -20,6 +20,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{Context, ContextError};
 
 use crate::status::{AgentStatus, StateStatus};
 
@@ -40,9 +43,12 @@ const FORMAT: &str = "agent-checkpoint";
 /// assert_eq!(back.agent_status, AgentStatus::Idle);
 /// assert!(Checkpoint::from_json("{\"not\": \"a checkpoint\"}").is_err());
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Checkpoint {
+    /// Marks the document as an `agent` checkpoint.
+    #[serde(rename = "format")]
+    marker: Marker,
     /// The format's version ([`CHECKPOINT_VERSION`] when written by this build).
     pub schema_version: u32,
     /// When it was taken.
@@ -64,11 +70,14 @@ pub struct Checkpoint {
     pub groups: Vec<GroupRecord>,
     /// States started so far (counted against `max_steps`).
     pub steps: u64,
-    /// The whole context, typed values included (as `Context::to_json` writes it).
-    pub context: serde_json::Value,
+    /// The whole context, typed values included, as JSON text (`Context::to_json_string`);
+    /// kept as text, so writing and reading a checkpoint never builds a tree of it. Read it
+    /// with [`Checkpoint::read_context`].
+    pub context: Box<RawValue>,
     /// The run's requests for human input, answered or not: a state that asks again after
     /// the restore gets the same request (its id, its answer if one came, its timeout
-    /// counted from the first asking).
+    /// counted from the first asking). Version 1 had none.
+    #[serde(default)]
     pub pending_inputs: Vec<InputRequestRecord>,
     /// Why the context could not be written, if it could not: `to_json` reports it.
     #[serde(skip)]
@@ -171,6 +180,56 @@ impl InputRequestRecord {
     }
 }
 
+/// The `format` field: written as [`FORMAT`], read only as it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Marker;
+
+impl Serialize for Marker {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(FORMAT)
+    }
+}
+
+impl<'de> Deserialize<'de> for Marker {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Marker, D::Error> {
+        let f = String::deserialize(d)?;
+        if f == FORMAT {
+            Ok(Marker)
+        } else {
+            Err(serde::de::Error::custom(format!("format is {f:?}, not {FORMAT:?}")))
+        }
+    }
+}
+
+/// What `from_json` reads first.
+#[derive(Deserialize)]
+struct Header {
+    format: Option<serde_json::Value>,
+    schema_version: Option<serde_json::Value>,
+}
+
+fn empty_context() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+impl PartialEq for Checkpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema_version == other.schema_version
+            && self.timestamp == other.timestamp
+            && self.agent_name == other.agent_name
+            && self.run_id == other.run_id
+            && self.agent_status == other.agent_status
+            && self.completed_states == other.completed_states
+            && self.states == other.states
+            && self.tokens == other.tokens
+            && self.groups == other.groups
+            && self.steps == other.steps
+            && self.context.get() == other.context.get()
+            && self.pending_inputs == other.pending_inputs
+            && self.encode_error == other.encode_error
+    }
+}
+
 /// A checkpoint could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -206,6 +265,7 @@ impl Checkpoint {
     /// An empty checkpoint of an idle run: no state ran, nothing is to run.
     pub fn new(agent_name: impl Into<String>, run_id: impl Into<String>) -> Checkpoint {
         Checkpoint {
+            marker: Marker,
             schema_version: CHECKPOINT_VERSION,
             timestamp: now(),
             agent_name: agent_name.into(),
@@ -216,17 +276,10 @@ impl Checkpoint {
             tokens: Vec::new(),
             groups: Vec::new(),
             steps: 0,
-            context: serde_json::Value::Object(Default::default()),
+            context: empty_context(),
             pending_inputs: Vec::new(),
             encode_error: None,
         }
-    }
-
-    /// Record that the context could not be encoded (a typed value's `Serialize` failed):
-    /// [`Checkpoint::to_json`] then reports it instead of writing a checkpoint that lost data.
-    #[doc(hidden)]
-    pub fn set_encode_error(&mut self, error: String) {
-        self.encode_error = Some(error);
     }
 
     /// The checkpoint as JSON.
@@ -238,11 +291,11 @@ impl Checkpoint {
         if let Some(e) = &self.encode_error {
             return Err(CheckpointError::Context(e.clone()));
         }
-        let mut value = serde_json::to_value(self)?;
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("format".into(), FORMAT.into());
-        }
-        Ok(serde_json::to_string(&value)?)
+        // Sized for the context up front: the text is copied once, not at every doubling.
+        let mut out = Vec::with_capacity(self.context.get().len() + 4096);
+        serde_json::to_writer(&mut out, self)?;
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).map_err(|e| CheckpointError::Context(e.to_string()))
     }
 
     /// Read a checkpoint that [`Checkpoint::to_json`] wrote, of this version or an older one.
@@ -253,32 +306,74 @@ impl Checkpoint {
     /// [`CheckpointError::Foreign`] for JSON that is not an `agent` checkpoint;
     /// [`CheckpointError::TooNew`] for one written by a newer build.
     pub fn from_json(json: &str) -> Result<Checkpoint, CheckpointError> {
-        let mut value: serde_json::Value = serde_json::from_str(json)?;
-        let obj = value.as_object_mut().ok_or_else(|| CheckpointError::Foreign("not a JSON object".into()))?;
-        match obj.remove("format") {
-            Some(serde_json::Value::String(f)) if f == FORMAT => {}
-            Some(other) => return Err(CheckpointError::Foreign(format!("format is {other}, not \"{FORMAT}\""))),
-            None => return Err(CheckpointError::Foreign("no \"format\" field".into())),
+        // One pass in the common case: a checkpoint of this version or an older one.
+        if let Ok(mut checkpoint) = serde_json::from_str::<Checkpoint>(json) {
+            if (1..=CHECKPOINT_VERSION).contains(&checkpoint.schema_version) {
+                // Version 1 differs only in having no `pending_inputs` (a serde default).
+                checkpoint.schema_version = CHECKPOINT_VERSION;
+                checkpoint.check()?;
+                return Ok(checkpoint);
+            }
         }
-        let version = obj
-            .get("schema_version")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| CheckpointError::Foreign("no numeric \"schema_version\"".into()))?;
+        Err(Checkpoint::why_not(json))
+    }
+
+    /// Why `json` is not a checkpoint this build reads.
+    #[cold]
+    fn why_not(json: &str) -> CheckpointError {
+        if !json.trim_start().starts_with('{') {
+            // Not an object: tell a cut-short or malformed text from other JSON.
+            return match serde_json::from_str::<serde::de::IgnoredAny>(json) {
+                Err(e) => e.into(),
+                Ok(_) => CheckpointError::Foreign("not a JSON object".into()),
+            };
+        }
+        // The header (the rest skipped), so a foreign or newer document is named as such
+        // rather than as a missing field.
+        let header: Header = match serde_json::from_str(json) {
+            Ok(h) => h,
+            Err(e) => return e.into(),
+        };
+        match header.format {
+            Some(serde_json::Value::String(f)) if f == FORMAT => {}
+            Some(other) => return CheckpointError::Foreign(format!("format is {other}, not \"{FORMAT}\"")),
+            None => return CheckpointError::Foreign("no \"format\" field".into()),
+        }
+        let Some(version) = header.schema_version.as_ref().and_then(serde_json::Value::as_u64) else {
+            return CheckpointError::Foreign("no numeric \"schema_version\"".into());
+        };
         let version = u32::try_from(version).unwrap_or(u32::MAX);
         if version > CHECKPOINT_VERSION {
-            return Err(CheckpointError::TooNew { found: version, supported: CHECKPOINT_VERSION });
+            return CheckpointError::TooNew { found: version, supported: CHECKPOINT_VERSION };
         }
         if version == 0 {
-            return Err(CheckpointError::Foreign("schema_version 0 was never written".into()));
+            return CheckpointError::Foreign("schema_version 0 was never written".into());
         }
-        if version < 2 {
-            // Version 1 had no requests for human input.
-            obj.insert("pending_inputs".into(), serde_json::Value::Array(Vec::new()));
+        // Ours and of a version we read, yet it did not parse: say where.
+        match serde_json::from_str::<Checkpoint>(json) {
+            Err(e) => e.into(),
+            Ok(_) => CheckpointError::Foreign("unreadable".into()),
         }
-        let mut checkpoint: Checkpoint = serde_json::from_value(value)?;
-        checkpoint.schema_version = CHECKPOINT_VERSION;
-        checkpoint.check()?;
-        Ok(checkpoint)
+    }
+
+    /// The checkpoint's context, ready to run with.
+    ///
+    /// # Errors
+    ///
+    /// [`ContextError::Decode`] when a value cannot be read back (a typed value whose type
+    /// this program does not register).
+    pub fn read_context(&self) -> Result<Context, ContextError> {
+        Context::from_json_str(self.context.get())
+    }
+
+    /// Put `ctx` into the checkpoint, written straight to JSON text; a value that cannot be
+    /// written makes [`Checkpoint::to_json`] fail instead of losing it.
+    #[doc(hidden)]
+    pub fn set_context(&mut self, ctx: &Context) {
+        match ctx.to_raw_json() {
+            Ok(raw) => self.context = raw,
+            Err(e) => self.encode_error = Some(e.to_string()),
+        }
     }
 
     /// States at which a token is ready or running (each runs again on restore).

@@ -466,6 +466,53 @@ impl Context {
         Ok(serde_json::Value::Object(out))
     }
 
+    /// Every value as JSON text, in the shape of [`Context::to_json`], written straight from
+    /// the stored values (no JSON tree is built): what checkpoints hold.
+    ///
+    /// ```
+    /// use agent_core::Context;
+    /// let ctx = Context::new();
+    /// ctx.set_state("n", 3);
+    /// let back = Context::from_json_str(&ctx.to_json_string().unwrap()).unwrap();
+    /// assert_eq!(back.get_state::<u32>("n"), Some(3));
+    /// ```
+    pub fn to_json_string(&self) -> Result<String, ContextError> {
+        self.to_raw_json().map(|raw| String::from(Box::<str>::from(raw)))
+    }
+
+    /// [`Context::to_json_string`] as a `RawValue`, for checkpoints (not parsed again to be
+    /// checked: it was just written).
+    #[doc(hidden)]
+    pub fn to_raw_json(&self) -> Result<Box<serde_json::value::RawValue>, ContextError> {
+        let failed_at = std::cell::RefCell::new(None);
+        let written = serde_json::value::to_raw_value(&Encoded { ctx: self, failed_at: &failed_at });
+        written
+            .map_err(|e| ContextError::Serialize { key: failed_at.take().unwrap_or_default(), message: e.to_string() })
+    }
+
+    /// The context that [`Context::to_json_string`] (or [`Context::to_json`]) wrote, read from
+    /// the text (no JSON tree of the whole is built).
+    pub fn from_json_str(json: &str) -> Result<Context, ContextError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Stored {
+            Plain(serde_json::Value),
+            Typed(Box<dyn TypedContextData>),
+        }
+        let values: Vec<(String, Stored)> = serde_json::from_str::<Entries<Stored>>(json)
+            .map_err(|e| ContextError::Decode { key: String::new(), message: e.to_string() })?
+            .0;
+        let ctx = Context::new();
+        for (k, v) in values {
+            let slot = match v {
+                Stored::Plain(value) => Slot::Json { value, set_as: "a restored plain value" },
+                Stored::Typed(t) => Slot::Typed(t),
+            };
+            ctx.put(&k, slot);
+        }
+        Ok(ctx)
+    }
+
     /// The context that [`Context::to_json`] wrote.
     pub fn from_json(json: &serde_json::Value) -> Result<Context, ContextError> {
         let obj = json.as_object().ok_or_else(|| ContextError::Decode {
@@ -486,6 +533,72 @@ impl Context {
             ctx.put(k, slot);
         }
         Ok(ctx)
+    }
+}
+
+/// A context written as a JSON object of `{"plain": value}` / `{"typed": value}` entries.
+struct Encoded<'a> {
+    ctx: &'a Context,
+    /// The key whose value could not be written.
+    failed_at: &'a std::cell::RefCell<Option<String>>,
+}
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let map = self.ctx.inner.values.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = s.serialize_map(Some(map.len()))?;
+        for (k, v) in map.iter() {
+            let slot = lock(v);
+            let written = match &*slot {
+                Slot::Json { value, .. } => out.serialize_entry(&**k, &Tagged("plain", value)),
+                Slot::Native { value, encode, .. } => match encode(&**value) {
+                    Ok(value) => out.serialize_entry(&**k, &Tagged("plain", &value)),
+                    Err(e) => Err(S::Error::custom(e)),
+                },
+                Slot::Typed(t) => out.serialize_entry(&**k, &Tagged("typed", t)),
+            };
+            if let Err(e) = written {
+                *self.failed_at.borrow_mut() = Some(k.to_string());
+                return Err(e);
+            }
+        }
+        out.end()
+    }
+}
+
+/// `{"<tag>": value}`.
+struct Tagged<'a, T: ?Sized>(&'static str, &'a T);
+
+impl<T: Serialize + ?Sized> Serialize for Tagged<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(self.0, self.1)?;
+        m.end()
+    }
+}
+
+/// A JSON object read as its entries, in order.
+struct Entries<V>(Vec<(String, V)>);
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for Entries<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of context values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries<V>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 

@@ -314,7 +314,7 @@ impl Agent {
                 (persist.restore.take(), durable)
             };
             let ctx = match &restore {
-                Some(c) => Context::from_json(&c.context).map_err(|e| CheckpointError::Mismatch {
+                Some(c) => c.read_context().map_err(|e| CheckpointError::Mismatch {
                     agent: self.shared.name.clone(),
                     reason: format!("its context cannot be read: {e}"),
                 })?,

@@ -93,10 +93,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     if let Some(hub) = &run.inputs {
         checkpoint.pending_inputs = hub.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect();
     }
-    match run.ctx.to_json() {
-        Ok(json) => checkpoint.context = json,
-        Err(e) => checkpoint.set_encode_error(e.to_string()),
-    }
+    checkpoint.set_context(&run.ctx);
     checkpoint
 }
 

@@ -75,7 +75,7 @@ async fn every_completion_is_recorded_before_its_successors_start() {
     let last = latest(&store).await;
     assert_eq!(last.agent_status, AgentStatus::Completed);
     assert_eq!(last.completed_states.len(), 6);
-    assert_eq!(trail(&Context::from_json(&last.context).unwrap()).len(), 6, "the final snapshot has the whole context");
+    assert_eq!(trail(&last.read_context().unwrap()).len(), 6, "the final snapshot has the whole context");
 }
 
 #[tokio::test]
@@ -178,7 +178,7 @@ async fn progress_recorded_after_two_minutes(interval: Option<std::time::Duratio
     let snapshot = latest(&store).await;
     assert_eq!(snapshot.running_states(), ["long"]);
     running.abort();
-    Context::from_json(&snapshot.context).unwrap().get_state("progress")
+    snapshot.read_context().unwrap().get_state("progress")
 }
 
 #[tokio::test(start_paused = true)]

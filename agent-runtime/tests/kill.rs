@@ -143,7 +143,7 @@ async fn kill_and_resume(store: &dyn CheckpointStore, address: &str, agent: &str
             assert_eq!(s.completed, 1, "{name}: state {} completed {} times on record", s.name, s.completed);
         }
         let expected = workflow("uninterrupted", Duration::ZERO).run().await.unwrap();
-        let got = Context::from_json(&last.context).unwrap();
+        let got = last.read_context().unwrap();
         assert_eq!(got.to_json().unwrap(), expected.context().to_json().unwrap(), "{name}: the context differs");
         eprintln!("{name}: completed after {killed_here} kills");
         round += 1;
