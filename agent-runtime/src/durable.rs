@@ -8,13 +8,14 @@
 //!   the states that were in flight.
 //! - One writer task per run takes and commits snapshots; a sync asks for a snapshot newer
 //!   than its completion, so branches finishing together share one commit (group commit).
-//! - The run's row is written with each snapshot, in one transaction (so a run is never
-//!   listed without a snapshot to resume from), the last time with its final status, when
-//!   the run ends or pauses.
+//! - The run's row is written together with a snapshot, in one transaction (so a run is
+//!   never listed without a snapshot to resume from): with the first, whenever the status
+//!   changes (the last time with its final status, when the run ends or pauses), and every
+//!   `ROW_EVERY` snapshots; other snapshots are written alone.
 //! - A store that fails stops the run with `AgentError::Store`: a durable run never goes on
 //!   unrecorded.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ use crate::store::{now_ms, CheckpointStore, Retention, RunRecord, Snapshot, Stor
 /// Snapshots kept per run: the newest is all a recovery needs; one more in case the newest
 /// is being written while another process reads.
 const KEEP: usize = 2;
+/// The run's row is written again (for `updated_ms`) at least every this many snapshots.
+const ROW_EVERY: u64 = 64;
 /// Retention runs after this many snapshots.
 const PRUNE_EVERY: u64 = 64;
 
@@ -43,6 +46,10 @@ pub(crate) struct Durable {
     /// The newest generation committed; `u64::MAX` once the store failed.
     committed: watch::Sender<u64>,
     interval: Option<Duration>,
+    /// The status the run's row was last written with (`u8::MAX`: not yet written).
+    row_status: AtomicU8,
+    /// Snapshots written.
+    writes: AtomicU64,
 }
 
 impl Durable {
@@ -55,6 +62,8 @@ impl Durable {
             wake: Notify::new(),
             committed: watch::Sender::new(0),
             interval,
+            row_status: AtomicU8::new(u8::MAX),
+            writes: AtomicU64::new(0),
         }
     }
 
@@ -89,8 +98,16 @@ impl Durable {
             message: format!("the run's checkpoint could not be written: {e}"),
         })?;
         let snapshot = Snapshot { seq: generation, taken_ms: now_ms(), data };
-        // The row and the snapshot together: a run is never listed without one to resume from.
-        self.store.save_run_snapshot(&self.record(run), &snapshot).await
+        // The row and the snapshot together (a run is never listed without one to resume
+        // from) when the row changes: the first time, when the status changes, and now and
+        // then for `updated_ms`. Otherwise the snapshot alone, which writes fewer pages.
+        let status = checkpoint.agent_status as u8;
+        let writes = self.writes.fetch_add(1, Relaxed);
+        if self.row_status.swap(status, Relaxed) != status || writes.is_multiple_of(ROW_EVERY) {
+            self.store.save_run_snapshot(&self.record(run), &snapshot).await
+        } else {
+            self.store.save_snapshot(run.run_id(), &snapshot).await
+        }
     }
 
     /// Wait until a snapshot taken after this call is committed. `false` if the store failed
