@@ -5,7 +5,13 @@ use std::future::Future;
 use std::pin::Pin;
 
 use agent_core::{AgentStatus, Checkpoint, Context, StateResult};
-use agent_runtime::store::{CheckpointStore, MemoryStore, RunQuery, SqliteStore};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+use agent_runtime::store::{
+    CheckpointStore, InputRecord, JournalEntry, MemoryStore, Retention, RetentionReport, RunQuery, RunRecord, Snapshot,
+    SqliteStore, StoreFuture,
+};
 use agent_runtime::Agent;
 
 type Fut = Pin<Box<dyn Future<Output = StateResult> + Send>>;
@@ -228,4 +234,85 @@ async fn a_run_waiting_for_a_person_stops_and_goes_on_with_an_answer_given_throu
     let result = second.recover(&run_id).await.unwrap();
     assert_eq!(result.context().get_state::<String>("answer").as_deref(), Some("yes"));
     assert_eq!(result.context().get_state::<u32>("drafts"), Some(1), "draft did not run again");
+}
+
+/// A `MemoryStore` that counts the snapshots written.
+#[derive(Clone, Default)]
+struct Counting {
+    inner: MemoryStore,
+    snapshots: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CheckpointStore for Counting {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+    fn upsert_run<'a>(&'a self, run: &'a RunRecord) -> StoreFuture<'a, ()> {
+        self.inner.upsert_run(run)
+    }
+    fn get_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunRecord>> {
+        self.inner.get_run(run_id)
+    }
+    fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>> {
+        self.inner.list_runs(query)
+    }
+    fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {
+        self.inner.append(run, entries)
+    }
+    fn journal<'a>(&'a self, run_id: &'a str, after: u64) -> StoreFuture<'a, Vec<JournalEntry>> {
+        self.inner.journal(run_id, after)
+    }
+    fn save_snapshot<'a>(&'a self, run_id: &'a str, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        self.snapshots.fetch_add(1, SeqCst);
+        self.inner.save_snapshot(run_id, snapshot)
+    }
+    fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        self.snapshots.fetch_add(1, SeqCst);
+        self.inner.save_run_snapshot(run, snapshot)
+    }
+    fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
+        self.inner.latest_snapshot(run_id)
+    }
+    fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
+        self.inner.put_input(input)
+    }
+    fn inputs<'a>(&'a self, run_id: Option<&'a str>, pending_only: bool) -> StoreFuture<'a, Vec<InputRecord>> {
+        self.inner.inputs(run_id, pending_only)
+    }
+    fn answer_input<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.answer_input(run_id, request_id, answer, defaulted, at_ms)
+    }
+    fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.delete_run(run_id)
+    }
+    fn apply_retention<'a>(&'a self, policy: &'a Retention, now_ms: i64) -> StoreFuture<'a, RetentionReport> {
+        self.inner.apply_retention(policy, now_ms)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn branches_finishing_together_share_one_commit() {
+    const WIDTH: usize = 100;
+    let store = Counting::default();
+    let mut agent = Agent::new("wide").with_store(store.clone());
+    agent.add_state("fan", |_ctx: Context| async { StateResult::parallel(vec!["work"; WIDTH]) });
+    agent.add_state("work", |ctx: Context| async move {
+        // Every branch finishes at the same virtual instant.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        ctx.update_state_or_default("done", |n: &mut usize| *n += 1).unwrap();
+        StateResult::next("join")
+    });
+    agent.add_state("join", |_ctx: Context| async { StateResult::End });
+    let result = agent.run().await.unwrap();
+    assert_eq!(result.context().get_state::<usize>("done"), Some(WIDTH));
+    let written = store.snapshots.load(SeqCst);
+    // First, `fan`, a few for the hundred branches, `join`, the final one.
+    assert!(written < WIDTH / 4, "{written} snapshots for {WIDTH} branches finishing together");
 }
