@@ -11,6 +11,10 @@
 //! - `run`: counters, status and the first failure of a run.
 //! - `pool`: the resource pool; `attempt`: one run of a state that holds resources, has a
 //!   timeout or runs on the blocking pool.
+//! - `frontier`: every token's position is published as the run goes, so `checkpoint` can
+//!   take a consistent checkpoint at any instant and seed a new run from one.
+//! - `durable`: a run with a [`store`] records each completion before its successors start.
+//! - `human`: requests for human input, answered from code, the terminal or a store.
 #![warn(missing_docs)]
 
 mod agent;
