@@ -194,11 +194,12 @@ async fn checkpoint_interval_records_a_long_state_s_progress_while_it_runs() {
     assert_eq!(progress_recorded_after_two_minutes(every_minute).await, Some(1));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_run_waiting_for_a_person_stops_and_goes_on_with_an_answer_given_through_the_store() {
+/// A run waits for a person; its process stops; another process answers through the store;
+/// a new process recovers the run, whose state asks again and finds the answer.
+async fn answered_through_the_store<S: CheckpointStore + Clone>(store: S, agent: &str) {
     use agent_core::{HumanInput, HumanInputError};
-    let build = |store: &MemoryStore| {
-        let mut agent = Agent::new("review").with_store(store.clone()).input_from_terminal(false);
+    let build = |store: &S| {
+        let mut agent = Agent::new(agent.to_owned()).with_store(store.clone()).input_from_terminal(false);
         agent.add_state("draft", |ctx: Context| async move {
             ctx.update_state_or_default("drafts", |n: &mut u32| *n += 1).unwrap();
             StateResult::next("review")
@@ -210,23 +211,27 @@ async fn a_run_waiting_for_a_person_stops_and_goes_on_with_an_answer_given_throu
         });
         agent
     };
-    let store = MemoryStore::new();
     let first = build(&store);
     let running = tokio::spawn({
         let first = first.clone();
         async move { first.run().await }
     });
-    while first.pending_inputs().is_empty() {
+    // Until the request is in the store (it is written there as it is made).
+    let (run_id, asked) = loop {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        let Some(run_id) = first.run_id() else { continue };
+        let asked = store.inputs(Some(&run_id), true).await.unwrap();
+        if !asked.is_empty() {
+            break (run_id, asked);
+        }
+    };
     // The process stops while the run waits for a person.
     running.abort();
     let _ = running.await;
-    let run_id = first.run_id().unwrap();
 
     // Another process answers through the store.
-    let asked = store.inputs(Some(&run_id), true).await.unwrap();
     assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].prompt, "Publish?");
     assert!(store.answer_input(&run_id, &asked[0].request_id, "yes", false, 0).await.unwrap());
 
     // A new process recovers the run: the state asks again and finds the answer.
@@ -234,6 +239,28 @@ async fn a_run_waiting_for_a_person_stops_and_goes_on_with_an_answer_given_throu
     let result = second.recover(&run_id).await.unwrap();
     assert_eq!(result.context().get_state::<String>("answer").as_deref(), Some("yes"));
     assert_eq!(result.context().get_state::<u32>("drafts"), Some(1), "draft did not run again");
+    store.delete_run(&run_id).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_waiting_for_a_person_goes_on_with_an_answer_given_through_a_memory_store() {
+    answered_through_the_store(MemoryStore::new(), "review").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_waiting_for_a_person_goes_on_with_an_answer_given_through_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    answered_through_the_store(SqliteStore::open(dir.path().join("runs.db")).unwrap(), "review").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_waiting_for_a_person_goes_on_with_an_answer_given_through_postgres() {
+    let Ok(url) = std::env::var("AGENT_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: AGENT_TEST_POSTGRES_URL is not set (a PostgreSQL server is needed)");
+        return;
+    };
+    let store = agent_runtime::store::PostgresStore::connect(&url).await.unwrap();
+    answered_through_the_store(store, &format!("review_{}_{}", std::process::id(), fastrand::u64(..))).await;
 }
 
 /// A `MemoryStore` that counts the snapshots written.
