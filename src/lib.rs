@@ -59,7 +59,9 @@ pub mod prelude {
         WorkflowGraph,
     };
     pub use agent_macros::{state, workflow, TypedContextData};
-    pub use agent_runtime::{Agent, AgentResult, AgentStatus, QuotaScope, ResourcePool, RunMetrics, StateStatus};
+    pub use agent_runtime::{
+        Agent, AgentResult, AgentStatus, PostgresStore, QuotaScope, ResourcePool, RunMetrics, SqliteStore, StateStatus,
+    };
     pub use serde::{Deserialize, Serialize};
 }
 

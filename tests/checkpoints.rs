@@ -89,3 +89,22 @@ async fn a_version_1_checkpoint_loads_and_goes_on() {
     assert_eq!(result.completed_states(), ["write", "review", "publish"]);
     assert_eq!(result.context().get_typed::<Draft>("draft"), Some(Draft { title: "Hello".into(), words: 3 }));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_api_snippet_makes_a_run_durable() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let runs_db = dir.path().join("runs.db");
+    // --- as API.md writes it (with the file in a temporary directory) ---
+    let agent = hello_workflow::agent()
+        .with_store(SqliteStore::open(&runs_db)?) // or PostgresStore::connect(url).await?
+        .checkpoint_interval(Duration::from_secs(300));
+    // ---
+    let result = agent.run().await?;
+    let store = SqliteStore::open(&runs_db)?;
+    let run = agent::CheckpointStore::get_run(&store, result.run_id()).await?.expect("the run is recorded");
+    assert_eq!(run.status, AgentStatus::Completed);
+    // Recovering a finished run runs nothing again.
+    let again = agent.recover(result.run_id()).await?;
+    assert_eq!(again.context().get_state::<u32>("writes"), Some(1));
+    Ok(())
+}

@@ -43,3 +43,4 @@ pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };
 pub use result::{AgentResult, RunMetrics, StateMetrics};
+pub use store::{CheckpointStore, MemoryStore, PostgresStore, SqliteStore};
