@@ -100,6 +100,10 @@ pub struct StateRecord {
     pub retries: u32,
     /// Times it was preempted.
     pub preempted: u32,
+    /// Attempts an instance waiting to retry had made (0: none): restored, it goes on with
+    /// the rest of its retry budget, not a fresh one.
+    #[serde(default)]
+    pub attempts_made: u32,
 }
 
 /// Where a token stands in a [`Checkpoint`]: at `state`, ready or running.
@@ -411,8 +415,17 @@ impl Checkpoint {
 impl StateRecord {
     /// A record with the given counters.
     #[doc(hidden)]
-    pub fn new(name: String, status: StateStatus, completed: u32, failed: u32, retries: u32, preempted: u32) -> Self {
-        StateRecord { name, status, completed, failed, retries, preempted }
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        status: StateStatus,
+        completed: u32,
+        failed: u32,
+        retries: u32,
+        preempted: u32,
+        attempts_made: u32,
+    ) -> Self {
+        StateRecord { name, status, completed, failed, retries, preempted, attempts_made }
     }
 }
 

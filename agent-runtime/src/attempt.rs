@@ -21,6 +21,7 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use agent_core::__private::{with_allocation, with_allocation_sync};
@@ -63,7 +64,12 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
     if run.is_stopping() || !crate::branch::start_state(run, pos) {
         return Attempted::Stop;
     }
-    let mut attempt = 1u32;
+    // A restored run goes on with the budget its checkpoint had left.
+    let counters = &run.states[pos];
+    let mut attempt = match counters.resumed_attempts.load(Relaxed) {
+        0 => 1,
+        _ => counters.resumed_attempts.swap(0, Relaxed) + 1,
+    };
     loop {
         let outcome = if tracing::dispatcher::has_been_set() {
             let span = tracing::info_span!("state", state = &*run.program.states[pos].name, attempt);
@@ -78,8 +84,10 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
             (_, Some(policy)) => (attempt <= policy.max_retries).then_some(policy),
         };
         let Some(policy) = retry else {
+            counters.attempts_made.store(0, Relaxed);
             return Attempted::Done(outcome, attempt);
         };
+        counters.attempts_made.store(attempt, Relaxed);
         let wait = delay(&policy, attempt);
         tracing::debug!(state = &*run.program.states[pos].name, attempt, ?wait, "attempt failed; retrying");
         drop(outcome);

@@ -198,6 +198,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             // The branch ends here.
             let entered = TRANSITIONS.enter();
             run.set_state_status(pos, StateStatus::Cancelled);
+            run.states[pos].attempts_made.store(0, Relaxed);
             if !state.dependents.is_empty() {
                 deps::failed(run);
             }

@@ -46,6 +46,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
                     c.failed.load(Relaxed),
                     c.retries.load(Relaxed),
                     c.preempted.load(Relaxed),
+                    c.attempts_made.load(Relaxed),
                 )
             })
             .collect();
@@ -165,6 +166,7 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
         c.failed.store(record.failed, Relaxed);
         c.retries.store(record.retries, Relaxed);
         c.preempted.store(record.preempted, Relaxed);
+        c.resumed_attempts.store(record.attempts_made, Relaxed);
     }
     run.restore_completion_order(checkpoint.completed_states.iter().map(|s| at(s)));
     run.steps.store(checkpoint.steps, Relaxed);

@@ -41,6 +41,11 @@ pub(crate) struct StateCounters {
     pub first_completed: AtomicU32,
     /// Tokens at this state at the top level, outside the root slot (see `frontier`).
     pub at_top: AtomicU32,
+    /// Attempts an instance in its retry loop has made so far (0: none), for checkpoints.
+    pub attempts_made: AtomicU32,
+    /// Attempts made before a restore, taken by the first instance that starts: it goes on
+    /// with the rest of its retry budget.
+    pub resumed_attempts: AtomicU32,
 }
 
 /// `repr(C)`, led by a pad: the `Arc` reference count, which every spawned branch writes on
@@ -146,6 +151,8 @@ impl Run {
                     resource_wait: AtomicU64::new(0),
                     first_completed: AtomicU32::new(0),
                     at_top: AtomicU32::new(0),
+                    attempts_made: AtomicU32::new(0),
+                    resumed_attempts: AtomicU32::new(0),
                 })
                 .collect(),
             distinct_completed: AtomicU32::new(0),

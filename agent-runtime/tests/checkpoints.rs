@@ -337,3 +337,35 @@ async fn a_timed_out_run_carries_a_checkpoint_that_goes_on_from_the_states_cut_o
     let result = restored.run().await.unwrap();
     assert_eq!(trail(result.context()), ["a", "b", "c", "d"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_state_paused_while_waiting_to_retry_keeps_its_retry_budget() {
+    use agent_core::RetryPolicy;
+    let mut agent = Agent::new("always_failing");
+    agent
+        .add_state("down", |ctx: Context| async move {
+            ctx.update_state_or_default("tries", |n: &mut u32| *n += 1).unwrap();
+            Err::<StateResult, _>(std::io::Error::other("still down"))
+        })
+        .retry_policy(RetryPolicy {
+            max_retries: 3,
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(10),
+            exponential_base: 1.0,
+            jitter: false,
+        });
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    // Attempts at 0 s and 10 s have failed; the third waits for 20 s.
+    after(15_000).await;
+    let checkpoint = through_json(agent.pause().await);
+    assert_eq!(checkpoint.state("down").unwrap().attempts_made, 2);
+    assert_eq!(running.await.unwrap().unwrap().status(), AgentStatus::Paused);
+    // Two attempts are left of the four `max_retries: 3` allows, not four more.
+    let err = agent.resume().await.unwrap_err();
+    let AgentError::StateFailed { attempts, context, .. } = err else { panic!("expected StateFailed, got {err}") };
+    assert_eq!(attempts, 4);
+    assert_eq!(context.get_state::<u32>("tries"), Some(4));
+}
