@@ -11,6 +11,7 @@
 //!   what runs next (see `fanin`).
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -34,12 +35,11 @@ use agent_core::StateStatus;
 /// Spawn a branch task that starts at `state`.
 pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
     run.tasks_started(1);
-    spawn_counted(run, state, group);
+    spawn_task(branch_task(TaskGuard::new(run.clone()), state, group));
 }
 
-/// Spawn a branch task already counted with `Run::tasks_started`.
-fn spawn_counted(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
-    let task = branch_task(TaskGuard(run.clone()), state, group);
+/// Spawn a task on the current runtime, inside the run's span when tracing is on.
+fn spawn_task(task: impl Future<Output = ()> + Send + 'static) {
     if tracing::dispatcher::has_been_set() {
         // Branches stay inside the run's span (spawned tasks do not inherit it by themselves).
         tokio::spawn(task.instrument(tracing::Span::current()));
@@ -50,15 +50,73 @@ fn spawn_counted(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
 
 /// The future of one spawned branch: the branch raced against the run's cancellation.
 async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) {
-    let run = &guard.0;
+    let run = &guard.run;
     // The branch is polled first: one that finishes in its first poll never registers with
     // the cancellation token (a lock), so a fan-out of quick branches pays nothing for
     // cancellation. A cancelled run wakes pending branches, which then stop.
     tokio::select! {
         biased;
-        _ = drive(run, state, group, false) => {}
+        _ = drive(run, state, group.map(Cow::Owned), false) => {}
         _ = run.cancel.cancelled() => {}
     }
+}
+
+/// A fan-out's branches still to be spawned, shared by the tasks spawned for them.
+///
+/// Its guard counts all those tasks in the run as one task, for as long as any of them
+/// runs (each holds the `Fan` to its end, even after its branch has left the group): so a
+/// branch of a fan-out touches no shared reference count but the `Fan`'s, once when its
+/// task is spawned and once when it ends, not the run's nor the run's task counter.
+struct Fan {
+    group: Arc<Group>,
+    /// The fan-out's targets, one per branch, in order.
+    targets: Box<[u32]>,
+    guard: TaskGuard,
+}
+
+impl Fan {
+    /// A fan-out of `origin` (in `parent`) to `targets` (at least two): its group opened,
+    /// its tasks counted in the run.
+    fn open(run: &Arc<Run>, parent: Option<Arc<Group>>, origin: usize, targets: Vec<u32>) -> Arc<Fan> {
+        debug_assert!(targets.len() > 1);
+        let group = Group::open(run, parent, origin, &targets);
+        run.tasks_started(1);
+        Arc::new(Fan { group, targets: targets.into_boxed_slice(), guard: TaskGuard::new(run.clone()) })
+    }
+}
+
+/// The future of a task spawned for the branches `lo..hi` of a fan-out: it spawns tasks
+/// for all of them but `lo` (see [`split`]) and runs branch `lo`.
+async fn fan_task(fan: Arc<Fan>, lo: u32, hi: u32) {
+    let run = &fan.guard.run;
+    let Some(state) = split(&fan, lo as usize, hi as usize) else { return };
+    tokio::select! {
+        biased;
+        _ = drive(run, state, Some(Cow::Borrowed(&fan.group)), false) => {}
+        _ = run.cancel.cancelled() => {}
+    }
+}
+
+/// Spawn a task for each branch of the fan-out range `lo..hi` but `lo`, by halving: the
+/// upper half goes to a new task that splits it further, so the spawning is spread over
+/// the workers (each pushing onto its own queue) instead of made one by one by the task
+/// that fanned out, and the largest halves wait where an idle worker steals them.
+/// Returns the state of branch `lo`, or `None` when the run is stopping (the branches not
+/// spawned keep their tokens in the group, where a checkpoint finds them).
+fn split(fan: &Arc<Fan>, lo: usize, mut hi: usize) -> Option<usize> {
+    let run = &fan.guard.run;
+    while hi - lo > 1 {
+        if run.is_stopping() {
+            return None;
+        }
+        let mid = lo + (hi - lo) / 2;
+        spawn_task(fan_task(fan.clone(), mid as u32, hi as u32));
+        hi = mid;
+    }
+    if run.is_stopping() {
+        return None;
+    }
+    Some(fan.targets[lo] as usize)
 }
 
 /// Run states from `pos` until this branch ends, waits at a join, or the run stops.
@@ -69,9 +127,11 @@ async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) 
 /// position published: that is where the run goes on when restored.
 ///
 /// Borrows the run (no reference-count traffic per branch on the run's shared `Arc`).
-pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<Group>>, mut rooted: bool) {
+pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<'_, Arc<Group>>>, mut rooted: bool) {
     let prog = &*run.program;
     let mut next: Vec<Position> = Vec::new();
+    // A fan-out just made, whose branches are to be spawned (see `take_next`).
+    let mut fan: Option<Arc<Fan>> = None;
     // A durable run's completion not yet recorded: recorded before any successor starts.
     let mut unrecorded = false;
     // Positions in `next` to go on from once a durable run has recorded the transition.
@@ -88,9 +148,9 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 deferred = true;
                 continue;
             }
-            match take_next(run, &mut next) {
+            match take_next(run, &mut next, &mut fan) {
                 Some((g, s)) => {
-                    group = g;
+                    group = g.map(Cow::Owned);
                     pos = s;
                     continue;
                 }
@@ -103,9 +163,9 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
             return;
         }
         if std::mem::take(&mut deferred) {
-            match take_next(run, &mut next) {
+            match take_next(run, &mut next, &mut fan) {
                 Some((g, s)) => {
-                    group = g;
+                    group = g.map(Cow::Owned);
                     pos = s;
                 }
                 None => return,
@@ -277,15 +337,15 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                 }
             }
             StateResult::Parallel(names) => {
-                let mut targets = Vec::with_capacity(names.len());
-                let mut previous: Option<(&str, usize)> = None;
+                let mut targets: Vec<u32> = Vec::with_capacity(names.len());
+                let mut previous: Option<(&str, u32)> = None;
                 for name in names {
                     // A wide fan-out often names one state many times: resolve each run of
                     // equal names once.
                     let t = match previous {
                         Some((p, t)) if p == name.as_str() => t,
                         _ => match prog.resolve(name) {
-                            Some(t) => t,
+                            Some(t) => t as u32,
                             None => return unknown(run, pos, name.as_str()),
                         },
                     };
@@ -297,13 +357,16 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                         Some(g) => g.end(run, pos, &mut next),
                         None => leave_top(run, pos, rooted),
                     },
-                    1 => match &group {
-                        None => {
-                            move_top(run, pos, targets[0], rooted);
-                            next.push((None, targets[0]));
+                    1 => {
+                        let to = targets[0] as usize;
+                        match &group {
+                            None => {
+                                move_top(run, pos, to, rooted);
+                                next.push((None, to));
+                            }
+                            Some(g) => g.arrive(run, pos, to, &mut next),
                         }
-                        Some(g) => g.arrive(run, pos, targets[0], &mut next),
-                    },
+                    }
                     _ => {
                         if group.is_none() && std::mem::take(&mut rooted) {
                             // The token that fans out stays at `pos` until its group is
@@ -311,12 +374,12 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Arc<
                             run.root_slot.store(NO_STATE, Relaxed);
                             run.top_enter(pos);
                         }
-                        let child = Group::open(run, group.take(), pos, &targets);
-                        // Spawned by `go_on`, after a durable run has recorded this state.
-                        for &t in &targets {
-                            run.set_state_status(t, StateStatus::Ready);
-                            next.push((Some(child.clone()), t));
+                        for same in targets.chunk_by(|a, b| a == b) {
+                            run.set_state_status(same[0] as usize, StateStatus::Ready);
                         }
+                        // Its branches are spawned by `go_on`, after a durable run has
+                        // recorded this state.
+                        fan = Some(Fan::open(run, group.take().map(Cow::into_owned), pos, targets));
                     }
                 }
             }
@@ -463,16 +526,24 @@ fn arrive(run: &Run, g: &Arc<Group>, from: usize, to: usize, next: &mut Vec<Posi
     }
 }
 
-/// The position this branch goes on with, spawning a task for every other one released.
-fn take_next(run: &Arc<Run>, next: &mut Vec<Position>) -> Option<Position> {
+/// The position this branch goes on with, spawning a task for every other one released
+/// (or for every other branch of the fan-out `fan`: one task, which spawns the rest).
+fn take_next(run: &Arc<Run>, next: &mut Vec<Position>, fan: &mut Option<Arc<Fan>>) -> Option<Position> {
+    if let Some(fan) = fan.take() {
+        // This branch goes on with the first target; one task spawns the others.
+        let first = (Some(fan.group.clone()), fan.targets[0] as usize);
+        let n = fan.targets.len() as u32;
+        spawn_task(fan_task(fan, 1, n));
+        return Some(first);
+    }
     if next.len() > 1 {
-        // One shared-counter update for a whole fan-out, not one per branch.
+        // One shared-counter update for all, not one per task.
         run.tasks_started(next.len() - 1);
     }
     let mut released = next.drain(..);
     let first = released.next()?;
     for (g, s) in released {
-        spawn_counted(run, s, g);
+        spawn_task(branch_task(TaskGuard::new(run.clone()), s, g));
     }
     Some(first)
 }
@@ -573,8 +644,10 @@ mod tests {
         let prog = Arc::new(crate::program::Program::compile("x", &def).unwrap());
         let run = Arc::new(crate::run::Run::new(prog, agent_core::Context::new()));
         let fut = super::drive(&run, 0, None, true);
-        assert!(size_of_val(&fut) <= 256, "the branch future grew to {} bytes", size_of_val(&fut));
-        let task = super::branch_task(crate::run::TaskGuard(run.clone()), 0, None);
-        assert!(size_of_val(&task) <= 384, "the spawned branch task grew to {} bytes", size_of_val(&task));
+        assert!(size_of_val(&fut) <= 264, "the branch future grew to {} bytes", size_of_val(&fut));
+        let task = super::branch_task(crate::run::TaskGuard::new(run.clone()), 0, None);
+        assert!(size_of_val(&task) <= 400, "the spawned branch task grew to {} bytes", size_of_val(&task));
+        let task = super::fan_task(super::Fan::open(&run, None, 0, vec![0, 0]), 1, 2);
+        assert!(size_of_val(&task) <= 400, "a fan-out's branch task grew to {} bytes", size_of_val(&task));
     }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, PoisonError, Weak};
+use std::sync::{Arc, PoisonError};
 
 use agent_core::{Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, StateRecord, StateStatus, TokenRecord};
 
@@ -30,12 +30,9 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
         let _w = TRANSITIONS.write();
         let root = run.root_slot.load(Relaxed);
         let top: Vec<u32> = run.states.iter().map(|c| c.at_top.load(Relaxed)).collect();
-        let registered: Vec<Weak<Group>> = run.groups.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let groups: Vec<(Arc<Group>, Counts, Counts)> = registered
-            .iter()
-            .filter_map(Weak::upgrade)
-            .filter_map(|g| g.tokens().map(|(running, waiting)| (g, running, waiting)))
-            .collect();
+        let registered: Vec<Arc<Group>> = run.groups.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let groups: Vec<(Arc<Group>, Counts, Counts)> =
+            registered.into_iter().filter_map(|g| g.tokens().map(|(running, waiting)| (g, running, waiting))).collect();
         checkpoint.agent_status = run.status();
         checkpoint.states = (prog.states.iter().zip(run.states.iter()))
             .map(|(s, c)| {

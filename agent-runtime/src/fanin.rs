@@ -24,7 +24,9 @@
 //! So nested fan-outs join inside out, and a join shared by inner and outer branches runs once.
 //!
 //! A group is `closed` once its last token ended or went back to its parent; checkpoints
-//! skip closed groups (the run keeps a list of every group it opened, for them).
+//! skip closed groups. The run holds every open group (and closed ones until it prunes
+//! them): a group whose branches all wait at its join, or were never started because the
+//! run stopped, has no task holding it, and a checkpoint must still see it.
 //!
 //! Invariants: `live` = running + waiting tokens; `running_total` = sum of `running`; no map
 //! holds a zero count; a state never has both its waiting tokens released twice for one
@@ -144,9 +146,15 @@ impl Tokens {
 impl Group {
     /// A group whose tokens start running at `targets`, opened by `origin`'s fan-out
     /// (inside a transition: see `frontier`).
-    pub(crate) fn open(run: &Run, parent: Option<Arc<Group>>, origin: usize, targets: &[usize]) -> Arc<Group> {
-        let running = targets.iter().map(|&s| (s, 1));
-        Group::restore(run, parent, origin, running, std::iter::empty())
+    pub(crate) fn open(run: &Run, parent: Option<Arc<Group>>, origin: usize, targets: &[u32]) -> Arc<Group> {
+        let mut t = Tokens::default();
+        // Targets often repeat one state: count each run of equal ones with one map update.
+        for same in targets.chunk_by(|a, b| a == b) {
+            add(&mut t.running, same[0] as usize, same.len() as u32);
+        }
+        t.running_total = targets.len();
+        t.live = targets.len();
+        Group::create(run, parent, origin, t)
     }
 
     /// A group with these tokens running and waiting (a checkpoint's, or a new one's).
@@ -167,6 +175,10 @@ impl Group {
             add(&mut t.waiting, s, n);
             t.live += n as usize;
         }
+        Group::create(run, parent, origin, t)
+    }
+
+    fn create(run: &Run, parent: Option<Arc<Group>>, origin: usize, t: Tokens) -> Arc<Group> {
         let group = Arc::new(Group { parent, origin, tokens: CachePadded::new(Mutex::new(t)) });
         run.register_group(&group);
         group
@@ -174,12 +186,12 @@ impl Group {
 
     /// The token running `from` moved to `to`. Pushes onto `out` every state to run now.
     pub(crate) fn arrive(self: &Arc<Self>, run: &Run, from: usize, to: usize, out: &mut Vec<Position>) {
-        apply(self.clone(), run, Event::Arrive { from, to }, out)
+        apply(self, run, Event::Arrive { from, to }, out)
     }
 
     /// The token running `at` ended (its branch ended or failed for good).
     pub(crate) fn end(self: &Arc<Self>, run: &Run, at: usize, out: &mut Vec<Position>) {
-        apply(self.clone(), run, Event::End { at }, out)
+        apply(self, run, Event::End { at }, out)
     }
 
     /// Whether the group is over.
@@ -211,7 +223,9 @@ impl Group {
     }
 }
 
-fn apply(mut group: Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Position>) {
+/// Walks up the groups by reference (each holds its parent): an event costs no reference
+/// count traffic on the groups, which every branch of a wide fan-out would contend on.
+fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Position>) {
     let prog = &*run.program;
     loop {
         let mut t = group.lock();
@@ -226,7 +240,7 @@ fn apply(mut group: Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posit
                 if t.live == 0 {
                     t.closed = true;
                     drop(t);
-                    match group.parent.clone() {
+                    match &group.parent {
                         Some(parent) => {
                             event = Event::End { at: group.origin };
                             group = parent;
@@ -252,7 +266,7 @@ fn apply(mut group: Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posit
             let to = t.released[0].0 as usize;
             t.closed = true;
             drop(t);
-            match group.parent.clone() {
+            match &group.parent {
                 Some(parent) => {
                     event = Event::Arrive { from: group.origin, to };
                     group = parent;

@@ -1,8 +1,10 @@
 //! The shared state of one run.
 //!
 //! Invariants:
-//! - One `Run` per call of `Agent::run`; every branch task holds an `Arc<Run>`.
-//! - `tasks` counts spawned branch tasks still alive (each holds a [`TaskGuard`]); the run is
+//! - One `Run` per call of `Agent::run`; every branch task holds an `Arc<Run>`, itself or
+//!   through the fan-out it was spawned for (see `branch::Fan`).
+//! - `tasks` counts spawned branch tasks still alive (each holds a [`TaskGuard`], or holds a
+//!   fan-out whose guard counts all its tasks as one); the run is
 //!   over when the root branch has returned and `tasks` is zero.
 //! - The first failure wins: it is stored once, the run's status becomes `Failed`, and the
 //!   cancellation token stops every other branch (their futures are dropped).
@@ -10,7 +12,7 @@
 //!   lock; the order of first completions is a sequence number taken once per state.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use agent_core::{AgentError, Context};
@@ -86,7 +88,7 @@ pub(crate) struct Run {
     pub root_slot: AtomicU32,
     /// Every fan-out group opened, for checkpoints (closed ones are skipped, and pruned
     /// when groups are opened).
-    pub groups: Mutex<Vec<Weak<Group>>>,
+    pub groups: Mutex<Vec<Arc<Group>>>,
     /// Set by `pause`: branches stop before their next state.
     pausing: AtomicBool,
     /// Notified when the run is over.
@@ -319,9 +321,9 @@ impl Run {
     pub(crate) fn register_group(&self, group: &Arc<Group>) {
         let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         if groups.len() >= 64 && groups.len().is_power_of_two() {
-            groups.retain(|g| g.upgrade().is_some_and(|g| !g.is_closed()));
+            groups.retain(|g| !g.is_closed());
         }
-        groups.push(Arc::downgrade(group));
+        groups.push(group.clone());
     }
 
     /// Cancel the running instances of `state`.
@@ -405,10 +407,19 @@ impl Run {
 
 /// Held by every spawned branch task; counts it out of the run when dropped, however the
 /// task ends (returned, cancelled or panicked).
-pub(crate) struct TaskGuard(pub Arc<Run>);
+pub(crate) struct TaskGuard {
+    pub run: Arc<Run>,
+}
+
+impl TaskGuard {
+    /// The guard of one task.
+    pub(crate) fn new(run: Arc<Run>) -> TaskGuard {
+        TaskGuard { run }
+    }
+}
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        self.0.task_ended();
+        self.run.task_ended();
     }
 }

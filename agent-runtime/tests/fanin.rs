@@ -401,3 +401,68 @@ async fn branches_waiting_on_each_other_around_a_cycle_do_not_wait_forever() {
     assert_eq!(trail(r.context()), ["start", "a", "b", "a", "b", "a"]);
     assert_eq!(r.status(), AgentStatus::Completed);
 }
+
+/// A fan-out's branches are spawned by the tasks of its other branches (each spawning half
+/// of what it was given), not all by the task that fanned out. A branch that fails before
+/// any of them ran stops the spawning: no sibling starts, and the run ends (the tasks never
+/// spawned are not waited for).
+#[tokio::test(start_paused = true)]
+async fn a_branch_failing_before_its_siblings_start_stops_the_fan_out_spawning() {
+    const N: usize = 10_000;
+    let started = Arc::new(AtomicU32::new(0));
+    let mut agent = Agent::new("stopped_early");
+    agent.add_state("fan", |_ctx: Context| async {
+        let mut targets = vec!["work"; N];
+        // The first target runs in the task that fanned out, before any spawned task.
+        targets[0] = "bad";
+        StateResult::parallel(targets)
+    });
+    agent.add_state("bad", |_ctx: Context| async { Err::<StateResult, _>("bad input") });
+    let s = started.clone();
+    agent.add_state("work", move |_ctx: Context| {
+        s.fetch_add(1, Ordering::SeqCst);
+        async { StateResult::End }
+    });
+    let run = tokio::time::timeout(Duration::from_secs(60), agent.run()).await;
+    let err = run.expect("the run must end").unwrap_err();
+    assert!(matches!(err, agent_core::AgentError::StateFailed { ref state, .. } if state == "bad"), "{err:?}");
+    assert_eq!(started.load(Ordering::SeqCst), 0, "a sibling started after the run failed");
+    // Every branch not started is still a token of the fan-out, where a restore resumes.
+    let checkpoint = err.checkpoint().expect("StateFailed carries the checkpoint");
+    let work = checkpoint.tokens.iter().filter(|t| t.state == "work").map(|t| t.count).sum::<u32>();
+    assert_eq!(work as usize, N - 1);
+}
+
+/// Paused while a wide fan-out's branches run: they finish, half of them wait at the join
+/// and half meet at `long_2` (a fan-in of theirs, so one token), which does not start; the
+/// run ends paused, no task of it left, with those tokens in its checkpoint (held by no
+/// task, the group must still be there), and resuming runs the rest and the join once.
+#[tokio::test(start_paused = true)]
+async fn a_wide_fan_out_paused_mid_way_joins_once_on_resume() {
+    const N: usize = 1_000;
+    let mut agent = Agent::new("paused_fan");
+    let targets: Vec<&str> = (0..N).map(|i| if i % 2 == 0 { "short" } else { "long" }).collect();
+    agent.add_state("fan", step("fan", 0, StateResult::parallel(targets)));
+    agent.add_state("short", step("short", 10, "merge".into()));
+    agent.add_state("long", step("long", 10, "long_2".into()));
+    agent.add_state("long_2", step("long_2", 10, "merge".into()));
+    agent.add_state("merge", step("merge", 0, StateResult::End)).join();
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let checkpoint = agent.pause().await;
+    assert_eq!(checkpoint.agent_status, AgentStatus::Paused);
+    assert_eq!(checkpoint.groups.len(), 1);
+    assert_eq!(checkpoint.groups[0].waiting, [("merge".to_owned(), (N / 2) as u32)]);
+    let long_2: u32 = checkpoint.tokens.iter().filter(|t| t.state == "long_2").map(|t| t.count).sum();
+    assert_eq!(long_2, 1);
+    let paused = tokio::time::timeout(Duration::from_secs(60), running).await.expect("the paused run ends");
+    assert_eq!(paused.unwrap().unwrap().status(), AgentStatus::Paused);
+
+    let r = agent.resume().await.unwrap();
+    assert_eq!(count(r.context(), "short") + count(r.context(), "long"), N);
+    assert_eq!(count(r.context(), "long_2"), 1);
+    assert_eq!(count(r.context(), "merge"), 1);
+}
