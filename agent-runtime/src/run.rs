@@ -50,13 +50,7 @@ pub(crate) struct StateCounters {
     pub resumed_attempts: AtomicU32,
 }
 
-/// `repr(C)`, led by a pad: the `Arc` reference count, which every spawned branch writes on
-/// its own worker, then never shares a cache line with the fields every state reads. (A
-/// `CachePadded` would do it by alignment, but a 128-byte-aligned `Run` costs every run a
-/// `posix_memalign`.)
-#[repr(C)]
 pub(crate) struct Run {
-    _off_the_count: [u8; 112],
     pub program: Arc<Program>,
     pub ctx: Context,
     id: uuid::Uuid,
@@ -67,8 +61,8 @@ pub(crate) struct Run {
     distinct_completed: AtomicU32,
     /// States started; counted only when the program has `max_steps`.
     pub steps: AtomicU64,
-    /// Written by every spawned branch as it starts and ends: on lines of its own.
-    tasks: Padded<AtomicUsize>,
+    /// Spawned branch tasks alive (a fan-out's tasks count as one: see `branch::Fan`).
+    tasks: AtomicUsize,
     tasks_done: Notify,
     /// Woken by `cancel_state`; running states re-check their `cancel_epoch`.
     pub state_cancelled: Notify,
@@ -99,27 +93,6 @@ pub(crate) struct Run {
     pub inputs: Option<Arc<InputHub>>,
 }
 
-/// A value alone on its cache lines, without raising the alignment of what holds it.
-#[repr(C)]
-pub(crate) struct Padded<T> {
-    _before: [u8; 120],
-    value: T,
-    _after: [u8; 120],
-}
-
-impl<T> Padded<T> {
-    fn new(value: T) -> Self {
-        Padded { _before: [0; 120], value, _after: [0; 120] }
-    }
-}
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
-
 /// `Run::root_slot` when the root task holds no position.
 pub(crate) const NO_STATE: u32 = u32::MAX;
 
@@ -134,7 +107,6 @@ impl Run {
     pub(crate) fn with_once(program: Arc<Program>, ctx: Context, once: Arc<Mutex<FxHashSet<String>>>) -> Run {
         let n = program.states.len();
         Run {
-            _off_the_count: [0; 112],
             deps: DepsState::new(n, program.has_dependencies, once),
             semaphore: program.max_concurrent.map(Semaphore::new),
             program,
@@ -159,7 +131,7 @@ impl Run {
                 .collect(),
             distinct_completed: AtomicU32::new(0),
             steps: AtomicU64::new(0),
-            tasks: Padded::new(AtomicUsize::new(0)),
+            tasks: AtomicUsize::new(0),
             tasks_done: Notify::new(),
             state_cancelled: Notify::new(),
             error: Mutex::new(None),
