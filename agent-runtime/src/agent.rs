@@ -366,7 +366,7 @@ impl Agent {
                         tokio::select! {
                             biased;
                             _ = branch::drive(&run, start, None, true) => {}
-                            _ = run.cancel.cancelled() => {}
+                            _ = run.stopped() => {}
                         }
                     }
                     run.tasks_finished().await;

@@ -57,7 +57,7 @@ async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) 
     tokio::select! {
         biased;
         _ = drive(run, state, group.map(Cow::Owned), false) => {}
-        _ = run.cancel.cancelled() => {}
+        _ = run.stopped() => {}
     }
 }
 
@@ -93,7 +93,7 @@ async fn fan_task(fan: Arc<Fan>, lo: u32, hi: u32) {
     tokio::select! {
         biased;
         _ = drive(run, state, Some(Cow::Borrowed(&fan.group)), false) => {}
-        _ = run.cancel.cancelled() => {}
+        _ = run.stopped() => {}
     }
 }
 
@@ -646,8 +646,8 @@ mod tests {
         let fut = super::drive(&run, 0, None, true);
         assert!(size_of_val(&fut) <= 264, "the branch future grew to {} bytes", size_of_val(&fut));
         let task = super::branch_task(crate::run::TaskGuard::new(run.clone()), 0, None);
-        assert!(size_of_val(&task) <= 400, "the spawned branch task grew to {} bytes", size_of_val(&task));
+        assert!(size_of_val(&task) <= 416, "the spawned branch task grew to {} bytes", size_of_val(&task));
         let task = super::fan_task(super::Fan::open(&run, None, 0, vec![0, 0]), 1, 2);
-        assert!(size_of_val(&task) <= 400, "a fan-out's branch task grew to {} bytes", size_of_val(&task));
+        assert!(size_of_val(&task) <= 416, "a fan-out's branch task grew to {} bytes", size_of_val(&task));
     }
 }

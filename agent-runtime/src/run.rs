@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use agent_core::{AgentError, Context};
 use rustc_hash::FxHashSet;
 use tokio::sync::{Notify, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 use crate::deps::DepsState;
 use crate::durable::Durable;
@@ -53,7 +52,6 @@ pub(crate) struct StateCounters {
 pub(crate) struct Run {
     pub program: Arc<Program>,
     pub ctx: Context,
-    id: uuid::Uuid,
     run_id: std::sync::OnceLock<String>,
     pub status: AtomicU8,
     pub states: Box<[StateCounters]>,
@@ -69,8 +67,10 @@ pub(crate) struct Run {
     error: Mutex<Option<AgentError>>,
     /// Set with `error`, so a run that did not fail never takes its lock.
     has_error: AtomicBool,
-    pub cancel: CancellationToken,
-    /// Mirrors `cancel.is_cancelled()`, read inline before every state.
+    /// Set, and `stop_notify` woken, when the run is stopped for good (see [`Run::stopped`]).
+    cancelled: AtomicBool,
+    stop_notify: Notify,
+    /// Set when the run stops, read inline before every state.
     stopping: AtomicBool,
     pub semaphore: Option<Semaphore>,
     started: Instant,
@@ -111,7 +111,6 @@ impl Run {
             semaphore: program.max_concurrent.map(Semaphore::new),
             program,
             ctx,
-            id: uuid::Uuid::new_v4(),
             run_id: std::sync::OnceLock::new(),
             status: AtomicU8::new(AgentStatus::Running as u8),
             states: (0..n)
@@ -136,7 +135,8 @@ impl Run {
             state_cancelled: Notify::new(),
             error: Mutex::new(None),
             has_error: AtomicBool::new(false),
-            cancel: CancellationToken::new(),
+            cancelled: AtomicBool::new(false),
+            stop_notify: Notify::new(),
             stopping: AtomicBool::new(false),
             started: Instant::now(),
             finished_after: AtomicU64::new(u64::MAX),
@@ -164,7 +164,9 @@ impl Run {
 
     /// The run's id (a UUID v4), formatted on first use.
     pub(crate) fn run_id(&self) -> &str {
-        self.run_id.get_or_init(|| self.id.to_string())
+        // Made when first asked for (by a checkpoint, a store, a result or a trace): a run
+        // nobody asks about pays no random number for it.
+        self.run_id.get_or_init(|| uuid::Uuid::new_v4().to_string())
     }
 
     pub(crate) fn status(&self) -> AgentStatus {
@@ -214,7 +216,7 @@ impl Run {
     pub(crate) fn fail(&self, error: AgentError) {
         let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() && !self.status().is_finished() {
-            tracing::debug!(run_id = %self.id, %error, "run failed");
+            tracing::debug!(run_id = %self.run_id(), %error, "run failed");
             *slot = Some(error);
             self.has_error.store(true, Relaxed);
             self.status.store(AgentStatus::Failed as u8, Relaxed);
@@ -312,7 +314,23 @@ impl Run {
 
     fn stop(&self) {
         self.stopping.store(true, Relaxed);
-        self.cancel.cancel();
+        self.cancelled.store(true, SeqCst);
+        self.stop_notify.notify_waiters();
+    }
+
+    /// Ready once the run is stopped for good (it failed, or was cancelled, or its cleanup
+    /// time ran out; not when pausing or at the deadline, where running states may finish):
+    /// what every branch task races its work against, dropping it. A `Notify` in the run
+    /// rather than a `CancellationToken`, which costs every run an allocation of its own.
+    pub(crate) async fn stopped(&self) {
+        loop {
+            // Made before the check: a `notify_waiters` after it wakes this future.
+            let notified = self.stop_notify.notified();
+            if self.cancelled.load(SeqCst) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     #[inline]
