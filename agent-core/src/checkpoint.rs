@@ -104,6 +104,14 @@ pub struct StateRecord {
     /// the rest of its retry budget, not a fresh one.
     #[serde(default)]
     pub attempts_made: u32,
+    /// When an instance of the state first started, in milliseconds since the Unix epoch
+    /// (`None`: it never started, or the run did not record times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<i64>,
+    /// When an instance of the state last ended (completed or failed), in milliseconds
+    /// since the Unix epoch (`None`: none ended, or the run did not record times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<i64>,
 }
 
 /// Where a token stands in a [`Checkpoint`]: at `state`, ready or running.
@@ -425,7 +433,25 @@ impl StateRecord {
         preempted: u32,
         attempts_made: u32,
     ) -> Self {
-        StateRecord { name, status, completed, failed, retries, preempted, attempts_made }
+        StateRecord {
+            name,
+            status,
+            completed,
+            failed,
+            retries,
+            preempted,
+            attempts_made,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+
+    /// The same record with its start and end times (milliseconds since the Unix epoch).
+    #[doc(hidden)]
+    pub fn with_times(mut self, started_ms: Option<i64>, finished_ms: Option<i64>) -> Self {
+        self.started_ms = started_ms;
+        self.finished_ms = finished_ms;
+        self
     }
 }
 
