@@ -54,7 +54,7 @@ pub struct ReadmeDoctests;
 pub mod prelude {
     pub use agent_core::{
         AgentError, Allocation, Checkpoint, CheckpointError, Context, ContextError, DependencyConfig,
-        DependencyLifecycle, DependencyType, HumanInput, HumanInputError, Priority, RateLimit, ResourceError,
+        DependencyLifecycle, DependencyType, Diagram, HumanInput, HumanInputError, Priority, RateLimit, ResourceError,
         ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult, TimeoutError, TypedContextData,
         WorkflowGraph,
     };

@@ -221,10 +221,17 @@ async fn every_transition_form_is_a_known_edge_and_nested_joins_run_once() {
     assert_eq!(g.state("d").unwrap().edges, ["e"]);
     // start -> [a, b]; a -> [c, d]; c, d, b -> e: the inner group joins at e together with
     // the outer branch b, so e runs once.
-    let r = forms::agent().run().await.unwrap();
+    let agent = forms::agent();
+    let r = agent.run().await.unwrap();
     assert_eq!(r.context().get_state::<u32>("e_runs"), Some(1));
     assert!(g.to_mermaid().contains("a --> c"));
     assert!(g.to_dot().contains("\"b\" -> \"e\""));
+    // The built agent draws the same edges as its GRAPH, coloured by the run it made.
+    let picture = agent.diagram();
+    assert_eq!(picture.edges, g.diagram().edges);
+    assert!(picture.states.iter().all(|s| !s.computed_targets && s.status == Some(StateStatus::Completed)));
+    let m = picture.to_mermaid();
+    assert!(m.contains("a --> c") && m.contains("class e completed"), "{m}");
 }
 
 // ----- computed targets --------------------------------------------------------------------

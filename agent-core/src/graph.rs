@@ -6,9 +6,8 @@
 //! - `fully_known` is true only when no state has a target computed at run time; only then
 //!   may the runtime treat the edges as the whole graph (for fan-in joins).
 
-use std::fmt::Write as _;
-
 use crate::options::{DependencyType, StateSpec};
+use crate::Diagram;
 
 /// A workflow's states and edges, as the compiler saw them.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,32 +84,16 @@ impl WorkflowGraph {
     /// assert!(G.to_mermaid().contains("a --> b"));
     /// ```
     pub fn to_mermaid(&self) -> String {
-        let mut s = String::from("flowchart TD\n");
-        let _ = writeln!(s, "    __start([start]) --> {}", self.start);
-        for e in self.edges() {
-            let arrow = match e.kind {
-                EdgeKind::Transition => "-->",
-                EdgeKind::OnError => "-. on_error .->",
-                EdgeKind::Dependency(_) => "-. depends .->",
-            };
-            let _ = writeln!(s, "    {} {} {}", e.from, arrow, e.to);
-        }
-        s
+        self.diagram().to_mermaid()
     }
 
     /// A Graphviz digraph of the graph.
     pub fn to_dot(&self) -> String {
-        let mut s = format!("digraph \"{}\" {{\n", self.name);
-        let _ = writeln!(s, "    \"{}\" [shape=doublecircle];", self.start);
-        for e in self.edges() {
-            let style = match e.kind {
-                EdgeKind::Transition => "",
-                EdgeKind::OnError => " [style=dashed, label=\"on_error\"]",
-                EdgeKind::Dependency(_) => " [style=dotted, label=\"depends\"]",
-            };
-            let _ = writeln!(s, "    \"{}\" -> \"{}\"{};", e.from, e.to, style);
-        }
-        s.push_str("}\n");
-        s
+        self.diagram().to_dot()
+    }
+
+    /// The graph as a [`Diagram`], to colour with a run's statuses before drawing it.
+    pub fn diagram(&self) -> Diagram {
+        Diagram::of_graph(self)
     }
 }

@@ -13,6 +13,7 @@
 mod allocation;
 mod checkpoint;
 mod context;
+mod diagram;
 mod error;
 mod future;
 mod graph;
@@ -28,6 +29,7 @@ pub use checkpoint::{
     Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, StateRecord, TokenRecord, CHECKPOINT_VERSION,
 };
 pub use context::Context;
+pub use diagram::{Diagram, DiagramEdge, DiagramState};
 pub use error::{AgentError, ContextError, DependencyTimeout, PanicError, ResourceError, StateError, TimeoutError};
 pub use future::{StateFuture, StateOutcome};
 pub use graph::{Edge, EdgeKind, WorkflowGraph};

@@ -28,7 +28,7 @@ use crate::program::{Definition, Program, StateDef, StateOptions};
 use crate::result::{AgentResult, RunMetrics};
 use crate::run::Run;
 use crate::store::{CheckpointStore, RunQuery};
-use agent_core::{AgentStatus, Checkpoint, CheckpointError, StateStatus};
+use agent_core::{AgentStatus, Checkpoint, CheckpointError, Diagram, StateStatus};
 
 struct Shared {
     name: String,
@@ -453,6 +453,36 @@ impl Agent {
     /// The id of the current or last run.
     pub fn run_id(&self) -> Option<String> {
         self.current().map(|r| r.run_id().to_owned())
+    }
+
+    /// The agent's picture: its states, the edges known without running (literal targets
+    /// of `#[state]` functions, `on_error` routes, dependencies), coloured by the statuses
+    /// of the current or last run. Draw it with [`Diagram::to_mermaid`] or
+    /// [`Diagram::to_dot`]; colour it by a checkpoint instead with
+    /// [`Diagram::with_checkpoint`].
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("pipeline");
+    /// agent.add_state("load", |_ctx: Context| async { StateResult::next("report") });
+    /// agent.add_state("report", |_ctx: Context| async { StateResult::End });
+    /// agent.add_state("cleanup", |_ctx: Context| async { StateResult::End });
+    /// agent.add_state("recover", |_ctx: Context| async { StateResult::End });
+    /// agent.add_state("retry_later", |_ctx: Context| async { StateResult::End }).dependency("recover", agent_core::DependencyType::Required);
+    /// agent.run().await?;
+    /// let mermaid = agent.diagram().to_mermaid();
+    /// assert!(mermaid.contains("class load completed"));
+    /// assert!(mermaid.contains("recover -. depends .-> retry_later"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn diagram(&self) -> Diagram {
+        let run = self.current();
+        crate::diagram::of_definition(&self.shared.name, &lock(&self.shared.def), run.as_deref())
     }
 
     /// Counters of the current or last run (all zero before the first).

@@ -15,6 +15,7 @@
 //!   take a consistent checkpoint at any instant and seed a new run from one.
 //! - `durable`: a run with a [`store`] records each completion before its successors start.
 //! - `human`: requests for human input, answered from code, the terminal or a store.
+//! - `diagram`: a built agent's picture, coloured by its run's statuses.
 #![warn(missing_docs)]
 
 mod agent;
@@ -24,6 +25,7 @@ pub mod bench;
 mod branch;
 mod checkpoint;
 mod deps;
+mod diagram;
 mod durable;
 mod fanin;
 mod frontier;

@@ -1,0 +1,45 @@
+//! The picture of a built agent: its definition as a [`Diagram`], coloured by the statuses
+//! of its current (or last) run.
+//!
+//! Invariants:
+//! - States appear in definition order (a `#[workflow]`'s source order, then states added
+//!   with the builder); edges are what is known without running: the literal targets of
+//!   `#[state]` functions, `on_error` routes and dependencies. A state whose targets are
+//!   computed at run time (every builder closure) is marked so, and its transitions are not
+//!   drawn: the picture never invents an edge.
+//! - Reading the statuses takes no lock a running state could be waiting on: they are the
+//!   run's per-state atomics.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use agent_core::{Diagram, EdgeKind, StateStatus};
+
+use crate::program::Definition;
+use crate::run::Run;
+
+/// The diagram of `def`, with `run`'s statuses when there is a run.
+pub(crate) fn of_definition(name: &str, def: &Definition, run: Option<&Run>) -> Diagram {
+    let start = def.start.as_deref().or_else(|| def.states.first().map(|s| &*s.name)).map(str::to_owned);
+    let mut d = Diagram::new(name, start);
+    for s in &def.states {
+        d.add_state(&*s.name, s.spec.is_none_or(|spec| spec.computed_targets));
+    }
+    for s in &def.states {
+        for to in s.spec.map_or(&[][..], |spec| spec.edges) {
+            d.add_edge(&*s.name, *to, EdgeKind::Transition);
+        }
+        if let Some(to) = &s.options.on_error {
+            d.add_edge(&*s.name, &**to, EdgeKind::OnError);
+        }
+        for (dep, config) in &s.options.dependencies {
+            d.add_edge(&**dep, &*s.name, EdgeKind::Dependency(config.dependency_type));
+        }
+    }
+    match run {
+        Some(run) => {
+            let statuses = run.program.states.iter().zip(run.states.iter());
+            d.with_statuses(statuses.map(|(s, c)| (&*s.name, StateStatus::from_u8(c.status.load(Relaxed)))))
+        }
+        None => d,
+    }
+}
