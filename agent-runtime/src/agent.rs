@@ -150,6 +150,24 @@ impl Agent {
         self.shared.graph
     }
 
+    /// What the definition says of its shape without running: the start, and per state (in
+    /// definition order) its name, its dependencies and its `on_error` target. For agents
+    /// built without a compile-time graph (the command line's `graph`).
+    #[cfg(feature = "cli")]
+    pub(crate) fn outline(&self) -> (Option<String>, Vec<(String, Vec<String>, Option<String>)>) {
+        let def = lock(&self.shared.def);
+        let start = def.start.as_deref().or(def.states.first().map(|s| &*s.name)).map(str::to_owned);
+        let states = def
+            .states
+            .iter()
+            .map(|s| {
+                let deps = s.options.dependencies.iter().map(|(d, _)| d.to_string()).collect();
+                (s.name.to_string(), deps, s.options.on_error.as_deref().map(str::to_owned))
+            })
+            .collect();
+        (start, states)
+    }
+
     fn edit<R>(&self, f: impl FnOnce(&mut Definition) -> R) -> R {
         let r = f(&mut lock(&self.shared.def));
         *lock(&self.shared.compiled) = None;

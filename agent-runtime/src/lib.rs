@@ -15,6 +15,7 @@
 //!   take a consistent checkpoint at any instant and seed a new run from one.
 //! - `durable`: a run with a [`store`] records each completion before its successors start.
 //! - `human`: requests for human input, answered from code, the terminal or a store.
+//! - `cli` (feature `cli`, on by default): the command line of workflow binaries.
 #![warn(missing_docs)]
 
 mod agent;
@@ -23,6 +24,8 @@ mod attempt;
 pub mod bench;
 mod branch;
 mod checkpoint;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod deps;
 mod durable;
 mod fanin;
