@@ -19,7 +19,7 @@ pub(super) async fn answer(
     run: &str,
     request: &str,
     value: &str,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let run = store.resolve(agent, run).await?;
     let db = store.get();

@@ -13,7 +13,7 @@ use crate::Agent;
 
 use super::{CliError, GraphFormat};
 
-pub(super) fn graph(agent: &Agent, format: GraphFormat, out: &mut dyn Write) -> Result<(), CliError> {
+pub(super) fn graph(agent: &Agent, format: GraphFormat, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     if let Some(graph) = agent.graph() {
         let text = match format {
             GraphFormat::Mermaid => graph.to_mermaid(),

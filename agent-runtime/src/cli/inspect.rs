@@ -17,7 +17,7 @@ use super::time::{duration, utc};
 use super::CliError;
 use crate::store::RunQuery;
 
-pub(super) async fn list(agent: &str, store: &Store, out: &mut dyn Write) -> Result<(), CliError> {
+pub(super) async fn list(agent: &str, store: &Store, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let query = RunQuery { agent: Some(agent.to_owned()), status: None, limit: None };
     let runs = store.get().list_runs(&query).await?;
     if runs.is_empty() {
@@ -38,7 +38,7 @@ pub(super) async fn list(agent: &str, store: &Store, out: &mut dyn Write) -> Res
     Ok(())
 }
 
-pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut dyn Write) -> Result<(), CliError> {
+pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let run = store.resolve(agent, run).await?;
     let db = store.get();
     let snapshot = db.latest_snapshot(&run.run_id).await?;

@@ -118,12 +118,16 @@ where
 /// # Ok(())
 /// # }
 /// ```
-pub async fn execute(cli: &Cli, make_agent: impl FnOnce() -> Agent, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn execute(
+    cli: &Cli,
+    make_agent: impl FnOnce() -> Agent,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
     let watch = Watch { progress: Progress::lines(), interrupts: None };
     dispatch(cli, make_agent(), watch, out).await
 }
 
-async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut dyn Write) -> Result<(), CliError> {
+async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let command = cli.command();
     if let Command::Graph { format } = command {
         return graph::graph(&agent, format, out);
@@ -172,7 +176,7 @@ pub async fn main(make_agent: impl FnOnce() -> Agent) -> ExitCode {
         }
     });
     let watch = Watch { progress, interrupts: Some(rx) };
-    let mut out = stdout.lock();
+    let mut out = stdout;
     let result = dispatch(&cli, make_agent(), watch, &mut out).await;
     drop(out);
     signals.abort();

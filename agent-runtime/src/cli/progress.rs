@@ -54,7 +54,11 @@ impl Progress {
                     .filter(|s| s.status == Some(StateStatus::Running))
                     .map(|s| s.name.as_str())
                     .collect();
-                bar.set_message(if running.is_empty() { String::new() } else { format!("running: {}", running.join(", ")) });
+                bar.set_message(if running.is_empty() {
+                    String::new()
+                } else {
+                    format!("running: {}", running.join(", "))
+                });
                 Ok(())
             }
             Progress::Lines { seen } => {

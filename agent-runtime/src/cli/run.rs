@@ -46,7 +46,7 @@ pub(super) async fn start(
     store: &Store,
     what: Start,
     watch: Watch,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let agent = store.attach(agent);
     let name = agent.name().to_owned();
@@ -88,7 +88,7 @@ async fn drive(
     agent: &Agent,
     run: impl Future<Output = Result<AgentResult, AgentError>>,
     mut watch: Watch,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let mut run = std::pin::pin!(run);
     let mut tick = tokio::time::interval(POLL);

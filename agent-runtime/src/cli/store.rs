@@ -56,12 +56,19 @@ impl Store {
             }
         }
         let query = RunQuery { agent: Some(agent.to_owned()), status: None, limit: None };
-        let mut found: Vec<RunRecord> =
-            store.list_runs(&query).await?.into_iter().filter(|r| !run.is_empty() && r.run_id.starts_with(run)).collect();
+        let mut found: Vec<RunRecord> = store
+            .list_runs(&query)
+            .await?
+            .into_iter()
+            .filter(|r| !run.is_empty() && r.run_id.starts_with(run))
+            .collect();
         match found.len() {
             1 => Ok(found.remove(0)),
             0 => Err(CliError::RunNotFound { agent: agent.to_owned(), run: run.to_owned() }),
-            _ => Err(CliError::AmbiguousRun { run: run.to_owned(), matches: found.into_iter().map(|r| r.run_id).collect() }),
+            _ => Err(CliError::AmbiguousRun {
+                run: run.to_owned(),
+                matches: found.into_iter().map(|r| r.run_id).collect(),
+            }),
         }
     }
 }
