@@ -182,7 +182,7 @@ async fn run_then_list_and_show_the_timeline() {
     let path = path.to_str().unwrap();
     let (result, out) = cli_run(path, &["run"], two_steps).await;
     result.unwrap();
-    assert!(out.contains("completed: 2 state runs, 0 retries, 0 failed attempts"), "{out}");
+    assert!(out.contains("completed: 2 state runs, 0 retries, in "), "{out}");
     let store = SqliteStore::open(path).unwrap();
     let runs = store.list_runs(&RunQuery::default()).await.unwrap();
     assert_eq!(runs.len(), 1);

@@ -5,7 +5,8 @@
 //!   on the same whether progress is shown or not.
 //! - `Lines` prints one line per change of a state's status or counters seen between two
 //!   polls (a state that starts and ends within one poll shows only its end), in
-//!   definition order within one poll: plain text for pipes, logs and tests.
+//!   definition order within one poll: plain text for pipes, logs and tests. A resumed
+//!   run is seeded with its snapshot's states, so only what it changes is printed.
 //! - `Bar` draws an indicatif bar (states completed of states known, and the states
 //!   running now) on stderr's terminal; it is used only when stdout is a terminal.
 
@@ -14,7 +15,7 @@ use std::io::Write;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::result::{RunMetrics, StateMetrics};
-use agent_core::StateStatus;
+use agent_core::{StateRecord, StateStatus};
 
 /// How often progress reads the run's counters.
 pub(super) const POLL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -39,6 +40,17 @@ impl Progress {
         bar.set_style(style);
         bar.enable_steady_tick(POLL);
         Progress::Bar(bar)
+    }
+
+    /// Take the states of a restored run as already shown, so resuming prints only what
+    /// the resumed run changes.
+    pub(super) fn seed(&mut self, states: &[StateRecord]) {
+        if let Progress::Lines { seen } = self {
+            for s in states {
+                let key = (s.name.clone(), Some(s.status), s.completed.into(), s.failed.into(), s.retries.into());
+                seen.push(key);
+            }
+        }
     }
 
     /// Show what changed since the last update.

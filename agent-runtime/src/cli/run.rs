@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::io::Write;
 
-use agent_core::{AgentError, AgentStatus};
+use agent_core::{AgentError, AgentStatus, Checkpoint};
 use tokio::sync::mpsc;
 
 use super::progress::{Progress, POLL};
@@ -73,6 +73,10 @@ pub(super) async fn start(
     match &resume {
         Some(run) => {
             writeln!(out, "resuming run {run} of {name}")?;
+            let mut watch = watch;
+            if let Some(snapshot) = store.get().latest_snapshot(run).await? {
+                watch.progress.seed(&Checkpoint::from_json(&snapshot.data)?.states);
+            }
             let a = agent.clone();
             let run = run.clone();
             drive(&agent, async move { a.recover(&run).await }, watch, out).await
@@ -145,12 +149,16 @@ async fn drive(
     let m = result.metrics();
     match result.status() {
         AgentStatus::Completed => {
+            let failed = if m.failed > 0 {
+                format!(", {} failed for good (routed by on_error)", m.failed)
+            } else {
+                String::new()
+            };
             writeln!(
                 out,
-                "run {id} completed: {} state runs, {} retries, {} failed attempts, in {}",
+                "run {id} completed: {} state runs, {} retries{failed}, in {}",
                 m.completed,
                 m.retries,
-                m.failed,
                 duration(m.elapsed.as_millis() as i64)
             )?;
             Ok(())
