@@ -6,8 +6,9 @@
 //!   stopped at any instant can be resumed with `resume RUN`.
 //! - The first interrupt pauses the run: nothing new starts, running states finish, the
 //!   run is recorded `Paused`, and the command ends with [`CliError::Interrupted`]. A second
-//!   interrupt stops at once; the store keeps the last committed snapshot, from which the
-//!   run goes on like after a crash.
+//!   interrupt, or the first while a state waits for a person (whose request is already in
+//!   the store), stops at once; the store keeps the last committed snapshot, from which the
+//!   run goes on like after a crash, the waiting state asking again under the same id.
 //! - Progress is read from `Agent::metrics` every `progress::POLL`; the command's result
 //!   does not depend on it.
 
@@ -78,12 +79,12 @@ pub(super) async fn start(
                 watch.progress.seed(&Checkpoint::from_json(&snapshot.data)?.states);
             }
             let a = agent.clone();
-            let run = run.clone();
-            drive(&agent, async move { a.recover(&run).await }, watch, out).await
+            let id = run.clone();
+            drive(&agent, async move { a.recover(&id).await }, Some(run.clone()), watch, out).await
         }
         None => {
             let a = agent.clone();
-            drive(&agent, async move { a.run().await }, watch, out).await
+            drive(&agent, async move { a.run().await }, None, watch, out).await
         }
     }
 }
@@ -91,13 +92,13 @@ pub(super) async fn start(
 async fn drive(
     agent: &Agent,
     run: impl Future<Output = Result<AgentResult, AgentError>>,
+    mut announced: Option<String>,
     mut watch: Watch,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let mut run = std::pin::pin!(run);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut announced: Option<String> = None;
     let mut asked: Vec<String> = Vec::new();
     let mut interrupted = false;
     let outcome = loop {
@@ -112,7 +113,9 @@ async fn drive(
             result = &mut run => break result,
             Some(()) = interrupt => {
                 let id = agent.run_id().unwrap_or_default();
-                if interrupted {
+                if interrupted || !agent.pending_inputs().is_empty() {
+                    // Stop now. A state waiting for a person is not waited for: its request
+                    // is in the store, and the resumed state asks again under the same id.
                     watch.progress.finish();
                     return Err(CliError::Interrupted { run: id });
                 }
@@ -129,6 +132,10 @@ async fn drive(
                     }
                 }
                 watch.progress.update(&agent.metrics(), out)?;
+                if interrupted && !agent.pending_inputs().is_empty() {
+                    watch.progress.finish();
+                    return Err(CliError::Interrupted { run: agent.run_id().unwrap_or_default() });
+                }
                 for input in agent.pending_inputs() {
                     if !asked.contains(&input.id) {
                         let mut line = format!("  waiting for input {}: {}", input.id, input.prompt);
@@ -164,7 +171,7 @@ async fn drive(
             Ok(())
         }
         AgentStatus::Paused => {
-            writeln!(out, "run {id} paused after {} state runs; resume it with `resume {id}`", m.completed)?;
+            writeln!(out, "run {id} paused after {} state runs", m.completed)?;
             Err(CliError::Interrupted { run: id })
         }
         status => Err(CliError::NotCompleted { run: id, status }),
