@@ -44,6 +44,10 @@ struct Shared {
     inputs: Arc<crate::human::InputHub>,
 }
 
+/// A state as the definition shows it without running: name, dependencies, `on_error`.
+#[cfg(feature = "cli")]
+pub(crate) type StateOutline = (String, Vec<String>, Option<String>);
+
 /// What the next run continues from, and where durable runs record themselves.
 #[derive(Default)]
 struct Persist {
@@ -154,7 +158,7 @@ impl Agent {
     /// definition order) its name, its dependencies and its `on_error` target. For agents
     /// built without a compile-time graph (the command line's `graph`).
     #[cfg(feature = "cli")]
-    pub(crate) fn outline(&self) -> (Option<String>, Vec<(String, Vec<String>, Option<String>)>) {
+    pub(crate) fn outline(&self) -> (Option<String>, Vec<StateOutline>) {
         let def = lock(&self.shared.def);
         let start = def.start.as_deref().or(def.states.first().map(|s| &*s.name)).map(str::to_owned);
         let states = def

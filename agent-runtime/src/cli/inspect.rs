@@ -56,8 +56,8 @@ pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut (dyn W
     states.sort_by_key(|s| s.started_ms.map_or((1, 0), |t| (0, t)));
     writeln!(
         out,
-        "{:<24} {:<10} {:>5} {:>6} {:>7}  {:>9}  {}",
-        "STATE", "STATUS", "RUNS", "FAILED", "RETRIES", "AT", "DURATION"
+        "{:<24} {:<10} {:>5} {:>6} {:>7}  {:>9}  DURATION",
+        "STATE", "STATUS", "RUNS", "FAILED", "RETRIES", "AT"
     )?;
     for s in states {
         let at = s.started_ms.map_or_else(|| "-".to_owned(), |t| format!("+{}", duration(t - run.created_ms)));

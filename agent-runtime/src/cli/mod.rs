@@ -178,7 +178,6 @@ pub async fn main(make_agent: impl FnOnce() -> Agent) -> ExitCode {
     let watch = Watch { progress, interrupts: Some(rx) };
     let mut out = stdout;
     let result = dispatch(&cli, make_agent(), watch, &mut out).await;
-    drop(out);
     signals.abort();
     match result {
         Ok(()) => ExitCode::SUCCESS,
