@@ -59,6 +59,8 @@ mod inspect;
 mod progress;
 mod run;
 mod store;
+#[cfg(test)]
+mod tests;
 mod time;
 
 pub use args::{Cli, Command, GraphFormat};
