@@ -66,11 +66,13 @@ impl Progress {
                     .filter(|s| s.status == Some(StateStatus::Running))
                     .map(|s| s.name.as_str())
                     .collect();
-                bar.set_message(if running.is_empty() {
-                    String::new()
-                } else {
-                    format!("running: {}", running.join(", "))
-                });
+                // Three names at most, so the bar stays on one line.
+                let message = match running.len() {
+                    0 => String::new(),
+                    1..=3 => format!("running: {}", running.join(", ")),
+                    n => format!("running: {} and {} more", running[..3].join(", "), n - 3),
+                };
+                bar.set_message(message);
                 Ok(())
             }
             Progress::Lines { seen } => {
