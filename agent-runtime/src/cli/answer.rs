@@ -6,6 +6,7 @@
 //!   so answering twice (or racing the run's own timeout) never overwrites an answer.
 //! - The request's validator lives in the workflow's process: it checks the answer when the
 //!   run reads it (within the store poll, about half a second, or when the run is resumed).
+//!   A refused answer stays recorded, and the state asks again under a new request id.
 
 use std::io::Write;
 
@@ -45,6 +46,10 @@ pub(super) async fn answer(
             out,
             "a process running it reads the answer within a second; a stopped run reads it when resumed (`resume {}`)",
             run.run_id
+        )?;
+        writeln!(
+            out,
+            "(the workflow checks the answer there: one it refuses is asked again under a new id, see `show`)"
         )?;
     }
     Ok(())
