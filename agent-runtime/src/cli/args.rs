@@ -21,7 +21,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// assert!(matches!(Cli::try_parse_from(["documents"]).unwrap().command(), Command::Start));
 /// ```
 #[derive(Clone, Debug, Parser)]
-#[command(about = "Run, resume, inspect and answer durable runs of this workflow", long_about = None)]
+#[command(
+    about = "Run, resume, inspect and answer durable runs of this workflow",
+    long_about = None,
+    after_help = "Without a command: resume the newest unfinished run of this agent in the store, or start a new one.\n\
+                  Ctrl-C pauses a run (running states finish); a second Ctrl-C stops at once. Either way `resume RUN` goes on."
+)]
 #[non_exhaustive]
 pub struct Cli {
     /// Where runs are kept: a SQLite file (default `./<agent-name>.db`) or a

@@ -18,13 +18,13 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     /// The store could not be opened or read.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The run failed, or could not start or be recovered.
-    #[error("{0}")]
+    #[error(transparent)]
     Agent(#[from] AgentError),
     /// A stored checkpoint could not be read.
-    #[error("{0}")]
+    #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     /// No run of this agent has this id (or an id starting with it).
     #[error("no run of agent `{agent}` matches `{run}` (see `list`)")]

@@ -185,6 +185,16 @@ pub async fn main(make_agent: impl FnOnce() -> Agent) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            let mut shown = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    shown = text;
+                }
+                source = cause.source();
+            }
             ExitCode::from(&e)
         }
     }
