@@ -39,6 +39,10 @@
 //! The crates behind this facade: `agent-core` (data and traits), `agent-macros` (the
 //! macros) and `agent-runtime` (the executor). Generated code names only `::agent::…` paths,
 //! so users depend on `agent`, `serde` and `tokio` alone.
+//!
+//! With the `cli` feature (on by default), [`cli`] gives every workflow binary a command
+//! line: `agent::cli::main(my_workflow::agent).await` in its `main` provides `run`,
+//! `resume`, `list`, `show`, `answer` and `graph` on a durable store.
 #![warn(missing_docs)]
 
 pub use agent_core::*;

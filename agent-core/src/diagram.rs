@@ -116,6 +116,11 @@ impl Diagram {
         self.with_statuses(statuses)
     }
 
+    /// Whether `name` is the start or on an edge (so drawn without a declaration).
+    fn is_linked(&self, name: &str) -> bool {
+        self.start.as_deref() == Some(name) || self.edges.iter().any(|e| e.from == name || e.to == name)
+    }
+
     /// A Mermaid flowchart: `-->` for transitions, dotted labelled arrows for `on_error`
     /// and dependencies, a class per status.
     pub fn to_mermaid(&self) -> String {
@@ -130,6 +135,9 @@ impl Diagram {
         for (st, id) in self.states.iter().zip(&ids) {
             if *id != st.name {
                 let _ = writeln!(s, "    {id}[\"{}\"]", st.name.replace('"', "#quot;"));
+            } else if !self.is_linked(&st.name) {
+                // On no edge: declared, or Mermaid would not draw it.
+                let _ = writeln!(s, "    {id}");
             }
         }
         if let Some(start) = &self.start {
@@ -168,6 +176,10 @@ impl Diagram {
             let _ = writeln!(s, "    \"{}\" [shape=doublecircle];", escape_dot(start));
         }
         for st in &self.states {
+            if st.status.is_none() && !self.is_linked(&st.name) {
+                // On no edge: declared, or Graphviz would not draw it.
+                let _ = writeln!(s, "    \"{}\";", escape_dot(&st.name));
+            }
             if let Some(status) = st.status {
                 let (fill, _) = colours(status);
                 let _ = writeln!(
@@ -283,6 +295,15 @@ mod tests {
         let dot = d.to_dot();
         assert!(dot.contains("\"a\" [style=filled, fillcolor=\"#f8d7da\", tooltip=\"Failed\"];"), "{dot}");
         assert!(!dot.contains("\"b\" [style=filled"), "{dot}");
+    }
+
+    #[test]
+    fn a_state_on_no_edge_is_still_drawn() {
+        let mut d = two();
+        d.add_state("lonely", true);
+        assert!(d.to_mermaid().ends_with("    a --> b\n") && d.to_mermaid().contains("    lonely\n"));
+        assert!(d.to_dot().contains("    \"lonely\";\n"));
+        assert!(!d.to_dot().contains("    \"b\";\n"), "b is on an edge");
     }
 
     #[test]

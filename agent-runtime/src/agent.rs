@@ -44,6 +44,9 @@ struct Shared {
     inputs: Arc<crate::human::InputHub>,
 }
 
+/// A state as the definition shows it without running: name, dependencies, `on_error`.
+#[cfg(feature = "cli")]
+
 /// What the next run continues from, and where durable runs record themselves.
 #[derive(Default)]
 struct Persist {

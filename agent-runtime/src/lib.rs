@@ -16,6 +16,7 @@
 //! - `durable`: a run with a [`store`] records each completion before its successors start.
 //! - `human`: requests for human input, answered from code, the terminal or a store.
 //! - `diagram`: a built agent's picture, coloured by its run's statuses.
+//! - `cli` (feature `cli`, on by default): the command line of workflow binaries.
 #![warn(missing_docs)]
 
 mod agent;
@@ -24,6 +25,8 @@ mod attempt;
 pub mod bench;
 mod branch;
 mod checkpoint;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod deps;
 mod diagram;
 mod durable;

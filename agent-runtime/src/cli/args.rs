@@ -1,0 +1,95 @@
+//! The command line's grammar: what `clap` parses from `argv`.
+//!
+//! Invariants:
+//! - Parsing never touches the store, the agent or the terminal: it is a pure function of
+//!   the arguments ([`Cli::try_parse_from`]), so it is tested without a process.
+//! - `--store` is global: it may stand before or after the subcommand.
+//! - No subcommand means [`Command::Start`]: resume the newest unfinished run, or start one.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The arguments of a workflow binary using [`main`](super::main).
+///
+/// ```
+/// use agent_runtime::cli::{Cli, Command};
+/// use clap::Parser;
+///
+/// let cli = Cli::try_parse_from(["documents", "--store", "runs.db", "show", "4f2a"]).unwrap();
+/// assert_eq!(cli.store.as_deref(), Some("runs.db"));
+/// assert!(matches!(cli.command(), Command::Show { run } if run == "4f2a"));
+/// // No subcommand: resume the unfinished run, or start a new one.
+/// assert!(matches!(Cli::try_parse_from(["documents"]).unwrap().command(), Command::Start));
+/// ```
+#[derive(Clone, Debug, Parser)]
+#[command(
+    about = "Run, resume, inspect and answer durable runs of this workflow",
+    long_about = None,
+    after_help = "Without a command: resume the newest unfinished run of this agent in the store, or start a new one.\n\
+                  Ctrl-C pauses a run (running states finish); a second Ctrl-C stops at once. Either way `resume RUN` goes on."
+)]
+#[non_exhaustive]
+pub struct Cli {
+    /// Where runs are kept: a SQLite file (default `./<agent-name>.db`) or a
+    /// `postgres://user@host/db` URL.
+    #[arg(long, global = true, value_name = "PATH_OR_URL")]
+    pub store: Option<String>,
+
+    /// What to do (default: resume the newest unfinished run, or start a new one).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The subcommand, [`Command::Start`] when none was given.
+    pub fn command(&self) -> Command {
+        self.command.clone().unwrap_or(Command::Start)
+    }
+}
+
+/// One subcommand.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Resume the newest unfinished run of this agent in the store, or start a new one.
+    #[command(hide = true)]
+    Start,
+    /// Start a new durable run.
+    Run,
+    /// Continue a run from the store (after an interruption or a crash).
+    Resume {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+    },
+    /// List this agent's runs in the store: id, status, start and last update.
+    List,
+    /// A run's timeline: every state with its status, counts and duration, and its
+    /// requests for human input.
+    Show {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+    },
+    /// Answer a pending request for human input of a run, through the store.
+    Answer {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+        /// The request's id (`input-1`, ...), as `show` lists it.
+        request: String,
+        /// The answer.
+        value: String,
+    },
+    /// Print the workflow's graph.
+    Graph {
+        /// Mermaid (paste into Markdown) or Graphviz dot (`| dot -Tsvg`).
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+}
+
+/// How `graph` draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// A Graphviz digraph.
+    Dot,
+}

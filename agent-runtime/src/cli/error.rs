@@ -1,0 +1,119 @@
+//! What can go wrong on the command line, and the exit code each failure gives.
+//!
+//! Invariants:
+//! - Every failure of a command is a [`CliError`]; nothing in the command line panics.
+//! - Exit codes: 0 success, 1 a failed run or command, 2 a usage error, 130 interrupted.
+
+use std::process::ExitCode;
+
+use agent_core::{AgentError, AgentStatus, CheckpointError};
+
+use crate::store::StoreError;
+
+/// A command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The arguments could not be parsed (the message is clap's, with usage).
+    #[error("{0}")]
+    Usage(String),
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run failed, or could not start or be recovered.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// A stored checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// No run of this agent has this id (or an id starting with it).
+    #[error("no run of agent `{agent}` matches `{run}` (see `list`)")]
+    RunNotFound {
+        /// The agent.
+        agent: String,
+        /// The id or prefix given.
+        run: String,
+    },
+    /// The prefix names several runs.
+    #[error("`{run}` names {} runs ({}): give more of the id", matches.len(), matches.join(", "))]
+    AmbiguousRun {
+        /// The prefix given.
+        run: String,
+        /// The runs it names.
+        matches: Vec<String>,
+    },
+    /// The run is in the store but has no snapshot to read.
+    #[error("run {run} has no snapshot in the store")]
+    NoSnapshot {
+        /// The run.
+        run: String,
+    },
+    /// No pending request has this id in the run.
+    #[error("run {run} has no pending request `{request}`{}", pending_hint(pending))]
+    UnknownRequest {
+        /// The run.
+        run: String,
+        /// The request id given.
+        request: String,
+        /// The run's pending requests.
+        pending: Vec<String>,
+    },
+    /// The request was answered already (the first answer wins).
+    #[error("request `{request}` of run {run} is already answered: {answer:?}")]
+    AlreadyAnswered {
+        /// The run.
+        run: String,
+        /// The request.
+        request: String,
+        /// The answer it has.
+        answer: String,
+    },
+    /// The run ended without completing.
+    #[error("run {run} ended {status}")]
+    NotCompleted {
+        /// The run.
+        run: String,
+        /// How it ended.
+        status: AgentStatus,
+    },
+    /// Interrupted (Ctrl-C); the run is kept in the store and can be resumed.
+    #[error("interrupted; run {run} is kept in the store: resume it with `resume {run}`")]
+    Interrupted {
+        /// The run.
+        run: String,
+    },
+    /// Writing the output failed.
+    #[error("cannot write the output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn pending_hint(pending: &[String]) -> String {
+    if pending.is_empty() {
+        " (it waits on none)".to_owned()
+    } else {
+        format!(" (pending: {})", pending.join(", "))
+    }
+}
+
+impl CliError {
+    /// The process exit code for this failure: 2 for usage, 130 when interrupted, else 1.
+    ///
+    /// ```
+    /// use agent_runtime::cli::CliError;
+    /// assert_eq!(CliError::Usage("bad".into()).exit_code(), 2);
+    /// assert_eq!(CliError::Interrupted { run: "r".into() }.exit_code(), 130);
+    /// ```
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Interrupted { .. } => 130,
+            _ => 1,
+        }
+    }
+}
+
+impl From<&CliError> for ExitCode {
+    fn from(e: &CliError) -> ExitCode {
+        ExitCode::from(e.exit_code())
+    }
+}

@@ -1,0 +1,115 @@
+//! `list` and `show`: what the store holds about this agent's runs, read-only.
+//!
+//! Invariants:
+//! - Neither command writes to the store nor needs the run's process: they read the run
+//!   rows, the newest snapshot and the requests for human input.
+//! - `show`'s timeline is the newest snapshot's: states that started, by first start time,
+//!   then those with no recorded time, in definition order. A duration is shown only when
+//!   the snapshot recorded both ends (`started_ms`, `finished_ms`); otherwise it says
+//!   `not recorded`. For a state that ran several times it spans first start to last end.
+
+use std::io::Write;
+
+use agent_core::{Checkpoint, StateRecord, StateStatus};
+
+use super::store::Store;
+use super::time::{duration, utc};
+use super::CliError;
+use crate::store::RunQuery;
+
+pub(super) async fn list(agent: &str, store: &Store, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let query = RunQuery { agent: Some(agent.to_owned()), status: None, limit: None };
+    let runs = store.get().list_runs(&query).await?;
+    if runs.is_empty() {
+        writeln!(out, "no runs of agent `{agent}` in the store")?;
+        return Ok(());
+    }
+    writeln!(out, "{:<36}  {:<9}  {:<20}  {:<20}", "RUN", "STATUS", "STARTED", "UPDATED")?;
+    for r in runs {
+        writeln!(
+            out,
+            "{:<36}  {:<9}  {:<20}  {:<20}",
+            r.run_id,
+            r.status.as_str(),
+            utc(r.created_ms),
+            utc(r.updated_ms)
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let run = store.resolve(agent, run).await?;
+    let db = store.get();
+    let snapshot = db.latest_snapshot(&run.run_id).await?;
+    let snapshot = snapshot.ok_or_else(|| CliError::NoSnapshot { run: run.run_id.clone() })?;
+    let checkpoint = Checkpoint::from_json(&snapshot.data)?;
+    writeln!(out, "run      {}", run.run_id)?;
+    writeln!(out, "agent    {}", run.agent)?;
+    writeln!(out, "status   {}", run.status)?;
+    writeln!(out, "started  {}", utc(run.created_ms))?;
+    writeln!(out, "updated  {}", utc(run.updated_ms))?;
+    writeln!(out)?;
+
+    let mut states: Vec<&StateRecord> = checkpoint.states.iter().collect();
+    // Stable: unrecorded states keep definition order, after the recorded ones.
+    states.sort_by_key(|s| s.started_ms.map_or((1, 0), |t| (0, t)));
+    writeln!(
+        out,
+        "{:<24} {:<10} {:>5} {:>6} {:>7}  {:>9}  DURATION",
+        "STATE", "STATUS", "RUNS", "FAILED", "RETRIES", "AT"
+    )?;
+    for s in states {
+        let at = s.started_ms.map_or_else(|| "-".to_owned(), |t| format!("+{}", duration(t - run.created_ms)));
+        let took = match (s.started_ms, s.finished_ms) {
+            (Some(a), Some(b)) if b >= a => duration(b - a),
+            (Some(_), _) if s.status == StateStatus::Running => "running".to_owned(),
+            _ if never_ran(s) => "-".to_owned(),
+            _ => "not recorded".to_owned(),
+        };
+        writeln!(
+            out,
+            "{:<24} {:<10} {:>5} {:>6} {:>7}  {:>9}  {}",
+            s.name,
+            s.status.as_str(),
+            s.completed,
+            s.failed,
+            s.retries,
+            at,
+            took
+        )?;
+    }
+
+    let inputs = db.inputs(Some(&run.run_id), false).await?;
+    if !inputs.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "requests for human input")?;
+        for r in inputs {
+            let what = match (&r.answer, r.defaulted) {
+                (Some(a), true) => format!("defaulted  {a:?}"),
+                (Some(a), false) => format!("answered   {a:?}"),
+                (None, _) => {
+                    let mut p = "PENDING".to_owned();
+                    if let Some(d) = &r.default {
+                        p.push_str(&format!("    default {d:?}"));
+                    }
+                    if let Some(t) = r.timeout_ms {
+                        p.push_str(&format!(" after {}", duration(t as i64)));
+                    }
+                    p
+                }
+            };
+            writeln!(out, "  {:<10} {:<40} {}", r.request_id, r.prompt, what)?;
+        }
+        if run.status.is_finished() {
+            return Ok(());
+        }
+        writeln!(out)?;
+        writeln!(out, "answer a pending request with `answer {} <REQUEST> <VALUE>`", run.run_id)?;
+    }
+    Ok(())
+}
+
+fn never_ran(s: &StateRecord) -> bool {
+    s.status == StateStatus::Pending && s.completed == 0 && s.failed == 0 && s.started_ms.is_none()
+}

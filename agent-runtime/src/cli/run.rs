@@ -1,0 +1,179 @@
+//! `run`, `resume` and the default command: drive a durable run to its end, showing
+//! progress, and stop it cleanly on Ctrl-C.
+//!
+//! Invariants:
+//! - Every run goes to the store (the agent is given it before the run starts), so a run
+//!   stopped at any instant can be resumed with `resume RUN`.
+//! - The first interrupt pauses the run: nothing new starts, running states finish, the
+//!   run is recorded `Paused`, and the command ends with [`CliError::Interrupted`]. A second
+//!   interrupt, or the first while a state waits for a person (whose request is already in
+//!   the store), stops at once; the store keeps the last committed snapshot, from which the
+//!   run goes on like after a crash, the waiting state asking again under the same id.
+//! - Progress is read from `Agent::metrics` every `progress::POLL`; the command's result
+//!   does not depend on it.
+
+use std::future::Future;
+use std::io::Write;
+
+use agent_core::{AgentError, AgentStatus, Checkpoint};
+use tokio::sync::mpsc;
+
+use super::progress::{Progress, POLL};
+use super::store::Store;
+use super::time::duration;
+use super::CliError;
+use crate::store::RunQuery;
+use crate::{Agent, AgentResult};
+
+/// What to run.
+pub(super) enum Start {
+    /// A new run.
+    New,
+    /// This run, from the store.
+    Resume(String),
+    /// The newest unfinished run of the agent, or a new one.
+    Auto,
+}
+
+/// How a run is watched and stopped.
+pub(super) struct Watch {
+    pub progress: Progress,
+    /// Each message is one interrupt (Ctrl-C).
+    pub interrupts: Option<mpsc::UnboundedReceiver<()>>,
+}
+
+pub(super) async fn start(
+    agent: Agent,
+    store: &Store,
+    what: Start,
+    watch: Watch,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let agent = store.attach(agent);
+    let name = agent.name().to_owned();
+    let resume = match what {
+        Start::New => None,
+        Start::Resume(run) => {
+            let record = store.resolve(&name, &run).await?;
+            if record.status == AgentStatus::Completed {
+                writeln!(out, "run {} is already completed; nothing to resume", record.run_id)?;
+                return Ok(());
+            }
+            Some(record.run_id)
+        }
+        Start::Auto => {
+            let mut unfinished = Vec::new();
+            for status in [AgentStatus::Running, AgentStatus::Paused] {
+                let query = RunQuery { agent: Some(name.clone()), status: Some(status), limit: None };
+                unfinished.extend(store.get().list_runs(&query).await?);
+            }
+            unfinished.sort_by_key(|r| std::cmp::Reverse(r.created_ms));
+            unfinished.into_iter().next().map(|r| r.run_id)
+        }
+    };
+    match &resume {
+        Some(run) => {
+            writeln!(out, "resuming run {run} of {name}")?;
+            let mut watch = watch;
+            if let Some(snapshot) = store.get().latest_snapshot(run).await? {
+                watch.progress.seed(&Checkpoint::from_json(&snapshot.data)?.states);
+            }
+            let a = agent.clone();
+            let id = run.clone();
+            drive(&agent, async move { a.recover(&id).await }, Some(run.clone()), watch, out).await
+        }
+        None => {
+            let a = agent.clone();
+            drive(&agent, async move { a.run().await }, None, watch, out).await
+        }
+    }
+}
+
+async fn drive(
+    agent: &Agent,
+    run: impl Future<Output = Result<AgentResult, AgentError>>,
+    mut announced: Option<String>,
+    mut watch: Watch,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let mut run = std::pin::pin!(run);
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut asked: Vec<String> = Vec::new();
+    let mut interrupted = false;
+    let outcome = loop {
+        let interrupt = async {
+            match watch.interrupts.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            result = &mut run => break result,
+            Some(()) = interrupt => {
+                let id = agent.run_id().unwrap_or_default();
+                if interrupted || !agent.pending_inputs().is_empty() {
+                    // Stop now. A state waiting for a person is not waited for: its request
+                    // is in the store, and the resumed state asks again under the same id.
+                    watch.progress.finish();
+                    return Err(CliError::Interrupted { run: id });
+                }
+                interrupted = true;
+                writeln!(out, "interrupted: pausing run {id} (running states finish; interrupt again to stop now)")?;
+                let pausing = agent.clone();
+                tokio::spawn(async move { pausing.pause().await });
+            }
+            _ = tick.tick() => {
+                if announced.is_none() {
+                    if let Some(id) = agent.run_id().filter(|_| agent.status() == AgentStatus::Running) {
+                        writeln!(out, "run {id} of {}", agent.name())?;
+                        announced = Some(id);
+                    }
+                }
+                watch.progress.update(&agent.metrics(), out)?;
+                if interrupted && !agent.pending_inputs().is_empty() {
+                    watch.progress.finish();
+                    return Err(CliError::Interrupted { run: agent.run_id().unwrap_or_default() });
+                }
+                for input in agent.pending_inputs() {
+                    if !asked.contains(&input.id) {
+                        let mut line = format!("  waiting for input {}: {}", input.id, input.prompt);
+                        if let (Some(t), Some(d)) = (input.timeout, &input.default) {
+                            line.push_str(&format!(" (default {d:?} after {})", duration(t.as_millis() as i64)));
+                        }
+                        watch.progress.println(&line, out)?;
+                        asked.push(input.id);
+                    }
+                }
+            }
+        }
+    };
+    watch.progress.update(&agent.metrics(), out)?;
+    watch.progress.finish();
+    let result = outcome?;
+    let id = result.run_id().to_owned();
+    let m = result.metrics();
+    match result.status() {
+        AgentStatus::Completed => {
+            let failed = if m.failed > 0 {
+                format!(", {} failed for good (routed by on_error)", m.failed)
+            } else {
+                String::new()
+            };
+            writeln!(
+                out,
+                "run {id} completed: {} state runs, {} retries{failed}, in {}",
+                m.completed,
+                m.retries,
+                duration(m.elapsed.as_millis() as i64)
+            )?;
+            Ok(())
+        }
+        AgentStatus::Paused => {
+            writeln!(out, "run {id} paused after {} state runs", m.completed)?;
+            Err(CliError::Interrupted { run: id })
+        }
+        status => Err(CliError::NotCompleted { run: id, status }),
+    }
+}
