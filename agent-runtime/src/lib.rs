@@ -15,6 +15,8 @@
 //!   take a consistent checkpoint at any instant and seed a new run from one.
 //! - `durable`: a run with a [`store`] records each completion before its successors start.
 //! - `human`: requests for human input, answered from code, the terminal or a store.
+//! - `events`: typed events for subscribers, built only while someone subscribes;
+//!   `timing`: per-state durations, recorded only when asked.
 #![warn(missing_docs)]
 
 mod agent;
@@ -25,6 +27,7 @@ mod branch;
 mod checkpoint;
 mod deps;
 mod durable;
+pub mod events;
 mod fanin;
 mod frontier;
 mod human;
@@ -35,12 +38,15 @@ mod reach;
 mod result;
 mod run;
 pub mod store;
+mod timing;
 
 pub use agent::{Agent, RunOptions, StateConfig};
 pub use agent_core::{AgentStatus, StateStatus};
+pub use events::{Event, EventKind, EventStream};
 pub use human::{AnswerError, PendingInput};
 pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };
 pub use result::{AgentResult, RunMetrics, StateMetrics};
 pub use store::{CheckpointStore, MemoryStore, PostgresStore, SqliteStore};
+pub use timing::StateTiming;

@@ -8,6 +8,7 @@ use agent_core::Context;
 
 use crate::pool::{StateAllocation, UsageStats, WaitingState};
 use crate::run::Run;
+use crate::timing::StateTiming;
 use agent_core::{AgentStatus, StateStatus};
 
 /// The outcome of a run that ended without error.
@@ -78,6 +79,23 @@ pub struct StateMetrics {
     pub preempted: u64,
     /// Time spent waiting for resources from the pool, summed over attempts.
     pub resource_wait: Duration,
+    /// How long its attempts ran, and when it first started and last ended: `None` unless
+    /// the run records timings ([`Agent::record_timings`](crate::Agent::record_timings)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("untimed");
+    /// agent.add_state("work", |_ctx: Context| async { StateResult::End });
+    /// assert_eq!(agent.run().await?.metrics().states[0].timing, None); // off by default
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub timing: Option<StateTiming>,
 }
 
 /// Counters of a run.
@@ -123,6 +141,7 @@ impl RunMetrics {
                 retries: c.retries.load(Relaxed) as u64,
                 preempted: c.preempted.load(Relaxed) as u64,
                 resource_wait: Duration::from_nanos(c.resource_wait.load(Relaxed)),
+                timing: run.timing.as_ref().map(|t| t[i].summary()),
             };
             m.completed += s.completed;
             m.preempted += s.preempted;
