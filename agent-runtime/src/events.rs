@@ -88,12 +88,12 @@ pub enum EventKind {
         /// The state.
         state: String,
     },
-    /// `state` waits for resources from the pool.
+    /// `state` asks the pool for its resources (and waits until they are free).
     WaitingForResources {
         /// The state.
         state: String,
     },
-    /// `state` waits at its dependency gate.
+    /// `state` reaches its dependency gate (and waits until its dependencies allow it).
     WaitingForDependencies {
         /// The state.
         state: String,

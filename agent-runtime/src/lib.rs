@@ -31,8 +31,12 @@ pub mod events;
 mod fanin;
 mod frontier;
 mod human;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod pool;
 mod program;
+#[cfg(feature = "prometheus")]
+mod prometheus;
 mod ratelimit;
 mod reach;
 mod result;

@@ -126,3 +126,92 @@ async fn dependency_waits_are_timed() {
 fn agent_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
+
+/// Checks `text` line by line against the Prometheus text exposition format: `# HELP` and
+/// `# TYPE` heads, then samples `name{label="value",...} number` of that family.
+#[cfg(feature = "prometheus")]
+fn check_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    fn is_name(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    let mut family: Option<(String, String)> = None;
+    let mut samples = Vec::new();
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(is_name(name) && !help.is_empty(), "{line}");
+            family = None;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(is_name(name), "{line}");
+            assert!(["counter", "gauge", "summary", "histogram", "untyped"].contains(&kind), "{line}");
+            family = Some((name.to_owned(), kind.to_owned()));
+            continue;
+        }
+        let (name, rest) = line.split_once('{').expect("a sample has labels here");
+        let (fam, kind) = family.as_ref().expect("samples follow their TYPE line");
+        let suffixes: &[&str] = if kind == "summary" { &["", "_sum", "_count"] } else { &[""] };
+        assert!(suffixes.iter().any(|s| name == format!("{fam}{s}")), "{name} outside its family {fam}");
+        let (labels, value) = rest.rsplit_once("} ").expect("labels then value");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+        let mut parsed = Vec::new();
+        let mut rest = labels;
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once("=\"").expect("label=\"value\"");
+            assert!(is_name(key), "{line}");
+            // The value runs to the first unescaped quote.
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next().expect("closing quote") {
+                    (_, '\\') => match chars.next().expect("escape").1 {
+                        'n' => value.push('\n'),
+                        c @ ('\\' | '"') => value.push(c),
+                        c => panic!("bad escape \\{c} in {line}"),
+                    },
+                    (i, '"') => break i,
+                    (_, c) => value.push(c),
+                }
+            };
+            parsed.push((key.to_owned(), value));
+            rest = after[end + 1..].strip_prefix(',').unwrap_or(&after[end + 1..]);
+        }
+        samples.push((name.to_owned(), parsed, value));
+    }
+    samples
+}
+
+#[cfg(feature = "prometheus")]
+#[tokio::test(start_paused = true)]
+async fn prometheus_text_parses_as_the_exposition_format() {
+    let agent = sleeper().record_timings(true);
+    let text = agent.run().await.unwrap().metrics().to_prometheus("a \"quoted\\\" agent\n");
+    let samples = check_exposition(&text);
+    let find = |name: &str, state: Option<&str>, quantile: Option<&str>| {
+        samples
+            .iter()
+            .find(|(n, labels, _)| {
+                let get = |k: &str| labels.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+                n == name && get("state") == state && get("quantile") == quantile
+            })
+            .map(|s| s.2)
+    };
+    assert!(samples.iter().all(|(_, labels, _)| labels[0] == ("agent".into(), "a \"quoted\\\" agent\n".into())));
+    assert_eq!(find("agent_states_completed_total", None, None), Some(4.0));
+    assert_eq!(find("agent_state_completed_total", Some("work"), None), Some(3.0));
+    assert_eq!(find("agent_state_duration_seconds", Some("work"), Some("0.99")), Some(0.03));
+    assert_eq!(find("agent_state_duration_seconds_sum", Some("work"), None), Some(0.06));
+    assert_eq!(find("agent_state_duration_seconds_count", Some("work"), None), Some(3.0));
+    let p50 = find("agent_state_duration_seconds", Some("work"), Some("0.5")).unwrap();
+    assert!((0.02..=0.021).contains(&p50), "{p50}");
+
+    // Without timings there is no summary.
+    let text = sleeper().run().await.unwrap().metrics().to_prometheus("plain");
+    check_exposition(&text);
+    assert!(!text.contains("agent_state_duration_seconds"));
+}
