@@ -163,7 +163,7 @@ impl StateTimer {
         StateTiming {
             count,
             sum: Duration::from_nanos(sum),
-            mean: if count == 0 { Duration::ZERO } else { Duration::from_nanos(sum / count) },
+            mean: Duration::from_nanos(sum.checked_div(count).unwrap_or(0)),
             p50: quantile(0.5),
             p99: quantile(0.99),
             max: Duration::from_nanos(max),

@@ -127,10 +127,14 @@ fn agent_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+/// A sample: its name, its labels in order, its value.
+#[cfg(feature = "prometheus")]
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Checks `text` line by line against the Prometheus text exposition format: `# HELP` and
 /// `# TYPE` heads, then samples `name{label="value",...} number` of that family.
 #[cfg(feature = "prometheus")]
-fn check_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn check_exposition(text: &str) -> Vec<Sample> {
     fn is_name(s: &str) -> bool {
         let mut chars = s.chars();
         chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
