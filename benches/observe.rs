@@ -63,7 +63,7 @@ fn observe(c: &mut Criterion) {
     group.throughput(Throughput::Elements(N as u64));
     group.sample_size(20);
     let agent = chain();
-    let mut run = |group: &mut criterion::BenchmarkGroup<'_, _>, name: &str, agent: &Agent| {
+    let run = |group: &mut criterion::BenchmarkGroup<'_, _>, name: &str, agent: &Agent| {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let agent = agent.clone();
