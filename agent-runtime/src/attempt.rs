@@ -246,23 +246,21 @@ fn describe(request: &crate::pool::ledger::Request) -> String {
 /// An attempt's body starts while someone watches: its event, and its clock if timed.
 #[cold]
 #[inline(never)]
-fn attempt_started(run: &Run, pos: usize, attempt: u32) -> Option<Instant> {
+fn attempt_started(run: &Run, pos: usize, attempt: u32) -> Option<u64> {
     if run.emitting() {
         run.emit(EventKind::StateStarted { state: run.state_name(pos), attempt });
     }
-    let timer = &run.timing.as_ref()?[pos];
-    timer.started();
-    Some(Instant::now())
+    Some(run.timing.as_ref()?.attempt_started(pos))
 }
 
 /// An attempt's body ended while someone watches: its duration and its event.
 #[cold]
 #[inline(never)]
-fn attempt_ended(run: &Run, pos: usize, attempt: u32, started: Option<Instant>, outcome: &Outcome) {
-    let duration = started.map(|t| t.elapsed());
-    if let (Some(d), Some(timers)) = (duration, &run.timing) {
-        timers[pos].ended(d);
-    }
+fn attempt_ended(run: &Run, pos: usize, attempt: u32, started: Option<u64>, outcome: &Outcome) {
+    let duration = match (started, &run.timing) {
+        (Some(start), Some(t)) => Some(t.attempt_ended(pos, start)),
+        _ => None,
+    };
     if run.emitting() {
         run.emit(ended_event(run, pos, attempt, outcome, duration));
     }

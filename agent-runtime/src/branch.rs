@@ -409,10 +409,7 @@ fn watch_start(run: &Run, pos: usize) -> u64 {
         run.emit(EventKind::StateStarted { state: run.state_name(pos), attempt: 1 });
     }
     match &run.timing {
-        Some(t) => {
-            t[pos].started();
-            t.now()
-        }
+        Some(t) => t.attempt_started(pos),
         None => UNTIMED,
     }
 }
@@ -424,9 +421,7 @@ fn watch_start(run: &Run, pos: usize) -> u64 {
 fn watch_end(run: &Run, pos: usize, started: u64, outcome: &attempt::Outcome) {
     let duration = match &run.timing {
         Some(t) if started != UNTIMED => {
-            let d = t.since(started);
-            t[pos].ended(d);
-            Some(d)
+            Some(t.attempt_ended(pos, started))
         }
         _ => None,
     };

@@ -5,7 +5,9 @@
 //! Invariants:
 //! - A run without timings has no `Timings` at all: the hot path checks one `Option` and
 //!   reads no clock. With timings, an attempt costs two monotonic clock reads
-//!   (`tokio::time::Instant`, so paused test time measures exactly) and two wall-clock reads.
+//!   (`tokio::time::Instant`, so paused test time measures exactly); its wall-clock start
+//!   and end are derived from them and the wall clock read once at the run's start (so
+//!   under paused time they advance with the paused clock).
 //! - Recording takes no lock: every counter is an atomic, bucket counts included.
 //! - Durations go into a log-bucketed histogram of 32 buckets per power of two (each
 //!   bucket spans at most 1/32 of its lower bound: quantiles are within ~3% of the true
@@ -89,15 +91,15 @@ impl Default for StateTimer {
 }
 
 impl StateTimer {
-    /// An attempt starts now: the state's first start is kept.
-    pub(crate) fn started(&self) {
+    /// An attempt starts at wall-clock `ms`: the state's first start is kept.
+    pub(crate) fn started(&self, ms: i64) {
         if self.started_ms.load(Relaxed) == NO_TIME {
-            let _ = self.started_ms.compare_exchange(NO_TIME, now_ms(), Relaxed, Relaxed);
+            let _ = self.started_ms.compare_exchange(NO_TIME, ms, Relaxed, Relaxed);
         }
     }
 
-    /// An attempt that ran `d` ended now.
-    pub(crate) fn ended(&self, d: Duration) {
+    /// An attempt that ran `d` ended at wall-clock `ms`.
+    pub(crate) fn ended(&self, d: Duration, ms: i64) {
         let v = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.sum.fetch_add(v, Relaxed);
         self.max.fetch_max(v, Relaxed);
@@ -107,7 +109,7 @@ impl StateTimer {
             let buckets = self.buckets.get_or_init(|| (0..BUCKETS).map(|_| AtomicU32::new(0)).collect());
             buckets[bucket(v)].fetch_add(1, Relaxed);
         }
-        self.finished_ms.store(now_ms(), Relaxed);
+        self.finished_ms.store(ms, Relaxed);
     }
 
     /// Times restored from a checkpoint.
@@ -208,6 +210,9 @@ pub(crate) struct Timings {
     /// What attempt start times are measured from, so a start fits in a `u64` of the
     /// branch future.
     epoch: tokio::time::Instant,
+    /// The wall clock at `epoch`, in ms since the Unix epoch: wall-clock times are derived
+    /// from it and the monotonic clock, so an attempt reads one clock at each end, not two.
+    epoch_ms: i64,
     states: Box<[StateTimer]>,
 }
 
@@ -227,15 +232,30 @@ impl Timings {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(UNTIMED - 2).min(UNTIMED - 2)
     }
 
-    /// The time since `start` (a value of [`Timings::now`]).
-    pub(crate) fn since(&self, start: u64) -> Duration {
-        Duration::from_nanos(self.now().saturating_sub(start))
+    /// The wall clock at `at` (a value of [`Timings::now`]), ms since the Unix epoch.
+    pub(crate) fn wall_ms(&self, at: u64) -> i64 {
+        self.epoch_ms.saturating_add((at / 1_000_000) as i64)
+    }
+
+    /// An attempt of state `pos` starts: its start (a value of [`Timings::now`]).
+    pub(crate) fn attempt_started(&self, pos: usize) -> u64 {
+        let now = self.now();
+        self.states[pos].started(self.wall_ms(now));
+        now
+    }
+
+    /// An attempt of state `pos` that started at `start` ends: its duration.
+    pub(crate) fn attempt_ended(&self, pos: usize, start: u64) -> Duration {
+        let now = self.now();
+        let d = Duration::from_nanos(now.saturating_sub(start));
+        self.states[pos].ended(d, self.wall_ms(now));
+        d
     }
 }
 
 /// Timings for `n` states.
 pub(crate) fn timings(n: usize) -> Timings {
-    Timings { epoch: tokio::time::Instant::now(), states: (0..n).map(|_| StateTimer::default()).collect() }
+    Timings { epoch: tokio::time::Instant::now(), epoch_ms: now_ms(), states: (0..n).map(|_| StateTimer::default()).collect() }
 }
 
 #[cfg(test)]
@@ -261,7 +281,7 @@ mod tests {
     fn quantiles_of_known_samples() {
         let t = StateTimer::default();
         for ms in 1..=100u64 {
-            t.ended(Duration::from_millis(ms));
+            t.ended(Duration::from_millis(ms), 0);
         }
         let s = t.summary();
         assert_eq!(s.count, 100);
