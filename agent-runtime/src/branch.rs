@@ -420,9 +420,7 @@ fn watch_start(run: &Run, pos: usize) -> u64 {
 #[inline(never)]
 fn watch_end(run: &Run, pos: usize, started: u64, outcome: &attempt::Outcome) {
     let duration = match &run.timing {
-        Some(t) if started != UNTIMED => {
-            Some(t.attempt_ended(pos, started))
-        }
+        Some(t) if started != UNTIMED => Some(t.attempt_ended(pos, started)),
         _ => None,
     };
     if run.emitting() {

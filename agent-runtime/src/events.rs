@@ -150,8 +150,8 @@ impl EventHub {
 
     /// Send `kind` of run `run_id`, now. Never waits; with no receiver it is dropped.
     #[cold]
-    pub(crate) fn send(&self, run_id: &str, kind: EventKind) {
-        let _ = self.tx.send(Event { run_id: Arc::from(run_id), at: SystemTime::now(), kind });
+    pub(crate) fn send(&self, run_id: Arc<str>, kind: EventKind) {
+        let _ = self.tx.send(Event { run_id, at: SystemTime::now(), kind });
     }
 
     /// A new stream of every event sent from now on.

@@ -97,6 +97,8 @@ pub(crate) struct Run {
     pub events: Option<Arc<EventHub>>,
     /// Per-state timings, when recorded (see `timing`).
     pub timing: Option<Timings>,
+    /// The run's id as events carry it, made at the first event.
+    event_run_id: std::sync::OnceLock<Arc<str>>,
 }
 
 /// `Run::root_slot` when the root task holds no position.
@@ -154,6 +156,7 @@ impl Run {
             inputs: None,
             events: None,
             timing: None,
+            event_run_id: std::sync::OnceLock::new(),
         }
     }
 
@@ -171,7 +174,7 @@ impl Run {
     #[inline(never)]
     pub(crate) fn emit(&self, kind: EventKind) {
         if let Some(h) = &self.events {
-            h.send(self.run_id(), kind);
+            h.send(self.event_run_id.get_or_init(|| Arc::from(self.run_id())).clone(), kind);
         }
     }
 

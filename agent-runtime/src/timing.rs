@@ -255,7 +255,11 @@ impl Timings {
 
 /// Timings for `n` states.
 pub(crate) fn timings(n: usize) -> Timings {
-    Timings { epoch: tokio::time::Instant::now(), epoch_ms: now_ms(), states: (0..n).map(|_| StateTimer::default()).collect() }
+    Timings {
+        epoch: tokio::time::Instant::now(),
+        epoch_ms: now_ms(),
+        states: (0..n).map(|_| StateTimer::default()).collect(),
+    }
 }
 
 #[cfg(test)]

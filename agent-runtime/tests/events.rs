@@ -214,3 +214,47 @@ async fn timed_runs_report_durations_on_completion() {
     assert!(seen.iter().any(|e| matches!(&e.kind,
         EventKind::StateCompleted { state, duration: Some(d) } if state == "work" && *d == Duration::from_millis(30))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn human_input_has_events_when_asked_answered_and_defaulted() {
+    use agent_core::{BoxError, HumanInput};
+    let mut agent = Agent::new("ask").input_from_terminal(false);
+    agent.add_state("review", |ctx: Context| async move {
+        let verdict = ctx.human_in_the_loop(HumanInput::new("approve?")).await?;
+        let score =
+            ctx.human_in_the_loop(HumanInput::new("score?").timeout(Duration::from_secs(5)).default("50")).await?;
+        ctx.set_state("answers", (verdict, score));
+        Ok::<_, BoxError>(StateResult::End)
+    });
+    let mut events = agent.events();
+    let answerer = agent.clone();
+    let run = tokio::spawn(async move { answerer.run().await });
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        if let EventKind::WaitingForInput { request_id, .. } = &event.kind {
+            if request_id == "input-1" {
+                agent.answer("input-1", "yes").unwrap();
+            }
+        }
+        let done = matches!(event.kind, EventKind::RunFinished { .. });
+        seen.push(event.kind);
+        if done {
+            break;
+        }
+    }
+    let result = run.await.unwrap().unwrap();
+    assert_eq!(result.context().get_state::<(String, String)>("answers"), Some(("yes".into(), "50".into())));
+    let inputs: Vec<&EventKind> = seen
+        .iter()
+        .filter(|k| matches!(k, EventKind::WaitingForInput { .. } | EventKind::InputAnswered { .. }))
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            &EventKind::WaitingForInput { state: None, request_id: "input-1".into() },
+            &EventKind::InputAnswered { request_id: "input-1".into(), defaulted: false },
+            &EventKind::WaitingForInput { state: None, request_id: "input-2".into() },
+            &EventKind::InputAnswered { request_id: "input-2".into(), defaulted: true },
+        ]
+    );
+}

@@ -81,7 +81,7 @@ async fn ask(
 ) -> Result<String, HumanInputError> {
     let emit = |kind: EventKind| {
         if let Some(h) = events.as_ref().filter(|h| h.active()) {
-            h.send(run, kind);
+            h.send(run.clone(), kind);
         }
     };
     let store = hub.store();
