@@ -258,3 +258,43 @@ async fn human_input_has_events_when_asked_answered_and_defaulted() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn resource_waits_and_preemption_have_events() {
+    use agent_core::{Priority, ResourceRequirements};
+    use agent_runtime::ResourcePool;
+    let pool = ResourcePool::builder().total_cpu(1.0).enable_preemption(true).build();
+    let mut background = Agent::new("background").with_resource_pool(pool.clone());
+    background
+        .add_state("low", |_ctx: Context| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            StateResult::End
+        })
+        .resources(ResourceRequirements::new().cpu(1.0))
+        .priority(Priority::Low)
+        .preemptible();
+    let mut events = background.events();
+    let run = tokio::spawn(async move { background.run().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut urgent = Agent::new("urgent").with_resource_pool(pool);
+    urgent
+        .add_state("now", |_ctx: Context| async { StateResult::End })
+        .resources(ResourceRequirements::new().cpu(1.0))
+        .priority(Priority::Critical);
+    urgent.run().await.unwrap();
+    run.await.unwrap().unwrap();
+    let labels: Vec<String> = until_finished(&mut events).await.iter().map(|e| label(&e.kind)).collect();
+    assert_eq!(
+        labels,
+        [
+            "run started",
+            "WaitingForResources { state: \"low\" }",
+            "low started 1",
+            "Preempted { state: \"low\" }",
+            "WaitingForResources { state: \"low\" }",
+            "low started 1",
+            "low completed",
+            "run finished Completed"
+        ]
+    );
+}
