@@ -62,7 +62,7 @@ impl RunMetrics {
     pub fn to_prometheus(&self, agent: &str) -> String {
         let agent = escape(agent);
         let mut out = String::new();
-        let run: [(&str, &str, &str, f64); 8] = [
+        let run: [(&str, &str, &str, f64); 9] = [
             ("agent_states_completed_total", "counter", "State runs that completed.", self.completed as f64),
             ("agent_states_failed_total", "counter", "State runs that failed.", self.failed as f64),
             ("agent_retries_total", "counter", "Retries made.", self.retries as f64),

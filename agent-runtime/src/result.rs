@@ -126,11 +126,18 @@ pub struct RunMetrics {
     pub allocations: Vec<StateAllocation>,
     /// This agent's states waiting for resources, in the order they will be admitted.
     pub waiting: Vec<WaitingState>,
+    /// Time this run's states spent in `human_in_the_loop`, summed over requests (parallel
+    /// requests each count).
+    pub input_wait: Duration,
 }
 
 impl RunMetrics {
     pub(crate) fn of(run: &Run) -> RunMetrics {
-        let mut m = RunMetrics { elapsed: run.elapsed(), ..RunMetrics::default() };
+        let mut m = RunMetrics {
+            elapsed: run.elapsed(),
+            input_wait: Duration::from_nanos(run.input_wait.load(Relaxed)),
+            ..RunMetrics::default()
+        };
         for (i, c) in run.states.iter().enumerate() {
             let status = StateStatus::from_u8(c.status.load(Relaxed));
             let s = StateMetrics {

@@ -97,6 +97,8 @@ pub(crate) struct Run {
     pub events: Option<Arc<EventHub>>,
     /// Per-state timings, when recorded (see `timing`).
     pub timing: Option<Timings>,
+    /// Time states spent waiting for human input, in nanoseconds.
+    pub input_wait: AtomicU64,
     /// The run's id as events carry it, made at the first event.
     event_run_id: std::sync::OnceLock<Arc<str>>,
 }
@@ -157,6 +159,7 @@ impl Run {
             events: None,
             timing: None,
             event_run_id: std::sync::OnceLock::new(),
+            input_wait: AtomicU64::new(0),
         }
     }
 
@@ -250,6 +253,11 @@ impl Run {
     pub(crate) fn record_resource_wait(&self, state: usize, waited: Duration) {
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.states[state].resource_wait.fetch_add(nanos, Relaxed);
+    }
+
+    pub(crate) fn record_input_wait(&self, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.input_wait.fetch_add(nanos, Relaxed);
     }
 
     /// End the run with `error` unless it already ended; stop every branch.

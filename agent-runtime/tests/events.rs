@@ -244,6 +244,8 @@ async fn human_input_has_events_when_asked_answered_and_defaulted() {
     }
     let result = run.await.unwrap().unwrap();
     assert_eq!(result.context().get_state::<(String, String)>("answers"), Some(("yes".into(), "50".into())));
+    // The metrics count the wait: the first answer came at once, the second defaulted at 5 s.
+    assert_eq!(result.metrics().input_wait, Duration::from_secs(5));
     let inputs: Vec<&EventKind> = seen
         .iter()
         .filter(|k| matches!(k, EventKind::WaitingForInput { .. } | EventKind::InputAnswered { .. }))

@@ -52,7 +52,15 @@ impl InputBroker for RunBroker {
         match self.id() {
             Some(run) => {
                 let events = self.run.upgrade().and_then(|r| r.events.clone());
-                Box::pin(ask(&self.hub, run, input, events))
+                let waited_from = Instant::now();
+                let run_ref = self.run.clone();
+                Box::pin(async move {
+                    let outcome = ask(&self.hub, run, input, events).await;
+                    if let Some(r) = run_ref.upgrade() {
+                        r.record_input_wait(waited_from.elapsed());
+                    }
+                    outcome
+                })
             }
             None => {
                 Box::pin(std::future::ready(Err(HumanInputError::NoProvider { prompt: input.prompt().to_owned() })))
