@@ -71,6 +71,12 @@ impl RunMetrics {
             ("agent_states_running", "gauge", "States running now.", self.running as f64),
             ("agent_states_pending", "gauge", "States not yet run, or waiting.", self.pending as f64),
             (
+                "agent_input_wait_seconds_total",
+                "counter",
+                "Time states waited for human input.",
+                self.input_wait.as_secs_f64(),
+            ),
+            (
                 "agent_run_elapsed_seconds",
                 "gauge",
                 "Time since the run started, or its length.",
