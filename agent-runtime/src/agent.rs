@@ -432,7 +432,11 @@ impl Agent {
                 // The run's row and a first snapshot exist before any state runs.
                 if let Err(e) = d.start(&run).await {
                     d.fail(&run, e);
-                    return Err(run.finish().unwrap_or_else(|| store_error("the store failed", run.ctx.clone())));
+                    let error = run.finish();
+                    if run.emitting() {
+                        run.emit(EventKind::RunFinished { status: run.status() });
+                    }
+                    return Err(error.unwrap_or_else(|| store_error("the store failed", run.ctx.clone())));
                 }
             }
             let stop_writer = tokio::sync::Notify::new();
