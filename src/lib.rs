@@ -64,7 +64,8 @@ pub mod prelude {
     };
     pub use agent_macros::{state, workflow, TypedContextData};
     pub use agent_runtime::{
-        Agent, AgentResult, AgentStatus, PostgresStore, QuotaScope, ResourcePool, RunMetrics, SqliteStore, StateStatus,
+        Agent, AgentResult, AgentStatus, Event, EventKind, EventStream, PostgresStore, QuotaScope, ResourcePool,
+        RunMetrics, SqliteStore, StateMetrics, StateStatus, StateTiming,
     };
     pub use serde::{Deserialize, Serialize};
 }

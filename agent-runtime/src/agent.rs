@@ -10,6 +10,7 @@
 //! - Dropping the future of `run()` cancels the run: no branch outlives it.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tracing::Instrument;
 use crate::branch;
 use crate::checkpoint;
 use crate::durable::{store_error, Durable};
+use crate::events::{EventHub, EventKind, EventStream};
 use crate::pool::ResourcePool;
 use crate::program::{Definition, Program, StateDef, StateOptions};
 use crate::result::{AgentResult, RunMetrics};
@@ -42,6 +44,10 @@ struct Shared {
     persist: Mutex<Persist>,
     /// Requests for human input of every run, and who answers them.
     inputs: Arc<crate::human::InputHub>,
+    /// Events of every run, for subscribers (see `events`).
+    events: Arc<EventHub>,
+    /// `record_timings`: 0 unset (on only for durable runs), 1 on, 2 off.
+    timings: AtomicU8,
 }
 
 /// A state as the definition shows it without running: name, dependencies, `on_error`.
@@ -112,6 +118,8 @@ impl Agent {
                 once: Arc::default(),
                 persist: Mutex::default(),
                 inputs: crate::human::InputHub::new(),
+                events: EventHub::new(),
+                timings: AtomicU8::new(0),
             }),
         }
     }
@@ -193,6 +201,74 @@ impl Agent {
     pub fn max_concurrent(self, n: usize) -> Self {
         self.edit(|def| def.max_concurrent = Some(n.max(1)));
         self
+    }
+
+    /// Record how long each state's attempts run ([`StateMetrics::timing`]: count, mean,
+    /// p50, p99, max) and when each state first started and last ended (kept in
+    /// checkpoints). Off by default, because reading clocks costs each transition about as
+    /// much as the runtime's own work; on by default for durable runs ([`Agent::with_store`]),
+    /// whose commits cost far more. Applies from the next run.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("timed").record_timings(true);
+    /// agent.add_state("work", |_ctx: Context| async {
+    ///     tokio::time::sleep(Duration::from_millis(10)).await;
+    ///     StateResult::End
+    /// });
+    /// let metrics = agent.run().await?.metrics();
+    /// let timing = metrics.states[0].timing.clone().expect("recorded");
+    /// assert_eq!((timing.count, timing.max), (1, Duration::from_millis(10)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`StateMetrics::timing`]: crate::StateMetrics::timing
+    pub fn record_timings(self, on: bool) -> Self {
+        self.shared.timings.store(if on { 1 } else { 2 }, Relaxed);
+        self
+    }
+
+    /// A stream of this agent's [`Event`](crate::Event)s, one per change of a run or a
+    /// state, from now on: the current run's and every later run's.
+    ///
+    /// Any number of streams may read at once, each at its own pace; a run never waits for
+    /// them. A stream that falls more than [`CAPACITY`](crate::events::CAPACITY) events
+    /// behind loses the oldest and receives an [`EventKind::Lagged`](crate::EventKind::Lagged)
+    /// item saying how many, then goes on. It ends (`None`) once the agent, its clones and
+    /// its runs' results are dropped. With no stream alive, runs build no events: each
+    /// would-be event costs one relaxed atomic load.
+    ///
+    /// ```
+    /// use agent_runtime::{Agent, EventKind};
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("watched");
+    /// agent.add_state("a", |_ctx: Context| async { StateResult::next("b") });
+    /// agent.add_state("b", |_ctx: Context| async { StateResult::End });
+    /// let mut events = agent.events();
+    /// agent.run().await?;
+    /// let mut seen = Vec::new();
+    /// while let Some(event) = events.next().await {
+    ///     let done = matches!(event.kind, EventKind::RunFinished { .. });
+    ///     seen.push(event.kind);
+    ///     if done { break }
+    /// }
+    /// assert!(matches!(&seen[0], EventKind::RunStarted));
+    /// assert!(matches!(&seen[1], EventKind::StateStarted { state, attempt: 1 } if state == "a"));
+    /// assert_eq!(seen.len(), 6); // started, a started/completed, b started/completed, finished
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn events(&self) -> EventStream {
+        self.shared.events.subscribe()
     }
 
     /// The retry policy of every state that sets none (`#[state(retry(...))]` or
@@ -323,9 +399,17 @@ impl Agent {
                 })?,
                 None => options.context.unwrap_or_default(),
             };
+            let timed = match self.shared.timings.load(Relaxed) {
+                0 => durable.is_some(),
+                on => on == 1,
+            };
             let mut run = Run::with_once(program, ctx, self.shared.once.clone());
+            if timed {
+                run.timing = Some(crate::timing::timings(run.states.len()));
+            }
             run.durable = durable;
             run.inputs = Some(self.shared.inputs.clone());
+            run.events = Some(self.shared.events.clone());
             let run = Arc::new(run);
             let restored = restore.map(|c| {
                 checkpoint::check(&self.shared.name, &run.program, &c)?;
@@ -340,6 +424,9 @@ impl Agent {
         run.ctx.__set_input_broker(self.shared.inputs.broker(Arc::downgrade(&run)));
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
+            if run.emitting() {
+                run.emit(EventKind::RunStarted);
+            }
             if restored.is_none() {
                 // The root token stands at the start from now on (a first snapshot has it).
                 run.root_slot.store(run.program.start as u32, std::sync::atomic::Ordering::Relaxed);
@@ -348,7 +435,11 @@ impl Agent {
                 // The run's row and a first snapshot exist before any state runs.
                 if let Err(e) = d.start(&run).await {
                     d.fail(&run, e);
-                    return Err(run.finish().unwrap_or_else(|| store_error("the store failed", run.ctx.clone())));
+                    let error = run.finish();
+                    if run.emitting() {
+                        run.emit(EventKind::RunFinished { status: run.status() });
+                    }
+                    return Err(error.unwrap_or_else(|| store_error("the store failed", run.ctx.clone())));
                 }
             }
             let stop_writer = tokio::sync::Notify::new();
@@ -390,6 +481,9 @@ impl Agent {
                 }
                 std::mem::forget(cancel_on_drop);
                 let error = run.finish();
+                if run.emitting() {
+                    run.emit(EventKind::RunFinished { status: run.status() });
+                }
                 // The writer commits the final snapshot, with the final status, and stops.
                 stop_writer.notify_one();
                 error

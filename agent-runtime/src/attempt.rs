@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::deps::{self, Gate};
+use crate::events::EventKind;
 use crate::pool::ResourceGuard;
 use crate::program::Guarded;
 use crate::run::Run;
@@ -55,7 +56,17 @@ pub(crate) enum Attempted {
 /// its retries are spent.
 pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
     if g.has_dependencies {
-        match deps::gate(run, pos).await {
+        if run.emitting() {
+            run.emit(EventKind::WaitingForDependencies { state: run.state_name(pos) });
+        }
+        tracing::debug!(state = &*run.program.states[pos].name, "waiting for dependencies");
+        let asked = run.timing.as_ref().map(|_| Instant::now());
+        let gate = deps::gate(run, pos).await;
+        if let (Some(asked), Some(timers)) = (asked, &run.timing) {
+            let waited = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            timers[pos].dependency_wait.fetch_add(waited, Relaxed);
+        }
+        match gate {
             Gate::Open => {}
             Gate::Cancelled => return Attempted::Cancelled,
             Gate::TimedOut(e) => return Attempted::Done(Ok(Err(Box::new(e))), 0),
@@ -72,10 +83,18 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
     };
     loop {
         let outcome = if tracing::dispatcher::has_been_set() {
-            let span = tracing::info_span!("state", state = &*run.program.states[pos].name, attempt);
-            one(run, pos, g).instrument(span).await
+            let span = match &g.request {
+                Some((_, request)) => tracing::info_span!(
+                    "state",
+                    state = &*run.program.states[pos].name,
+                    attempt,
+                    resources = %describe(request)
+                ),
+                None => tracing::info_span!("state", state = &*run.program.states[pos].name, attempt),
+            };
+            one(run, pos, g, attempt).instrument(span).await
         } else {
-            one(run, pos, g).await
+            one(run, pos, g, attempt).await
         };
         let retry = match (&outcome, g.retry) {
             (Ok(Ok(_)), _) | (_, None) => None,
@@ -85,11 +104,20 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
         };
         let Some(policy) = retry else {
             counters.attempts_made.store(0, Relaxed);
+            if tracing::dispatcher::has_been_set() {
+                crate::branch::trace_result(run, pos, &outcome);
+            }
             return Attempted::Done(outcome, attempt);
         };
         counters.attempts_made.store(attempt, Relaxed);
         let wait = delay(&policy, attempt);
-        tracing::debug!(state = &*run.program.states[pos].name, attempt, ?wait, "attempt failed; retrying");
+        if tracing::dispatcher::has_been_set() {
+            let error = outcome_error(&outcome).unwrap_or_default();
+            tracing::info!(state = &*run.program.states[pos].name, attempt, delay = ?wait, %error, "attempt failed; retrying");
+        }
+        if run.emitting() {
+            run.emit(EventKind::Retrying { state: run.state_name(pos), attempt: attempt + 1, delay: wait });
+        }
         drop(outcome);
         run.record_retry(pos);
         run.set_state_status(pos, StateStatus::Retrying);
@@ -112,7 +140,7 @@ pub(crate) fn delay(policy: &RetryPolicy, n: u32) -> Duration {
 
 /// One attempt: its rate limits first, then a `max_concurrent` permit, then its resources
 /// (again after each preemption).
-async fn one(run: &Arc<Run>, pos: usize, g: &Guarded) -> Outcome {
+async fn one(run: &Arc<Run>, pos: usize, g: &Guarded, attempt: u32) -> Outcome {
     if !g.limiters.is_empty() {
         run.set_state_status(pos, StateStatus::Ready);
         for limiter in &g.limiters {
@@ -127,6 +155,10 @@ async fn one(run: &Arc<Run>, pos: usize, g: &Guarded) -> Outcome {
         let guard = match &g.request {
             Some((pool, request)) => {
                 run.set_state_status(pos, StateStatus::Ready);
+                if run.emitting() {
+                    run.emit(EventKind::WaitingForResources { state: run.state_name(pos) });
+                }
+                tracing::debug!(state = &*run.program.states[pos].name, "waiting for resources");
                 let asked = Instant::now();
                 let guard = pool.acquire(request.clone()).await;
                 run.record_resource_wait(pos, asked.elapsed());
@@ -139,21 +171,30 @@ async fn one(run: &Arc<Run>, pos: usize, g: &Guarded) -> Outcome {
         };
         run.set_state_status(pos, StateStatus::Running);
         let preempted = guard.as_ref().and_then(|g| g.preempted.clone());
-        let attempt = body(run, pos, g, guard);
-        match preempted {
-            None => return attempt.await,
+        let started = if run.watched() { Some(attempt_started(run, pos, attempt)) } else { None };
+        let body = body(run, pos, g, guard);
+        let outcome = match preempted {
+            None => body.await,
             Some(token) => {
                 tokio::select! {
                     biased;
-                    outcome = attempt => return outcome,
+                    outcome = body => outcome,
                     _ = token.cancelled() => {
                         // The attempt (and with it the guard) is dropped here; ask again.
                         run.record_preemption(pos);
-                        tracing::debug!(state = &*run.program.states[pos].name, "preempted; re-queued");
+                        tracing::info!(state = &*run.program.states[pos].name, "preempted; re-queued");
+                        if run.emitting() {
+                            run.emit(EventKind::Preempted { state: run.state_name(pos) });
+                        }
+                        continue;
                     }
                 }
             }
+        };
+        if let Some(started) = started {
+            attempt_ended(run, pos, attempt, started, &outcome);
         }
+        return outcome;
     }
 }
 
@@ -179,9 +220,81 @@ async fn body(run: &Arc<Run>, pos: usize, g: &Guarded, guard: Option<ResourceGua
             Ok(outcome) => outcome,
             Err(_) => {
                 let state = run.program.states[pos].name.to_string();
+                tracing::info!(state, ?after, "timed out");
+                if run.emitting() {
+                    run.emit(EventKind::TimedOut { state: state.clone() });
+                }
                 Ok(Err(Box::new(TimeoutError { state, after })))
             }
         },
+    }
+}
+
+/// A pool request for a span field: `cpu=1 gpu=0.5`.
+fn describe(request: &crate::pool::ledger::Request) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (kind, amount) in agent_core::ResourceType::ALL.iter().zip(request.amounts.iter()) {
+        if *amount > 0.0 {
+            let sep = if out.is_empty() { "" } else { " " };
+            let _ = write!(out, "{sep}{}={amount}", format!("{kind:?}").to_lowercase());
+        }
+    }
+    out
+}
+
+/// An attempt's body starts while someone watches: its event, and its clock if timed.
+#[cold]
+#[inline(never)]
+fn attempt_started(run: &Run, pos: usize, attempt: u32) -> Option<u64> {
+    if run.emitting() {
+        run.emit(EventKind::StateStarted { state: run.state_name(pos), attempt });
+    }
+    Some(run.timing.as_ref()?.attempt_started(pos))
+}
+
+/// An attempt's body ended while someone watches: its duration and its event.
+#[cold]
+#[inline(never)]
+fn attempt_ended(run: &Run, pos: usize, attempt: u32, started: Option<u64>, outcome: &Outcome) {
+    let duration = match (started, &run.timing) {
+        (Some(start), Some(t)) => Some(t.attempt_ended(pos, start)),
+        _ => None,
+    };
+    if run.emitting() {
+        run.emit(ended_event(run, pos, attempt, outcome, duration));
+    }
+}
+
+/// The event of an attempt that ended: completed, or failed with its error.
+pub(crate) fn ended_event(
+    run: &Run,
+    pos: usize,
+    attempt: u32,
+    outcome: &Outcome,
+    duration: Option<Duration>,
+) -> EventKind {
+    let state = run.state_name(pos);
+    match outcome_error(outcome) {
+        None if !run.ctx.has_write_error() => EventKind::StateCompleted { state, duration },
+        None => EventKind::StateFailed {
+            state,
+            attempt,
+            error: "a value written to the context could not be encoded".into(),
+        },
+        Some(error) => EventKind::StateFailed { state, attempt, error },
+    }
+}
+
+/// The error of an outcome, displayed; `None` if it completed.
+fn outcome_error(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(payload) => Some(match payload.downcast_ref::<String>() {
+            Some(s) => s.clone(),
+            None => payload.downcast_ref::<&'static str>().map_or("a panic".to_owned(), |s| (*s).to_owned()),
+        }),
     }
 }
 

@@ -27,9 +27,11 @@ use tracing::Instrument;
 use crate::attempt;
 use crate::attempt::Attempted;
 use crate::deps;
+use crate::events::EventKind;
 use crate::fanin::{Group, Position};
 use crate::frontier::TRANSITIONS;
 use crate::run::{Run, TaskGuard, NO_STATE};
+use crate::timing::UNTIMED;
 use agent_core::StateStatus;
 
 /// Spawn a branch task that starts at `state`.
@@ -217,13 +219,12 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
             // future), so one catch around the poll sees every panic of the state.
             let mut fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
             let mut cancel = None;
-            let outcome = if tracing::dispatcher::has_been_set() {
-                // One span per state attempt, built only if a subscriber was ever installed:
-                // without one, the span machinery is skipped with a single atomic load.
-                let span = tracing::info_span!("state", state = &*state.name, attempt = 1u32);
-                let mut fut = Box::pin(fut.instrument(span));
-                std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, &mut cancelled, cx))
-                    .await
+            let outcome = if run.watched() || tracing::dispatcher::has_been_set() {
+                // Events, timings or tracing: built only if someone subscribed, timings are
+                // on, or a tracing subscriber was ever installed; otherwise this costs a
+                // relaxed load, an `Option` check and an atomic load. Boxed, so that the
+                // branch future of an unwatched run does not carry it.
+                Box::pin(observed(run, pos, epoch, fut, &mut cancelled)).await
             } else {
                 // Polled here rather than through `Cancellable`, so that the state's future
                 // is dropped inline (the chain's path).
@@ -256,6 +257,9 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
         };
         if cancelled {
             // The branch ends here.
+            if run.emitting() {
+                run.emit(EventKind::StateCancelled { state: run.state_name(pos) });
+            }
             let entered = TRANSITIONS.enter();
             run.set_state_status(pos, StateStatus::Cancelled);
             run.states[pos].attempts_made.store(0, Relaxed);
@@ -393,6 +397,82 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
             deps::completed(run, pos);
         }
         go_on!(entered);
+    }
+}
+
+/// A plain state starts while someone watches: its start event and its clock.
+#[cold]
+#[inline(never)]
+fn watch_start(run: &Run, pos: usize) -> u64 {
+    // A `u64` from the run's epoch rather than an `Instant`: see `timing::Timings`.
+    if run.emitting() {
+        run.emit(EventKind::StateStarted { state: run.state_name(pos), attempt: 1 });
+    }
+    match &run.timing {
+        Some(t) => t.attempt_started(pos),
+        None => UNTIMED,
+    }
+}
+
+/// A plain state's attempt ended (not cancelled) while someone watches: its duration, and
+/// its completion or failure event.
+#[cold]
+#[inline(never)]
+fn watch_end(run: &Run, pos: usize, started: u64, outcome: &attempt::Outcome) {
+    let duration = match &run.timing {
+        Some(t) if started != UNTIMED => Some(t.attempt_ended(pos, started)),
+        _ => None,
+    };
+    if run.emitting() {
+        run.emit(attempt::ended_event(run, pos, 1, outcome, duration));
+    }
+}
+
+/// A plain state's attempt, watched: its start and end events, its timing, its span and
+/// its transition traced, each only if asked for.
+async fn observed<F: Future<Output = attempt::Outcome>>(
+    run: &Run,
+    pos: usize,
+    epoch: u32,
+    fut: F,
+    cancelled: &mut bool,
+) -> attempt::Outcome {
+    let watch = if run.watched() { Some(watch_start(run, pos)) } else { None };
+    let mut cancel = None;
+    let outcome = if tracing::dispatcher::has_been_set() {
+        // One span per state attempt.
+        let span = tracing::info_span!("state", state = &*run.program.states[pos].name, attempt = 1u32);
+        let mut fut = std::pin::pin!(fut.instrument(span));
+        std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cancelled, cx)).await
+    } else {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cancelled, cx)).await
+    };
+    if *cancelled {
+        return outcome;
+    }
+    if let Some(started) = watch {
+        watch_end(run, pos, started, &outcome);
+    }
+    if tracing::dispatcher::has_been_set() {
+        trace_result(run, pos, &outcome);
+    }
+    outcome
+}
+
+/// Where a state that completed goes, traced (a subscriber was installed).
+#[cold]
+#[inline(never)]
+pub(crate) fn trace_result(run: &Run, pos: usize, outcome: &attempt::Outcome) {
+    let from = &*run.program.states[pos].name;
+    match outcome {
+        Ok(Ok(StateResult::Next(to))) => tracing::debug!(from, to = to.as_str(), "transition"),
+        Ok(Ok(StateResult::Parallel(to))) => {
+            let to: Vec<&str> = to.iter().map(|n| n.as_str()).collect();
+            tracing::debug!(from, ?to, "fan-out")
+        }
+        Ok(Ok(StateResult::End)) => tracing::debug!(from, "branch ends"),
+        _ => {}
     }
 }
 

@@ -34,8 +34,9 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
         let groups: Vec<(Arc<Group>, Counts, Counts)> =
             registered.into_iter().filter_map(|g| g.tokens().map(|(running, waiting)| (g, running, waiting))).collect();
         checkpoint.agent_status = run.status();
-        checkpoint.states = (prog.states.iter().zip(run.states.iter()))
-            .map(|(s, c)| {
+        checkpoint.states = (prog.states.iter().zip(run.states.iter()).enumerate())
+            .map(|(i, (s, c))| {
+                let (started, finished) = run.timing.as_ref().map_or((None, None), |t| t[i].times());
                 StateRecord::new(
                     s.name.to_string(),
                     StateStatus::from_u8(c.status.load(Relaxed)),
@@ -45,6 +46,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
                     c.preempted.load(Relaxed),
                     c.attempts_made.load(Relaxed),
                 )
+                .with_times(started, finished)
             })
             .collect();
         checkpoint.completed_states = run.completed_states();
@@ -164,6 +166,9 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
         c.retries.store(record.retries, Relaxed);
         c.preempted.store(record.preempted, Relaxed);
         c.resumed_attempts.store(record.attempts_made, Relaxed);
+        if let Some(t) = &run.timing {
+            t[at(&record.name)].restore(record.started_ms, record.finished_ms);
+        }
     }
     run.restore_completion_order(checkpoint.completed_states.iter().map(|s| at(s)));
     run.steps.store(checkpoint.steps, Relaxed);

@@ -17,6 +17,8 @@
 //! - `human`: requests for human input, answered from code, the terminal or a store.
 //! - `diagram`: a built agent's picture, coloured by its run's statuses.
 //! - `cli` (feature `cli`, on by default): the command line of workflow binaries.
+//! - `events`: typed events for subscribers, built only while someone subscribes;
+//!   `timing`: per-state durations, recorded only when asked.
 #![warn(missing_docs)]
 
 mod agent;
@@ -30,22 +32,30 @@ pub mod cli;
 mod deps;
 mod diagram;
 mod durable;
+pub mod events;
 mod fanin;
 mod frontier;
 mod human;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod pool;
 mod program;
+#[cfg(feature = "prometheus")]
+mod prometheus;
 mod ratelimit;
 mod reach;
 mod result;
 mod run;
 pub mod store;
+mod timing;
 
 pub use agent::{Agent, RunOptions, StateConfig};
 pub use agent_core::{AgentStatus, StateStatus};
+pub use events::{Event, EventKind, EventStream};
 pub use human::{AnswerError, PendingInput};
 pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };
 pub use result::{AgentResult, RunMetrics, StateMetrics};
 pub use store::{CheckpointStore, MemoryStore, PostgresStore, SqliteStore};
+pub use timing::StateTiming;

@@ -8,6 +8,7 @@ use agent_core::Context;
 
 use crate::pool::{StateAllocation, UsageStats, WaitingState};
 use crate::run::Run;
+use crate::timing::StateTiming;
 use agent_core::{AgentStatus, StateStatus};
 
 /// The outcome of a run that ended without error.
@@ -78,6 +79,23 @@ pub struct StateMetrics {
     pub preempted: u64,
     /// Time spent waiting for resources from the pool, summed over attempts.
     pub resource_wait: Duration,
+    /// How long its attempts ran, and when it first started and last ended: `None` unless
+    /// the run records timings ([`Agent::record_timings`](crate::Agent::record_timings)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("untimed");
+    /// agent.add_state("work", |_ctx: Context| async { StateResult::End });
+    /// assert_eq!(agent.run().await?.metrics().states[0].timing, None); // off by default
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub timing: Option<StateTiming>,
 }
 
 /// Counters of a run.
@@ -108,11 +126,18 @@ pub struct RunMetrics {
     pub allocations: Vec<StateAllocation>,
     /// This agent's states waiting for resources, in the order they will be admitted.
     pub waiting: Vec<WaitingState>,
+    /// Time this run's states spent in `human_in_the_loop`, summed over requests (parallel
+    /// requests each count).
+    pub input_wait: Duration,
 }
 
 impl RunMetrics {
     pub(crate) fn of(run: &Run) -> RunMetrics {
-        let mut m = RunMetrics { elapsed: run.elapsed(), ..RunMetrics::default() };
+        let mut m = RunMetrics {
+            elapsed: run.elapsed(),
+            input_wait: Duration::from_nanos(run.input_wait.load(Relaxed)),
+            ..RunMetrics::default()
+        };
         for (i, c) in run.states.iter().enumerate() {
             let status = StateStatus::from_u8(c.status.load(Relaxed));
             let s = StateMetrics {
@@ -123,6 +148,7 @@ impl RunMetrics {
                 retries: c.retries.load(Relaxed) as u64,
                 preempted: c.preempted.load(Relaxed) as u64,
                 resource_wait: Duration::from_nanos(c.resource_wait.load(Relaxed)),
+                timing: run.timing.as_ref().map(|t| t[i].summary()),
             };
             m.completed += s.completed;
             m.preempted += s.preempted;

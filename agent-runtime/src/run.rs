@@ -21,9 +21,11 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::deps::DepsState;
 use crate::durable::Durable;
+use crate::events::{EventHub, EventKind};
 use crate::fanin::Group;
 use crate::human::InputHub;
 use crate::program::Program;
+use crate::timing::Timings;
 use agent_core::{AgentStatus, StateStatus};
 
 pub(crate) struct StateCounters {
@@ -91,6 +93,14 @@ pub(crate) struct Run {
     pub durable: Option<Arc<Durable>>,
     /// The agent's requests for human input, which checkpoints carry.
     pub inputs: Option<Arc<InputHub>>,
+    /// The agent's event channel (see `events`); `None` for runs made outside an agent.
+    pub events: Option<Arc<EventHub>>,
+    /// Per-state timings, when recorded (see `timing`).
+    pub timing: Option<Timings>,
+    /// Time states spent waiting for human input, in nanoseconds.
+    pub input_wait: AtomicU64,
+    /// The run's id as events carry it, made at the first event.
+    event_run_id: std::sync::OnceLock<Arc<str>>,
 }
 
 /// `Run::root_slot` when the root task holds no position.
@@ -146,7 +156,40 @@ impl Run {
             ended: Notify::new(),
             durable: None,
             inputs: None,
+            events: None,
+            timing: None,
+            event_run_id: std::sync::OnceLock::new(),
+            input_wait: AtomicU64::new(0),
         }
+    }
+
+    /// Whether someone subscribed to events: one relaxed load (see `events`).
+    #[inline(always)]
+    pub(crate) fn emitting(&self) -> bool {
+        match &self.events {
+            Some(h) => h.active(),
+            None => false,
+        }
+    }
+
+    /// Send an event (call only when [`Run::emitting`], so nothing is built otherwise).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn emit(&self, kind: EventKind) {
+        if let Some(h) = &self.events {
+            h.send(self.event_run_id.get_or_init(|| Arc::from(self.run_id())).clone(), kind);
+        }
+    }
+
+    /// The name of state `pos`, owned (for events).
+    pub(crate) fn state_name(&self, pos: usize) -> String {
+        self.program.states[pos].name.to_string()
+    }
+
+    /// Whether anything watches states start and end (events or timings).
+    #[inline(always)]
+    pub(crate) fn watched(&self) -> bool {
+        self.timing.is_some() || self.emitting()
     }
 
     /// Continue the run `run_id` (a restored one) instead of a new one.
@@ -210,6 +253,11 @@ impl Run {
     pub(crate) fn record_resource_wait(&self, state: usize, waited: Duration) {
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.states[state].resource_wait.fetch_add(nanos, Relaxed);
+    }
+
+    pub(crate) fn record_input_wait(&self, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.input_wait.fetch_add(nanos, Relaxed);
     }
 
     /// End the run with `error` unless it already ended; stop every branch.

@@ -13,6 +13,20 @@ use tracing::{Event, Metadata, Subscriber};
 struct Spans {
     next_id: AtomicU64,
     seen: Mutex<Vec<(String, Option<String>)>>,
+    /// Every event: its fields, `name=value`, in order (the message as `message=...`).
+    events: Mutex<Vec<String>>,
+}
+
+/// An event's fields as one line.
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+        self.0.push_str(&format!("{}={value:?}", field.name()));
+    }
 }
 
 struct StateField(Option<String>);
@@ -45,7 +59,11 @@ impl Subscriber for Collector {
     }
     fn record(&self, _: &Id, _: &Record<'_>) {}
     fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, _: &Event<'_>) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.events.lock().unwrap().push(fields.0);
+    }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
 }
@@ -74,4 +92,31 @@ fn a_run_has_one_span_and_each_state_attempt_one() {
     states.sort();
     assert_eq!(runs, 1, "{seen:?}");
     assert_eq!(states, ["first", "last", "left", "right"], "{seen:?}");
+}
+
+#[test]
+fn transitions_retries_and_timeouts_are_traced() {
+    use agent_core::RetryPolicy;
+    use std::time::Duration;
+    let spans = Arc::new(Spans::default());
+    let mut agent = Agent::new("traced_events");
+    agent.add_state("first", |_ctx: Context| async { StateResult::next("slow") });
+    agent
+        .add_state("slow", |_ctx: Context| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            StateResult::End
+        })
+        .timeout(Duration::from_secs(1))
+        .retry_policy(RetryPolicy::new().max_retries(1).initial_delay(Duration::from_secs(2)).jitter(false));
+
+    tracing::subscriber::with_default(Collector(spans.clone()), || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        assert!(rt.block_on(agent.run()).is_err());
+    });
+
+    let events = spans.events.lock().unwrap();
+    let has = |want: &str| events.iter().any(|e| e.contains(want));
+    assert!(has(r#"message=transition from="first" to="slow""#), "{events:#?}");
+    assert!(has(r#"message=timed out state="slow" after=1s"#), "{events:#?}");
+    assert!(has(r#"message=attempt failed; retrying state="slow" attempt=1 delay=2s error="#), "{events:#?}");
 }

@@ -18,6 +18,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::hub::{now_ms, InputHub, Opened};
 use super::resources;
+use crate::events::{EventHub, EventKind};
 use crate::run::Run;
 use crate::store::{CheckpointStore, InputRecord};
 
@@ -49,7 +50,18 @@ impl RunBroker {
 impl InputBroker for RunBroker {
     fn request(&self, input: HumanInput) -> InputFuture<'_> {
         match self.id() {
-            Some(run) => Box::pin(ask(&self.hub, run, input)),
+            Some(run) => {
+                let events = self.run.upgrade().and_then(|r| r.events.clone());
+                let waited_from = Instant::now();
+                let run_ref = self.run.clone();
+                Box::pin(async move {
+                    let outcome = ask(&self.hub, run, input, events).await;
+                    if let Some(r) = run_ref.upgrade() {
+                        r.record_input_wait(waited_from.elapsed());
+                    }
+                    outcome
+                })
+            }
             None => {
                 Box::pin(std::future::ready(Err(HumanInputError::NoProvider { prompt: input.prompt().to_owned() })))
             }
@@ -69,7 +81,17 @@ impl Drop for Pending<'_> {
     }
 }
 
-async fn ask(hub: &Arc<InputHub>, run: &Arc<str>, input: HumanInput) -> Result<String, HumanInputError> {
+async fn ask(
+    hub: &Arc<InputHub>,
+    run: &Arc<str>,
+    input: HumanInput,
+    events: Option<Arc<EventHub>>,
+) -> Result<String, HumanInputError> {
+    let emit = |kind: EventKind| {
+        if let Some(h) = events.as_ref().filter(|h| h.active()) {
+            h.send(run.clone(), kind);
+        }
+    };
     let store = hub.store();
     if let Some(store) = &store {
         if hub.needs_load(run) {
@@ -88,6 +110,7 @@ async fn ask(hub: &Arc<InputHub>, run: &Arc<str>, input: HumanInput) -> Result<S
         put(store.as_ref(), &record).await;
     }
     tracing::info!(run_id = %run, id = %record.request_id, prompt = %record.prompt, "waiting for human input");
+    emit(EventKind::WaitingForInput { state: record.state.clone(), request_id: record.request_id.clone() });
     let released = resources::release();
     hub.terminal.offer(hub, &record.request_id, &input);
 
@@ -104,6 +127,8 @@ async fn ask(hub: &Arc<InputHub>, run: &Arc<str>, input: HumanInput) -> Result<S
                 let Ok(answer) = answer else {
                     break Err(HumanInputError::Cancelled { prompt: input.prompt().to_owned() });
                 };
+                tracing::info!(id = %record.request_id, "human input answered");
+                emit(EventKind::InputAnswered { request_id: record.request_id.clone(), defaulted: false });
                 break Ok(match &store {
                     Some(store) => record_answer(hub, store.as_ref(), &record, &input, answer, false).await,
                     None => answer,
@@ -117,6 +142,7 @@ async fn ask(hub: &Arc<InputHub>, run: &Arc<str>, input: HumanInput) -> Result<S
                             continue; // answered meanwhile: `rx` has it
                         }
                         tracing::info!(id = %record.request_id, ?after, "no answer in time; the default is taken");
+                        emit(EventKind::InputAnswered { request_id: record.request_id.clone(), defaulted: true });
                         let default = default.to_owned();
                         break Ok(match &store {
                             Some(store) => record_answer(hub, store.as_ref(), &record, &input, default, true).await,
@@ -136,6 +162,8 @@ async fn ask(hub: &Arc<InputHub>, run: &Arc<str>, input: HumanInput) -> Result<S
                 let Some((answer, defaulted)) = stored_answer(store.as_ref(), &record).await else { continue };
                 if defaulted || input.accepts(&answer) {
                     if hub.settle(token, answer.clone(), defaulted).is_some() {
+                        tracing::info!(id = %record.request_id, defaulted, "human input answered through the store");
+                        emit(EventKind::InputAnswered { request_id: record.request_id.clone(), defaulted });
                         break Ok(answer);
                     }
                     continue;

@@ -1,0 +1,241 @@
+//! Typed events of a run, for anyone watching: [`Agent::events`](crate::Agent::events).
+//!
+//! Invariants:
+//! - One [`EventHub`] per agent: a `tokio::sync::broadcast` channel and a count of live
+//!   [`EventStream`]s. Every run of the agent holds the hub; so does the agent.
+//! - Events are built only while someone is subscribed: each place that would emit one
+//!   first makes one relaxed load of the subscriber count (`EventHub::active`), and with no
+//!   subscriber builds nothing, reads no clock and allocates nothing.
+//! - Sending never waits: the channel is bounded ([`CAPACITY`]) and a consumer that falls
+//!   behind loses the oldest events, which it learns through an [`EventKind::Lagged`] item;
+//!   the run never blocks on a slow or idle consumer.
+//! - Each stream sees every event sent after it subscribed, in the order sent. Events of one
+//!   branch are sent in the order they happened; events of parallel branches interleave.
+//! - A stream ends (`None`) once the agent, every clone of it, and every result of its runs
+//!   are dropped; while any of them lives, it waits for the next event.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, SystemTime};
+
+use agent_core::AgentStatus;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::ReusableBoxFuture;
+
+/// How many events a consumer may fall behind before it loses the oldest.
+pub const CAPACITY: usize = 4096;
+
+/// Something that happened in a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The run it happened in (for [`EventKind::Lagged`], the run of the last event this
+    /// stream received before, or empty if none).
+    pub run_id: Arc<str>,
+    /// When it happened (wall clock).
+    pub at: SystemTime,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened: one variant per change of a run or of a state.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The run started (or a restored or resumed run went on).
+    RunStarted,
+    /// An attempt of `state` started (its body is about to run).
+    StateStarted {
+        /// The state.
+        state: String,
+        /// 1 for the first attempt, 2 for the first retry, ...
+        attempt: u32,
+    },
+    /// `state` completed and its successors are about to start.
+    StateCompleted {
+        /// The state.
+        state: String,
+        /// How long its last attempt ran, when timings are recorded
+        /// ([`Agent::record_timings`](crate::Agent::record_timings)).
+        duration: Option<Duration>,
+    },
+    /// An attempt of `state` failed (returned `Err`, panicked or timed out).
+    StateFailed {
+        /// The state.
+        state: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// The error, displayed.
+        error: String,
+    },
+    /// `state` will be tried again after `delay`.
+    Retrying {
+        /// The state.
+        state: String,
+        /// The attempt about to be made.
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+    },
+    /// An attempt of `state` passed its timeout.
+    TimedOut {
+        /// The state.
+        state: String,
+    },
+    /// An attempt of `state` was preempted by more urgent work and re-queued.
+    Preempted {
+        /// The state.
+        state: String,
+    },
+    /// `state` asks the pool for its resources (and waits until they are free).
+    WaitingForResources {
+        /// The state.
+        state: String,
+    },
+    /// `state` reaches its dependency gate (and waits until its dependencies allow it).
+    WaitingForDependencies {
+        /// The state.
+        state: String,
+    },
+    /// A state asked a person and waits for the answer.
+    WaitingForInput {
+        /// The state, when known.
+        state: Option<String>,
+        /// The request's id (`input-1`, ...).
+        request_id: String,
+    },
+    /// A request for human input was settled.
+    InputAnswered {
+        /// The request's id.
+        request_id: String,
+        /// Whether its default was taken at the timeout.
+        defaulted: bool,
+    },
+    /// A running instance of `state` was cancelled (`cancel_state`, or a failed dependency).
+    StateCancelled {
+        /// The state.
+        state: String,
+    },
+    /// The run ended (or paused).
+    RunFinished {
+        /// How it ended.
+        status: AgentStatus,
+    },
+    /// This stream fell behind and lost `missed` events; the next item is the oldest kept.
+    Lagged {
+        /// Events lost.
+        missed: u64,
+    },
+}
+
+/// An agent's event channel (see the module doc).
+pub(crate) struct EventHub {
+    tx: broadcast::Sender<Event>,
+    subscribers: Arc<AtomicUsize>,
+}
+
+impl EventHub {
+    pub(crate) fn new() -> Arc<EventHub> {
+        let (tx, _) = broadcast::channel(CAPACITY);
+        Arc::new(EventHub { tx, subscribers: Arc::default() })
+    }
+
+    /// Whether someone is subscribed: one relaxed load, the only cost of an event nobody
+    /// watches.
+    #[inline(always)]
+    pub(crate) fn active(&self) -> bool {
+        self.subscribers.load(Relaxed) != 0
+    }
+
+    /// Send `kind` of run `run_id`, now. Never waits; with no receiver it is dropped.
+    #[cold]
+    pub(crate) fn send(&self, run_id: Arc<str>, kind: EventKind) {
+        let _ = self.tx.send(Event { run_id, at: SystemTime::now(), kind });
+    }
+
+    /// A new stream of every event sent from now on.
+    pub(crate) fn subscribe(self: &Arc<Self>) -> EventStream {
+        // Counted before it can receive: a run that sees no subscriber sends nothing this
+        // stream could have missed.
+        self.subscribers.fetch_add(1, Relaxed);
+        let rx = self.tx.subscribe();
+        let tx = self.tx.clone();
+        drop(tx); // the stream must not keep the channel open (it ends with the agent)
+        EventStream {
+            subscribers: self.subscribers.clone(),
+            recv: ReusableBoxFuture::new(receive(rx)),
+            last_run: Arc::from(""),
+            done: false,
+        }
+    }
+}
+
+async fn receive(mut rx: broadcast::Receiver<Event>) -> (Result<Event, RecvError>, broadcast::Receiver<Event>) {
+    let result = rx.recv().await;
+    (result, rx)
+}
+
+/// The events of an agent's runs, from the moment it was made: see
+/// [`Agent::events`](crate::Agent::events).
+///
+/// Read it with [`next`](EventStream::next), or as a [`futures_util::Stream`]. It ends
+/// (`None`) once the agent, its clones and its runs' results are all dropped. Dropping the
+/// stream unsubscribes it: with no stream left, runs build no events at all.
+pub struct EventStream {
+    subscribers: Arc<AtomicUsize>,
+    recv: ReusableBoxFuture<'static, (Result<Event, RecvError>, broadcast::Receiver<Event>)>,
+    last_run: Arc<str>,
+    done: bool,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").field("done", &self.done).finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    /// The next event; an [`EventKind::Lagged`] item if this stream fell behind; `None` once
+    /// the agent is gone.
+    pub async fn next(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Event>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let (result, rx) = std::task::ready!(self.recv.poll(cx));
+        self.recv.set(receive(rx));
+        Poll::Ready(match result {
+            Ok(event) => {
+                if *event.run_id != *self.last_run {
+                    self.last_run = event.run_id.clone();
+                }
+                Some(event)
+            }
+            Err(RecvError::Lagged(missed)) => {
+                Some(Event { run_id: self.last_run.clone(), at: SystemTime::now(), kind: EventKind::Lagged { missed } })
+            }
+            Err(RecvError::Closed) => {
+                self.done = true;
+                None
+            }
+        })
+    }
+}
+
+impl futures_util::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.subscribers.fetch_sub(1, Relaxed);
+    }
+}
