@@ -50,9 +50,6 @@ struct Shared {
     timings: AtomicU8,
 }
 
-/// A state as the definition shows it without running: name, dependencies, `on_error`.
-#[cfg(feature = "cli")]
-
 /// What the next run continues from, and where durable runs record themselves.
 #[derive(Default)]
 struct Persist {
