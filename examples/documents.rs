@@ -248,17 +248,21 @@ fn build(config: &Config, docs: &[(String, PathBuf)]) -> Agent {
     let ids: Vec<String> = docs.iter().map(|(id, _)| id.clone()).collect();
 
     let files = docs.to_vec();
-    agent.add_state("load_documents", move |ctx: Context| {
-        let files = files.clone();
-        async move {
-            for (id, path) in &files {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                ctx.set_state(&format!("text:{id}"), text);
+    agent
+        .add_state("load_documents", move |ctx: Context| {
+            let files = files.clone();
+            async move {
+                for (id, path) in &files {
+                    let text =
+                        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    ctx.set_state(&format!("text:{id}"), text);
+                }
+                ctx.set_state("documents", files.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+                Ok::<_, StateError>(StateResult::parallel(files.iter().map(|(id, _)| format!("analyse_{id}"))))
             }
-            ctx.set_state("documents", files.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
-            Ok::<_, StateError>(StateResult::parallel(files.iter().map(|(id, _)| format!("analyse_{id}"))))
-        }
-    });
+        })
+        // Declared, so the graph is drawn whole and any other target fails the run.
+        .targets(ids.iter().map(|id| format!("analyse_{id}")));
 
     for (index, id) in ids.iter().enumerate() {
         let doc = id.clone();
@@ -272,7 +276,8 @@ fn build(config: &Config, docs: &[(String, PathBuf)]) -> Agent {
                 }
             })
             .resources(ResourceRequirements::new().cpu(1.0).memory_mb(64.0))
-            .blocking();
+            .blocking()
+            .targets([format!("tag_{id}")]);
 
         let (doc, pace) = (id.clone(), config.pace);
         agent
@@ -292,7 +297,8 @@ fn build(config: &Config, docs: &[(String, PathBuf)]) -> Agent {
                     Ok::<_, StateError>(StateResult::next("collect"))
                 }
             })
-            .retry_policy(RetryPolicy::new().max_retries(2).initial_delay(Duration::from_millis(50)).jitter(false));
+            .retry_policy(RetryPolicy::new().max_retries(2).initial_delay(Duration::from_millis(50)).jitter(false))
+            .targets(["collect"]);
     }
 
     agent
@@ -306,50 +312,55 @@ fn build(config: &Config, docs: &[(String, PathBuf)]) -> Agent {
             ctx.set_state("total_words", words);
             Ok::<_, StateError>(StateResult::next("review"))
         })
-        .join();
+        .join()
+        .targets(["review"]);
 
     let timeout = config.review_timeout;
-    agent.add_state("review", move |ctx: Context| async move {
-        let ids: Vec<String> = ctx.try_get_state("documents")?;
-        let words: usize = ctx.try_get_state("total_words")?;
-        let verdict = ctx
-            .human_in_the_loop(
-                HumanInput::new(format!(
-                    "Publish the report on {} documents ({words} words)? (approve/reject)",
-                    ids.len()
-                ))
-                .timeout(timeout)
-                .default("approve")
-                .validator(|x: &str| x == "approve" || x == "reject"),
-            )
-            .await?;
-        ctx.set_state("review", verdict);
-        Ok::<_, StateError>(StateResult::next("write_report"))
-    });
+    agent
+        .add_state("review", move |ctx: Context| async move {
+            let ids: Vec<String> = ctx.try_get_state("documents")?;
+            let words: usize = ctx.try_get_state("total_words")?;
+            let verdict = ctx
+                .human_in_the_loop(
+                    HumanInput::new(format!(
+                        "Publish the report on {} documents ({words} words)? (approve/reject)",
+                        ids.len()
+                    ))
+                    .timeout(timeout)
+                    .default("approve")
+                    .validator(|x: &str| x == "approve" || x == "reject"),
+                )
+                .await?;
+            ctx.set_state("review", verdict);
+            Ok::<_, StateError>(StateResult::next("write_report"))
+        })
+        .targets(["write_report"]);
 
     let path = config.report.clone();
-    agent.add_state("write_report", move |ctx: Context| {
-        let path = path.clone();
-        async move {
-            let ids: Vec<String> = ctx.try_get_state("documents")?;
-            let verdict: String = ctx.try_get_state("review")?;
-            let mut docs = Vec::new();
-            for id in ids {
-                let a: Analysis = ctx.try_get_state(&format!("analysis:{id}"))?;
-                let tag: String = ctx.try_get_state(&format!("tag:{id}"))?;
-                docs.push((id, a, tag));
+    agent
+        .add_state("write_report", move |ctx: Context| {
+            let path = path.clone();
+            async move {
+                let ids: Vec<String> = ctx.try_get_state("documents")?;
+                let verdict: String = ctx.try_get_state("review")?;
+                let mut docs = Vec::new();
+                for id in ids {
+                    let a: Analysis = ctx.try_get_state(&format!("analysis:{id}"))?;
+                    let tag: String = ctx.try_get_state(&format!("tag:{id}"))?;
+                    docs.push((id, a, tag));
+                }
+                let verdict = if verdict == "approve" { "approved" } else { "rejected (not for publication)" };
+                let text = report(&docs, verdict);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&path, &text)?;
+                println!("\n{text}\nreport written to {}", path.display());
+                ctx.set_state("report", text);
+                Ok::<_, StateError>(StateResult::End)
             }
-            let verdict = if verdict == "approve" { "approved" } else { "rejected (not for publication)" };
-            let text = report(&docs, verdict);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&path, &text)?;
-            println!("\n{text}\nreport written to {}", path.display());
-            ctx.set_state("report", text);
-            Ok::<_, StateError>(StateResult::End)
-        }
-    });
+        })
+        .targets(Vec::<&str>::new());
     agent
 }
 
@@ -510,6 +521,9 @@ mod tests {
         let (result, out) = execute(vec![db.clone(), "graph".into()], Box::new(make)).await;
         result.unwrap();
         assert!(out.contains("__start([start]) --> load_documents"), "{out}");
-        assert!(out.contains("    analyse_volcano"), "{out}");
+        assert!(out.contains("load_documents --> analyse_volcano"), "{out}");
+        assert!(out.contains("analyse_volcano --> tag_volcano") && out.contains("tag_volcano --> collect"), "{out}");
+        assert!(out.contains("review --> write_report"), "{out}");
+        assert!(!out.contains("computed at run time"), "every state declares its targets: {out}");
     }
 }

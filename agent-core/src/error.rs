@@ -217,7 +217,7 @@ pub enum AgentError {
         state: String,
         /// The missing name.
         target: String,
-        /// `dependency` or `on_error`.
+        /// `dependency`, `on_error` or `target`.
         role: &'static str,
     },
     /// Dependencies form a cycle.
@@ -240,6 +240,17 @@ pub enum AgentError {
         /// The state that returned the target.
         from: String,
         /// The unknown target.
+        to: String,
+        /// The run's context when it stopped.
+        context: Context,
+    },
+    /// A state declared the states it may go to (`StateConfig::targets`) and returned
+    /// another. The run stopped; its context is kept.
+    #[error("state `{from}` moved to `{to}`, which it does not declare among its targets")]
+    UndeclaredTarget {
+        /// The state that returned the target.
+        from: String,
+        /// The target it did not declare.
         to: String,
         /// The run's context when it stopped.
         context: Context,
@@ -333,6 +344,7 @@ impl AgentError {
     pub fn context(&self) -> Option<&Context> {
         match self {
             AgentError::UnknownState { context, .. }
+            | AgentError::UndeclaredTarget { context, .. }
             | AgentError::StateFailed { context, .. }
             | AgentError::MaxSteps { context, .. }
             | AgentError::TimedOut { context, .. }

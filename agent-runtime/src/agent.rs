@@ -968,6 +968,33 @@ impl StateConfig<'_> {
         self.set(|o| o.dependencies.push((state, config)))
     }
 
+    /// The states this state may go to: drawn in its picture ([`Agent::diagram`]), checked
+    /// when `run()` starts (each must name a state: [`AgentError::UnknownReference`]), and
+    /// enforced: returning any other target fails the run with
+    /// [`AgentError::UndeclaredTarget`]. When every state of an agent declares its targets
+    /// (or is a `#[state]` whose targets are all literals), its fan-ins follow the known
+    /// graph, as a `#[workflow]`'s do: a branch on a detour is waited for without `join`.
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// use agent_core::{AgentError, Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut agent = Agent::new("routed");
+    /// agent.add_state("route", |_ctx: Context| async { StateResult::next("elsewhere") }).targets(["done"]);
+    /// agent.add_state("done", |_ctx: Context| async { StateResult::End });
+    /// agent.add_state("elsewhere", |_ctx: Context| async { StateResult::End });
+    /// assert!(agent.diagram().to_mermaid().contains("route --> done"));
+    /// let err = agent.run().await.unwrap_err();
+    /// assert!(matches!(err, AgentError::UndeclaredTarget { ref to, .. } if to == "elsewhere"));
+    /// # }
+    /// ```
+    pub fn targets<S: Into<Cow<'static, str>>>(self, targets: impl IntoIterator<Item = S>) -> Self {
+        let targets: Vec<Cow<'static, str>> = targets.into_iter().map(Into::into).collect();
+        self.set(|o| o.targets = Some(targets))
+    }
+
     /// Where to go once retries are spent: the handler state runs next (as if this state had
     /// returned its name) and reads the failure with `ctx.last_error()`. Without it, the
     /// failure ends the run with [`AgentError::StateFailed`].

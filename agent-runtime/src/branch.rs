@@ -321,6 +321,9 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                 let Some(to) = prog.resolve_from(pos, name) else {
                     return unknown(run, pos, name.as_str());
                 };
+                if !allowed(state, to as u32) {
+                    return undeclared(run, pos, name.as_str());
+                }
                 match &group {
                     None => {
                         if !state.dependents.is_empty() {
@@ -353,6 +356,9 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                             None => return unknown(run, pos, name.as_str()),
                         },
                     };
+                    if !allowed(state, t) {
+                        return undeclared(run, pos, name.as_str());
+                    }
                     previous = Some((name.as_str(), t));
                     targets.push(t);
                 }
@@ -655,6 +661,24 @@ fn failure(run: &Run, outcome: attempt::Outcome) -> Option<agent_core::BoxError>
         Ok(Err(e)) => Some(e),
         Err(payload) => Some(Box::new(PanicError { message: panic_message(payload) })),
     }
+}
+
+/// Whether `state` may go to `to`: any state, unless it declared its targets.
+#[inline]
+fn allowed(state: &crate::program::CompiledState, to: u32) -> bool {
+    match &state.declared {
+        None => true,
+        Some(declared) => declared.binary_search(&to).is_ok(),
+    }
+}
+
+#[cold]
+fn undeclared(run: &Run, from: usize, to: &str) {
+    run.fail(AgentError::UndeclaredTarget {
+        from: run.program.states[from].name.to_string(),
+        to: to.to_owned(),
+        context: run.ctx.clone(),
+    });
 }
 
 fn unknown(run: &Run, from: usize, to: &str) {

@@ -4,7 +4,8 @@
 //! Invariants:
 //! - States appear in definition order (a `#[workflow]`'s source order, then states added
 //!   with the builder); edges are what is known without running: the literal targets of
-//!   `#[state]` functions, `on_error` routes and dependencies. A state whose targets are
+//!   `#[state]` functions, declared targets (`StateConfig::targets`, enforced), `on_error`
+//!   routes and dependencies. A state whose targets are
 //!   computed at run time (every builder closure) is marked so, and its transitions are not
 //!   drawn: the picture never invents an edge.
 //! - Reading the statuses takes no lock a running state could be waiting on: they are the
@@ -22,11 +23,18 @@ pub(crate) fn of_definition(name: &str, def: &Definition, run: Option<&Run>) -> 
     let start = def.start.as_deref().or_else(|| def.states.first().map(|s| &*s.name)).map(str::to_owned);
     let mut d = Diagram::new(name, start);
     for s in &def.states {
-        d.add_state(&*s.name, s.spec.is_none_or(|spec| spec.computed_targets));
+        let declared = s.options.targets.is_some();
+        d.add_state(&*s.name, !declared && s.spec.is_none_or(|spec| spec.computed_targets));
     }
     for s in &def.states {
         for to in s.spec.map_or(&[][..], |spec| spec.edges) {
             d.add_edge(&*s.name, *to, EdgeKind::Transition);
+        }
+        for to in s.options.targets.iter().flatten() {
+            let literal = s.spec.is_some_and(|spec| spec.edges.contains(&&**to));
+            if !literal {
+                d.add_edge(&*s.name, &**to, EdgeKind::Transition);
+            }
         }
         if let Some(to) = &s.options.on_error {
             d.add_edge(&*s.name, &**to, EdgeKind::OnError);

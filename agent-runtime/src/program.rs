@@ -46,6 +46,8 @@ pub(crate) struct StateOptions {
     pub tags: Vec<Cow<'static, str>>,
     /// At most this many starts a second (each attempt is a start).
     pub rate_limit: Option<RateLimit>,
+    /// The states it declares it may go to (`StateConfig::targets`); `None`: undeclared.
+    pub targets: Option<Vec<Cow<'static, str>>>,
 }
 
 impl From<&StateSpec> for StateOptions {
@@ -62,6 +64,7 @@ impl From<&StateSpec> for StateOptions {
             blocking: s.blocking,
             tags: Vec::new(),
             rate_limit: s.rate_limit,
+            targets: None,
         }
     }
 }
@@ -104,6 +107,9 @@ pub(crate) struct CompiledState {
     pub dependents: Vec<usize>,
     /// Some dependent counts this state's completions forever (`Once`).
     pub once_tracked: bool,
+    /// The only states it may go to, when it declared them (ascending); any other target
+    /// fails the run with `UndeclaredTarget`.
+    pub declared: Option<Box<[u32]>>,
 }
 
 /// The options `attempt` enforces, prepared once per program.
@@ -173,6 +179,9 @@ impl Program {
             if let Some(target) = &s.options.on_error {
                 other_edges.push((i, lookup(s, target, "on_error")?));
             }
+            for target in s.options.targets.iter().flatten() {
+                lookup(s, target, "target")?;
+            }
         }
         if let Some(cycle) = find_cycle(def.states.len(), &dep_edges) {
             return Err(AgentError::DependencyCycle {
@@ -201,7 +210,25 @@ impl Program {
             def.tag_rate_limits.iter().map(|(t, l)| (&**t, Arc::new(Limiter::new(*l)))).collect();
         let mut dependents = dependents.into_iter();
 
-        let fully_known = def.states.iter().all(|s| s.spec.is_some_and(|spec| !spec.computed_targets));
+        // Declared targets are enforced, so a state declaring them is as known as a
+        // `#[state]` whose targets are all literals.
+        let declared: Vec<Option<Box<[u32]>>> = def
+            .states
+            .iter()
+            .map(|s| {
+                s.options.targets.as_ref().map(|t| {
+                    let mut v: Vec<u32> = t.iter().filter_map(|n| index.get(&**n).copied()).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v.into_boxed_slice()
+                })
+            })
+            .collect();
+        let fully_known = def
+            .states
+            .iter()
+            .zip(&declared)
+            .all(|(s, d)| d.is_some() || s.spec.is_some_and(|spec| !spec.computed_targets));
         let reach = fully_known.then(|| {
             for (i, s) in def.states.iter().enumerate() {
                 for target in s.spec.map(|sp| sp.edges).unwrap_or_default() {
@@ -209,6 +236,9 @@ impl Program {
                     if let Some(&j) = index.get(*target) {
                         other_edges.push((i, j as usize));
                     }
+                }
+                for &j in declared[i].iter().flatten() {
+                    other_edges.push((i, j as usize));
                 }
             }
             Reach::new(def.states.len(), dep_edges.iter().chain(&other_edges).copied())
@@ -235,6 +265,7 @@ impl Program {
                     handler: s.handler.clone(),
                     guarded: guarded(agent, s, def, &tag_limiters),
                     on_error: s.options.on_error.as_ref().and_then(|t| index.get(&**t)).map(|&i| i as usize),
+                    declared: declared[i].clone(),
                 })
                 .collect(),
             index,

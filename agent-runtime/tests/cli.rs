@@ -309,7 +309,7 @@ async fn graph_of_a_builder_agent_says_what_it_cannot_draw() {
     let mut out = Vec::new();
     cli::execute(&cli::parse(["prog", "graph"]).unwrap(), make, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("transitions are computed at run time"), "{text}");
+    assert!(text.contains("the transitions of its states are computed at run time"), "{text}");
     assert!(text.contains("__start([start]) --> load"), "{text}");
     assert!(text.contains("load -. on_error .-> recover"), "{text}");
     assert!(text.contains("load -. depends .-> report"), "{text}");
@@ -317,4 +317,17 @@ async fn graph_of_a_builder_agent_says_what_it_cannot_draw() {
     cli::execute(&cli::parse(["prog", "graph", "--format", "dot"]).unwrap(), make, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("digraph \"built\"") && text.contains("\"load\" -> \"recover\""), "{text}");
+
+    // Declared targets are drawn, and the note names only the states still undeclared.
+    let make = || {
+        let mut declared = Agent::new("built");
+        declared.add_state("load", |_ctx: Context| async { StateResult::next("report") }).targets(["report"]);
+        declared.add_state("report", |_ctx: Context| async { StateResult::End });
+        declared
+    };
+    let mut out = Vec::new();
+    cli::execute(&cli::parse(["prog", "graph"]).unwrap(), make, &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("load --> report"), "{text}");
+    assert!(text.contains("the transitions of report are computed at run time"), "{text}");
 }

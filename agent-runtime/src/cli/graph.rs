@@ -4,9 +4,9 @@
 //! - A `#[workflow]` agent prints its compile-time `GRAPH` exactly as
 //!   `WorkflowGraph::to_mermaid` / `to_dot` draw it; a builder agent prints
 //!   `Agent::diagram` (the same drawing code, see `agent_core::Diagram`).
-//! - A builder agent has no compile-time graph: its transitions are computed at run time.
-//!   What is known without running (its states, the start, dependencies and `on_error`
-//!   routes) is drawn, headed by a comment saying that transitions are missing.
+//! - A builder agent has no compile-time graph: what is known without running is drawn
+//!   (its states, the start, declared targets, dependencies and `on_error` routes), headed
+//!   by a comment naming the states whose transitions are computed at run time, if any.
 
 use std::io::Write;
 
@@ -18,16 +18,22 @@ pub(super) fn graph(agent: &Agent, format: GraphFormat, out: &mut (dyn Write + S
     let diagram = match agent.graph() {
         Some(graph) => graph.diagram(),
         None => {
-            let note = format!(
-                "agent `{}` was built with the builder: its transitions are computed at run time and not drawn; \
-                 states, start, dependencies and on_error routes only",
-                agent.name()
-            );
-            match format {
-                GraphFormat::Mermaid => writeln!(out, "%% {note}")?,
-                GraphFormat::Dot => writeln!(out, "// {note}")?,
+            let diagram = agent.diagram();
+            let computed: Vec<&str> =
+                diagram.states.iter().filter(|s| s.computed_targets).map(|s| s.name.as_str()).collect();
+            if !computed.is_empty() {
+                let note = format!(
+                    "agent `{}` was built with the builder: the transitions of {} are computed at run time and \
+                     not drawn (declare them with `.targets([...])`)",
+                    agent.name(),
+                    if computed.len() == diagram.states.len() { "its states".to_owned() } else { computed.join(", ") }
+                );
+                match format {
+                    GraphFormat::Mermaid => writeln!(out, "%% {note}")?,
+                    GraphFormat::Dot => writeln!(out, "// {note}")?,
+                }
             }
-            agent.diagram()
+            diagram
         }
     };
     let text = match format {
