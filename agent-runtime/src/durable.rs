@@ -110,6 +110,13 @@ impl Durable {
         }
     }
 
+    /// Ask for a snapshot without waiting for it: the run's state changed in a way worth
+    /// recording though nothing completed (a state began waiting for a person).
+    pub(crate) fn nudge(&self) {
+        self.requested.fetch_add(1, AcqRel);
+        self.wake.notify_one();
+    }
+
     /// Wait until a snapshot taken after this call is committed. `false` if the store failed
     /// (the run is then failing).
     pub(crate) async fn sync(&self) -> bool {

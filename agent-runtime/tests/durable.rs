@@ -225,6 +225,20 @@ async fn answered_through_the_store<S: CheckpointStore + Clone>(store: S, agent:
             break (run_id, asked);
         }
     };
+    // The store shows the state running while it waits (a snapshot is asked for when the
+    // state asks, though nothing completed).
+    let mut waiting = None;
+    for _ in 0..100 {
+        let snapshot = store.latest_snapshot(&run_id).await.unwrap().expect("snapshots of the run");
+        let c = Checkpoint::from_json(&snapshot.data).unwrap();
+        if c.state("review").map(|s| s.status) == Some(agent_core::StateStatus::Running) {
+            waiting = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let waiting = waiting.expect("the store shows `review` running while it waits for a person");
+    assert_eq!(waiting.completed_states, ["draft"]);
     // The process stops while the run waits for a person.
     running.abort();
     let _ = running.await;

@@ -51,7 +51,13 @@ impl InputBroker for RunBroker {
     fn request(&self, input: HumanInput) -> InputFuture<'_> {
         match self.id() {
             Some(run) => {
-                let events = self.run.upgrade().and_then(|r| r.events.clone());
+                let live = self.run.upgrade();
+                if let Some(d) = live.as_ref().and_then(|r| r.durable.as_ref()) {
+                    // The store then shows the state running (waiting for a person), not
+                    // where the last completion left it.
+                    d.nudge();
+                }
+                let events = live.and_then(|r| r.events.clone());
                 let waited_from = Instant::now();
                 let run_ref = self.run.clone();
                 Box::pin(async move {
