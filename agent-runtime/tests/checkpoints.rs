@@ -9,28 +9,8 @@ use std::time::Duration;
 use agent_core::{AgentError, Checkpoint, CheckpointError, Context, StateResult};
 use agent_runtime::{Agent, AgentStatus};
 
-fn trail(ctx: &Context) -> Vec<String> {
-    ctx.get_state("trail").unwrap_or_default()
-}
-
-/// A state that sleeps `ms` (virtual time), records its visit, then moves on.
-fn step(
-    name: &'static str,
-    ms: u64,
-    next: StateResult,
-) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static
-{
-    move |ctx: Context| {
-        let next = next.clone();
-        Box::pin(async move {
-            if ms > 0 {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
-            ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push(name.to_owned())).unwrap();
-            next
-        })
-    }
-}
+mod common;
+use common::{step, trail};
 
 fn chain() -> Agent {
     let mut agent = Agent::new("chain");

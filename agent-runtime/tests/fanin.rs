@@ -8,37 +8,8 @@ use std::time::Duration;
 use agent_core::{Context, StateResult, StateSpec, WorkflowGraph};
 use agent_runtime::{Agent, AgentStatus};
 
-/// Record `name` in the context's `trail`, atomically.
-fn visit(ctx: &Context, name: &str) {
-    ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push(name.to_owned())).unwrap();
-}
-
-fn count(ctx: &Context, name: &str) -> usize {
-    ctx.get_state::<Vec<String>>("trail").unwrap_or_default().iter().filter(|t| *t == name).count()
-}
-
-fn trail(ctx: &Context) -> Vec<String> {
-    ctx.get_state("trail").unwrap_or_default()
-}
-
-/// A state that records its visit, optionally sleeps, then moves on.
-fn step(
-    name: &'static str,
-    sleep_ms: u64,
-    next: StateResult,
-) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static
-{
-    move |ctx: Context| {
-        let next = next.clone();
-        Box::pin(async move {
-            if sleep_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
-            }
-            visit(&ctx, name);
-            next
-        })
-    }
-}
+mod common;
+use common::{count, step, trail, visit};
 
 #[tokio::test(start_paused = true)]
 async fn three_branches_meet_once_and_the_join_sees_every_write() {

@@ -1,37 +1,11 @@
 //! Builder states that declare where they may go (`StateConfig::targets`): drawn, checked
 //! before the run, enforced during it, and giving builder fan-ins the known graph's rule.
 
-use std::time::Duration;
-
-use agent_core::{AgentError, Context, EdgeKind, StateResult};
+use agent_core::{AgentError, EdgeKind, StateResult};
 use agent_runtime::Agent;
 
-fn visit(ctx: &Context, name: &str) {
-    ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push(name.to_owned())).unwrap();
-}
-
-fn count(ctx: &Context, name: &str) -> usize {
-    ctx.get_state::<Vec<String>>("trail").unwrap_or_default().iter().filter(|t| *t == name).count()
-}
-
-/// A state that records its visit, sleeps `ms` (virtual time), then returns `next`.
-fn step(
-    name: &'static str,
-    ms: u64,
-    next: StateResult,
-) -> impl Fn(Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = StateResult> + Send>> + Send + Sync + 'static
-{
-    move |ctx: Context| {
-        let next = next.clone();
-        Box::pin(async move {
-            if ms > 0 {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
-            visit(&ctx, name);
-            next
-        })
-    }
-}
+mod common;
+use common::{count, step};
 
 /// The fan-in of `tests/fanin.rs::without_join_a_builder_fan_in_runs_in_steps`, declared.
 fn declared_fan_in() -> Agent {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use agent_core::StateResult;
+use agent_core::{Context, StateResult};
 
 /// A boxed state future, for closures that pick their body at run time.
 pub type StateFut = Pin<Box<dyn Future<Output = StateResult> + Send + 'static>>;
@@ -21,4 +21,33 @@ pub fn secs(n: u64) -> Duration {
 /// `n` milliseconds.
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// Record `name` in the context's `trail`, atomically.
+pub fn visit(ctx: &Context, name: &str) {
+    ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push(name.to_owned())).unwrap();
+}
+
+/// The context's `trail`: every visit, in order.
+pub fn trail(ctx: &Context) -> Vec<String> {
+    ctx.get_state("trail").unwrap_or_default()
+}
+
+/// How many times `name` is in the trail.
+pub fn count(ctx: &Context, name: &str) -> usize {
+    trail(ctx).iter().filter(|t| *t == name).count()
+}
+
+/// A state that sleeps `ms` of (virtual) time if any, records its visit, then returns `next`.
+pub fn step(name: &'static str, ms: u64, next: StateResult) -> impl Fn(Context) -> StateFut + Send + Sync + 'static {
+    move |ctx: Context| {
+        let next = next.clone();
+        Box::pin(async move {
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            visit(&ctx, name);
+            next
+        })
+    }
 }
