@@ -125,6 +125,9 @@ fn parallel(c: &mut Criterion) {
     println!("{:>6} {:>6} {:>12} {:>12} {:>8} {:>12} {:>8}", "body", "W", "ideal", "tokio", "eff", "agent", "eff");
     for body_us in BODIES_US {
         ITERS.store((per_us * body_us as f64) as u64, Ordering::Relaxed);
+        // The calibration holds: one body, alone on this thread, takes about its length.
+        let alone = time((200_000 / body_us) as u32, body);
+        println!("{body_us}us body measured alone: {alone:?}");
         for (&width, agent) in WIDTHS.iter().zip(&agents) {
             let ideal = ideal(width, body_us);
             let reps = (Duration::from_millis(300).as_nanos() / ideal.as_nanos()).clamp(5, 5_000) as u32;
