@@ -180,6 +180,15 @@ fn chain(c: &mut Criterion) {
                 GET_SET.store(get_set, Ordering::Relaxed);
                 fresh_context()
             };
+            // Once before timing: each variant makes exactly N steps.
+            let ctx = setup();
+            rt.block_on(baseline(&ctx));
+            assert_eq!(ctx.get_state::<u64>("n"), Some(n));
+            for agent in [&workflow, &builder] {
+                let result = rt.block_on(agent.run_in(setup())).expect("the chain completes");
+                assert_eq!(result.status(), AgentStatus::Completed);
+                assert_eq!(result.context().get_state::<u64>("n"), Some(n));
+            }
             group.bench_with_input(BenchmarkId::new("tokio_baseline", n), &n, |b, _| {
                 b.to_async(&rt).iter(|| async move {
                     let ctx = setup();
