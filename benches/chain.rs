@@ -1,4 +1,4 @@
-//! Workload: a chain of N state transitions (N = 10, 1,000, 100,000) on a 2-worker tokio
+//! Workload: a chain of N state transitions (N = 1, 10, 100, 1,000, 100,000) on a 2-worker tokio
 //! runtime, awaiting the whole run inside the timed region, with two kinds of context work
 //! per state:
 //! - `chain_update`: one atomic in-place update (`update_state("n", |n| *n += 1)`), about
@@ -14,7 +14,8 @@
 //! `add_state` closures returning `&'static str` names (one Fx hash per transition).
 //!
 //! Reproduce: `cargo bench --bench chain`. Target (issue 2): at most 2.5x the baseline per
-//! transition, flat from N = 10 to N = 100,000.
+//! transition, flat from N = 10 to N = 100,000; issue 7 adds N = 1 and N = 100, to see the
+//! cost per state from a single state up.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -169,7 +170,7 @@ fn chain(c: &mut Criterion) {
     let builder = builder_ring();
     for (group_name, get_set) in [("chain_update", false), ("chain_get_set", true)] {
         let mut group = c.benchmark_group(group_name);
-        for n in [10u64, 1_000, 100_000] {
+        for n in [1u64, 10, 100, 1_000, 100_000] {
             group.throughput(Throughput::Elements(n));
             if n == 100_000 {
                 group.sample_size(20);
@@ -179,6 +180,15 @@ fn chain(c: &mut Criterion) {
                 GET_SET.store(get_set, Ordering::Relaxed);
                 fresh_context()
             };
+            // Once before timing: each variant makes exactly N steps.
+            let ctx = setup();
+            rt.block_on(baseline(&ctx));
+            assert_eq!(ctx.get_state::<u64>("n"), Some(n));
+            for agent in [&workflow, &builder] {
+                let result = rt.block_on(agent.run_in(setup())).expect("the chain completes");
+                assert_eq!(result.status(), AgentStatus::Completed);
+                assert_eq!(result.context().get_state::<u64>("n"), Some(n));
+            }
             group.bench_with_input(BenchmarkId::new("tokio_baseline", n), &n, |b, _| {
                 b.to_async(&rt).iter(|| async move {
                     let ctx = setup();
