@@ -16,7 +16,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -130,15 +130,18 @@ pub enum EventKind {
 }
 
 /// An agent's event channel (see the module doc).
+///
+/// The channel is made by the first subscriber: a broadcast channel allocates its
+/// [`CAPACITY`] slots up front (about half a megabyte), which an agent nobody watches, or a
+/// program making an agent per request, must not pay.
 pub(crate) struct EventHub {
-    tx: broadcast::Sender<Event>,
+    tx: OnceLock<broadcast::Sender<Event>>,
     subscribers: Arc<AtomicUsize>,
 }
 
 impl EventHub {
     pub(crate) fn new() -> Arc<EventHub> {
-        let (tx, _) = broadcast::channel(CAPACITY);
-        Arc::new(EventHub { tx, subscribers: Arc::default() })
+        Arc::new(EventHub { tx: OnceLock::new(), subscribers: Arc::default() })
     }
 
     /// Whether someone is subscribed: one relaxed load, the only cost of an event nobody
@@ -151,7 +154,9 @@ impl EventHub {
     /// Send `kind` of run `run_id`, now. Never waits; with no receiver it is dropped.
     #[cold]
     pub(crate) fn send(&self, run_id: Arc<str>, kind: EventKind) {
-        let _ = self.tx.send(Event { run_id, at: SystemTime::now(), kind });
+        if let Some(tx) = self.tx.get() {
+            let _ = tx.send(Event { run_id, at: SystemTime::now(), kind });
+        }
     }
 
     /// A new stream of every event sent from now on.
@@ -159,9 +164,9 @@ impl EventHub {
         // Counted before it can receive: a run that sees no subscriber sends nothing this
         // stream could have missed.
         self.subscribers.fetch_add(1, Relaxed);
-        let rx = self.tx.subscribe();
-        let tx = self.tx.clone();
-        drop(tx); // the stream must not keep the channel open (it ends with the agent)
+        // The stream holds only a receiver: it must not keep the channel open (it ends with
+        // the agent).
+        let rx = self.tx.get_or_init(|| broadcast::channel(CAPACITY).0).subscribe();
         EventStream {
             subscribers: self.subscribers.clone(),
             recv: ReusableBoxFuture::new(receive(rx)),
