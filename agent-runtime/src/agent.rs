@@ -143,6 +143,7 @@ impl Agent {
             start: Some(Cow::Borrowed(graph.start)),
             max_concurrent: graph.max_concurrent,
             graph: Some(graph),
+            pristine: true,
             ..Definition::default()
         };
         Agent::with_parts(graph.name.to_owned(), Some(graph), def)
@@ -159,7 +160,10 @@ impl Agent {
     }
 
     fn edit<R>(&self, f: impl FnOnce(&mut Definition) -> R) -> R {
-        let r = f(&mut lock(&self.shared.def));
+        let mut def = lock(&self.shared.def);
+        let r = f(&mut def);
+        def.pristine = false;
+        drop(def);
         *lock(&self.shared.compiled) = None;
         r
     }
@@ -325,7 +329,12 @@ impl Agent {
         if let Some(p) = &*compiled {
             return Ok(p.clone());
         }
-        let program = Arc::new(Program::compile(&self.shared.name, &lock(&self.shared.def))?);
+        let def = lock(&self.shared.def);
+        let program = match def.graph.filter(|_| def.pristine) {
+            Some(graph) => crate::program::shared(graph, || Program::compile(&self.shared.name, &def))?,
+            None => Arc::new(Program::compile(&self.shared.name, &def)?),
+        };
+        drop(def);
         *compiled = Some(program.clone());
         Ok(program)
     }
@@ -1033,5 +1042,51 @@ impl StateConfig<'_> {
     /// workers.
     pub fn blocking(self) -> Self {
         self.set(|o| o.blocking = true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use agent_core::{Context, RateLimit, StateHandler, StateResult, StateSpec, WorkflowGraph};
+
+    use super::Agent;
+
+    static STATES: [StateSpec; 2] = [
+        StateSpec { edges: &["b"], computed_targets: false, ..StateSpec::new("a") },
+        StateSpec { computed_targets: false, ..StateSpec::new("b") },
+    ];
+    static GRAPH: WorkflowGraph = WorkflowGraph { name: "shared", start: "a", states: &STATES, max_concurrent: None };
+    static LIMITED_STATES: [StateSpec; 1] =
+        [StateSpec { rate_limit: Some(RateLimit::new(5.0)), computed_targets: false, ..StateSpec::new("a") }];
+    static LIMITED: WorkflowGraph =
+        WorkflowGraph { name: "limited", start: "a", states: &LIMITED_STATES, max_concurrent: None };
+
+    fn handler(next: StateResult) -> Arc<dyn StateHandler> {
+        Arc::new(move |_ctx: Context| {
+            let next = next.clone();
+            async move { next }
+        })
+    }
+
+    fn workflow_agent() -> Agent {
+        Agent::__from_workflow(&GRAPH, vec![(handler("b".into()), None), (handler(StateResult::End), None)])
+    }
+
+    /// Agents `#[workflow]` makes share one compiled program while unmodified: 10,000
+    /// concurrent workflows must not each compile and hold their own.
+    #[test]
+    fn unmodified_workflow_agents_share_their_program_and_a_changed_one_does_not() {
+        let (a, b) = (workflow_agent(), workflow_agent());
+        assert!(Arc::ptr_eq(&a.program().unwrap(), &b.program().unwrap()));
+        let mut changed = workflow_agent();
+        changed.add_state("c", |_ctx: Context| async { StateResult::End });
+        let own = changed.program().unwrap();
+        assert!(!Arc::ptr_eq(&a.program().unwrap(), &own));
+        assert_eq!(own.states.len(), 3);
+        // Rate limiters count one agent's starts: a program holding them is never shared.
+        let limited = || Agent::__from_workflow(&LIMITED, vec![(handler(StateResult::End), None)]);
+        assert!(!Arc::ptr_eq(&limited().program().unwrap(), &limited().program().unwrap()));
     }
 }

@@ -91,6 +91,8 @@ pub(crate) struct Definition {
     pub retry: Option<RetryPolicy>,
     /// Rate limits shared by every state carrying the tag.
     pub tag_rate_limits: Vec<(Cow<'static, str>, RateLimit)>,
+    /// Exactly what `#[workflow]` generated: nothing changed since (see `Agent::program`).
+    pub pristine: bool,
 }
 
 pub(crate) struct CompiledState {
@@ -140,6 +142,31 @@ pub(crate) struct Program {
     last_target: Box<[AtomicU32]>,
     /// The graph literal targets may point into (see `resolve`).
     graph: Option<&'static WorkflowGraph>,
+}
+
+/// The programs of unmodified `#[workflow]` agents, one per workflow, shared by every agent
+/// `agent()` makes (while any of them holds it): a program is a pure function of the
+/// definition, which for such an agent is the generated one. A program with rate limits is
+/// not shared, since its limiters count the starts of one agent's states.
+static SHARED: std::sync::Mutex<Vec<(usize, std::sync::Weak<Program>)>> = std::sync::Mutex::new(Vec::new());
+
+/// The shared program of `graph`'s unmodified agents, compiled by `compile` if none is alive.
+pub(crate) fn shared(
+    graph: &'static WorkflowGraph,
+    compile: impl FnOnce() -> Result<Program, AgentError>,
+) -> Result<Arc<Program>, AgentError> {
+    let key = graph as *const WorkflowGraph as usize;
+    let mut cache = SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
+        return Ok(p);
+    }
+    let program = Arc::new(compile()?);
+    let limited = program.states.iter().any(|s| s.guarded.as_ref().is_some_and(|g| !g.limiters.is_empty()));
+    if !limited {
+        cache.retain(|(k, w)| *k != key && w.strong_count() > 0);
+        cache.push((key, Arc::downgrade(&program)));
+    }
+    Ok(program)
 }
 
 impl Program {
