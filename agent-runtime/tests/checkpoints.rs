@@ -10,7 +10,7 @@ use agent_core::{AgentError, Checkpoint, CheckpointError, Context, StateResult};
 use agent_runtime::{Agent, AgentStatus};
 
 mod common;
-use common::{step, trail};
+use common::{spawn_run, step, trail, visit};
 
 fn chain() -> Agent {
     let mut agent = Agent::new("chain");
@@ -34,10 +34,7 @@ fn through_json(c: Checkpoint) -> Checkpoint {
 #[tokio::test(start_paused = true)]
 async fn a_mid_run_checkpoint_goes_on_without_running_completed_states_again() {
     let agent = chain();
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     after(50).await;
     let checkpoint = through_json(agent.create_checkpoint());
     assert_eq!(checkpoint.agent_status, AgentStatus::Running);
@@ -65,7 +62,7 @@ fn fan() -> Agent {
     agent.add_state("join", |ctx: Context| async move {
         let t = trail(&ctx);
         assert!(["x", "y", "z"].iter().all(|b| t.iter().any(|s| s == b)), "join ran early: {t:?}");
-        ctx.update_state_or_default("trail", |t: &mut Vec<String>| t.push("join".into())).unwrap();
+        visit(&ctx, "join");
         StateResult::End
     });
     agent
@@ -74,10 +71,7 @@ fn fan() -> Agent {
 #[tokio::test(start_paused = true)]
 async fn fan_in_progress_is_kept_across_a_restore() {
     let agent = fan();
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     after(50).await;
     let checkpoint = through_json(agent.create_checkpoint());
     assert_eq!(checkpoint.groups.len(), 1);
@@ -111,10 +105,7 @@ fn nested() -> Agent {
 #[tokio::test(start_paused = true)]
 async fn nested_groups_are_rebuilt_and_join_inside_out() {
     let agent = nested();
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     after(50).await;
     let checkpoint = through_json(agent.create_checkpoint());
     // Outer group: q waits at `outer`; inner group (opened by p): p1 waits at `inner`.
@@ -137,10 +128,7 @@ async fn nested_groups_are_rebuilt_and_join_inside_out() {
 #[tokio::test(start_paused = true)]
 async fn pause_lets_running_states_finish_and_resume_goes_on_to_the_end() {
     let agent = chain();
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     after(50).await;
     let checkpoint = agent.pause().await;
     // `b` was running: it finished; `c` was not admitted.
@@ -179,10 +167,7 @@ async fn pause_takes_states_out_of_their_retry_wait() {
             exponential_base: 1.0,
             jitter: false,
         });
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     after(1_000).await;
     // `flaky` failed once and waits 10 s to retry: pausing does not wait for that.
     let checkpoint = agent.pause().await;
@@ -270,10 +255,7 @@ async fn a_request_for_input_is_carried_by_the_checkpoint_and_answered_after_the
         agent
     };
     let agent = build();
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     while agent.pending_inputs().is_empty() {
         after(10).await;
     }
@@ -334,10 +316,7 @@ async fn a_state_paused_while_waiting_to_retry_keeps_its_retry_budget() {
             exponential_base: 1.0,
             jitter: false,
         });
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     // Attempts at 0 s and 10 s have failed; the third waits for 20 s.
     after(15_000).await;
     let checkpoint = through_json(agent.pause().await);

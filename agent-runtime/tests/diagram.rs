@@ -6,6 +6,9 @@ use std::time::Duration;
 use agent_core::{AgentStatus, Context, DependencyType, EdgeKind, StateResult, StateStatus};
 use agent_runtime::Agent;
 
+mod common;
+use common::spawn_run;
+
 fn pipeline() -> Agent {
     let mut agent = Agent::new("pipeline");
     agent.add_state("load", |_ctx: Context| async { StateResult::next("review") });
@@ -41,10 +44,7 @@ fn a_builder_agent_draws_its_states_and_known_edges_but_no_guessed_transition() 
 #[tokio::test(start_paused = true)]
 async fn a_live_run_colours_the_picture_as_it_goes() {
     let agent = pipeline();
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let d = agent.diagram();
     let status = |name: &str| d.states.iter().find(|s| s.name == name).unwrap().status;
@@ -62,10 +62,7 @@ async fn a_live_run_colours_the_picture_as_it_goes() {
 #[tokio::test(start_paused = true)]
 async fn a_checkpoint_colours_the_picture_of_the_run_it_was_taken_from() {
     let agent = pipeline();
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let checkpoint = agent.pause().await;
     assert_eq!(running.await.unwrap().unwrap().status(), AgentStatus::Paused);

@@ -9,7 +9,7 @@ use agent_core::{Context, StateResult, StateSpec, WorkflowGraph};
 use agent_runtime::{Agent, AgentStatus};
 
 mod common;
-use common::{count, step, trail, visit};
+use common::{count, spawn_run, step, trail, visit};
 
 #[tokio::test(start_paused = true)]
 async fn three_branches_meet_once_and_the_join_sees_every_write() {
@@ -418,10 +418,7 @@ async fn a_wide_fan_out_paused_mid_way_joins_once_on_resume() {
     agent.add_state("long", step("long", 10, "long_2".into()));
     agent.add_state("long_2", step("long_2", 10, "merge".into()));
     agent.add_state("merge", step("merge", 0, StateResult::End)).join();
-    let running = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let running = spawn_run(&agent);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let checkpoint = agent.pause().await;
     assert_eq!(checkpoint.agent_status, AgentStatus::Paused);

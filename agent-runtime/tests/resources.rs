@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use tokio::time::{sleep, Instant};
 
 mod common;
-use common::*;
+use common::{spawn_run, *};
 
 // ----- helpers ------------------------------------------------------------------------------
 
@@ -792,10 +792,7 @@ async fn resources_are_released_on_every_exit_path() {
     agent.add_state("start", fan_out(["hold", "queued"]));
     agent.add_state("hold", hold(&gauge, Duration::from_secs(10))).resources(cpu(2.0));
     agent.add_state("queued", hold(&gauge, Duration::from_secs(10))).resources(cpu(2.0));
-    let run = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let run = spawn_run(&agent);
     sleep(ms(10)).await;
     assert_eq!(pool.usage_stats()[ResourceType::Cpu].current_usage, 2.0);
     assert_eq!(pool.waiting_states().len(), 1);
@@ -1033,10 +1030,7 @@ async fn metrics_report_the_pool_and_each_states_wait() {
     agent.add_state("start", fan_out(["first", "second"]));
     agent.add_state("first", hold(&gauge, ms(100))).resources(cpu(1.0));
     agent.add_state("second", hold(&gauge, ms(100))).resources(cpu(1.0));
-    let run = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
+    let run = spawn_run(&agent);
     sleep(ms(50)).await;
     let during = agent.metrics();
     assert_eq!(during.running, 1, "only first runs; second waits for the CPU: {during:?}");

@@ -51,3 +51,12 @@ pub fn step(name: &'static str, ms: u64, next: StateResult) -> impl Fn(Context) 
         })
     }
 }
+
+/// Start a run of `agent` in a task of its own, so the test can watch, checkpoint, pause or
+/// cancel it through the agent meanwhile.
+pub fn spawn_run(
+    agent: &agent_runtime::Agent,
+) -> tokio::task::JoinHandle<Result<agent_runtime::AgentResult, agent_core::AgentError>> {
+    let agent = agent.clone();
+    tokio::spawn(async move { agent.run().await })
+}
