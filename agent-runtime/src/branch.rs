@@ -355,13 +355,11 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                     let t = match previous {
                         Some((p, t)) if p == name.as_str() => t,
                         _ => match prog.resolve(name) {
-                            Some(t) => t as u32,
+                            Some(t) if allowed(state, t as u32) => t as u32,
+                            Some(_) => return undeclared(run, pos, name.as_str()),
                             None => return unknown(run, pos, name.as_str()),
                         },
                     };
-                    if !allowed(state, t) {
-                        return undeclared(run, pos, name.as_str());
-                    }
                     previous = Some((name.as_str(), t));
                     targets.push(t);
                 }
