@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use agent_core::{AgentError, PanicError, StateError, StateResult, TimeoutError};
 use futures_util::FutureExt;
@@ -87,41 +88,83 @@ impl Fan {
     }
 }
 
-/// The future of a task spawned for the branches `lo..hi` of a fan-out: it spawns tasks
-/// for all of them but `lo` (see [`split`]) and runs branch `lo`.
-async fn fan_task(fan: Arc<Fan>, lo: u32, hi: u32) {
+/// How long a fan-out's task runs quick branches one after another before it hands half of
+/// what is left to another task, which an idle worker can steal.
+const SLICE: Duration = Duration::from_micros(20);
+
+/// The future of a task that runs the branches `lo..hi` of a fan-out.
+///
+/// It runs them one after another in this one task for as long as each finishes in its
+/// first poll (a branch that ends or waits at the join straight away): a task per branch
+/// costs more than such a branch itself (tokio allocates a 128-byte aligned cell for each).
+/// Branches still overlap as they must:
+/// - a branch that waits (for I/O, a timer, resources, a person) is kept in this task, and
+///   what is left of the range goes at once to two new tasks, which do the same;
+/// - every [`SLICE`] of running, half of what is left goes to a new task and this one
+///   yields, so another worker can take one of the two (tokio's LIFO slot is not stolen
+///   from: the yield is what puts work where an idle worker finds it), and no task keeps a
+///   worker for long.
+///
+/// A task that finds the run stopping starts nothing more: the branches it held keep their
+/// tokens in the group, where a checkpoint finds them.
+async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
     let run = &fan.guard.run;
-    let Some(state) = split(&fan, lo as usize, hi as usize) else { return };
-    // Boxed: the spawned future stays small, and tokio moves it (by `memcpy`) several times
-    // between `spawn` and its task cell, then again for its output; the box is not moved.
-    let branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), false));
-    tokio::select! {
-        biased;
-        _ = branch => {}
-        _ = run.stopped() => {}
+    let mut slice = Instant::now();
+    while lo < hi {
+        if run.is_stopping() {
+            return;
+        }
+        let state = fan.targets[lo as usize] as usize;
+        lo += 1;
+        // Boxed: the task's future stays small (tokio moves it by `memcpy` several times
+        // between `spawn` and its task cell, and sizes the cell in steps of 128 bytes, which
+        // a waiting branch holds); the box is not moved.
+        let mut branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), false));
+        let waits = std::future::poll_fn(|cx| Poll::Ready(branch.as_mut().poll(cx).is_pending())).await;
+        if waits {
+            // Siblings must not wait behind this branch: the rest of the range goes on in
+            // other tasks, and this one waits for the branch, or for the run to stop.
+            hand_off(&fan, lo, hi);
+            // Boxed too: most branches of a wide fan-out never wait, and this task's cell
+            // stays in a smaller step for those that do.
+            let mut stopped = Box::pin(run.stopped());
+            // The branch was just polled with this task's waker: it is polled again only
+            // once this task has been woken, or a `yield_now` in it would not yield.
+            let mut polled = true;
+            std::future::poll_fn(|cx| {
+                if !std::mem::take(&mut polled) && branch.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                stopped.as_mut().poll(cx)
+            })
+            .await;
+            return;
+        }
+        if hi - lo > 1 && slice.elapsed() >= SLICE {
+            hi = split_off(&fan, lo, hi);
+            tokio::task::yield_now().await;
+            slice = Instant::now();
+        }
     }
 }
 
-/// Spawn a task for each branch of the fan-out range `lo..hi` but `lo`, by halving: the
-/// upper half goes to a new task that splits it further, so the spawning is spread over
-/// the workers (each pushing onto its own queue) instead of made one by one by the task
-/// that fanned out, and the largest halves wait where an idle worker steals them.
-/// Returns the state of branch `lo`, or `None` when the run is stopping (the branches not
-/// spawned keep their tokens in the group, where a checkpoint finds them).
-fn split(fan: &Arc<Fan>, lo: usize, mut hi: usize) -> Option<usize> {
-    let run = &fan.guard.run;
-    while hi - lo > 1 {
-        if run.is_stopping() {
-            return None;
-        }
-        let mid = lo + (hi - lo) / 2;
-        spawn_task(fan_task(fan.clone(), mid as u32, hi as u32));
-        hi = mid;
+/// Spawn a task for the upper half of the range `lo..hi` (at least two branches); returns
+/// where the lower half, kept, ends.
+fn split_off(fan: &Arc<Fan>, lo: u32, hi: u32) -> u32 {
+    let mid = lo + (hi - lo) / 2;
+    spawn_task(fan_task(fan.clone(), mid, hi));
+    mid
+}
+
+/// Spawn what is left of a fan-out's range, `lo..hi`, as two tasks (one if a single branch
+/// is left), so that a long run of waiting branches is started from both halves at once.
+fn hand_off(fan: &Arc<Fan>, lo: u32, hi: u32) {
+    if hi - lo > 1 {
+        let mid = split_off(fan, lo, hi);
+        spawn_task(fan_task(fan.clone(), lo, mid));
+    } else if lo < hi {
+        spawn_task(fan_task(fan.clone(), lo, hi));
     }
-    if run.is_stopping() {
-        return None;
-    }
-    Some(fan.targets[lo] as usize)
 }
 
 /// Run states from `pos` until this branch ends, waits at a join, or the run stops.
@@ -753,7 +796,9 @@ mod tests {
         let task = super::branch_task(crate::run::TaskGuard::new(run.clone()), 0, None);
         assert!(size_of_val(&task) <= 416, "the spawned branch task grew to {} bytes", size_of_val(&task));
         // A fan-out's task boxes its branch: tokio moves the spawned future several times.
+        // Only a waiting branch races the run's stop, in a box of its own: tokio sizes a
+        // task's cell in steps of 128 bytes, and a pending branch pays for the whole step.
         let task = super::fan_task(super::Fan::open(&run, None, 0, vec![0, 0]), 1, 2);
-        assert!(size_of_val(&task) <= 160, "a fan-out's branch task grew to {} bytes", size_of_val(&task));
+        assert!(size_of_val(&task) <= 112, "a fan-out's branch task grew to {} bytes", size_of_val(&task));
     }
 }

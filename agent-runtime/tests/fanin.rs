@@ -176,6 +176,66 @@ async fn branches_run_at_once_in_virtual_time() {
     assert_eq!(r.metrics().states.last().unwrap().completed, 1);
 }
 
+/// A fan-out of `width` branches that each wait at a barrier of `width`: it completes only
+/// if every branch has started while its siblings wait.
+async fn run_barrier_fan_out(width: usize) {
+    let barrier = Arc::new(tokio::sync::Barrier::new(width));
+    let mut agent = Agent::new("barrier");
+    agent.add_state("fan", move |_ctx: Context| async move { StateResult::parallel(vec!["wait"; width]) });
+    agent.add_state("wait", move |ctx: Context| {
+        let barrier = barrier.clone();
+        async move {
+            barrier.wait().await;
+            ctx.update_state("passed", |n: &mut usize| *n += 1).unwrap();
+            StateResult::next("done")
+        }
+    });
+    agent.add_state("done", |_ctx: Context| async { StateResult::End });
+    let ctx = Context::new();
+    ctx.set_state("passed", 0usize);
+    let r = tokio::time::timeout(Duration::from_secs(60), agent.run_in(ctx))
+        .await
+        .expect("a waiting branch held back a sibling it waits for")
+        .unwrap();
+    assert_eq!(r.context().get_state::<usize>("passed"), Some(width));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_branch_starts_while_its_siblings_wait_on_one_thread() {
+    // Quick branches share a task; one that waits must not keep the rest from starting.
+    run_barrier_fan_out(1_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_branch_starts_while_its_siblings_wait_on_two_workers() {
+    run_barrier_fan_out(1_000).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_branch_that_yields_lets_its_siblings_run() {
+    // The first branch yields once, then looks: on one thread, every sibling must have run
+    // by then (each runs to its end in one poll), as tokio's `yield_now` promises.
+    let mut agent = Agent::new("yielding");
+    agent.add_state("fan", |_ctx: Context| async {
+        StateResult::parallel(["first", "yields", "quick", "quick", "quick"])
+    });
+    agent.add_state("first", |_ctx: Context| async { StateResult::End });
+    agent.add_state("yields", |ctx: Context| async move {
+        tokio::task::yield_now().await;
+        let seen = ctx.get_state_or("quick", 0usize);
+        ctx.set_state("seen_after_yield", seen);
+        StateResult::End
+    });
+    agent.add_state("quick", |ctx: Context| async move {
+        ctx.update_state("quick", |n: &mut usize| *n += 1).unwrap();
+        StateResult::End
+    });
+    let ctx = Context::new();
+    ctx.set_state("quick", 0usize);
+    let r = agent.run_in(ctx).await.unwrap();
+    assert_eq!(r.context().get_state::<usize>("seen_after_yield"), Some(3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branches_run_on_several_worker_threads_at_the_same_time() {
     // Each branch signals, then spins (blocking its worker) until it sees the other's signal:
