@@ -3,8 +3,10 @@
 //! Invariants:
 //! - A sequential transition never spawns: the next state runs in the same task, so a chain
 //!   costs one boxed future per state and nothing else that the user did not ask for.
-//! - A fan-out of n targets spawns n - 1 tasks on the current runtime (work-stealing on a
-//!   multi-thread one) and continues with the first target in this task.
+//! - A fan-out of n targets continues with the first target in this task and starts the
+//!   other n - 1 from tasks on the current runtime (work-stealing on a multi-thread one):
+//!   at most one task per branch, fewer when branches finish in their first poll, and never
+//!   a branch held back by a sibling that waits (see `fan_task`).
 //! - A state's panic, `Err`, bad write or unknown target fails the run through `Run::fail`;
 //!   the panic never unwinds past this module.
 //! - Every transition inside a group goes through `Group::arrive` / `Group::end`, which say
@@ -92,6 +94,10 @@ impl Fan {
 /// what is left to another task, which an idle worker can steal.
 const SLICE: Duration = Duration::from_micros(20);
 
+/// A branch that runs this long by itself is given a task of its own for each sibling left:
+/// beside it, a task's cost (about a microsecond) is small, and tasks spread best.
+const HEAVY: Duration = Duration::from_micros(5);
+
 /// The future of a task that runs the branches `lo..hi` of a fan-out.
 ///
 /// It runs them one after another in this one task for as long as each finishes in its
@@ -100,8 +106,11 @@ const SLICE: Duration = Duration::from_micros(20);
 /// Branches still overlap as they must:
 /// - a branch that waits (for I/O, a timer, resources, a person) is kept in this task, and
 ///   what is left of the range goes at once to two new tasks, which do the same;
-/// - every [`SLICE`] of running, half of what is left goes to a new task and this one
-///   yields, so another worker can take one of the two (tokio's LIFO slot is not stolen
+/// - after a branch that ran [`HEAVY`] or longer, the rest is split into a task per branch
+///   (by halving, so the spawning spreads over the workers): CPU-bound branches balance
+///   over the workers as well as with a task each from the start;
+/// - every [`SLICE`] of quick branches, half of what is left goes to a new task and this
+///   one yields, so another worker can take one of the two (tokio's LIFO slot is not stolen
 ///   from: the yield is what puts work where an idle worker finds it), and no task keeps a
 ///   worker for long.
 ///
@@ -109,7 +118,9 @@ const SLICE: Duration = Duration::from_micros(20);
 /// tokens in the group, where a checkpoint finds them.
 async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
     let run = &fan.guard.run;
+    // When this slice began, and when the last branch began.
     let mut slice = Instant::now();
+    let mut last = slice;
     while lo < hi {
         if run.is_stopping() {
             return;
@@ -140,10 +151,20 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
             .await;
             return;
         }
-        if hi - lo > 1 && slice.elapsed() >= SLICE {
-            hi = split_off(&fan, lo, hi);
-            tokio::task::yield_now().await;
-            slice = Instant::now();
+        if hi - lo > 1 {
+            let now = Instant::now();
+            if now - last >= HEAVY {
+                // Branches this long pay little for a task each, and tasks spread best
+                // over the workers: split the rest down to one branch a task.
+                while hi - lo > 1 {
+                    hi = split_off(&fan, lo, hi);
+                }
+            } else if now - slice >= SLICE {
+                hi = split_off(&fan, lo, hi);
+                tokio::task::yield_now().await;
+                slice = Instant::now();
+            }
+            last = now.max(slice);
         }
     }
 }
@@ -799,6 +820,6 @@ mod tests {
         // Only a waiting branch races the run's stop, in a box of its own: tokio sizes a
         // task's cell in steps of 128 bytes, and a pending branch pays for the whole step.
         let task = super::fan_task(super::Fan::open(&run, None, 0, vec![0, 0]), 1, 2);
-        assert!(size_of_val(&task) <= 112, "a fan-out's branch task grew to {} bytes", size_of_val(&task));
+        assert!(size_of_val(&task) <= 128, "a fan-out's branch task grew to {} bytes", size_of_val(&task));
     }
 }
