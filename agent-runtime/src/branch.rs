@@ -344,7 +344,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
         // cost a stalled copy per transition (store-to-load forwarding fails on it).
         let result = match &outcome {
             Ok(Ok(result)) if !run.ctx.has_write_error() => {
-                run.record_completion(pos);
+                run.record_completion(pos, rooted && run.runs_alone());
                 unrecorded = run.durable.is_some();
                 if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
                     // A gate may wait on a condition over the context.

@@ -237,6 +237,32 @@ async fn a_branch_that_yields_lets_its_siblings_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_are_counted_exactly_between_and_inside_fan_outs() {
+    // The root branch counts a completion without an atomic add while no other task is
+    // alive; branches on the other worker count with one. Loop: a state on the root alone,
+    // then a fan-out of 64 whose branches complete `work` while the root does too.
+    const ROUNDS: u64 = 200;
+    let mut agent = Agent::new("counts");
+    agent.add_state("solo", |ctx: Context| async move {
+        let round = ctx.get_state_or("round", 0u64);
+        if round == ROUNDS {
+            return StateResult::End;
+        }
+        ctx.set_state("round", round + 1);
+        StateResult::next("fan")
+    });
+    agent.add_state("fan", |_ctx: Context| async { StateResult::parallel(vec!["work"; 64]) });
+    agent.add_state("work", |_ctx: Context| async { StateResult::next("join") });
+    agent.add_state("join", |_ctx: Context| async { StateResult::next("solo") });
+    let r = agent.run().await.unwrap();
+    let completed = |name: &str| r.metrics().states.iter().find(|s| s.name == name).unwrap().completed;
+    assert_eq!(completed("solo"), ROUNDS + 1);
+    assert_eq!(completed("fan"), ROUNDS);
+    assert_eq!(completed("work"), ROUNDS * 64);
+    assert_eq!(completed("join"), ROUNDS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branches_run_on_several_worker_threads_at_the_same_time() {
     // Each branch signals, then spins (blocking its worker) until it sees the other's signal:
     // this completes only if both run at the same instant on two threads.
