@@ -38,8 +38,8 @@ struct Shared {
     def: Mutex<Definition>,
     compiled: Mutex<Option<Arc<Program>>>,
     current: Mutex<Option<Arc<Run>>>,
-    /// States whose completion counts forever for `Once` dependencies.
-    once: Arc<Mutex<rustc_hash::FxHashSet<String>>>,
+    /// What its runs share with it: the `Once` completions, and the hubs below again.
+    links: Arc<crate::run::Links>,
     /// Checkpoints and stores: one lock, taken once per run.
     persist: Mutex<Persist>,
     /// Requests for human input of every run, and who answers them.
@@ -105,6 +105,9 @@ impl Agent {
     }
 
     fn with_parts(name: String, graph: Option<&'static WorkflowGraph>, def: Definition) -> Agent {
+        let (inputs, events) = (crate::human::InputHub::new(), EventHub::new());
+        let links =
+            crate::run::Links { once: Mutex::default(), inputs: Some(inputs.clone()), events: Some(events.clone()) };
         Agent {
             shared: Arc::new(Shared {
                 name,
@@ -112,10 +115,10 @@ impl Agent {
                 def: Mutex::new(def),
                 compiled: Mutex::new(None),
                 current: Mutex::new(None),
-                once: Arc::default(),
+                links: Arc::new(links),
                 persist: Mutex::default(),
-                inputs: crate::human::InputHub::new(),
-                events: EventHub::new(),
+                inputs,
+                events,
                 timings: AtomicU8::new(0),
             }),
         }
@@ -409,13 +412,11 @@ impl Agent {
                 0 => durable.is_some(),
                 on => on == 1,
             };
-            let mut run = Run::with_once(program, ctx, self.shared.once.clone());
+            let mut run = Run::with_links(program, ctx, self.shared.links.clone());
             if timed {
                 run.timing = Some(crate::timing::timings(run.states.len()));
             }
             run.durable = durable;
-            run.inputs = Some(self.shared.inputs.clone());
-            run.events = Some(self.shared.events.clone());
             let run = Arc::new(run);
             let restored = restore.map(|c| {
                 checkpoint::check(&self.shared.name, &run.program, &c)?;

@@ -263,14 +263,12 @@ pub(crate) struct DepsState {
     last_completed: Box<[std::sync::atomic::AtomicU64]>,
     /// Completions consumed by `Always` dependencies: (dependent, dependency slot) -> count.
     consumed: std::sync::Mutex<rustc_hash::FxHashMap<(usize, usize), u32>>,
-    /// Names of states whose completion counts forever (`Once`), shared by the agent's runs.
-    once: Arc<std::sync::Mutex<rustc_hash::FxHashSet<String>>>,
 }
 
 impl DepsState {
     /// The bookkeeping of a run of `states` states; nearly free when `any` (some state has
     /// dependencies) is false.
-    pub(crate) fn new(states: usize, any: bool, once: Arc<std::sync::Mutex<rustc_hash::FxHashSet<String>>>) -> Self {
+    pub(crate) fn new(states: usize, any: bool) -> Self {
         let states = if any { states } else { 0 };
         DepsState {
             changed: tokio::sync::Notify::new(),
@@ -278,7 +276,6 @@ impl DepsState {
             epoch: any.then(Instant::now),
             last_completed: (0..states).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             consumed: std::sync::Mutex::new(rustc_hash::FxHashMap::default()),
-            once,
         }
     }
 
@@ -292,7 +289,8 @@ impl DepsState {
     /// Whether `d` completed in an earlier run of the agent and counts forever (`Once`).
     fn once_done(&self, run: &Run, d: usize) -> bool {
         run.program.states[d].once_tracked
-            && self
+            && run
+                .links
                 .once
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -323,7 +321,8 @@ impl DepsState {
             slot.store(u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1, Relaxed);
         }
         if run.program.states[d].once_tracked {
-            self.once
+            run.links
+                .once
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(run.program.states[d].name.to_string());

@@ -57,7 +57,7 @@ impl InputBroker for RunBroker {
                     // where the last completion left it.
                     d.nudge();
                 }
-                let events = live.and_then(|r| r.events.clone());
+                let events = live.and_then(|r| r.links.events.clone());
                 let waited_from = Instant::now();
                 let run_ref = self.run.clone();
                 Box::pin(async move {
