@@ -36,18 +36,27 @@ struct Shared {
     name: String,
     graph: Option<&'static WorkflowGraph>,
     def: Mutex<Definition>,
-    compiled: Mutex<Option<Arc<Program>>>,
-    current: Mutex<Option<Arc<Run>>>,
+    /// The compiled program, the current run and what the next run starts from: one lock,
+    /// which a run takes once to start (three were six locked instructions a run).
+    live: Mutex<Live>,
     /// What its runs share with it: the `Once` completions, and the hubs below again.
     links: Arc<crate::run::Links>,
-    /// Checkpoints and stores: one lock, taken once per run.
-    persist: Mutex<Persist>,
     /// Requests for human input of every run, and who answers them.
     inputs: Arc<crate::human::InputHub>,
     /// Events of every run, for subscribers (see `events`).
     events: Arc<EventHub>,
     /// `record_timings`: 0 unset (on only for durable runs), 1 on, 2 off.
     timings: AtomicU8,
+}
+
+/// What changes as an agent runs (see `Shared::live`).
+#[derive(Default)]
+struct Live {
+    /// The program compiled from the definition; `None` once the definition changed.
+    compiled: Option<Arc<Program>>,
+    /// The run in progress, or the last one.
+    run: Option<Arc<Run>>,
+    persist: Persist,
 }
 
 /// What the next run continues from, and where durable runs record themselves.
@@ -113,10 +122,8 @@ impl Agent {
                 name,
                 graph,
                 def: Mutex::new(def),
-                compiled: Mutex::new(None),
-                current: Mutex::new(None),
+                live: Mutex::default(),
                 links: Arc::new(links),
-                persist: Mutex::default(),
                 inputs,
                 events,
                 timings: AtomicU8::new(0),
@@ -167,7 +174,7 @@ impl Agent {
         let r = f(&mut def);
         def.pristine = false;
         drop(def);
-        *lock(&self.shared.compiled) = None;
+        lock(&self.shared.live).compiled = None;
         r
     }
 
@@ -328,18 +335,32 @@ impl Agent {
     }
 
     fn program(&self) -> Result<Arc<Program>, AgentError> {
-        let mut compiled = lock(&self.shared.compiled);
-        if let Some(p) = &*compiled {
-            return Ok(p.clone());
+        let live = lock(&self.shared.live);
+        self.program_in(live).map(|(program, _)| program)
+    }
+
+    /// The compiled program, compiling it first if the definition changed; returns the lock
+    /// on `live`, held again (a run goes on under it).
+    fn program_in<'a>(
+        &'a self,
+        live: MutexGuard<'a, Live>,
+    ) -> Result<(Arc<Program>, MutexGuard<'a, Live>), AgentError> {
+        if let Some(p) = &live.compiled {
+            return Ok((p.clone(), live));
         }
+        // Lock order: `def`, then `live` (`edit` takes them one after the other). `def` stays
+        // locked until the program is stored, so no edit slips in between and leaves a
+        // program of the old definition in place.
+        drop(live);
         let def = lock(&self.shared.def);
         let program = match def.graph.filter(|_| def.pristine) {
             Some(graph) => crate::program::shared(graph, || Program::compile(&self.shared.name, &def))?,
             None => Arc::new(Program::compile(&self.shared.name, &def)?),
         };
+        let mut live = lock(&self.shared.live);
         drop(def);
-        *compiled = Some(program.clone());
-        Ok(program)
+        live.compiled = Some(program.clone());
+        Ok((program, live))
     }
 
     /// Run the workflow from its start to its end.
@@ -387,14 +408,13 @@ impl Agent {
     /// # }
     /// ```
     pub async fn run_with(&self, options: RunOptions) -> Result<AgentResult, AgentError> {
-        let program = self.program()?;
         let (run, restored) = {
-            let mut current = lock(&self.shared.current);
-            if current.as_ref().is_some_and(|r| !r.status().is_finished() && r.status() != AgentStatus::Paused) {
+            let (program, mut live) = self.program_in(lock(&self.shared.live))?;
+            if live.run.as_ref().is_some_and(|r| !r.status().is_finished() && r.status() != AgentStatus::Paused) {
                 return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
             }
             let (restore, durable) = {
-                let mut persist = lock(&self.shared.persist);
+                let persist = &mut live.persist;
                 let durable = persist
                     .store
                     .clone()
@@ -425,7 +445,7 @@ impl Agent {
                 Ok::<_, CheckpointError>(checkpoint::seed(&run, &c))
             });
             let restored = restored.transpose()?;
-            *current = Some(run.clone());
+            live.run = Some(run.clone());
             (run, restored)
         };
         run.ctx.__set_input_broker(self.shared.inputs.broker(Arc::downgrade(&run)));
@@ -535,7 +555,7 @@ impl Agent {
     }
 
     fn current(&self) -> Option<Arc<Run>> {
-        lock(&self.shared.current).clone()
+        lock(&self.shared.live).run.clone()
     }
 
     /// The status of the current or last run; `Idle` before the first.
@@ -637,7 +657,7 @@ impl Agent {
             reason: format!("the agent cannot run: {e}"),
         })?;
         checkpoint::check(&self.shared.name, &program, &checkpoint)?;
-        lock(&self.shared.persist).restore = Some(checkpoint);
+        lock(&self.shared.live).persist.restore = Some(checkpoint);
         Ok(())
     }
 
@@ -681,19 +701,19 @@ impl Agent {
     pub fn with_store(self, store: impl CheckpointStore) -> Self {
         let store: Arc<dyn CheckpointStore> = Arc::new(store);
         self.shared.inputs.with_store(store.clone());
-        lock(&self.shared.persist).store = Some(store);
+        lock(&self.shared.live).persist.store = Some(store);
         self
     }
 
     /// Besides the snapshot at every completion, snapshot a durable run every `every`
     /// (long-running states then resume from a recent context).
     pub fn checkpoint_interval(self, every: Duration) -> Self {
-        lock(&self.shared.persist).checkpoint_interval = Some(every);
+        lock(&self.shared.live).persist.checkpoint_interval = Some(every);
         self
     }
 
     fn store(&self) -> Result<Arc<dyn CheckpointStore>, AgentError> {
-        let store = lock(&self.shared.persist).store.clone();
+        let store = lock(&self.shared.live).persist.store.clone();
         store.ok_or_else(|| {
             store_error(format!("agent `{}` has no store (see `with_store`)", self.shared.name), Context::new())
         })
