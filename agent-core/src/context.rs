@@ -20,7 +20,7 @@
 use std::any::{type_name, Any};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
@@ -91,8 +91,9 @@ struct Inner {
     has_write_error: AtomicBool,
     /// The failure an `on_error` handler is handling.
     last_error: Mutex<Option<crate::StateError>>,
-    /// Who answers `human_in_the_loop` (set by the runtime for each run).
-    input: RwLock<Option<Arc<dyn crate::human::InputBroker>>>,
+    /// Who answers `human_in_the_loop` (set by the runtime for each run: the run itself,
+    /// held weakly, since the run holds this context).
+    input: RwLock<Option<Weak<dyn crate::human::InputBroker>>>,
 }
 
 /// The data shared by the states of one run.
@@ -411,16 +412,17 @@ impl Context {
     /// }
     /// ```
     pub async fn human_in_the_loop(&self, input: crate::HumanInput) -> Result<String, crate::HumanInputError> {
-        let broker = self.inner.input.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let broker = self.inner.input.read().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(Weak::upgrade);
         match broker {
             Some(broker) => broker.request(input).await,
             None => Err(crate::HumanInputError::NoProvider { prompt: input.prompt().to_owned() }),
         }
     }
 
-    /// Install who answers `human_in_the_loop` in this context; used by the runtime.
+    /// Install who answers `human_in_the_loop` in this context; used by the runtime. Held
+    /// weakly: once the broker is gone, requests fail with `NoProvider`.
     #[doc(hidden)]
-    pub fn __set_input_broker(&self, broker: Arc<dyn crate::human::InputBroker>) {
+    pub fn __set_input_broker(&self, broker: Weak<dyn crate::human::InputBroker>) {
         *self.inner.input.write().unwrap_or_else(PoisonError::into_inner) = Some(broker);
     }
 

@@ -448,7 +448,7 @@ impl Agent {
             live.run = Some(run.clone());
             (run, restored)
         };
-        run.ctx.__set_input_broker(self.shared.inputs.broker(Arc::downgrade(&run)));
+        run.ctx.__set_input_broker(Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>);
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             if run.emitting() {

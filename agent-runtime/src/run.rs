@@ -102,6 +102,9 @@ pub(crate) struct Run {
     pub input_wait: AtomicU64,
     /// The run's id as events carry it, made at the first event.
     event_run_id: std::sync::OnceLock<Arc<str>>,
+    /// The run's id as its requests for human input carry it, made at the first request
+    /// (see `human::wait`).
+    pub input_id: std::sync::OnceLock<Arc<str>>,
 }
 
 /// What a run shares with its agent, behind one reference count: a run takes one (a locked
@@ -171,6 +174,7 @@ impl Run {
             links,
             timing: None,
             event_run_id: std::sync::OnceLock::new(),
+            input_id: std::sync::OnceLock::new(),
             input_wait: AtomicU64::new(0),
         }
     }

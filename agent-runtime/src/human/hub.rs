@@ -17,18 +17,15 @@
 //!   agent run many times keeps only what its current run can still need.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use agent_core::__private::InputBroker;
 use agent_core::HumanInput;
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 use super::terminal::Terminal;
-use super::wait::RunBroker;
 use super::{AnswerError, PendingInput};
-use crate::run::Run;
 pub(super) use crate::store::now_ms;
 use crate::store::{time_of, CheckpointStore, InputRecord};
 
@@ -102,16 +99,10 @@ impl InputHub {
         self.books.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The broker to install into run `run_id`'s context. Forgets the other runs nobody
-    /// waits on.
-    pub(crate) fn broker(self: &Arc<Self>, run: Weak<Run>) -> Arc<dyn InputBroker> {
-        Arc::new(RunBroker { hub: self.clone(), run, id: OnceLock::new() })
-    }
-
     /// A broker for run `id`, with no `Run` behind it (the hub's own tests).
     #[cfg(test)]
-    pub(crate) fn broker_for(self: &Arc<Self>, id: &str) -> Arc<dyn InputBroker> {
-        Arc::new(RunBroker { hub: self.clone(), run: Weak::new(), id: OnceLock::from(Arc::<str>::from(id)) })
+    pub(crate) fn broker_for(self: &Arc<Self>, id: &str) -> Arc<dyn agent_core::__private::InputBroker> {
+        Arc::new(super::wait::RunlessBroker { hub: self.clone(), id: id.into() })
     }
 
     /// Forget the runs other than `run` that nobody waits on (when `run` first asks).

@@ -9,7 +9,7 @@
 //! - With a store, the store's first answer wins: an answer given here that the store
 //!   refuses (another process answered first) is replaced by the store's.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::__private::{InputBroker, InputFuture};
@@ -25,53 +25,48 @@ use crate::store::{CheckpointStore, InputRecord};
 /// How often a waiting request reads the store for an answer from another process.
 const POLL: Duration = Duration::from_millis(500);
 
-/// The broker installed into one run's context. Made for every run, so it does nothing
-/// until a state first asks: then it learns the run's id (formatted only then).
-pub(super) struct RunBroker {
-    pub(super) hub: Arc<InputHub>,
-    pub(super) run: Weak<Run>,
-    pub(super) id: OnceLock<Arc<str>>,
-}
-
-impl RunBroker {
-    /// The run's id; `None` once the run is gone.
-    fn id(&self) -> Option<&Arc<str>> {
-        if let Some(id) = self.id.get() {
-            return Some(id);
-        }
-        let id: Arc<str> = self.run.upgrade()?.run_id().into();
-        Some(self.id.get_or_init(|| {
-            self.hub.forget_others(&id);
+/// A run answers its own context's requests: the context holds it weakly (see
+/// `Context::__set_input_broker`), so a run costs no broker of its own. It does nothing
+/// until a state first asks: then it learns the run's id (formatted only then) and the hub
+/// forgets the other runs nobody waits on.
+impl InputBroker for Run {
+    fn request(&self, input: HumanInput) -> InputFuture<'_> {
+        let Some(hub) = &self.links.inputs else {
+            return Box::pin(std::future::ready(Err(HumanInputError::NoProvider {
+                prompt: input.prompt().to_owned(),
+            })));
+        };
+        let run = self.input_id.get_or_init(|| {
+            let id: Arc<str> = self.run_id().into();
+            hub.forget_others(&id);
             id
-        }))
+        });
+        if let Some(d) = &self.durable {
+            // The store then shows the state running (waiting for a person), not where the
+            // last completion left it.
+            d.nudge();
+        }
+        let events = self.links.events.clone();
+        let waited_from = Instant::now();
+        Box::pin(async move {
+            let outcome = ask(hub, run, input, events).await;
+            self.record_input_wait(waited_from.elapsed());
+            outcome
+        })
     }
 }
 
-impl InputBroker for RunBroker {
+/// A broker for run `id` with no `Run` behind it (the hub's own tests).
+#[cfg(test)]
+pub(super) struct RunlessBroker {
+    pub(super) hub: Arc<InputHub>,
+    pub(super) id: Arc<str>,
+}
+
+#[cfg(test)]
+impl InputBroker for RunlessBroker {
     fn request(&self, input: HumanInput) -> InputFuture<'_> {
-        match self.id() {
-            Some(run) => {
-                let live = self.run.upgrade();
-                if let Some(d) = live.as_ref().and_then(|r| r.durable.as_ref()) {
-                    // The store then shows the state running (waiting for a person), not
-                    // where the last completion left it.
-                    d.nudge();
-                }
-                let events = live.and_then(|r| r.links.events.clone());
-                let waited_from = Instant::now();
-                let run_ref = self.run.clone();
-                Box::pin(async move {
-                    let outcome = ask(&self.hub, run, input, events).await;
-                    if let Some(r) = run_ref.upgrade() {
-                        r.record_input_wait(waited_from.elapsed());
-                    }
-                    outcome
-                })
-            }
-            None => {
-                Box::pin(std::future::ready(Err(HumanInputError::NoProvider { prompt: input.prompt().to_owned() })))
-            }
-        }
+        Box::pin(ask(&self.hub, &self.id, input, None))
     }
 }
 
