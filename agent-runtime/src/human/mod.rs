@@ -3,15 +3,16 @@
 //!
 //! - `hub`: the requests of every run of one agent, their ids, answers and defaults; what
 //!   `Agent::pending_inputs` and `Agent::answer` read and write.
-//! - `wait`: one request from asking to its answer, default or error (the broker installed
-//!   into each run's context).
+//! - `wait`: one request from asking to its answer, default or error (the run itself is
+//!   the broker its context asks).
 //! - `resources`: a state waiting for a person gives its resources back and takes them again
 //!   before the answer reaches it.
 //! - `terminal`: the terminal provider, one reader thread per agent.
 //!
 //! Invariants:
-//! - One hub per `Agent`, shared by all its runs and clones; each run's context gets a broker
-//!   naming the hub and the run (`Agent::run_with` installs it before any state runs).
+//! - One hub per `Agent`, shared by all its runs and clones; each run's context holds the run
+//!   weakly as its broker, and the run reaches the hub through its `Links`
+//!   (`Agent::run_with` installs it before any state runs).
 //! - A request's id is `input-N`, N counting the run's requests from 1 in the order they were
 //!   made; parallel branches asking at once get distinct ids. Ids are never reused in a run,
 //!   also across a restore (numbering continues after the highest restored id).
