@@ -8,6 +8,9 @@
 //!   started with.
 //! - At most one run of an agent is in progress at a time (`AlreadyRunning` otherwise).
 //! - Dropping the future of `run()` cancels the run: no branch outlives it.
+//! - Two locks: `def` (the definition) and `live` (the compiled program, the current run,
+//!   what the next run starts from). `live` may be taken while `def` is held, never the
+//!   other way round; a run takes `live` once to start.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
