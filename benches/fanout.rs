@@ -1,4 +1,4 @@
-//! Workload: a fan-out of W branches (W = 10, 1,000, 100,000) from one state, each branch
+//! Workload: a fan-out of W branches (W = 2, 10, 1,000, 100,000) from one state, each branch
 //! doing one atomic context update, then a fan-in state that runs once after all of them, on
 //! a 2-worker tokio runtime, awaiting the whole run inside the timed region.
 //!
@@ -56,7 +56,7 @@ fn fresh_context() -> Context {
 fn fanout(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut group = c.benchmark_group("fanout");
-    for width in [10usize, 1_000, 100_000] {
+    for width in [2usize, 10, 1_000, 100_000] {
         group.throughput(Throughput::Elements(width as u64));
         if width == 100_000 {
             group.sample_size(10);
