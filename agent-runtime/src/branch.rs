@@ -163,8 +163,10 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
                 hi = split_off(&fan, lo, hi);
                 tokio::task::yield_now().await;
                 slice = Instant::now();
+                last = slice;
+                continue;
             }
-            last = now.max(slice);
+            last = now;
         }
     }
 }
