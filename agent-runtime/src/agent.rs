@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::branch;
 use crate::checkpoint;
 use crate::durable::{store_error, Durable};
-use crate::events::{EventHub, EventKind, EventStream};
+use crate::events::{EventKind, EventStream};
 use crate::pool::ResourcePool;
 use crate::program::{Definition, Program, StateDef, StateOptions};
 use crate::result::{AgentResult, RunMetrics};
@@ -42,12 +42,9 @@ struct Shared {
     /// The compiled program, the current run and what the next run starts from: one lock,
     /// which a run takes once to start (three were six locked instructions a run).
     live: Mutex<Live>,
-    /// What its runs share with it: the `Once` completions, and the hubs below again.
+    /// What its runs share with it: the `Once` completions, the requests for human input of
+    /// every run and who answers them, and the events of every run for subscribers.
     links: Arc<crate::run::Links>,
-    /// Requests for human input of every run, and who answers them.
-    inputs: Arc<crate::human::InputHub>,
-    /// Events of every run, for subscribers (see `events`).
-    events: Arc<EventHub>,
     /// `record_timings`: 0 unset (on only for durable runs), 1 on, 2 off.
     timings: AtomicU8,
 }
@@ -117,18 +114,13 @@ impl Agent {
     }
 
     fn with_parts(name: String, graph: Option<&'static WorkflowGraph>, def: Definition) -> Agent {
-        let (inputs, events) = (crate::human::InputHub::new(), EventHub::new());
-        let links =
-            crate::run::Links { once: Mutex::default(), inputs: Some(inputs.clone()), events: Some(events.clone()) };
         Agent {
             shared: Arc::new(Shared {
                 name,
                 graph,
                 def: Mutex::new(def),
                 live: Mutex::default(),
-                links: Arc::new(links),
-                inputs,
-                events,
+                links: Arc::new(crate::run::Links::new()),
                 timings: AtomicU8::new(0),
             }),
         }
@@ -282,7 +274,7 @@ impl Agent {
     /// # }
     /// ```
     pub fn events(&self) -> EventStream {
-        self.shared.events.subscribe()
+        self.shared.links.events.subscribe()
     }
 
     /// The retry policy of every state that sets none (`#[state(retry(...))]` or
@@ -444,7 +436,7 @@ impl Agent {
             let restored = restore.map(|c| {
                 checkpoint::check(&self.shared.name, &run.program, &c)?;
                 run.set_run_id(c.run_id.clone());
-                self.shared.inputs.restore(checkpoint::inputs_of(&c));
+                self.shared.links.inputs.restore(checkpoint::inputs_of(&c));
                 Ok::<_, CheckpointError>(checkpoint::seed(&run, &c))
             });
             let restored = restored.transpose()?;
@@ -703,7 +695,7 @@ impl Agent {
     /// ```
     pub fn with_store(self, store: impl CheckpointStore) -> Self {
         let store: Arc<dyn CheckpointStore> = Arc::new(store);
-        self.shared.inputs.with_store(store.clone());
+        self.shared.links.inputs.with_store(store.clone());
         lock(&self.shared.live).persist.store = Some(store);
         self
     }
@@ -793,7 +785,7 @@ impl Agent {
     /// the pipe answers the next request. Answers from code ([`Agent::answer`]) and from the
     /// store are taken either way.
     pub fn input_from_terminal(self, on: bool) -> Self {
-        self.shared.inputs.set_terminal(on);
+        self.shared.links.inputs.set_terminal(on);
         self
     }
 
@@ -801,7 +793,7 @@ impl Agent {
     /// exactly those [`Agent::answer`] accepts. Empty once they are answered (or defaulted,
     /// or timed out).
     pub fn pending_inputs(&self) -> Vec<crate::PendingInput> {
-        self.shared.inputs.pending()
+        self.shared.links.inputs.pending()
     }
 
     /// Answer the pending request `id` (see [`Agent::pending_inputs`]): the state waiting on
@@ -851,14 +843,14 @@ impl Agent {
     /// # }
     /// ```
     pub fn answer(&self, id: &str, value: impl Into<String>) -> Result<(), crate::AnswerError> {
-        self.shared.inputs.answer(id, value.into())
+        self.shared.links.inputs.answer(id, value.into())
     }
 
     /// Every request for human input of the current or last run, answered or not, in
     /// request order: the prompt, when it was asked and answered, the answer, and whether
     /// it was the default taken at the timeout (`defaulted`).
     pub fn input_history(&self) -> Vec<crate::store::InputRecord> {
-        self.run_id().map(|run| self.shared.inputs.records(&run)).unwrap_or_default()
+        self.run_id().map(|run| self.shared.links.inputs.records(&run)).unwrap_or_default()
     }
 }
 

@@ -90,9 +90,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
             }
         }
     }
-    if let Some(hub) = &run.links.inputs {
-        checkpoint.pending_inputs = hub.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect();
-    }
+    checkpoint.pending_inputs = run.links.inputs.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect();
     checkpoint.set_context(&run.ctx);
     checkpoint
 }

@@ -108,16 +108,22 @@ pub(crate) struct Run {
 }
 
 /// What a run shares with its agent, behind one reference count: a run takes one (a locked
-/// instruction each way), where three separate `Arc`s cost three.
-#[derive(Default)]
+/// instruction each way), where three separate `Arc`s cost three. The agent holds it too,
+/// and reaches its hubs through it.
 pub(crate) struct Links {
     /// Names of states whose completion counts forever (`Once` dependencies).
     pub once: Mutex<FxHashSet<String>>,
-    /// The agent's requests for human input, which checkpoints carry; `None` for runs made
-    /// outside an agent.
-    pub inputs: Option<Arc<InputHub>>,
-    /// The agent's event channel (see `events`); `None` for runs made outside an agent.
-    pub events: Option<Arc<EventHub>>,
+    /// The agent's requests for human input, which checkpoints carry.
+    pub inputs: Arc<InputHub>,
+    /// The agent's event channel (see `events`).
+    pub events: Arc<EventHub>,
+}
+
+impl Links {
+    /// An agent's: no `Once` completion yet, hubs with no request and no subscriber.
+    pub(crate) fn new() -> Links {
+        Links { once: Mutex::default(), inputs: InputHub::new(), events: EventHub::new() }
+    }
 }
 
 /// `Run::root_slot` when the root task holds no position.
@@ -126,7 +132,7 @@ pub(crate) const NO_STATE: u32 = u32::MAX;
 impl Run {
     #[cfg(test)]
     pub(crate) fn new(program: Arc<Program>, ctx: Context) -> Run {
-        Run::with_links(program, ctx, Arc::default())
+        Run::with_links(program, ctx, Arc::new(Links::new()))
     }
 
     /// A run sharing `links` with its agent (and with the agent's other runs).
@@ -182,19 +188,14 @@ impl Run {
     /// Whether someone subscribed to events: one relaxed load (see `events`).
     #[inline(always)]
     pub(crate) fn emitting(&self) -> bool {
-        match &self.links.events {
-            Some(h) => h.active(),
-            None => false,
-        }
+        self.links.events.active()
     }
 
     /// Send an event (call only when [`Run::emitting`], so nothing is built otherwise).
     #[cold]
     #[inline(never)]
     pub(crate) fn emit(&self, kind: EventKind) {
-        if let Some(h) = &self.links.events {
-            h.send(self.event_run_id.get_or_init(|| Arc::from(self.run_id())).clone(), kind);
-        }
+        self.links.events.send(self.event_run_id.get_or_init(|| Arc::from(self.run_id())).clone(), kind);
     }
 
     /// The name of state `pos`, owned (for events).

@@ -31,11 +31,7 @@ const POLL: Duration = Duration::from_millis(500);
 /// forgets the other runs nobody waits on.
 impl InputBroker for Run {
     fn request(&self, input: HumanInput) -> InputFuture<'_> {
-        let Some(hub) = &self.links.inputs else {
-            return Box::pin(std::future::ready(Err(HumanInputError::NoProvider {
-                prompt: input.prompt().to_owned(),
-            })));
-        };
+        let hub = &self.links.inputs;
         let run = self.input_id.get_or_init(|| {
             let id: Arc<str> = self.run_id().into();
             hub.forget_others(&id);
@@ -46,7 +42,7 @@ impl InputBroker for Run {
             // last completion left it.
             d.nudge();
         }
-        let events = self.links.events.clone();
+        let events = Some(self.links.events.clone());
         let waited_from = Instant::now();
         Box::pin(async move {
             let outcome = ask(hub, run, input, events).await;
