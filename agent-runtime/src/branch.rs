@@ -90,6 +90,40 @@ impl Fan {
     }
 }
 
+/// A fan-out some of whose targets start waiting (see `Group::deferred`): the others start
+/// as usual; if none does, what the group settles into goes on in `next`.
+#[cold]
+fn fan_out_deferred(
+    run: &Arc<Run>,
+    parent: Option<Arc<Group>>,
+    origin: usize,
+    targets: &[u32],
+    defer: &[bool],
+    next: &mut Vec<Position>,
+    fan: &mut Option<Arc<Fan>>,
+) {
+    let (mut running, mut waiting) = (Vec::new(), Vec::new());
+    for (&t, &d) in targets.iter().zip(defer) {
+        if d {
+            run.set_state_status(t as usize, StateStatus::Blocked);
+            waiting.push(t);
+        } else {
+            run.set_state_status(t as usize, StateStatus::Ready);
+            running.push(t);
+        }
+    }
+    let group = Group::open_deferred(run, parent, origin, &running, &waiting, next);
+    match running.len() {
+        0 => {}
+        1 => next.push((Some(group), running[0] as usize)),
+        _ => {
+            run.tasks_started(1);
+            *fan =
+                Some(Arc::new(Fan { group, targets: running.into_boxed_slice(), guard: TaskGuard::new(run.clone()) }));
+        }
+    }
+}
+
 /// How long a fan-out's task runs quick branches one after another before it hands half of
 /// what is left to another task, which an idle worker can steal.
 const SLICE: Duration = Duration::from_micros(20);
@@ -451,12 +485,20 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                             run.root_slot.store(NO_STATE, Relaxed);
                             run.top_enter(pos);
                         }
-                        for same in targets.chunk_by(|a, b| a == b) {
-                            run.set_state_status(same[0] as usize, StateStatus::Ready);
-                        }
                         // Its branches are spawned by `go_on`, after a durable run has
                         // recorded this state.
-                        fan = Some(Fan::open(run, group.take().map(Cow::into_owned), pos, targets));
+                        match Group::deferred(prog, group.as_deref(), pos, &targets) {
+                            None => {
+                                for same in targets.chunk_by(|a, b| a == b) {
+                                    run.set_state_status(same[0] as usize, StateStatus::Ready);
+                                }
+                                fan = Some(Fan::open(run, group.take().map(Cow::into_owned), pos, targets));
+                            }
+                            Some(defer) => {
+                                let parent = group.take().map(Cow::into_owned);
+                                fan_out_deferred(run, parent, pos, &targets, &defer, &mut next, &mut fan);
+                            }
+                        }
                     }
                 }
             }

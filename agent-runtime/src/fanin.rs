@@ -18,6 +18,23 @@
 //!   then one at a time, the one defined first (so an inner join runs before the outer join
 //!   its branch moves on to).
 //!
+//! Deferral to enclosing groups (nested fan-outs): a state that tokens of an enclosing group
+//! may still reach runs once, after all of them, not once inside the inner group and again
+//! outside it. So, in a group with a parent:
+//! - fully known graph: a waiting state `S` is not released while an enclosing group holds
+//!   a token that may still come to `S` (one running at a state that reaches `S`, other than
+//!   the token that stands for the inner group, or one waiting at `S` or at a state that
+//!   reaches `S`); a fan-out target for which that holds starts waiting rather than running;
+//! - builder agents: a fan-out target marked `join` starts waiting, so it runs by the rule
+//!   for joins above, once the group's other branches are done.
+//! When nothing runs in the group and all its tokens wait at one state, that state is
+//! released whatever holds it above: its tokens merge into one, which (being the group's
+//! last) goes on to the parent as the arrival of the branch that fanned out; there the same
+//! rules apply, and the state runs once, with the outer branches' tokens.
+//!
+//! Lock order: a group's lock, then its parent's, up to the top (inner before outer); no
+//! code takes a child's lock while holding its parent's.
+//!
 //! Releasing a state merges its waiting tokens into one that runs it once. When that leaves
 //! the group a single token, the group is over: the token goes back to the parent group as if
 //! the branch that fanned out had moved to that state, and the parent applies the same rule.
@@ -69,8 +86,15 @@ struct Tokens {
 }
 
 enum Event {
-    Arrive { from: usize, to: usize },
-    End { at: usize },
+    Arrive {
+        from: usize,
+        to: usize,
+    },
+    End {
+        at: usize,
+    },
+    /// Nothing moved: evaluate the rule as it stands.
+    Settle,
 }
 
 fn add(map: &mut FxHashMap<u32, u32>, key: usize, n: u32) {
@@ -105,8 +129,9 @@ impl Tokens {
         }
     }
 
-    /// Move releasable waiting tokens into `self.released`.
-    fn release(&mut self, prog: &Program) {
+    /// Move releasable waiting tokens into `self.released`. `above`: the group's parent and
+    /// origin, whose tokens may hold a state back (see the module docs).
+    fn release(&mut self, prog: &Program, above: Above<'_>) {
         self.released.clear();
         if self.waiting.is_empty() {
             return;
@@ -116,7 +141,7 @@ impl Tokens {
                 for (&s, &c) in &self.waiting {
                     let blocked = self.running.keys().any(|&x| reach.reaches(x as usize, s as usize))
                         || self.waiting.keys().any(|&t| t != s && reach.reaches(t as usize, s as usize));
-                    if !blocked {
+                    if !blocked && !held_above(reach, above, s as usize) {
                         self.released.push((s, c));
                     }
                 }
@@ -143,7 +168,81 @@ impl Tokens {
     }
 }
 
+/// A group's parent and the state whose fan-out opened it: where deferral looks.
+type Above<'a> = (Option<&'a Arc<Group>>, usize);
+
+/// Whether a token of a group enclosing the one `above` describes may still come to `s`, in
+/// a fully known graph (see the module docs). Takes the enclosing groups' locks, inner to
+/// outer, while the caller holds the inner group's.
+fn held_above(reach: &crate::reach::Reach, above: Above<'_>, s: usize) -> bool {
+    let (mut parent, mut origin) = above;
+    while let Some(p) = parent {
+        let t = p.lock();
+        // The token at `origin` stands for the group below: it is not one that may come.
+        let running = t.running.iter().any(|(&x, &n)| (x as usize != origin || n > 1) && reach.reaches(x as usize, s));
+        if running || t.waiting.keys().any(|&w| w as usize == s || reach.reaches(w as usize, s)) {
+            return true;
+        }
+        drop(t);
+        (parent, origin) = (p.parent.as_ref(), p.origin);
+    }
+    false
+}
+
 impl Group {
+    /// Which of a fan-out's `targets` start waiting rather than running (see the module
+    /// docs): `None` when all start running, the common case, decided without a lock for
+    /// a fan-out at the top level of a fully known graph. `parent` and `origin`: where the
+    /// fan-out happens (inside a transition).
+    pub(crate) fn deferred(
+        prog: &Program,
+        parent: Option<&Arc<Group>>,
+        origin: usize,
+        targets: &[u32],
+    ) -> Option<Vec<bool>> {
+        let defer: Vec<bool> = match &prog.reach {
+            Some(reach) => {
+                parent?;
+                targets.iter().map(|&t| held_above(reach, (parent, origin), t as usize)).collect()
+            }
+            None => {
+                if !prog.has_joins() {
+                    return None;
+                }
+                targets.iter().map(|&t| prog.is_join(t as usize)).collect()
+            }
+        };
+        defer.contains(&true).then_some(defer)
+    }
+
+    /// A group opened by `origin`'s fan-out whose tokens start running at `running` and
+    /// waiting at `waiting` (see [`Group::deferred`]). Pushes onto `out` every position to
+    /// run now: none while a token runs; when none does, the waiting ones released, or the
+    /// parent's position the group collapses into (inside a transition).
+    pub(crate) fn open_deferred(
+        run: &Run,
+        parent: Option<Arc<Group>>,
+        origin: usize,
+        running: &[u32],
+        waiting: &[u32],
+        out: &mut Vec<Position>,
+    ) -> Arc<Group> {
+        let mut t = Tokens::default();
+        for same in running.chunk_by(|a, b| a == b) {
+            add(&mut t.running, same[0] as usize, same.len() as u32);
+        }
+        for same in waiting.chunk_by(|a, b| a == b) {
+            add(&mut t.waiting, same[0] as usize, same.len() as u32);
+        }
+        t.running_total = running.len();
+        t.live = running.len() + waiting.len();
+        let group = Group::create(run, parent, origin, t);
+        if running.is_empty() {
+            settle(&group, run, out);
+        }
+        group
+    }
+
     /// A group whose tokens start running at `targets`, opened by `origin`'s fan-out
     /// (inside a transition: see `frontier`).
     pub(crate) fn open(run: &Run, parent: Option<Arc<Group>>, origin: usize, targets: &[u32]) -> Arc<Group> {
@@ -223,6 +322,12 @@ impl Group {
     }
 }
 
+/// Evaluate the release rule of a group no event has touched yet (one opened with no
+/// running token): the same as after an event, through [`apply`].
+fn settle(group: &Arc<Group>, run: &Run, out: &mut Vec<Position>) {
+    apply(group, run, Event::Settle, out)
+}
+
 /// Walks up the groups by reference (each holds its parent): an event costs no reference
 /// count traffic on the groups, which every branch of a wide fan-out would contend on.
 fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Position>) {
@@ -234,6 +339,7 @@ fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posi
                 t.stop_running(from);
                 add(&mut t.waiting, to, 1);
             }
+            Event::Settle => {}
             Event::End { at } => {
                 t.stop_running(at);
                 t.live -= 1;
@@ -255,7 +361,7 @@ fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posi
                 }
             }
         }
-        t.release(prog);
+        t.release(prog, (group.parent.as_ref(), group.origin));
         if t.released.is_empty() {
             return;
         }

@@ -137,6 +137,8 @@ pub(crate) struct Program {
     pub max_steps: Option<u64>,
     pub max_concurrent: Option<usize>,
     join: Vec<bool>,
+    /// Whether any of `join` is set.
+    any_join: bool,
     /// Per state, 1 + the index its last named transition resolved to (0: none yet), so a
     /// builder state returning the same name each time pays a short compare, not a hash.
     last_target: Box<[AtomicU32]>,
@@ -280,6 +282,7 @@ impl Program {
             last_target: def.states.iter().map(|_| AtomicU32::new(0)).collect(),
             graph,
             join: def.states.iter().map(|s| s.options.join).collect(),
+            any_join: def.states.iter().any(|s| s.options.join),
             states: def
                 .states
                 .iter()
@@ -342,6 +345,12 @@ impl Program {
     #[inline]
     pub(crate) fn is_join(&self, state: usize) -> bool {
         self.join[state]
+    }
+
+    /// Whether any state is marked `join`.
+    #[inline]
+    pub(crate) fn has_joins(&self) -> bool {
+        self.any_join
     }
 }
 

@@ -9,7 +9,7 @@ use agent_core::{Context, StateResult, StateSpec, WorkflowGraph};
 use agent_runtime::{Agent, AgentStatus};
 
 mod common;
-use common::{count, spawn_run, step, trail, visit};
+use common::{count, ms, spawn_run, step, trail, visit, StateFut};
 
 #[tokio::test(start_paused = true)]
 async fn three_branches_meet_once_and_the_join_sees_every_write() {
@@ -364,13 +364,108 @@ async fn a_join_shared_by_inner_and_outer_branches_runs_once() {
             (Arc::new(step("join", 0, StateResult::End)), None),
         ],
     );
-    // Note: `join` is itself a fan-out target of outer_a, so it runs once there as a branch
-    // start; the fan-in is the *arrivals*: a1's and outer_b's, which merge into one run.
+    // `join` is a fan-out target of outer_a, but outer_b (of the enclosing fan-out) and a1
+    // still come to it: it waits for them, and runs once, last.
     let r = agent.run().await.unwrap();
     let t = trail(r.context());
-    assert_eq!(count(r.context(), "join"), 2, "{t:?}");
-    assert_eq!(t.last().map(String::as_str), Some("join"));
-    assert!(t.iter().rposition(|x| x == "outer_b") < t.iter().rposition(|x| x == "join"), "{t:?}");
+    assert_eq!(count(r.context(), "join"), 1, "{t:?}");
+    assert_eq!(t.last().map(String::as_str), Some("join"), "{t:?}");
+    assert_eq!(t.len(), 5, "every state ran once: {t:?}");
+}
+
+// start -> [a, b]; a -> [c, j]; b -> j; c -> End; j -> End (LangGraph's
+// `test_in_one_fan_out_state_graph_defer_node`): `j` runs once, after `b` has written.
+static DEFER_STATES: [StateSpec; 5] = [
+    StateSpec { edges: &["a", "b"], computed_targets: false, ..StateSpec::new("start") },
+    StateSpec { edges: &["c", "j"], computed_targets: false, ..StateSpec::new("a") },
+    StateSpec { edges: &["j"], computed_targets: false, ..StateSpec::new("b") },
+    StateSpec { edges: &[], computed_targets: false, ..StateSpec::new("c") },
+    StateSpec { edges: &[], computed_targets: false, ..StateSpec::new("j") },
+];
+static DEFER: WorkflowGraph =
+    WorkflowGraph { name: "defer", start: "start", states: &DEFER_STATES, max_concurrent: None };
+
+/// The states of the shape above; `b` and `c` take `b_ms` and `c_ms` of virtual time, and
+/// `j` records what it saw of `b`'s write.
+fn defer_states(b_ms: u64, c_ms: u64) -> Vec<(&'static str, BoxedState)> {
+    vec![
+        ("start", Box::new(step("start", 0, StateResult::parallel(["a", "b"])))),
+        ("a", Box::new(step("a", 0, StateResult::parallel(["c", "j"])))),
+        (
+            "b",
+            Box::new(move |ctx: Context| -> StateFut {
+                Box::pin(async move {
+                    tokio::time::sleep(ms(b_ms)).await;
+                    ctx.set_state("b_wrote", true);
+                    visit(&ctx, "b");
+                    StateResult::next("j")
+                })
+            }),
+        ),
+        ("c", Box::new(step("c", c_ms, StateResult::End))),
+        (
+            "j",
+            Box::new(|ctx: Context| -> StateFut {
+                Box::pin(async move {
+                    ctx.set_state("j_saw_b", ctx.get_state::<bool>("b_wrote").unwrap_or(false));
+                    visit(&ctx, "j");
+                    StateResult::End
+                })
+            }),
+        ),
+    ]
+}
+
+type BoxedState = Box<dyn Fn(Context) -> StateFut + Send + Sync>;
+
+#[tokio::test(start_paused = true)]
+async fn a_join_reached_through_a_nested_fan_out_runs_once_after_every_branch_known_graph() {
+    for (b_ms, c_ms) in [(50, 0), (0, 50), (10, 10), (0, 0)] {
+        let states = defer_states(b_ms, c_ms)
+            .into_iter()
+            .map(|(_, h)| (Arc::new(h) as Arc<dyn agent_core::StateHandler>, None))
+            .collect();
+        let r = Agent::__from_workflow(&DEFER, states).run().await.unwrap();
+        let t = trail(r.context());
+        assert_eq!(count(r.context(), "j"), 1, "b {b_ms} ms, c {c_ms} ms: {t:?}");
+        assert_eq!(r.context().get_state::<bool>("j_saw_b"), Some(true), "`j` ran before `b` wrote: {t:?}");
+        assert_eq!(r.status(), AgentStatus::Completed);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_join_reached_through_a_nested_fan_out_runs_once_after_every_branch_builder() {
+    for (b_ms, c_ms) in [(50, 0), (0, 50), (10, 10), (0, 0)] {
+        let mut agent = Agent::new("defer_builder");
+        for (name, handler) in defer_states(b_ms, c_ms) {
+            let config = agent.add_state(name, handler);
+            if name == "j" {
+                config.join();
+            }
+        }
+        let r = agent.run().await.unwrap();
+        let t = trail(r.context());
+        assert_eq!(count(r.context(), "j"), 1, "b {b_ms} ms, c {c_ms} ms: {t:?}");
+        assert_eq!(r.context().get_state::<bool>("j_saw_b"), Some(true), "`j` ran before `b` wrote: {t:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_nested_fan_out_target_no_outer_branch_reaches_starts_at_once() {
+    // start -> [a, b]; a -> [c, j]; b ends at once: nothing above can come to `j`, which
+    // starts with `c`, not after it.
+    let agent = Agent::__from_workflow(
+        &DEFER,
+        vec![
+            (Arc::new(step("start", 0, StateResult::parallel(["a", "b"]))), None),
+            (Arc::new(step("a", 10, StateResult::parallel(["c", "j"]))), None),
+            (Arc::new(step("b", 0, StateResult::End)), None),
+            (Arc::new(step("c", 50, StateResult::End)), None),
+            (Arc::new(step("j", 0, StateResult::End)), None),
+        ],
+    );
+    let r = agent.run().await.unwrap();
+    assert_eq!(trail(r.context()), ["start", "b", "a", "j", "c"]);
 }
 
 static NESTED_STATES: [StateSpec; 6] = [
