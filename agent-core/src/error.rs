@@ -182,6 +182,16 @@ pub struct PanicError {
     pub message: String,
 }
 
+/// A state waiting at its dependency gate, in [`AgentError::Stalled`]: what it waits on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitingOn {
+    /// The waiting state.
+    pub state: String,
+    /// What it waits for, in words: "`fetch` (Required) to complete", "the condition on
+    /// `review` to hold".
+    pub on: String,
+}
+
 /// Why a run did not complete, or could not start.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
@@ -294,6 +304,29 @@ pub enum AgentError {
         /// when it is restored.
         checkpoint: Option<Box<crate::Checkpoint>>,
     },
+    /// The run can no longer move: every branch still alive waits at a dependency gate that
+    /// only another branch could open (a dependency that will not complete, or a condition
+    /// that no state is left to make true), and none has a `timeout`. The run stopped; its
+    /// context is kept.
+    ///
+    /// ```
+    /// use agent_core::{AgentError, Context, WaitingOn};
+    /// let e = AgentError::Stalled {
+    ///     waiting: vec![WaitingOn { state: "publish".into(), on: "the condition on `review` to hold".into() }],
+    ///     context: Context::new(),
+    /// };
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "the run can no longer move: `publish` waits for the condition on `review` to hold"
+    /// );
+    /// ```
+    #[error("the run can no longer move: {}", .waiting.iter().map(|w| format!("`{}` waits for {}", w.state, w.on)).collect::<Vec<_>>().join("; "))]
+    Stalled {
+        /// Each waiting state and what it waits for.
+        waiting: Vec<WaitingOn>,
+        /// The run's context when it stopped.
+        context: Context,
+    },
     /// `run()` was called while a run of this agent is still going.
     #[error("agent `{agent}` is already running")]
     AlreadyRunning {
@@ -348,6 +381,7 @@ impl AgentError {
             | AgentError::StateFailed { context, .. }
             | AgentError::MaxSteps { context, .. }
             | AgentError::TimedOut { context, .. }
+            | AgentError::Stalled { context, .. }
             | AgentError::Store { context, .. } => Some(context),
             _ => None,
         }

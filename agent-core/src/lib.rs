@@ -30,7 +30,9 @@ pub use checkpoint::{
 };
 pub use context::Context;
 pub use diagram::{Diagram, DiagramEdge, DiagramState};
-pub use error::{AgentError, ContextError, DependencyTimeout, PanicError, ResourceError, StateError, TimeoutError};
+pub use error::{
+    AgentError, ContextError, DependencyTimeout, PanicError, ResourceError, StateError, TimeoutError, WaitingOn,
+};
 pub use future::{StateFuture, StateOutcome};
 pub use graph::{Edge, EdgeKind, WorkflowGraph};
 pub use handler::{IntoState, StateHandler};

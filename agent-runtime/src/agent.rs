@@ -479,9 +479,10 @@ impl Agent {
                     if rooted {
                         // The root branch is polled first, so a run that never waits
                         // registers nothing with the cancellation token.
+                        crate::deps::root_started(&run);
                         tokio::select! {
                             biased;
-                            _ = branch::drive(&run, start, None, true) => {}
+                            _ = branch::drive(&run, start, None, true) => crate::deps::branch_ended(&run),
                             _ = run.stopped() => {}
                         }
                     }

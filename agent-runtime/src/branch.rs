@@ -40,6 +40,9 @@ use agent_core::StateStatus;
 /// Spawn a branch task that starts at `state`.
 pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
     run.tasks_started(1);
+    if run.program.has_dependencies {
+        run.deps.branches_made(1);
+    }
     spawn_task(branch_task(TaskGuard::new(run.clone()), state, group));
 }
 
@@ -61,7 +64,7 @@ async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) 
     // cancellation. A cancelled run wakes pending branches, which then stop.
     tokio::select! {
         biased;
-        _ = drive(run, state, group.map(Cow::Owned), false) => {}
+        _ = drive(run, state, group.map(Cow::Owned), false) => deps::branch_ended(run),
         _ = run.stopped() => {}
     }
 }
@@ -166,7 +169,9 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
         // a waiting branch holds); the box is not moved.
         let mut branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), false));
         let waits = std::future::poll_fn(|cx| Poll::Ready(branch.as_mut().poll(cx).is_pending())).await;
-        if waits {
+        if !waits {
+            deps::branch_ended(run);
+        } else {
             // Siblings must not wait behind this branch: the rest of the range goes on in
             // other tasks, and this one waits for the branch, or for the run to stop.
             hand_off(&fan, lo, hi);
@@ -176,13 +181,16 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
             // The branch was just polled with this task's waker: it is polled again only
             // once this task has been woken, or a `yield_now` in it would not yield.
             let mut polled = true;
-            std::future::poll_fn(|cx| {
+            let ended = std::future::poll_fn(|cx| {
                 if !std::mem::take(&mut polled) && branch.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(());
+                    return Poll::Ready(true);
                 }
-                stopped.as_mut().poll(cx)
+                stopped.as_mut().poll(cx).map(|()| false)
             })
             .await;
+            if ended {
+                deps::branch_ended(run);
+            }
             return;
         }
         if hi - lo > 1 {
@@ -225,6 +233,9 @@ fn hand_off(fan: &Arc<Fan>, lo: u32, hi: u32) {
 }
 
 /// Run states from `pos` until this branch ends, waits at a join, or the run stops.
+///
+/// The caller calls `deps::branch_ended` once it returns (not when it is dropped: a branch
+/// is dropped only when its run stops).
 ///
 /// `rooted`: this is the root task, and its position is published in `Run::root_slot`
 /// (see `frontier`); every other branch's position is counted by `at_top` or its group.
@@ -384,7 +395,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                 unrecorded = run.durable.is_some();
                 if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
                     // A gate may wait on a condition over the context.
-                    run.deps.changed.notify_waiters();
+                    run.deps.notify();
                 }
                 result
             }
@@ -728,12 +739,18 @@ fn take_next(run: &Arc<Run>, next: &mut Vec<Position>, fan: &mut Option<Arc<Fan>
         // This branch goes on with the first target; one task spawns the others.
         let first = (Some(fan.group.clone()), fan.targets[0] as usize);
         let n = fan.targets.len() as u32;
+        if run.program.has_dependencies {
+            run.deps.branches_made(n as usize - 1);
+        }
         spawn_task(fan_task(fan, 1, n));
         return Some(first);
     }
     if next.len() > 1 {
         // One shared-counter update for all, not one per task.
         run.tasks_started(next.len() - 1);
+        if run.program.has_dependencies {
+            run.deps.branches_made(next.len() - 1);
+        }
     }
     let mut released = next.drain(..);
     let first = released.next()?;

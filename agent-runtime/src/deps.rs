@@ -26,13 +26,21 @@
 //!   runs of the agent; `Always` only completions since the dependent last started (each
 //!   completion is consumed); `Temporary` only completions younger than `expiry`; `Periodic`
 //!   only completions younger than `interval`, after which the dependency is run again.
+//! - A run that can no longer move fails with [`AgentError::Stalled`]: when every live
+//!   branch waits at a gate that nothing but another branch can open (no dependency
+//!   `timeout`, no expiry to look again at), nothing will ever open one. Branches are
+//!   counted from where they are made (the root, a spawn, a fan-out, a release) to where
+//!   their `drive` ends; a gate counts as idle from its check until the next change
+//!   (`DepsState::notify`: a completion or a failure), and the generation number of changes
+//!   keeps a gate that a change already woke from counting. All of it is under one lock,
+//!   taken only by programs with dependencies.
 //! - Nothing here is on the path of a state without dependencies or dependents.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::{DependencyConfig, DependencyLifecycle, DependencyType};
+use agent_core::{AgentError, DependencyConfig, DependencyLifecycle, DependencyType, WaitingOn};
 use tokio::time::Instant;
 
 use agent_core::DependencyTimeout;
@@ -156,7 +164,7 @@ pub(crate) async fn gate(run: &Arc<Run>, pos: usize) -> Gate {
     let mut first = true;
     loop {
         // Made before the check: a change after it wakes this wait.
-        let changed = run.deps.changed.notified();
+        let (changed, generation) = run.deps.watch();
         let now = Instant::now();
         match check(run, pos, now, first) {
             Check::Satisfied => {
@@ -177,7 +185,12 @@ pub(crate) async fn gate(run: &Arc<Run>, pos: usize) -> Gate {
             (a, b) => a.or(b),
         };
         match until {
-            None => changed.await,
+            None => {
+                // Only another branch can open this gate now: if none is left to, the run
+                // has stalled.
+                let _idle = run.deps.go_idle(run, pos, generation);
+                changed.await
+            }
             Some(at) => {
                 if tokio::time::timeout_at(at, changed).await.is_err() {
                     if let Some((deadline, d, after)) = deadline {
@@ -240,20 +253,116 @@ pub(crate) fn completed(run: &Arc<Run>, pos: usize) {
             activate(run, x);
         }
     }
-    run.deps.changed.notify_waiters();
+    run.deps.notify();
 }
 
 /// A state with dependents failed for good: wake the gates waiting on it.
 #[cold]
 pub(crate) fn failed(run: &Run) {
-    run.deps.changed.notify_waiters();
+    run.deps.notify();
+}
+
+/// What each of `idle`'s gates waits on, for [`AgentError::Stalled`].
+fn describe(run: &Run, idle: &[usize]) -> Vec<WaitingOn> {
+    let now = Instant::now();
+    let mut out: Vec<WaitingOn> = Vec::new();
+    for &pos in idle {
+        let state = &run.program.states[pos];
+        let mut on = Vec::new();
+        for (j, (d, c)) in state.dependencies.iter().enumerate() {
+            let name = &*run.program.states[*d].name;
+            let counted = completion_counts(run, pos, j, *d, c, now);
+            let failed = run.states[*d].failed.load(Relaxed) > 0;
+            let done = match c.dependency_type {
+                DependencyType::Required => counted,
+                DependencyType::Sequential => counted || failed,
+                DependencyType::Optional => !is_active(run, *d),
+                DependencyType::Parallel => true,
+            };
+            if !done {
+                on.push(format!("`{name}` ({:?}) to complete", c.dependency_type));
+            } else if c.condition.as_ref().is_some_and(|cond| !cond(&run.ctx)) {
+                on.push(format!("the condition on `{name}` to hold"));
+            }
+        }
+        let on = if on.is_empty() { "a dependency".to_owned() } else { on.join(" and ") };
+        if !out.iter().any(|w| w.state == *state.name) {
+            out.push(WaitingOn { state: state.name.to_string(), on });
+        }
+    }
+    out
+}
+
+/// Branches alive and gates idle, for [`AgentError::Stalled`] (see the module docs).
+#[derive(Default)]
+struct Stall {
+    /// Branches made and not yet ended.
+    live: usize,
+    /// States of the gates idle since the last change, one entry per gate.
+    idle: Vec<usize>,
+    /// Changes so far.
+    generation: u64,
+}
+
+/// A gate counted idle; uncounts it when its wait ends, unless a change already did.
+pub(crate) struct Idle<'a> {
+    run: &'a Run,
+    pos: usize,
+    generation: Option<u64>,
+}
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        if let Some(generation) = self.generation {
+            let mut stall = self.run.deps.stall();
+            if stall.generation == generation {
+                if let Some(i) = stall.idle.iter().position(|&p| p == self.pos) {
+                    stall.idle.swap_remove(i);
+                }
+            }
+        }
+    }
+}
+
+/// A branch's `drive` returned (see the module docs): count it out, in a program with
+/// dependencies. Not called for a branch dropped because its run stopped, when nothing is
+/// checked any more.
+#[inline]
+pub(crate) fn branch_ended(run: &Run) {
+    if run.program.has_dependencies {
+        let mut stall = run.deps.stall();
+        stall.live = stall.live.saturating_sub(1);
+        check_stall(run, stall);
+    }
+}
+
+/// The root branch starts: count it (every other branch is counted where it is made).
+pub(crate) fn root_started(run: &Run) {
+    if run.program.has_dependencies {
+        run.deps.branches_made(1);
+    }
+}
+
+/// Fail the run if every live branch waits at an idle gate.
+fn check_stall(run: &Run, stall: std::sync::MutexGuard<'_, Stall>) {
+    if stall.live == 0 || stall.idle.len() < stall.live || run.is_stopping() {
+        return;
+    }
+    let idle = stall.idle.clone();
+    drop(stall);
+    let waiting = describe(run, &idle);
+    tracing::debug!(?waiting, "the run stalled");
+    run.fail(AgentError::Stalled { waiting, context: run.ctx.clone() });
 }
 
 /// A run's bookkeeping for dependencies.
 pub(crate) struct DepsState {
     /// Notified when a state with dependents completes or fails, or (while a gate waits)
-    /// when any state completes, so conditions on the context are checked again.
-    pub changed: tokio::sync::Notify,
+    /// when any state completes, so conditions on the context are checked again (through
+    /// [`DepsState::notify`]).
+    changed: tokio::sync::Notify,
+    /// Live branches and idle gates (see the module docs).
+    stall: std::sync::Mutex<Stall>,
     /// Gates waiting now.
     pub waiting: std::sync::atomic::AtomicUsize,
     /// When the run started, for programs with dependencies (a clock read the others skip).
@@ -272,11 +381,47 @@ impl DepsState {
         let states = if any { states } else { 0 };
         DepsState {
             changed: tokio::sync::Notify::new(),
+            stall: std::sync::Mutex::default(),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             epoch: any.then(Instant::now),
             last_completed: (0..states).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             consumed: std::sync::Mutex::new(rustc_hash::FxHashMap::default()),
         }
+    }
+
+    fn stall(&self) -> std::sync::MutexGuard<'_, Stall> {
+        self.stall.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Something changed that a gate may wait on: wake every gate to look again.
+    pub(crate) fn notify(&self) {
+        let mut stall = self.stall();
+        stall.generation += 1;
+        stall.idle.clear();
+        self.changed.notify_waiters();
+    }
+
+    /// A wait for the next change, and the number of changes so far, taken together.
+    fn watch(&self) -> (tokio::sync::futures::Notified<'_>, u64) {
+        let stall = self.stall();
+        (self.changed.notified(), stall.generation)
+    }
+
+    /// `n` branches were made (counted only in programs with dependencies).
+    pub(crate) fn branches_made(&self, n: usize) {
+        self.stall().live += n;
+    }
+
+    /// The gate of `pos`, which looked at generation `generation`, waits for another branch:
+    /// count it idle unless a change came since, and fail the run if nothing can move.
+    fn go_idle<'a>(&self, run: &'a Run, pos: usize, generation: u64) -> Idle<'a> {
+        let mut stall = self.stall();
+        if stall.generation != generation {
+            return Idle { run, pos, generation: None };
+        }
+        stall.idle.push(pos);
+        check_stall(run, stall);
+        Idle { run, pos, generation: Some(generation) }
     }
 
     fn last_completed(&self, d: usize) -> Option<Instant> {

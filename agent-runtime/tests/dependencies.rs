@@ -331,6 +331,80 @@ async fn a_condition_holds_the_dependent_until_it_is_true() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_condition_nothing_can_make_true_fails_the_run_as_stalled() {
+    // `a` waits for `b` and a flag no state sets: once `b` and `setter` are done, nothing
+    // left can open the gate, and the run says so instead of waiting forever.
+    let log = Log::new();
+    let mut agent = Agent::new("stalled");
+    agent.add_state("start", |_ctx: Context| async { StateResult::parallel(["setter", "a"]) });
+    agent.add_state("setter", |ctx: Context| async move {
+        sleep(secs(3)).await;
+        ctx.set_state("other", true);
+        StateResult::End
+    });
+    agent
+        .add_state("a", step(&log, "a", Duration::ZERO, StateResult::End))
+        .dependency("b", required().condition(|ctx: &Context| ctx.get_state_or("ready", false)));
+    agent.add_state("b", step(&log, "b", secs(1), StateResult::End));
+    let t0 = Instant::now();
+    let err = run(&agent).await.unwrap_err();
+    assert_eq!(t0.elapsed(), secs(3), "stalled once `setter`, the last branch that could move, ended");
+    let AgentError::Stalled { waiting, context } = &err else { panic!("expected Stalled, got {err}") };
+    assert_eq!(waiting.len(), 1, "{err}");
+    assert_eq!(waiting[0].state, "a");
+    assert_eq!(waiting[0].on, "the condition on `b` to hold");
+    assert_eq!(context.get_state::<bool>("other"), Some(true), "the context is kept");
+    assert_eq!(log.count("a"), 0);
+    assert_eq!(agent.status(), AgentStatus::Failed);
+    assert!(err.to_string().contains("`a` waits for the condition on `b` to hold"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_required_dependency_that_ends_its_branch_elsewhere_does_not_stall_a_waiting_gate() {
+    // Two gates wait on each other's branches: `x` on `slow` (running 5 s), `y` on `x`. The
+    // run is not stalled while `slow` runs, and completes.
+    let log = Log::new();
+    let mut agent = Agent::new("not stalled");
+    agent.add_state("start", |_ctx: Context| async { StateResult::parallel(["x", "y"]) });
+    agent.add_state("x", step(&log, "x", Duration::ZERO, StateResult::End)).dependency("slow", required());
+    agent.add_state("y", step(&log, "y", Duration::ZERO, StateResult::End)).dependency("x", required());
+    agent.add_state("slow", step(&log, "slow", secs(5), StateResult::End));
+    let result = run(&agent).await.unwrap();
+    assert_eq!(log.times("x"), [secs(5)]);
+    assert_eq!(log.times("y"), [secs(5)]);
+    assert_eq!(result.status(), AgentStatus::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_gates_each_waiting_for_a_flag_the_other_would_set_stall() {
+    // `a` needs `ready_a`, which only `b` sets after running; `b` needs `ready_b`, which only
+    // `a` sets: once `dep` is done neither can open, and both are named.
+    let mut agent = Agent::new("two stalled");
+    agent.add_state("start", |_ctx: Context| async { StateResult::parallel(["a", "b"]) });
+    agent
+        .add_state("a", |ctx: Context| async move {
+            ctx.set_state("ready_b", true);
+            StateResult::End
+        })
+        .dependency("dep", required().condition(|ctx: &Context| ctx.get_state_or("ready_a", false)));
+    agent
+        .add_state("b", |ctx: Context| async move {
+            ctx.set_state("ready_a", true);
+            StateResult::End
+        })
+        .dependency("dep", required().condition(|ctx: &Context| ctx.get_state_or("ready_b", false)));
+    agent.add_state("dep", |_ctx: Context| async move {
+        sleep(secs(1)).await;
+        StateResult::End
+    });
+    let err = run(&agent).await.unwrap_err();
+    let AgentError::Stalled { waiting, .. } = &err else { panic!("expected Stalled, got {err}") };
+    let mut states: Vec<&str> = waiting.iter().map(|w| w.state.as_str()).collect();
+    states.sort_unstable();
+    assert_eq!(states, ["a", "b"], "{err}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dependency_timeout_fails_the_dependent_or_goes_to_its_on_error() {
     let log = Log::new();
     let mut agent = Agent::new("timeout");
