@@ -27,6 +27,7 @@
 //!   reaches `S`); a fan-out target for which that holds starts waiting rather than running;
 //! - builder agents: a fan-out target marked `join` starts waiting, so it runs by the rule
 //!   for joins above, once the group's other branches are done.
+//!
 //! When nothing runs in the group and all its tokens wait at one state, that state is
 //! released whatever holds it above: its tokens merge into one, which (being the group's
 //! last) goes on to the parent as the arrival of the branch that fanned out; there the same
