@@ -127,6 +127,28 @@ fn fan_out_deferred(
     }
 }
 
+/// A thread takes one unit of tokio's cooperative budget every this many states it starts
+/// (a task has 128 units a poll: a branch of states that never wait yields every 4,096).
+const BUDGET_EVERY: u8 = 32;
+
+thread_local! {
+    /// States started on this thread since it last took budget. Counted per thread rather
+    /// than in the branch, whose future has no room left in its size step for a counter.
+    static STEPS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// Count a state started on this thread; `true` every [`BUDGET_EVERY`] states, when its first
+/// poll takes a unit of budget first.
+#[inline(always)]
+fn count_step() -> bool {
+    STEPS.with(|s| {
+        let n = s.get().wrapping_add(1);
+        let take = n == BUDGET_EVERY;
+        s.set(if take { 0 } else { n });
+        take
+    })
+}
+
 /// How long a fan-out's task runs quick branches one after another before it hands half of
 /// what is left to another task, which an idle worker can steal.
 const SLICE: Duration = Duration::from_micros(20);
@@ -290,6 +312,10 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
         if run.is_stopping() {
             return;
         }
+        // States that never wait would otherwise keep this thread for good: nothing else on
+        // it (the run's deadline, a cancellation from another task) would ever run. Every
+        // few states, the state's first poll takes one unit of tokio's cooperative budget
+        // first, and yields once the task has used its share (see `take_budget`).
         let state = &prog.states[pos];
         let epoch = run.states[pos].cancel_epoch.load(Relaxed);
         let mut attempts = 1;
@@ -301,7 +327,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
             // Dependencies, resources, a timeout, retries, rate limits or a blocking body:
             // the slow path, boxed so that the branch future of plain states does not carry
             // it (it takes its `max_concurrent` permit itself, after its gate).
-            match Cancellable::new(run, pos, epoch, Box::pin(attempt::run(run, pos, guarded))).await {
+            match Cancellable::new(run, pos, epoch, count_step(), Box::pin(attempt::run(run, pos, guarded))).await {
                 Some(Attempted::Done(outcome, n)) => {
                     attempts = n;
                     outcome
@@ -344,7 +370,16 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                 // is dropped inline (the chain's path).
                 // The first poll is made bare: a state that completes in it (the common quick
                 // state) never touches the cancellation machinery.
-                match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await {
+                match std::future::poll_fn(|cx| {
+                    // Counted here, not held across the await: the branch future has no
+                    // room for one more byte. A poll after a yield counts again, harmlessly.
+                    if count_step() && take_budget(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Pin::new(&mut fut).poll(cx))
+                })
+                .await
+                {
                     Poll::Ready(outcome) => outcome,
                     Poll::Pending => {
                         // Polled a moment ago: this first time only register for
@@ -565,14 +600,28 @@ async fn observed<F: Future<Output = attempt::Outcome>>(
 ) -> attempt::Outcome {
     let watch = if run.watched() { Some(watch_start(run, pos)) } else { None };
     let mut cancel = None;
+    // The cooperative budget, as on the unwatched path (see `count_step`).
+    let mut budget = count_step();
     let outcome = if tracing::dispatcher::has_been_set() {
         // One span per state attempt.
         let span = tracing::info_span!("state", state = &*run.program.states[pos].name, attempt = 1u32);
         let mut fut = std::pin::pin!(fut.instrument(span));
-        std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cancelled, cx)).await
+        std::future::poll_fn(|cx| {
+            if std::mem::take(&mut budget) && take_budget(cx).is_pending() {
+                return Poll::Pending;
+            }
+            poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cancelled, cx)
+        })
+        .await
     } else {
         let mut fut = std::pin::pin!(fut);
-        std::future::poll_fn(|cx| poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cancelled, cx)).await
+        std::future::poll_fn(|cx| {
+            if std::mem::take(&mut budget) && take_budget(cx).is_pending() {
+                return Poll::Pending;
+            }
+            poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cancelled, cx)
+        })
+        .await
     };
     if *cancelled {
         return outcome;
@@ -643,14 +692,23 @@ struct Cancellable<'r, F> {
     run: &'r Run,
     pos: usize,
     epoch: u32,
+    /// Take a unit of cooperative budget before the first poll (see `take_budget`).
+    budget: bool,
     notified: Option<Pin<Box<Notified<'r>>>>,
 }
 
 impl<'r, F: Future + Unpin> Cancellable<'r, F> {
     #[inline]
-    fn new(run: &'r Run, pos: usize, epoch: u32, fut: F) -> Self {
-        Cancellable { fut, run, pos, epoch, notified: None }
+    fn new(run: &'r Run, pos: usize, epoch: u32, budget: bool, fut: F) -> Self {
+        Cancellable { fut, run, pos, epoch, budget, notified: None }
     }
+}
+
+/// Take one unit of the task's cooperative budget: pending (the task woken at once, so it
+/// yields to the others on its thread) when the task has used its share for this poll.
+#[cold]
+fn take_budget(cx: &mut std::task::Context<'_>) -> Poll<()> {
+    tokio::task::coop::poll_proceed(cx).map(|restore| restore.made_progress())
 }
 
 impl<F: Future + Unpin> Future for Cancellable<'_, F> {
@@ -659,6 +717,9 @@ impl<F: Future + Unpin> Future for Cancellable<'_, F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if std::mem::take(&mut this.budget) && take_budget(cx).is_pending() {
+            return Poll::Pending;
+        }
         if let Poll::Ready(out) = Pin::new(&mut this.fut).poll(cx) {
             return Poll::Ready(Some(out));
         }
