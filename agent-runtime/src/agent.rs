@@ -770,11 +770,16 @@ impl Agent {
         self.run().await
     }
 
-    /// Cancel the run in progress: every branch stops and `run()` returns with status
-    /// `Cancelled`.
+    /// Cancel the run in progress: every branch stops, nothing more of it is admitted to a
+    /// resource pool, and `run()` returns with status `Cancelled`. Returns once the run is
+    /// over: every state it stopped then reads [`StateStatus::Cancelled`], and
+    /// [`Agent::metrics`] counts none running.
     pub async fn cancel_all(&self) {
         if let Some(run) = self.current() {
             run.cancel();
+            if run.status() == AgentStatus::Cancelled {
+                run.ended().await;
+            }
         }
     }
 

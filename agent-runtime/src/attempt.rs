@@ -96,6 +96,11 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
         } else {
             one(run, pos, g, attempt).await
         };
+        if run.is_stopping() && matches!(&outcome, Ok(Err(e)) if e.is::<ResourceError>()) {
+            // The run stopped while this attempt waited for resources: its request was
+            // withdrawn (see `Run::stop`), which is no failure of the state.
+            return Attempted::Stop;
+        }
         let retry = match (&outcome, g.retry) {
             (Ok(Ok(_)), _) | (_, None) => None,
             // A request that can never fit fails the same way every time.
@@ -160,7 +165,7 @@ async fn one(run: &Arc<Run>, pos: usize, g: &Guarded, attempt: u32) -> Outcome {
                 }
                 tracing::debug!(state = &*run.program.states[pos].name, "waiting for resources");
                 let asked = Instant::now();
-                let guard = pool.acquire(request.clone()).await;
+                let guard = pool.acquire(request.clone(), &**run).await;
                 run.record_resource_wait(pos, asked.elapsed());
                 match guard {
                     Ok(guard) => Some(guard),
@@ -207,7 +212,9 @@ async fn body(run: &Arc<Run>, pos: usize, g: &Guarded, guard: Option<ResourceGua
         let fut = AssertUnwindSafe(run.program.states[pos].handler.call(&run.ctx)).catch_unwind();
         match (guard, &g.request) {
             // Held in a slot a request for human input can empty while it waits.
-            (Some(guard), Some((pool, request))) => crate::human::with_resources(guard, pool, request, fut).await,
+            (Some(guard), Some((pool, request))) => {
+                crate::human::with_resources(guard, pool, request, run.clone(), fut).await
+            }
             (guard, _) => match guard.as_ref() {
                 Some(held) => with_allocation(held.allocation.clone(), fut).await,
                 None => fut.await,

@@ -27,6 +27,7 @@ use crate::durable::Durable;
 use crate::events::{EventHub, EventKind};
 use crate::fanin::Group;
 use crate::human::InputHub;
+use crate::pool::{Asker, ResourcePool};
 use crate::program::Program;
 use crate::timing::Timings;
 use agent_core::{AgentStatus, StateStatus};
@@ -90,8 +91,10 @@ pub(crate) struct Run {
     pub groups: Mutex<Vec<Arc<Group>>>,
     /// Set by `pause`: branches stop before their next state.
     pausing: AtomicBool,
-    /// Notified when the run is over.
+    /// Notified when the run is over, if `pausing` or `end_watched` is set.
     ended: Notify,
+    /// Set by a caller of [`Run::ended`].
+    end_watched: AtomicBool,
     /// The store a durable run records itself in (see `durable`).
     pub durable: Option<Arc<Durable>>,
     /// What the run shares with its agent.
@@ -176,6 +179,7 @@ impl Run {
             groups: Mutex::new(Vec::new()),
             pausing: AtomicBool::new(false),
             ended: Notify::new(),
+            end_watched: AtomicBool::new(false),
             durable: None,
             links,
             timing: None,
@@ -301,11 +305,29 @@ impl Run {
         self.stop();
     }
 
-    /// Stop every branch; the run ends `Cancelled` unless it already ended.
+    /// Stop every branch; the run ends `Cancelled` unless it already ended. Every state it
+    /// was running or about to run reads `Cancelled` from now on (and once more when the run
+    /// is over, for a branch that was starting one meanwhile).
     pub(crate) fn cancel(&self) {
         let _ =
             self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Cancelled as u8, Relaxed, Relaxed);
         self.stop();
+        if self.status() == AgentStatus::Cancelled {
+            self.mark_cancelled();
+        }
+    }
+
+    /// States that were running, ready, blocked or waiting to retry read `Cancelled`.
+    fn mark_cancelled(&self) {
+        for c in self.states.iter() {
+            let now = c.status.load(Relaxed);
+            if matches!(
+                StateStatus::from_u8(now),
+                StateStatus::Running | StateStatus::Ready | StateStatus::Blocked | StateStatus::Retrying
+            ) {
+                let _ = c.status.compare_exchange(now, StateStatus::Cancelled as u8, Relaxed, Relaxed);
+            }
+        }
     }
 
     /// The run's deadline passed: start no further state (running ones may finish); the
@@ -313,6 +335,7 @@ impl Run {
     pub(crate) fn time_out(&self) {
         let _ = self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::TimedOut as u8, Relaxed, Relaxed);
         self.stopping.store(true, Relaxed);
+        self.withdraw_from_pools();
     }
 
     /// Admit nothing new: branches stop before their next state, states waiting to start
@@ -339,8 +362,11 @@ impl Run {
         self.pausing.load(Relaxed)
     }
 
-    /// Wait until a pausing run is over (`finish` wakes waiters only when it pauses).
+    /// Wait until the run is over (`finish` wakes waiters only when someone waits: see
+    /// `end_watched`).
     pub(crate) async fn ended(&self) {
+        // SeqCst with `finish`: either it sees a waiter to wake, or this sees the run over.
+        self.end_watched.store(true, SeqCst);
         loop {
             let notified = self.ended.notified();
             if self.finished_after.load(SeqCst) != u64::MAX {
@@ -391,7 +417,22 @@ impl Run {
     fn stop(&self) {
         self.stopping.store(true, Relaxed);
         self.cancelled.store(true, SeqCst);
+        self.withdraw_from_pools();
         self.stop_notify.notify_waiters();
+    }
+
+    /// Withdraw this run's queued resource requests (it is stopping, so nothing of it may
+    /// be admitted any more): after `stopping` is set, so a request racing this sees it
+    /// under the pool's lock (see `ResourcePool::acquire`).
+    fn withdraw_from_pools(&self) {
+        let mut seen: Vec<&ResourcePool> = Vec::new();
+        for state in &self.program.states {
+            let Some((pool, _)) = state.guarded.as_ref().and_then(|g| g.request.as_ref()) else { continue };
+            if !seen.iter().any(|p| p.same(pool)) {
+                pool.withdraw_asker(self.key());
+                seen.push(pool);
+            }
+        }
     }
 
     /// Ready once the run is stopped for good (it failed, or was cancelled, or its cleanup
@@ -451,9 +492,14 @@ impl Run {
             self.status.compare_exchange(AgentStatus::Running as u8, AgentStatus::Completed as u8, Relaxed, Relaxed);
         let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
         self.finished_after.store(nanos, SeqCst);
-        // Only `pause` waits for the end (and `ended` checks `finished_after` itself).
-        if self.pausing.load(SeqCst) {
+        // Only `pause` and `cancel_all` wait for the end (and `ended` checks
+        // `finished_after` itself).
+        if self.pausing.load(SeqCst) || self.end_watched.load(SeqCst) {
             self.ended.notify_waiters();
+        }
+        if self.status() == AgentStatus::Cancelled {
+            // Every branch has stopped: no state is running any more.
+            self.mark_cancelled();
         }
         if !self.has_error.load(Relaxed) {
             return None;
@@ -477,6 +523,16 @@ impl Run {
             u64::MAX => self.started.elapsed(),
             nanos => Duration::from_nanos(nanos),
         }
+    }
+}
+
+impl crate::pool::Asker for Run {
+    fn key(&self) -> usize {
+        self as *const Run as usize
+    }
+
+    fn stopping(&self) -> bool {
+        self.is_stopping()
     }
 }
 

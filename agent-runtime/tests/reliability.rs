@@ -642,6 +642,51 @@ async fn cancel_all_ends_the_run_cancelled_and_releases_resources() {
     assert!(pool.waiting_states().is_empty());
 }
 
+/// PuffinFlow's `test_cancel_all`: after `cancel_all()` every state it stopped reads
+/// `Cancelled`, the metrics count none running, and a state queued on the pool is not
+/// admitted while the others give their resources back.
+#[tokio::test(start_paused = true)]
+async fn after_cancel_all_stopped_states_read_cancelled_and_nothing_queued_is_admitted() {
+    let t0 = Instant::now();
+    let pool = ResourcePool::builder().total_cpu(1.0).build();
+    let dropped = Times::default();
+    let queued_ran = Arc::new(AtomicU32::new(0));
+    let mut agent = Agent::new("cancel_all_statuses").with_resource_pool(pool.clone());
+    agent.add_state("start", fan_out(&["holder", "plain", "queued"]));
+    agent.add_state("holder", sleeper(secs(60), &dropped, t0)).resources(cpu(1.0));
+    agent.add_state("plain", sleeper(secs(60), &dropped, t0));
+    let ran = queued_ran.clone();
+    agent
+        .add_state("queued", move |_ctx: Context| {
+            ran.fetch_add(1, SeqCst);
+            async { StateResult::End }
+        })
+        .resources(cpu(1.0));
+
+    let a2 = agent.clone();
+    let h = tokio::spawn(async move { a2.run().await });
+    sleep(secs(1)).await;
+    assert_eq!(agent.state_status("holder"), Some(StateStatus::Running));
+    assert_eq!(agent.state_status("queued"), Some(StateStatus::Ready), "queued on the pool");
+    assert_eq!(agent.metrics().running, 2);
+    agent.cancel_all().await;
+
+    for s in ["holder", "plain", "queued"] {
+        assert_eq!(agent.state_status(s), Some(StateStatus::Cancelled), "{s}");
+    }
+    assert_eq!(agent.state_status("start"), Some(StateStatus::Completed));
+    assert_eq!(agent.metrics().running, 0);
+    let result = h.await.unwrap().expect("a cancelled run returns its result");
+    assert_eq!(result.status(), AgentStatus::Cancelled);
+    assert_eq!(result.metrics().running, 0);
+    // Let any grant the cancellation could have made be delivered.
+    sleep(secs(1)).await;
+    assert_eq!(queued_ran.load(SeqCst), 0, "the queued state never ran");
+    let stats = pool.usage_stats()[ResourceType::Cpu];
+    assert_eq!((stats.current_usage, stats.allocations), (0.0, 1), "only `holder` was ever granted");
+    assert!(pool.waiting_states().is_empty());
+}
+
 // ----- requests that can never fit ----------------------------------------------------------
 
 #[tokio::test(start_paused = true)]

@@ -39,6 +39,8 @@ tokio::task_local! {
 struct Held {
     pool: ResourcePool,
     request: Request,
+    /// The run asking (its requests are withdrawn when it stops).
+    asker: Arc<dyn crate::pool::Asker + Send>,
     /// The preemption token the attempt watches (that of the first allocation).
     watched: Option<CancellationToken>,
     slot: Mutex<Slot>,
@@ -69,12 +71,14 @@ pub(crate) async fn with_resources<F: Future>(
     guard: ResourceGuard,
     pool: &ResourcePool,
     request: &Request,
+    asker: Arc<dyn crate::pool::Asker + Send>,
     body: F,
 ) -> F::Output {
     let allocation = guard.allocation.clone();
     let held = Arc::new(Held {
         pool: pool.clone(),
         request: request.clone(),
+        asker,
         watched: guard.preempted.clone(),
         slot: Mutex::new(Slot { holding: Some(Holding { _guard: guard, _forward: None }), askers: 0 }),
     });
@@ -122,7 +126,7 @@ impl Released {
             return Ok(());
         }
         let held = &self.held;
-        let guard = held.pool.acquire(held.request.clone()).await?;
+        let guard = held.pool.acquire(held.request.clone(), &*held.asker).await?;
         let forward = match (&guard.preempted, &held.watched) {
             (Some(new), Some(watched)) => Some(forward_preemption(new.clone(), watched.clone())),
             _ => None,

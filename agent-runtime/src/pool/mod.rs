@@ -180,13 +180,23 @@ struct Shared {
     epoch: Instant,
 }
 
+/// Who asks the pool for resources (a run): its queued requests are withdrawn together when
+/// it stops, and it queues none once stopping.
+pub(crate) trait Asker: Sync {
+    /// A key no other live asker has.
+    fn key(&self) -> usize;
+    /// Whether the asker is stopping; read under the pool's lock.
+    fn stopping(&self) -> bool;
+}
+
 /// Where a queued request's grant (or its failure) is sent.
 type GrantSender = oneshot::Sender<Result<Grant, ResourceError>>;
 
 struct Inner {
     ledger: Ledger,
-    /// Each queued request's channel, and its preemption token if it may be preempted.
-    waiters: FxHashMap<WaiterId, (GrantSender, Option<CancellationToken>)>,
+    /// Each queued request's channel, its preemption token if it may be preempted, and its
+    /// asker's key (see [`Asker`]).
+    waiters: FxHashMap<WaiterId, (GrantSender, Option<CancellationToken>, usize)>,
     /// The token of every running preemptible allocation.
     preempt: FxHashMap<AllocId, CancellationToken>,
 }
@@ -225,6 +235,11 @@ impl ResourcePool {
     pub fn global() -> ResourcePool {
         static GLOBAL: OnceLock<ResourcePool> = OnceLock::new();
         GLOBAL.get_or_init(ResourcePool::default).clone()
+    }
+
+    /// Whether `other` is a handle on this same pool.
+    pub(crate) fn same(&self, other: &ResourcePool) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -314,8 +329,10 @@ impl ResourcePool {
             .collect()
     }
 
-    /// Take `req`, waiting as long as it takes; fails at once if it can never fit.
-    pub(crate) async fn acquire(&self, req: Request) -> Result<ResourceGuard, ResourceError> {
+    /// Take `req` for `asker`, waiting as long as it takes; fails at once if it can never
+    /// fit, and with [`ResourceError::Withdrawn`] if the asker stops (now, or while queued:
+    /// see [`ResourcePool::withdraw_asker`]).
+    pub(crate) async fn acquire(&self, req: Request, asker: &dyn Asker) -> Result<ResourceGuard, ResourceError> {
         let preemptible = req.preemptible && self.lock().ledger.config().preemption;
         let amounts = req.amounts;
         let state = req.state.clone();
@@ -323,6 +340,12 @@ impl ResourcePool {
         let now = self.now();
         let rx = {
             let mut inner = self.lock();
+            // Asked under the lock that `withdraw_asker` takes after the asker began to
+            // stop: either this sees it stopping, or its request is queued before the
+            // withdrawal and withdrawn with the others. Nothing is granted after.
+            if asker.stopping() {
+                return Err(ResourceError::Withdrawn { state: state.to_string() });
+            }
             let (decision, outcome) = inner.ledger.request(req, now);
             match decision {
                 Decision::Failed(e) => {
@@ -338,7 +361,7 @@ impl ResourcePool {
                 }
                 Decision::Queued(id) => {
                     let (tx, rx) = oneshot::channel();
-                    inner.waiters.insert(id, (tx, token.clone()));
+                    inner.waiters.insert(id, (tx, token.clone(), asker.key()));
                     deliver(&mut inner, outcome, now);
                     Waiting { pool: self, id, state, rx: Some(rx) }
                 }
@@ -346,6 +369,20 @@ impl ResourcePool {
         };
         let grant = rx.wait().await?;
         Ok(self.guard(grant, amounts, token))
+    }
+
+    /// Withdraw every queued request of the asker `key` (a run that stops): none of them
+    /// is granted from now on; each waiter gets [`ResourceError::Withdrawn`].
+    pub(crate) fn withdraw_asker(&self, key: usize) {
+        let now = self.now();
+        let mut inner = self.lock();
+        let ids: Vec<WaiterId> = inner.waiters.iter().filter(|(_, w)| w.2 == key).map(|(&id, _)| id).collect();
+        for id in ids {
+            // Dropping the channel tells the waiter.
+            inner.waiters.remove(&id);
+            let outcome = inner.ledger.withdraw(id, now);
+            deliver(&mut inner, outcome, now);
+        }
     }
 
     fn guard(&self, grant: Grant, amounts: ledger::Amounts, preempted: Option<CancellationToken>) -> ResourceGuard {
@@ -381,14 +418,14 @@ fn deliver(inner: &mut Inner, outcome: Outcome, now: Duration) {
             }
         }
         for (id, e) in outcome.failed {
-            if let Some((tx, _)) = inner.waiters.remove(&id) {
+            if let Some((tx, ..)) = inner.waiters.remove(&id) {
                 let _ = tx.send(Err(e));
             }
         }
         for (id, grant) in outcome.granted {
             let alloc = grant.id;
             let sent = match inner.waiters.remove(&id) {
-                Some((tx, token)) => {
+                Some((tx, token, _)) => {
                     if let Some(t) = token {
                         inner.preempt.insert(alloc, t);
                     }
@@ -418,8 +455,7 @@ impl Waiting<'_> {
         let rx = self.rx.as_mut().unwrap_or_else(|| unreachable!("taken only here and in drop"));
         let result = rx.await;
         self.rx = None;
-        // The sender is dropped only with a delivery; should that ever change, say so
-        // rather than panic.
+        // The sender is dropped without a delivery when the asker stopped.
         result.unwrap_or_else(|_| Err(ResourceError::Withdrawn { state: self.state.to_string() }))
     }
 }
