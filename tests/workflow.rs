@@ -345,3 +345,103 @@ async fn a_workflow_state_reused_in_another_agent_still_goes_to_the_named_state(
     let r = extended.run().await.unwrap();
     assert_eq!(r.context().get_state::<u32>("e_runs"), Some(1));
 }
+
+/// Any name a builder state can have is a state name in `#[workflow]` too: names the module
+/// defines itself (`agent`, `GRAPH`, `ContextKeys`) and raw identifiers (`r#type`).
+#[workflow(context(seen: Vec<String>))]
+mod names_the_module_uses {
+    #![allow(non_snake_case)]
+    use agent::prelude::*;
+
+    fn visit(ctx: &Context, name: &str) {
+        ctx.update_state_or_default("seen", |v: &mut Vec<String>| v.push(name.to_owned())).unwrap();
+    }
+
+    #[state]
+    async fn agent(ctx: &Context) -> StateResult {
+        visit(ctx, "agent");
+        "type".into()
+    }
+
+    #[state]
+    async fn r#type(ctx: &Context) -> StateResult {
+        visit(ctx, "type");
+        "ContextKeys".into()
+    }
+
+    #[state]
+    async fn ContextKeys(ctx: &Context) -> StateResult {
+        visit(ctx, "ContextKeys");
+        "GRAPH".into()
+    }
+
+    #[state]
+    async fn GRAPH(ctx: &Context) -> StateResult {
+        visit(ctx, "GRAPH");
+        StateResult::End
+    }
+}
+
+#[tokio::test]
+async fn states_may_be_named_like_what_the_module_generates() {
+    use names_the_module_uses::ContextKeys as _;
+    let names: Vec<&str> = names_the_module_uses::GRAPH.states.iter().map(|s| s.name).collect();
+    assert_eq!(names, ["agent", "type", "ContextKeys", "GRAPH"]);
+    let result = names_the_module_uses::agent().run().await.unwrap();
+    assert_eq!(result.context().seen().unwrap(), ["agent", "type", "ContextKeys", "GRAPH"]);
+    assert_eq!(result.completed_states(), ["agent", "type", "ContextKeys", "GRAPH"]);
+}
+
+/// start -> [a, b]; a -> [c, j]; b -> j: `j` runs once, after `b` wrote (LangGraph's
+/// `test_in_one_fan_out_state_graph_defer_node`), by the join analysis of the graph the
+/// compiler saw.
+#[workflow]
+mod nested_defer {
+    use agent::prelude::*;
+
+    fn visit(ctx: &Context, name: &str) {
+        ctx.update_state_or_default("trail", |v: &mut Vec<String>| v.push(name.to_owned())).unwrap();
+    }
+
+    #[state]
+    async fn start(ctx: &Context) -> StateResult {
+        visit(ctx, "start");
+        ["a", "b"].into()
+    }
+
+    #[state]
+    async fn a(ctx: &Context) -> StateResult {
+        visit(ctx, "a");
+        ["c", "j"].into()
+    }
+
+    #[state]
+    async fn b(ctx: &Context) -> StateResult {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ctx.set_state("b_wrote", true);
+        visit(ctx, "b");
+        "j".into()
+    }
+
+    #[state]
+    async fn c(ctx: &Context) -> StateResult {
+        visit(ctx, "c");
+        StateResult::End
+    }
+
+    #[state]
+    async fn j(ctx: &Context) -> StateResult {
+        ctx.set_state("j_saw_b", ctx.get_state_or("b_wrote", false));
+        visit(ctx, "j");
+        StateResult::End
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_workflow_state_reached_through_a_nested_fan_out_runs_once_after_every_branch() {
+    let result = nested_defer::agent().run().await.unwrap();
+    let trail: Vec<String> = result.context().get_state("trail").unwrap();
+    assert_eq!(trail.iter().filter(|s| *s == "j").count(), 1, "{trail:?}");
+    assert_eq!(trail.last().map(String::as_str), Some("j"), "{trail:?}");
+    assert_eq!(result.context().get_state::<bool>("j_saw_b"), Some(true));
+}

@@ -116,6 +116,8 @@ pub fn state(ir: &StateIr) -> TokenStream {
         CtxKind::Owned => quote!(::core::clone::Clone::clone(__agent_ctx)),
     };
     let into_outcome = quote_spanned!(output_span=> ::agent::__private::IntoStateOutcome::into_outcome);
+    // The function keeps its name; the struct's may differ (see `symbol::GENERATED_ITEMS`).
+    let function = &handler.sig.ident;
     quote! {
         #(#docs)*
         #[allow(non_camel_case_types)]
@@ -137,7 +139,7 @@ pub fn state(ir: &StateIr) -> TokenStream {
                     // A state is async by contract, whether or not this one awaits.
                     #[allow(clippy::unused_async)]
                     #handler
-                    ::agent::__private::StateFuture::new(async move { #into_outcome(#ident(#arg).await) })
+                    ::agent::__private::StateFuture::new(async move { #into_outcome(#function(#arg).await) })
                 }
             }
 

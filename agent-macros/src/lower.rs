@@ -113,7 +113,12 @@ pub fn workflow(raw: &WorkflowMod, model: &Workflow) -> WorkflowIr {
     let hint = |name: &str| model.index_of(name).and_then(|i| u32::try_from(i).ok());
     let mut states = Vec::new();
     for (index, state) in &raw.states {
-        if let Some(ir) = state_ir(state, &hint) {
+        if let Some(mut ir) = state_ir(state, &hint) {
+            if crate::symbol::GENERATED_ITEMS.iter().any(|g| ir.spec.name == g.as_str()) {
+                // The module's own `agent()`, `GRAPH` or `ContextKeys` would clash with the
+                // state's struct: the struct takes a name of ours, the state keeps its own.
+                ir.ident = quote::format_ident!("__agent_state_{}", ir.spec.name, span = ir.ident.span());
+            }
             states.push(ir.ident.clone());
             items[*index] = ModItem::State(ir);
         }
@@ -156,7 +161,8 @@ fn state_ir(state: &StateFn, hint: &dyn Fn(&str) -> Option<u32>) -> Option<State
     };
     let options = &state.options;
     let spec = SpecIr {
-        name: state.func.sig.ident.to_string(),
+        // `r#type` names the state `type`, as the builder would.
+        name: syn::ext::IdentExt::unraw(&state.func.sig.ident).to_string(),
         resources: options.resources,
         priority: options.priority,
         timeout_nanos: options.timeout_nanos,

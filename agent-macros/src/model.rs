@@ -21,7 +21,6 @@ use proc_macro2::Span;
 
 use crate::diag::{did_you_mean, suggestion_suffix};
 use crate::parse::{Named, StateFn, StateOptions, WorkflowMod};
-use crate::symbol;
 use crate::targets;
 
 /// One state, as the analysis sees it.
@@ -86,11 +85,6 @@ pub enum Problem {
         /// The module.
         module: Named,
     },
-    /// A state takes a name `#[workflow]` generates.
-    ReservedName {
-        /// The state.
-        name: Named,
-    },
     /// A second state with one name.
     DuplicateState {
         /// The second one.
@@ -143,7 +137,6 @@ impl Problem {
     pub fn span(&self) -> Span {
         match self {
             Problem::NoStates { module: n }
-            | Problem::ReservedName { name: n }
             | Problem::DuplicateState { name: n }
             | Problem::UnknownTarget { target: n, .. }
             | Problem::UnknownDependency { dependency: n, .. }
@@ -160,10 +153,6 @@ impl Problem {
             Problem::NoStates { module } => {
                 format!("workflow `{}` has no states: mark its `async fn`s with `#[state]`", module.text)
             }
-            Problem::ReservedName { name } => format!(
-                "a state cannot be named `{}`: `#[workflow]` generates an item of that name in this module",
-                name.text
-            ),
             Problem::DuplicateState { name } => {
                 format!("a state named `{}` is already defined in this workflow", name.text)
             }
@@ -238,9 +227,6 @@ impl Workflow {
         }
         let mut seen = HashSet::new();
         for state in &self.states {
-            if symbol::GENERATED_ITEMS.iter().any(|g| state.name.text == g.as_str()) {
-                out.push(Problem::ReservedName { name: state.name.clone() });
-            }
             if !seen.insert(state.name.text.as_str()) {
                 out.push(Problem::DuplicateState { name: state.name.clone() });
             }
@@ -391,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_reserved_names_and_empty_modules() {
+    fn duplicates_and_empty_modules() {
         let w = analyse(
             quote!(),
             quote! {
@@ -402,10 +388,8 @@ mod tests {
                 }
             },
         );
-        assert_eq!(
-            w.problems(),
-            [Problem::DuplicateState { name: named("a") }, Problem::ReservedName { name: named("agent") }]
-        );
+        // `agent` is a state name like any other (its struct is renamed when lowered).
+        assert_eq!(w.problems(), [Problem::DuplicateState { name: named("a") }]);
         let empty = analyse(
             quote!(),
             quote!(

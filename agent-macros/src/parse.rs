@@ -47,8 +47,9 @@ impl PartialEq for Named {
 }
 
 impl From<&Ident> for Named {
+    /// The name an identifier gives: `r#type` names the state `type`.
     fn from(ident: &Ident) -> Self {
-        Named::new(ident.to_string(), ident.span())
+        Named::new(syn::ext::IdentExt::unraw(ident).to_string(), ident.span())
     }
 }
 
@@ -750,7 +751,7 @@ fn dependencies(tokens: TokenStream, errors: &mut Errors) -> Vec<Dependency> {
                 None
             }
         };
-        if out.iter().any(|d| d.name.text == *ident.to_string()) {
+        if out.iter().any(|d| d.name.text == *syn::ext::IdentExt::unraw(ident).to_string()) {
             errors.at(ident.span(), format!("dependency `{ident}` is given twice"));
             continue;
         }

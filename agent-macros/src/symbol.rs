@@ -160,7 +160,8 @@ pub const STATE_RESULT_TYPE: Symbol = Symbol("StateResult");
 /// The wrapper a fallible state returns.
 pub const RESULT_TYPE: Symbol = Symbol("Result");
 
-/// Items `#[workflow]` generates in the module; no state may take these names.
+/// Items `#[workflow]` generates in the module. A state of one of these names is given a
+/// struct of another name (see `lower`), so any function name is a state name.
 pub const GENERATED_ITEMS: &[Symbol] = &[Symbol("agent"), Symbol("GRAPH"), Symbol("ContextKeys")];
 
 /// Methods a `Context` already has (inherent in `agent-core`, or from traits it implements),
