@@ -1,0 +1,169 @@
+//! Introspection and control of the current (or last) run: events, statuses, the run id,
+//! the diagram, metrics, and cancelling, pausing and resuming.
+//!
+//! Invariants:
+//! - Every read takes the current run from `live` once (a clone of its `Arc`) and reads it
+//!   after releasing `live`; before the first run the answers describe the definition
+//!   (`Idle`, `Pending`, zero counters).
+//! - Control goes through the run itself (`cancel`, `cancel_state`, `pause`). `pause`
+//!   returns once every branch has stopped; `resume` continues from the checkpoint of the
+//!   paused run, as a new run with the same run id.
+
+use agent_core::{AgentError, AgentStatus, Checkpoint, Diagram, StateStatus};
+
+use super::{lock, Agent};
+use crate::checkpoint;
+use crate::events::EventStream;
+use crate::result::{AgentResult, RunMetrics};
+
+impl Agent {
+    /// A stream of this agent's [`Event`](crate::Event)s, one per change of a run or a
+    /// state, from now on: the current run's and every later run's.
+    ///
+    /// Any number of streams may read at once, each at its own pace; a run never waits for
+    /// them. A stream that falls more than [`CAPACITY`](crate::events::CAPACITY) events
+    /// behind loses the oldest and receives an [`EventKind::Lagged`](crate::EventKind::Lagged)
+    /// item saying how many, then goes on. It ends (`None`) once the agent, its clones and
+    /// its runs' results are dropped. With no stream alive, runs build no events: each
+    /// would-be event costs one relaxed atomic load.
+    ///
+    /// ```
+    /// use agent_runtime::{Agent, EventKind};
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("watched");
+    /// agent.add_state("a", |_ctx: Context| async { StateResult::next("b") });
+    /// agent.add_state("b", |_ctx: Context| async { StateResult::End });
+    /// let mut events = agent.events();
+    /// agent.run().await?;
+    /// let mut seen = Vec::new();
+    /// while let Some(event) = events.next().await {
+    ///     let done = matches!(event.kind, EventKind::RunFinished { .. });
+    ///     seen.push(event.kind);
+    ///     if done { break }
+    /// }
+    /// assert!(matches!(&seen[0], EventKind::RunStarted));
+    /// assert!(matches!(&seen[1], EventKind::StateStarted { state, attempt: 1 } if state == "a"));
+    /// assert_eq!(seen.len(), 6); // started, a started/completed, b started/completed, finished
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn events(&self) -> EventStream {
+        self.shared.links.events.subscribe()
+    }
+
+    /// The status of the current or last run; `Idle` before the first.
+    pub fn status(&self) -> AgentStatus {
+        self.current().map_or(AgentStatus::Idle, |r| r.status())
+    }
+
+    /// The status of `state` in the current or last run; `None` if there is no such state.
+    pub fn state_status(&self, state: &str) -> Option<StateStatus> {
+        match self.current() {
+            Some(run) => run
+                .program
+                .index_of(state)
+                .map(|i| StateStatus::from_u8(run.states[i].status.load(std::sync::atomic::Ordering::Relaxed))),
+            None => lock(&self.shared.def).states.iter().any(|s| s.name == state).then_some(StateStatus::Pending),
+        }
+    }
+
+    /// The id of the current or last run.
+    pub fn run_id(&self) -> Option<String> {
+        self.current().map(|r| r.run_id().to_owned())
+    }
+
+    /// The agent's picture: its states, the edges known without running (literal targets
+    /// of `#[state]` functions, `on_error` routes, dependencies), coloured by the statuses
+    /// of the current or last run. Draw it with [`Diagram::to_mermaid`] or
+    /// [`Diagram::to_dot`]; colour it by a checkpoint instead with
+    /// [`Diagram::with_checkpoint`].
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("pipeline");
+    /// agent.add_state("load", |_ctx: Context| async { StateResult::next("report") });
+    /// agent.add_state("report", |_ctx: Context| async { StateResult::End });
+    /// agent.add_state("cleanup", |_ctx: Context| async { StateResult::End });
+    /// agent.add_state("recover", |_ctx: Context| async { StateResult::End });
+    /// agent.add_state("retry_later", |_ctx: Context| async { StateResult::End }).dependency("recover", agent_core::DependencyType::Required);
+    /// agent.run().await?;
+    /// let mermaid = agent.diagram().to_mermaid();
+    /// assert!(mermaid.contains("class load completed"));
+    /// assert!(mermaid.contains("recover -. depends .-> retry_later"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn diagram(&self) -> Diagram {
+        let run = self.current();
+        crate::diagram::of_definition(&self.shared.name, &lock(&self.shared.def), run.as_deref())
+    }
+
+    /// Counters of the current or last run (all zero before the first).
+    pub fn metrics(&self) -> RunMetrics {
+        self.current().map(|r| RunMetrics::of(&r)).unwrap_or_default()
+    }
+
+    /// Stop the running instances of `state`: their futures are dropped (a state waiting for
+    /// resources or for a retry leaves the queue), each ends [`StateStatus::Cancelled`] and
+    /// its branch ends there; the rest of the run goes on. Later runs of the state are not
+    /// affected. `false` if no run is going or it has no such state.
+    pub fn cancel_state(&self, state: &str) -> bool {
+        let Some(run) = self.current() else { return false };
+        match run.program.index_of(state) {
+            Some(i) if !run.status().is_finished() => {
+                run.cancel_state(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Cancel the run in progress: every branch stops, nothing more of it is admitted to a
+    /// resource pool, and `run()` returns with status `Cancelled`. Returns once the run is
+    /// over: every state it stopped then reads [`StateStatus::Cancelled`], and
+    /// [`Agent::metrics`] counts none running.
+    pub async fn cancel_all(&self) {
+        if let Some(run) = self.current() {
+            run.cancel();
+            if run.status() == AgentStatus::Cancelled {
+                run.ended().await;
+            }
+        }
+    }
+
+    /// Pause the run in progress: nothing new starts, states waiting to start (for a
+    /// dependency, resources, a rate limit or a retry) leave their queues, running states
+    /// finish. Returns the checkpoint of the paused run once every branch has stopped;
+    /// `run()` returns with status [`AgentStatus::Paused`]. Without a running run, the
+    /// checkpoint of the last one.
+    pub async fn pause(&self) -> Checkpoint {
+        if let Some(run) = self.current() {
+            if run.pause() {
+                run.ended().await;
+            }
+        }
+        self.create_checkpoint()
+    }
+
+    /// Continue the paused run to its end (in this task, like `run()`).
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::NotPaused`] when no run is paused; otherwise as [`Agent::run`].
+    pub async fn resume(&self) -> Result<AgentResult, AgentError> {
+        let paused = self.current().filter(|r| r.status() == AgentStatus::Paused);
+        let Some(run) = paused else {
+            return Err(AgentError::NotPaused { agent: self.shared.name.clone() });
+        };
+        run.ended().await;
+        self.restore_from_checkpoint(checkpoint::capture(&run, &self.shared.name))?;
+        self.run().await
+    }
+}

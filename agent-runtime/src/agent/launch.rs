@@ -1,0 +1,399 @@
+//! Launching a run: compile the program, prepare the run, seed it, drive it to its end
+//! under the deadline, and build its result.
+//!
+//! Invariants:
+//! - A run takes `live` once to start (twice when the definition changed: `def` is taken
+//!   in between to compile it, see `Agent::program_in`); it is the current run from then on.
+//! - At most one run of an agent is in progress at a time; a paused run may be replaced.
+//! - Dropping the future of `run()` cancels the run (`CancelOnDrop`): no branch outlives it.
+//! - A durable run's row and first snapshot are written before any state runs, and its
+//!   writer commits the final snapshot, with the final status, after the run is over.
+//! - The steps add no allocation and no await of their own: they are plain functions, or
+//!   futures nested in the one future of `run()`; only a durable run awaits its store
+//!   before its first state.
+
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use agent_core::{AgentError, AgentStatus, Checkpoint, CheckpointError, Context};
+
+use tracing::Instrument;
+
+use super::{lock, Agent, Live};
+use crate::branch;
+use crate::checkpoint;
+use crate::durable::{store_error, Durable};
+use crate::events::EventKind;
+use crate::fanin::Position;
+use crate::program::Program;
+use crate::result::AgentResult;
+use crate::run::Run;
+
+impl Agent {
+    /// The compiled program, compiling it first if the definition changed.
+    pub(super) fn program(&self) -> Result<Arc<Program>, AgentError> {
+        let live = lock(&self.shared.live);
+        self.program_in(live).map(|(program, _)| program)
+    }
+
+    /// The compiled program, compiling it first if the definition changed; returns the lock
+    /// on `live`, held again (a run goes on under it).
+    fn program_in<'a>(
+        &'a self,
+        live: MutexGuard<'a, Live>,
+    ) -> Result<(Arc<Program>, MutexGuard<'a, Live>), AgentError> {
+        if let Some(p) = &live.compiled {
+            return Ok((p.clone(), live));
+        }
+        // Lock order: `def`, then `live` (`edit` takes them one after the other). `def` stays
+        // locked until the program is stored, so no edit slips in between and leaves a
+        // program of the old definition in place.
+        drop(live);
+        let def = lock(&self.shared.def);
+        let program = match def.graph.filter(|_| def.pristine) {
+            Some(graph) => crate::program::shared(graph, || Program::compile(&self.shared.name, &def))?,
+            None => Arc::new(Program::compile(&self.shared.name, &def)?),
+        };
+        let mut live = lock(&self.shared.live);
+        drop(def);
+        live.compiled = Some(program.clone());
+        Ok((program, live))
+    }
+
+    /// Run the workflow from its start to its end.
+    ///
+    /// Validates the definition first (no states, duplicate names, unknown start,
+    /// dependencies or `on_error` targets, dependency cycles, invalid options): nothing runs
+    /// if it is invalid. Works on any tokio runtime; fan-out branches are spawned on it, so
+    /// on a multi-thread runtime they run in parallel.
+    ///
+    /// # Errors
+    ///
+    /// The validation errors above; [`AgentError::StateFailed`] when a state returns `Err`
+    /// or panics; [`AgentError::UnknownState`] when a computed target names no state;
+    /// [`AgentError::MaxSteps`]. Errors that end a started run carry its context.
+    pub async fn run(&self) -> Result<AgentResult, AgentError> {
+        self.run_in(Context::new()).await
+    }
+
+    /// Run the workflow on a context prepared by the caller (inputs set before the start).
+    pub async fn run_in(&self, ctx: Context) -> Result<AgentResult, AgentError> {
+        self.run_with(RunOptions::new().context(ctx)).await
+    }
+
+    /// Run with options: a deadline for the whole run, and a context prepared beforehand.
+    ///
+    /// At the deadline no further state starts; states still running get `cleanup_timeout`
+    /// (zero by default) to finish, then their futures are dropped. The run ends
+    /// [`AgentStatus::TimedOut`] and returns [`AgentError::TimedOut`] with its context.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::{Agent, AgentStatus, RunOptions};
+    /// use agent_core::{AgentError, Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut agent = Agent::new("slow");
+    /// agent.add_state("wait", |_ctx: Context| async {
+    ///     tokio::time::sleep(Duration::from_secs(60)).await;
+    ///     StateResult::End
+    /// });
+    /// let err = agent.run_with(RunOptions::new().timeout(Duration::from_secs(5))).await.unwrap_err();
+    /// assert!(matches!(err, AgentError::TimedOut { .. }));
+    /// assert_eq!(agent.status(), AgentStatus::TimedOut);
+    /// # }
+    /// ```
+    pub async fn run_with(&self, options: RunOptions) -> Result<AgentResult, AgentError> {
+        let RunOptions { timeout, cleanup_timeout, context } = options;
+        let (run, restored) = self.prepare(context)?;
+        run.ctx.__set_input_broker(Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>);
+        let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
+        async {
+            announce(&run, restored.is_none());
+            if let Some(d) = &run.durable {
+                // The run's row and a first snapshot exist before any state runs.
+                start_durable(&run, d).await?;
+            }
+            let error = drive(&run, restored, timeout, cleanup_timeout).await;
+            self.conclude(&run, error, timeout)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Prepare the run under the lock on `live`: the program (compiled if the definition
+    /// changed), a run of it on the restored checkpoint's context or on `context`, with its
+    /// durable writer and timings if asked, seeded from the checkpoint to restore if there
+    /// is one; it is the current run on return. The seeded positions, if restored.
+    ///
+    /// # Errors
+    ///
+    /// The program's validation errors; [`AgentError::AlreadyRunning`]; a checkpoint to
+    /// restore whose context cannot be read or which does not fit the program.
+    fn prepare(&self, context: Option<Context>) -> Result<(Arc<Run>, Option<Vec<Position>>), AgentError> {
+        let (program, mut live) = self.program_in(lock(&self.shared.live))?;
+        if live.run.as_ref().is_some_and(|r| !r.status().is_finished() && r.status() != AgentStatus::Paused) {
+            return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
+        }
+        let (restore, durable) = {
+            let persist = &mut live.persist;
+            let durable = persist
+                .store
+                .clone()
+                .map(|store| Arc::new(Durable::new(store, self.shared.name.clone(), persist.checkpoint_interval)));
+            (persist.restore.take(), durable)
+        };
+        let ctx = match &restore {
+            Some(c) => c.read_context().map_err(|e| CheckpointError::Mismatch {
+                agent: self.shared.name.clone(),
+                reason: format!("its context cannot be read: {e}"),
+            })?,
+            None => context.unwrap_or_default(),
+        };
+        let timed = match self.shared.timings.load(Relaxed) {
+            0 => durable.is_some(),
+            on => on == 1,
+        };
+        let mut run = Run::with_links(program, ctx, self.shared.links.clone());
+        if timed {
+            run.timing = Some(crate::timing::timings(run.states.len()));
+        }
+        run.durable = durable;
+        let run = Arc::new(run);
+        let restored = restore.map(|c| self.seed(&run, &c)).transpose()?;
+        live.run = Some(run.clone());
+        Ok((run, restored))
+    }
+
+    /// Seed `run` from `checkpoint`: its run id, its requests for human input, and the
+    /// statuses, counters and tokens of its states; the positions its branches go on from.
+    fn seed(&self, run: &Run, checkpoint: &Checkpoint) -> Result<Vec<Position>, CheckpointError> {
+        checkpoint::check(&self.shared.name, &run.program, checkpoint)?;
+        run.set_run_id(checkpoint.run_id.clone());
+        self.shared.links.inputs.restore(checkpoint::inputs_of(checkpoint));
+        Ok(checkpoint::seed(run, checkpoint))
+    }
+
+    /// The run's outcome once it is over: its result, unless an error ended it or it timed
+    /// out; the error of a failed or timed-out run carries the checkpoint it goes on from.
+    fn conclude(
+        &self,
+        run: &Arc<Run>,
+        error: Option<AgentError>,
+        timeout: Option<Duration>,
+    ) -> Result<AgentResult, AgentError> {
+        let mut error = match error {
+            None if run.status() != AgentStatus::TimedOut => return Ok(AgentResult::new(run)),
+            None => AgentError::TimedOut {
+                agent: self.shared.name.clone(),
+                after: timeout.unwrap_or_default(),
+                context: run.ctx.clone(),
+                checkpoint: None,
+            },
+            Some(error) => error,
+        };
+        if matches!(error, AgentError::StateFailed { .. } | AgentError::TimedOut { .. }) {
+            // Every branch has stopped: the checkpoint is where the run goes on.
+            error.set_checkpoint(checkpoint::capture(run, &self.shared.name));
+        }
+        Err(error)
+    }
+}
+
+/// The run has started: `RunStarted` for subscribers, and the root token at the start
+/// unless the run was restored.
+fn announce(run: &Run, rooted: bool) {
+    if run.emitting() {
+        run.emit(EventKind::RunStarted);
+    }
+    if rooted {
+        // The root token stands at the start from now on (a first snapshot has it).
+        run.root_slot.store(run.program.start as u32, Relaxed);
+    }
+}
+
+/// Write a durable run's row and first snapshot, before any state runs; if the store
+/// fails, the run ends there with its error.
+async fn start_durable(run: &Run, d: &Durable) -> Result<(), AgentError> {
+    if let Err(e) = d.start(run).await {
+        d.fail(run, e);
+        let error = finish(run);
+        return Err(error.unwrap_or_else(|| store_error("the store failed", run.ctx.clone())));
+    }
+    Ok(())
+}
+
+/// Drive the run to its end, beside its durable writer if it has one: from the start, or
+/// from every restored token; under the deadline, if there is one. The error that ended
+/// the run, if any.
+async fn drive(
+    run: &Arc<Run>,
+    restored: Option<Vec<Position>>,
+    timeout: Option<Duration>,
+    cleanup_timeout: Option<Duration>,
+) -> Option<AgentError> {
+    let stop_writer = tokio::sync::Notify::new();
+    let main = async {
+        let cancel_on_drop = CancelOnDrop(run);
+        let start = run.program.start;
+        let rooted = restored.is_none();
+        if let Some(branches) = restored {
+            // A restored run goes on from every token of its checkpoint.
+            for (group, state) in branches {
+                branch::spawn(run, state, group);
+            }
+        }
+        let all = async {
+            if rooted {
+                // The root branch is polled first, so a run that never waits
+                // registers nothing with the cancellation token.
+                crate::deps::root_started(run);
+                tokio::select! {
+                    biased;
+                    _ = branch::drive(run, start, None, true) => crate::deps::branch_ended(run),
+                    _ = run.stopped() => {}
+                }
+            }
+            run.tasks_finished().await;
+        };
+        until_deadline(run, all, timeout, cleanup_timeout).await;
+        std::mem::forget(cancel_on_drop);
+        let error = finish(run);
+        // The writer commits the final snapshot, with the final status, and stops.
+        stop_writer.notify_one();
+        error
+    };
+    match run.durable.clone() {
+        Some(d) => tokio::join!(main, d.writer(run, &stop_writer)).0,
+        None => main.await,
+    }
+}
+
+/// Await `all` (every branch of the run has ended). Past `timeout` the run times out (no
+/// further state starts) and the states still running get `cleanup_timeout` (zero by
+/// default) to finish; then the run is cancelled, and `all` ends once they are dropped.
+async fn until_deadline(
+    run: &Run,
+    all: impl Future<Output = ()>,
+    timeout: Option<Duration>,
+    cleanup_timeout: Option<Duration>,
+) {
+    match timeout {
+        None => all.await,
+        Some(after) => {
+            let mut all = std::pin::pin!(all);
+            if tokio::time::timeout(after, &mut all).await.is_err() {
+                run.time_out();
+                let cleanup = cleanup_timeout.unwrap_or(Duration::ZERO);
+                if tokio::time::timeout(cleanup, &mut all).await.is_err() {
+                    run.cancel();
+                    all.await;
+                }
+            }
+        }
+    }
+}
+
+/// Mark the run over, and tell subscribers (`RunFinished`); the error that ended it, if any.
+fn finish(run: &Run) -> Option<AgentError> {
+    let error = run.finish();
+    if run.emitting() {
+        run.emit(EventKind::RunFinished { status: run.status() });
+    }
+    error
+}
+
+/// How to run: see [`Agent::run_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_runtime::RunOptions;
+/// let options = RunOptions::new().timeout(Duration::from_secs(600)).cleanup_timeout(Duration::from_secs(10));
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    timeout: Option<Duration>,
+    cleanup_timeout: Option<Duration>,
+    context: Option<Context>,
+}
+
+impl RunOptions {
+    /// No deadline, a fresh context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Stop the run after `d`: see [`Agent::run_with`].
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// How long states still running at the deadline may take to finish (default zero).
+    pub fn cleanup_timeout(mut self, d: Duration) -> Self {
+        self.cleanup_timeout = Some(d);
+        self
+    }
+    /// Start from this context (inputs set beforehand) instead of an empty one.
+    pub fn context(mut self, ctx: Context) -> Self {
+        self.context = Some(ctx);
+        self
+    }
+}
+
+/// Cancels the run if `run()`'s future is dropped before it finishes.
+struct CancelOnDrop<'a>(&'a Arc<Run>);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use agent_core::{Context, RateLimit, StateHandler, StateResult, StateSpec, WorkflowGraph};
+
+    use super::Agent;
+
+    static STATES: [StateSpec; 2] = [
+        StateSpec { edges: &["b"], computed_targets: false, ..StateSpec::new("a") },
+        StateSpec { computed_targets: false, ..StateSpec::new("b") },
+    ];
+    static GRAPH: WorkflowGraph = WorkflowGraph { name: "shared", start: "a", states: &STATES, max_concurrent: None };
+    static LIMITED_STATES: [StateSpec; 1] =
+        [StateSpec { rate_limit: Some(RateLimit::new(5.0)), computed_targets: false, ..StateSpec::new("a") }];
+    static LIMITED: WorkflowGraph =
+        WorkflowGraph { name: "limited", start: "a", states: &LIMITED_STATES, max_concurrent: None };
+
+    fn handler(next: StateResult) -> Arc<dyn StateHandler> {
+        Arc::new(move |_ctx: Context| {
+            let next = next.clone();
+            async move { next }
+        })
+    }
+
+    fn workflow_agent() -> Agent {
+        Agent::__from_workflow(&GRAPH, vec![(handler("b".into()), None), (handler(StateResult::End), None)])
+    }
+
+    /// Agents `#[workflow]` makes share one compiled program while unmodified: 10,000
+    /// concurrent workflows must not each compile and hold their own.
+    #[test]
+    fn unmodified_workflow_agents_share_their_program_and_a_changed_one_does_not() {
+        let (a, b) = (workflow_agent(), workflow_agent());
+        assert!(Arc::ptr_eq(&a.program().unwrap(), &b.program().unwrap()));
+        let mut changed = workflow_agent();
+        changed.add_state("c", |_ctx: Context| async { StateResult::End });
+        let own = changed.program().unwrap();
+        assert!(!Arc::ptr_eq(&a.program().unwrap(), &own));
+        assert_eq!(own.states.len(), 3);
+        // Rate limiters count one agent's starts: a program holding them is never shared.
+        let limited = || Agent::__from_workflow(&LIMITED, vec![(handler(StateResult::End), None)]);
+        assert!(!Arc::ptr_eq(&limited().program().unwrap(), &limited().program().unwrap()));
+    }
+}

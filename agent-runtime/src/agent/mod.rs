@@ -1,0 +1,176 @@
+//! `Agent`: the handle users build, run, watch and control.
+//!
+//! Invariants:
+//! - `Agent` is a cheap `Clone + Send + Sync` handle (an `Arc`); every clone sees the same
+//!   definition and the same current run, so another task can watch or cancel a run.
+//! - Editing the definition (adding or configuring states) invalidates the compiled program;
+//!   the next `run()` compiles and validates again. A run in progress keeps the program it
+//!   started with.
+//! - At most one run of an agent is in progress at a time (`AlreadyRunning` otherwise).
+//! - Dropping the future of `run()` cancels the run: no branch outlives it.
+//! - Two locks: `def` (the definition) and `live` (the compiled program, the current run,
+//!   what the next run starts from). `live` may be taken while `def` is held, never the
+//!   other way round; a run takes `live` once to start.
+//!
+//! One concern per file, all of them methods of the one handle defined here:
+//! - `builder`: the definition (states, their options, the agent-wide options);
+//! - `launch`: compiling the program, starting a run and driving it to its result;
+//! - `recover`: checkpoints and the store, and continuing runs from them;
+//! - `inputs`: human input, answered from code or the terminal;
+//! - `inspect`: watching and controlling the current run (events, status, metrics, the
+//!   diagram, cancel, pause and resume).
+
+mod builder;
+mod inputs;
+mod inspect;
+mod launch;
+mod recover;
+
+use std::borrow::Cow;
+use std::sync::atomic::AtomicU8;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use agent_core::{Checkpoint, StateHandler, StateSpec, WorkflowGraph};
+
+use crate::program::{Definition, Program, StateDef};
+use crate::run::Run;
+use crate::store::CheckpointStore;
+
+pub use builder::StateConfig;
+pub use launch::RunOptions;
+
+struct Shared {
+    name: String,
+    graph: Option<&'static WorkflowGraph>,
+    def: Mutex<Definition>,
+    /// The compiled program, the current run and what the next run starts from: one lock,
+    /// which a run takes once to start (three were six locked instructions a run).
+    live: Mutex<Live>,
+    /// What its runs share with it: the `Once` completions, the requests for human input of
+    /// every run and who answers them, and the events of every run for subscribers.
+    links: Arc<crate::run::Links>,
+    /// `record_timings`: 0 unset (on only for durable runs), 1 on, 2 off.
+    timings: AtomicU8,
+}
+
+/// What changes as an agent runs (see `Shared::live`).
+#[derive(Default)]
+struct Live {
+    /// The program compiled from the definition; `None` once the definition changed.
+    compiled: Option<Arc<Program>>,
+    /// The run in progress, or the last one.
+    run: Option<Arc<Run>>,
+    persist: Persist,
+}
+
+/// What the next run continues from, and where durable runs record themselves.
+#[derive(Default)]
+struct Persist {
+    /// The checkpoint the next run continues from (`restore_from_checkpoint`).
+    restore: Option<Checkpoint>,
+    /// Where durable runs record themselves (`with_store`).
+    store: Option<Arc<dyn CheckpointStore>>,
+    /// Periodic snapshots of durable runs, besides those at every completion.
+    checkpoint_interval: Option<Duration>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A workflow: its states, and the run in progress (or the last one).
+///
+/// Built by `#[workflow]` (`my_workflow::agent()`) or by hand:
+///
+/// ```
+/// use agent_runtime::{Agent, AgentStatus};
+/// use agent_core::{Context, StateResult};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), agent_core::AgentError> {
+/// let mut agent = Agent::new("counter");
+/// agent.add_state("count", |ctx: Context| async move {
+///     let n: u32 = ctx.get_state_or("n", 0) + 1;
+///     ctx.set_state("n", n);
+///     if n < 3 { StateResult::next("count") } else { StateResult::End }
+/// });
+/// let result = agent.run().await?;
+/// assert_eq!(result.status(), AgentStatus::Completed);
+/// assert_eq!(result.context().get_state::<u32>("n"), Some(3));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Agent {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("name", &self.shared.name).field("status", &self.status()).finish()
+    }
+}
+
+impl Agent {
+    /// An agent with no states.
+    pub fn new(name: impl Into<String>) -> Agent {
+        Agent::with_parts(name.into(), None, Definition::default())
+    }
+
+    fn with_parts(name: String, graph: Option<&'static WorkflowGraph>, def: Definition) -> Agent {
+        Agent {
+            shared: Arc::new(Shared {
+                name,
+                graph,
+                def: Mutex::new(def),
+                live: Mutex::default(),
+                links: Arc::new(crate::run::Links::new()),
+                timings: AtomicU8::new(0),
+            }),
+        }
+    }
+
+    /// The agent `#[workflow]` generates: the graph's states, in source order.
+    #[doc(hidden)]
+    pub fn __from_workflow(
+        graph: &'static WorkflowGraph,
+        states: Vec<(Arc<dyn StateHandler>, Option<&'static StateSpec>)>,
+    ) -> Agent {
+        let states = graph
+            .states
+            .iter()
+            .zip(states)
+            .map(|(spec, (handler, _))| StateDef {
+                name: Cow::Borrowed(spec.name),
+                handler,
+                options: spec.into(),
+                spec: Some(spec),
+            })
+            .collect();
+        let def = Definition {
+            states,
+            start: Some(Cow::Borrowed(graph.start)),
+            max_concurrent: graph.max_concurrent,
+            graph: Some(graph),
+            pristine: true,
+            ..Definition::default()
+        };
+        Agent::with_parts(graph.name.to_owned(), Some(graph), def)
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The compile-time graph, for agents made by `#[workflow]`.
+    pub fn graph(&self) -> Option<&'static WorkflowGraph> {
+        self.shared.graph
+    }
+
+    /// The current or last run, if any.
+    fn current(&self) -> Option<Arc<Run>> {
+        lock(&self.shared.live).run.clone()
+    }
+}
