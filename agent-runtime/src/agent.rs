@@ -724,10 +724,9 @@ impl Agent {
     /// this agent; otherwise as [`Agent::run`].
     pub async fn recover(&self, run_id: &str) -> Result<AgentResult, AgentError> {
         let store = self.store()?;
-        let snapshot = store.latest_snapshot(run_id).await.map_err(|e| store_error(e, Context::new()))?;
-        let snapshot =
-            snapshot.ok_or_else(|| store_error(format!("the store holds no run {run_id}"), Context::new()))?;
-        self.restore_from_checkpoint(Checkpoint::from_json(&snapshot.data)?)?;
+        let (name, events) = (&self.shared.name, &self.shared.links.events);
+        let checkpoint = checkpoint::load::newest_usable(&*store, run_id, name, &*self.program()?, events).await?;
+        self.restore_from_checkpoint(checkpoint)?;
         self.run().await
     }
 

@@ -16,6 +16,8 @@
 //! - `journal(run, after)` returns the entries with `seq > after` in ascending order.
 //! - `answer_input` never overwrites an answer: the first answer wins.
 //! - Retention never deletes the newest snapshot of a run, nor a run that is not finished.
+//!   Durable runs keep their two newest snapshots, so that recovery can fall back on the
+//!   older when the newest is damaged ([`CheckpointStore::snapshots`] lists them).
 //! - A database written by a newer schema than this build knows is refused with
 //!   [`StoreError::SchemaTooNew`], never read as if it were ours.
 
@@ -233,6 +235,19 @@ pub trait CheckpointStore: Send + Sync + 'static {
 
     /// The run's newest snapshot (highest `seq`, then newest `taken_ms`).
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>>;
+
+    /// The run's newest snapshots, newest first (the order of
+    /// [`latest_snapshot`](CheckpointStore::latest_snapshot)), at most `limit` of them:
+    /// recovery falls back on an older one when the newest is damaged. The default returns
+    /// only the newest; the stores here override it.
+    fn snapshots<'a>(&'a self, run_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Snapshot>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(self.latest_snapshot(run_id).await?.into_iter().collect())
+        })
+    }
 
     /// Insert or update a request for human input (keyed by run and request id). An answer
     /// already recorded is kept.
