@@ -19,7 +19,9 @@
 //!   Durable runs keep their two newest snapshots, so that recovery can fall back on the
 //!   older when the newest is damaged ([`CheckpointStore::snapshots`] lists them).
 //! - A database written by a newer schema than this build knows is refused with
-//!   [`StoreError::SchemaTooNew`], never read as if it were ours.
+//!   [`StoreError::SchemaTooNew`], never read as if it were ours: a version above the newest
+//!   known in any row of the schema table is enough. A schema table with more than one row
+//!   is refused with [`StoreError::SchemaAmbiguous`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -86,6 +88,19 @@ pub enum StoreError {
         found: u32,
         /// The newest version this build knows.
         supported: u32,
+    },
+    /// The database's schema table does not hold exactly one version (it must: see the
+    /// stores' migrations); the database is left untouched.
+    #[error("{store} store: the schema table holds {rows} rows (versions {lowest} to {highest}); it must hold one")]
+    SchemaAmbiguous {
+        /// Which store.
+        store: &'static str,
+        /// Rows found.
+        rows: u64,
+        /// The lowest version found.
+        lowest: i64,
+        /// The highest version found.
+        highest: i64,
     },
     /// A journal entry's `seq` is not above the run's last one.
     #[error("{store} store: journal of run {run_id}: seq {seq} is not above the last one ({last})")]
