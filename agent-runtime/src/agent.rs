@@ -644,8 +644,12 @@ impl Agent {
     ///
     /// # Errors
     ///
-    /// [`CheckpointError::Mismatch`] when the checkpoint names a state this agent does not
-    /// have, or the agent's definition is invalid; nothing is changed then.
+    /// [`CheckpointError::Mismatch`] when the checkpoint does not fit this agent (another
+    /// agent's name, a state it does not have, counts beyond its retry budget or
+    /// `max_steps`), or the agent's definition is invalid; [`CheckpointError::Invalid`] when
+    /// it holds what no run writes (a count of 0, a group index that does not exist, a
+    /// completed run with tokens left, ...); [`CheckpointError::TooNew`] for a newer
+    /// version. Nothing is changed then.
     pub fn restore_from_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
         let program = self.program().map_err(|e| CheckpointError::Mismatch {
             agent: self.shared.name.clone(),

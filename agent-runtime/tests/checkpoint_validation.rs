@@ -65,6 +65,19 @@ fn refused_as_invalid(make: fn() -> Agent, c: Checkpoint, says: &str) {
     assert_eq!(agent.run_id(), None);
 }
 
+/// The same, refused as not fitting the agent.
+fn refused_as_mismatch(make: fn() -> Agent, c: Checkpoint, says: &str) {
+    let agent = make();
+    match agent.restore_from_checkpoint(c) {
+        Err(CheckpointError::Mismatch { reason, .. }) => {
+            assert!(reason.contains(says), "{reason:?} does not say {says:?}")
+        }
+        other => panic!("expected Mismatch ({says}), got {other:?}"),
+    }
+    assert_eq!(agent.status(), AgentStatus::Idle);
+    assert_eq!(agent.run_id(), None);
+}
+
 fn token<'a>(c: &'a mut Checkpoint, state: &str) -> &'a mut TokenRecord {
     c.tokens.iter_mut().find(|t| t.state == state).expect("a token there")
 }
@@ -83,11 +96,15 @@ async fn token_counts_that_no_run_writes_are_refused() {
     }
     // The chain: one token, at b, at the top level.
     let c = checkpoint_at(&chain(), 50).await;
-    for (count, says) in [(0, "count 0"), (3, "3 tokens and groups at the top level"), (u32::MAX, "above the limit")] {
+    for (count, says) in [(0, "count 0"), (u32::MAX, "above the limit")] {
         let mut bad = c.clone();
         token(&mut bad, "b").count = count;
         refused_as_invalid(chain, bad, says);
     }
+    // Three tokens at the top level of an agent without dependencies: only its root is there.
+    let mut bad = c.clone();
+    token(&mut bad, "b").count = 3;
+    refused_as_mismatch(chain, bad, "3 tokens and groups at the top level");
     // The sound checkpoint still restores, and every state runs once in all.
     let agent = chain();
     agent.restore_from_checkpoint(c).unwrap();
@@ -131,7 +148,7 @@ async fn groups_join_counts_and_indices_are_checked() {
     // A second token, at the top level: two branches where the run has only its root.
     let mut bad = c.clone();
     bad.tokens.push(TokenRecord::new("z".into(), None, 1));
-    refused_as_invalid(fan, bad, "2 tokens and groups at the top level");
+    refused_as_mismatch(fan, bad, "2 tokens and groups at the top level");
 
     // A smaller join count is merely unusual: waiting tokens merge into one, the join runs once.
     let mut fewer = c.clone();
@@ -147,13 +164,13 @@ async fn in_a_fully_known_graph_a_group_holds_only_what_its_origin_reaches() {
     let c = checkpoint_at(&declared_fan(), 50).await;
     let mut bad = c.clone();
     token(&mut bad, "z").state = "elsewhere".into();
-    refused_as_invalid(declared_fan, bad, "\"elsewhere\", which its origin \"start\" cannot reach");
+    refused_as_mismatch(declared_fan, bad, "\"elsewhere\", which its origin \"start\" cannot reach");
     let mut bad = c.clone();
     bad.groups[0].waiting[0].0 = "elsewhere".into();
-    refused_as_invalid(declared_fan, bad, "cannot reach");
+    refused_as_mismatch(declared_fan, bad, "cannot reach");
     let mut bad = c.clone();
     bad.groups[0].origin = "join".into();
-    refused_as_invalid(declared_fan, bad, "cannot reach");
+    refused_as_mismatch(declared_fan, bad, "cannot reach");
     // The sound one runs the join once.
     let agent = declared_fan();
     agent.restore_from_checkpoint(c).unwrap();
@@ -249,10 +266,10 @@ async fn attempts_are_checked_against_the_retry_budget() {
     assert_eq!(c.state("flaky").unwrap().attempts_made, 1);
     let mut bad = c.clone();
     bad.states.iter_mut().find(|s| s.name == "flaky").unwrap().attempts_made = 3;
-    refused_as_invalid(retrying, bad, "3 attempts, above its retry budget of 2");
+    refused_as_mismatch(retrying, bad, "3 attempts, above its retry budget of 2");
     let mut bad = c.clone();
     bad.states.iter_mut().find(|s| s.name == "a").unwrap().attempts_made = 1;
-    refused_as_invalid(retrying, bad, "above its retry budget of 0");
+    refused_as_mismatch(retrying, bad, "above its retry budget of 0");
     // Attempts made at a state where no token stands.
     let mut bad = c.clone();
     bad.tokens[0].state = "a".into();
@@ -270,10 +287,10 @@ async fn steps_past_max_steps_need_a_failed_run() {
     assert_eq!(c.steps, 2, "a and b started");
     let mut bad = c.clone();
     bad.steps = 11;
-    refused_as_invalid(|| chain().max_steps(10), bad.clone(), "above max_steps 10, yet status Running");
+    refused_as_mismatch(|| chain().max_steps(10), bad.clone(), "above max_steps 10, yet status Running");
     bad.agent_status = AgentStatus::Failed;
     bad.steps = 13;
-    refused_as_invalid(|| chain().max_steps(10), bad.clone(), "further above max_steps 10");
+    refused_as_mismatch(|| chain().max_steps(10), bad.clone(), "further above max_steps 10");
     // One step past the limit with a token left: what a run stopped by max_steps writes. It
     // fails again at once.
     bad.steps = 11;

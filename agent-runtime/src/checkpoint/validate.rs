@@ -10,14 +10,25 @@
 //! Refused with [`CheckpointError::TooNew`]:
 //! - a `schema_version` above [`CHECKPOINT_VERSION`].
 //!
-//! Refused with [`CheckpointError::Mismatch`] (the checkpoint is well formed but belongs
-//! elsewhere):
+//! Refused with [`CheckpointError::Mismatch`] (the checkpoint may be sound, but it does not
+//! fit this agent's definition: another agent's, or one whose definition changed since):
 //! - an `agent_name` other than the agent's;
 //! - any name that is not a state of the agent: state records, tokens, completed states,
 //!   group origins, waiting states, the state of a request for input, the state of the
-//!   last error.
+//!   last error;
+//! - `attempts_made` above the state's retry budget (`max_retries`, 0 without a retry
+//!   policy); a last error whose `attempts` exceed that budget plus one;
+//! - when every transition of the agent is known (`#[workflow]` states with literal targets,
+//!   or declared targets): a group holding a token, a waiting state or a child group at a
+//!   state its origin cannot reach (so its origin could not have fanned out there);
+//! - when the agent has no dependencies: more than one token or group at the top level (the
+//!   run's root branch is the only one there; dependencies start other top-level branches,
+//!   so with them any number is accepted);
+//! - with `max_steps`: `steps` above it unless the run `Failed` (a run past its limit has
+//!   failed), and above it by more than the tokens left (each token counted at most one
+//!   step past the limit before stopping).
 //!
-//! Refused with [`CheckpointError::Invalid`]:
+//! Refused with [`CheckpointError::Invalid`] (no run writes it, whatever the agent):
 //! - `schema_version` 0 (never written);
 //! - two state records of one state; a state named twice in `completed_states`; a state in
 //!   `completed_states` whose record says it completed 0 times;
@@ -29,25 +40,15 @@
 //!   soon as nothing runs); a group `width` below 2 (a fan-out opens a group only for two
 //!   branches or more); a group holding more tokens (running, waiting and child groups)
 //!   than its `width`;
-//! - when every transition of the agent is known (`#[workflow]` states with literal targets,
-//!   or declared targets): a group holding a token, a waiting state or a child group at a
-//!   state its origin cannot reach (so its origin could not have fanned out there);
-//! - when the agent has no dependencies: more than one token or group at the top level (the
-//!   run's root branch is the only one there; dependencies start other top-level branches,
-//!   so with them any number is accepted);
 //! - more than [`MAX_TOKENS`] tokens and groups in all (no run restores more branches than
 //!   this; it bounds the memory a restore allocates);
-//! - `attempts_made` above the state's retry budget (`max_retries`, 0 without a retry
-//!   policy), or above 0 at a state where no token stands (only an instance waiting to
+//! - `attempts_made` above 0 at a state where no token stands (only an instance waiting to
 //!   retry has attempts made);
-//! - a last error whose `attempts` exceed the state's budget plus one;
 //! - status `Idle` with tokens or groups (an idle run has not started), `Completed` with
 //!   tokens or groups (a completed run has no branch left);
-//! - with `max_steps`: `steps` above it unless the run `Failed` (a run past its limit has
-//!   failed), and above it by more than the tokens left (each token counted at most one
-//!   step past the limit before stopping);
 //! - a request for input whose id is not `input-N` (N from 1 to `u32::MAX`), two requests
-//!   with one id, an answer time without an answer, a default taken without an answer;
+//!   with one id, an answer time without an answer, a default taken without an answer, a
+//!   timeout beyond the year 9999;
 //! - a time (a request's, a state's start or end, `deadline_ms`) before the Unix epoch or
 //!   after the year 9999.
 //!
@@ -105,7 +106,7 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
         }
         let budget = budget(prog, i);
         if r.attempts_made > budget {
-            return Err(invalid(format!(
+            return Err(mismatch(format!(
                 "state {:?} has made {} attempts, above its retry budget of {budget}",
                 r.name, r.attempts_made
             )));
@@ -140,7 +141,7 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
             }
             Some(p) => {
                 running[p] += 1;
-                reachable(prog, &c.groups[p].origin, p, origin, "a child group's origin", &g.origin)?;
+                reachable(prog, agent, &c.groups[p].origin, p, origin, "a child group's origin", &g.origin)?;
             }
             None => top += 1,
         }
@@ -158,7 +159,7 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
             if !seen.insert(s) {
                 return Err(invalid(format!("group {i} lists tokens waiting at {state:?} twice")));
             }
-            reachable(prog, &g.origin, i, s, "tokens waiting at", state)?;
+            reachable(prog, agent, &g.origin, i, s, "tokens waiting at", state)?;
             waiting[i] += u64::from(*count);
             total += u64::from(*count);
         }
@@ -182,7 +183,7 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
         }
         match t.group {
             Some(g) => {
-                reachable(prog, &c.groups[g].origin, g, s, "a token at", &t.state)?;
+                reachable(prog, agent, &c.groups[g].origin, g, s, "a token at", &t.state)?;
                 running[g] += u64::from(t.count);
             }
             None => top += u64::from(t.count),
@@ -211,7 +212,7 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
         holds_token[at(&g.origin)?] = true;
     }
     if !prog.has_dependencies && top > 1 {
-        return Err(invalid(format!(
+        return Err(mismatch(format!(
             "{top} tokens and groups at the top level, where a run without dependencies has only its root branch"
         )));
     }
@@ -233,21 +234,21 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
     }
     if let Some(limit) = prog.max_steps.filter(|&m| c.steps > m) {
         if c.agent_status != AgentStatus::Failed {
-            return Err(invalid(format!(
+            return Err(mismatch(format!(
                 "{} steps, above max_steps {limit}, yet status {:?}: a run past its limit has failed",
                 c.steps, c.agent_status
             )));
         }
         let tokens: u64 = c.tokens.iter().map(|t| u64::from(t.count)).sum();
         if c.steps - limit > tokens {
-            return Err(invalid(format!("{} steps, further above max_steps {limit} than its tokens allow", c.steps)));
+            return Err(mismatch(format!("{} steps, further above max_steps {limit} than its tokens allow", c.steps)));
         }
     }
     if let Some(e) = &c.last_error {
         let s = at(&e.state)?;
         let most = u64::from(budget(prog, s)) + 1;
         if u64::from(e.attempts) > most {
-            return Err(invalid(format!(
+            return Err(mismatch(format!(
                 "the last error of state {:?} counts {} attempts, above the {most} its retry budget allows",
                 e.state, e.attempts
             )));
@@ -297,6 +298,7 @@ fn budget(prog: &Program, s: usize) -> u32 {
 /// (index `s`) only if `origin` reaches it.
 fn reachable(
     prog: &Program,
+    agent: &str,
     origin: &str,
     group: usize,
     s: usize,
@@ -307,7 +309,10 @@ fn reachable(
     if reach.reaches(o, s) {
         return Ok(());
     }
-    Err(invalid(format!("group {group} holds {what} {state:?}, which its origin {origin:?} cannot reach")))
+    Err(CheckpointError::Mismatch {
+        agent: agent.to_owned(),
+        reason: format!("group {group} holds {what} {state:?}, which its origin {origin:?} cannot reach"),
+    })
 }
 
 /// A time in milliseconds since the Unix epoch, if any, between the epoch and the year 9999.
