@@ -281,18 +281,17 @@ async fn attempts_are_checked_against_the_retry_budget() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn steps_past_max_steps_need_a_failed_run() {
+async fn steps_past_max_steps_are_bounded_by_the_running_tokens() {
     let make = || chain().max_steps(10);
     let c = checkpoint_at(&make(), 50).await;
     assert_eq!(c.steps, 2, "a and b started");
     let mut bad = c.clone();
-    bad.steps = 11;
-    refused_as_mismatch(|| chain().max_steps(10), bad.clone(), "above max_steps 10, yet status Running");
-    bad.agent_status = AgentStatus::Failed;
-    bad.steps = 13;
-    refused_as_mismatch(|| chain().max_steps(10), bad.clone(), "further above max_steps 10");
-    // One step past the limit with a token left: what a run stopped by max_steps writes. It
-    // fails again at once.
+    bad.steps = 12;
+    refused_as_mismatch(|| chain().max_steps(10), bad.clone(), "12 steps, above max_steps 10");
+    bad.steps = u64::MAX;
+    refused_as_mismatch(|| chain().max_steps(10), bad.clone(), "above max_steps 10");
+    // One step past the limit with one token: what a run passing its limit writes. Restored,
+    // it fails again at once.
     bad.steps = 11;
     let agent = make();
     agent.restore_from_checkpoint(bad).unwrap();
