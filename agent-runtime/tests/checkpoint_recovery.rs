@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_core::{AgentError, Checkpoint, CheckpointError, Context, RetryPolicy, StateResult};
-use agent_runtime::store::{CheckpointStore, RunQuery, SqliteStore, StoreError};
+use agent_runtime::store::{CheckpointStore, MemoryStore, RunQuery, RunRecord, Snapshot, SqliteStore, StoreError};
 use agent_runtime::{Agent, AgentStatus, EventKind};
 
 mod common;
@@ -154,6 +154,72 @@ fn all_unusable(outcome: Outcome) {
     }
     assert!(ran.is_empty(), "nothing ran");
     assert_eq!(seen.iter().filter(|k| matches!(k, EventKind::CheckpointSkipped { .. })).count(), seqs.len());
+}
+
+/// `snapshots` lists a run's newest snapshots, newest first, at most `limit`.
+async fn snapshots_are_listed_newest_first(store: &dyn CheckpointStore) {
+    let run = RunRecord {
+        run_id: "r".into(),
+        agent: "chain".into(),
+        status: AgentStatus::Running,
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    store.upsert_run(&run).await.unwrap();
+    for (seq, taken_ms) in [(1, 10), (3, 5), (2, 30), (3, 7)] {
+        let snapshot = Snapshot { seq, taken_ms, data: format!("{seq}/{taken_ms}") };
+        store.save_snapshot("r", &snapshot).await.unwrap();
+    }
+    let listed = |limit| async move {
+        store.snapshots("r", limit).await.unwrap().into_iter().map(|s| s.data).collect::<Vec<_>>()
+    };
+    assert_eq!(listed(8).await, ["3/7", "3/5", "2/30", "1/10"]);
+    assert_eq!(listed(2).await, ["3/7", "3/5"]);
+    assert!(listed(0).await.is_empty());
+    assert_eq!(store.latest_snapshot("r").await.unwrap().unwrap().data, listed(1).await[0]);
+    assert!(store.snapshots("no-such-run", 8).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn memory_snapshots_are_listed_newest_first() {
+    snapshots_are_listed_newest_first(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn sqlite_snapshots_are_listed_newest_first() {
+    let (_dir, _path, store) = sqlite_file();
+    snapshots_are_listed_newest_first(&store).await;
+}
+
+/// Any store: a damaged snapshot written after the good ones (as a write cut short would
+/// leave it) gives way to the newest good one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_damaged_newest_snapshot_falls_back_to_the_one_before() {
+    let store = MemoryStore::new();
+    let damage = {
+        let store = store.clone();
+        move |run_id: String| -> Garble {
+            Box::pin(async move {
+                let newest = store.latest_snapshot(&run_id).await.unwrap().unwrap();
+                let cut =
+                    Snapshot { seq: newest.seq + 1, taken_ms: newest.taken_ms, data: newest.data[..10].to_owned() };
+                store.save_snapshot(&run_id, &cut).await.unwrap();
+            })
+        }
+    };
+    let first_log = Log::default();
+    let run_id = crash_when(chain(store.clone(), &first_log, true), &store, |c| c.running_states() == ["c"]).await;
+    let newest_good = Checkpoint::from_json(&store.latest_snapshot(&run_id).await.unwrap().unwrap().data).unwrap();
+    damage(run_id.clone()).await;
+    let log = Log::default();
+    let second = chain(store.clone(), &log, false);
+    let mut events = second.events();
+    let result = second.recover(&run_id).await.unwrap();
+    assert_eq!(trail(result.context()), ["a", "b", "c", "d"]);
+    assert_eq!(newest_good.running_states(), ["c"]);
+    assert_eq!(*log.lock().unwrap(), ["c", "d"], "it went on from the newest good snapshot");
+    let first = events.next().await.unwrap();
+    assert!(matches!(first.kind, EventKind::CheckpointSkipped { .. }), "{first:?}");
 }
 
 // ----- SQLite ------------------------------------------------------------------------------
@@ -442,6 +508,15 @@ mod postgres {
         with_schema("ckpt_all", |url, schema| async move {
             let store = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
             all_unusable(crash_damage_recover(store, damage(url, schema, Damage::GarbleAll)).await);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn snapshots_are_listed_newest_first() {
+        with_schema("ckpt_list", |url, schema| async move {
+            let store = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+            super::snapshots_are_listed_newest_first(&store).await;
         })
         .await;
     }
