@@ -126,7 +126,8 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
         }
     }
 
-    // Groups and tokens: indices, counts, totals.
+    // Groups and tokens: indices, counts, totals (sums saturate: any overflow is far above
+    // `MAX_TOKENS`).
     let groups = c.groups.len();
     let mut total = groups as u64;
     // Per group: running tokens (token records and child groups), waiting tokens.
@@ -160,8 +161,8 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
                 return Err(invalid(format!("group {i} lists tokens waiting at {state:?} twice")));
             }
             reachable(prog, agent, &g.origin, i, s, "tokens waiting at", state)?;
-            waiting[i] += u64::from(*count);
-            total += u64::from(*count);
+            waiting[i] = waiting[i].saturating_add(u64::from(*count));
+            total = total.saturating_add(u64::from(*count));
         }
     }
     let mut seen = HashSet::with_capacity(c.tokens.len().min(n.saturating_mul(groups + 1)));
@@ -184,12 +185,12 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
         match t.group {
             Some(g) => {
                 reachable(prog, agent, &c.groups[g].origin, g, s, "a token at", &t.state)?;
-                running[g] += u64::from(t.count);
+                running[g] = running[g].saturating_add(u64::from(t.count));
             }
-            None => top += u64::from(t.count),
+            None => top = top.saturating_add(u64::from(t.count)),
         }
         holds_token[s] = true;
-        total += u64::from(t.count);
+        total = total.saturating_add(u64::from(t.count));
     }
     if total > MAX_TOKENS {
         return Err(invalid(format!("it holds {total} tokens and groups, above the limit of {MAX_TOKENS}")));
@@ -201,7 +202,7 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
                 g.origin
             )));
         }
-        let live = running[i] + waiting[i];
+        let live = running[i].saturating_add(waiting[i]);
         if let Some(w) = g.width.filter(|&w| live > u64::from(w)) {
             return Err(invalid(format!(
                 "group {i} (opened by {:?}) holds {live} tokens, more than the {w} branches of its fan-out",
@@ -233,7 +234,7 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
         _ => {}
     }
     if let Some(limit) = prog.max_steps.filter(|&m| c.steps > m) {
-        let tokens: u64 = c.tokens.iter().map(|t| u64::from(t.count)).sum();
+        let tokens = c.tokens.iter().fold(0u64, |n, t| n.saturating_add(u64::from(t.count)));
         if c.steps - limit > tokens {
             return Err(mismatch(format!(
                 "{} steps, above max_steps {limit} by more than its {tokens} running tokens could count",
