@@ -9,7 +9,13 @@
 //!   that version and every older one (upgrading it step by step), and refuses anything
 //!   else with a [`CheckpointError`]: never a panic, never a guess.
 //!
-//! Versions: 1, the first; 2 adds `pending_inputs` (a version-1 checkpoint had none).
+//! Versions: 1, the first; 2 adds `pending_inputs` (a version-1 checkpoint had none); 3 adds
+//! `last_error` (the failure an `on_error` handler reads), `deadline_ms` (the run's
+//! deadline) and each group's `width` (older versions have none of them: `None`).
+//! - [`Checkpoint::from_json`] checks only what any checkpoint must satisfy on its own
+//!   (groups and tokens name groups that exist, parents before children); whether it fits
+//!   an agent (its states, its counts, its retry budgets) is checked by the runtime when
+//!   it is restored, before anything runs.
 //! - The frontier is exact: every token of the run is either in `tokens` (at a state that
 //!   is ready or running, and runs again on restore) or waiting at a join in one of
 //!   `groups`; a token whose branch fanned out is represented by its child group, whose
@@ -22,12 +28,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{Context, ContextError};
+use std::sync::Arc;
+
+use crate::{Context, ContextError, RestoredError, StateError};
 
 use crate::status::{AgentStatus, StateStatus};
 
 /// The checkpoint format this build writes.
-pub const CHECKPOINT_VERSION: u32 = 2;
+pub const CHECKPOINT_VERSION: u32 = 3;
 
 /// Marks a JSON document as an `agent` checkpoint, so that a foreign one is told apart.
 const FORMAT: &str = "agent-checkpoint";
@@ -79,6 +87,15 @@ pub struct Checkpoint {
     /// counted from the first asking). Version 1 had none.
     #[serde(default)]
     pub pending_inputs: Vec<InputRequestRecord>,
+    /// The failure an `on_error` handler reads with `Context::last_error`, if a state had
+    /// failed for good and been handed to its handler: restored, the handler reads the same
+    /// state, attempts and message. Versions before 3 had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastErrorRecord>,
+    /// The run's deadline, in milliseconds since the Unix epoch (`None`: the run has none).
+    /// Versions before 3 had none.
+    #[serde(default)]
+    pub deadline_ms: Option<i64>,
     /// Why the context could not be written, if it could not: `to_json` reports it.
     #[serde(skip)]
     encode_error: Option<String>,
@@ -137,6 +154,61 @@ pub struct GroupRecord {
     pub origin: String,
     /// Tokens waiting at each join (or other state a fan-in holds), by state.
     pub waiting: Vec<(String, u32)>,
+    /// How many branches the fan-out opened: the group never holds more tokens than this
+    /// (`None` in checkpoints before version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+}
+
+/// The failure an `on_error` handler is handling, in a [`Checkpoint`]: what
+/// `Context::last_error` returns, written down. The error itself is kept as text (its
+/// message and the messages of its sources), since an error value cannot be written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LastErrorRecord {
+    /// The state that failed.
+    pub state: String,
+    /// Attempts it made, the first included.
+    pub attempts: u32,
+    /// The last attempt's error, displayed.
+    pub message: String,
+    /// The error's sources, displayed, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+}
+
+/// At most this many sources of an error are written into a [`LastErrorRecord`].
+const MAX_SOURCES: usize = 32;
+
+impl LastErrorRecord {
+    /// The record of `error`: its state, its attempts, its message and its sources' messages.
+    pub fn of(error: &StateError) -> LastErrorRecord {
+        let mut sources = Vec::new();
+        let mut next = error.error.source();
+        while let Some(e) = next {
+            if sources.len() == MAX_SOURCES {
+                break;
+            }
+            sources.push(e.to_string());
+            next = e.source();
+        }
+        LastErrorRecord {
+            state: error.state.clone(),
+            attempts: error.attempts,
+            message: error.error.to_string(),
+            sources,
+        }
+    }
+
+    /// The failure as a handler reads it: a [`StateError`] whose error is a
+    /// [`RestoredError`] displaying the same message, with the same sources.
+    pub fn to_state_error(&self) -> StateError {
+        StateError {
+            state: self.state.clone(),
+            attempts: self.attempts,
+            error: Arc::new(RestoredError::with_sources(self.message.clone(), self.sources.iter().cloned())),
+        }
+    }
 }
 
 /// A request for human input in a [`Checkpoint`], and its answer once there is one.
@@ -238,6 +310,8 @@ impl PartialEq for Checkpoint {
             && self.steps == other.steps
             && self.context.get() == other.context.get()
             && self.pending_inputs == other.pending_inputs
+            && self.last_error == other.last_error
+            && self.deadline_ms == other.deadline_ms
             && self.encode_error == other.encode_error
     }
 }
@@ -271,6 +345,25 @@ pub enum CheckpointError {
         /// What does not fit.
         reason: String,
     },
+    /// Well formed, but not a checkpoint a run could have written: a count, an index, a
+    /// status or a time that cannot be (see the runtime's rules for restored checkpoints).
+    #[error("invalid checkpoint: {what}")]
+    Invalid {
+        /// What is wrong, naming the state, group or record and the bad value.
+        what: String,
+    },
+    /// Every snapshot a store keeps of a run (of those read) is damaged: none can be
+    /// recovered from.
+    #[error("no snapshot of run {run_id} can be used ({tried} read); the newest: {newest}")]
+    NoUsableSnapshot {
+        /// The run.
+        run_id: String,
+        /// How many snapshots were read.
+        tried: usize,
+        /// Why the newest could not be used.
+        #[source]
+        newest: Box<CheckpointError>,
+    },
 }
 
 impl Checkpoint {
@@ -290,6 +383,8 @@ impl Checkpoint {
             steps: 0,
             context: empty_context(),
             pending_inputs: Vec::new(),
+            last_error: None,
+            deadline_ms: None,
             encode_error: None,
         }
     }
@@ -316,12 +411,15 @@ impl Checkpoint {
     ///
     /// [`CheckpointError::Json`] for text that is not JSON or is cut short;
     /// [`CheckpointError::Foreign`] for JSON that is not an `agent` checkpoint;
-    /// [`CheckpointError::TooNew`] for one written by a newer build.
+    /// [`CheckpointError::TooNew`] for one written by a newer build;
+    /// [`CheckpointError::Invalid`] for one whose groups or tokens name groups that do not
+    /// exist, or a parent that does not come before its child.
     pub fn from_json(json: &str) -> Result<Checkpoint, CheckpointError> {
         // One pass in the common case: a checkpoint of this version or an older one.
         if let Ok(mut checkpoint) = serde_json::from_str::<Checkpoint>(json) {
             if (1..=CHECKPOINT_VERSION).contains(&checkpoint.schema_version) {
-                // Version 1 differs only in having no `pending_inputs` (a serde default).
+                // Older versions differ only in fields they lack, which serde defaults
+                // (`pending_inputs`; `last_error`, `deadline_ms`, groups' `width`).
                 checkpoint.schema_version = CHECKPOINT_VERSION;
                 checkpoint.check()?;
                 return Ok(checkpoint);
@@ -405,7 +503,7 @@ impl Checkpoint {
 
     /// Group and token references point at groups that exist, parents before children.
     fn check(&self) -> Result<(), CheckpointError> {
-        let bad = |reason: String| CheckpointError::Foreign(reason);
+        let bad = |what: String| CheckpointError::Invalid { what };
         for (i, g) in self.groups.iter().enumerate() {
             if g.parent.is_some_and(|p| p >= i) {
                 return Err(bad(format!("group {i} names parent {:?}, which does not come before it", g.parent)));
@@ -467,7 +565,14 @@ impl GroupRecord {
     /// A record of a group.
     #[doc(hidden)]
     pub fn new(parent: Option<usize>, origin: String, waiting: Vec<(String, u32)>) -> Self {
-        GroupRecord { parent, origin, waiting }
+        GroupRecord { parent, origin, waiting, width: None }
+    }
+
+    /// The same record with the fan-out's width.
+    #[doc(hidden)]
+    pub fn with_width(mut self, width: u32) -> Self {
+        self.width = Some(width);
+        self
     }
 }
 
@@ -499,6 +604,7 @@ mod millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error as _;
 
     fn sample() -> Checkpoint {
         let mut c = Checkpoint::new("a", "r");
@@ -515,7 +621,8 @@ mod tests {
         assert!(matches!(Checkpoint::from_json("{\"format\": \"x\"}"), Err(CheckpointError::Foreign(_))));
         let json = c.to_json().unwrap();
         assert!(matches!(Checkpoint::from_json(&json[..json.len() / 2]), Err(CheckpointError::Json(_))));
-        let newer = json.replace("\"schema_version\":2", "\"schema_version\":99");
+        let newer = json.replace(&format!("\"schema_version\":{CHECKPOINT_VERSION}"), "\"schema_version\":99");
+        assert_ne!(newer, json);
         assert!(matches!(Checkpoint::from_json(&newer), Err(CheckpointError::TooNew { found: 99, .. })));
     }
 
@@ -523,10 +630,51 @@ mod tests {
     fn dangling_group_references_are_refused() {
         let mut c = sample();
         c.tokens[0].group = Some(5);
-        assert!(matches!(Checkpoint::from_json(&c.to_json().unwrap()), Err(CheckpointError::Foreign(_))));
+        assert!(matches!(Checkpoint::from_json(&c.to_json().unwrap()), Err(CheckpointError::Invalid { .. })));
         let mut c = sample();
         c.groups[0].parent = Some(0);
-        assert!(matches!(Checkpoint::from_json(&c.to_json().unwrap()), Err(CheckpointError::Foreign(_))));
+        assert!(matches!(Checkpoint::from_json(&c.to_json().unwrap()), Err(CheckpointError::Invalid { .. })));
+    }
+
+    #[test]
+    fn version_3_fields_round_trip() {
+        let mut c = sample();
+        c.groups[0] = c.groups[0].clone().with_width(3);
+        c.deadline_ms = Some(1_700_000_000_000);
+        let error = StateError {
+            state: "fetch".into(),
+            attempts: 3,
+            error: Arc::new(RestoredError::with_sources("outer", ["middle".to_owned(), "inner".to_owned()])),
+        };
+        c.last_error = Some(LastErrorRecord::of(&error));
+        let back = Checkpoint::from_json(&c.to_json().unwrap()).unwrap();
+        assert_eq!(back, c);
+        let record = back.last_error.as_ref().unwrap();
+        assert_eq!((record.state.as_str(), record.attempts, record.message.as_str()), ("fetch", 3, "outer"));
+        assert_eq!(record.sources, ["middle", "inner"]);
+        let restored = record.to_state_error();
+        assert_eq!(restored.to_string(), error.to_string());
+        let chain: Vec<String> =
+            std::iter::successors(restored.error.source(), |e| (*e).source()).map(|e| e.to_string()).collect();
+        assert_eq!(chain, ["middle", "inner"]);
+        assert_eq!(back.groups[0].width, Some(3));
+    }
+
+    #[test]
+    fn older_versions_are_upgraded_with_none_of_the_new_fields() {
+        // A version-2 checkpoint, as that build wrote it (no `last_error`, `deadline_ms`, `width`).
+        let v2 = r#"{"format":"agent-checkpoint","schema_version":2,"timestamp":5,"agent_name":"a","run_id":"r",
+            "agent_status":"Running","completed_states":[],"states":[],"tokens":[{"state":"work","group":0,"count":1}],
+            "groups":[{"parent":null,"origin":"fan","waiting":[]}],"steps":0,"context":{},"pending_inputs":[]}"#;
+        let c = Checkpoint::from_json(v2).unwrap();
+        assert_eq!(c.schema_version, CHECKPOINT_VERSION);
+        assert_eq!((c.last_error.as_ref(), c.deadline_ms, c.groups[0].width), (None, None, None));
+        // Version 1 lacked `pending_inputs` too.
+        let v1 = v2.replace("\"schema_version\":2", "\"schema_version\":1").replace(",\"pending_inputs\":[]", "");
+        assert_eq!(Checkpoint::from_json(&v1).unwrap().pending_inputs, []);
+        // A newer one is refused whatever it holds.
+        let v4 = v2.replace("\"schema_version\":2", "\"schema_version\":4");
+        assert!(matches!(Checkpoint::from_json(&v4), Err(CheckpointError::TooNew { found: 4, supported: 3 })));
     }
 
     proptest::proptest! {

@@ -137,6 +137,50 @@ pub struct StateError {
     pub error: Arc<dyn std::error::Error + Send + Sync>,
 }
 
+/// An error restored from a checkpoint: the text of the error a state failed with, which
+/// an `on_error` handler of a restored or recovered run reads in place of the original
+/// value (an error value cannot be written down). It displays the same message, and its
+/// [`source`](std::error::Error::source) chain displays the original's sources.
+///
+/// ```
+/// use std::error::Error;
+/// use agent_core::RestoredError;
+/// let e = RestoredError::with_sources("fetch failed", ["connection refused".to_owned()]);
+/// assert_eq!(e.to_string(), "fetch failed");
+/// assert_eq!(e.source().unwrap().to_string(), "connection refused");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredError {
+    /// The original error's message.
+    pub message: String,
+    /// The original error's source, restored the same way.
+    pub source: Option<Box<RestoredError>>,
+}
+
+impl RestoredError {
+    /// An error displaying `message`, whose source chain displays `sources`, outermost first.
+    pub fn with_sources(message: impl Into<String>, sources: impl IntoIterator<Item = String>) -> RestoredError {
+        let sources: Vec<String> = sources.into_iter().collect();
+        let source = sources
+            .into_iter()
+            .rev()
+            .fold(None, |inner, message| Some(Box::new(RestoredError { message, source: inner })));
+        RestoredError { message: message.into(), source }
+    }
+}
+
+impl fmt::Display for RestoredError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RestoredError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 /// A state waited for a dependency longer than the dependency's `timeout`; it fails (and
 /// goes to its `on_error`, if it has one).
 ///

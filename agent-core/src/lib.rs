@@ -26,12 +26,14 @@ mod typed;
 
 pub use allocation::Allocation;
 pub use checkpoint::{
-    Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, StateRecord, TokenRecord, CHECKPOINT_VERSION,
+    Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, LastErrorRecord, StateRecord, TokenRecord,
+    CHECKPOINT_VERSION,
 };
 pub use context::Context;
 pub use diagram::{Diagram, DiagramEdge, DiagramState};
 pub use error::{
-    AgentError, ContextError, DependencyTimeout, PanicError, ResourceError, StateError, TimeoutError, WaitingOn,
+    AgentError, ContextError, DependencyTimeout, PanicError, ResourceError, RestoredError, StateError, TimeoutError,
+    WaitingOn,
 };
 pub use future::{StateFuture, StateOutcome};
 pub use graph::{Edge, EdgeKind, WorkflowGraph};

@@ -122,6 +122,14 @@ pub enum EventKind {
         /// How it ended.
         status: AgentStatus,
     },
+    /// Recovery skipped a damaged snapshot of the run (cut short, garbled or invalid) and
+    /// tries the one before it.
+    CheckpointSkipped {
+        /// The skipped snapshot's `seq` in the store.
+        seq: u64,
+        /// Why it could not be used.
+        reason: String,
+    },
     /// This stream fell behind and lost `missed` events; the next item is the oldest kept.
     Lagged {
         /// Events lost.

@@ -69,6 +69,8 @@ pub(crate) struct Group {
     parent: Option<Arc<Group>>,
     /// The state (in the parent) whose fan-out opened this group.
     origin: usize,
+    /// How many branches the fan-out opened (saturating), for checkpoints.
+    width: u32,
     /// Cache-padded: away from the `Arc` count, which every spawned branch of the group
     /// bumps on its worker while the others take this lock on theirs.
     tokens: CachePadded<Mutex<Tokens>>,
@@ -237,7 +239,8 @@ impl Group {
         }
         t.running_total = running.len();
         t.live = running.len() + waiting.len();
-        let group = Group::create(run, parent, origin, t);
+        let width = u32::try_from(running.len() + waiting.len()).unwrap_or(u32::MAX);
+        let group = Group::create(run, parent, origin, width, t);
         if running.is_empty() {
             settle(&group, run, out);
         }
@@ -254,14 +257,16 @@ impl Group {
         }
         t.running_total = targets.len();
         t.live = targets.len();
-        Group::create(run, parent, origin, t)
+        Group::create(run, parent, origin, u32::try_from(targets.len()).unwrap_or(u32::MAX), t)
     }
 
-    /// A group with these tokens running and waiting (a checkpoint's, or a new one's).
+    /// A group with these tokens running and waiting (a checkpoint's, or a new one's),
+    /// opened by a fan-out of `width` branches.
     pub(crate) fn restore(
         run: &Run,
         parent: Option<Arc<Group>>,
         origin: usize,
+        width: u32,
         running: impl IntoIterator<Item = (usize, u32)>,
         waiting: impl IntoIterator<Item = (usize, u32)>,
     ) -> Arc<Group> {
@@ -275,11 +280,11 @@ impl Group {
             add(&mut t.waiting, s, n);
             t.live += n as usize;
         }
-        Group::create(run, parent, origin, t)
+        Group::create(run, parent, origin, width, t)
     }
 
-    fn create(run: &Run, parent: Option<Arc<Group>>, origin: usize, t: Tokens) -> Arc<Group> {
-        let group = Arc::new(Group { parent, origin, tokens: CachePadded::new(Mutex::new(t)) });
+    fn create(run: &Run, parent: Option<Arc<Group>>, origin: usize, width: u32, t: Tokens) -> Arc<Group> {
+        let group = Arc::new(Group { parent, origin, width, tokens: CachePadded::new(Mutex::new(t)) });
         run.register_group(&group);
         group
     }
@@ -302,6 +307,11 @@ impl Group {
     /// The enclosing group and the state whose fan-out opened this one.
     pub(crate) fn place(&self) -> (Option<&Arc<Group>>, usize) {
         (self.parent.as_ref(), self.origin)
+    }
+
+    /// How many branches the fan-out that opened the group had.
+    pub(crate) fn width(&self) -> u32 {
+        self.width
     }
 
     /// Tokens running and waiting, by state, unless the group is over (for checkpoints).

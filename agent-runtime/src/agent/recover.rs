@@ -56,8 +56,12 @@ impl Agent {
     ///
     /// # Errors
     ///
-    /// [`CheckpointError::Mismatch`] when the checkpoint names a state this agent does not
-    /// have, or the agent's definition is invalid; nothing is changed then.
+    /// [`CheckpointError::Mismatch`] when the checkpoint does not fit this agent (another
+    /// agent's name, a state it does not have, counts beyond its retry budget or
+    /// `max_steps`), or the agent's definition is invalid; [`CheckpointError::Invalid`] when
+    /// it holds what no run writes (a count of 0, a group index that does not exist, a
+    /// completed run with tokens left, ...); [`CheckpointError::TooNew`] for a newer
+    /// version. Nothing is changed then.
     pub fn restore_from_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
         let program = self.program().map_err(|e| CheckpointError::Mismatch {
             agent: self.shared.name.clone(),
@@ -122,10 +126,9 @@ impl Agent {
     /// this agent; otherwise as [`Agent::run`].
     pub async fn recover(&self, run_id: &str) -> Result<AgentResult, AgentError> {
         let store = self.store()?;
-        let snapshot = store.latest_snapshot(run_id).await.map_err(|e| store_error(e, Context::new()))?;
-        let snapshot =
-            snapshot.ok_or_else(|| store_error(format!("the store holds no run {run_id}"), Context::new()))?;
-        self.restore_from_checkpoint(Checkpoint::from_json(&snapshot.data)?)?;
+        let (name, events) = (&self.shared.name, &self.shared.links.events);
+        let checkpoint = checkpoint::load::newest_usable(&*store, run_id, name, &*self.program()?, events).await?;
+        self.restore_from_checkpoint(checkpoint)?;
         self.run().await
     }
 

@@ -200,6 +200,14 @@ impl CheckpointStore for MemoryStore {
         Box::pin(std::future::ready(Ok(snapshot)))
     }
 
+    fn snapshots<'a>(&'a self, run_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Snapshot>> {
+        let mut found: Vec<(u64, Snapshot)> =
+            self.lock().runs.get(run_id).map(|d| d.snapshots.clone()).unwrap_or_default();
+        found.sort_by_key(|s| std::cmp::Reverse(RunData::rank(s)));
+        let newest = found.into_iter().take(limit).map(|(_, s)| s).collect();
+        Box::pin(std::future::ready(Ok(newest)))
+    }
+
     fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
         let mut inner = self.lock();
         let key = (input.run_id.clone(), input.request_id.clone());

@@ -3,7 +3,12 @@
 //! Invariants:
 //! - Each backend has one ordered list of migrations, numbered 1, 2, 3… with no gaps; a
 //!   migration is never edited once released: a change is a new migration.
-//! - The table `agent_schema` holds exactly one row, the version the database is at.
+//! - The table `agent_schema` holds exactly one row, the version the database is at. It is
+//!   read whole (its row count, highest and lowest version, in one aggregate query, so a
+//!   damaged table costs no memory): any row above the newest known version is
+//!   [`StoreError::SchemaTooNew`]; otherwise more than one row is
+//!   [`StoreError::SchemaAmbiguous`] and a negative version [`StoreError::Corrupt`]. The
+//!   database is then left untouched.
 //! - Opening a store applies the missing migrations, all of them and the version bump in one
 //!   transaction, under a lock that serializes concurrent openers (SQLite: `BEGIN IMMEDIATE`;
 //!   PostgreSQL: a transaction-scoped advisory lock), so a database is never half-migrated
@@ -14,7 +19,7 @@
 //!   or a negative `seq`, is [`StoreError::Corrupt`], never a panic.
 
 use agent_core::AgentStatus;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
 
@@ -161,17 +166,32 @@ where
     StoreError::Backend { store, message: format!("{what}: {e}"), source: Some(Box::new(e)) }
 }
 
-/// The version an SQLite database is at (0: a new database), or `None` without `agent_schema`.
-fn sqlite_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    let has_table: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_schema')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_table {
-        return Ok(None);
+/// What the table `agent_schema` holds: its row count, and its highest and lowest version.
+const SCHEMA_ROWS: &str = "SELECT count(*), max(version), min(version) FROM agent_schema";
+/// The same for PostgreSQL, whose `max` of an `INTEGER` column is an `INTEGER`.
+const SCHEMA_ROWS_PG: &str = "SELECT count(*), max(version)::BIGINT, min(version)::BIGINT FROM agent_schema";
+
+/// The version a schema table with `rows` rows, of highest version `highest` and lowest
+/// `lowest`, says the database is at: `None` for an empty table; an error for a version
+/// newer than `supported`, several rows, or a negative version.
+fn schema_version(
+    store: &'static str,
+    rows: i64,
+    highest: Option<i64>,
+    lowest: Option<i64>,
+    supported: u32,
+) -> Result<Option<i64>, StoreError> {
+    let (Some(highest), Some(lowest)) = (highest, lowest) else { return Ok(None) };
+    if let Some(e) = too_new(store, highest, supported) {
+        return Err(e);
     }
-    Ok(Some(conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).optional()?.unwrap_or(0)))
+    if rows > 1 {
+        return Err(StoreError::SchemaAmbiguous { store, rows: u64::try_from(rows).unwrap_or(0), lowest, highest });
+    }
+    if lowest < 0 {
+        return Err(StoreError::Corrupt { store, message: format!("agent_schema: negative version {lowest}") });
+    }
+    Ok(Some(highest))
 }
 
 fn too_new(store: &'static str, found: i64, supported: u32) -> Option<StoreError> {
@@ -182,16 +202,38 @@ fn too_new(store: &'static str, found: i64, supported: u32) -> Option<StoreError
     })
 }
 
+/// Read `agent_schema` on an SQLite connection (see [`schema_version`]).
+fn sqlite_schema(conn: &Connection, supported: u32) -> Result<Option<i64>, StoreError> {
+    let (rows, highest, lowest) = conn
+        .query_row(SCHEMA_ROWS, [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?))
+        })
+        .map_err(|e| backend("sqlite", "read the schema version", e))?;
+    schema_version("sqlite", rows, highest, lowest, supported)
+}
+
+/// The version an SQLite database is at (0: a new database), or `None` without `agent_schema`.
+fn sqlite_version(conn: &Connection, supported: u32) -> Result<Option<i64>, StoreError> {
+    let has_table: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_schema')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| backend("sqlite", "read the schema version", e))?;
+    if !has_table {
+        return Ok(None);
+    }
+    Ok(Some(sqlite_schema(conn, supported)?.unwrap_or(0)))
+}
+
 /// Bring an SQLite database to the newest schema, or refuse it if it is newer.
 pub(crate) fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
     const STORE: &str = "sqlite";
     let supported = latest(SQLITE);
     let err = |what: &'static str| move |e: rusqlite::Error| backend(STORE, what, e);
-    // Fast path, without the write lock: the database is already current (or too new).
-    if let Some(v) = sqlite_version(conn).map_err(err("read the schema version"))? {
-        if let Some(e) = too_new(STORE, v, supported) {
-            return Err(e);
-        }
+    // Fast path, without the write lock: the database is already current (or refused).
+    if let Some(v) = sqlite_version(conn, supported)? {
         if v == i64::from(supported) {
             return Ok(());
         }
@@ -201,20 +243,13 @@ pub(crate) fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(err("lock the database to migrate its schema"))?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS agent_schema (version INTEGER NOT NULL)")
         .map_err(err("create the table agent_schema"))?;
-    let found = tx
-        .query_row("SELECT version FROM agent_schema", [], |r| r.get::<_, i64>(0))
-        .optional()
-        .map_err(err("read the schema version"))?;
-    let found = match found {
+    let found = match sqlite_schema(&tx, supported)? {
         Some(v) => v,
         None => {
             tx.execute("INSERT INTO agent_schema (version) VALUES (0)", []).map_err(err("initialise agent_schema"))?;
             0
         }
     };
-    if let Some(e) = too_new(STORE, found, supported) {
-        return Err(e);
-    }
     for m in SQLITE.iter().filter(|m| i64::from(m.version) > found) {
         tx.execute_batch(m.sql).map_err(|e| backend(STORE, &format!("apply schema migration {}", m.version), e))?;
     }
@@ -243,10 +278,11 @@ pub(crate) async fn migrate_postgres(
     tx.batch_execute("CREATE TABLE IF NOT EXISTS agent_schema (version INTEGER NOT NULL)")
         .await
         .map_err(err("create the table agent_schema"))?;
-    let row =
-        tx.query_opt("SELECT version FROM agent_schema LIMIT 1", &[]).await.map_err(err("read the schema version"))?;
-    let found = match row {
-        Some(row) => i64::from(row.try_get::<_, i32>(0).map_err(err("read the schema version"))?),
+    let row = tx.query_one(SCHEMA_ROWS_PG, &[]).await.map_err(err("read the schema version"))?;
+    let read = |i: usize| row.try_get::<_, Option<i64>>(i).map_err(err("read the schema version"));
+    let rows = row.try_get::<_, i64>(0).map_err(err("read the schema version"))?;
+    let found = match schema_version(STORE, rows, read(1)?, read(2)?, supported)? {
+        Some(v) => v,
         None => {
             tx.execute("INSERT INTO agent_schema (version) VALUES (0)", &[])
                 .await
@@ -254,9 +290,6 @@ pub(crate) async fn migrate_postgres(
             0
         }
     };
-    if let Some(e) = too_new(STORE, found, supported) {
-        return Err(e);
-    }
     if found == i64::from(supported) {
         return tx.commit().await.map_err(err("commit the schema check"));
     }
@@ -314,5 +347,33 @@ mod tests {
             }
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn sqlite_refuses_a_schema_table_of_several_rows() {
+        let current = i64::from(latest(SQLITE));
+        // A newer version in any row is refused as newer, whatever the first row says.
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        conn.execute("INSERT INTO agent_schema (version) VALUES (99)", []).unwrap();
+        match migrate_sqlite(&mut conn) {
+            Err(StoreError::SchemaTooNew { found: 99, supported, .. }) => assert_eq!(i64::from(supported), current),
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+        // Two rows of known versions: which one holds is unknown, so neither is trusted.
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        conn.execute("INSERT INTO agent_schema (version) VALUES (?1)", [current]).unwrap();
+        match migrate_sqlite(&mut conn) {
+            Err(StoreError::SchemaAmbiguous { rows: 2, lowest, highest, .. }) => {
+                assert_eq!((lowest, highest), (current, current))
+            }
+            other => panic!("expected SchemaAmbiguous, got {other:?}"),
+        }
+        // A negative version is a damaged table.
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        conn.execute("UPDATE agent_schema SET version = -1", []).unwrap();
+        assert!(matches!(migrate_sqlite(&mut conn), Err(StoreError::Corrupt { .. })));
     }
 }

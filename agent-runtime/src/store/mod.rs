@@ -16,8 +16,12 @@
 //! - `journal(run, after)` returns the entries with `seq > after` in ascending order.
 //! - `answer_input` never overwrites an answer: the first answer wins.
 //! - Retention never deletes the newest snapshot of a run, nor a run that is not finished.
+//!   Durable runs keep their two newest snapshots, so that recovery can fall back on the
+//!   older when the newest is damaged ([`CheckpointStore::snapshots`] lists them).
 //! - A database written by a newer schema than this build knows is refused with
-//!   [`StoreError::SchemaTooNew`], never read as if it were ours.
+//!   [`StoreError::SchemaTooNew`], never read as if it were ours: a version above the newest
+//!   known in any row of the schema table is enough. A schema table with more than one row
+//!   is refused with [`StoreError::SchemaAmbiguous`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -84,6 +88,19 @@ pub enum StoreError {
         found: u32,
         /// The newest version this build knows.
         supported: u32,
+    },
+    /// The database's schema table does not hold exactly one version (it must: see the
+    /// stores' migrations); the database is left untouched.
+    #[error("{store} store: the schema table holds {rows} rows (versions {lowest} to {highest}); it must hold one")]
+    SchemaAmbiguous {
+        /// Which store.
+        store: &'static str,
+        /// Rows found.
+        rows: u64,
+        /// The lowest version found.
+        lowest: i64,
+        /// The highest version found.
+        highest: i64,
     },
     /// A journal entry's `seq` is not above the run's last one.
     #[error("{store} store: journal of run {run_id}: seq {seq} is not above the last one ({last})")]
@@ -233,6 +250,19 @@ pub trait CheckpointStore: Send + Sync + 'static {
 
     /// The run's newest snapshot (highest `seq`, then newest `taken_ms`).
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>>;
+
+    /// The run's newest snapshots, newest first (the order of
+    /// [`latest_snapshot`](CheckpointStore::latest_snapshot)), at most `limit` of them:
+    /// recovery falls back on an older one when the newest is damaged. The default returns
+    /// only the newest; the stores here override it.
+    fn snapshots<'a>(&'a self, run_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Snapshot>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(self.latest_snapshot(run_id).await?.into_iter().collect())
+        })
+    }
 
     /// Insert or update a request for human input (keyed by run and request id). An answer
     /// already recorded is kept.

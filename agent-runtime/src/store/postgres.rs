@@ -482,6 +482,28 @@ impl CheckpointStore for PostgresStore {
         })
     }
 
+    fn snapshots<'a>(&'a self, run_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Snapshot>> {
+        self.run(move || format!("read the snapshots of run {run_id}"), async move {
+            let mut conn = self.inner.lease().await?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let st = conn
+                .prepare(
+                    "SELECT seq, taken_ms, data FROM agent_snapshots WHERE run_id = $1
+                         ORDER BY seq DESC, taken_ms DESC, id DESC LIMIT $2",
+                )
+                .await?;
+            let mut snapshots = Vec::new();
+            for row in conn.client.query(&st, &[&run_id, &limit]).await? {
+                snapshots.push(Snapshot {
+                    seq: u64_from_db(STORE, "snapshot seq", row.try_get(0)?)?,
+                    taken_ms: row.try_get(1)?,
+                    data: row.try_get(2)?,
+                });
+            }
+            Ok(snapshots)
+        })
+    }
+
     fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
         self.run(move || format!("record input request {} of run {}", input.request_id, input.run_id), async move {
             let mut conn = self.inner.lease().await?;

@@ -449,6 +449,27 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
+    fn snapshots<'a>(&'a self, run_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Snapshot>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("read the snapshots of run {run_id}"), move |conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, taken_ms, data FROM agent_snapshots WHERE run_id = ?1
+                 ORDER BY seq DESC, taken_ms DESC, id DESC LIMIT ?2",
+            )?;
+            let mut rows = stmt.query(params![run_id, limit])?;
+            let mut snapshots = Vec::new();
+            while let Some(row) = rows.next()? {
+                snapshots.push(Snapshot {
+                    seq: u64_from_db(STORE, "snapshot seq", row.get(0)?)?,
+                    taken_ms: row.get(1)?,
+                    data: row.get(2)?,
+                });
+            }
+            Ok(snapshots)
+        })
+    }
+
     fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
         let input = input.clone();
         self.call(format!("record input request {} of run {}", input.request_id, input.run_id), move |conn| {

@@ -7,20 +7,29 @@
 //! - `seed` rebuilds exactly the positions `capture` read: the same tokens at the same
 //!   states, the same groups with the same tokens waiting at their joins, the same
 //!   counters; it spawns one branch per ready or running token.
-//! - A checkpoint that names a state the agent does not have is refused before anything of
-//!   the run is changed.
+//! - A checkpoint is checked against the program by `validate` (see its rules) before
+//!   anything of the run is changed; `seed` relies on that: it allocates and spawns only
+//!   what a checkpoint that passed can hold.
+//! - The failure an `on_error` handler reads (`Context::last_error`) is captured as text
+//!   and given back on restore as a `RestoredError` with the same message.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError};
 
-use agent_core::{Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, StateRecord, StateStatus, TokenRecord};
+use agent_core::{
+    Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, LastErrorRecord, StateRecord, StateStatus,
+    TokenRecord,
+};
 
 use crate::fanin::{Counts, Group, Position};
 use crate::frontier::TRANSITIONS;
 use crate::program::Program;
 use crate::run::{Run, NO_STATE};
 use crate::store::InputRecord;
+
+pub(crate) mod load;
+mod validate;
 
 /// The run's checkpoint, now.
 pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
@@ -72,11 +81,10 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
             None => top[origin] = top[origin].saturating_sub(1),
         }
         let name = |s: usize| prog.states[s].name.to_string();
-        checkpoint.groups.push(GroupRecord::new(
-            parent,
-            name(origin),
-            waiting.iter().map(|&(s, n)| (name(s), n)).collect(),
-        ));
+        checkpoint.groups.push(
+            GroupRecord::new(parent, name(origin), waiting.iter().map(|&(s, n)| (name(s), n)).collect())
+                .with_width(g.width()),
+        );
     }
     for (s, &n) in top.iter().enumerate() {
         if n > 0 {
@@ -91,6 +99,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
         }
     }
     checkpoint.pending_inputs = run.links.inputs.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect();
+    checkpoint.last_error = run.ctx.last_error().as_ref().map(LastErrorRecord::of);
     checkpoint.set_context(&run.ctx);
     checkpoint
 }
@@ -133,26 +142,14 @@ fn take_one(list: &mut [(usize, u32)], state: usize) {
     }
 }
 
-/// Whether the checkpoint fits `prog` (agent `agent`): every state it names exists.
+/// Whether the checkpoint fits `prog` (agent `agent`): see `validate` for the rules.
 pub(crate) fn check(agent: &str, prog: &Program, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-    let mismatch = |reason: String| CheckpointError::Mismatch { agent: agent.to_owned(), reason };
-    let known = |s: &str| prog.index_of(s).is_some();
-    let names = (checkpoint.states.iter().map(|s| &s.name))
-        .chain(checkpoint.tokens.iter().map(|t| &t.state))
-        .chain(checkpoint.completed_states.iter())
-        .chain(
-            checkpoint.groups.iter().flat_map(|g| std::iter::once(&g.origin).chain(g.waiting.iter().map(|(s, _)| s))),
-        );
-    for name in names {
-        if !known(name) {
-            return Err(mismatch(format!("it names state {name:?}, which this agent does not have")));
-        }
-    }
-    Ok(())
+    validate::validate(agent, prog, checkpoint)
 }
 
-/// Give `run` (new, not started) the checkpoint's counters and positions; the branches to
-/// spawn, one per ready or running token. The checkpoint was `check`ed against the program.
+/// Give `run` (new, not started) the checkpoint's counters and positions, and the failure
+/// its `on_error` handler reads; the branches to spawn, one per ready or running token. The
+/// checkpoint was `check`ed against the program, so it holds at most `MAX_TOKENS` tokens.
 pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
     let prog = &*run.program;
     let at = |name: &str| prog.index_of(name).unwrap_or(0);
@@ -188,7 +185,14 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
     for (i, g) in checkpoint.groups.iter().enumerate() {
         let parent = g.parent.map(|p| groups[p].clone());
         let waiting = g.waiting.iter().map(|(s, n)| (at(s), *n));
-        groups.push(Group::restore(run, parent, at(&g.origin), running[i].clone(), waiting));
+        // Checkpoints before version 3 have no width: the tokens the group holds now.
+        let live = running[i].iter().map(|&(_, n)| u64::from(n)).sum::<u64>()
+            + g.waiting.iter().map(|&(_, n)| u64::from(n)).sum::<u64>();
+        let width = g.width.unwrap_or_else(|| u32::try_from(live).unwrap_or(u32::MAX));
+        groups.push(Group::restore(run, parent, at(&g.origin), width, running[i].clone(), waiting));
+    }
+    if let Some(e) = &checkpoint.last_error {
+        run.ctx.set_last_error(e.to_state_error());
     }
     let mut branches = Vec::new();
     for t in &checkpoint.tokens {
