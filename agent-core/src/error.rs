@@ -347,6 +347,11 @@ pub enum AgentError {
         /// The run's checkpoint once it stopped: states cut off at the deadline run again
         /// when it is restored.
         checkpoint: Option<Box<crate::Checkpoint>>,
+        /// States that were still running when the cleanup time ran out and did not all
+        /// stop when asked: a state that blocks its thread cannot be stopped, so the run
+        /// ends without it; it runs on in the background and what it does is not recorded.
+        /// Empty when every state stopped.
+        overran: Vec<String>,
     },
     /// The run can no longer move: every branch still alive waits at a dependency gate that
     /// only another branch could open (a dependency that will not complete, or a condition

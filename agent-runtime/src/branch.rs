@@ -46,6 +46,23 @@ pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
     spawn_task(branch_task(TaskGuard::new(run.clone()), state, group));
 }
 
+/// Spawn the root branch as a task of its own, from the start (a run with a deadline: a
+/// state that blocks its thread then holds a worker, not the caller's future, which ends the
+/// run on time).
+pub(crate) fn spawn_root(run: &Arc<Run>, start: usize) {
+    run.tasks_started(1);
+    deps::root_started(run);
+    let guard = TaskGuard::new(run.clone());
+    spawn_task(async move {
+        let run = &guard.run;
+        tokio::select! {
+            biased;
+            _ = drive(run, start, None, true) => deps::branch_ended(run),
+            _ = run.stopped() => {}
+        }
+    });
+}
+
 /// Spawn a task on the current runtime, inside the run's span when tracing is on.
 fn spawn_task(task: impl Future<Output = ()> + Send + 'static) {
     if tracing::dispatcher::has_been_set() {

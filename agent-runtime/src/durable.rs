@@ -157,6 +157,10 @@ impl Durable {
                 }
             }
             if stopping {
+                // The run is over: a branch left behind past the deadline (a state that
+                // blocked its thread) that asks for a sync now leaves at once, unrecorded,
+                // instead of waiting for a writer that is gone.
+                self.committed.send_replace(u64::MAX);
                 return;
             }
         }

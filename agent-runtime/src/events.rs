@@ -117,6 +117,12 @@ pub enum EventKind {
         /// The state.
         state: String,
     },
+    /// The run's cleanup time ran out and these states, still running, could not be stopped
+    /// (they block their thread): the run ends without them; they run on in the background.
+    Overran {
+        /// The states.
+        states: Vec<String>,
+    },
     /// The run ended (or paused).
     RunFinished {
         /// How it ended.

@@ -108,6 +108,40 @@ pub(crate) struct Run {
     /// The run's id as its requests for human input carry it, made at the first request
     /// (see `human::wait`).
     pub input_id: std::sync::OnceLock<Arc<str>>,
+    /// When the run must end, if it has a deadline (see `agent::launch`).
+    pub deadline: Option<Deadline>,
+}
+
+/// A run's deadline: on tokio's clock for the timers, and on the wall clock for a durable
+/// run's checkpoints, so that a recovered run ends when the original would have.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    /// When, on tokio's clock.
+    pub at: tokio::time::Instant,
+    /// When, in milliseconds since the Unix epoch.
+    pub wall_ms: i64,
+}
+
+impl Deadline {
+    /// `after` from now.
+    pub(crate) fn after(after: Duration) -> Deadline {
+        let ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        Deadline { at: tokio::time::Instant::now() + after, wall_ms: crate::store::now_ms().saturating_add(ms) }
+    }
+
+    /// At `wall_ms` (a recorded deadline; one already past is now).
+    pub(crate) fn at_wall(wall_ms: i64) -> Deadline {
+        let left = u64::try_from(wall_ms.saturating_sub(crate::store::now_ms())).unwrap_or(0);
+        Deadline { at: tokio::time::Instant::now() + Duration::from_millis(left), wall_ms }
+    }
+
+    /// The earlier of two deadlines.
+    pub(crate) fn min(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.wall_ms < a.wall_ms { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// What a run shares with its agent, behind one reference count: a run takes one (a locked
@@ -186,6 +220,7 @@ impl Run {
             event_run_id: std::sync::OnceLock::new(),
             input_id: std::sync::OnceLock::new(),
             input_wait: AtomicU64::new(0),
+            deadline: None,
         }
     }
 
@@ -505,6 +540,14 @@ impl Run {
             return None;
         }
         self.error.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// The states running now, by name.
+    pub(crate) fn running_states(&self) -> Vec<String> {
+        (self.states.iter().enumerate())
+            .filter(|(_, c)| c.status.load(Relaxed) == StateStatus::Running as u8)
+            .map(|(i, _)| self.program.states[i].name.to_string())
+            .collect()
     }
 
     pub(crate) fn completed_states(&self) -> Vec<String> {

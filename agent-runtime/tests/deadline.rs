@@ -94,3 +94,54 @@ fn an_instant_loop_is_cancelled_from_another_task_on_one_thread() {
     });
     assert_eq!(status, AgentStatus::Cancelled);
 }
+
+/// A state that blocks its thread past the deadline, on a runtime with one thread: nothing
+/// can end the run while it blocks, but once it returns the run is `TimedOut`, never
+/// `Completed`.
+#[test]
+fn a_run_whose_last_state_blocked_past_the_deadline_ends_timed_out_not_completed() {
+    let mut agent = Agent::new("blocked_one_thread");
+    agent.add_state("block", |ctx: Context| {
+        std::thread::sleep(ms(300));
+        ctx.set_state("blocked", true);
+        async { StateResult::End }
+    });
+    let a = agent.clone();
+    let err = bounded(false, async move { a.run_with(RunOptions::new().timeout(ms(100))).await }).unwrap_err();
+    let AgentError::TimedOut { context, .. } = &err else { panic!("expected TimedOut, got {err}") };
+    assert_eq!(context.get_state::<bool>("blocked"), Some(true));
+    assert_eq!(agent.status(), AgentStatus::TimedOut);
+}
+
+/// A state that blocks its thread, on a multi-thread runtime: the run ends on time, the
+/// state is reported as overrunning, and it still blocks when the run has returned.
+#[test]
+fn a_state_blocking_its_thread_is_reported_overrunning_and_the_run_ends_on_time() {
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = Arc::new(std::sync::Mutex::new(blocked));
+    let finished = Arc::new(AtomicU64::new(0));
+    let mut agent = Agent::new("blocked_worker");
+    agent.add_state("start", |_ctx: Context| async { StateResult::parallel(["block", "quick"]) });
+    let (b, f) = (blocked.clone(), finished.clone());
+    agent.add_state("block", move |_ctx: Context| {
+        let (b, f) = (b.clone(), f.clone());
+        async move {
+            // Blocks its worker thread until the test lets it go.
+            let _ = b.lock().unwrap().recv();
+            f.fetch_add(1, SeqCst);
+            StateResult::End
+        }
+    });
+    agent.add_state("quick", |_ctx: Context| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        StateResult::End
+    });
+    let a = agent.clone();
+    let options = RunOptions::new().timeout(ms(200)).cleanup_timeout(ms(50));
+    let err = bounded(true, async move { a.run_with(options).await }).unwrap_err();
+    let AgentError::TimedOut { overran, .. } = &err else { panic!("expected TimedOut, got {err}") };
+    assert_eq!(overran, &["block"], "{err}");
+    assert_eq!(finished.load(SeqCst), 0, "the run returned while `block` still blocked");
+    assert_eq!(agent.status(), AgentStatus::TimedOut);
+    release.send(()).unwrap();
+}

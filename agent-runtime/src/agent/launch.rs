@@ -29,7 +29,8 @@ use crate::events::EventKind;
 use crate::fanin::Position;
 use crate::program::Program;
 use crate::result::AgentResult;
-use crate::run::Run;
+use crate::run::{Deadline, Run};
+use tokio::time::Instant;
 
 impl Agent {
     /// The compiled program, compiling it first if the definition changed.
@@ -108,7 +109,10 @@ impl Agent {
     /// ```
     pub async fn run_with(&self, options: RunOptions) -> Result<AgentResult, AgentError> {
         let RunOptions { timeout, cleanup_timeout, context } = options;
-        let (run, restored) = self.prepare(context)?;
+        let (run, restored) = self.prepare(context, timeout)?;
+        // What the timed-out error reports: the timeout given, or what was left of a
+        // restored run's deadline.
+        let after = timeout.or_else(|| run.deadline.map(|d| d.at.saturating_duration_since(Instant::now())));
         run.ctx.__set_input_broker(Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>);
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
@@ -117,8 +121,8 @@ impl Agent {
                 // The run's row and a first snapshot exist before any state runs.
                 start_durable(&run, d).await?;
             }
-            let error = drive(&run, restored, timeout, cleanup_timeout).await;
-            self.conclude(&run, error, timeout)
+            let (error, overran) = drive(&run, restored, cleanup_timeout).await;
+            self.conclude(&run, error, after, overran)
         }
         .instrument(span)
         .await
@@ -133,7 +137,11 @@ impl Agent {
     ///
     /// The program's validation errors; [`AgentError::AlreadyRunning`]; a checkpoint to
     /// restore whose context cannot be read or which does not fit the program.
-    fn prepare(&self, context: Option<Context>) -> Result<(Arc<Run>, Option<Vec<Position>>), AgentError> {
+    fn prepare(
+        &self,
+        context: Option<Context>,
+        timeout: Option<Duration>,
+    ) -> Result<(Arc<Run>, Option<Vec<Position>>), AgentError> {
         let (program, mut live) = self.program_in(lock(&self.shared.live))?;
         if live.run.as_ref().is_some_and(|r| !r.status().is_finished() && r.status() != AgentStatus::Paused) {
             return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
@@ -162,6 +170,15 @@ impl Agent {
             run.timing = Some(crate::timing::timings(run.states.len()));
         }
         run.durable = durable;
+        // The earlier of the deadline given and the one a restored run recorded: a run
+        // recovered or resumed ends when the original would have, never later and never
+        // not. A run that had ended (timed out, failed) and is restored to go on has spent
+        // its deadline: it is a new attempt, under the options given.
+        let recorded = (restore.as_ref())
+            .filter(|c| !c.agent_status.is_finished())
+            .and_then(|c| c.deadline_ms)
+            .map(Deadline::at_wall);
+        run.deadline = Deadline::min(timeout.map(Deadline::after), recorded);
         let run = Arc::new(run);
         let restored = restore.map(|c| self.seed(&run, &c)).transpose()?;
         live.run = Some(run.clone());
@@ -183,15 +200,17 @@ impl Agent {
         &self,
         run: &Arc<Run>,
         error: Option<AgentError>,
-        timeout: Option<Duration>,
+        after: Option<Duration>,
+        overran: Vec<String>,
     ) -> Result<AgentResult, AgentError> {
         let mut error = match error {
             None if run.status() != AgentStatus::TimedOut => return Ok(AgentResult::new(run)),
             None => AgentError::TimedOut {
                 agent: self.shared.name.clone(),
-                after: timeout.unwrap_or_default(),
+                after: after.unwrap_or_default(),
                 context: run.ctx.clone(),
                 checkpoint: None,
+                overran,
             },
             Some(error) => error,
         };
@@ -228,23 +247,32 @@ async fn start_durable(run: &Run, d: &Durable) -> Result<(), AgentError> {
 
 /// Drive the run to its end, beside its durable writer if it has one: from the start, or
 /// from every restored token; under the deadline, if there is one. The error that ended
-/// the run, if any.
+/// the run, if any, and the states that overran its deadline.
 async fn drive(
     run: &Arc<Run>,
     restored: Option<Vec<Position>>,
-    timeout: Option<Duration>,
     cleanup_timeout: Option<Duration>,
-) -> Option<AgentError> {
+) -> (Option<AgentError>, Vec<String>) {
     let stop_writer = tokio::sync::Notify::new();
     let main = async {
         let cancel_on_drop = CancelOnDrop(run);
         let start = run.program.start;
-        let rooted = restored.is_none();
+        let mut rooted = restored.is_none();
+        if run.deadline.is_some_and(|d| Instant::now() >= d.at) {
+            // A recovered run whose deadline passed while no process ran it: nothing starts.
+            run.time_out();
+        }
         if let Some(branches) = restored {
             // A restored run goes on from every token of its checkpoint.
             for (group, state) in branches {
                 branch::spawn(run, state, group);
             }
+        }
+        if rooted && run.deadline.is_some() {
+            // Under a deadline the root branch is a task of its own: a state that blocks
+            // its thread then cannot keep this future, which ends the run, from returning.
+            branch::spawn_root(run, start);
+            rooted = false;
         }
         let all = async {
             if rooted {
@@ -259,12 +287,12 @@ async fn drive(
             }
             run.tasks_finished().await;
         };
-        until_deadline(run, all, timeout, cleanup_timeout).await;
+        let overran = until_deadline(run, all, cleanup_timeout).await;
         std::mem::forget(cancel_on_drop);
         let error = finish(run);
         // The writer commits the final snapshot, with the final status, and stops.
         stop_writer.notify_one();
-        error
+        (error, overran)
     };
     match run.durable.clone() {
         Some(d) => tokio::join!(main, d.writer(run, &stop_writer)).0,
@@ -272,29 +300,44 @@ async fn drive(
     }
 }
 
-/// Await `all` (every branch of the run has ended). Past `timeout` the run times out (no
-/// further state starts) and the states still running get `cleanup_timeout` (zero by
-/// default) to finish; then the run is cancelled, and `all` ends once they are dropped.
-async fn until_deadline(
-    run: &Run,
-    all: impl Future<Output = ()>,
-    timeout: Option<Duration>,
-    cleanup_timeout: Option<Duration>,
-) {
-    match timeout {
-        None => all.await,
-        Some(after) => {
-            let mut all = std::pin::pin!(all);
-            if tokio::time::timeout(after, &mut all).await.is_err() {
-                run.time_out();
-                let cleanup = cleanup_timeout.unwrap_or(Duration::ZERO);
-                if tokio::time::timeout(cleanup, &mut all).await.is_err() {
-                    run.cancel();
-                    all.await;
-                }
-            }
-        }
+/// How long branches get to drop their states once the run is cancelled at the end of its
+/// cleanup time; a state still not dropped then is blocking its thread.
+const STOP_GRACE: Duration = Duration::from_millis(100);
+
+/// Await `all` (every branch of the run has ended), under the run's deadline if it has one.
+/// At the deadline the run times out (no further state starts, and a run whose last state
+/// ended past it, having blocked its thread, times out too); the states still running get
+/// `cleanup_timeout` (zero by default) to finish; then the run is cancelled and their futures
+/// dropped. States that cannot be dropped (they block their thread) are left behind and
+/// returned: the run ends on time without them.
+async fn until_deadline(run: &Run, all: impl Future<Output = ()>, cleanup_timeout: Option<Duration>) -> Vec<String> {
+    let Some(deadline) = run.deadline else {
+        all.await;
+        return Vec::new();
+    };
+    let mut all = std::pin::pin!(all);
+    let done = tokio::time::timeout_at(deadline.at, &mut all).await.is_ok();
+    if done && Instant::now() < deadline.at {
+        return Vec::new();
     }
+    run.time_out();
+    if done {
+        return Vec::new();
+    }
+    let cleanup = cleanup_timeout.unwrap_or(Duration::ZERO);
+    if tokio::time::timeout(cleanup, &mut all).await.is_ok() {
+        return Vec::new();
+    }
+    let running = run.running_states();
+    run.cancel();
+    if tokio::time::timeout(STOP_GRACE, &mut all).await.is_ok() {
+        return Vec::new();
+    }
+    tracing::warn!(states = ?running, "states overran the run's deadline and could not be stopped; the run ends without them");
+    if run.emitting() {
+        run.emit(EventKind::Overran { states: running.clone() });
+    }
+    running
 }
 
 /// Mark the run over, and tell subscribers (`RunFinished`); the error that ended it, if any.

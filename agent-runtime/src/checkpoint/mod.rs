@@ -100,6 +100,8 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     }
     checkpoint.pending_inputs = run.links.inputs.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect();
     checkpoint.last_error = run.ctx.last_error().as_ref().map(LastErrorRecord::of);
+    // A recovered run ends when the original would have (see `agent::launch`).
+    checkpoint.deadline_ms = run.deadline.map(|d| d.wall_ms);
     checkpoint.set_context(&run.ctx);
     checkpoint
 }
