@@ -13,6 +13,7 @@
 //!   before its first state.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
@@ -246,7 +247,7 @@ async fn drive(
                 branch::spawn(run, state, group);
             }
         }
-        let all = async {
+        let all = std::pin::pin!(async {
             if rooted {
                 // The root branch is polled first, so a run that never waits
                 // registers nothing with the cancellation token.
@@ -257,7 +258,7 @@ async fn drive(
                 }
             }
             run.tasks_finished().await;
-        };
+        });
         until_deadline(run, all, timeout, cleanup_timeout).await;
         std::mem::forget(cancel_on_drop);
         let error = finish(run);
@@ -276,14 +277,13 @@ async fn drive(
 /// default) to finish; then the run is cancelled, and `all` ends once they are dropped.
 async fn until_deadline(
     run: &Run,
-    all: impl Future<Output = ()>,
+    mut all: Pin<&mut impl Future<Output = ()>>,
     timeout: Option<Duration>,
     cleanup_timeout: Option<Duration>,
 ) {
     match timeout {
         None => all.await,
         Some(after) => {
-            let mut all = std::pin::pin!(all);
             if tokio::time::timeout(after, &mut all).await.is_err() {
                 run.time_out();
                 let cleanup = cleanup_timeout.unwrap_or(Duration::ZERO);
