@@ -13,6 +13,7 @@
 //!   before its first state.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
@@ -274,7 +275,9 @@ async fn drive(
             branch::spawn_root(run, start);
             rooted = false;
         }
-        let all = async {
+        // Pinned once here and lent to `until_deadline`: passed by value and pinned there,
+        // it would be held twice in the future of `run()`.
+        let all = std::pin::pin!(async {
             if rooted {
                 // The root branch is polled first, so a run that never waits
                 // registers nothing with the cancellation token.
@@ -286,7 +289,7 @@ async fn drive(
                 }
             }
             run.tasks_finished().await;
-        };
+        });
         let overran = until_deadline(run, all, cleanup_timeout).await;
         std::mem::forget(cancel_on_drop);
         let error = finish(run);
@@ -310,12 +313,15 @@ const STOP_GRACE: Duration = Duration::from_millis(100);
 /// `cleanup_timeout` (zero by default) to finish; then the run is cancelled and their futures
 /// dropped. States that cannot be dropped (they block their thread) are left behind and
 /// returned: the run ends on time without them.
-async fn until_deadline(run: &Run, all: impl Future<Output = ()>, cleanup_timeout: Option<Duration>) -> Vec<String> {
+async fn until_deadline(
+    run: &Run,
+    mut all: Pin<&mut impl Future<Output = ()>>,
+    cleanup_timeout: Option<Duration>,
+) -> Vec<String> {
     let Some(deadline) = run.deadline else {
         all.await;
         return Vec::new();
     };
-    let mut all = std::pin::pin!(all);
     let done = tokio::time::timeout_at(deadline.at, &mut all).await.is_ok();
     if done && Instant::now() < deadline.at {
         return Vec::new();
