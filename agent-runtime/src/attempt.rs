@@ -60,9 +60,9 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
             run.emit(EventKind::WaitingForDependencies { state: run.state_name(pos) });
         }
         tracing::debug!(state = &*run.program.states[pos].name, "waiting for dependencies");
-        let asked = run.timing.as_ref().map(|_| Instant::now());
+        let asked = run.sinks.timing.as_ref().map(|_| Instant::now());
         let gate = deps::gate(run, pos).await;
-        if let (Some(asked), Some(timers)) = (asked, &run.timing) {
+        if let (Some(asked), Some(timers)) = (asked, &run.sinks.timing) {
             let waited = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
             timers[pos].dependency_wait.fetch_add(waited, Relaxed);
         }
@@ -257,14 +257,14 @@ fn attempt_started(run: &Run, pos: usize, attempt: u32) -> Option<u64> {
     if run.emitting() {
         run.emit(EventKind::StateStarted { state: run.state_name(pos), attempt });
     }
-    Some(run.timing.as_ref()?.attempt_started(pos))
+    Some(run.sinks.timing.as_ref()?.attempt_started(pos))
 }
 
 /// An attempt's body ended while someone watches: its duration and its event.
 #[cold]
 #[inline(never)]
 fn attempt_ended(run: &Run, pos: usize, attempt: u32, started: Option<u64>, outcome: &Outcome) {
-    let duration = match (started, &run.timing) {
+    let duration = match (started, &run.sinks.timing) {
         (Some(start), Some(t)) => Some(t.attempt_ended(pos, start)),
         _ => None,
     };

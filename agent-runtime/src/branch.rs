@@ -444,7 +444,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
         let result = match &outcome {
             Ok(Ok(result)) if !run.ctx.has_write_error() => {
                 run.record_completion(pos, rooted && run.runs_alone());
-                unrecorded = run.durable.is_some();
+                unrecorded = run.sinks.durable.is_some();
                 if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
                     // A gate may wait on a condition over the context.
                     run.deps.notify();
@@ -460,7 +460,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                 };
                 let entered = TRANSITIONS.enter();
                 route_error(run, pos, outcome, attempts, handler);
-                unrecorded = run.durable.is_some();
+                unrecorded = run.sinks.durable.is_some();
                 next.clear();
                 match &group {
                     None => {
@@ -545,7 +545,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                         if group.is_none() && std::mem::take(&mut rooted) {
                             // The token that fans out stays at `pos` until its group is
                             // over: counted from now on, like every token but the root's.
-                            run.root_slot.store(NO_STATE, Relaxed);
+                            run.positions.set_root(NO_STATE);
                             run.top_enter(pos);
                         }
                         // Its branches are spawned by `go_on`, after a durable run has
@@ -586,7 +586,7 @@ fn watch_start(run: &Run, pos: usize) -> u64 {
     if run.emitting() {
         run.emit(EventKind::StateStarted { state: run.state_name(pos), attempt: 1 });
     }
-    match &run.timing {
+    match &run.sinks.timing {
         Some(t) => t.attempt_started(pos),
         None => UNTIMED,
     }
@@ -597,7 +597,7 @@ fn watch_start(run: &Run, pos: usize) -> u64 {
 #[cold]
 #[inline(never)]
 fn watch_end(run: &Run, pos: usize, started: u64, outcome: &attempt::Outcome) {
-    let duration = match &run.timing {
+    let duration = match &run.sinks.timing {
         Some(t) if started != UNTIMED => Some(t.attempt_ended(pos, started)),
         _ => None,
     };
@@ -672,7 +672,7 @@ pub(crate) fn trace_result(run: &Run, pos: usize, outcome: &attempt::Outcome) {
 /// failed (the run is failing).
 #[cold]
 async fn record(run: &Run) -> bool {
-    match &run.durable {
+    match &run.sinks.durable {
         Some(d) => d.sync().await,
         None => true,
     }
@@ -683,7 +683,7 @@ async fn record(run: &Run) -> bool {
 #[inline]
 fn move_top(run: &Run, from: usize, to: usize, rooted: bool) {
     if rooted {
-        run.root_slot.store(to as u32, Relaxed);
+        run.positions.set_root(to as u32);
     } else {
         run.top_leave(from);
         run.top_enter(to);
@@ -693,7 +693,7 @@ fn move_top(run: &Run, from: usize, to: usize, rooted: bool) {
 /// A token's branch ends at `at` at the top level (inside a transition).
 fn leave_top(run: &Run, at: usize, rooted: bool) {
     if rooted {
-        run.root_slot.store(NO_STATE, Relaxed);
+        run.positions.set_root(NO_STATE);
     } else {
         run.top_leave(at);
     }
@@ -788,7 +788,7 @@ fn poll_cancelled<'r>(
 ) -> Poll<()> {
     loop {
         // Made before the check: a `notify_waiters` after it wakes this future.
-        let n = notified.get_or_insert_with(|| Box::pin(run.state_cancelled.notified()));
+        let n = notified.get_or_insert_with(|| Box::pin(run.states.state_cancelled.notified()));
         if run.is_state_cancelled(pos, epoch) {
             return Poll::Ready(());
         }
@@ -909,7 +909,7 @@ pub(crate) fn start_state(run: &Run, pos: usize) -> bool {
     if let Some(limit) = run.program.max_steps {
         // Counted only when limited: an unlimited run derives its step count from the
         // per-state counters and pays no shared counter per transition.
-        if run.steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 > limit {
+        if run.states.count_step() > limit {
             let state = run.program.states[pos].name.to_string();
             run.fail(AgentError::MaxSteps { limit, state, context: run.ctx.clone() });
             return false;

@@ -435,6 +435,7 @@ impl DepsState {
     fn once_done(&self, run: &Run, d: usize) -> bool {
         run.program.states[d].once_tracked
             && run
+                .sinks
                 .links
                 .once
                 .lock()
@@ -466,7 +467,8 @@ impl DepsState {
             slot.store(u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1, Relaxed);
         }
         if run.program.states[d].once_tracked {
-            run.links
+            run.sinks
+                .links
                 .once
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -285,7 +285,7 @@ impl Group {
 
     fn create(run: &Run, parent: Option<Arc<Group>>, origin: usize, width: u32, t: Tokens) -> Arc<Group> {
         let group = Arc::new(Group { parent, origin, width, tokens: CachePadded::new(Mutex::new(t)) });
-        run.register_group(&group);
+        run.positions.register_group(&group);
         group
     }
 

@@ -133,11 +133,7 @@ pub struct RunMetrics {
 
 impl RunMetrics {
     pub(crate) fn of(run: &Run) -> RunMetrics {
-        let mut m = RunMetrics {
-            elapsed: run.elapsed(),
-            input_wait: Duration::from_nanos(run.input_wait.load(Relaxed)),
-            ..RunMetrics::default()
-        };
+        let mut m = RunMetrics { elapsed: run.elapsed(), input_wait: run.states.input_wait(), ..RunMetrics::default() };
         for (i, c) in run.states.iter().enumerate() {
             let status = StateStatus::from_u8(c.status.load(Relaxed));
             let s = StateMetrics {
@@ -148,7 +144,7 @@ impl RunMetrics {
                 retries: c.retries.load(Relaxed) as u64,
                 preempted: c.preempted.load(Relaxed) as u64,
                 resource_wait: Duration::from_nanos(c.resource_wait.load(Relaxed)),
-                timing: run.timing.as_ref().map(|t| t[i].summary()),
+                timing: run.sinks.timing.as_ref().map(|t| t[i].summary()),
             };
             m.completed += s.completed;
             m.preempted += s.preempted;
@@ -173,7 +169,7 @@ impl RunMetrics {
             m.waiting = pool.waiting_states().into_iter().filter(|w| ours(&w.agent)).collect();
         }
         m.steps = match run.program.max_steps {
-            Some(_) => run.steps.load(Relaxed),
+            Some(_) => run.states.steps(),
             None => m.completed + m.failed + m.running,
         };
         m

@@ -113,12 +113,12 @@ impl Agent {
         let (run, restored) = self.prepare(context, timeout)?;
         // What the timed-out error reports: the timeout given, or what was left of a
         // restored run's deadline.
-        let after = timeout.or_else(|| run.deadline.map(|d| d.at.saturating_duration_since(Instant::now())));
+        let after = timeout.or_else(|| run.deadline().map(|d| d.at.saturating_duration_since(Instant::now())));
         run.ctx.__set_input_broker(Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>);
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             announce(&run, restored.is_none());
-            if let Some(d) = &run.durable {
+            if let Some(d) = &run.sinks.durable {
                 // The run's row and a first snapshot exist before any state runs.
                 start_durable(&run, d).await?;
             }
@@ -168,9 +168,9 @@ impl Agent {
         };
         let mut run = Run::with_links(program, ctx, self.shared.links.clone());
         if timed {
-            run.timing = Some(crate::timing::timings(run.states.len()));
+            run.sinks.timing = Some(crate::timing::timings(run.states.len()));
         }
-        run.durable = durable;
+        run.sinks.durable = durable;
         // The earlier of the deadline given and the one a restored run recorded: a run
         // recovered or resumed ends when the original would have, never later and never
         // not. A run that had ended (timed out, failed) and is restored to go on has spent
@@ -179,7 +179,7 @@ impl Agent {
             .filter(|c| !c.agent_status.is_finished())
             .and_then(|c| c.deadline_ms)
             .map(Deadline::at_wall);
-        run.deadline = Deadline::min(timeout.map(Deadline::after), recorded);
+        run.control.set_deadline(Deadline::min(timeout.map(Deadline::after), recorded));
         let run = Arc::new(run);
         let restored = restore.map(|c| self.seed(&run, &c)).transpose()?;
         live.run = Some(run.clone());
@@ -190,7 +190,7 @@ impl Agent {
     /// statuses, counters and tokens of its states; the positions its branches go on from.
     fn seed(&self, run: &Run, checkpoint: &Checkpoint) -> Result<Vec<Position>, CheckpointError> {
         checkpoint::check(&self.shared.name, &run.program, checkpoint)?;
-        run.set_run_id(checkpoint.run_id.clone());
+        run.sinks.set_run_id(checkpoint.run_id.clone());
         self.shared.links.inputs.restore(checkpoint::inputs_of(checkpoint));
         Ok(checkpoint::seed(run, checkpoint))
     }
@@ -231,7 +231,7 @@ fn announce(run: &Run, rooted: bool) {
     }
     if rooted {
         // The root token stands at the start from now on (a first snapshot has it).
-        run.root_slot.store(run.program.start as u32, Relaxed);
+        run.positions.set_root(run.program.start as u32);
     }
 }
 
@@ -259,7 +259,7 @@ async fn drive(
         let cancel_on_drop = CancelOnDrop(run);
         let start = run.program.start;
         let mut rooted = restored.is_none();
-        if run.deadline.is_some_and(|d| Instant::now() >= d.at) {
+        if run.deadline().is_some_and(|d| Instant::now() >= d.at) {
             // A recovered run whose deadline passed while no process ran it: nothing starts.
             run.time_out();
         }
@@ -269,7 +269,7 @@ async fn drive(
                 branch::spawn(run, state, group);
             }
         }
-        if rooted && run.deadline.is_some() {
+        if rooted && run.deadline().is_some() {
             // Under a deadline the root branch is a task of its own: a state that blocks
             // its thread then cannot keep this future, which ends the run, from returning.
             branch::spawn_root(run, start);
@@ -297,7 +297,7 @@ async fn drive(
         stop_writer.notify_one();
         (error, overran)
     };
-    match run.durable.clone() {
+    match run.sinks.durable.clone() {
         Some(d) => tokio::join!(main, d.writer(run, &stop_writer)).0,
         None => main.await,
     }
@@ -318,7 +318,7 @@ async fn until_deadline(
     mut all: Pin<&mut impl Future<Output = ()>>,
     cleanup_timeout: Option<Duration>,
 ) -> Vec<String> {
-    let Some(deadline) = run.deadline else {
+    let Some(deadline) = run.deadline() else {
         all.await;
         return Vec::new();
     };

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use agent_core::{
     Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, LastErrorRecord, StateRecord, StateStatus,
@@ -37,15 +37,15 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     let mut checkpoint = Checkpoint::new(agent, run.run_id());
     let (root, mut top, groups) = {
         let _w = TRANSITIONS.write();
-        let root = run.root_slot.load(Relaxed);
+        let root = run.positions.root();
         let top: Vec<u32> = run.states.iter().map(|c| c.at_top.load(Relaxed)).collect();
-        let registered: Vec<Arc<Group>> = run.groups.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let registered: Vec<Arc<Group>> = run.positions.groups();
         let groups: Vec<(Arc<Group>, Counts, Counts)> =
             registered.into_iter().filter_map(|g| g.tokens().map(|(running, waiting)| (g, running, waiting))).collect();
         checkpoint.agent_status = run.status();
         checkpoint.states = (prog.states.iter().zip(run.states.iter()).enumerate())
             .map(|(i, (s, c))| {
-                let (started, finished) = run.timing.as_ref().map_or((None, None), |t| t[i].times());
+                let (started, finished) = run.sinks.timing.as_ref().map_or((None, None), |t| t[i].times());
                 StateRecord::new(
                     s.name.to_string(),
                     StateStatus::from_u8(c.status.load(Relaxed)),
@@ -59,7 +59,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
             })
             .collect();
         checkpoint.completed_states = run.completed_states();
-        checkpoint.steps = run.steps.load(Relaxed);
+        checkpoint.steps = run.states.steps();
         (root, top, groups)
     };
     if root != NO_STATE {
@@ -98,10 +98,10 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
             }
         }
     }
-    checkpoint.pending_inputs = run.links.inputs.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect();
+    checkpoint.pending_inputs = run.sinks.links.inputs.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect();
     checkpoint.last_error = run.ctx.last_error().as_ref().map(LastErrorRecord::of);
     // A recovered run ends when the original would have (see `agent::launch`).
-    checkpoint.deadline_ms = run.deadline.map(|d| d.wall_ms);
+    checkpoint.deadline_ms = run.deadline().map(|d| d.wall_ms);
     checkpoint.set_context(&run.ctx);
     checkpoint
 }
@@ -163,12 +163,12 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
         c.retries.store(record.retries, Relaxed);
         c.preempted.store(record.preempted, Relaxed);
         c.resumed_attempts.store(record.attempts_made, Relaxed);
-        if let Some(t) = &run.timing {
+        if let Some(t) = &run.sinks.timing {
             t[at(&record.name)].restore(record.started_ms, record.finished_ms);
         }
     }
-    run.restore_completion_order(checkpoint.completed_states.iter().map(|s| at(s)));
-    run.steps.store(checkpoint.steps, Relaxed);
+    run.states.restore_completion_order(checkpoint.completed_states.iter().map(|s| at(s)));
+    run.states.restore_steps(checkpoint.steps);
     // Each group counts, as running at its origin in its parent, the token that fanned out.
     let mut running: Vec<Vec<(usize, u32)>> = vec![Vec::new(); checkpoint.groups.len()];
     for t in &checkpoint.tokens {

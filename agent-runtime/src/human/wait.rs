@@ -31,18 +31,18 @@ const POLL: Duration = Duration::from_millis(500);
 /// forgets the other runs nobody waits on.
 impl InputBroker for Run {
     fn request(&self, input: HumanInput) -> InputFuture<'_> {
-        let hub = &self.links.inputs;
-        let run = self.input_id.get_or_init(|| {
+        let hub = &self.sinks.links.inputs;
+        let run = self.sinks.input_id.get_or_init(|| {
             let id: Arc<str> = self.run_id().into();
             hub.forget_others(&id);
             id
         });
-        if let Some(d) = &self.durable {
+        if let Some(d) = &self.sinks.durable {
             // The store then shows the state running (waiting for a person), not where the
             // last completion left it.
             d.nudge();
         }
-        let events = Some(self.links.events.clone());
+        let events = Some(self.sinks.links.events.clone());
         let waited_from = Instant::now();
         Box::pin(async move {
             let outcome = ask(hub, run, input, events).await;

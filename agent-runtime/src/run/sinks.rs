@@ -1,0 +1,95 @@
+//! Where a run reports: its id, its events, its timings, its store, and what it shares
+//! with its agent.
+//!
+//! Invariants:
+//! - Nothing here changes what the run does: a sink only records or tells. A run nobody
+//!   watches pays one relaxed load per state for all of them ([`Sinks::watched`]).
+//! - The run's id is made when first asked for (a run nobody asks about pays no random
+//!   number); once made, or set for a restored run, it never changes.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustc_hash::FxHashSet;
+
+use crate::durable::Durable;
+use crate::events::{EventHub, EventKind};
+use crate::human::InputHub;
+use crate::timing::Timings;
+
+/// What a run shares with its agent, behind one reference count: a run takes one (a locked
+/// instruction each way), where three separate `Arc`s cost three. The agent holds it too,
+/// and reaches its hubs through it.
+pub(crate) struct Links {
+    /// Names of states whose completion counts forever (`Once` dependencies).
+    pub once: Mutex<FxHashSet<String>>,
+    /// The agent's requests for human input, which checkpoints carry.
+    pub inputs: Arc<InputHub>,
+    /// The agent's event channel (see `events`).
+    pub events: Arc<EventHub>,
+}
+
+impl Links {
+    /// An agent's: no `Once` completion yet, hubs with no request and no subscriber.
+    pub(crate) fn new() -> Links {
+        Links { once: Mutex::default(), inputs: InputHub::new(), events: EventHub::new() }
+    }
+}
+
+/// See the module docs.
+pub(crate) struct Sinks {
+    run_id: OnceLock<String>,
+    /// The run's id as events carry it, made at the first event.
+    event_run_id: OnceLock<Arc<str>>,
+    /// The run's id as its requests for human input carry it, made at the first request
+    /// (see `human::wait`).
+    pub input_id: OnceLock<Arc<str>>,
+    /// What the run shares with its agent.
+    pub links: Arc<Links>,
+    /// The store a durable run records itself in (see `durable`).
+    pub durable: Option<Arc<Durable>>,
+    /// Per-state timings, when recorded (see `timing`).
+    pub timing: Option<Timings>,
+}
+
+impl Sinks {
+    /// A run's sinks: its agent's `links`, no store, no timings.
+    pub(crate) fn new(links: Arc<Links>) -> Sinks {
+        Sinks {
+            run_id: OnceLock::new(),
+            event_run_id: OnceLock::new(),
+            input_id: OnceLock::new(),
+            links,
+            durable: None,
+            timing: None,
+        }
+    }
+
+    /// Whether someone subscribed to events: one relaxed load (see `events`).
+    #[inline(always)]
+    pub(crate) fn emitting(&self) -> bool {
+        self.links.events.active()
+    }
+
+    /// Send an event (call only when [`Sinks::emitting`], so nothing is built otherwise).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn emit(&self, kind: EventKind) {
+        self.links.events.send(self.event_run_id.get_or_init(|| Arc::from(self.run_id())).clone(), kind);
+    }
+
+    /// Whether anything watches states start and end (events or timings).
+    #[inline(always)]
+    pub(crate) fn watched(&self) -> bool {
+        self.timing.is_some() || self.emitting()
+    }
+
+    /// Continue the run `run_id` (a restored one) instead of a new one.
+    pub(crate) fn set_run_id(&self, run_id: String) {
+        let _ = self.run_id.set(run_id);
+    }
+
+    /// The run's id (a UUID v4), formatted on first use.
+    pub(crate) fn run_id(&self) -> &str {
+        self.run_id.get_or_init(|| uuid::Uuid::new_v4().to_string())
+    }
+}
