@@ -35,9 +35,11 @@ fn fan() -> Agent {
 /// The same fan-out with every target declared: the agent's graph is fully known.
 fn declared_fan() -> Agent {
     let mut agent = Agent::new("fan");
-    agent.add_state("start", step("start", 0, StateResult::parallel(["x", "y", "z"]))).targets(["x", "y", "z"]);
+    agent
+        .add_state("start", step("start", 0, StateResult::parallel(["x", "yankee", "z"])))
+        .targets(["x", "yankee", "z"]);
     agent.add_state("x", step("x", 10, "join".into())).targets(["join"]);
-    agent.add_state("y", step("y", 20, "join".into())).targets(["join"]);
+    agent.add_state("yankee", step("yankee", 20, "join".into())).targets(["join"]);
     agent.add_state("z", step("z", 100, "join".into())).targets(["join"]);
     agent.add_state("join", step("join", 0, StateResult::End)).join().targets(Vec::<&str>::new());
     agent.add_state("elsewhere", step("elsewhere", 0, StateResult::End)).targets(Vec::<&str>::new());
@@ -171,6 +173,11 @@ async fn in_a_fully_known_graph_a_group_holds_only_what_its_origin_reaches() {
     let mut bad = c.clone();
     bad.groups[0].origin = "join".into();
     refused_as_mismatch(declared_fan, bad, "cannot reach");
+    // Waiting at yankee, which start reaches, but nothing in the group does any more: the
+    // fan-in would have released those tokens at once.
+    let mut bad = c.clone();
+    bad.groups[0].waiting[0].0 = "yankee".into();
+    refused_as_mismatch(declared_fan, bad, "would have released them");
     // The sound one runs the join once.
     let agent = declared_fan();
     agent.restore_from_checkpoint(c).unwrap();

@@ -21,6 +21,9 @@
 //! - when every transition of the agent is known (`#[workflow]` states with literal targets,
 //!   or declared targets): a group holding a token, a waiting state or a child group at a
 //!   state its origin cannot reach (so its origin could not have fanned out there);
+//! - when every transition is known: tokens waiting at a state that nothing running or
+//!   waiting in their group can reach (the fan-in releases them in the step that makes them
+//!   releasable, under the lock a checkpoint reads the group under);
 //! - when the agent has no dependencies: more than one token or group at the top level (the
 //!   run's root branch is the only one there; dependencies start other top-level branches,
 //!   so with them any number is accepted);
@@ -212,6 +215,9 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
         // A child group stands for a token at its origin: that state holds a token too.
         holds_token[at(&g.origin)?] = true;
     }
+    if let Some(reach) = &prog.reach {
+        blocked_waiting(c, prog, reach, agent)?;
+    }
     if !prog.has_dependencies && top > 1 {
         return Err(mismatch(format!(
             "{top} tokens and groups at the top level, where a run without dependencies has only its root branch"
@@ -254,6 +260,53 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
     }
     time("deadline_ms", c.deadline_ms)?;
     inputs(c, &at)?;
+    Ok(())
+}
+
+/// In a fully known graph, tokens wait at a state only while something in their group can
+/// still reach it: a running token (a token record, or a child group at its origin) or
+/// tokens waiting at another state. The fan-in releases them otherwise, in the same step
+/// that made them releasable, so no checkpoint sees them waiting. Names were checked.
+///
+/// Each group's distinct running states are gathered in one pass over the records; the
+/// check then costs, per group, its distinct running states times its waiting states.
+fn blocked_waiting(
+    c: &Checkpoint,
+    prog: &Program,
+    reach: &crate::reach::Reach,
+    agent: &str,
+) -> Result<(), CheckpointError> {
+    let index = |name: &str| prog.index_of(name).unwrap_or(0);
+    let mut running: Vec<Vec<usize>> = vec![Vec::new(); c.groups.len()];
+    for t in &c.tokens {
+        if let Some(g) = t.group {
+            running[g].push(index(&t.state));
+        }
+    }
+    for child in &c.groups {
+        if let Some(p) = child.parent {
+            running[p].push(index(&child.origin));
+        }
+    }
+    for (i, g) in c.groups.iter().enumerate() {
+        let mut distinct = std::mem::take(&mut running[i]);
+        distinct.sort_unstable();
+        distinct.dedup();
+        let waiting: Vec<usize> = g.waiting.iter().map(|(state, _)| index(state)).collect();
+        for (&s, (state, _)) in waiting.iter().zip(&g.waiting) {
+            let blocked =
+                distinct.iter().any(|&r| reach.reaches(r, s)) || waiting.iter().any(|&t| t != s && reach.reaches(t, s));
+            if !blocked {
+                return Err(CheckpointError::Mismatch {
+                    agent: agent.to_owned(),
+                    reason: format!(
+                        "group {i} holds tokens waiting at {state:?}, which nothing running or waiting in it can \
+                         reach: the fan-in would have released them"
+                    ),
+                });
+            }
+        }
+    }
     Ok(())
 }
 
