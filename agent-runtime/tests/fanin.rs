@@ -384,6 +384,12 @@ static DEFER_STATES: [StateSpec; 5] = [
 ];
 static DEFER: WorkflowGraph =
     WorkflowGraph { name: "defer", start: "start", states: &DEFER_STATES, max_concurrent: None };
+// Agents of one graph share one compiled program, handlers included (as `#[workflow]`'s
+// always have the same): tests that run at once with other handlers take graphs of their own.
+static DEFER_PAUSED: WorkflowGraph =
+    WorkflowGraph { name: "defer", start: "start", states: &DEFER_STATES, max_concurrent: None };
+static DEFER_EARLY: WorkflowGraph =
+    WorkflowGraph { name: "defer", start: "start", states: &DEFER_STATES, max_concurrent: None };
 
 /// The states of the shape above; `b` and `c` take `b_ms` and `c_ms` of virtual time, and
 /// `j` records what it saw of `b`'s write.
@@ -451,11 +457,40 @@ async fn a_join_reached_through_a_nested_fan_out_runs_once_after_every_branch_bu
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_join_held_back_for_an_outer_branch_survives_a_checkpoint_and_runs_once() {
+    // `j` waits in the inner group (beside `c`, 30 ms) for `b` (50 ms) of the outer one; a
+    // checkpoint taken meanwhile holds it there, is accepted, and the restored run still
+    // runs `j` once, after `b`.
+    let make = || {
+        let states = defer_states(50, 30)
+            .into_iter()
+            .map(|(_, h)| (Arc::new(h) as Arc<dyn agent_core::StateHandler>, None))
+            .collect();
+        Agent::__from_workflow(&DEFER_PAUSED, states)
+    };
+    let agent = make();
+    let running = spawn_run(&agent);
+    tokio::time::sleep(ms(20)).await;
+    let checkpoint = agent.create_checkpoint();
+    agent.cancel_all().await;
+    assert_eq!(running.await.unwrap().unwrap().status(), AgentStatus::Cancelled);
+    assert_eq!(checkpoint.groups.len(), 2, "both groups are open: {checkpoint:?}");
+    assert_eq!(checkpoint.groups[1].parent, Some(0));
+    assert_eq!(checkpoint.groups[1].waiting, [("j".to_owned(), 1)], "`j` waits inside for `b`: {checkpoint:?}");
+    let restored = make();
+    restored.restore_from_checkpoint(checkpoint).expect("a held-back join is a state a run writes");
+    let r = restored.run().await.unwrap();
+    let t = trail(r.context());
+    assert_eq!(count(r.context(), "j"), 1, "{t:?}");
+    assert_eq!(r.context().get_state::<bool>("j_saw_b"), Some(true), "{t:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_nested_fan_out_target_no_outer_branch_reaches_starts_at_once() {
     // start -> [a, b]; a -> [c, j]; b ends at once: nothing above can come to `j`, which
     // starts with `c`, not after it.
     let agent = Agent::__from_workflow(
-        &DEFER,
+        &DEFER_EARLY,
         vec![
             (Arc::new(step("start", 0, StateResult::parallel(["a", "b"]))), None),
             (Arc::new(step("a", 10, StateResult::parallel(["c", "j"]))), None),

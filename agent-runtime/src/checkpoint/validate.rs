@@ -22,8 +22,9 @@
 //!   or declared targets): a group holding a token, a waiting state or a child group at a
 //!   state its origin cannot reach (so its origin could not have fanned out there);
 //! - when every transition is known: tokens waiting at a state that nothing running or
-//!   waiting in their group can reach (the fan-in releases them in the step that makes them
-//!   releasable, under the lock a checkpoint reads the group under);
+//!   waiting in their group, or in a group enclosing it, can reach (the fan-in releases them
+//!   in the step that makes them releasable, under the lock a checkpoint reads the group
+//!   under; a state an enclosing group may still come to is held back, see `fanin`);
 //! - when the agent has no dependencies: more than one token or group at the top level (the
 //!   run's root branch is the only one there; dependencies start other top-level branches,
 //!   so with them any number is accepted);
@@ -264,9 +265,11 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
 }
 
 /// In a fully known graph, tokens wait at a state only while something in their group can
-/// still reach it: a running token (a token record, or a child group at its origin) or
-/// tokens waiting at another state. The fan-in releases them otherwise, in the same step
-/// that made them releasable, so no checkpoint sees them waiting. Names were checked.
+/// still reach it (a running token: a token record, or a child group at its origin; or
+/// tokens waiting at another state), or something in a group enclosing theirs may still
+/// come to it (other than the token standing for their group). The fan-in releases them
+/// otherwise, in the same step that made them releasable, so no checkpoint sees them
+/// waiting. Names were checked.
 ///
 /// Each group's distinct running states are gathered in one pass over the records; the
 /// check then costs, per group, its distinct running states times its waiting states.
@@ -277,31 +280,50 @@ fn blocked_waiting(
     agent: &str,
 ) -> Result<(), CheckpointError> {
     let index = |name: &str| prog.index_of(name).unwrap_or(0);
-    let mut running: Vec<Vec<usize>> = vec![Vec::new(); c.groups.len()];
+    // Per group: (state, tokens running there), a child group counting as one at its origin.
+    let mut running: Vec<Vec<(usize, u64)>> = vec![Vec::new(); c.groups.len()];
     for t in &c.tokens {
         if let Some(g) = t.group {
-            running[g].push(index(&t.state));
+            running[g].push((index(&t.state), u64::from(t.count)));
         }
     }
     for child in &c.groups {
         if let Some(p) = child.parent {
-            running[p].push(index(&child.origin));
+            running[p].push((index(&child.origin), 1));
         }
     }
+    let waiting: Vec<Vec<usize>> =
+        c.groups.iter().map(|g| g.waiting.iter().map(|(state, _)| index(state)).collect()).collect();
+    // Whether a token of a group enclosing group `i` may still come to `s`: a state held
+    // back for the branches of an enclosing fan-out (see `fanin`, "Deferral").
+    let held_above = |i: usize, s: usize| {
+        let (mut parent, mut origin) = (c.groups[i].parent, index(&c.groups[i].origin));
+        while let Some(p) = parent {
+            // The token at `origin` stands for the group below: not one that may come.
+            let mut at: Vec<(usize, u64)> = running[p].clone();
+            if let Some(slot) = at.iter_mut().find(|(x, n)| *x == origin && *n > 0) {
+                slot.1 -= 1;
+            }
+            if at.iter().any(|&(x, n)| n > 0 && reach.reaches(x, s))
+                || waiting[p].iter().any(|&w| w == s || reach.reaches(w, s))
+            {
+                return true;
+            }
+            (parent, origin) = (c.groups[p].parent, index(&c.groups[p].origin));
+        }
+        false
+    };
     for (i, g) in c.groups.iter().enumerate() {
-        let mut distinct = std::mem::take(&mut running[i]);
-        distinct.sort_unstable();
-        distinct.dedup();
-        let waiting: Vec<usize> = g.waiting.iter().map(|(state, _)| index(state)).collect();
-        for (&s, (state, _)) in waiting.iter().zip(&g.waiting) {
-            let blocked =
-                distinct.iter().any(|&r| reach.reaches(r, s)) || waiting.iter().any(|&t| t != s && reach.reaches(t, s));
+        for (&s, (state, _)) in waiting[i].iter().zip(&g.waiting) {
+            let blocked = running[i].iter().any(|&(r, _)| reach.reaches(r, s))
+                || waiting[i].iter().any(|&t| t != s && reach.reaches(t, s))
+                || held_above(i, s);
             if !blocked {
                 return Err(CheckpointError::Mismatch {
                     agent: agent.to_owned(),
                     reason: format!(
-                        "group {i} holds tokens waiting at {state:?}, which nothing running or waiting in it can \
-                         reach: the fan-in would have released them"
+                        "group {i} holds tokens waiting at {state:?}, which nothing running or waiting in it or \
+                         above it can reach: the fan-in would have released them"
                     ),
                 });
             }
