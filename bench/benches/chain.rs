@@ -3,7 +3,7 @@
 //! per state:
 //! - `chain_update`: one atomic in-place update (`update_state("n", |n| *n += 1)`), about
 //!   25 ns: the cheapest context write, so the runtime's own cost shows most;
-//! - `chain_get_set`: the seed's pattern, a read and a write (`get_state` then `set_state`).
+//! - `chain_get_set`: the common pattern, a read and a write (`get_state` then `set_state`).
 //!
 //! Baseline, measured in the same run: hand-written tokio code doing the same work, an
 //! `async fn` loop that calls one `async fn` per step with the same context update and picks
@@ -13,9 +13,9 @@
 //! resolve by index hint (no hashing); `agent_builder` is the same ring built with
 //! `add_state` closures returning `&'static str` names (one Fx hash per transition).
 //!
-//! Reproduce: `cargo bench -p agent-bench --bench chain`. Target (issue 2): at most 2.5x the baseline per
-//! transition, flat from N = 10 to N = 100,000; issue 7 adds N = 1 and N = 100, to see the
-//! cost per state from a single state up.
+//! Reproduce: `cargo bench -p agent-bench --bench chain`. Target: at most 2.5x the baseline
+//! per transition (2x from N = 1,000 up), flat from N = 10 to N = 100,000; N = 1 and N = 100
+//! show the cost per state from a single state up.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -23,7 +23,7 @@ use agent::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 static LIMIT: AtomicU64 = AtomicU64::new(0);
-/// Whether steps use the seed's get/set pattern instead of one in-place update.
+/// Whether steps use the get/set pattern instead of one in-place update.
 static GET_SET: AtomicBool = AtomicBool::new(false);
 
 /// One step's work: bump the counter; `true` while the chain goes on.

@@ -1,4 +1,4 @@
-//! Workloads of durable runs (issue 5), each beside its baseline:
+//! Workloads of durable runs, each beside its baseline:
 //! - `checkpoint_10mb`: `create_checkpoint().to_json()` of a run whose context holds about
 //!   10 MB (1,000 keys, each a list of 1,000 numbers), against `serde_json::to_string` of the
 //!   same data, both as the Rust map and as the JSON values the context keeps (`set_state`

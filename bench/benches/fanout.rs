@@ -6,8 +6,8 @@
 //! `tokio::spawn` of W tasks with the same context update, awaiting every `JoinHandle`, then
 //! the join's work.
 //!
-//! Reproduce: `cargo bench -p agent-bench --bench fanout`. Targets: at most 2x spawn-and-join per branch,
-//! flat from W = 10 to W = 100,000 (issue 2); at most 1.5x (issue 7).
+//! Reproduce: `cargo bench -p agent-bench --bench fanout`. Target: at most 1.5x
+//! spawn-and-join per branch, flat from W = 10 to W = 100,000.
 
 use agent::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -4,8 +4,8 @@
 //!
 //! Baseline, measured in the same run: `tokio::spawn` of W tasks parked the same way.
 //!
-//! Reproduce: `cargo bench -p agent-bench --bench memory`. Target (issue 2): at most 1 KiB per pending
-//! branch. (Not a criterion bench: criterion measures time; this prints bytes.)
+//! Reproduce: `cargo bench -p agent-bench --bench memory`. Target: at most 1 KiB per
+//! pending branch. (Not a criterion bench: criterion measures time; this prints bytes.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

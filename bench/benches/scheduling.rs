@@ -1,4 +1,4 @@
-//! Workload: the resource scheduler under contention (issue 3), three measurements.
+//! Workload: the resource scheduler under contention, three measurements.
 //!
 //! 1. **Makespan.** 10,000 states with mixed requests (CPU 0.5 to 4 of 16; 40% also ask for
 //!    0.25, 0.5 or 1 GPU) and durations (10 ms to 1 s), all ready at once, on pools of 1, 2
@@ -7,7 +7,7 @@
 //!    state), which no scheduler can beat. Target: at most 1.10x the bound.
 //! 2. **Starvation.** On 8 CPUs a stream of one-CPU states (one every 5 ms, each 20 to 60
 //!    ms, so the pool stays busy) and, 100 ms in, one state asking for all 8. Reported: the
-//!    large state's wait, with the default `max_bypass` (16) and with backfilling unbounded
+//!    large state's wait, with the default `max_bypass` (64) and with backfilling unbounded
 //!    (`max_bypass(u32::MAX)`, the baseline that starves it until the stream ends).
 //! 3. **Decision cost** (criterion, wall-clock): one admission decision with 10,000 states
 //!    waiting. `release_admits_next`: a release that admits the head, plus the request
