@@ -46,8 +46,161 @@
 #![warn(missing_docs)]
 
 pub use agent_core::*;
-pub use agent_macros::{state, workflow, TypedContextData};
 pub use agent_runtime::*;
+
+/// Marks an `async fn` as a state: inside a `#[workflow]` module it becomes one of the
+/// workflow's states; outside one, a handler to give to [`Agent::add_state`] that keeps its
+/// options.
+///
+/// A state is `async fn NAME(ctx: &Context) -> StateResult` (or `ctx: Context`, or
+/// returning `Result<StateResult, E>` with `E: Into<BoxError>`, so `?` works). Its options
+/// (`resources`, `priority`, `timeout`, `retry`, `rate_limit`, `depends_on`, `on_error`,
+/// `preemptible`, `join`, `blocking`) are listed with their units and defaults in the
+/// README's "Options" table. An unknown or repeated option, or a bad value, is a compile
+/// error pointing at it. The state's options are in `NAME::SPEC`.
+///
+/// ```
+/// use std::time::Duration;
+/// use agent::prelude::*;
+///
+/// #[state(timeout = 30, retry(max = 2, initial_delay = 0.5), priority = High)]
+/// async fn fetch(ctx: &Context) -> StateResult {
+///     ctx.set_state("body", "<html></html>");
+///     StateResult::End
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), AgentError> {
+/// assert_eq!(fetch::SPEC.timeout, Some(Duration::from_secs(30)));
+/// assert_eq!(fetch::SPEC.retry.unwrap().max_retries, 2);
+/// assert_eq!(fetch::SPEC.priority, Priority::High);
+///
+/// let mut agent = Agent::new("crawler");
+/// agent.add_state("fetch", fetch); // keeps its timeout, retries and priority
+/// let result = agent.run().await?;
+/// assert_eq!(result.context().get_state::<String>("body").as_deref(), Some("<html></html>"));
+/// # Ok(())
+/// # }
+/// ```
+#[doc(inline)]
+pub use agent_macros::state;
+
+/// Makes an inline module of `#[state]` functions a workflow: it generates `pub fn agent()
+/// -> Agent` and `pub static GRAPH: WorkflowGraph`, after checking at compile time that
+/// every literal target, dependency, `on_error` and `start` names a state of the module
+/// (with a "did you mean" for a close name) and that every state is reachable.
+///
+/// Options: `name = "…"` (default: the module's name), `start = "state"` (default: the first
+/// `#[state]` in source order), `max_concurrent = N` (states running at once in one run;
+/// default: no limit), `context(key: Type, …)` (typed accessors `ctx.key()`,
+/// `ctx.set_key(…)`, `ctx.update_key(|v| …)`, so a misspelt key is a compile error).
+///
+/// ```
+/// use agent::prelude::*;
+///
+/// #[workflow(name = "etl", start = "extract", max_concurrent = 2, context(rows: Vec<i32>))]
+/// mod etl {
+///     use agent::prelude::*;
+///
+///     #[state]
+///     async fn extract(ctx: &Context) -> StateResult {
+///         ctx.set_rows(vec![1, 2, 3]);
+///         StateResult::parallel(["double", "count"])
+///     }
+///
+///     #[state]
+///     async fn double(ctx: &Context) -> StateResult {
+///         let doubled: Vec<i32> = ctx.rows().unwrap().iter().map(|r| r * 2).collect();
+///         ctx.set_state("sum", doubled.iter().sum::<i32>());
+///         "load".into()
+///     }
+///
+///     #[state]
+///     async fn count(ctx: &Context) -> StateResult {
+///         ctx.set_state("count", ctx.rows().unwrap().len());
+///         "load".into()
+///     }
+///
+///     /// Where the two branches meet: runs once, after both, and sees what both wrote.
+///     #[state]
+///     async fn load(ctx: &Context) -> StateResult {
+///         let (total, rows): (i32, usize) = (ctx.get_state_or("sum", 0), ctx.get_state_or("count", 0));
+///         ctx.set_state("summary", format!("{rows} rows, sum {total}"));
+///         StateResult::End
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), AgentError> {
+/// assert_eq!((etl::GRAPH.name, etl::GRAPH.start, etl::GRAPH.max_concurrent), ("etl", "extract", Some(2)));
+/// let result = etl::agent().run().await?;
+/// assert_eq!(result.context().get_state::<String>("summary").as_deref(), Some("3 rows, sum 12"));
+/// assert_eq!(result.metrics().completed, 4); // `load` ran once
+/// # Ok(())
+/// # }
+/// ```
+#[doc(inline)]
+pub use agent_macros::workflow;
+
+/// Derives [`TypedContextData`](trait@TypedContextData) for a struct or enum that is
+/// `Clone + Debug + Serialize + Deserialize`, so the context can hold it as itself
+/// (`set_typed` / `get_typed` / `update_typed`: no serialisation on the hot path) and still
+/// write it into checkpoints. Generic types are refused with a compile error.
+///
+/// ```
+/// use agent::prelude::*;
+///
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TypedContextData)]
+/// struct Order {
+///     id: u64,
+///     items: Vec<String>,
+/// }
+///
+/// let ctx = Context::new();
+/// ctx.set_typed("order", Order { id: 7, items: vec!["book".into()] });
+/// ctx.update_typed("order", |o: &mut Order| o.items.push("pen".into())).unwrap();
+/// assert_eq!(ctx.get_typed::<Order>("order").unwrap().items, ["book", "pen"]);
+///
+/// // In a checkpoint it is JSON, and comes back as itself.
+/// let restored = Context::from_json_str(&ctx.to_json_string().unwrap()).unwrap();
+/// assert_eq!(restored.get_typed::<Order>("order"), ctx.get_typed::<Order>("order"));
+/// ```
+#[doc(inline)]
+pub use agent_macros::TypedContextData;
+
+/// Why a run did not complete, or could not start: match on it to tell a state that failed
+/// for good from a bad definition or a timeout. Errors that end a run carry the run's
+/// context, and `StateFailed` and `TimedOut` its checkpoint, so nothing done is lost.
+///
+/// ```
+/// use agent::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut agent = Agent::new("strict");
+/// agent.add_state("parse", |ctx: Context| async move {
+///     ctx.set_state("input", "forty-two");
+///     Err::<StateResult, _>("not a number")
+/// });
+/// match agent.run().await {
+///     Err(AgentError::StateFailed { state, attempts, source, context, checkpoint, .. }) => {
+///         assert_eq!((state.as_str(), attempts), ("parse", 1));
+///         assert_eq!(source.to_string(), "not a number");
+///         assert_eq!(context.get_state::<String>("input").as_deref(), Some("forty-two"));
+///         assert!(checkpoint.is_some()); // restore it once the cause is fixed
+///     }
+///     other => panic!("expected StateFailed, got {other:?}"),
+/// }
+///
+/// // A definition the runtime refuses fails before any state runs.
+/// let mut agent = Agent::new("dangling");
+/// agent.add_state("only", |_ctx: Context| async { StateResult::End }).on_error("missing");
+/// let err = agent.run().await.unwrap_err();
+/// assert!(matches!(err, AgentError::UnknownReference { ref target, .. } if target == "missing"));
+/// # }
+/// ```
+#[doc(inline)]
+pub use agent_core::AgentError;
 
 /// The README's Rust snippets, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
@@ -56,6 +209,7 @@ pub struct ReadmeDoctests;
 
 /// Everything a workflow file needs: `use agent::prelude::*;`.
 pub mod prelude {
+    pub use agent_core::BoxError;
     pub use agent_core::{
         AgentError, Allocation, Checkpoint, CheckpointError, Context, ContextError, DependencyConfig,
         DependencyLifecycle, DependencyType, Diagram, HumanInput, HumanInputError, Priority, RateLimit, ResourceError,
@@ -64,8 +218,9 @@ pub mod prelude {
     };
     pub use agent_macros::{state, workflow, TypedContextData};
     pub use agent_runtime::{
-        Agent, AgentResult, AgentStatus, Event, EventKind, EventStream, PostgresStore, QuotaScope, ResourcePool,
-        RunMetrics, SqliteStore, StateMetrics, StateStatus, StateTiming,
+        Agent, AgentResult, AgentStatus, AnswerError, CheckpointStore, Event, EventKind, EventStream, MemoryStore,
+        PendingInput, PostgresStore, QuotaScope, ResourcePool, RunMetrics, RunOptions, SqliteStore, StateMetrics,
+        StateStatus, StateTiming,
     };
     pub use serde::{Deserialize, Serialize};
 }
