@@ -1,7 +1,7 @@
 //! Typed events of a run, for anyone watching: [`Agent::events`](crate::Agent::events).
 //!
 //! Invariants:
-//! - One [`EventHub`] per agent: a `tokio::sync::broadcast` channel and a count of live
+//! - One `EventHub` per agent: a `tokio::sync::broadcast` channel and a count of live
 //!   [`EventStream`]s. Every run of the agent holds the hub; so does the agent.
 //! - Events are built only while someone is subscribed: each place that would emit one
 //!   first makes one relaxed load of the subscriber count (`EventHub::active`), and with no
