@@ -207,7 +207,79 @@ pub use agent_core::AgentError;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// Options of one run, for [`Agent::run_with`]: a deadline for the whole run, how long
+/// states still running at the deadline may take to finish, and the context to start from.
+///
+/// ```
+/// use std::time::Duration;
+/// use agent::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mut agent = Agent::new("slow");
+/// agent.add_state("greet", |ctx: Context| async move {
+///     let name: String = ctx.get_state("name").unwrap_or_default();
+///     ctx.set_state("greeting", format!("Hello, {name}"));
+///     StateResult::next("wait")
+/// });
+/// agent.add_state("wait", |_ctx: Context| async {
+///     tokio::time::sleep(Duration::from_secs(3600)).await;
+///     StateResult::End
+/// });
+///
+/// let input = Context::new();
+/// input.set_state("name", "Ada");
+/// let options =
+///     RunOptions::new().context(input).timeout(Duration::from_secs(60)).cleanup_timeout(Duration::from_secs(5));
+/// match agent.run_with(options).await {
+///     Err(AgentError::TimedOut { after, context, checkpoint, .. }) => {
+///         assert_eq!(after, Duration::from_secs(60));
+///         assert_eq!(context.get_state::<String>("greeting").as_deref(), Some("Hello, Ada"));
+///         assert!(checkpoint.is_some()); // restored, it runs `wait` again
+///     }
+///     other => panic!("expected TimedOut, got {other:?}"),
+/// }
+/// # }
+/// ```
+#[doc(inline)]
+pub use agent_runtime::RunOptions;
+
 /// Everything a workflow file needs: `use agent::prelude::*;`.
+///
+/// The macros, the context and its typed values, the agent and what a run gives back, the
+/// options of states and runs, checkpoints and their stores, resources, human input and
+/// events, and serde's derives:
+///
+/// ```
+/// use std::time::Duration;
+/// use agent::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = ResourcePool::builder().total_cpu(2.0).build();
+/// let mut agent = Agent::new("prelude").with_resource_pool(pool).with_store(SqliteStore::open_in_memory()?);
+/// agent
+///     .add_state("work", |ctx: Context| async move {
+///         ctx.set_state("done", true);
+///         Ok::<_, BoxError>(StateResult::End)
+///     })
+///     .resources(ResourceRequirements::new().cpu(1.0))
+///     .priority(Priority::High)
+///     .retry_policy(RetryPolicy::new().max_retries(1))
+///     .rate_limit(RateLimit::new(100.0));
+/// let mut events: EventStream = agent.events();
+/// let result: AgentResult = agent.run_with(RunOptions::new().timeout(Duration::from_secs(5))).await?;
+/// let metrics: RunMetrics = result.metrics();
+/// assert_eq!((result.status(), metrics.completed), (AgentStatus::Completed, 1));
+/// assert!(matches!(events.next().await.map(|e: Event| e.kind), Some(EventKind::RunStarted)));
+/// let checkpoint: Checkpoint = agent.create_checkpoint();
+/// assert_eq!(checkpoint.completed_states, ["work"]);
+/// let pending: Vec<PendingInput> = agent.pending_inputs();
+/// assert!(pending.is_empty());
+/// # let _ = (HumanInput::new("?"), DependencyType::Required, MemoryStore::default());
+/// # Ok(())
+/// # }
+/// ```
 pub mod prelude {
     pub use agent_core::BoxError;
     pub use agent_core::{
