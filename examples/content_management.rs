@@ -1,4 +1,4 @@
-//! The seed's content management system: a four-way fan-out over one article, and a join
+//! A content management system: a four-way fan-out over one article, and a join
 //! that publishes once every branch is done.
 //!
 //! Run: `cargo run --example content_management`

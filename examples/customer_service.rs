@@ -1,4 +1,4 @@
-//! The seed's customer service automation: route each ticket by priority and tags to an
+//! Customer service automation: route each ticket by priority and tags to an
 //! immediate response with human review, a technical review, or a standard response.
 //!
 //! The responder is simulated; the human review approves anything under 200 characters.

@@ -1,4 +1,4 @@
-//! The seed's data analysis pipeline, built with the builder because its shape is only known
+//! A data analysis pipeline, built with the builder because its shape is only known
 //! at run time: the dataset is split into chunks, one state per chunk is added, the chunks
 //! run in parallel, and `merge_results` runs once after all of them.
 //!

@@ -1,4 +1,4 @@
-//! The seed's data processing pipeline: load a typed batch, validate and transform it in
+//! A data processing pipeline: load a typed batch, validate and transform it in
 //! parallel, route bad data to an error state, and join.
 //!
 //! Run: `cargo run --example data_processing`

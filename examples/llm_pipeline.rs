@@ -1,4 +1,4 @@
-//! The seed's LLM pipeline: generate, then check quality and extract entities in parallel;
+//! An LLM pipeline: generate, then check quality and extract entities in parallel;
 //! a low-confidence answer detours through `regenerate_text` and back, and the join
 //! `await_processing` runs once, after both branches, with everything they wrote.
 //!

@@ -1,4 +1,4 @@
-//! The seed's ML training pipeline: a typed config, one epoch per run of `train_model` (a
+//! An ML training pipeline: a typed config, one epoch per run of `train_model` (a
 //! state that loops on itself), early stopping, and evaluation.
 //!
 //! The training is simulated: accuracy follows a fixed learning curve.

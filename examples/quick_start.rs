@@ -1,4 +1,4 @@
-//! The seed's quick start: two states, a sequential transition, a shared context.
+//! The quick start: two states, a sequential transition, a shared context.
 //!
 //! Run: `cargo run --example quick_start`
 

@@ -1,4 +1,4 @@
-//! The seed's text processing pipeline: clean, analyse, format; with typed context keys, so
+//! A text processing pipeline: clean, analyse, format; with typed context keys, so
 //! a misspelt key or a wrong type is a compile error.
 //!
 //! Run: `cargo run --example text_processing`

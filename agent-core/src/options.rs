@@ -255,7 +255,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Three retries, 1 s doubling up to 60 s, with jitter (the seed's defaults).
+    /// Three retries, 1 s doubling up to 60 s, with jitter.
     pub const fn new() -> Self {
         Self {
             max_retries: 3,

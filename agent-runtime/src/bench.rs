@@ -1,4 +1,4 @@
-//! A thin, unstable handle on the pool's books, for the benchmarks in `benches/` only: it
+//! A thin, unstable handle on the pool's books, for the benchmarks in `bench/benches/` only: it
 //! lets them time one admission decision without the async layer around it.
 //!
 //! Invariant: nothing here is public API; it forwards to `pool::ledger` unchanged.

@@ -1,7 +1,7 @@
 //! Typed events of a run, for anyone watching: [`Agent::events`](crate::Agent::events).
 //!
 //! Invariants:
-//! - One [`EventHub`] per agent: a `tokio::sync::broadcast` channel and a count of live
+//! - One `EventHub` per agent: a `tokio::sync::broadcast` channel and a count of live
 //!   [`EventStream`]s. Every run of the agent holds the hub; so does the agent.
 //! - Events are built only while someone is subscribed: each place that would emit one
 //!   first makes one relaxed load of the subscriber count (`EventHub::active`), and with no
@@ -27,7 +27,35 @@ use tokio_util::sync::ReusableBoxFuture;
 /// How many events a consumer may fall behind before it loses the oldest.
 pub const CAPACITY: usize = 4096;
 
-/// Something that happened in a run.
+/// Something that happened in a run, as an [`EventStream`] from
+/// [`Agent::events`](crate::Agent::events) delivers it.
+///
+/// ```
+/// use agent_core::{AgentStatus, Context, StateResult};
+/// use agent_runtime::{Agent, EventKind};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), agent_core::AgentError> {
+/// let mut agent = Agent::new("watched");
+/// agent.add_state("only", |_ctx: Context| async { StateResult::End });
+/// let mut events = agent.events(); // subscribe before the run to see all of it
+/// let result = agent.run().await?;
+///
+/// let mut seen = Vec::new();
+/// while let Some(event) = events.next().await {
+///     assert_eq!(&*event.run_id, result.run_id());
+///     let last = matches!(event.kind, EventKind::RunFinished { .. });
+///     seen.push(event.kind);
+///     if last {
+///         break;
+///     }
+/// }
+/// assert_eq!(seen.first(), Some(&EventKind::RunStarted));
+/// assert!(matches!(&seen[1], EventKind::StateStarted { state, attempt: 1 } if state == "only"));
+/// assert_eq!(seen.last(), Some(&EventKind::RunFinished { status: AgentStatus::Completed }));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     /// The run it happened in (for [`EventKind::Lagged`], the run of the last event this

@@ -15,6 +15,29 @@ use agent_core::{AgentStatus, StateStatus};
 ///
 /// A view of the finished run: nothing is copied when the run ends, and each accessor reads
 /// the run's final state when called.
+///
+/// ```
+/// use agent_core::{AgentStatus, Context, StateResult};
+/// use agent_runtime::Agent;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), agent_core::AgentError> {
+/// let mut agent = Agent::new("totals");
+/// agent.add_state("add", |ctx: Context| async move {
+///     ctx.set_state("total", 2 + 3);
+///     StateResult::next("report")
+/// });
+/// agent.add_state("report", |_ctx: Context| async { StateResult::End });
+///
+/// let result = agent.run().await?;
+/// assert_eq!(result.status(), AgentStatus::Completed);
+/// assert_eq!(result.context().get_state::<i32>("total"), Some(5));
+/// assert_eq!(result.completed_states(), ["add", "report"]);
+/// assert_eq!(result.metrics().completed, 2);
+/// assert_eq!(agent.run_id().as_deref(), Some(result.run_id())); // the id stores and events use
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct AgentResult {
     run: Arc<Run>,
@@ -98,7 +121,37 @@ pub struct StateMetrics {
     pub timing: Option<StateTiming>,
 }
 
-/// Counters of a run.
+/// Counters of a run: from [`AgentResult::metrics`] once it ended, or
+/// [`Agent::metrics`](crate::Agent::metrics) while it goes on.
+///
+/// ```
+/// use agent_core::{Context, RetryPolicy, StateResult};
+/// use agent_runtime::Agent;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), agent_core::AgentError> {
+/// let mut agent = Agent::new("flaky");
+/// agent
+///     .add_state("fetch", |ctx: Context| async move {
+///         let mut attempt = 0;
+///         ctx.update_state_or_default("attempts", |n: &mut u32| {
+///             *n += 1;
+///             attempt = *n;
+///         })?;
+///         if attempt < 3 {
+///             return Err("timed out".into()); // the first two attempts fail
+///         }
+///         Ok::<_, agent_core::BoxError>(StateResult::End)
+///     })
+///     .retry_policy(RetryPolicy::new().max_retries(3).jitter(false));
+///
+/// let metrics = agent.run().await?.metrics();
+/// assert_eq!((metrics.completed, metrics.retries, metrics.steps), (1, 2, 1));
+/// let fetch = &metrics.states[0];
+/// assert_eq!((fetch.name.as_str(), fetch.completed, fetch.retries), ("fetch", 1, 2));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunMetrics {
     /// State runs that completed (a state in a loop counts each time).

@@ -3,7 +3,8 @@
 //! agent each time, on the same SQLite file or PostgreSQL database).
 //!
 //! The PostgreSQL variant runs when `AGENT_TEST_POSTGRES_URL` is set (e.g.
-//! `postgres://postgres@127.0.0.1:5432/test`) and says it was skipped otherwise.
+//! `postgres://postgres@127.0.0.1:5432/test`); otherwise it says it was skipped, or fails
+//! under CI (`common/pg.rs`).
 //!
 //! Waits are short real-time polls (a run waiting for a person is left in the store by
 //! aborting its task, as a killed process would leave it); no test asserts a wall-clock
@@ -15,6 +16,8 @@ use agent_core::{AgentError, BoxError, Checkpoint, Context, HumanInput, StateRes
 use agent_runtime::cli::{self, CliError, Command};
 use agent_runtime::store::{CheckpointStore, PostgresStore, RunQuery, SqliteStore};
 use agent_runtime::{Agent, AgentStatus};
+
+mod common;
 
 /// `prepare` → `review` (asks a person, no default) → `finish`.
 fn reviewed(name: &str) -> Agent {
@@ -125,8 +128,7 @@ async fn a_waiting_run_is_answered_from_another_process_and_resumed_sqlite() {
 
 #[tokio::test]
 async fn a_waiting_run_is_answered_from_another_process_and_resumed_postgres() {
-    let Ok(url) = std::env::var("AGENT_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: AGENT_TEST_POSTGRES_URL is not set (a PostgreSQL server is needed)");
+    let Some(url) = common::pg::url("a_waiting_run_is_answered_from_another_process_and_resumed_postgres") else {
         return;
     };
     let store = PostgresStore::connect(&url).await.unwrap();

@@ -14,6 +14,8 @@ use agent_runtime::store::{
 };
 use agent_runtime::Agent;
 
+mod common;
+
 type Fut = Pin<Box<dyn Future<Output = StateResult> + Send>>;
 
 fn trail(ctx: &Context) -> Vec<String> {
@@ -269,8 +271,7 @@ async fn a_run_waiting_for_a_person_goes_on_with_an_answer_given_through_sqlite(
 
 #[tokio::test(start_paused = true)]
 async fn a_run_waiting_for_a_person_goes_on_with_an_answer_given_through_postgres() {
-    let Ok(url) = std::env::var("AGENT_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: AGENT_TEST_POSTGRES_URL is not set (a PostgreSQL server is needed)");
+    let Some(url) = common::pg::url("a_run_waiting_for_a_person_goes_on_with_an_answer_given_through_postgres") else {
         return;
     };
     let store = agent_runtime::store::PostgresStore::connect(&url).await.unwrap();

@@ -2,7 +2,7 @@
 //! random instants, at least 20 times, each time carried on by a new process with
 //! `recover_all`. At the end every state has completed exactly once on record, and the
 //! context equals that of an uninterrupted run. Against SQLite always, and PostgreSQL when
-//! `AGENT_TEST_POSTGRES_URL` is set.
+//! `AGENT_TEST_POSTGRES_URL` is set (required under CI: see `common/pg.rs`).
 //!
 //! The child is this test binary itself, run with `AGENT_KILL_CHILD` set (see
 //! `child_process`): no other binary has to be built.
@@ -13,6 +13,8 @@ use std::time::Duration;
 use agent_core::{AgentStatus, Checkpoint, Context, StateResult};
 use agent_runtime::store::{CheckpointStore, PostgresStore, RunQuery, SqliteStore};
 use agent_runtime::Agent;
+
+mod common;
 
 const KILLS: usize = 20;
 const CHAIN: usize = 40;
@@ -166,8 +168,7 @@ async fn killed_at_random_instants_on_postgres_every_state_completes_once() {
     if std::env::var("AGENT_KILL_CHILD").is_ok() {
         return;
     }
-    let Ok(url) = std::env::var("AGENT_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: AGENT_TEST_POSTGRES_URL is not set (a PostgreSQL server is needed)");
+    let Some(url) = common::pg::url("killed_at_random_instants_on_postgres_every_state_completes_once") else {
         return;
     };
     let store = PostgresStore::connect(&url).await.unwrap();

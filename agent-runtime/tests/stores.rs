@@ -5,7 +5,8 @@
 //! PostgreSQL schema that is dropped afterwards), so tests never see each other's records
 //! and retention's counts are exact. The PostgreSQL tests run only when
 //! `AGENT_TEST_POSTGRES_URL` is set (e.g. `postgres://postgres@127.0.0.1:5432/test`); without
-//! it they say so on stderr and pass without testing anything. No test sleeps.
+//! it they say so on stderr and pass without testing anything, except under CI, where they
+//! fail (the rule lives in `common/pg.rs`). No test sleeps.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ use agent_runtime::store::{
     CheckpointStore, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord, Snapshot, StoreError,
 };
 use agent_runtime::AgentStatus;
+
+mod common;
 
 const ALL_STATUSES: [AgentStatus; 7] = [
     AgentStatus::Idle,
@@ -653,23 +656,28 @@ mod sqlite {
     }
 }
 
+/// The rule every PostgreSQL test follows (`common/pg.rs`): a URL is used; without one the
+/// test is skipped, except under CI, where it fails.
+#[test]
+fn postgres_tests_skip_without_a_url_but_fail_under_ci() {
+    use common::pg::decide;
+    let url = || Some("postgres://postgres@127.0.0.1:5432/test".to_owned());
+    assert_eq!(decide(url(), Some("true".into())), Ok(url()));
+    assert_eq!(decide(url(), None), Ok(url()));
+    assert_eq!(decide(None, None), Ok(None));
+    assert_eq!(decide(Some(String::new()), None), Ok(None));
+    assert_eq!(decide(None, Some("false".into())), Ok(None));
+    assert_eq!(decide(None, Some("0".into())), Ok(None));
+    let err = decide(None, Some("true".into())).unwrap_err();
+    assert!(err.contains("AGENT_TEST_POSTGRES_URL"), "{err}");
+    assert!(decide(Some(String::new()), Some("1".into())).is_err());
+}
+
 mod postgres {
     use super::*;
     use agent_runtime::store::PostgresStore;
 
-    const URL_VAR: &str = "AGENT_TEST_POSTGRES_URL";
-
-    fn url(test: &str) -> Option<String> {
-        match std::env::var(URL_VAR) {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ => {
-                eprintln!(
-                    "skipped postgres test {test}: {URL_VAR} is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
-                );
-                None
-            }
-        }
-    }
+    use crate::common::pg::url;
 
     async fn raw(url: &str) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();

@@ -2,6 +2,8 @@
 //! not every file uses every helper).
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;

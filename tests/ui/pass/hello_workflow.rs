@@ -21,7 +21,7 @@ mod hello_workflow {
 
 #[tokio::main]
 async fn main() -> Result<(), AgentError> {
-    let agent = hello_workflow::agent();        // an Agent named "hello_workflow"
+    let agent = hello_workflow::agent(); // an Agent named "hello_workflow"
     let result = agent.run().await?;
     assert_eq!(result.status(), AgentStatus::Completed);
     let greeting: Option<String> = result.context().get_state("greeting");

@@ -113,7 +113,7 @@ async fn main() -> Result<(), AgentError> {
     let result = builder.run().await?;
     assert_eq!(result.context().get_state::<bool>("lonely"), Some(true));
     assert_eq!(lonely::SPEC.edges, [] as [&str; 0]);
-    assert!(!lonely::SPEC.computed_targets);
+    const { assert!(!lonely::SPEC.computed_targets) };
     assert_eq!(lonely::SPEC.rate_limit, Some(RateLimit { per_second: 0.5, burst: 1 }));
     assert_eq!(graph.states[1].rate_limit, None);
     Ok(())
