@@ -594,8 +594,8 @@ impl Agent {
     /// agent.add_state("retry_later", |_ctx: Context| async { StateResult::End }).dependency("recover", agent_core::DependencyType::Required);
     /// agent.run().await?;
     /// let mermaid = agent.diagram().to_mermaid();
-    /// assert!(mermaid.contains("class load completed"));
-    /// assert!(mermaid.contains("recover -. depends .-> retry_later"));
+    /// assert!(mermaid.contains("class s0 completed")); // `load`
+    /// assert!(mermaid.contains("s3 -. depends .-> s4")); // `recover` before `retry_later`
     /// # Ok(())
     /// # }
     /// ```
@@ -1010,7 +1010,7 @@ impl StateConfig<'_> {
     /// agent.add_state("route", |_ctx: Context| async { StateResult::next("elsewhere") }).targets(["done"]);
     /// agent.add_state("done", |_ctx: Context| async { StateResult::End });
     /// agent.add_state("elsewhere", |_ctx: Context| async { StateResult::End });
-    /// assert!(agent.diagram().to_mermaid().contains("route --> done"));
+    /// assert!(agent.diagram().to_mermaid().contains("s0 --> s1")); // `route` to `done`
     /// let err = agent.run().await.unwrap_err();
     /// assert!(matches!(err, AgentError::UndeclaredTarget { ref to, .. } if to == "elsewhere"));
     /// # }
