@@ -21,7 +21,7 @@
 //! - Every picture carries a legend (a Mermaid subgraph, a Graphviz cluster) naming the
 //!   shapes, colours and marks it uses.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::graph::{EdgeKind, WorkflowGraph};
@@ -177,29 +177,34 @@ impl Diagram {
         d
     }
 
-    fn state_mut(&mut self, name: &str) -> Option<&mut DiagramState> {
-        self.states.iter_mut().find(|s| s.name == name)
+    /// Apply `f` to the first state of each name given (names of no state are ignored).
+    fn update<S: AsRef<str>, T>(
+        &mut self,
+        items: impl IntoIterator<Item = (S, T)>,
+        mut f: impl FnMut(&mut DiagramState, T),
+    ) {
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.states.len());
+        for (i, st) in self.states.iter().enumerate() {
+            index.entry(st.name.as_str()).or_insert(i);
+        }
+        let found: Vec<(usize, T)> =
+            items.into_iter().filter_map(|(name, v)| Some((*index.get(name.as_ref())?, v))).collect();
+        for (i, v) in found {
+            f(&mut self.states[i], v);
+        }
     }
 
     /// The same picture with these statuses (states not named keep theirs; names of no
     /// state are ignored).
     pub fn with_statuses<S: AsRef<str>>(mut self, statuses: impl IntoIterator<Item = (S, StateStatus)>) -> Diagram {
-        for (name, status) in statuses {
-            if let Some(s) = self.state_mut(name.as_ref()) {
-                s.status = Some(status);
-            }
-        }
+        self.update(statuses, |s, status| s.status = Some(status));
         self
     }
 
     /// The same picture with these retry counts (states not named keep theirs; names of
     /// no state are ignored).
     pub fn with_retries<S: AsRef<str>>(mut self, retries: impl IntoIterator<Item = (S, u32)>) -> Diagram {
-        for (name, n) in retries {
-            if let Some(s) = self.state_mut(name.as_ref()) {
-                s.retries = n;
-            }
-        }
+        self.update(retries, |s, n| s.retries = n);
         self
     }
 
@@ -220,12 +225,10 @@ impl Diagram {
             s.asked = 0;
             s.waiting = false;
         }
-        for (name, answered) in inputs {
-            if let Some(s) = self.state_mut(name.as_ref()) {
-                s.asked = s.asked.saturating_add(1);
-                s.waiting |= !answered;
-            }
-        }
+        self.update(inputs, |s, answered| {
+            s.asked = s.asked.saturating_add(1);
+            s.waiting |= !answered;
+        });
         self
     }
 
@@ -238,10 +241,12 @@ impl Diagram {
         self.with_statuses(statuses).with_retries(retries).with_inputs(inputs)
     }
 
-    /// Whether every exit of `state` is the end: no transition from it is known, and none
+    /// The states whose every exit is the end: no transition from them is known, and none
     /// is computed at run time.
-    fn only_ends(&self, state: &DiagramState) -> bool {
-        !state.computed_targets && !self.edges.iter().any(|e| e.kind == EdgeKind::Transition && e.from == state.name)
+    fn finals(&self) -> Vec<&DiagramState> {
+        let going_on: HashSet<&str> =
+            self.edges.iter().filter(|e| e.kind == EdgeKind::Transition).map(|e| e.from.as_str()).collect();
+        self.states.iter().filter(|s| !s.computed_targets && !going_on.contains(s.name.as_str())).collect()
     }
 
     /// Every node but the start and the end: the states, then names that edges or the
@@ -300,7 +305,7 @@ impl Diagram {
     pub fn to_mermaid(&self) -> String {
         let (nodes, index) = self.nodes();
         let id = |name: &str| nodes[index[name]].id.as_str();
-        let finals: Vec<&DiagramState> = self.states.iter().filter(|s| self.only_ends(s)).collect();
+        let finals = self.finals();
         let mut s = String::from("flowchart TD\n");
         if self.start.is_some() {
             s.push_str("    start((\"start\"))\n");
@@ -386,7 +391,7 @@ impl Diagram {
     pub fn to_dot(&self) -> String {
         let (nodes, index) = self.nodes();
         let id = |name: &str| nodes[index[name]].id.as_str();
-        let finals: Vec<&DiagramState> = self.states.iter().filter(|s| self.only_ends(s)).collect();
+        let finals = self.finals();
         let mut s = format!("digraph \"{}\" {{\n", dot_text(&visible(&self.name)));
         s.push_str("    node [shape=box, style=rounded];\n");
         if self.start.is_some() {

@@ -369,6 +369,15 @@ fn child_agent(which: &str) -> Agent {
             agent.add_state(EVIL, |_ctx: Context| async { Err::<StateResult, _>("boom\u{1b}[2J\rgone") });
             agent
         }
+        "asker" => {
+            // The terminal answers when stdin is one (as under `script`).
+            let mut agent = Agent::new("asker");
+            agent.add_state("ask", |ctx: Context| async move {
+                ctx.human_in_the_loop(HumanInput::new("Approve?")).await?;
+                Ok::<_, BoxError>(StateResult::End)
+            });
+            agent
+        }
         other => panic!("no agent {other}"),
     }
 }
@@ -452,6 +461,7 @@ async fn commands_that_run_nothing_draw_no_progress_bar() {
     let (text, status) = on_terminal("slow", &["--store", &path, "run"]);
     assert!(status.success(), "{text}");
     assert!(has_bar(&text), "a run on a terminal draws its bar:\n{text:?}");
+    assert!(!text.contains("0/0 states"), "its first frame already knows the states:\n{text:?}");
     assert!(text.contains("completed: 2 state runs"), "{text:?}");
 }
 
@@ -594,4 +604,57 @@ async fn graph_of_a_run_is_coloured_by_its_snapshot() {
     let (result, _) = cli_run(missing.to_str().unwrap(), &["graph"], flaky).await;
     result.unwrap();
     assert!(!missing.exists());
+}
+
+/// A prompt on the terminal answered elsewhere (here: through the store, as `answer` from
+/// another terminal would) has its line ended, and the progress bar draws nothing while
+/// the prompt is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_answered_elsewhere_ends_its_line() {
+    if !have_script() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("asker.db").to_str().unwrap().to_owned();
+    let exe = std::env::current_exe().unwrap();
+    let command = format!("'{}' child_process --exact --nocapture --quiet --color never", exe.display());
+    let mut running = Process::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("AGENT_CLI_CHILD", ["--store", &path, "run"].join("\u{1f}"))
+        .env("AGENT_CLI_AGENT", "asker")
+        .stdin(Stdio::piped()) // kept open: nobody types, and stdin never ends
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = running.stdout.take().unwrap();
+    // Held until the child is gone (`wait` would close it: the end of stdin ends a prompt).
+    let stdin = running.stdin.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut text).unwrap();
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    for _ in 0..500 {
+        if std::path::Path::new(&path).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let run_id = wait_for_pending(&store, "asker").await;
+    // Let the prompt show and the bar tick a few times before the answer comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(store.answer_input(&run_id, "input-1", "yes", false, 0).await.unwrap());
+    let status = tokio::task::spawn_blocking(move || running.wait()).await.unwrap().unwrap();
+    let text = reader.join().unwrap();
+    drop(stdin);
+    assert!(status.success(), "{text:?}");
+    let prompt = "[input-1] Approve? > ";
+    let at = text.find(prompt).unwrap_or_else(|| panic!("no prompt:\n{text:?}"));
+    let after = &text[at + prompt.len()..];
+    assert!(
+        after.starts_with("(no longer asked: answered elsewhere, or withdrawn)\r\n"),
+        "the bar drew over the prompt, or its line was left open:\n{text:?}"
+    );
+    assert!(after.contains(&format!("run {run_id} completed")), "{text:?}");
 }

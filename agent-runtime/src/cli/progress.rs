@@ -54,18 +54,22 @@ fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
 }
 
 impl Slot {
-    /// The bar to draw on: the one on the screen, or a new one.
-    fn bar(&mut self) -> &ProgressBar {
+    /// Draw `pos` of `len` states and `message`: on the bar on the screen, or on a new one
+    /// (set before its first frame, so no frame shows a length not yet known).
+    fn draw(&mut self, len: u64, pos: u64, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(len);
+            bar.set_position(pos);
+            bar.set_message(message);
+            return;
+        }
         let started = *self.started.get_or_insert_with(Instant::now);
-        self.bar.get_or_insert_with(|| {
-            let bar = ProgressBar::new(0).with_elapsed(started.elapsed());
-            let style =
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} states  {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar.enable_steady_tick(POLL);
-            bar
-        })
+        let bar = ProgressBar::new(len).with_elapsed(started.elapsed()).with_position(pos).with_message(message);
+        let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} states  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(POLL);
+        self.bar = Some(bar);
     }
 
     /// Clear the bar off the screen.
@@ -120,10 +124,7 @@ impl Progress {
                 if slot.prompting {
                     return Ok(());
                 }
-                let bar = slot.bar();
                 let done = metrics.states.iter().filter(|s| s.completed > 0).count() as u64;
-                bar.set_length(metrics.states.len() as u64);
-                bar.set_position(done);
                 let running: Vec<String> = metrics
                     .states
                     .iter()
@@ -136,7 +137,7 @@ impl Progress {
                     1..=3 => format!("running: {}", running.join(", ")),
                     n => format!("running: {} and {} more", running[..3].join(", "), n - 3),
                 };
-                bar.set_message(message);
+                slot.draw(metrics.states.len() as u64, done, message);
                 Ok(())
             }
             Progress::Lines { seen } => {
@@ -187,11 +188,11 @@ impl Progress {
         }
     }
 
-    /// Remove the bar, if any, and end an open prompt's line, so what follows is printed
-    /// on lines of its own.
-    pub(super) fn finish(&mut self) {
+    /// Remove the bar, if any, and end an open prompt's line (with `note`), so what follows
+    /// is printed on lines of its own.
+    pub(super) fn finish(&mut self, note: &str) {
         if let Progress::Bar(slot) = self {
-            crate::human::end_prompt(None, "", &mut std::io::stderr());
+            crate::human::end_prompt(None, note, &mut std::io::stderr());
             let mut slot = lock(slot);
             slot.clear();
             for line in std::mem::take(&mut slot.waiting) {
@@ -204,7 +205,7 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         if let Progress::Bar(_) = self {
-            self.finish();
+            self.finish("");
             crate::human::watch_prompts(None);
         }
     }

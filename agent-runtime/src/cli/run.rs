@@ -120,7 +120,7 @@ async fn drive(
                 if interrupted || !agent.pending_inputs().is_empty() {
                     // Stop now. A state waiting for a person is not waited for: its request
                     // is in the store, and the resumed state asks again under the same id.
-                    watch.progress.finish();
+                    watch.progress.finish("");
                     return Err(CliError::Interrupted { run: id });
                 }
                 interrupted = true;
@@ -139,7 +139,7 @@ async fn drive(
                 }
                 watch.progress.update(&agent.metrics(), out)?;
                 if interrupted && !agent.pending_inputs().is_empty() {
-                    watch.progress.finish();
+                    watch.progress.finish("");
                     return Err(CliError::Interrupted { run: agent.run_id().unwrap_or_default() });
                 }
                 for input in agent.pending_inputs() {
@@ -158,7 +158,8 @@ async fn drive(
         }
     };
     watch.progress.update(&agent.metrics(), out)?;
-    watch.progress.finish();
+    // The run is over: a prompt still on the terminal asks for nothing any more.
+    watch.progress.finish(crate::human::NO_LONGER_ASKED);
     let result = outcome?;
     let id = result.run_id().to_owned();
     let m = result.metrics();

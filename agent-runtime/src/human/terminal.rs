@@ -108,6 +108,10 @@ impl Terminal {
     }
 }
 
+/// The note ending the line of a prompt whose request stopped waiting without a line
+/// typed: answered by code, another process or its timeout, or withdrawn.
+pub(crate) const NO_LONGER_ASKED: &str = "(no longer asked: answered elsewhere, or withdrawn)";
+
 /// How often an open prompt checks that its request still waits.
 const WATCH: Duration = Duration::from_millis(100);
 
@@ -275,7 +279,7 @@ fn ask(hub: &InputHub, job: &Job, lines: &mut Lines, err: &mut dyn Write) -> Ask
                     return Asked::Closed;
                 }
                 Err(false) if !hub.is_pending(&job.id) => {
-                    end_prompt(Some(&job.id), "(answered elsewhere)", err);
+                    end_prompt(Some(&job.id), NO_LONGER_ASKED, err);
                     return Asked::Done;
                 }
                 Err(false) => {}
@@ -303,7 +307,7 @@ mod tests {
 
     use agent_core::HumanInput;
 
-    use super::{ask, Asked, Job, Line, Lines, OPEN};
+    use super::{ask, Asked, Job, Line, Lines, NO_LONGER_ASKED, OPEN};
     use crate::human::hub::{InputHub, Opened};
 
     /// `OPEN` is process-wide: these tests take turns.
@@ -360,7 +364,7 @@ mod tests {
         hub.answer("input-1", "yes".into()).unwrap(); // by code, not the terminal
         let (asked, err) = asker.join().unwrap();
         assert_eq!(asked, Asked::Done);
-        assert_eq!(err, "[input-1] go on? > (answered elsewhere)\n");
+        assert_eq!(err, format!("[input-1] go on? > {NO_LONGER_ASKED}\n"));
         assert!(!prompt_open());
     }
 
