@@ -224,14 +224,15 @@ async fn every_transition_form_is_a_known_edge_and_nested_joins_run_once() {
     let agent = forms::agent();
     let r = agent.run().await.unwrap();
     assert_eq!(r.context().get_state::<u32>("e_runs"), Some(1));
-    assert!(g.to_mermaid().contains("a --> c"));
-    assert!(g.to_dot().contains("\"b\" -> \"e\""));
+    // Drawn with ids in source order: s0 start, s1 a, s2 b, s3 c, s4 d, s5 e.
+    assert!(g.to_mermaid().contains("    s1 --> s3\n"), "a to c: {}", g.to_mermaid());
+    assert!(g.to_dot().contains("    s2 -> s5;\n"), "b to e: {}", g.to_dot());
     // The built agent draws the same edges as its GRAPH, coloured by the run it made.
     let picture = agent.diagram();
     assert_eq!(picture.edges, g.diagram().edges);
     assert!(picture.states.iter().all(|s| !s.computed_targets && s.status == Some(StateStatus::Completed)));
     let m = picture.to_mermaid();
-    assert!(m.contains("a --> c") && m.contains("class e completed"), "{m}");
+    assert!(m.contains("    s1 --> s3\n") && m.contains("    class s5 completed\n"), "{m}");
 }
 
 // ----- computed targets --------------------------------------------------------------------

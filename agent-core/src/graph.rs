@@ -81,7 +81,7 @@ impl WorkflowGraph {
     ///     StateSpec { computed_targets: false, ..StateSpec::new("b") },
     /// ];
     /// static G: WorkflowGraph = WorkflowGraph { name: "g", start: "a", states: &STATES, max_concurrent: None };
-    /// assert!(G.to_mermaid().contains("a --> b"));
+    /// assert!(G.to_mermaid().contains("    s0 --> s1\n")); // `a` to `b`
     /// ```
     pub fn to_mermaid(&self) -> String {
         self.diagram().to_mermaid()

@@ -1,5 +1,5 @@
-//! The picture of a built agent: its definition as a [`Diagram`], coloured by the statuses
-//! of its current (or last) run.
+//! The picture of a built agent: its definition as a [`Diagram`], coloured by its current
+//! (or last) run: statuses, retries, and the requests for human input its states made.
 //!
 //! Invariants:
 //! - States appear in definition order (a `#[workflow]`'s source order, then states added
@@ -8,8 +8,11 @@
 //!   routes and dependencies. A state whose targets are
 //!   computed at run time (every builder closure) is marked so, and its transitions are not
 //!   drawn: the picture never invents an edge.
-//! - Reading the statuses takes no lock a running state could be waiting on: they are the
-//!   run's per-state atomics.
+//! - Joins are marked as declared (`#[state(join)]`, `StateConfig::join`).
+//! - Reading statuses and retries takes no lock a running state could be waiting on: they
+//!   are the run's per-state atomics. The requests for input are the input hub's records of
+//!   the run (its lock is never held across an await); a request is marked on the state
+//!   that made it when its record names that state.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -24,7 +27,7 @@ pub(crate) fn of_definition(name: &str, def: &Definition, run: Option<&Run>) -> 
     let mut d = Diagram::new(name, start);
     for s in &def.states {
         let declared = s.options.targets.is_some();
-        d.add_state(&*s.name, !declared && s.spec.is_none_or(|spec| spec.computed_targets));
+        d.add_state(&*s.name, !declared && s.spec.is_none_or(|spec| spec.computed_targets)).join = s.options.join;
     }
     for s in &def.states {
         for to in s.spec.map_or(&[][..], |spec| spec.edges) {
@@ -43,11 +46,13 @@ pub(crate) fn of_definition(name: &str, def: &Definition, run: Option<&Run>) -> 
             d.add_edge(&**dep, &*s.name, EdgeKind::Dependency(config.dependency_type));
         }
     }
-    match run {
-        Some(run) => {
-            let statuses = run.program.states.iter().zip(run.states.iter());
-            d.with_statuses(statuses.map(|(s, c)| (&*s.name, StateStatus::from_u8(c.status.load(Relaxed)))))
-        }
-        None => d,
-    }
+    let Some(run) = run else { return d };
+    let states = || run.program.states.iter().zip(run.states.iter());
+    let inputs = match run.sinks.input_id.get() {
+        Some(id) => run.sinks.links.inputs.records(id),
+        None => Vec::new(),
+    };
+    d.with_statuses(states().map(|(s, c)| (&*s.name, StateStatus::from_u8(c.status.load(Relaxed)))))
+        .with_retries(states().map(|(s, c)| (&*s.name, c.retries.load(Relaxed))))
+        .with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))))
 }

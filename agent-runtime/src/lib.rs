@@ -15,8 +15,9 @@
 //!   take a consistent checkpoint at any instant and seed a new run from one.
 //! - `durable`: a run with a [`store`] records each completion before its successors start.
 //! - `human`: requests for human input, answered from code, the terminal or a store.
-//! - `diagram`: a built agent's picture, coloured by its run's statuses.
-//! - `cli` (feature `cli`, on by default): the command line of workflow binaries.
+//! - `diagram`: a built agent's picture, coloured by its run (statuses, retries).
+//! - `cli` (feature `cli`, on by default): the command line of workflow binaries; `text`:
+//!   outside text made safe for the terminal (control characters escaped).
 //! - `events`: typed events for subscribers, built only while someone subscribes;
 //!   `timing`: per-state durations, recorded only when asked.
 #![warn(missing_docs)]
@@ -47,6 +48,7 @@ mod reach;
 mod result;
 mod run;
 pub mod store;
+mod text;
 mod timing;
 
 pub use agent::{Agent, RunOptions, StateConfig};

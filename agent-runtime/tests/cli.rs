@@ -9,10 +9,18 @@
 //! Waits are short real-time polls (a run waiting for a person is left in the store by
 //! aborting its task, as a killed process would leave it); no test asserts a wall-clock
 //! duration.
+//!
+//! What only a process shows (exit codes, stderr, Ctrl-C, a progress bar on a terminal) is
+//! tested on this test binary itself, run as a workflow binary: with `AGENT_CLI_CHILD` set,
+//! `child_process` runs `cli::main_with_args` on the arguments it holds. A terminal is given
+//! by util-linux's `script`; without it those cases print `skipped: ...` (under `CI=true`
+//! they fail).
 
+use std::io::BufRead;
+use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
-use agent_core::{AgentError, BoxError, Checkpoint, Context, HumanInput, StateResult};
+use agent_core::{AgentError, BoxError, Checkpoint, Context, HumanInput, RetryPolicy, StateResult};
 use agent_runtime::cli::{self, CliError, Command};
 use agent_runtime::store::{CheckpointStore, PostgresStore, RunQuery, SqliteStore};
 use agent_runtime::{Agent, AgentStatus};
@@ -312,13 +320,16 @@ async fn graph_of_a_builder_agent_says_what_it_cannot_draw() {
     cli::execute(&cli::parse(["prog", "graph"]).unwrap(), make, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("the transitions of its states are computed at run time"), "{text}");
-    assert!(text.contains("__start([start]) --> load"), "{text}");
-    assert!(text.contains("load -. on_error .-> recover"), "{text}");
-    assert!(text.contains("load -. depends .-> report"), "{text}");
+    // States are s0 load, s1 recover, s2 report.
+    assert!(text.contains("    s0(\"load\")\n    s1(\"recover\")\n    s2(\"report\")\n"), "{text}");
+    assert!(text.contains("    start --> s0\n"), "{text}");
+    assert!(text.contains("    s0 -. on_error .-> s1\n"), "{text}");
+    assert!(text.contains("    s0 -. depends .-> s2\n"), "{text}");
+    assert!(!text.contains("--> stop"), "no state is known to end: {text}");
     let mut out = Vec::new();
     cli::execute(&cli::parse(["prog", "graph", "--format", "dot"]).unwrap(), make, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("digraph \"built\"") && text.contains("\"load\" -> \"recover\""), "{text}");
+    assert!(text.contains("digraph \"built\"") && text.contains("    s0 -> s1 [style=dashed"), "{text}");
 
     // Declared targets are drawn, and the note names only the states still undeclared.
     let make = || {
@@ -330,6 +341,322 @@ async fn graph_of_a_builder_agent_says_what_it_cannot_draw() {
     let mut out = Vec::new();
     cli::execute(&cli::parse(["prog", "graph"]).unwrap(), make, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("load --> report"), "{text}");
+    assert!(text.contains("    s0 --> s1\n"), "{text}");
     assert!(text.contains("the transitions of report are computed at run time"), "{text}");
+}
+
+// ----- a real process ----------------------------------------------------------------------
+
+/// A state name, a prompt and an error carrying a colour escape and a carriage return.
+const EVIL: &str = "evil\u{1b}[31m\rname";
+
+/// The agents a child process runs, by name.
+fn child_agent(which: &str) -> Agent {
+    match which {
+        "steps" => two_steps(),
+        "slow" => {
+            let mut agent = Agent::new("slow");
+            agent.add_state("work", |_ctx: Context| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                StateResult::next("after")
+            });
+            agent.add_state("after", |_ctx: Context| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                StateResult::End
+            });
+            agent
+        }
+        "evil" => {
+            let mut agent = Agent::new("evil").input_from_terminal(false);
+            agent.add_state(EVIL, |_ctx: Context| async { Err::<StateResult, _>("boom\u{1b}[2J\rgone") });
+            agent
+        }
+        "asker" => {
+            // The terminal answers when stdin is one (as under `script`).
+            let mut agent = Agent::new("asker");
+            agent.add_state("ask", |ctx: Context| async move {
+                ctx.human_in_the_loop(HumanInput::new("Approve?")).await?;
+                Ok::<_, BoxError>(StateResult::End)
+            });
+            agent
+        }
+        other => panic!("no agent {other}"),
+    }
+}
+
+/// The child: a workflow binary's `main`, on the arguments in `AGENT_CLI_CHILD`
+/// (separated by `\u{1f}`), exiting with its exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process() {
+    let Ok(args) = std::env::var("AGENT_CLI_CHILD") else { return };
+    let which = std::env::var("AGENT_CLI_AGENT").unwrap();
+    let mut argv = vec!["prog".to_owned()];
+    argv.extend(args.split('\u{1f}').map(str::to_owned));
+    let code = cli::main_with_args(argv, move || child_agent(&which)).await;
+    std::process::exit(code.into());
+}
+
+/// This test binary, set to run `args` for agent `which` as a child.
+fn child(which: &str, args: &[&str]) -> Process {
+    let mut cmd = Process::new(std::env::current_exe().unwrap());
+    cmd.args(["child_process", "--exact", "--nocapture", "--quiet", "--color", "never"])
+        .env("AGENT_CLI_CHILD", args.join("\u{1f}"))
+        .env("AGENT_CLI_AGENT", which)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Whether util-linux's `script` can give a child a terminal; says why not otherwise.
+fn have_script() -> bool {
+    let ok = Process::new("script").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "util-linux `script` is missing and CI=true");
+        eprintln!("skipped: util-linux `script` is not installed (it gives the child a terminal)");
+    }
+    ok
+}
+
+/// Everything a child running `args` for agent `which` writes on its terminal (stdout and
+/// stderr both), and its exit status.
+fn on_terminal(which: &str, args: &[&str]) -> (String, std::process::ExitStatus) {
+    let exe = std::env::current_exe().unwrap();
+    let command = format!("'{}' child_process --exact --nocapture --quiet --color never", exe.display());
+    let out = Process::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("AGENT_CLI_CHILD", args.join("\u{1f}"))
+        .env("AGENT_CLI_AGENT", which)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status)
+}
+
+/// Whether `text` shows a progress bar: `N/M states`.
+fn has_bar(text: &str) -> bool {
+    text.match_indices(" states").any(|(i, _)| {
+        let before = text[..i].trim_end_matches(|c: char| c.is_ascii_digit());
+        before.ends_with('/') && text[..i].ends_with(|c: char| c.is_ascii_digit())
+    })
+}
+
+/// Commands that run no workflow draw no progress bar, not even an empty `0/0`; a run on
+/// the same terminal draws one (so the check would see a bar).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_run_nothing_draw_no_progress_bar() {
+    if !have_script() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steps.db").to_str().unwrap().to_owned();
+    let (result, _) = cli_run(&path, &["run"], two_steps).await;
+    result.unwrap();
+    let run_id = SqliteStore::open(&path).unwrap().list_runs(&RunQuery::default()).await.unwrap()[0].run_id.clone();
+    for args in
+        [vec!["list"], vec!["show", &run_id], vec!["graph"], vec!["graph", &run_id], vec!["answer", &run_id, "x", "y"]]
+    {
+        let mut argv = vec!["--store", path.as_str()];
+        argv.extend(args.iter().copied());
+        let (text, _) = on_terminal("steps", &argv);
+        assert!(!has_bar(&text) && !text.contains("0/0"), "{args:?} drew a bar:\n{text:?}");
+        assert!(!text.contains('\u{1b}'), "{args:?} wrote escape sequences:\n{text:?}");
+    }
+    let (text, status) = on_terminal("slow", &["--store", &path, "run"]);
+    assert!(status.success(), "{text}");
+    assert!(has_bar(&text), "a run on a terminal draws its bar:\n{text:?}");
+    assert!(!text.contains("0/0 states"), "its first frame already knows the states:\n{text:?}");
+    assert!(text.contains("completed: 2 state runs"), "{text:?}");
+}
+
+/// Control characters in state names, prompts, answers, errors and arguments are printed
+/// as escapes (`\x1b`, `\r`), by every command and on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_are_printed_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evil.db").to_str().unwrap().to_owned();
+    let shown_name = "evil\\x1b[31m\\rname";
+
+    // In process: the failed run, `list`, `show`.
+    let (result, out) = cli_run(&path, &["run"], || child_agent("evil")).await;
+    assert!(result.is_err());
+    assert!(out.contains(shown_name), "{out:?}");
+    let (result, out) = cli_run(&path, &["list"], || child_agent("evil")).await;
+    result.unwrap();
+    let run_id = out.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let (result, out) = cli_run(&path, &["show", &run_id], || child_agent("evil")).await;
+    result.unwrap();
+    assert!(out.lines().any(|l| l.starts_with(shown_name) && l.contains("Failed")), "{out:?}");
+    assert!(!out.contains(['\u{1b}', '\r']), "{out:?}");
+
+    // A stored prompt and answer.
+    let asking = move || {
+        let mut agent = Agent::new("evil").input_from_terminal(false);
+        agent.add_state("ask", |ctx: Context| async move {
+            ctx.human_in_the_loop(HumanInput::new("\u{1b}[1mApprove?\r")).await?;
+            Ok::<_, BoxError>(StateResult::End)
+        });
+        agent
+    };
+    let arg = path.clone();
+    let first = tokio::spawn(async move { cli_run(&arg, &["run"], asking).await });
+    let store = SqliteStore::open(&path).unwrap();
+    let asked = wait_for_pending(&store, "evil").await;
+    first.abort();
+    let _ = first.await;
+    let (result, out) = cli_run(&path, &["answer", &asked, "input-1", "yes\u{1b}[2J"], asking).await;
+    result.unwrap();
+    assert!(out.contains("\"yes\\x1b[2J\""), "{out:?}");
+    let (result, out) = cli_run(&path, &["show", &asked], asking).await;
+    result.unwrap();
+    assert!(out.contains("\\x1b[1mApprove?\\r") && out.contains("answered   \"yes\\x1b[2J\""), "{out:?}");
+    assert!(!out.contains(['\u{1b}', '\r']), "{out:?}");
+
+    // A process: the failure on stderr, and an argument quoted back in an error.
+    let out = child("evil", &["--store", &path, "run"]).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: ") && stderr.contains("boom\\x1b[2J\\rgone"), "{stderr:?}");
+    assert!(!stderr.contains(['\u{1b}', '\r']), "{stderr:?}");
+    let out = child("evil", &["--store", &path, "show", "\u{1b}[31mnope\r"]).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("`\\x1b[31mnope\\r`"), "{stderr:?}");
+    assert!(!stderr.contains(['\u{1b}', '\r']), "{stderr:?}");
+    // (clap drops escape sequences from its messages itself; the carriage return is ours.)
+    let out = child("evil", &["--store", &path, "list", "extra\u{1b}[31m\rX"]).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("extra") && stderr.contains("\\rX'"), "{stderr:?}");
+    assert!(!stderr.contains(['\u{1b}', '\r']), "{stderr:?}");
+}
+
+/// Ctrl-C once pauses the run: the process says so (no `error:`), exits 130, and the run
+/// is recorded `Paused`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_is_reported_as_a_pause_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.db").to_str().unwrap().to_owned();
+    let mut running =
+        child("slow", &["--store", &path, "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Wait for the run to be announced (the signal handler is installed by then).
+    let mut stdout = std::io::BufReader::new(running.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the child ended early:\n{seen}");
+        seen.push_str(&line);
+        if line.starts_with("run ") && line.contains(" of slow") {
+            break;
+        }
+    }
+    let sent = Process::new("kill").args(["-INT", &running.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = running.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    seen.push_str(&rest);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{seen}\n{stderr}");
+    assert!(!stderr.contains("error"), "{stderr:?}");
+    assert!(stderr.contains("is paused: resume it with `resume "), "{stderr:?}");
+    assert!(seen.contains("interrupted: pausing run") && seen.contains("paused after"), "{seen}");
+    let runs = SqliteStore::open(&path).unwrap().list_runs(&RunQuery::default()).await.unwrap();
+    assert_eq!(runs[0].status, AgentStatus::Paused);
+}
+
+/// `graph RUN` colours the graph by the run's stored snapshot: statuses and retries.
+#[tokio::test]
+async fn graph_of_a_run_is_coloured_by_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flaky.db").to_str().unwrap().to_owned();
+    let flaky = || {
+        let mut agent = Agent::new("flaky");
+        agent
+            .add_state("shaky", |ctx: Context| async move {
+                ctx.update_state_or_default("tries", |n: &mut u32| *n += 1).unwrap();
+                if ctx.get_state_or("tries", 0u32) < 2 {
+                    return Err::<StateResult, BoxError>("not yet".into());
+                }
+                Ok(StateResult::next("done"))
+            })
+            .retry_policy(RetryPolicy::new().max_retries(3).initial_delay(Duration::from_millis(1)))
+            .targets(["done"]);
+        agent.add_state("done", |_ctx: Context| async { StateResult::End }).targets(Vec::<String>::new());
+        agent
+    };
+    let (result, out) = cli_run(&path, &["run"], flaky).await;
+    result.unwrap_or_else(|e| panic!("{e}\n{out}"));
+    let run_id = SqliteStore::open(&path).unwrap().list_runs(&RunQuery::default()).await.unwrap()[0].run_id.clone();
+
+    let (result, plain) = cli_run(&path, &["graph"], flaky).await;
+    result.unwrap();
+    assert!(!plain.contains("class s0"), "{plain}");
+    let (result, text) = cli_run(&path, &["graph", &run_id[..8]], flaky).await;
+    result.unwrap();
+    assert!(text.starts_with(&format!("%% run {run_id} (Completed), as its snapshot of ")), "{text}");
+    assert!(text.contains("    s0(\"shaky<br>retried once\")\n"), "{text}");
+    assert!(text.contains("    class s0 completed\n    class s0 retried\n    class s1 completed\n"), "{text}");
+    assert!(text.contains("    s1 --> stop\n"), "{text}");
+    let (result, text) = cli_run(&path, &["graph", &run_id, "--format", "dot"], flaky).await;
+    result.unwrap();
+    assert!(text.contains("s0 [label=\"shaky\\nretried once\", style=\"rounded,filled,dashed\""), "{text}");
+
+    let (result, _) = cli_run(&path, &["graph", "no-such-run"], flaky).await;
+    assert!(matches!(result, Err(CliError::RunNotFound { .. })), "{result:?}");
+    // Without a run, the store is not even opened.
+    let missing = dir.path().join("never.db");
+    let (result, _) = cli_run(missing.to_str().unwrap(), &["graph"], flaky).await;
+    result.unwrap();
+    assert!(!missing.exists());
+}
+
+/// A prompt on the terminal answered elsewhere (here: through the store, as `answer` from
+/// another terminal would) has its line ended, and the progress bar draws nothing while
+/// the prompt is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_answered_elsewhere_ends_its_line() {
+    if !have_script() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("asker.db").to_str().unwrap().to_owned();
+    let exe = std::env::current_exe().unwrap();
+    let command = format!("'{}' child_process --exact --nocapture --quiet --color never", exe.display());
+    let mut running = Process::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("AGENT_CLI_CHILD", ["--store", &path, "run"].join("\u{1f}"))
+        .env("AGENT_CLI_AGENT", "asker")
+        .stdin(Stdio::piped()) // kept open: nobody types, and stdin never ends
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = running.stdout.take().unwrap();
+    // Held until the child is gone (`wait` would close it: the end of stdin ends a prompt).
+    let stdin = running.stdin.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut text).unwrap();
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    for _ in 0..500 {
+        if std::path::Path::new(&path).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let run_id = wait_for_pending(&store, "asker").await;
+    // Let the prompt show and the bar tick a few times before the answer comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(store.answer_input(&run_id, "input-1", "yes", false, 0).await.unwrap());
+    let status = tokio::task::spawn_blocking(move || running.wait()).await.unwrap().unwrap();
+    let text = reader.join().unwrap();
+    drop(stdin);
+    assert!(status.success(), "{text:?}");
+    let prompt = "[input-1] Approve? > ";
+    let at = text.find(prompt).unwrap_or_else(|| panic!("no prompt:\n{text:?}"));
+    let after = &text[at + prompt.len()..];
+    assert!(
+        after.starts_with("(no longer asked: answered elsewhere, or withdrawn)\r\n"),
+        "the bar drew over the prompt, or its line was left open:\n{text:?}"
+    );
+    assert!(after.contains(&format!("run {run_id} completed")), "{text:?}");
 }

@@ -261,7 +261,7 @@ impl StateConfig<'_> {
     /// agent.add_state("route", |_ctx: Context| async { StateResult::next("elsewhere") }).targets(["done"]);
     /// agent.add_state("done", |_ctx: Context| async { StateResult::End });
     /// agent.add_state("elsewhere", |_ctx: Context| async { StateResult::End });
-    /// assert!(agent.diagram().to_mermaid().contains("route --> done"));
+    /// assert!(agent.diagram().to_mermaid().contains("s0 --> s1")); // `route` to `done`
     /// let err = agent.run().await.unwrap_err();
     /// assert!(matches!(err, AgentError::UndeclaredTarget { ref to, .. } if to == "elsewhere"));
     /// # }

@@ -95,8 +95,8 @@ impl Agent {
     /// agent.add_state("retry_later", |_ctx: Context| async { StateResult::End }).dependency("recover", agent_core::DependencyType::Required);
     /// agent.run().await?;
     /// let mermaid = agent.diagram().to_mermaid();
-    /// assert!(mermaid.contains("class load completed"));
-    /// assert!(mermaid.contains("recover -. depends .-> retry_later"));
+    /// assert!(mermaid.contains("class s0 completed")); // `load`
+    /// assert!(mermaid.contains("s3 -. depends .-> s4")); // `recover` before `retry_later`
     /// # Ok(())
     /// # }
     /// ```

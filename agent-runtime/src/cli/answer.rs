@@ -13,6 +13,7 @@ use std::io::Write;
 use super::store::Store;
 use super::CliError;
 use crate::store::now_ms;
+use crate::text::shown;
 
 pub(super) async fn answer(
     agent: &str,
@@ -38,14 +39,14 @@ pub(super) async fn answer(
         let answer = now.into_iter().find(|r| r.request_id == request).and_then(|r| r.answer).unwrap_or_default();
         return Err(CliError::AlreadyAnswered { run: run.run_id, request: request.to_owned(), answer });
     }
-    writeln!(out, "answered {request} of run {}: {value:?}", run.run_id)?;
+    writeln!(out, "answered {} of run {}: \"{}\"", shown(request), shown(&run.run_id), shown(value))?;
     if run.status.is_finished() {
         writeln!(out, "the run is {}; the answer is kept in the store", run.status)?;
     } else {
         writeln!(
             out,
             "a process running it reads the answer within a second; a stopped run reads it when resumed (`resume {}`)",
-            run.run_id
+            shown(&run.run_id)
         )?;
         writeln!(
             out,

@@ -77,8 +77,10 @@ pub enum Command {
         /// The answer.
         value: String,
     },
-    /// Print the workflow's graph.
+    /// Print the workflow's graph; given a run, coloured by that run's newest snapshot.
     Graph {
+        /// A run to colour the graph by: its id, or a prefix of it that names one run.
+        run: Option<String>,
         /// Mermaid (paste into Markdown) or Graphviz dot (`| dot -Tsvg`).
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,

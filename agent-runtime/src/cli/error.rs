@@ -2,7 +2,9 @@
 //!
 //! Invariants:
 //! - Every failure of a command is a [`CliError`]; nothing in the command line panics.
-//! - Exit codes: 0 success, 1 a failed run or command, 2 a usage error, 130 interrupted.
+//! - Exit codes: 0 success, 1 a failed run or command, 2 a usage error, 130 paused or
+//!   interrupted (Ctrl-C). A pause or an interruption is what the user asked for: it is
+//!   reported as such, not as an error (see [`CliError::is_failure`]).
 
 use std::process::ExitCode;
 
@@ -76,8 +78,16 @@ pub enum CliError {
         /// How it ended.
         status: AgentStatus,
     },
-    /// Interrupted (Ctrl-C); the run is kept in the store and can be resumed.
-    #[error("interrupted; run {run} is kept in the store: resume it with `resume {run}`")]
+    /// Paused, as asked (a first Ctrl-C): running states finished and the run is recorded
+    /// `Paused`; it can be resumed.
+    #[error("run {run} is paused: resume it with `resume {run}`")]
+    Paused {
+        /// The run.
+        run: String,
+    },
+    /// Stopped at once (a second Ctrl-C, or one while a state waits for a person); the run
+    /// is kept in the store as of its last snapshot and can be resumed.
+    #[error("stopped; run {run} is kept in the store: resume it with `resume {run}`")]
     Interrupted {
         /// The run.
         run: String,
@@ -96,19 +106,35 @@ fn pending_hint(pending: &[String]) -> String {
 }
 
 impl CliError {
-    /// The process exit code for this failure: 2 for usage, 130 when interrupted, else 1.
+    /// The process exit code for this failure: 2 for usage, 130 when paused or interrupted,
+    /// else 1.
     ///
     /// ```
     /// use agent_runtime::cli::CliError;
     /// assert_eq!(CliError::Usage("bad".into()).exit_code(), 2);
     /// assert_eq!(CliError::Interrupted { run: "r".into() }.exit_code(), 130);
+    /// assert_eq!(CliError::Paused { run: "r".into() }.exit_code(), 130);
     /// ```
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Interrupted { .. } => 130,
+            CliError::Interrupted { .. } | CliError::Paused { .. } => 130,
             _ => 1,
         }
+    }
+}
+
+impl CliError {
+    /// Whether this is a failure (printed as `error: ...`), not the pause or stop the
+    /// user asked for with Ctrl-C.
+    ///
+    /// ```
+    /// use agent_runtime::cli::CliError;
+    /// assert!(!CliError::Paused { run: "r".into() }.is_failure());
+    /// assert!(CliError::Usage("bad".into()).is_failure());
+    /// ```
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, CliError::Paused { .. } | CliError::Interrupted { .. })
     }
 }
 

@@ -7,6 +7,7 @@
 //!   then those with no recorded time, in definition order. A duration is shown only when
 //!   the snapshot recorded both ends (`started_ms`, `finished_ms`); otherwise it says
 //!   `not recorded`. For a state that ran several times it spans first start to last end.
+//! - Stored text (ids, names, prompts, answers) is printed through `text::shown`.
 
 use std::io::Write;
 
@@ -16,12 +17,13 @@ use super::store::Store;
 use super::time::{duration, utc};
 use super::CliError;
 use crate::store::RunQuery;
+use crate::text::shown;
 
 pub(super) async fn list(agent: &str, store: &Store, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let query = RunQuery { agent: Some(agent.to_owned()), status: None, limit: None };
     let runs = store.get().list_runs(&query).await?;
     if runs.is_empty() {
-        writeln!(out, "no runs of agent `{agent}` in the store")?;
+        writeln!(out, "no runs of agent `{}` in the store", shown(agent))?;
         return Ok(());
     }
     writeln!(out, "{:<36}  {:<9}  {:<20}  {:<20}", "RUN", "STATUS", "STARTED", "UPDATED")?;
@@ -29,7 +31,7 @@ pub(super) async fn list(agent: &str, store: &Store, out: &mut (dyn Write + Send
         writeln!(
             out,
             "{:<36}  {:<9}  {:<20}  {:<20}",
-            r.run_id,
+            shown(&r.run_id),
             r.status.as_str(),
             utc(r.created_ms),
             utc(r.updated_ms)
@@ -44,8 +46,8 @@ pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut (dyn W
     let snapshot = db.latest_snapshot(&run.run_id).await?;
     let snapshot = snapshot.ok_or_else(|| CliError::NoSnapshot { run: run.run_id.clone() })?;
     let checkpoint = Checkpoint::from_json(&snapshot.data)?;
-    writeln!(out, "run      {}", run.run_id)?;
-    writeln!(out, "agent    {}", run.agent)?;
+    writeln!(out, "run      {}", shown(&run.run_id))?;
+    writeln!(out, "agent    {}", shown(&run.agent))?;
     writeln!(out, "status   {}", run.status)?;
     writeln!(out, "started  {}", utc(run.created_ms))?;
     writeln!(out, "updated  {}", utc(run.updated_ms))?;
@@ -70,7 +72,7 @@ pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut (dyn W
         writeln!(
             out,
             "{:<24} {:<10} {:>5} {:>6} {:>7}  {:>9}  {}",
-            s.name,
+            shown(&s.name),
             s.status.as_str(),
             s.completed,
             s.failed,
@@ -86,12 +88,12 @@ pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut (dyn W
         writeln!(out, "requests for human input")?;
         for r in inputs {
             let what = match (&r.answer, r.defaulted) {
-                (Some(a), true) => format!("defaulted  {a:?}"),
-                (Some(a), false) => format!("answered   {a:?}"),
+                (Some(a), true) => format!("defaulted  \"{}\"", shown(a)),
+                (Some(a), false) => format!("answered   \"{}\"", shown(a)),
                 (None, _) => {
                     let mut p = "PENDING".to_owned();
                     if let Some(d) = &r.default {
-                        p.push_str(&format!("    default {d:?}"));
+                        p.push_str(&format!("    default \"{}\"", shown(d)));
                     }
                     if let Some(t) = r.timeout_ms {
                         p.push_str(&format!(" after {}", duration(t as i64)));
@@ -99,13 +101,13 @@ pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut (dyn W
                     p
                 }
             };
-            writeln!(out, "  {:<10} {:<40} {}", r.request_id, r.prompt, what)?;
+            writeln!(out, "  {:<10} {:<40} {}", shown(&r.request_id), shown(&r.prompt), what)?;
         }
         if run.status.is_finished() {
             return Ok(());
         }
         writeln!(out)?;
-        writeln!(out, "answer a pending request with `answer {} <REQUEST> <VALUE>`", run.run_id)?;
+        writeln!(out, "answer a pending request with `answer {} <REQUEST> <VALUE>`", shown(&run.run_id))?;
     }
     Ok(())
 }

@@ -29,7 +29,7 @@
 //! | `list` | the agent's runs: id, status, start, last update |
 //! | `show RUN` | a run's timeline (states, statuses, counts, durations) and its requests for input |
 //! | `answer RUN REQUEST VALUE` | answer a pending request through the store, from any terminal |
-//! | `graph [--format mermaid\|dot]` | the workflow's graph |
+//! | `graph [RUN] [--format mermaid\|dot]` | the workflow's graph, coloured by a stored run if one is named |
 //!
 //! `--store PATH_OR_URL` (before or after the command) picks the store: a SQLite file
 //! (default `./<agent-name>.db`) or a `postgres://` URL. `RUN` is a run id or a prefix of
@@ -40,7 +40,11 @@
 //!   them run in tests without a terminal or a process; [`main`] adds only what needs a
 //!   process: `argv`, stdout, a progress bar when stdout is a terminal, Ctrl-C.
 //! - Failures are [`CliError`]s printed on stderr with a non-zero exit code
-//!   ([`CliError::exit_code`]); nothing here panics.
+//!   ([`CliError::exit_code`]); nothing here panics. A pause or stop asked with Ctrl-C
+//!   exits 130 and is not printed as an error.
+//! - Text that comes from outside (arguments, stored values, the workflow's names, prompts
+//!   and errors) is printed with its control characters escaped (`\x1b`, `\r`).
+//! - Only commands that run a workflow (`run`, `resume`, none) draw a progress bar.
 //! - While a run goes on, progress comes from polling `Agent::metrics` about every 100 ms:
 //!   a bar on a terminal, one plain line per state change otherwise.
 
@@ -66,6 +70,7 @@ mod time;
 pub use args::{Cli, Command, GraphFormat};
 pub use error::CliError;
 
+use crate::text::shown;
 use progress::Progress;
 use run::{Start, Watch};
 
@@ -78,7 +83,9 @@ use run::{Start, Watch};
 /// ```
 /// use agent_runtime::cli::{parse, Command, GraphFormat};
 /// let cli = parse(["documents", "graph", "--format", "dot"]).unwrap();
-/// assert_eq!(cli.command(), Command::Graph { format: GraphFormat::Dot });
+/// assert_eq!(cli.command(), Command::Graph { run: None, format: GraphFormat::Dot });
+/// let cli = parse(["documents", "graph", "4f2a"]).unwrap();
+/// assert_eq!(cli.command(), Command::Graph { run: Some("4f2a".into()), format: GraphFormat::Mermaid });
 /// assert!(parse(["documents", "answer", "run-1"]).is_err()); // REQUEST and VALUE missing
 /// ```
 pub fn parse<I, T>(args: I) -> Result<Cli, CliError>
@@ -131,8 +138,9 @@ pub async fn execute(
 
 async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let command = cli.command();
-    if let Command::Graph { format } = command {
-        return graph::graph(&agent, format, out);
+    if let Command::Graph { format, run: None } = command {
+        // No run to colour by: the store is not opened (nor created).
+        return graph::graph(&agent, format, None, out).await;
     }
     let name = agent.name().to_owned();
     let store = store::Store::open(cli.store.as_deref(), &name).await?;
@@ -143,7 +151,7 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
         Command::List => inspect::list(&name, &store, out).await,
         Command::Show { run } => inspect::show(&name, &store, &run, out).await,
         Command::Answer { run, request, value } => answer::answer(&name, &store, &run, &request, &value, out).await,
-        Command::Graph { .. } => Ok(()),
+        Command::Graph { format, run } => graph::graph(&agent, format, run.as_deref().map(|r| (&store, r)), out).await,
     };
     out.flush()?;
     result
@@ -156,19 +164,39 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
 /// pauses the run (running states finish, it is recorded `Paused`, resumable); a second
 /// Ctrl-C stops at once (resumable too, from the last committed snapshot).
 ///
-/// Exit codes: 0 done, 1 failed, 2 bad arguments, 130 interrupted.
+/// Exit codes: 0 done, 1 failed, 2 bad arguments, 130 paused or stopped by Ctrl-C (which
+/// is reported on stderr as what it is, not as an error).
 pub async fn main(make_agent: impl FnOnce() -> Agent) -> ExitCode {
+    ExitCode::from(main_with_args(std::env::args_os(), make_agent).await)
+}
+
+/// [`main`] on these arguments (the first is the program's name) instead of the process's:
+/// everything [`main`] does (stdout, stderr, a progress bar on a terminal, Ctrl-C), and the
+/// exit code it would give. For binaries that pick their arguments, and for tests.
+pub async fn main_with_args<I, T>(args: I, make_agent: impl FnOnce() -> Agent) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     use clap::Parser;
-    let cli = match Cli::try_parse_from(std::env::args_os()) {
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // The message may quote an argument: escaped, like everything else printed.
+            for line in e.render().to_string().lines() {
+                eprintln!("{}", shown(line));
+            }
+            return u8::try_from(e.exit_code()).unwrap_or(2);
+        }
         Err(e) => {
             // `--help` and `--version` are printed on stdout with exit code 0.
             let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            return u8::try_from(e.exit_code()).unwrap_or(2);
         }
     };
     let stdout = std::io::stdout();
-    let progress = if stdout.is_terminal() { Progress::bar() } else { Progress::lines() };
+    let runs = matches!(cli.command(), Command::Start | Command::Run | Command::Resume { .. });
+    let progress = if runs && stdout.is_terminal() { Progress::bar() } else { Progress::lines() };
     let (tx, rx) = mpsc::unbounded_channel();
     let signals = tokio::spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() {
@@ -181,21 +209,27 @@ pub async fn main(make_agent: impl FnOnce() -> Agent) -> ExitCode {
     let mut out = stdout;
     let result = dispatch(&cli, make_agent(), watch, &mut out).await;
     signals.abort();
+    // A prompt for input still open (the run was stopped while it asked): end its line.
+    crate::human::end_prompt(None, "", &mut std::io::stderr());
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
+        Err(e) if !e.is_failure() => {
+            eprintln!("{}", shown(&e.to_string()));
+            e.exit_code()
+        }
         Err(e) => {
-            eprintln!("error: {e}");
-            let mut shown = e.to_string();
+            eprintln!("error: {}", shown(&e.to_string()));
+            let mut shown_text = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
                 let text = cause.to_string();
-                if !shown.contains(&text) {
-                    eprintln!("  caused by: {text}");
-                    shown = text;
+                if !shown_text.contains(&text) {
+                    eprintln!("  caused by: {}", shown(&text));
+                    shown_text = text;
                 }
                 source = cause.source();
             }
-            ExitCode::from(&e)
+            e.exit_code()
         }
     }
 }

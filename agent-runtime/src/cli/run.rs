@@ -5,10 +5,13 @@
 //! - Every run goes to the store (the agent is given it before the run starts), so a run
 //!   stopped at any instant can be resumed with `resume RUN`.
 //! - The first interrupt pauses the run: nothing new starts, running states finish, the
-//!   run is recorded `Paused`, and the command ends with [`CliError::Interrupted`]. A second
+//!   run is recorded `Paused`, and the command ends with [`CliError::Paused`]. A second
 //!   interrupt, or the first while a state waits for a person (whose request is already in
 //!   the store), stops at once; the store keeps the last committed snapshot, from which the
-//!   run goes on like after a crash, the waiting state asking again under the same id.
+//!   run goes on like after a crash, the waiting state asking again under the same id; the
+//!   command ends with [`CliError::Interrupted`].
+//! - Text from the run or the store (ids, names, prompts, defaults) is printed through
+//!   `text::shown`.
 //! - Progress is read from `Agent::metrics` every `progress::POLL`; the command's result
 //!   does not depend on it.
 
@@ -23,6 +26,7 @@ use super::store::Store;
 use super::time::duration;
 use super::CliError;
 use crate::store::RunQuery;
+use crate::text::shown;
 use crate::{Agent, AgentResult};
 
 /// What to run.
@@ -56,7 +60,7 @@ pub(super) async fn start(
         Start::Resume(run) => {
             let record = store.resolve(&name, &run).await?;
             if record.status == AgentStatus::Completed {
-                writeln!(out, "run {} is already completed; nothing to resume", record.run_id)?;
+                writeln!(out, "run {} is already completed; nothing to resume", shown(&record.run_id))?;
                 return Ok(());
             }
             Some(record.run_id)
@@ -73,7 +77,7 @@ pub(super) async fn start(
     };
     match &resume {
         Some(run) => {
-            writeln!(out, "resuming run {run} of {name}")?;
+            writeln!(out, "resuming run {} of {}", shown(run), shown(&name))?;
             let mut watch = watch;
             if let Some(snapshot) = store.get().latest_snapshot(run).await? {
                 watch.progress.seed(&Checkpoint::from_json(&snapshot.data)?.states);
@@ -116,31 +120,35 @@ async fn drive(
                 if interrupted || !agent.pending_inputs().is_empty() {
                     // Stop now. A state waiting for a person is not waited for: its request
                     // is in the store, and the resumed state asks again under the same id.
-                    watch.progress.finish();
+                    watch.progress.finish("");
                     return Err(CliError::Interrupted { run: id });
                 }
                 interrupted = true;
-                writeln!(out, "interrupted: pausing run {id} (running states finish; interrupt again to stop now)")?;
+                let line = format!("interrupted: pausing run {} (running states finish; interrupt again to stop now)", shown(&id));
+                watch.progress.println(&line, out)?;
                 let pausing = agent.clone();
                 tokio::spawn(async move { pausing.pause().await });
             }
             _ = tick.tick() => {
                 if announced.is_none() {
                     if let Some(id) = agent.run_id().filter(|_| agent.status() == AgentStatus::Running) {
-                        writeln!(out, "run {id} of {}", agent.name())?;
+                        let line = format!("run {} of {}", shown(&id), shown(agent.name()));
+                        watch.progress.println(&line, out)?;
                         announced = Some(id);
                     }
                 }
                 watch.progress.update(&agent.metrics(), out)?;
                 if interrupted && !agent.pending_inputs().is_empty() {
-                    watch.progress.finish();
+                    watch.progress.finish("");
                     return Err(CliError::Interrupted { run: agent.run_id().unwrap_or_default() });
                 }
                 for input in agent.pending_inputs() {
-                    if !asked.contains(&input.id) {
-                        let mut line = format!("  waiting for input {}: {}", input.id, input.prompt);
+                    // A prompt open on the terminal shows the request itself.
+                    if !asked.contains(&input.id) && !watch.progress.prompting() {
+                        let mut line = format!("  waiting for input {}: {}", shown(&input.id), shown(&input.prompt));
                         if let (Some(t), Some(d)) = (input.timeout, &input.default) {
-                            line.push_str(&format!(" (default {d:?} after {})", duration(t.as_millis() as i64)));
+                            let after = duration(t.as_millis() as i64);
+                            line.push_str(&format!(" (default \"{}\" after {after})", shown(d)));
                         }
                         watch.progress.println(&line, out)?;
                         asked.push(input.id);
@@ -150,7 +158,8 @@ async fn drive(
         }
     };
     watch.progress.update(&agent.metrics(), out)?;
-    watch.progress.finish();
+    // The run is over: a prompt still on the terminal asks for nothing any more.
+    watch.progress.finish(crate::human::NO_LONGER_ASKED);
     let result = outcome?;
     let id = result.run_id().to_owned();
     let m = result.metrics();
@@ -163,7 +172,8 @@ async fn drive(
             };
             writeln!(
                 out,
-                "run {id} completed: {} state runs, {} retries{failed}, in {}",
+                "run {} completed: {} state runs, {} retries{failed}, in {}",
+                shown(&id),
                 m.completed,
                 m.retries,
                 duration(m.elapsed.as_millis() as i64)
@@ -171,8 +181,8 @@ async fn drive(
             Ok(())
         }
         AgentStatus::Paused => {
-            writeln!(out, "run {id} paused after {} state runs", m.completed)?;
-            Err(CliError::Interrupted { run: id })
+            writeln!(out, "run {} paused after {} state runs", shown(&id), m.completed)?;
+            Err(CliError::Paused { run: id })
         }
         status => Err(CliError::NotCompleted { run: id, status }),
     }

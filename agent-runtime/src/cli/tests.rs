@@ -1,6 +1,7 @@
 //! Interrupts (Ctrl-C) as the command line handles them, driven through the channel
-//! `main` feeds from the signal: a first interrupt pauses the run and records it `Paused`;
-//! one while a state waits for a person stops at once, the run left `Running`; both resume.
+//! `main` feeds from the signal: a first interrupt pauses the run and records it `Paused`
+//! (`CliError::Paused`); one while a state waits for a person stops at once, the run left
+//! `Running` (`CliError::Interrupted`); both resume.
 
 use std::time::Duration;
 
@@ -59,7 +60,7 @@ async fn a_first_interrupt_pauses_the_run_which_resumes_later() {
     let mut out = Vec::new();
     let result = start(agent, &store, Start::New, watch, &mut out).await;
     let text = String::from_utf8(out).unwrap();
-    assert!(matches!(result, Err(CliError::Interrupted { .. })), "{result:?}\n{text}");
+    assert!(matches!(result, Err(CliError::Paused { .. })), "{result:?}\n{text}");
     assert!(text.contains("interrupted: pausing run"), "{text}");
     drop(interrupter.await.unwrap());
     let runs = sqlite.list_runs(&RunQuery::default()).await.unwrap();

@@ -43,6 +43,8 @@ use std::time::{Duration, SystemTime};
 
 pub(crate) use hub::InputHub;
 pub(crate) use resources::with_resources;
+#[cfg(feature = "cli")]
+pub(crate) use terminal::{end_prompt, watch_prompts, NO_LONGER_ASKED};
 
 /// A request for human input that a state is waiting on: see [`Agent::pending_inputs`].
 ///
