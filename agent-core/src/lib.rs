@@ -9,12 +9,15 @@
 //!   only for the task-local scope of an [`Allocation`]).
 //! - Every type placed in a `static GRAPH` is `const`-constructible.
 #![warn(missing_docs)]
+// Only `future` (the recycled blocks of `StateFuture`) needs `unsafe`; it is allowed there alone.
+#![deny(unsafe_code)]
 
 mod allocation;
 mod checkpoint;
 mod context;
 mod diagram;
 mod error;
+#[allow(unsafe_code)]
 mod future;
 mod graph;
 mod handler;

@@ -14,12 +14,16 @@
 //! - `frontier`: every token's position is published as the run goes, so `checkpoint` can
 //!   take a consistent checkpoint at any instant and seed a new run from one.
 //! - `durable`: a run with a [`store`] records each completion before its successors start.
+//!   The SQL stores are features, both on by default: `sqlite` (`SqliteStore`, SQLite
+//!   compiled in) and `postgres` (`PostgresStore`); `MemoryStore` is always there.
 //! - `human`: requests for human input, answered from code, the terminal or a store.
 //! - `diagram`: a built agent's picture, coloured by its run's statuses.
-//! - `cli` (feature `cli`, on by default): the command line of workflow binaries.
+//! - `cli` (feature `cli`, on by default; needs `sqlite`, its default store): the command
+//!   line of workflow binaries.
 //! - `events`: typed events for subscribers, built only while someone subscribes;
 //!   `timing`: per-state durations, recorded only when asked.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod agent;
 mod attempt;
@@ -57,5 +61,9 @@ pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };
 pub use result::{AgentResult, RunMetrics, StateMetrics};
-pub use store::{CheckpointStore, MemoryStore, PostgresStore, SqliteStore};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{CheckpointStore, MemoryStore};
 pub use timing::StateTiming;

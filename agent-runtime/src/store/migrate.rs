@@ -14,6 +14,7 @@
 //!   or a negative `seq`, is [`StoreError::Corrupt`], never a panic.
 
 use agent_core::AgentStatus;
+#[cfg(feature = "sqlite")]
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::StoreError;
@@ -27,6 +28,7 @@ pub(crate) struct Migration {
 }
 
 /// SQLite's migrations, in order.
+#[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: &[Migration] = &[Migration {
     version: 1,
     sql: "
@@ -74,6 +76,7 @@ pub(crate) const SQLITE: &[Migration] = &[Migration {
 }];
 
 /// PostgreSQL's migrations, in order.
+#[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &[Migration] = &[Migration {
     version: 1,
     sql: "
@@ -162,6 +165,7 @@ where
 }
 
 /// The version an SQLite database is at (0: a new database), or `None` without `agent_schema`.
+#[cfg(feature = "sqlite")]
 fn sqlite_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     let has_table: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_schema')",
@@ -183,6 +187,7 @@ fn too_new(store: &'static str, found: i64, supported: u32) -> Option<StoreError
 }
 
 /// Bring an SQLite database to the newest schema, or refuse it if it is newer.
+#[cfg(feature = "sqlite")]
 pub(crate) fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
     const STORE: &str = "sqlite";
     let supported = latest(SQLITE);
@@ -224,6 +229,7 @@ pub(crate) fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
 
 /// Bring a PostgreSQL schema (the connection's `search_path`) to the newest version, or
 /// refuse it if it is newer. `create_schema` is created first when given (already quoted).
+#[cfg(feature = "postgres")]
 pub(crate) async fn migrate_postgres(
     client: &mut tokio_postgres::Client,
     create_schema: Option<&str>,
@@ -275,6 +281,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(all(feature = "sqlite", feature = "postgres"))]
     fn migrations_are_numbered_from_one_without_gaps() {
         for list in [SQLITE, POSTGRES] {
             for (i, m) in list.iter().enumerate() {
@@ -301,6 +308,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sqlite")]
     fn sqlite_migrates_once_and_refuses_newer() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate_sqlite(&mut conn).unwrap();

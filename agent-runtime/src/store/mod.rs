@@ -26,12 +26,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use agent_core::{AgentStatus, BoxError};
 
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// Milliseconds since the Unix epoch, as records keep time.
