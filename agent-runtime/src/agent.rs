@@ -443,7 +443,10 @@ impl Agent {
             live.run = Some(run.clone());
             (run, restored)
         };
-        run.ctx.__set_input_broker(Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>);
+        agent_core::__private::context::set_input_broker(
+            &run.ctx,
+            Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>,
+        );
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             if run.emitting() {
