@@ -293,16 +293,7 @@ mod tests {
 
     #[test]
     fn finished_list_matches_is_finished() {
-        let all = [
-            AgentStatus::Idle,
-            AgentStatus::Running,
-            AgentStatus::Paused,
-            AgentStatus::Completed,
-            AgentStatus::Failed,
-            AgentStatus::Cancelled,
-            AgentStatus::TimedOut,
-        ];
-        for s in all {
+        for &s in AgentStatus::ALL {
             assert_eq!(finished_sql!().contains(&format!("'{}'", s.as_str())), s.is_finished(), "{s}");
         }
     }
