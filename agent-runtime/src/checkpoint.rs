@@ -96,34 +96,13 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
 }
 
 fn to_checkpoint(r: InputRecord) -> InputRequestRecord {
-    InputRequestRecord::new(
-        r.request_id,
-        r.state,
-        r.prompt,
-        r.requested_ms,
-        r.timeout_ms,
-        r.default,
-        r.answer,
-        r.answered_ms,
-        r.defaulted,
-    )
+    r.request
 }
 
 /// The checkpoint's requests for human input, as the input hub keeps them.
 pub(crate) fn inputs_of(checkpoint: &Checkpoint) -> Vec<InputRecord> {
     (checkpoint.pending_inputs.iter())
-        .map(|r| InputRecord {
-            run_id: checkpoint.run_id.clone(),
-            request_id: r.request_id.clone(),
-            state: r.state.clone(),
-            prompt: r.prompt.clone(),
-            requested_ms: r.requested_ms,
-            timeout_ms: r.timeout_ms,
-            default: r.default.clone(),
-            answer: r.answer.clone(),
-            answered_ms: r.answered_ms,
-            defaulted: r.defaulted,
-        })
+        .map(|r| InputRecord { run_id: checkpoint.run_id.clone(), request: r.clone() })
         .collect()
 }
 

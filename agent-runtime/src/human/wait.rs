@@ -194,7 +194,8 @@ async fn stored_answer(store: &dyn CheckpointStore, record: &InputRecord) -> Opt
     match store.inputs(Some(&record.run_id), false).await {
         Ok(records) => {
             let found = records.into_iter().find(|r| r.request_id == record.request_id)?;
-            found.answer.map(|a| (a, found.defaulted))
+            let request = found.request;
+            request.answer.map(|a| (a, request.defaulted))
         }
         Err(e) => {
             tracing::warn!(id = %record.request_id, error = %e, "could not read an answer from the store");
