@@ -30,8 +30,9 @@
 //!    its `writers` mutex, then the `writing` flag, then the wait for every shard to drain).
 //!    A thread that is entered never writes (it would wait for its own shard forever), and a
 //!    writer never enters.
-//! 2. `Run::groups`, the list of a run's fan-out groups: taken inside a transition to
-//!    register a group, or by a checkpoint while it writes, to copy the list.
+//! 2. `Run::groups`, the list of a run's fan-out groups: taken briefly (alone, or while
+//!    entered) to register a group a fan-out opens, and by a checkpoint while it writes, to
+//!    copy the list; nothing else is taken while it is held.
 //! 3. One group's token lock (`fanin`): held for one group at a time; an event moving up to
 //!    the parent group drops the child's lock before it takes the parent's, and a checkpoint
 //!    reads the groups one after the other.
