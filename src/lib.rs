@@ -43,7 +43,11 @@
 //! With the `cli` feature (on by default), [`cli`] gives every workflow binary a command
 //! line: `agent::cli::main(my_workflow::agent).await` in its `main` provides `run`,
 //! `resume`, `list`, `show`, `answer` and `graph` on a durable store.
+//!
+//! Features (all on by default): `cli`; `sqlite` (`SqliteStore`, SQLite compiled in from C;
+//! `cli` needs it); `postgres` (`PostgresStore`). `otel` and `prometheus` are off by default.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub use agent_core::*;
 pub use agent_runtime::*;
@@ -289,10 +293,13 @@ pub mod prelude {
         WorkflowGraph,
     };
     pub use agent_macros::{state, workflow, TypedContextData};
+    #[cfg(feature = "postgres")]
+    pub use agent_runtime::PostgresStore;
+    #[cfg(feature = "sqlite")]
+    pub use agent_runtime::SqliteStore;
     pub use agent_runtime::{
         Agent, AgentResult, AgentStatus, AnswerError, CheckpointStore, Event, EventKind, EventStream, MemoryStore,
-        PendingInput, PostgresStore, QuotaScope, ResourcePool, RunMetrics, RunOptions, SqliteStore, StateMetrics,
-        StateStatus, StateTiming,
+        PendingInput, QuotaScope, ResourcePool, RunMetrics, RunOptions, StateMetrics, StateStatus, StateTiming,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -211,7 +211,8 @@ impl LastErrorRecord {
     }
 }
 
-/// A request for human input in a [`Checkpoint`], and its answer once there is one.
+/// A request for human input, and its answer once there is one: as a [`Checkpoint`] keeps
+/// it, and (with its run's id) as a store keeps it (`agent_runtime::store::InputRecord`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct InputRequestRecord {
@@ -236,30 +237,26 @@ pub struct InputRequestRecord {
 }
 
 impl InputRequestRecord {
-    /// A record with every field given.
-    #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        request_id: String,
-        state: Option<String>,
-        prompt: String,
-        requested_ms: i64,
-        timeout_ms: Option<u64>,
-        default: Option<String>,
-        answer: Option<String>,
-        answered_ms: Option<i64>,
-        defaulted: bool,
-    ) -> Self {
+    /// A request `request_id` asking `prompt` at `requested_ms`, with no state, timeout or
+    /// default, and no answer yet; set the other fields as needed.
+    ///
+    /// ```
+    /// use agent_core::InputRequestRecord;
+    /// let mut r = InputRequestRecord::new("input-1".into(), "Approve?".into(), 1_700_000_000_000);
+    /// r.default = Some("no".into());
+    /// assert!(r.answer.is_none() && !r.defaulted);
+    /// ```
+    pub fn new(request_id: String, prompt: String, requested_ms: i64) -> Self {
         InputRequestRecord {
             request_id,
-            state,
+            state: None,
             prompt,
             requested_ms,
-            timeout_ms,
-            default,
-            answer,
-            answered_ms,
-            defaulted,
+            timeout_ms: None,
+            default: None,
+            answer: None,
+            answered_ms: None,
+            defaulted: false,
         }
     }
 }

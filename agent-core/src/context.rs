@@ -340,7 +340,7 @@ impl Context {
         }
     }
 
-    // ----- for the runtime ----------------------------------------------------------------
+    // ----- what the runtime gives the states ----------------------------------------------
 
     /// What the calling state holds from its resource pool: its amounts and GPU device ids.
     /// Empty (all zero, no devices) outside a state, or in a state that asked for nothing.
@@ -367,12 +367,6 @@ impl Context {
     /// ```
     pub fn last_error(&self) -> Option<crate::StateError> {
         lock(&self.inner.last_error).clone()
-    }
-
-    /// Record the failure an `on_error` handler is about to handle; used by the runtime.
-    #[doc(hidden)]
-    pub fn set_last_error(&self, error: crate::StateError) {
-        *lock(&self.inner.last_error) = Some(error);
     }
 
     /// Ask a person and wait for the answer: see [`HumanInput`](crate::HumanInput) for the
@@ -419,31 +413,6 @@ impl Context {
         }
     }
 
-    /// Install who answers `human_in_the_loop` in this context; used by the runtime. Held
-    /// weakly: once the broker is gone, requests fail with `NoProvider`.
-    #[doc(hidden)]
-    pub fn __set_input_broker(&self, broker: Weak<dyn crate::human::InputBroker>) {
-        *self.inner.input.write().unwrap_or_else(PoisonError::into_inner) = Some(broker);
-    }
-
-    /// Whether a write could not be stored since the error was last taken.
-    #[doc(hidden)]
-    #[inline]
-    pub fn has_write_error(&self) -> bool {
-        self.inner.has_write_error.load(Ordering::Acquire)
-    }
-
-    /// Take the error of a write that could not be stored, if any.
-    #[doc(hidden)]
-    #[inline]
-    pub fn take_write_error(&self) -> Option<ContextError> {
-        if !self.inner.has_write_error.load(Ordering::Acquire) {
-            return None;
-        }
-        self.inner.has_write_error.store(false, Ordering::Release);
-        lock(&self.inner.write_error).take()
-    }
-
     /// A deep copy: a new context with the same values, sharing nothing with this one.
     pub fn deep_clone(&self) -> Context {
         let map = self.inner.values.read().unwrap_or_else(PoisonError::into_inner);
@@ -484,8 +453,7 @@ impl Context {
 
     /// [`Context::to_json_string`] as a `RawValue`, for checkpoints (not parsed again to be
     /// checked: it was just written).
-    #[doc(hidden)]
-    pub fn to_raw_json(&self) -> Result<Box<serde_json::value::RawValue>, ContextError> {
+    pub(crate) fn to_raw_json(&self) -> Result<Box<serde_json::value::RawValue>, ContextError> {
         let failed_at = std::cell::RefCell::new(None);
         let written = serde_json::value::to_raw_value(&Encoded { ctx: self, failed_at: &failed_at });
         written
@@ -535,6 +503,44 @@ impl Context {
             ctx.put(k, slot);
         }
         Ok(ctx)
+    }
+}
+
+/// The runtime's side of a [`Context`]: hooks that only the runtime calls, kept off the
+/// context's methods so that a state's `ctx.` shows only what a state uses. Reached as
+/// `agent_core::__private::context::…`; not public API.
+pub mod runtime {
+    use std::sync::atomic::Ordering;
+    use std::sync::{PoisonError, Weak};
+
+    use super::{lock, Context};
+    use crate::error::ContextError;
+
+    /// Record the failure an `on_error` handler is about to handle.
+    pub fn set_last_error(ctx: &Context, error: crate::StateError) {
+        *lock(&ctx.inner.last_error) = Some(error);
+    }
+
+    /// Install who answers `human_in_the_loop` in this context. Held weakly: once the
+    /// broker is gone, requests fail with `NoProvider`.
+    pub fn set_input_broker(ctx: &Context, broker: Weak<dyn crate::human::InputBroker>) {
+        *ctx.inner.input.write().unwrap_or_else(PoisonError::into_inner) = Some(broker);
+    }
+
+    /// Whether a write could not be stored since the error was last taken.
+    #[inline]
+    pub fn has_write_error(ctx: &Context) -> bool {
+        ctx.inner.has_write_error.load(Ordering::Acquire)
+    }
+
+    /// Take the error of a write that could not be stored, if any.
+    #[inline]
+    pub fn take_write_error(ctx: &Context) -> Option<ContextError> {
+        if !ctx.inner.has_write_error.load(Ordering::Acquire) {
+            return None;
+        }
+        ctx.inner.has_write_error.store(false, Ordering::Release);
+        lock(&ctx.inner.write_error).take()
     }
 }
 

@@ -16,6 +16,10 @@
 //!   thread exits. During thread teardown (cache gone) blocks go straight to the allocator.
 //! - The future never moves once written: the `StateFuture` handle moves, the block does not,
 //!   which is what makes `poll` through `Pin::new_unchecked` sound.
+//! - This is the crate's only module with `unsafe` code; every `unsafe` block says why it is
+//!   sound (`// SAFETY:`), and `cargo miri test -p agent-core --lib future::` runs the tests
+//!   below under Miri.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 use std::alloc::{self, Layout};
 use std::cell::Cell;
@@ -156,8 +160,10 @@ impl Future for StateFuture<'_> {
 impl Drop for StateFuture<'_> {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: the future is valid until here and dropped exactly once.
+        // SAFETY: the future is valid until the `drop_in_place` below.
         let layout = Layout::for_value(unsafe { self.future.as_ref() });
+        // SAFETY: the future is valid until here and dropped exactly once (this is the
+        // handle's only drop, and nothing else owns the future).
         unsafe { std::ptr::drop_in_place(self.future.as_ptr()) };
         let block = self.future.cast::<u8>();
         match class_of(layout) {
@@ -273,6 +279,67 @@ mod tests {
         let x = 5u64;
         let second = StateFuture::new(async move { Ok(StateResult::next(if x == 5 { "a" } else { "b" })) });
         assert_eq!(second.future.cast::<u8>().as_ptr() as usize, addr);
+    }
+
+    /// Pending once, then ready: makes an `async` block hold a borrow of its own state
+    /// across an `.await`, which is what a moved block would break.
+    struct YieldOnce(bool);
+    impl Future for YieldOnce {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+            if std::mem::replace(&mut self.0, true) {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_self_borrowing_future_survives_polls_across_yields_in_every_class() {
+        fn run<const N: usize>(fill: u8) -> u8 {
+            block_on(StateFuture::new(async move {
+                let data = [fill; N];
+                let first = &data[0];
+                YieldOnce(false).await;
+                YieldOnce(false).await;
+                Ok(StateResult::next(if *first == fill && data[N - 1] == fill { "same" } else { "moved" }))
+            }))
+            .map_or(0, |r| u8::from(matches!(r, StateResult::Next(n) if n.as_str() == "same")))
+        }
+        assert_eq!(run::<8>(1) + run::<100>(2) + run::<200>(3) + run::<4000>(4), 4);
+    }
+
+    #[test]
+    fn a_future_borrowing_its_caller_reads_the_borrowed_value() {
+        let name = String::from("borrowed");
+        let f = StateFuture::new(async {
+            YieldOnce(false).await;
+            Ok(StateResult::next(if name.len() == 8 { "read" } else { "bad" }))
+        });
+        assert!(matches!(block_on(f), Ok(StateResult::Next(n)) if n.as_str() == "read"));
+    }
+
+    #[test]
+    fn many_live_futures_of_one_class_share_one_cached_block_safely() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut live: Vec<StateFuture<'static>> = (0..6)
+            .map(|i| {
+                let guard = CountDrop(drops.clone());
+                StateFuture::new(async move {
+                    let _keep = &guard;
+                    YieldOnce(false).await;
+                    Ok(StateResult::next(if i < 6 { "ok" } else { "bad" }))
+                })
+            })
+            .collect();
+        // Free them out of order, interleaved with new ones that take the cached block.
+        drop(live.remove(3));
+        drop(live.remove(0));
+        live.push(StateFuture::new(async { Ok(StateResult::End) }));
+        let ends = live.into_iter().map(block_on).filter(|r| r.is_ok()).count();
+        assert_eq!(ends, 5);
+        assert_eq!(drops.load(Ordering::Relaxed), 6);
     }
 
     #[test]

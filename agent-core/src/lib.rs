@@ -5,16 +5,20 @@
 //! the state options, [`WorkflowGraph`], and the errors.
 //!
 //! Invariants kept across the crate:
-//! - Nothing here spawns, sleeps or blocks: the runtime owns time and tasks (tokio is used
-//!   only for the task-local scope of an [`Allocation`]).
+//! - Nothing here spawns, sleeps or blocks: the runtime owns time and tasks. The crate does
+//!   not depend on an async runtime (the scope of an [`Allocation`] is a thread-local set
+//!   around each poll).
 //! - Every type placed in a `static GRAPH` is `const`-constructible.
 #![warn(missing_docs)]
+// Only `future` (the recycled blocks of `StateFuture`) needs `unsafe`; it is allowed there alone.
+#![deny(unsafe_code)]
 
 mod allocation;
 mod checkpoint;
 mod context;
 mod diagram;
 mod error;
+#[allow(unsafe_code)]
 mod future;
 mod graph;
 mod handler;
@@ -47,9 +51,14 @@ pub use result::{BoxError, IntoStateOutcome, StateName, StateResult};
 pub use status::{AgentStatus, StateStatus, UnknownStatus};
 pub use typed::TypedContextData;
 
+/// What the runtime and macro-generated code reach in here. Not public API: nothing in it is
+/// covered by semver.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::allocation::{with_allocation, with_allocation_sync};
+    /// The runtime's hooks on a [`Context`](crate::Context) (its last error, its input
+    /// broker, its failed writes).
+    pub use crate::context::runtime as context;
     pub use crate::human::{InputBroker, InputFuture};
     pub use typetag;
 }

@@ -255,7 +255,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Three retries, 1 s doubling up to 60 s, with jitter.
+    /// Three retries, 1 s doubling up to 60 s, with jitter: the defaults, also of every
+    /// field `#[state(retry(...))]` leaves out.
     pub const fn new() -> Self {
         Self {
             max_retries: 3,
@@ -311,10 +312,24 @@ impl RetryPolicy {
         if !self.exponential_base.is_finite() || self.exponential_base < 1.0 {
             return Err(format!("retry exponential_base must be a finite number >= 1, not {}", self.exponential_base));
         }
-        if self.initial_delay > self.max_delay {
+        if !self.delays_ordered() {
             return Err("retry initial_delay must not exceed max_delay".into());
         }
         Ok(())
+    }
+
+    /// Whether `initial_delay` is at most `max_delay`, as [`RetryPolicy::validate`] requires;
+    /// usable in `const` (the `#[state]` macro checks a `retry(...)` that gives one of the
+    /// two delays with it at compile time).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_core::RetryPolicy;
+    /// assert!(RetryPolicy::new().delays_ordered());
+    /// assert!(!RetryPolicy::new().initial_delay(Duration::from_secs(120)).delays_ordered());
+    /// ```
+    pub const fn delays_ordered(&self) -> bool {
+        self.initial_delay.as_nanos() <= self.max_delay.as_nanos()
     }
 }
 

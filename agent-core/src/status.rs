@@ -3,93 +3,38 @@
 //! Invariants: both are stored as `u8` in atomics on the runtime's hot path; the `repr(u8)`
 //! discriminants are that encoding, and `from_u8` is its exact inverse. In checkpoints and
 //! stores they are written as their names (`as_str`, `FromStr`, serde), which never change.
+//! Each enum's variants are written once, in `statuses!`, and everything that lists them
+//! (`ALL`, `from_u8`, the names) is derived from that one list.
 
 use serde::{Deserialize, Serialize};
 
-/// Where a run stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum AgentStatus {
-    /// Not started.
-    Idle = 0,
-    /// States are running or waiting.
-    Running = 1,
-    /// Paused: nothing new is admitted.
-    Paused = 2,
-    /// Every branch ended.
-    Completed = 3,
-    /// A state failed for good, or a transition was invalid.
-    Failed = 4,
-    /// Cancelled by the user.
-    Cancelled = 5,
-    /// The run's timeout passed.
-    TimedOut = 6,
-}
-
-impl AgentStatus {
-    #[doc(hidden)]
-    pub fn from_u8(v: u8) -> Self {
-        match v {
-            1 => AgentStatus::Running,
-            2 => AgentStatus::Paused,
-            3 => AgentStatus::Completed,
-            4 => AgentStatus::Failed,
-            5 => AgentStatus::Cancelled,
-            6 => AgentStatus::TimedOut,
-            _ => AgentStatus::Idle,
+/// Defines a status enum from its one list of variants, and from that list: `ALL`, the
+/// `u8` encoding (`from_u8`), the names (`as_str`, `Display`, `FromStr`).
+macro_rules! statuses {
+    (
+        $(#[$meta:meta])*
+        pub enum $t:ident {
+            $( $(#[$vmeta:meta])* $v:ident = $n:literal, )*
         }
-    }
-
-    /// Whether the run is over.
-    pub fn is_finished(self) -> bool {
-        matches!(self, AgentStatus::Completed | AgentStatus::Failed | AgentStatus::Cancelled | AgentStatus::TimedOut)
-    }
-}
-
-/// Where one state stands in the current (or last) run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum StateStatus {
-    /// Not run yet.
-    Pending = 0,
-    /// Admitted, about to run.
-    Ready = 1,
-    /// Running now.
-    Running = 2,
-    /// Its last run completed.
-    Completed = 3,
-    /// Its last run failed.
-    Failed = 4,
-    /// Waiting: at a fan-in, or for a dependency.
-    Blocked = 5,
-    /// Cancelled before it finished.
-    Cancelled = 6,
-    /// Its last attempt exceeded its timeout.
-    Timeout = 7,
-    /// Waiting to be tried again.
-    Retrying = 8,
-}
-
-impl StateStatus {
-    #[doc(hidden)]
-    pub fn from_u8(v: u8) -> Self {
-        match v {
-            1 => StateStatus::Ready,
-            2 => StateStatus::Running,
-            3 => StateStatus::Completed,
-            4 => StateStatus::Failed,
-            5 => StateStatus::Blocked,
-            6 => StateStatus::Cancelled,
-            7 => StateStatus::Timeout,
-            8 => StateStatus::Retrying,
-            _ => StateStatus::Pending,
+        unknown_u8: $fallback:ident;
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[repr(u8)]
+        pub enum $t {
+            $( $(#[$vmeta])* $v = $n, )*
         }
-    }
-}
 
-macro_rules! names {
-    ($t:ident: $($v:ident),*) => {
         impl $t {
+            /// Every status, in the order of their `u8` encoding (`ALL[i] as u8 == i`).
+            pub const ALL: &'static [$t] = &[$($t::$v),*];
+
+            /// The status encoded as `v` (`s as u8`); an unknown value reads as the first.
+            #[doc(hidden)]
+            pub fn from_u8(v: u8) -> Self {
+                Self::ALL.get(usize::from(v)).copied().unwrap_or($t::$fallback)
+            }
+
             /// The status's name, as checkpoints and stores write it.
             ///
             /// ```
@@ -101,6 +46,15 @@ macro_rules! names {
                 match self { $($t::$v => stringify!($v),)* }
             }
         }
+
+        // `from_u8` indexes `ALL`: the discriminants must be 0, 1, 2... in order.
+        const _: () = {
+            let mut i = 0;
+            while i < $t::ALL.len() {
+                assert!($t::ALL[i] as usize == i, "status discriminants must be 0, 1, 2... in order");
+                i += 1;
+            }
+        };
 
         impl std::fmt::Display for $t {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,8 +74,58 @@ macro_rules! names {
     };
 }
 
-names!(AgentStatus: Idle, Running, Paused, Completed, Failed, Cancelled, TimedOut);
-names!(StateStatus: Pending, Ready, Running, Completed, Failed, Blocked, Cancelled, Timeout, Retrying);
+statuses! {
+    /// Where a run stands.
+    pub enum AgentStatus {
+        /// Not started.
+        Idle = 0,
+        /// States are running or waiting.
+        Running = 1,
+        /// Paused: nothing new is admitted.
+        Paused = 2,
+        /// Every branch ended.
+        Completed = 3,
+        /// A state failed for good, or a transition was invalid.
+        Failed = 4,
+        /// Cancelled by the user.
+        Cancelled = 5,
+        /// The run's timeout passed.
+        TimedOut = 6,
+    }
+    unknown_u8: Idle;
+}
+
+impl AgentStatus {
+    /// Whether the run is over.
+    pub fn is_finished(self) -> bool {
+        matches!(self, AgentStatus::Completed | AgentStatus::Failed | AgentStatus::Cancelled | AgentStatus::TimedOut)
+    }
+}
+
+statuses! {
+    /// Where one state stands in the current (or last) run.
+    pub enum StateStatus {
+        /// Not run yet.
+        Pending = 0,
+        /// Admitted, about to run.
+        Ready = 1,
+        /// Running now.
+        Running = 2,
+        /// Its last run completed.
+        Completed = 3,
+        /// Its last run failed.
+        Failed = 4,
+        /// Waiting: at a fan-in, or for a dependency.
+        Blocked = 5,
+        /// Cancelled before it finished.
+        Cancelled = 6,
+        /// Its last attempt exceeded its timeout.
+        Timeout = 7,
+        /// Waiting to be tried again.
+        Retrying = 8,
+    }
+    unknown_u8: Pending;
+}
 
 /// A status name that is not one of the statuses (from a store or a checkpoint).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -133,24 +137,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn u8_encoding_round_trips() {
-        for s in [
-            AgentStatus::Idle,
-            AgentStatus::Running,
-            AgentStatus::Paused,
-            AgentStatus::Completed,
-            AgentStatus::Failed,
-            AgentStatus::Cancelled,
-            AgentStatus::TimedOut,
-        ] {
+    fn u8_encoding_and_names_round_trip_for_every_status() {
+        assert_eq!(AgentStatus::ALL.len(), 7);
+        for &s in AgentStatus::ALL {
             assert_eq!(AgentStatus::from_u8(s as u8), s);
             assert_eq!(s.as_str().parse::<AgentStatus>(), Ok(s));
+            assert_eq!(s.to_string(), s.as_str());
         }
-        assert!("Done".parse::<AgentStatus>().is_err());
-        for v in 0..=8u8 {
-            assert_eq!(StateStatus::from_u8(v) as u8, v);
-            let s = StateStatus::from_u8(v);
+        assert_eq!(StateStatus::ALL.len(), 9);
+        for &s in StateStatus::ALL {
+            assert_eq!(StateStatus::from_u8(s as u8), s);
             assert_eq!(s.as_str().parse::<StateStatus>(), Ok(s));
         }
+        assert_eq!(AgentStatus::from_u8(7), AgentStatus::Idle);
+        assert_eq!(StateStatus::from_u8(200), StateStatus::Pending);
+        assert!("Done".parse::<AgentStatus>().is_err());
+        assert!("failed".parse::<StateStatus>().is_err(), "names are case-sensitive");
+    }
+
+    #[test]
+    fn names_are_the_ones_stores_already_hold() {
+        let names: Vec<&str> = AgentStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["Idle", "Running", "Paused", "Completed", "Failed", "Cancelled", "TimedOut"]);
+        let names: Vec<&str> = StateStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Pending", "Ready", "Running", "Completed", "Failed", "Blocked", "Cancelled", "Timeout", "Retrying"]
+        );
     }
 }

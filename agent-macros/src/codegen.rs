@@ -53,19 +53,26 @@ pub fn spec(spec: &SpecIr) -> TokenStream {
         PriorityLevel::Critical => quote!(Critical),
     };
     let timeout = option(spec.timeout_nanos.map(duration));
+    // `RetryPolicy::new()` and a setter per field given: the defaults stay agent-core's.
     let retry = option(spec.retry.map(|r| {
-        let max = Literal::u32_suffixed(r.max);
-        let initial = duration(r.initial_delay_nanos);
-        let max_delay = duration(r.max_delay_nanos);
-        let base = float(r.exponential_base);
-        let jitter = r.jitter;
-        quote!(::agent::__private::RetryPolicy {
-            max_retries: #max,
-            initial_delay: #initial,
-            max_delay: #max_delay,
-            exponential_base: #base,
-            jitter: #jitter,
-        })
+        let max = r.max.map(|n| {
+            let n = Literal::u32_suffixed(n);
+            quote!(.max_retries(#n))
+        });
+        let initial = r.initial_delay_nanos.map(|n| {
+            let d = duration(n);
+            quote!(.initial_delay(#d))
+        });
+        let max_delay = r.max_delay_nanos.map(|n| {
+            let d = duration(n);
+            quote!(.max_delay(#d))
+        });
+        let base = r.exponential_base.map(|b| {
+            let b = float(b);
+            quote!(.exponential_base(#b))
+        });
+        let jitter = r.jitter.map(|j| quote!(.jitter(#j)));
+        quote!(::agent::__private::RetryPolicy::new() #max #initial #max_delay #base #jitter)
     }));
     let rate_limit = option(spec.rate_limit.map(|r| {
         let (per_second, burst) = (float(r.per_second), Literal::u32_suffixed(r.burst));
@@ -118,6 +125,20 @@ pub fn state(ir: &StateIr) -> TokenStream {
     let into_outcome = quote_spanned!(output_span=> ::agent::__private::IntoStateOutcome::into_outcome);
     // The function keeps its name; the struct's may differ (see `symbol::GENERATED_ITEMS`).
     let function = &handler.sig.ident;
+    // A `retry(...)` giving one delay: the other is the default, known only to agent-core, so
+    // the pair is checked when the crate compiles (`parse` checks two given delays itself).
+    let one_delay = ir.spec.retry.is_some_and(|r| r.initial_delay_nanos.is_some() != r.max_delay_nanos.is_some());
+    let delays_check = one_delay.then(|| {
+        quote_spanned! {ident.span()=>
+            const _: () = match #ident::SPEC.retry {
+                ::agent::__private::Option::Some(r) => ::core::assert!(
+                    r.delays_ordered(),
+                    "retry `initial_delay` must not exceed `max_delay` (`RetryPolicy::new().max_delay` unless given)"
+                ),
+                ::agent::__private::Option::None => {}
+            };
+        }
+    });
     quote! {
         #(#docs)*
         #[allow(non_camel_case_types)]
@@ -128,6 +149,8 @@ pub fn state(ir: &StateIr) -> TokenStream {
             /// The options and edges `#[state]` gave this state.
             pub const SPEC: ::agent::__private::StateSpec = #spec;
         }
+
+        #delays_check
 
         const _: () = {
             #[automatically_derived]
@@ -316,7 +339,7 @@ mod tests {
             resources: Some(Resources { cpu: 2.0, memory_mb: 1024.0, ..Resources::default() }),
             priority: PriorityLevel::High,
             timeout_nanos: Some(1_500_000_000),
-            retry: Some(Retry::default()),
+            retry: Some(Retry { max: Some(5), jitter: Some(false), ..Retry::default() }),
             rate_limit: Some(RateLimit { per_second: 0.5, burst: 20 }),
             depends_on: vec![("b".into(), DependencyKind::Optional)],
             on_error: Some("c".into()),
@@ -333,7 +356,7 @@ mod tests {
             "memory_mb (1024f64)",
             "Priority :: High",
             "Duration :: from_nanos (1500000000u64)",
-            "max_retries : 3u32",
+            "retry : :: agent :: __private :: Option :: Some (:: agent :: __private :: RetryPolicy :: new () . max_retries (5u32) . jitter (false))",
             "rate_limit : :: agent :: __private :: Option :: Some (:: agent :: __private :: RateLimit { per_second : 0.5f64 , burst : 20u32 })",
             "(\"b\" , :: agent :: __private :: DependencyType :: Optional)",
             "on_error : :: agent :: __private :: Option :: Some (\"c\")",

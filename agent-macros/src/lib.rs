@@ -17,6 +17,7 @@
 //!   IDEs keep working and no follow-up errors drown the real ones.
 //! - Generated code names only `::agent::__private::…`, `::core` and `::std` paths.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod codegen;
 mod diag;

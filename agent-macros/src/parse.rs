@@ -103,32 +103,20 @@ pub struct Resources {
     pub gpu: f64,
 }
 
-/// `retry(...)`: absent fields take `RetryPolicy::new()`'s values.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// `retry(...)`: the fields given. Absent ones (`None`) take `RetryPolicy::new()`'s values
+/// in the generated code: the defaults have one definition, in `agent-core`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Retry {
     /// Retries after the first attempt, at least 1.
-    pub max: u32,
+    pub max: Option<u32>,
     /// Nanoseconds before the first retry.
-    pub initial_delay_nanos: u64,
+    pub initial_delay_nanos: Option<u64>,
     /// The longest wait, in nanoseconds.
-    pub max_delay_nanos: u64,
+    pub max_delay_nanos: Option<u64>,
     /// The factor between waits, finite and at least 1.
-    pub exponential_base: f64,
+    pub exponential_base: Option<f64>,
     /// Spread waits at random.
-    pub jitter: bool,
-}
-
-impl Default for Retry {
-    /// `RetryPolicy::new()`: 3 retries, 1 s doubling up to 60 s, with jitter.
-    fn default() -> Self {
-        Self {
-            max: 3,
-            initial_delay_nanos: 1_000_000_000,
-            max_delay_nanos: 60_000_000_000,
-            exponential_base: 2.0,
-            jitter: true,
-        }
-    }
+    pub jitter: Option<bool>,
 }
 
 /// `rate_limit(...)`: `per_second` required, `burst` 1 unless given.
@@ -637,7 +625,7 @@ fn retry(tokens: TokenStream, errors: &mut Errors) -> Retry {
                                 "retry `max` must be at least 1 (leave `retry` out for no retries)",
                             ));
                         } else {
-                            out.max = n;
+                            out.max = Some(n);
                         }
                     }
                 }
@@ -645,7 +633,7 @@ fn retry(tokens: TokenStream, errors: &mut Errors) -> Retry {
             symbol::INITIAL_DELAY => {
                 if let Some(v) = value(&opt, field, "initial_delay = 1.0", errors) {
                     if let Some(n) = seconds(v, field, false, errors) {
-                        out.initial_delay_nanos = n;
+                        out.initial_delay_nanos = Some(n);
                         initial_span = Some(v.span());
                     }
                 }
@@ -653,7 +641,7 @@ fn retry(tokens: TokenStream, errors: &mut Errors) -> Retry {
             symbol::MAX_DELAY => {
                 if let Some(v) = value(&opt, field, "max_delay = 60.0", errors) {
                     if let Some(n) = seconds(v, field, false, errors) {
-                        out.max_delay_nanos = n;
+                        out.max_delay_nanos = Some(n);
                     }
                 }
             }
@@ -663,7 +651,7 @@ fn retry(tokens: TokenStream, errors: &mut Errors) -> Retry {
                         if b < 1.0 {
                             errors.push(syn::Error::new_spanned(v, "retry `exponential_base` must be at least 1"));
                         } else {
-                            out.exponential_base = b;
+                            out.exponential_base = Some(b);
                         }
                     }
                 }
@@ -671,18 +659,20 @@ fn retry(tokens: TokenStream, errors: &mut Errors) -> Retry {
             _ => {
                 if let Some(v) = value(&opt, field, "jitter = true", errors) {
                     match v {
-                        Expr::Lit(ExprLit { lit: Lit::Bool(b), .. }) => out.jitter = b.value,
+                        Expr::Lit(ExprLit { lit: Lit::Bool(b), .. }) => out.jitter = Some(b.value),
                         _ => errors.push(syn::Error::new_spanned(v, "retry `jitter` is `true` or `false`")),
                     }
                 }
             }
         }
     }
-    if out.initial_delay_nanos > out.max_delay_nanos {
-        errors.at(
-            initial_span.unwrap_or_else(Span::call_site),
-            "retry `initial_delay` must not exceed `max_delay` (60 seconds unless given)",
-        );
+    // With one delay given, the other is `RetryPolicy::new()`'s: the generated code checks
+    // the pair at compile time (`codegen::state`).
+    if let (Some(initial), Some(max)) = (out.initial_delay_nanos, out.max_delay_nanos) {
+        if initial > max {
+            errors
+                .at(initial_span.unwrap_or_else(Span::call_site), "retry `initial_delay` must not exceed `max_delay`");
+        }
     }
     out
 }
@@ -917,7 +907,14 @@ mod tests {
         assert_eq!(o.resources, Some(Resources { cpu: 2.0, memory_mb: 1024.0, io: 1.0, network: 1.0, gpu: 1.0 }));
         assert_eq!(o.priority, PriorityLevel::High);
         assert_eq!(o.timeout_nanos, Some(300_000_000_000));
-        assert_eq!(o.retry, Some(Retry::default()));
+        let given = Retry {
+            max: Some(3),
+            initial_delay_nanos: Some(1_000_000_000),
+            max_delay_nanos: Some(60_000_000_000),
+            exponential_base: Some(2.0),
+            jitter: Some(true),
+        };
+        assert_eq!(o.retry, Some(given));
         assert_eq!(o.rate_limit, Some(RateLimit { per_second: 10.0, burst: 20 }));
         assert_eq!(o.depends_on.len(), 2);
         assert_eq!(o.depends_on[1].kind, DependencyKind::Optional);
@@ -930,7 +927,7 @@ mod tests {
         let (o, errs) = options(quote!(timeout = 1.5, retry(max = 5), blocking));
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(o.timeout_nanos, Some(1_500_000_000));
-        assert_eq!(o.retry, Some(Retry { max: 5, ..Retry::default() }));
+        assert_eq!(o.retry, Some(Retry { max: Some(5), ..Retry::default() }));
         assert!(o.blocking);
     }
 
@@ -1016,10 +1013,14 @@ mod tests {
     }
 
     #[test]
-    fn delays_must_be_ordered() {
-        let (_, errs) = options(quote!(retry(initial_delay = 120)));
+    fn delays_given_together_must_be_ordered() {
+        let (_, errs) = options(quote!(retry(initial_delay = 120, max_delay = 60)));
         assert_eq!(errs.len(), 1);
         assert!(errs[0].contains("must not exceed"));
+        // One delay alone is checked against the default in the generated code.
+        let (o, errs) = options(quote!(retry(initial_delay = 120)));
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(o.retry, Some(Retry { initial_delay_nanos: Some(120_000_000_000), ..Retry::default() }));
     }
 
     #[test]

@@ -283,7 +283,9 @@ pub(crate) fn ended_event(
 ) -> EventKind {
     let state = run.state_name(pos);
     match outcome_error(outcome) {
-        None if !run.ctx.has_write_error() => EventKind::StateCompleted { state, duration },
+        None if !agent_core::__private::context::has_write_error(&run.ctx) => {
+            EventKind::StateCompleted { state, duration }
+        }
         None => EventKind::StateFailed {
             state,
             attempt,

@@ -442,7 +442,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
         // The result is read where the poll wrote it, by reference: moving it out first
         // cost a stalled copy per transition (store-to-load forwarding fails on it).
         let result = match &outcome {
-            Ok(Ok(result)) if !run.ctx.has_write_error() => {
+            Ok(Ok(result)) if !agent_core::__private::context::has_write_error(&run.ctx) => {
                 run.record_completion(pos, rooted && run.runs_alone());
                 unrecorded = run.sinks.durable.is_some();
                 if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
@@ -843,7 +843,7 @@ fn take_next(run: &Arc<Run>, next: &mut Vec<Position>, fan: &mut Option<Arc<Fan>
 fn route_error(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32, handler: usize) {
     let Some((state, error)) = record_failed(run, pos, outcome) else { return };
     tracing::debug!(state, handler = &*run.program.states[handler].name, %error, "failed; on_error");
-    run.ctx.set_last_error(StateError { state, attempts, error: Arc::from(error) });
+    agent_core::__private::context::set_last_error(&run.ctx, StateError { state, attempts, error: Arc::from(error) });
 }
 
 /// Count state `pos` as failed for good (status `Timeout` or `Failed`) and wake the gates of
@@ -861,7 +861,9 @@ fn record_failed(run: &Run, pos: usize, outcome: attempt::Outcome) -> Option<(St
 /// The error of an attempt that did not complete.
 fn failure(run: &Run, outcome: attempt::Outcome) -> Option<agent_core::BoxError> {
     match outcome {
-        Ok(Ok(_)) => run.ctx.take_write_error().map(|e| Box::new(e) as agent_core::BoxError),
+        Ok(Ok(_)) => {
+            agent_core::__private::context::take_write_error(&run.ctx).map(|e| Box::new(e) as agent_core::BoxError)
+        }
         Ok(Err(e)) => Some(e),
         Err(payload) => Some(Box::new(PanicError { message: panic_message(payload) })),
     }

@@ -22,25 +22,70 @@
 //! - No `.await` while entered (a transition is synchronous code), so an entered thread
 //!   leaves before it runs anything else, and entering again on the same thread nests.
 //! - Writers exclude each other; while one writes, no transition is half done.
+//! - A thread's nesting depth is counted per thread, not per lock: there is one lock in the
+//!   process (tests make their own, but never nest two different ones on one thread).
+//!
+//! Lock order (a thread only ever takes a lock further down the list than those it holds):
+//! 1. [`TRANSITIONS`]: either entered (shared; nests on one thread) or written (exclusive:
+//!    its `writers` mutex, then the `writing` flag, then the wait for every shard to drain).
+//!    A thread that is entered never writes (it would wait for its own shard forever), and a
+//!    writer never enters.
+//! 2. `Run::groups`, the list of a run's fan-out groups: taken briefly (alone, or while
+//!    entered) to register a group a fan-out opens, and by a checkpoint while it writes, to
+//!    copy the list; nothing else is taken while it is held.
+//! 3. One group's token lock (`fanin`): held for one group at a time; an event moving up to
+//!    the parent group drops the child's lock before it takes the parent's, and a checkpoint
+//!    reads the groups one after the other.
+//!
+//! Nothing is awaited while any of them is held. The model tests (`frontier/models.rs`, run by
+//! `.ci/run` with `--cfg loom`) check the first lock and its interplay with a group lock.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering::*;
+use std::sync::PoisonError;
 
 use crossbeam_utils::CachePadded;
 
-const SHARDS: usize = 16;
+use crate::sync::{handshake_fence, yield_now, AtomicBool, AtomicU32, AtomicUsize, Mutex, MutexGuard};
 
+/// Shards of the reader count; fewer under loom, so that its models stay small (two readers
+/// still get shards of their own, a third shares one).
+const SHARDS: usize = if cfg!(loom) { 2 } else { 16 };
+
+#[cfg(not(loom))]
 thread_local! {
     /// This thread's shard, and how deeply it has entered (transitions nest when one
     /// activates a dependency, which is a transition too).
     static LOCAL: Cell<(u8, u32)> = const { Cell::new((u8::MAX, 0)) };
 }
 
+#[cfg(loom)]
+::loom::thread_local! {
+    /// As without loom, per loom thread.
+    static LOCAL: Cell<(u8, u32)> = Cell::new((u8::MAX, 0));
+}
+
+fn local() -> (u8, u32) {
+    LOCAL.with(Cell::get)
+}
+
+fn set_local(v: (u8, u32)) {
+    LOCAL.with(|l| l.set(v))
+}
+
+#[cfg(not(loom))]
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
 /// The process's transition lock (see the module docs).
+#[cfg(not(loom))]
 pub(crate) static TRANSITIONS: TransitionLock = TransitionLock::new();
+
+#[cfg(loom)]
+::loom::lazy_static! {
+    static ref NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+    /// The process's transition lock (see the module docs).
+    pub(crate) static ref TRANSITIONS: TransitionLock = TransitionLock::new();
+}
 
 /// See the module docs.
 pub(crate) struct TransitionLock {
@@ -62,6 +107,7 @@ pub(crate) struct Written<'a> {
 }
 
 impl TransitionLock {
+    #[cfg(not(loom))]
     const fn new() -> Self {
         TransitionLock {
             shards: [const { CachePadded::new(AtomicU32::new(0)) }; SHARDS],
@@ -70,12 +116,22 @@ impl TransitionLock {
         }
     }
 
+    /// Under loom, built at run time (loom's primitives are not `const`).
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        TransitionLock {
+            shards: std::array::from_fn(|_| CachePadded::new(AtomicU32::new(0))),
+            writing: CachePadded::new(AtomicBool::new(false)),
+            writers: Mutex::new(()),
+        }
+    }
+
     /// Enter a transition: waits only while a checkpoint reads positions.
     #[inline]
     pub(crate) fn enter(&self) -> Entered<'_> {
-        let (mut shard, depth) = LOCAL.get();
+        let (mut shard, depth) = local();
         if depth > 0 {
-            LOCAL.set((shard, depth + 1));
+            set_local((shard, depth + 1));
             return Entered { lock: self, shard };
         }
         if shard == u8::MAX {
@@ -86,15 +142,16 @@ impl TransitionLock {
             // Dekker's pattern with `write`: the increment and the writer's flag are both
             // sequentially consistent, so at least one of the two sees the other.
             s.fetch_add(1, SeqCst);
+            handshake_fence();
             if !self.writing.load(SeqCst) {
                 break;
             }
             s.fetch_sub(1, Release);
             while self.writing.load(Acquire) {
-                std::thread::yield_now();
+                yield_now();
             }
         }
-        LOCAL.set((shard, 1));
+        set_local((shard, 1));
         Entered { lock: self, shard }
     }
 
@@ -102,9 +159,10 @@ impl TransitionLock {
     pub(crate) fn write(&self) -> Written<'_> {
         let one = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
         self.writing.store(true, SeqCst);
+        handshake_fence();
         for s in &self.shards {
             while s.load(SeqCst) != 0 {
-                std::thread::yield_now();
+                yield_now();
             }
         }
         Written { lock: self, _one: one }
@@ -114,8 +172,8 @@ impl TransitionLock {
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
-        let (shard, depth) = LOCAL.get();
-        LOCAL.set((shard, depth - 1));
+        let (shard, depth) = local();
+        set_local((shard, depth - 1));
         if depth == 1 {
             self.lock.shards[self.shard as usize].fetch_sub(1, Release);
         }
@@ -128,7 +186,11 @@ impl Drop for Written<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+#[allow(unsafe_code)]
+mod models;
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

@@ -14,13 +14,20 @@
 //! - `frontier`: every token's position is published as the run goes, so `checkpoint` can
 //!   take a consistent checkpoint at any instant and seed a new run from one.
 //! - `durable`: a run with a [`store`] records each completion before its successors start.
+//!   The SQL stores are features, both on by default: `sqlite` (`SqliteStore`, SQLite
+//!   compiled in) and `postgres` (`PostgresStore`); `MemoryStore` is always there.
 //! - `human`: requests for human input, answered from code, the terminal or a store.
 //! - `diagram`: a built agent's picture, coloured by its run (statuses, retries).
-//! - `cli` (feature `cli`, on by default): the command line of workflow binaries; `text`:
-//!   outside text made safe for the terminal (control characters escaped).
+//! - `cli` (feature `cli`, on by default; needs `sqlite`, its default store): the command
+//!   line of workflow binaries; `text`: outside text made safe for the terminal (control
+//!   characters escaped).
 //! - `events`: typed events for subscribers, built only while someone subscribes;
 //!   `timing`: per-state durations, recorded only when asked.
 #![warn(missing_docs)]
+// No `unsafe` code. The one exception is test-only: the loom models of the frontier lock
+// (`--cfg loom`) read loom's checked cells, which takes an `unsafe` block.
+#![cfg_attr(not(all(test, loom)), forbid(unsafe_code))]
+#![cfg_attr(all(test, loom), deny(unsafe_code))]
 
 mod agent;
 mod attempt;
@@ -49,6 +56,7 @@ mod result;
 mod run;
 pub mod store;
 mod text;
+mod sync;
 mod timing;
 
 pub use agent::{Agent, RunOptions, StateConfig};
@@ -59,5 +67,9 @@ pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };
 pub use result::{AgentResult, RunMetrics, StateMetrics};
-pub use store::{CheckpointStore, MemoryStore, PostgresStore, SqliteStore};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{CheckpointStore, MemoryStore};
 pub use timing::StateTiming;

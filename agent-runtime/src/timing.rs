@@ -19,7 +19,9 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::store::now_ms;
 
 /// Sub-buckets per power of two.
 const SUB: u64 = 32;
@@ -52,11 +54,6 @@ fn upper(i: usize) -> u64 {
     let e = (i - LINEAR) / SUB + 6;
     let sub = (i - LINEAR) % SUB;
     ((SUB + sub + 1) << (e - SUB_BITS as u64)) - 1
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The timings of one state.

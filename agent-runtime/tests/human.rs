@@ -116,7 +116,7 @@ async fn the_api_md_snippet_compiles_and_runs_in_a_state() {
     assert_eq!(answer_of(&result, "feedback").as_deref(), Some("approve"));
     assert_eq!(answer_of(&result, "score").as_deref(), Some("50"));
     assert!(t0.elapsed() >= secs(60), "the default came at the timeout");
-    let ids: Vec<String> = agent.input_history().into_iter().map(|r| r.request_id).collect();
+    let ids: Vec<String> = agent.input_history().into_iter().map(|r| r.request.request_id).collect();
     assert_eq!(ids, ["input-1", "input-2"], "ids count a run's requests in order");
 }
 

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use agent_core::InputRequestRecord;
 use agent_runtime::store::{
     CheckpointStore, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord, Snapshot, StoreError,
 };
@@ -50,18 +51,26 @@ fn snapshot(seq: u64, taken_ms: i64) -> Snapshot {
 }
 
 fn input(run_id: &str, request_id: &str, requested_ms: i64) -> InputRecord {
-    InputRecord {
-        run_id: run_id.to_owned(),
-        request_id: request_id.to_owned(),
-        state: Some("review".to_owned()),
-        prompt: format!("approve {request_id}?"),
-        requested_ms,
-        timeout_ms: Some(60_000),
-        default: Some("no".to_owned()),
-        answer: None,
-        answered_ms: None,
-        defaulted: false,
-    }
+    let mut request = InputRequestRecord::new(request_id.to_owned(), format!("approve {request_id}?"), requested_ms);
+    request.state = Some("review".to_owned());
+    request.timeout_ms = Some(60_000);
+    request.default = Some("no".to_owned());
+    InputRecord { run_id: run_id.to_owned(), request }
+}
+
+/// `r`, changed by `f`.
+fn with(mut r: InputRecord, f: impl FnOnce(&mut InputRecord)) -> InputRecord {
+    f(&mut r);
+    r
+}
+
+/// `r`, answered with `answer` at `at_ms`.
+fn answered(r: InputRecord, answer: &str, at_ms: i64, defaulted: bool) -> InputRecord {
+    with(r, |r| {
+        r.answer = Some(answer.to_owned());
+        r.answered_ms = Some(at_ms);
+        r.defaulted = defaulted;
+    })
 }
 
 fn ids(runs: &[RunRecord]) -> Vec<&str> {
@@ -241,7 +250,11 @@ async fn inputs(store: &dyn CheckpointStore, tag: &str) {
     assert!(store.inputs(None, false).await.unwrap().is_empty());
 
     let a1 = input(&a, "r1", 10);
-    let a2 = InputRecord { state: None, timeout_ms: None, default: None, ..input(&a, "r2", 5) };
+    let a2 = with(input(&a, "r2", 5), |r| {
+        r.state = None;
+        r.timeout_ms = None;
+        r.default = None;
+    });
     let b1 = input(&b, "r1", 7);
     let b2 = input(&b, "r2", 7); // same time as b1: ties go by run id, then request id
     for i in [&a1, &a2, &b2, &b1] {
@@ -257,32 +270,37 @@ async fn inputs(store: &dyn CheckpointStore, tag: &str) {
     assert!(!store.answer_input(&a, "r1", "no", true, 60).await.unwrap());
     assert!(!store.answer_input(&a, "nope", "yes", false, 60).await.unwrap(), "unknown request");
     assert!(!store.answer_input("no-such-run", "r1", "yes", false, 60).await.unwrap(), "unknown run");
-    let answered = InputRecord { answer: Some("yes".into()), answered_ms: Some(50), defaulted: false, ..a1.clone() };
-    assert_eq!(store.inputs(Some(&a), false).await.unwrap(), vec![a2.clone(), answered.clone()]);
+    let yes = answered(a1.clone(), "yes", 50, false);
+    assert_eq!(store.inputs(Some(&a), false).await.unwrap(), vec![a2.clone(), yes]);
     assert_eq!(keys(&store.inputs(Some(&a), true).await.unwrap()), [(&*a, "r2")]);
     assert_eq!(keys(&store.inputs(None, true).await.unwrap()), [(&*a, "r2"), (&*b, "r1"), (&*b, "r2")]);
 
     // A default taken at the timeout is marked so.
     assert!(store.answer_input(&b, "r2", "no", true, 70).await.unwrap());
     let defaulted = store.inputs(Some(&b), false).await.unwrap();
-    assert_eq!(defaulted[1], InputRecord { answer: Some("no".into()), answered_ms: Some(70), defaulted: true, ..b2 });
+    assert_eq!(defaulted[1], answered(b2, "no", 70, true));
 
     // Putting a request again updates it, but keeps the answer already recorded.
-    let reasked = InputRecord { prompt: "really approve?".into(), requested_ms: 11, ..a1.clone() };
+    let reasked = with(a1.clone(), |r| {
+        r.prompt = "really approve?".into();
+        r.requested_ms = 11;
+    });
     store.put_input(&reasked).await.unwrap();
-    let overwrite =
-        InputRecord { answer: Some("other".into()), answered_ms: Some(99), defaulted: true, ..reasked.clone() };
+    let overwrite = answered(reasked.clone(), "other", 99, true);
     store.put_input(&overwrite).await.unwrap();
-    let kept = InputRecord { answer: Some("yes".into()), answered_ms: Some(50), defaulted: false, ..reasked };
+    let kept = answered(reasked, "yes", 50, false);
     assert_eq!(store.inputs(Some(&a), false).await.unwrap(), vec![a2.clone(), kept]);
 
     // A request put with its answer (answered elsewhere) is recorded as answered.
-    let a3 = InputRecord { answer: Some("done".into()), answered_ms: Some(3), ..input(&a, "r3", 1) };
+    let a3 = with(input(&a, "r3", 1), |r| {
+        r.answer = Some("done".into());
+        r.answered_ms = Some(3);
+    });
     store.put_input(&a3).await.unwrap();
     assert!(!store.answer_input(&a, "r3", "late", false, 80).await.unwrap());
     assert_eq!(store.inputs(Some(&a), false).await.unwrap()[0], a3);
     // And an unanswered one put again before any answer can still be answered.
-    store.put_input(&InputRecord { prompt: "again".into(), ..a2.clone() }).await.unwrap();
+    store.put_input(&with(a2.clone(), |r| r.prompt = "again".into())).await.unwrap();
     assert!(store.answer_input(&a, "r2", "ok", false, 90).await.unwrap());
     assert_eq!(store.inputs(Some(&a), true).await.unwrap(), Vec::new());
 }

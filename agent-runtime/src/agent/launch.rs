@@ -114,7 +114,10 @@ impl Agent {
         // What the timed-out error reports: the timeout given, or what was left of a
         // restored run's deadline.
         let after = timeout.or_else(|| run.deadline().map(|d| d.at.saturating_duration_since(Instant::now())));
-        run.ctx.__set_input_broker(Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>);
+        agent_core::__private::context::set_input_broker(
+            &run.ctx,
+            Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>,
+        );
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             announce(&run, restored.is_none());

@@ -107,34 +107,13 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
 }
 
 fn to_checkpoint(r: InputRecord) -> InputRequestRecord {
-    InputRequestRecord::new(
-        r.request_id,
-        r.state,
-        r.prompt,
-        r.requested_ms,
-        r.timeout_ms,
-        r.default,
-        r.answer,
-        r.answered_ms,
-        r.defaulted,
-    )
+    r.request
 }
 
 /// The checkpoint's requests for human input, as the input hub keeps them.
 pub(crate) fn inputs_of(checkpoint: &Checkpoint) -> Vec<InputRecord> {
     (checkpoint.pending_inputs.iter())
-        .map(|r| InputRecord {
-            run_id: checkpoint.run_id.clone(),
-            request_id: r.request_id.clone(),
-            state: r.state.clone(),
-            prompt: r.prompt.clone(),
-            requested_ms: r.requested_ms,
-            timeout_ms: r.timeout_ms,
-            default: r.default.clone(),
-            answer: r.answer.clone(),
-            answered_ms: r.answered_ms,
-            defaulted: r.defaulted,
-        })
+        .map(|r| InputRecord { run_id: checkpoint.run_id.clone(), request: r.clone() })
         .collect()
 }
 
@@ -194,7 +173,7 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
         groups.push(Group::restore(run, parent, at(&g.origin), width, running[i].clone(), waiting));
     }
     if let Some(e) = &checkpoint.last_error {
-        run.ctx.set_last_error(e.to_state_error());
+        agent_core::__private::context::set_last_error(&run.ctx, e.to_state_error());
     }
     let mut branches = Vec::new();
     for t in &checkpoint.tokens {

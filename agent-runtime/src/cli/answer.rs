@@ -36,7 +36,8 @@ pub(super) async fn answer(
     if !db.answer_input(&run.run_id, request, value, false, now_ms()).await? {
         // Answered meanwhile (by the run's timeout, or by someone else): report that answer.
         let now = db.inputs(Some(&run.run_id), false).await?;
-        let answer = now.into_iter().find(|r| r.request_id == request).and_then(|r| r.answer).unwrap_or_default();
+        let answer =
+            now.into_iter().find(|r| r.request_id == request).and_then(|r| r.request.answer).unwrap_or_default();
         return Err(CliError::AlreadyAnswered { run: run.run_id, request: request.to_owned(), answer });
     }
     writeln!(out, "answered {} of run {}: \"{}\"", shown(request), shown(&run.run_id), shown(value))?;

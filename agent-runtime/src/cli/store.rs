@@ -2,13 +2,16 @@
 //!
 //! Invariants:
 //! - A value starting with `postgres://` or `postgresql://` is a PostgreSQL URL; anything
-//!   else is a SQLite file path (created when missing).
+//!   else is a SQLite file path (created when missing). Without the `postgres` feature such
+//!   a URL is a usage error, never opened as a file.
 //! - Run ids given on the command line resolve to exactly one run of this agent: the exact
 //!   id, or the only run whose id starts with the given prefix; anything else is an error.
 
 use std::sync::Arc;
 
-use crate::store::{CheckpointStore, PostgresStore, RunQuery, RunRecord, SqliteStore};
+#[cfg(feature = "postgres")]
+use crate::store::PostgresStore;
+use crate::store::{CheckpointStore, RunQuery, RunRecord, SqliteStore};
 use crate::Agent;
 
 use super::CliError;
@@ -17,6 +20,7 @@ use super::CliError;
 #[derive(Clone)]
 pub(super) enum Store {
     Sqlite(SqliteStore),
+    #[cfg(feature = "postgres")]
     Postgres(PostgresStore),
 }
 
@@ -24,9 +28,12 @@ impl Store {
     /// Open `--store`, or the default file for `agent`.
     pub(super) async fn open(arg: Option<&str>, agent: &str) -> Result<Store, CliError> {
         match arg {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(Store::Postgres(PostgresStore::connect(url).await?))
-            }
+            #[cfg(feature = "postgres")]
+            Some(url) if is_postgres_url(url) => Ok(Store::Postgres(PostgresStore::connect(url).await?)),
+            #[cfg(not(feature = "postgres"))]
+            Some(url) if is_postgres_url(url) => Err(CliError::Usage(format!(
+                "--store {url}: this program was built without PostgreSQL support (the `postgres` feature of `agent`)"
+            ))),
             Some(path) => Ok(Store::Sqlite(SqliteStore::open(path)?)),
             None => Ok(Store::Sqlite(SqliteStore::open(default_path(agent))?)),
         }
@@ -35,6 +42,7 @@ impl Store {
     pub(super) fn get(&self) -> Arc<dyn CheckpointStore> {
         match self {
             Store::Sqlite(s) => Arc::new(s.clone()),
+            #[cfg(feature = "postgres")]
             Store::Postgres(s) => Arc::new(s.clone()),
         }
     }
@@ -43,6 +51,7 @@ impl Store {
     pub(super) fn attach(&self, agent: Agent) -> Agent {
         match self {
             Store::Sqlite(s) => agent.with_store(s.clone()),
+            #[cfg(feature = "postgres")]
             Store::Postgres(s) => agent.with_store(s.clone()),
         }
     }
@@ -71,6 +80,11 @@ impl Store {
             }),
         }
     }
+}
+
+/// Whether `--store` names a PostgreSQL database rather than a SQLite file.
+fn is_postgres_url(arg: &str) -> bool {
+    arg.starts_with("postgres://") || arg.starts_with("postgresql://")
 }
 
 /// The SQLite file an agent's runs go to by default: `<agent-name>.db` in the current

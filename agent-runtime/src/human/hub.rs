@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use agent_core::HumanInput;
+use agent_core::{HumanInput, InputRequestRecord};
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
@@ -323,18 +323,10 @@ fn find(books: &mut FxHashMap<Arc<str>, Book>, token: u64) -> Option<&mut Entry>
 /// A new request of `book`'s run.
 fn new_record(book: &mut Book, run: &str, input: &HumanInput, now: i64) -> InputRecord {
     book.next += 1;
-    InputRecord {
-        run_id: run.to_owned(),
-        request_id: format!("input-{}", book.next),
-        state: None,
-        prompt: input.prompt().to_owned(),
-        requested_ms: now,
-        timeout_ms: input.time_limit().map(ms_u64),
-        default: input.default_value().map(str::to_owned),
-        answer: None,
-        answered_ms: None,
-        defaulted: false,
-    }
+    let mut request = InputRequestRecord::new(format!("input-{}", book.next), input.prompt().to_owned(), now);
+    request.timeout_ms = input.time_limit().map(ms_u64);
+    request.default = input.default_value().map(str::to_owned);
+    InputRecord { run_id: run.to_owned(), request }
 }
 
 /// Add a restored `record` to `book` as unclaimed; one already known is replaced only if

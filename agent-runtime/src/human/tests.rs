@@ -50,18 +50,10 @@ async fn pending_in(hub: &InputHub, n: usize) {
 }
 
 fn record(id: &str, prompt: &str, requested_ms: i64, answer: Option<&str>) -> InputRecord {
-    InputRecord {
-        run_id: RUN.into(),
-        request_id: id.into(),
-        state: None,
-        prompt: prompt.into(),
-        requested_ms,
-        timeout_ms: None,
-        default: None,
-        answer: answer.map(str::to_owned),
-        answered_ms: answer.map(|_| requested_ms),
-        defaulted: false,
-    }
+    let mut request = agent_core::InputRequestRecord::new(id.into(), prompt.into(), requested_ms);
+    request.answer = answer.map(str::to_owned);
+    request.answered_ms = answer.map(|_| requested_ms);
+    InputRecord { run_id: RUN.into(), request }
 }
 
 #[tokio::test(start_paused = true)]

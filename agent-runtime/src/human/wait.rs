@@ -26,7 +26,7 @@ use crate::store::{CheckpointStore, InputRecord};
 const POLL: Duration = Duration::from_millis(500);
 
 /// A run answers its own context's requests: the context holds it weakly (see
-/// `Context::__set_input_broker`), so a run costs no broker of its own. It does nothing
+/// `agent_core::__private::context::set_input_broker`), so a run costs no broker of its own. It does nothing
 /// until a state first asks: then it learns the run's id (formatted only then) and the hub
 /// forgets the other runs nobody waits on.
 impl InputBroker for Run {
@@ -194,7 +194,8 @@ async fn stored_answer(store: &dyn CheckpointStore, record: &InputRecord) -> Opt
     match store.inputs(Some(&record.run_id), false).await {
         Ok(records) => {
             let found = records.into_iter().find(|r| r.request_id == record.request_id)?;
-            found.answer.map(|a| (a, found.defaulted))
+            let request = found.request;
+            request.answer.map(|a| (a, request.defaulted))
         }
         Err(e) => {
             tracing::warn!(id = %record.request_id, error = %e, "could not read an answer from the store");

@@ -19,6 +19,7 @@
 //!   or a negative `seq`, is [`StoreError::Corrupt`], never a panic.
 
 use agent_core::AgentStatus;
+#[cfg(feature = "sqlite")]
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
@@ -32,6 +33,7 @@ pub(crate) struct Migration {
 }
 
 /// SQLite's migrations, in order.
+#[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: &[Migration] = &[Migration {
     version: 1,
     sql: "
@@ -79,6 +81,7 @@ pub(crate) const SQLITE: &[Migration] = &[Migration {
 }];
 
 /// PostgreSQL's migrations, in order.
+#[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &[Migration] = &[Migration {
     version: 1,
     sql: "
@@ -167,13 +170,16 @@ where
 }
 
 /// What the table `agent_schema` holds: its row count, and its highest and lowest version.
+#[cfg(feature = "sqlite")]
 const SCHEMA_ROWS: &str = "SELECT count(*), max(version), min(version) FROM agent_schema";
 /// The same for PostgreSQL, whose `max` of an `INTEGER` column is an `INTEGER`.
+#[cfg(feature = "postgres")]
 const SCHEMA_ROWS_PG: &str = "SELECT count(*), max(version)::BIGINT, min(version)::BIGINT FROM agent_schema";
 
 /// The version a schema table with `rows` rows, of highest version `highest` and lowest
 /// `lowest`, says the database is at: `None` for an empty table; an error for a version
 /// newer than `supported`, several rows, or a negative version.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn schema_version(
     store: &'static str,
     rows: i64,
@@ -194,6 +200,7 @@ fn schema_version(
     Ok(Some(highest))
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn too_new(store: &'static str, found: i64, supported: u32) -> Option<StoreError> {
     (found > i64::from(supported)).then(|| StoreError::SchemaTooNew {
         store,
@@ -203,6 +210,7 @@ fn too_new(store: &'static str, found: i64, supported: u32) -> Option<StoreError
 }
 
 /// Read `agent_schema` on an SQLite connection (see [`schema_version`]).
+#[cfg(feature = "sqlite")]
 fn sqlite_schema(conn: &Connection, supported: u32) -> Result<Option<i64>, StoreError> {
     let (rows, highest, lowest) = conn
         .query_row(SCHEMA_ROWS, [], |r| {
@@ -213,6 +221,7 @@ fn sqlite_schema(conn: &Connection, supported: u32) -> Result<Option<i64>, Store
 }
 
 /// The version an SQLite database is at (0: a new database), or `None` without `agent_schema`.
+#[cfg(feature = "sqlite")]
 fn sqlite_version(conn: &Connection, supported: u32) -> Result<Option<i64>, StoreError> {
     let has_table: bool = conn
         .query_row(
@@ -228,6 +237,7 @@ fn sqlite_version(conn: &Connection, supported: u32) -> Result<Option<i64>, Stor
 }
 
 /// Bring an SQLite database to the newest schema, or refuse it if it is newer.
+#[cfg(feature = "sqlite")]
 pub(crate) fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
     const STORE: &str = "sqlite";
     let supported = latest(SQLITE);
@@ -259,6 +269,7 @@ pub(crate) fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
 
 /// Bring a PostgreSQL schema (the connection's `search_path`) to the newest version, or
 /// refuse it if it is newer. `create_schema` is created first when given (already quoted).
+#[cfg(feature = "postgres")]
 pub(crate) async fn migrate_postgres(
     client: &mut tokio_postgres::Client,
     create_schema: Option<&str>,
@@ -308,6 +319,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(all(feature = "sqlite", feature = "postgres"))]
     fn migrations_are_numbered_from_one_without_gaps() {
         for list in [SQLITE, POSTGRES] {
             for (i, m) in list.iter().enumerate() {
@@ -319,21 +331,13 @@ mod tests {
 
     #[test]
     fn finished_list_matches_is_finished() {
-        let all = [
-            AgentStatus::Idle,
-            AgentStatus::Running,
-            AgentStatus::Paused,
-            AgentStatus::Completed,
-            AgentStatus::Failed,
-            AgentStatus::Cancelled,
-            AgentStatus::TimedOut,
-        ];
-        for s in all {
+        for &s in AgentStatus::ALL {
             assert_eq!(finished_sql!().contains(&format!("'{}'", s.as_str())), s.is_finished(), "{s}");
         }
     }
 
     #[test]
+    #[cfg(feature = "sqlite")]
     fn sqlite_migrates_once_and_refuses_newer() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate_sqlite(&mut conn).unwrap();
@@ -350,6 +354,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sqlite")]
     fn sqlite_refuses_a_schema_table_of_several_rows() {
         let current = i64::from(latest(SQLITE));
         // A newer version in any row is refused as newer, whatever the first row says.

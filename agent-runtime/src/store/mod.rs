@@ -27,15 +27,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agent_core::{AgentStatus, BoxError};
+use agent_core::{AgentStatus, BoxError, InputRequestRecord};
 
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// Milliseconds since the Unix epoch, as records keep time.
@@ -156,29 +161,39 @@ pub struct Snapshot {
     pub data: String,
 }
 
-/// A request for human input, and its answer once there is one.
+/// A request for human input of one run, and its answer once there is one: the run's id and
+/// the request as a checkpoint keeps it. It reads (and writes) as its request, so
+/// `record.prompt` is `record.request.prompt`.
+///
+/// ```
+/// use agent_core::InputRequestRecord;
+/// use agent_runtime::store::InputRecord;
+/// let mut r = InputRecord {
+///     run_id: "run-1".into(),
+///     request: InputRequestRecord::new("input-1".into(), "Approve?".into(), 0),
+/// };
+/// r.answer = Some("yes".into());
+/// assert_eq!((r.prompt.as_str(), r.request.answer.as_deref()), ("Approve?", Some("yes")));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputRecord {
     /// The run that asked.
     pub run_id: String,
-    /// The request's id, unique within the run.
-    pub request_id: String,
-    /// The state that asked, when known.
-    pub state: Option<String>,
-    /// What the person is asked.
-    pub prompt: String,
-    /// When it was asked, in milliseconds since the Unix epoch.
-    pub requested_ms: i64,
-    /// How long to wait for an answer, in milliseconds, counted from `requested_ms`.
-    pub timeout_ms: Option<u64>,
-    /// The answer taken when the timeout passes.
-    pub default: Option<String>,
-    /// The answer, once given.
-    pub answer: Option<String>,
-    /// When it was answered, in milliseconds since the Unix epoch.
-    pub answered_ms: Option<i64>,
-    /// Whether the answer is the default, taken at the timeout.
-    pub defaulted: bool,
+    /// The request: its id (unique within the run), prompt, times, default and answer.
+    pub request: InputRequestRecord,
+}
+
+impl std::ops::Deref for InputRecord {
+    type Target = InputRequestRecord;
+    fn deref(&self) -> &InputRequestRecord {
+        &self.request
+    }
+}
+
+impl std::ops::DerefMut for InputRecord {
+    fn deref_mut(&mut self) -> &mut InputRequestRecord {
+        &mut self.request
+    }
 }
 
 /// Which runs [`CheckpointStore::list_runs`] returns.

@@ -278,18 +278,14 @@ fn read_run(row: &Row) -> Result<RunRecord, Fail> {
 
 fn read_input(row: &Row) -> Result<InputRecord, Fail> {
     let timeout: Option<i64> = row.try_get(5)?;
-    Ok(InputRecord {
-        run_id: row.try_get(0)?,
-        request_id: row.try_get(1)?,
-        state: row.try_get(2)?,
-        prompt: row.try_get(3)?,
-        requested_ms: row.try_get(4)?,
-        timeout_ms: timeout.map(|t| u64_from_db(STORE, "timeout_ms", t)).transpose()?,
-        default: row.try_get(6)?,
-        answer: row.try_get(7)?,
-        answered_ms: row.try_get(8)?,
-        defaulted: row.try_get(9)?,
-    })
+    let mut request = agent_core::InputRequestRecord::new(row.try_get(1)?, row.try_get(3)?, row.try_get(4)?);
+    request.state = row.try_get(2)?;
+    request.timeout_ms = timeout.map(|t| u64_from_db(STORE, "timeout_ms", t)).transpose()?;
+    request.default = row.try_get(6)?;
+    request.answer = row.try_get(7)?;
+    request.answered_ms = row.try_get(8)?;
+    request.defaulted = row.try_get(9)?;
+    Ok(InputRecord { run_id: row.try_get(0)?, request })
 }
 
 impl CheckpointStore for PostgresStore {

@@ -274,18 +274,14 @@ fn read_run(row: &Row<'_>) -> Result<RunRecord, Fail> {
 
 fn read_input(row: &Row<'_>) -> Result<InputRecord, Fail> {
     let timeout: Option<i64> = row.get(5)?;
-    Ok(InputRecord {
-        run_id: row.get(0)?,
-        request_id: row.get(1)?,
-        state: row.get(2)?,
-        prompt: row.get(3)?,
-        requested_ms: row.get(4)?,
-        timeout_ms: timeout.map(|t| u64_from_db(STORE, "timeout_ms", t)).transpose()?,
-        default: row.get(6)?,
-        answer: row.get(7)?,
-        answered_ms: row.get(8)?,
-        defaulted: row.get(9)?,
-    })
+    let mut request = agent_core::InputRequestRecord::new(row.get(1)?, row.get(3)?, row.get(4)?);
+    request.state = row.get(2)?;
+    request.timeout_ms = timeout.map(|t| u64_from_db(STORE, "timeout_ms", t)).transpose()?;
+    request.default = row.get(6)?;
+    request.answer = row.get(7)?;
+    request.answered_ms = row.get(8)?;
+    request.defaulted = row.get(9)?;
+    Ok(InputRecord { run_id: row.get(0)?, request })
 }
 
 impl CheckpointStore for SqliteStore {
