@@ -55,8 +55,8 @@ mod reach;
 mod result;
 mod run;
 pub mod store;
-mod text;
 mod sync;
+mod text;
 mod timing;
 
 pub use agent::{Agent, RunOptions, StateConfig};

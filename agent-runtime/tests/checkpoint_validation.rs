@@ -309,7 +309,9 @@ async fn steps_past_max_steps_are_bounded_by_the_running_tokens() {
 async fn requests_versions_and_times_are_checked() {
     let c = checkpoint_at(&chain(), 50).await;
     let request = |id: &str| {
-        InputRequestRecord::new(id.into(), Some("b".into()), "name?".into(), 1_000, None, None, None, None, false)
+        let mut r = InputRequestRecord::new(id.into(), "name?".into(), 1_000);
+        r.state = Some("b".into());
+        r
     };
     for (id, says) in [("question", "not input-N"), ("input-0", "not input-N"), ("input-99999999999", "not input-N")] {
         let mut bad = c.clone();

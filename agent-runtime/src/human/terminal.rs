@@ -321,7 +321,7 @@ mod tests {
         let Opened::Waiting { rx, record, .. } = hub.open(&"r".into(), &HumanInput::new("go on?")) else {
             panic!("a new request waits");
         };
-        let job = Job { hub: Arc::downgrade(&hub), id: record.request_id, question: "[input-1] go on?".into() };
+        let job = Job { hub: Arc::downgrade(&hub), id: record.request.request_id, question: "[input-1] go on?".into() };
         (hub, job, rx)
     }
 
