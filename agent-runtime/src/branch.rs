@@ -154,6 +154,25 @@ thread_local! {
     static STEPS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
+thread_local! {
+    /// The run (by address) and state this thread is polling now, or polled last: a request
+    /// for human input, made inside the poll, learns from it which state asks.
+    static POLLING: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// This thread is about to poll state `pos` of `run`.
+#[inline(always)]
+fn polling(run: &Run, pos: usize) {
+    POLLING.with(|p| p.set((run as *const Run as usize, pos as u32)));
+}
+
+/// The state of `run` this thread is polling, if it is polling one of `run`'s (a request for
+/// human input made from a state's body; a body on the blocking pool is not known).
+pub(crate) fn polled_state(run: &Run) -> Option<usize> {
+    let (at, pos) = POLLING.with(std::cell::Cell::get);
+    (at == run as *const Run as usize && (pos as usize) < run.program.states.len()).then_some(pos as usize)
+}
+
 /// Count a state started on this thread; `true` every [`BUDGET_EVERY`] states, when its first
 /// poll takes a unit of budget first.
 #[inline(always)]
@@ -393,6 +412,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                     if count_step() && take_budget(cx).is_pending() {
                         return Poll::Pending;
                     }
+                    polling(run, pos);
                     Poll::Ready(Pin::new(&mut fut).poll(cx))
                 })
                 .await
@@ -737,6 +757,7 @@ impl<F: Future + Unpin> Future for Cancellable<'_, F> {
         if std::mem::take(&mut this.budget) && take_budget(cx).is_pending() {
             return Poll::Pending;
         }
+        polling(this.run, this.pos);
         if let Poll::Ready(out) = Pin::new(&mut this.fut).poll(cx) {
             return Poll::Ready(Some(out));
         }
@@ -762,6 +783,7 @@ fn poll_cancellable<'r, F: Future<Output = attempt::Outcome> + Unpin>(
     cancelled: &mut bool,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<attempt::Outcome> {
+    polling(run, pos);
     if let Poll::Ready(out) = Pin::new(fut).poll(cx) {
         return Poll::Ready(out);
     }

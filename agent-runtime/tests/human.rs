@@ -525,3 +525,46 @@ async fn a_re_acquired_allocation_can_still_be_preempted() {
     assert_eq!(answer_of(&result, "a").as_deref(), Some("second"));
     assert_eq!(pool.usage_stats().preempted().get("a"), Some(&1));
 }
+
+/// A request for human input knows the state that asked: its record in a checkpoint, its
+/// `WaitingForInput` event and the agent's picture name it, for a plain state and for one
+/// with options (run through its attempt loop).
+#[tokio::test(start_paused = true)]
+async fn a_request_for_input_names_the_state_that_asked() {
+    for guarded in [false, true] {
+        let mut agent = Agent::new("asks");
+        agent.add_state("prepare", |_ctx: Context| async { StateResult::parallel(["quiet", "review"]) });
+        agent.add_state("quiet", |_ctx: Context| async {
+            sleep(Duration::from_secs(1)).await;
+            StateResult::End
+        });
+        let review = agent.add_state("review", |ctx: Context| async move {
+            sleep(Duration::from_millis(10)).await;
+            let answer = ctx.human_in_the_loop(HumanInput::new("approve?")).await.unwrap();
+            ctx.set_state("answer", answer);
+            StateResult::End
+        });
+        if guarded {
+            review.retry_policy(agent_core::RetryPolicy::new().max_retries(1));
+        }
+        let mut events = agent.events();
+        let run = spawn_run(&agent);
+        while agent.pending_inputs().is_empty() {
+            sleep(Duration::from_millis(5)).await;
+        }
+        let checkpoint = agent.create_checkpoint();
+        assert_eq!(checkpoint.pending_inputs[0].state.as_deref(), Some("review"), "guarded: {guarded}");
+        let asked = loop {
+            match events.next().await.unwrap().kind {
+                agent_runtime::EventKind::WaitingForInput { state, .. } => break state,
+                _ => continue,
+            }
+        };
+        assert_eq!(asked.as_deref(), Some("review"));
+        assert!(agent.diagram().to_mermaid().contains("asked a person"), "{}", agent.diagram().to_mermaid());
+        let id = agent.pending_inputs()[0].id.clone();
+        agent.answer(&id, "yes").unwrap();
+        let result = run.await.unwrap().unwrap();
+        assert_eq!(result.context().get_state::<String>("answer").as_deref(), Some("yes"));
+    }
+}

@@ -212,7 +212,7 @@ impl InputHub {
 
     /// Ask `input` in `run`: re-attach to a restored record of the same prompt, or open a
     /// new request.
-    pub(super) fn open(&self, run: &Arc<str>, input: &HumanInput) -> Opened {
+    pub(super) fn open(&self, run: &Arc<str>, input: &HumanInput, state: Option<String>) -> Opened {
         let now = now_ms();
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
         let mut books = self.lock();
@@ -238,7 +238,7 @@ impl InputHub {
             }
         }
         let (tx, rx) = oneshot::channel();
-        let record = new_record(book, run, input, now);
+        let record = new_record(book, run, input, state, now);
         book.entries.push(Entry {
             record: record.clone(),
             claimed: true,
@@ -321,9 +321,10 @@ fn find(books: &mut FxHashMap<Arc<str>, Book>, token: u64) -> Option<&mut Entry>
 }
 
 /// A new request of `book`'s run.
-fn new_record(book: &mut Book, run: &str, input: &HumanInput, now: i64) -> InputRecord {
+fn new_record(book: &mut Book, run: &str, input: &HumanInput, state: Option<String>, now: i64) -> InputRecord {
     book.next += 1;
     let mut request = InputRequestRecord::new(format!("input-{}", book.next), input.prompt().to_owned(), now);
+    request.state = state;
     request.timeout_ms = input.time_limit().map(ms_u64);
     request.default = input.default_value().map(str::to_owned);
     InputRecord { run_id: run.to_owned(), request }

@@ -318,7 +318,7 @@ mod tests {
     fn waiting() -> (Arc<InputHub>, Job, impl Drop) {
         let hub = InputHub::new();
         hub.set_terminal(false);
-        let Opened::Waiting { rx, record, .. } = hub.open(&"r".into(), &HumanInput::new("go on?")) else {
+        let Opened::Waiting { rx, record, .. } = hub.open(&"r".into(), &HumanInput::new("go on?"), None) else {
             panic!("a new request waits");
         };
         let job = Job { hub: Arc::downgrade(&hub), id: record.request.request_id, question: "[input-1] go on?".into() };

@@ -44,8 +44,10 @@ impl InputBroker for Run {
         }
         let events = Some(self.sinks.links.events.clone());
         let waited_from = Instant::now();
+        // Asked from inside the state's poll: the state this thread polls is the one asking.
+        let state = crate::branch::polled_state(self).map(|pos| self.state_name(pos));
         Box::pin(async move {
-            let outcome = ask(hub, run, input, events).await;
+            let outcome = ask(hub, run, input, events, state).await;
             self.record_input_wait(waited_from.elapsed());
             outcome
         })
@@ -62,7 +64,7 @@ pub(super) struct RunlessBroker {
 #[cfg(test)]
 impl InputBroker for RunlessBroker {
     fn request(&self, input: HumanInput) -> InputFuture<'_> {
-        Box::pin(ask(&self.hub, &self.id, input, None))
+        Box::pin(ask(&self.hub, &self.id, input, None, None))
     }
 }
 
@@ -83,6 +85,7 @@ async fn ask(
     run: &Arc<str>,
     input: HumanInput,
     events: Option<Arc<EventHub>>,
+    state: Option<String>,
 ) -> Result<String, HumanInputError> {
     let emit = |kind: EventKind| {
         if let Some(h) = events.as_ref().filter(|h| h.active()) {
@@ -98,7 +101,7 @@ async fn ask(
             }
         }
     }
-    let (token, mut rx, mut record, elapsed) = match hub.open(run, &input) {
+    let (token, mut rx, mut record, elapsed) = match hub.open(run, &input, state) {
         Opened::Answered(answer) => return Ok(answer),
         Opened::Waiting { token, rx, record, elapsed } => (token, rx, record, elapsed),
     };
