@@ -253,9 +253,9 @@ async fn human_input_has_events_when_asked_answered_and_defaulted() {
     assert_eq!(
         inputs,
         [
-            &EventKind::WaitingForInput { state: None, request_id: "input-1".into() },
+            &EventKind::WaitingForInput { state: Some("review".into()), request_id: "input-1".into() },
             &EventKind::InputAnswered { request_id: "input-1".into(), defaulted: false },
-            &EventKind::WaitingForInput { state: None, request_id: "input-2".into() },
+            &EventKind::WaitingForInput { state: Some("review".into()), request_id: "input-2".into() },
             &EventKind::InputAnswered { request_id: "input-2".into(), defaulted: true },
         ]
     );
