@@ -10,7 +10,7 @@
 //! - A state's panic, `Err`, bad write or unknown target fails the run through `Run::fail`;
 //!   the panic never unwinds past this module.
 //! - Every transition inside a group goes through `Group::arrive` / `Group::end`, which say
-//!   what runs next (see `fanin`).
+//!   what runs next (see `run::groups`).
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -31,8 +31,8 @@ use crate::attempt;
 use crate::attempt::Attempted;
 use crate::deps;
 use crate::events::EventKind;
-use crate::fanin::{Group, Position};
 use crate::frontier::TRANSITIONS;
+use crate::run::{Group, Position};
 use crate::run::{Run, TaskGuard, NO_STATE};
 use crate::timing::UNTIMED;
 use agent_core::StateStatus;

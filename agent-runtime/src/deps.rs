@@ -99,7 +99,7 @@ fn completion_counts(run: &Run, dependent: usize, j: usize, d: usize, c: &Depend
     };
     match c.lifecycle {
         DependencyLifecycle::Session => completed > 0,
-        DependencyLifecycle::Once => completed > 0 || run.deps.once_done(run, d),
+        DependencyLifecycle::Once => completed > 0 || once_done(run, d),
         DependencyLifecycle::Always => completed > run.deps.consumed(dependent, j),
         DependencyLifecycle::Temporary => completed > 0 && fresh(c.expiry),
         DependencyLifecycle::Periodic => completed > 0 && fresh(c.interval),
@@ -114,7 +114,7 @@ fn check(run: &Arc<Run>, pos: usize, now: Instant, activate_missing: bool) -> Ch
         let counters = &run.states[d];
         let failed = counters.failed.load(Relaxed) > 0 && !is_active(run, d);
         let status = StateStatus::from_u8(counters.status.load(Relaxed));
-        let activated = status != StateStatus::Pending || run.deps.once_done(run, d);
+        let activated = status != StateStatus::Pending || once_done(run, d);
         let done = match c.dependency_type {
             DependencyType::Required => {
                 if completion_counts(run, pos, j, d, c, now) {
@@ -168,7 +168,7 @@ pub(crate) async fn gate(run: &Arc<Run>, pos: usize) -> Gate {
         let now = Instant::now();
         match check(run, pos, now, first) {
             Check::Satisfied => {
-                run.deps.consume(run, pos);
+                consume(run, pos);
                 return Gate::Open;
             }
             Check::DependencyFailed => return Gate::Cancelled,
@@ -188,7 +188,10 @@ pub(crate) async fn gate(run: &Arc<Run>, pos: usize) -> Gate {
             None => {
                 // Only another branch can open this gate now: if none is left to, the run
                 // has stalled.
-                let _idle = run.deps.go_idle(run, pos, generation);
+                let (_idle, stall) = run.deps.go_idle(pos, generation);
+                if let Some(idle) = stall {
+                    stalled(run, &idle);
+                }
                 changed.await
             }
             Some(at) => {
@@ -237,7 +240,7 @@ impl Drop for WaitingGuard<'_> {
 /// whose `Required` and `Sequential` dependencies are now all satisfied.
 #[cold]
 pub(crate) fn completed(run: &Arc<Run>, pos: usize) {
-    run.deps.record_completion(run, pos);
+    record_completion(run, pos);
     let now = Instant::now();
     for &x in &run.program.states[pos].dependents {
         if run.states[x].status.load(Relaxed) != StateStatus::Pending as u8 {
@@ -293,46 +296,15 @@ fn describe(run: &Run, idle: &[usize]) -> Vec<WaitingOn> {
     out
 }
 
-/// Branches alive and gates idle, for [`AgentError::Stalled`] (see the module docs).
-#[derive(Default)]
-struct Stall {
-    /// Branches made and not yet ended.
-    live: usize,
-    /// States of the gates idle since the last change, one entry per gate.
-    idle: Vec<usize>,
-    /// Changes so far.
-    generation: u64,
-}
-
-/// A gate counted idle; uncounts it when its wait ends, unless a change already did.
-pub(crate) struct Idle<'a> {
-    run: &'a Run,
-    pos: usize,
-    generation: Option<u64>,
-}
-
-impl Drop for Idle<'_> {
-    fn drop(&mut self) {
-        if let Some(generation) = self.generation {
-            let mut stall = self.run.deps.stall();
-            if stall.generation == generation {
-                if let Some(i) = stall.idle.iter().position(|&p| p == self.pos) {
-                    stall.idle.swap_remove(i);
-                }
-            }
-        }
-    }
-}
-
 /// A branch's `drive` returned (see the module docs): count it out, in a program with
-/// dependencies. Not called for a branch dropped because its run stopped, when nothing is
-/// checked any more.
+/// dependencies, and fail the run if it has stalled. Not called for a branch dropped because
+/// its run stopped, when nothing is checked any more.
 #[inline]
 pub(crate) fn branch_ended(run: &Run) {
     if run.program.has_dependencies {
-        let mut stall = run.deps.stall();
-        stall.live = stall.live.saturating_sub(1);
-        check_stall(run, stall);
+        if let Some(idle) = run.deps.branch_ended() {
+            stalled(run, &idle);
+        }
     }
 }
 
@@ -343,136 +315,53 @@ pub(crate) fn root_started(run: &Run) {
     }
 }
 
-/// Fail the run if every live branch waits at an idle gate.
-fn check_stall(run: &Run, stall: std::sync::MutexGuard<'_, Stall>) {
-    if stall.live == 0 || stall.idle.len() < stall.live || run.is_stopping() {
+/// Every live branch waits at one of the gates of `idle`: fail the run, saying what each
+/// waits on (unless the run is stopping anyway).
+#[cold]
+fn stalled(run: &Run, idle: &[usize]) {
+    if run.is_stopping() {
         return;
     }
-    let idle = stall.idle.clone();
-    drop(stall);
-    let waiting = describe(run, &idle);
+    let waiting = describe(run, idle);
     tracing::debug!(?waiting, "the run stalled");
     run.fail(AgentError::Stalled { waiting, context: run.ctx.clone() });
 }
 
-/// A run's bookkeeping for dependencies.
-pub(crate) struct DepsState {
-    /// Notified when a state with dependents completes or fails, or (while a gate waits)
-    /// when any state completes, so conditions on the context are checked again (through
-    /// [`DepsState::notify`]).
-    changed: tokio::sync::Notify,
-    /// Live branches and idle gates (see the module docs).
-    stall: std::sync::Mutex<Stall>,
-    /// Gates waiting now.
-    pub waiting: std::sync::atomic::AtomicUsize,
-    /// When the run started, for programs with dependencies (a clock read the others skip).
-    epoch: Option<Instant>,
-    /// Per state: 1 + nanoseconds from `epoch` to its last completion; 0 while none. Empty
-    /// for programs without dependencies.
-    last_completed: Box<[std::sync::atomic::AtomicU64]>,
-    /// Completions consumed by `Always` dependencies: (dependent, dependency slot) -> count.
-    consumed: std::sync::Mutex<rustc_hash::FxHashMap<(usize, usize), u32>>,
+/// Whether `d` completed in an earlier run of the agent and counts forever (`Once`).
+fn once_done(run: &Run, d: usize) -> bool {
+    run.program.states[d].once_tracked
+        && run
+            .sinks
+            .links
+            .once
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&*run.program.states[d].name)
 }
 
-impl DepsState {
-    /// The bookkeeping of a run of `states` states; nearly free when `any` (some state has
-    /// dependencies) is false.
-    pub(crate) fn new(states: usize, any: bool) -> Self {
-        let states = if any { states } else { 0 };
-        DepsState {
-            changed: tokio::sync::Notify::new(),
-            stall: std::sync::Mutex::default(),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-            epoch: any.then(Instant::now),
-            last_completed: (0..states).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
-            consumed: std::sync::Mutex::new(rustc_hash::FxHashMap::default()),
-        }
+/// State `x` starts: its `Always` dependencies' completions so far are used up.
+fn consume(run: &Run, x: usize) {
+    let deps = &run.program.states[x].dependencies;
+    if !deps.iter().any(|(_, c)| c.lifecycle == DependencyLifecycle::Always) {
+        return;
     }
+    let counts = deps
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, c))| c.lifecycle == DependencyLifecycle::Always)
+        .map(|(j, (d, _))| (j, run.states[*d].completed.load(Relaxed)));
+    run.deps.consume(x, counts);
+}
 
-    fn stall(&self) -> std::sync::MutexGuard<'_, Stall> {
-        self.stall.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Something changed that a gate may wait on: wake every gate to look again.
-    pub(crate) fn notify(&self) {
-        let mut stall = self.stall();
-        stall.generation += 1;
-        stall.idle.clear();
-        self.changed.notify_waiters();
-    }
-
-    /// A wait for the next change, and the number of changes so far, taken together.
-    fn watch(&self) -> (tokio::sync::futures::Notified<'_>, u64) {
-        let stall = self.stall();
-        (self.changed.notified(), stall.generation)
-    }
-
-    /// `n` branches were made (counted only in programs with dependencies).
-    pub(crate) fn branches_made(&self, n: usize) {
-        self.stall().live += n;
-    }
-
-    /// The gate of `pos`, which looked at generation `generation`, waits for another branch:
-    /// count it idle unless a change came since, and fail the run if nothing can move.
-    fn go_idle<'a>(&self, run: &'a Run, pos: usize, generation: u64) -> Idle<'a> {
-        let mut stall = self.stall();
-        if stall.generation != generation {
-            return Idle { run, pos, generation: None };
-        }
-        stall.idle.push(pos);
-        check_stall(run, stall);
-        Idle { run, pos, generation: Some(generation) }
-    }
-
-    fn last_completed(&self, d: usize) -> Option<Instant> {
-        match (self.epoch, self.last_completed.get(d).map(|c| c.load(Relaxed))) {
-            (Some(epoch), Some(n)) if n > 0 => Some(epoch + Duration::from_nanos(n - 1)),
-            _ => None,
-        }
-    }
-
-    /// Whether `d` completed in an earlier run of the agent and counts forever (`Once`).
-    fn once_done(&self, run: &Run, d: usize) -> bool {
-        run.program.states[d].once_tracked
-            && run
-                .sinks
-                .links
-                .once
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(&*run.program.states[d].name)
-    }
-
-    fn consumed(&self, x: usize, j: usize) -> u32 {
-        self.consumed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(x, j)).copied().unwrap_or(0)
-    }
-
-    /// State `x` starts: its `Always` dependencies' completions so far are used up.
-    fn consume(&self, run: &Run, x: usize) {
-        let deps = &run.program.states[x].dependencies;
-        if !deps.iter().any(|(_, c)| c.lifecycle == DependencyLifecycle::Always) {
-            return;
-        }
-        let mut consumed = self.consumed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (j, (d, c)) in deps.iter().enumerate() {
-            if c.lifecycle == DependencyLifecycle::Always {
-                consumed.insert((x, j), run.states[*d].completed.load(Relaxed));
-            }
-        }
-    }
-
-    fn record_completion(&self, run: &Run, d: usize) {
-        if let (Some(epoch), Some(slot)) = (self.epoch, self.last_completed.get(d)) {
-            let nanos = Instant::now().saturating_duration_since(epoch).as_nanos();
-            slot.store(u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1, Relaxed);
-        }
-        if run.program.states[d].once_tracked {
-            run.sinks
-                .links
-                .once
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(run.program.states[d].name.to_string());
-        }
+/// Record when `d` completed, and (a `Once` dependency) that it did, for later runs too.
+fn record_completion(run: &Run, d: usize) {
+    run.deps.record_completion(d);
+    if run.program.states[d].once_tracked {
+        run.sinks
+            .links
+            .once
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(run.program.states[d].name.to_string());
     }
 }

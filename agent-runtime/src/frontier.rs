@@ -5,7 +5,7 @@
 //! - the root task, while only moving from state to state at the top level, keeps its
 //!   position in `Run::root_slot` (one store per transition, no lock): the chain's path;
 //! - every other token at the top level is counted in `StateCounters::at_top`;
-//! - tokens inside fan-out groups are counted by the group (`fanin`);
+//! - tokens inside fan-out groups are counted by the group (`run::groups`);
 //! - a token whose branch fanned out stays counted at the fan-out state (at the top or in
 //!   its group) until its child group is over; the child group stands for it.
 //!
@@ -33,7 +33,7 @@
 //! 2. `Run::groups`, the list of a run's fan-out groups: taken briefly (alone, or while
 //!    entered) to register a group a fan-out opens, and by a checkpoint while it writes, to
 //!    copy the list; nothing else is taken while it is held.
-//! 3. One group's token lock (`fanin`): held for one group at a time; an event moving up to
+//! 3. One group's token lock (`run::groups`): held for one group at a time; an event moving up to
 //!    the parent group drops the child's lock before it takes the parent's, and a checkpoint
 //!    reads the groups one after the other.
 //!

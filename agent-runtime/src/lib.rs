@@ -7,7 +7,7 @@
 //!   program; names resolve to indices.
 //! - `branch`: one task runs a branch's states in sequence; a fan-out spawns the other
 //!   branches on the current tokio runtime (work-stealing on a multi-thread one).
-//! - `fanin`: a fan-out opens a group of tokens; the group decides when a join runs.
+//! - `run::groups`: a fan-out opens a group of tokens; the group decides when a join runs.
 //! - `run`: counters, status and the first failure of a run.
 //! - `pool`: the resource pool; `attempt`: one run of a state that holds resources, has a
 //!   timeout or runs on the blocking pool.
@@ -41,7 +41,6 @@ mod deps;
 mod diagram;
 mod durable;
 pub mod events;
-mod fanin;
 mod frontier;
 mod human;
 #[cfg(feature = "otel")]

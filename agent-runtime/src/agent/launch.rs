@@ -27,9 +27,9 @@ use crate::branch;
 use crate::checkpoint;
 use crate::durable::{store_error, Durable};
 use crate::events::EventKind;
-use crate::fanin::Position;
 use crate::program::Program;
 use crate::result::AgentResult;
+use crate::run::Position;
 use crate::run::{Deadline, Run};
 use tokio::time::Instant;
 

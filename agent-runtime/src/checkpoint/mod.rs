@@ -22,9 +22,9 @@ use agent_core::{
     TokenRecord,
 };
 
-use crate::fanin::{Counts, Group, Position};
 use crate::frontier::TRANSITIONS;
 use crate::program::Program;
+use crate::run::{Counts, Group, Position};
 use crate::run::{Run, NO_STATE};
 use crate::store::InputRecord;
 

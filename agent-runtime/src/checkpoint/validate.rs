@@ -24,7 +24,7 @@
 //! - when every transition is known: tokens waiting at a state that nothing running or
 //!   waiting in their group, or in a group enclosing it, can reach (the fan-in releases them
 //!   in the step that makes them releasable, under the lock a checkpoint reads the group
-//!   under; a state an enclosing group may still come to is held back, see `fanin`);
+//!   under; a state an enclosing group may still come to is held back, see `run::groups`);
 //! - when the agent has no dependencies: more than one token or group at the top level (the
 //!   run's root branch is the only one there; dependencies start other top-level branches,
 //!   so with them any number is accepted);
@@ -295,7 +295,7 @@ fn blocked_waiting(
     let waiting: Vec<Vec<usize>> =
         c.groups.iter().map(|g| g.waiting.iter().map(|(state, _)| index(state)).collect()).collect();
     // Whether a token of a group enclosing group `i` may still come to `s`: a state held
-    // back for the branches of an enclosing fan-out (see `fanin`, "Deferral").
+    // back for the branches of an enclosing fan-out (see `run::groups`, "Deferral").
     let held_above = |i: usize, s: usize| {
         let (mut parent, mut origin) = (c.groups[i].parent, index(&c.groups[i].origin));
         while let Some(p) = parent {

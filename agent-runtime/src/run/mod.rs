@@ -4,8 +4,10 @@
 //! - `control`: status, the requests that hold, stop or pause the run, its deadline, the
 //!   tasks alive and the end;
 //! - `counters`: per-state statuses and counters;
-//! - `positions`: the root task's position and the fan-out groups (with `frontier`, where
+//! - `positions`: the root task's position and the fan-out groups it opened; `groups`: each
+//!   fan-out group's tokens and the rule that says when a join runs (with `frontier`, where
 //!   every token stands);
+//! - `gates`: dependency bookkeeping (completion times, used-up completions, idle gates);
 //! - `sinks`: where the run reports (its id, events, timings, store, what it shares with
 //!   its agent).
 //!
@@ -22,6 +24,8 @@
 
 mod control;
 mod counters;
+mod gates;
+mod groups;
 mod positions;
 mod sinks;
 
@@ -33,10 +37,11 @@ use tokio::sync::Semaphore;
 
 pub(crate) use control::{Control, Deadline};
 pub(crate) use counters::Counters;
+pub(crate) use gates::DepsState;
+pub(crate) use groups::{Counts, Group, Position};
 pub(crate) use positions::{Positions, NO_STATE};
 pub(crate) use sinks::{Links, Sinks};
 
-use crate::deps::DepsState;
 use crate::events::EventKind;
 use crate::pool::{Asker, ResourcePool};
 use crate::program::Program;

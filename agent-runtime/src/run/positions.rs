@@ -1,7 +1,7 @@
 //! Where a run's tokens stand, as far as the run itself keeps it: the root task's position
 //! and the fan-out groups it opened. Tokens at the top level outside the root slot are
 //! counted per state (`StateCounters::at_top`); tokens inside groups by their group
-//! (`fanin`). See `frontier` for how a checkpoint reads all of it consistently.
+//! (`run::groups`). See `frontier` for how a checkpoint reads all of it consistently.
 //!
 //! Invariants:
 //! - The root slot holds the root task's position while it moves alone at the top level,
@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::fanin::Group;
+use super::Group;
 
 /// The root slot when the root task holds no position.
 pub(crate) const NO_STATE: u32 = u32::MAX;

@@ -55,8 +55,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crossbeam_utils::CachePadded;
 use rustc_hash::FxHashMap;
 
+use super::Run;
 use crate::program::Program;
-use crate::run::Run;
 
 /// Where a token stands after an event: the group it belongs to (none at the top level) and
 /// the state it runs.
