@@ -174,6 +174,16 @@ impl Durable {
     }
 }
 
+impl crate::run::Recorder for Durable {
+    fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(Durable::sync(self))
+    }
+
+    fn nudge(&self) {
+        Durable::nudge(self)
+    }
+}
+
 /// The error of a run stopped by its store, or of a store asked for a run.
 pub(crate) fn store_error(message: impl ToString, context: Context) -> AgentError {
     AgentError::Store { message: message.to_string(), context }

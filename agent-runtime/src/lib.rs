@@ -30,6 +30,7 @@
 #![cfg_attr(all(test, loom), deny(unsafe_code))]
 
 mod agent;
+mod asking;
 mod attempt;
 #[doc(hidden)]
 pub mod bench;

@@ -110,7 +110,7 @@ impl Agent {
     /// ```
     pub async fn run_with(&self, options: RunOptions) -> Result<AgentResult, AgentError> {
         let RunOptions { timeout, cleanup_timeout, context } = options;
-        let (run, restored) = self.prepare(context, timeout)?;
+        let (run, restored, durable) = self.prepare(context, timeout)?;
         // What the timed-out error reports: the timeout given, or what was left of a
         // restored run's deadline.
         let after = timeout.or_else(|| run.deadline().map(|d| d.at.saturating_duration_since(Instant::now())));
@@ -121,11 +121,11 @@ impl Agent {
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             announce(&run, restored.is_none());
-            if let Some(d) = &run.sinks.durable {
+            if let Some(d) = &durable {
                 // The run's row and a first snapshot exist before any state runs.
                 start_durable(&run, d).await?;
             }
-            let (error, overran) = drive(&run, restored, cleanup_timeout).await;
+            let (error, overran) = drive(&run, restored, durable, cleanup_timeout).await;
             self.conclude(&run, error, after, overran)
         }
         .instrument(span)
@@ -135,7 +135,8 @@ impl Agent {
     /// Prepare the run under the lock on `live`: the program (compiled if the definition
     /// changed), a run of it on the restored checkpoint's context or on `context`, with its
     /// durable writer and timings if asked, seeded from the checkpoint to restore if there
-    /// is one; it is the current run on return. The seeded positions, if restored.
+    /// is one; it is the current run on return. The seeded positions, if restored, and the
+    /// run's store (the run itself sees it only as its `Recorder`).
     ///
     /// # Errors
     ///
@@ -145,7 +146,7 @@ impl Agent {
         &self,
         context: Option<Context>,
         timeout: Option<Duration>,
-    ) -> Result<(Arc<Run>, Option<Vec<Position>>), AgentError> {
+    ) -> Result<Prepared, AgentError> {
         let (program, mut live) = self.program_in(lock(&self.shared.live))?;
         if live.run.as_ref().is_some_and(|r| !r.status().is_finished() && r.status() != AgentStatus::Paused) {
             return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
@@ -173,7 +174,7 @@ impl Agent {
         if timed {
             run.sinks.timing = Some(crate::timing::timings(run.states.len()));
         }
-        run.sinks.durable = durable;
+        run.sinks.durable = durable.clone().map(|d| d as Arc<dyn crate::run::Recorder>);
         // The earlier of the deadline given and the one a restored run recorded: a run
         // recovered or resumed ends when the original would have, never later and never
         // not. A run that had ended (timed out, failed) and is restored to go on has spent
@@ -186,7 +187,7 @@ impl Agent {
         let run = Arc::new(run);
         let restored = restore.map(|c| self.seed(&run, &c)).transpose()?;
         live.run = Some(run.clone());
-        Ok((run, restored))
+        Ok((run, restored, durable))
     }
 
     /// Seed `run` from `checkpoint`: its run id, its requests for human input, and the
@@ -226,6 +227,9 @@ impl Agent {
     }
 }
 
+/// A run ready to start: the run, the positions it goes on from if restored, its store.
+type Prepared = (Arc<Run>, Option<Vec<Position>>, Option<Arc<Durable>>);
+
 /// The run has started: `RunStarted` for subscribers, and the root token at the start
 /// unless the run was restored.
 fn announce(run: &Run, rooted: bool) {
@@ -255,6 +259,7 @@ async fn start_durable(run: &Run, d: &Durable) -> Result<(), AgentError> {
 async fn drive(
     run: &Arc<Run>,
     restored: Option<Vec<Position>>,
+    durable: Option<Arc<Durable>>,
     cleanup_timeout: Option<Duration>,
 ) -> (Option<AgentError>, Vec<String>) {
     let stop_writer = tokio::sync::Notify::new();
@@ -300,7 +305,7 @@ async fn drive(
         stop_writer.notify_one();
         (error, overran)
     };
-    match run.sinks.durable.clone() {
+    match durable {
         Some(d) => tokio::join!(main, d.writer(run, &stop_writer)).0,
         None => main.await,
     }

@@ -106,7 +106,7 @@ impl InputHub {
     }
 
     /// Forget the runs other than `run` that nobody waits on (when `run` first asks).
-    pub(super) fn forget_others(&self, run: &Arc<str>) {
+    pub(crate) fn forget_others(&self, run: &Arc<str>) {
         self.lock().retain(|r, book| r == run || book.entries.iter().any(|e| e.waiter.is_some()));
     }
 

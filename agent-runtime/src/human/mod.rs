@@ -4,7 +4,7 @@
 //! - `hub`: the requests of every run of one agent, their ids, answers and defaults; what
 //!   `Agent::pending_inputs` and `Agent::answer` read and write.
 //! - `wait`: one request from asking to its answer, default or error (the run itself is
-//!   the broker its context asks).
+//!   the broker its context asks: see `asking`; nothing here knows a run).
 //! - `resources`: a state waiting for a person gives its resources back and takes them again
 //!   before the answer reaches it.
 //! - `terminal`: the terminal provider, one reader thread per agent.
@@ -45,6 +45,7 @@ pub(crate) use hub::InputHub;
 pub(crate) use resources::with_resources;
 #[cfg(feature = "cli")]
 pub(crate) use terminal::{end_prompt, watch_prompts, NO_LONGER_ASKED};
+pub(crate) use wait::ask;
 
 /// A request for human input that a state is waiting on: see [`Agent::pending_inputs`].
 ///

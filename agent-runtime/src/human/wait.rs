@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(test)]
 use agent_core::__private::{InputBroker, InputFuture};
 use agent_core::{HumanInput, HumanInputError};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -19,40 +20,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::hub::{now_ms, InputHub, Opened};
 use super::resources;
 use crate::events::{EventHub, EventKind};
-use crate::run::Run;
 use crate::store::{CheckpointStore, InputRecord};
 
 /// How often a waiting request reads the store for an answer from another process.
 const POLL: Duration = Duration::from_millis(500);
-
-/// A run answers its own context's requests: the context holds it weakly (see
-/// `agent_core::__private::context::set_input_broker`), so a run costs no broker of its own. It does nothing
-/// until a state first asks: then it learns the run's id (formatted only then) and the hub
-/// forgets the other runs nobody waits on.
-impl InputBroker for Run {
-    fn request(&self, input: HumanInput) -> InputFuture<'_> {
-        let hub = &self.sinks.links.inputs;
-        let run = self.sinks.input_id.get_or_init(|| {
-            let id: Arc<str> = self.run_id().into();
-            hub.forget_others(&id);
-            id
-        });
-        if let Some(d) = &self.sinks.durable {
-            // The store then shows the state running (waiting for a person), not where the
-            // last completion left it.
-            d.nudge();
-        }
-        let events = Some(self.sinks.links.events.clone());
-        let waited_from = Instant::now();
-        // Asked from inside the state's poll: the state this thread polls is the one asking.
-        let state = crate::branch::polled_state(self).map(|pos| self.state_name(pos));
-        Box::pin(async move {
-            let outcome = ask(hub, run, input, events, state).await;
-            self.record_input_wait(waited_from.elapsed());
-            outcome
-        })
-    }
-}
 
 /// A broker for run `id` with no `Run` behind it (the hub's own tests).
 #[cfg(test)]
@@ -80,7 +51,7 @@ impl Drop for Pending<'_> {
     }
 }
 
-async fn ask(
+pub(crate) async fn ask(
     hub: &Arc<InputHub>,
     run: &Arc<str>,
     input: HumanInput,

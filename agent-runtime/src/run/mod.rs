@@ -40,7 +40,7 @@ pub(crate) use counters::Counters;
 pub(crate) use gates::DepsState;
 pub(crate) use groups::{Counts, Group, Position};
 pub(crate) use positions::{Positions, NO_STATE};
-pub(crate) use sinks::{Links, Sinks};
+pub(crate) use sinks::{Links, Recorder, Sinks};
 
 use crate::events::EventKind;
 use crate::pool::{Asker, ResourcePool};

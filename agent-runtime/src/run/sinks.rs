@@ -7,11 +7,12 @@
 //! - The run's id is made when first asked for (a run nobody asks about pays no random
 //!   number); once made, or set for a restored run, it never changes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustc_hash::FxHashSet;
 
-use crate::durable::Durable;
 use crate::events::{EventHub, EventKind};
 use crate::human::InputHub;
 use crate::timing::Timings;
@@ -35,6 +36,16 @@ impl Links {
     }
 }
 
+/// A run's store, as the run sees it (`durable` implements it): the run asks it to record,
+/// and waits for it before a state's successors start.
+pub(crate) trait Recorder: Send + Sync {
+    /// Wait until a snapshot taken after this call is committed; `false` if the store
+    /// failed (the run is then failing) or is gone (the run is over).
+    fn sync(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+    /// Ask for a snapshot without waiting for it (the run changed without a completion).
+    fn nudge(&self);
+}
+
 /// See the module docs.
 pub(crate) struct Sinks {
     run_id: OnceLock<String>,
@@ -46,7 +57,7 @@ pub(crate) struct Sinks {
     /// What the run shares with its agent.
     pub links: Arc<Links>,
     /// The store a durable run records itself in (see `durable`).
-    pub durable: Option<Arc<Durable>>,
+    pub durable: Option<Arc<dyn Recorder>>,
     /// Per-state timings, when recorded (see `timing`).
     pub timing: Option<Timings>,
 }
