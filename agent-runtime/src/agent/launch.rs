@@ -142,11 +142,7 @@ impl Agent {
     ///
     /// The program's validation errors; [`AgentError::AlreadyRunning`]; a checkpoint to
     /// restore whose context cannot be read or which does not fit the program.
-    fn prepare(
-        &self,
-        context: Option<Context>,
-        timeout: Option<Duration>,
-    ) -> Result<Prepared, AgentError> {
+    fn prepare(&self, context: Option<Context>, timeout: Option<Duration>) -> Result<Prepared, AgentError> {
         let (program, mut live) = self.program_in(lock(&self.shared.live))?;
         if live.run.as_ref().is_some_and(|r| !r.status().is_finished() && r.status() != AgentStatus::Paused) {
             return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
