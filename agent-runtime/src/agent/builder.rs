@@ -145,6 +145,12 @@ impl Agent {
         self
     }
 
+    /// Compile the definition as a run would, keeping nothing (see `bench::compile`).
+    pub(crate) fn compile_uncached(&self) -> Result<(), agent_core::AgentError> {
+        let def = lock(&self.shared.def);
+        crate::program::Program::compile(&self.shared.name, &def).map(drop)
+    }
+
     /// The pool this agent's states take resources from.
     pub fn resource_pool(&self) -> ResourcePool {
         lock(&self.shared.def).pool.clone().unwrap_or_else(ResourcePool::global)
