@@ -14,13 +14,14 @@
 //!   `StateResult::next(name.clone())` of a `String` it captured, 100,000 transitions.
 //!   Baseline: an `async fn` loop calling one `async fn` per step, which clones the same
 //!   `String` and looks the next step up in a `HashMap<String, usize>`.
-//! - `noop_chain`: the same ring with `&'static str` targets, as `#[workflow]` and as builder
-//!   closures, 100,000 transitions. Baseline: an `async fn` loop calling one `async fn` per
-//!   step and picking the next with a `match`.
+//! - `noop_chain`: workload (a) of `bench/peers`: the same ring with `&'static str` targets,
+//!   as `#[workflow]` and as builder closures, each state making one in-place context update
+//!   (`update_state`), 100,000 transitions. Baseline: an `async fn` loop calling one
+//!   `async fn` per step, with the same update, picking the next with a `match`.
 //!
 //! Every state (and every baseline step) counts down one shared counter with a relaxed load
-//! and store (the chain is sequential), so what is measured is the transition, not a context
-//! write (`benches/chain.rs` measures chains with one).
+//! and store (the chain is sequential) to know when to end; `string_targets` and `compile`
+//! do nothing else, so what they measure is the transition, not a context write.
 //!
 //! Reproduce: `cargo bench --bench transition_cost` (the ratio table is printed at the end;
 //! it reads the estimates criterion wrote under `target/criterion`).
@@ -52,88 +53,102 @@ fn arm() {
     LEFT.store(STEPS, Relaxed);
 }
 
+/// A step of workload (a) of `bench/peers`: one in-place context update, then [`step`].
+#[inline]
+fn bump(ctx: &Context) -> bool {
+    ctx.update_state("n", |v: &mut u64| *v += 1).expect("n is set before the run");
+    step()
+}
+
+/// A context with the counter of [`bump`] set.
+fn fresh() -> Context {
+    let ctx = Context::new();
+    ctx.set_state("n", 0u64);
+    ctx
+}
+
 const NAMES: [&str; 10] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"];
 
 #[workflow]
 mod ring {
-    use super::step;
+    use super::bump;
     use agent::prelude::*;
 
     #[state]
-    async fn s0(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s0(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s1".into()
         } else {
             StateResult::End
         }
     }
     #[state]
-    async fn s1(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s1(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s2".into()
         } else {
             StateResult::End
         }
     }
     #[state]
-    async fn s2(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s2(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s3".into()
         } else {
             StateResult::End
         }
     }
     #[state]
-    async fn s3(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s3(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s4".into()
         } else {
             StateResult::End
         }
     }
     #[state]
-    async fn s4(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s4(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s5".into()
         } else {
             StateResult::End
         }
     }
     #[state]
-    async fn s5(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s5(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s6".into()
         } else {
             StateResult::End
         }
     }
     #[state]
-    async fn s6(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s6(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s7".into()
         } else {
             StateResult::End
         }
     }
     #[state]
-    async fn s7(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s7(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s8".into()
         } else {
             StateResult::End
         }
     }
     #[state]
-    async fn s8(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s8(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s9".into()
         } else {
             StateResult::End
         }
     }
     #[state]
-    async fn s9(_ctx: &Context) -> StateResult {
-        if step() {
+    async fn s9(ctx: &Context) -> StateResult {
+        if bump(ctx) {
             "s0".into()
         } else {
             StateResult::End
@@ -145,8 +160,8 @@ mod ring {
 fn static_ring() -> Agent {
     let mut agent = Agent::new("static_ring");
     for i in 0..10 {
-        agent.add_state(NAMES[i], move |_ctx: Context| async move {
-            if step() {
+        agent.add_state(NAMES[i], move |ctx: Context| async move {
+            if bump(&ctx) {
                 StateResult::next(NAMES[(i + 1) % 10])
             } else {
                 StateResult::End
@@ -171,15 +186,15 @@ fn string_ring() -> Agent {
 }
 
 /// The hand-written static ring: one `async fn` per step, the next picked by a `match`.
-async fn static_baseline() {
-    async fn state(i: usize) -> Option<usize> {
-        step().then_some(match i {
+async fn static_baseline(ctx: &Context) {
+    async fn state(ctx: &Context, i: usize) -> Option<usize> {
+        bump(ctx).then_some(match i {
             9 => 0,
             i => i + 1,
         })
     }
     let mut at = 0;
-    while let Some(next) = state(std::hint::black_box(at)).await {
+    while let Some(next) = state(ctx, std::hint::black_box(at)).await {
         at = next;
     }
 }
@@ -219,7 +234,7 @@ fn bench(c: &mut Criterion) {
     let strings = string_ring();
     for agent in [&workflow, &builder, &strings] {
         arm();
-        let result = rt.block_on(agent.run()).expect("the ring completes");
+        let result = rt.block_on(agent.run_in(fresh())).expect("the ring completes");
         assert_eq!(result.status(), AgentStatus::Completed);
         assert_eq!(LEFT.load(Relaxed), 0, "{} made every step", agent.name());
     }
@@ -232,21 +247,25 @@ fn bench(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("tokio_baseline", STEPS), |b| {
         b.to_async(&rt).iter(|| {
             arm();
-            static_baseline()
+            async {
+                let ctx = fresh();
+                static_baseline(&ctx).await;
+                ctx
+            }
         })
     });
     group.bench_function(BenchmarkId::new("agent_workflow", STEPS), |b| {
         b.to_async(&rt).iter(|| {
             arm();
             let workflow = workflow.clone();
-            async move { workflow.run().await.unwrap() }
+            async move { workflow.run_in(fresh()).await.unwrap() }
         })
     });
     group.bench_function(BenchmarkId::new("agent_builder", STEPS), |b| {
         b.to_async(&rt).iter(|| {
             arm();
             let builder = builder.clone();
-            async move { builder.run().await.unwrap() }
+            async move { builder.run_in(fresh()).await.unwrap() }
         })
     });
     group.finish();
