@@ -38,7 +38,7 @@ impl Agent {
     /// are checked when `run()` starts.
     pub fn add_state(&mut self, name: impl Into<Cow<'static, str>>, state: impl IntoState) -> StateConfig<'_> {
         let (handler, spec) = state.into_state();
-        let name = name.into();
+        let name = name.into().into();
         let options = spec.map(StateOptions::from).unwrap_or_default();
         let index = self.edit(|def| {
             def.states.push(StateDef { name, handler, options, spec });
