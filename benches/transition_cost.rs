@@ -202,8 +202,9 @@ async fn static_baseline(ctx: &Context) {
 /// The hand-written string ring: one `async fn` per step returning a clone of the next
 /// step's `String` name, looked up in a `HashMap<String, usize>`.
 async fn string_baseline(next: &[String], index: &HashMap<String, usize>) {
-    async fn state(next: &String) -> Option<String> {
-        step().then(|| next.clone())
+    // `to_owned` of the `&str` is what `String::clone` does: allocate and copy.
+    async fn state(next: &str) -> Option<String> {
+        step().then(|| next.to_owned())
     }
     let mut at = 0;
     while let Some(name) = state(&next[at]).await {
@@ -355,7 +356,12 @@ fn summary() {
         }
     }
     if let (Some(first), Some(warm)) = (per("agent_first_run"), per("agent_warm_run")) {
-        println!("  {:<15} {:<16} {:>8.1} ns  (first run {first:.1} - warm run {warm:.1})", "compile", "first - warm", first - warm);
+        println!(
+            "  {:<15} {:<16} {:>8.1} ns  (first run {first:.1} - warm run {warm:.1})",
+            "compile",
+            "first - warm",
+            first - warm
+        );
     }
 }
 

@@ -355,7 +355,8 @@ impl Program {
 
         // Trust pointers into the graph only while its states are this program's first states.
         let graph = def.graph.filter(|g| {
-            g.states.len() <= def.states.len() && g.states.iter().zip(&def.states).all(|(spec, s)| spec.name == &*s.name)
+            g.states.len() <= def.states.len()
+                && g.states.iter().zip(&def.states).all(|(spec, s)| spec.name == &*s.name)
         });
         Ok(Program {
             has_dependencies: def.states.iter().any(|s| !s.options.dependencies.is_empty()),
