@@ -1,7 +1,8 @@
-//! A thin, unstable handle on the pool's books, for the benchmarks in `bench/benches/` only: it
-//! lets them time one admission decision without the async layer around it.
+//! Thin, unstable handles for the benchmarks in `bench/benches/` only: the pool's books (one
+//! admission decision without the async layer around it) and a program's compilation.
 //!
-//! Invariant: nothing here is public API; it forwards to `pool::ledger` unchanged.
+//! Invariant: nothing here is public API; it forwards to `pool::ledger` and
+//! `Program::compile` unchanged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,4 +73,10 @@ impl Books {
     pub fn withdraw(&mut self, seq: u64, rank: u8, now: Duration) -> usize {
         self.ledger.withdraw(WaiterId { rank, seq }, now).granted.len()
     }
+}
+
+/// Compile `agent`'s definition into a program, as its next `run()` would, without keeping
+/// the result: the cost a long builder chain pays on its first run, timed alone.
+pub fn compile(agent: &crate::Agent) -> Result<(), agent_core::AgentError> {
+    agent.compile_uncached()
 }

@@ -359,6 +359,9 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
         // dependency); its outcome is then a placeholder. A flag rather than an `Option`
         // around the outcome: the outcome stays where the poll wrote it.
         let mut cancelled = false;
+        // Held while a plain state runs (`max_concurrent`); declared out here so that the
+        // plain path's outcome is written where it is read (see below).
+        let mut permit = None;
         let outcome = if let Some(guarded) = &state.guarded {
             // Dependencies, resources, a timeout, retries, rate limits or a blocking body:
             // the slow path, boxed so that the branch future of plain states does not carry
@@ -383,7 +386,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
             // The state runs inline in this loop (no nested future per step: its result is
             // moved once, not through every layer of a helper future).
             // Boxed so that a branch without `max_concurrent` does not carry the acquire.
-            let permit = match &run.semaphore {
+            permit = match &run.semaphore {
                 Some(s) => match Box::pin(s.acquire()).await {
                     Ok(_) if run.is_stopping() => return,
                     Ok(p) => Some(p),
@@ -395,7 +398,10 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
             // future), so one catch around the poll sees every panic of the state.
             let mut fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
             let mut cancel = None;
-            let outcome = if run.watched() || tracing::dispatcher::has_been_set() {
+            // The block's value, not a local moved out after the permit's drop: that move was
+            // a 32-byte copy reloading, as two 16-byte loads, the 8-byte stores just made (a
+            // failed store-to-load forwarding, about a third of this loop's own time).
+            if run.watched() || tracing::dispatcher::has_been_set() {
                 // Events, timings or tracing: built only if someone subscribed, timings are
                 // on, or a tracing subscriber was ever installed; otherwise this costs a
                 // relaxed load, an `Option` check and an atomic load. Boxed, so that the
@@ -437,10 +443,9 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                         .await
                     }
                 }
-            };
-            drop(permit);
-            outcome
+            }
         };
+        drop(permit);
         if cancelled {
             // The branch ends here.
             if run.emitting() {

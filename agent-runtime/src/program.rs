@@ -10,6 +10,9 @@
 //!   subtraction (it points into this program's graph); any other name is first compared
 //!   with the target its state resolved last time, then looked up in an Fx hash map. The
 //!   cache is only a guess checked by name, so it can cost a lookup but never misroute.
+//! - A state's name is held once: the definition, the program and its index share it (a
+//!   [`Name`] is a `&'static str` or a shared `Arc<str>`), so compiling allocates nothing per
+//!   name.
 //! - `reach` is `Some` only when every state's targets are literals known at compile time
 //!   (each state carries a `StateSpec` with `computed_targets == false`): only then are the
 //!   edges the whole graph.
@@ -29,6 +32,81 @@ use crate::pool::ledger::Request;
 use crate::pool::ResourcePool;
 use crate::ratelimit::Limiter;
 use crate::reach::Reach;
+
+/// A state's name as the definition and its programs keep it: a `&'static str`, or text
+/// built at run time, shared, so a program and its index take it without copying.
+#[derive(Clone)]
+pub(crate) enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        match self {
+            Name::Static(s) => s,
+            Name::Shared(s) => s,
+        }
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    #[inline]
+    fn borrow(&self) -> &str {
+        self
+    }
+}
+
+/// By text, as `str` hashes (the index is looked up by `&str`).
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl From<&'static str> for Name {
+    fn from(name: &'static str) -> Self {
+        Name::Static(name)
+    }
+}
+
+impl From<Cow<'static, str>> for Name {
+    fn from(name: Cow<'static, str>) -> Self {
+        match name {
+            Cow::Borrowed(s) => Name::Static(s),
+            Cow::Owned(s) => Name::Shared(s.into()),
+        }
+    }
+}
 
 /// A state's options as the runtime keeps them (owned; builder methods edit them).
 #[derive(Clone, Debug, Default)]
@@ -70,7 +148,7 @@ impl From<&StateSpec> for StateOptions {
 }
 
 pub(crate) struct StateDef {
-    pub name: Cow<'static, str>,
+    pub name: Name,
     pub handler: Arc<dyn StateHandler>,
     pub options: StateOptions,
     /// The compile-time description, when the state came from `#[state]`.
@@ -96,7 +174,7 @@ pub(crate) struct Definition {
 }
 
 pub(crate) struct CompiledState {
-    pub name: Cow<'static, str>,
+    pub name: Name,
     pub handler: Arc<dyn StateHandler>,
     /// What the state's attempts need beyond a plain call; `None` for the common state with
     /// no resources, timeout or blocking body, which takes the branch's fast path.
@@ -131,7 +209,7 @@ pub(crate) struct Program {
     pub states: Vec<CompiledState>,
     /// Some state has dependencies (runs then keep dependency bookkeeping).
     pub has_dependencies: bool,
-    index: FxHashMap<Box<str>, u32>,
+    index: FxHashMap<Name, u32>,
     pub start: usize,
     pub reach: Option<Reach>,
     pub max_steps: Option<u64>,
@@ -179,7 +257,7 @@ impl Program {
         let mut index = FxHashMap::default();
         index.reserve(def.states.len());
         for (i, s) in def.states.iter().enumerate() {
-            if index.insert(Box::<str>::from(&*s.name), i as u32).is_some() {
+            if index.insert(s.name.clone(), i as u32).is_some() {
                 return Err(AgentError::DuplicateState { agent: agent.to_owned(), state: s.name.to_string() });
             }
         }
@@ -212,16 +290,18 @@ impl Program {
                 lookup(s, target, "target")?;
             }
         }
-        if let Some(cycle) = find_cycle(def.states.len(), &dep_edges) {
+        if let Some(cycle) = (!dep_edges.is_empty()).then(|| find_cycle(def.states.len(), &dep_edges)).flatten() {
             return Err(AgentError::DependencyCycle {
                 cycle: cycle.into_iter().map(|i| def.states[i].name.to_string()).collect(),
             });
         }
 
-        let mut dependencies: Vec<Vec<(usize, DependencyConfig)>> = vec![Vec::new(); def.states.len()];
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); def.states.len()];
-        let mut once_tracked = vec![false; def.states.len()];
-        for (i, s) in def.states.iter().enumerate() {
+        // Per-state lists only when some state has dependencies (most programs have none).
+        let n_deps = if dep_edges.is_empty() { 0 } else { def.states.len() };
+        let mut dependencies: Vec<Vec<(usize, DependencyConfig)>> = vec![Vec::new(); n_deps];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n_deps];
+        let mut once_tracked = vec![false; n_deps];
+        for (i, s) in def.states.iter().enumerate().filter(|_| n_deps > 0) {
             for (dep, config) in &s.options.dependencies {
                 let d = lookup(s, dep, "dependency")?;
                 dependencies[i].push((d, config.clone()));
@@ -241,7 +321,7 @@ impl Program {
 
         // Declared targets are enforced, so a state declaring them is as known as a
         // `#[state]` whose targets are all literals.
-        let declared: Vec<Option<Box<[u32]>>> = def
+        let mut declared: Vec<Option<Box<[u32]>>> = def
             .states
             .iter()
             .map(|s| {
@@ -275,7 +355,8 @@ impl Program {
 
         // Trust pointers into the graph only while its states are this program's first states.
         let graph = def.graph.filter(|g| {
-            g.states.len() <= def.states.len() && g.states.iter().zip(&def.states).all(|(spec, s)| spec.name == s.name)
+            g.states.len() <= def.states.len()
+                && g.states.iter().zip(&def.states).all(|(spec, s)| spec.name == &*s.name)
         });
         Ok(Program {
             has_dependencies: def.states.iter().any(|s| !s.options.dependencies.is_empty()),
@@ -290,12 +371,12 @@ impl Program {
                 .map(|(i, s)| CompiledState {
                     dependencies: dependencies.next().unwrap_or_default(),
                     dependents: dependents.next().unwrap_or_default(),
-                    once_tracked: once_tracked[i],
+                    once_tracked: once_tracked.get(i).copied().unwrap_or(false),
                     name: s.name.clone(),
                     handler: s.handler.clone(),
                     guarded: guarded(agent, s, def, &tag_limiters),
                     on_error: s.options.on_error.as_ref().and_then(|t| index.get(&**t)).map(|&i| i as usize),
-                    declared: declared[i].clone(),
+                    declared: declared[i].take(),
                 })
                 .collect(),
             index,
@@ -328,7 +409,7 @@ impl Program {
     pub(crate) fn resolve_from(&self, from: usize, name: &StateName) -> Option<usize> {
         if name.spec().is_none() {
             let last = self.last_target[from].load(Relaxed);
-            if last != 0 && self.states[last as usize - 1].name == name.as_str() {
+            if last != 0 && *self.states[last as usize - 1].name == *name.as_str() {
                 return Some(last as usize - 1);
             }
         }
@@ -415,11 +496,13 @@ fn find_cycle(n: usize, edges: &[(usize, usize)]) -> Option<Vec<usize>> {
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut mark = vec![0u8; n];
     let mut path = Vec::new();
+    // Empty again after each root: one allocation for the whole walk.
+    let mut stack = Vec::new();
     for root in 0..n {
         if mark[root] != 0 {
             continue;
         }
-        let mut stack = vec![(root, 0usize)];
+        stack.push((root, 0usize));
         mark[root] = 1;
         path.push(root);
         while let Some((node, next)) = stack.last_mut() {

@@ -38,7 +38,7 @@ impl Agent {
     /// are checked when `run()` starts.
     pub fn add_state(&mut self, name: impl Into<Cow<'static, str>>, state: impl IntoState) -> StateConfig<'_> {
         let (handler, spec) = state.into_state();
-        let name = name.into();
+        let name = name.into().into();
         let options = spec.map(StateOptions::from).unwrap_or_default();
         let index = self.edit(|def| {
             def.states.push(StateDef { name, handler, options, spec });
@@ -143,6 +143,12 @@ impl Agent {
     pub fn with_resource_pool(self, pool: ResourcePool) -> Self {
         self.edit(|def| def.pool = Some(pool));
         self
+    }
+
+    /// Compile the definition as a run would, keeping nothing (see `bench::compile`).
+    pub(crate) fn compile_uncached(&self) -> Result<(), agent_core::AgentError> {
+        let def = lock(&self.shared.def);
+        crate::program::Program::compile(&self.shared.name, &def).map(drop)
     }
 
     /// The pool this agent's states take resources from.

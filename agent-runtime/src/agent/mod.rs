@@ -142,7 +142,7 @@ impl Agent {
             .iter()
             .zip(states)
             .map(|(spec, (handler, _))| StateDef {
-                name: Cow::Borrowed(spec.name),
+                name: spec.name.into(),
                 handler,
                 options: spec.into(),
                 spec: Some(spec),
