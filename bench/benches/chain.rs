@@ -44,107 +44,12 @@ fn bump(ctx: &Context) -> bool {
     n < LIMIT.load(Ordering::Relaxed)
 }
 
-#[workflow]
-mod ring {
-    use super::bump;
-    use agent::prelude::*;
-
-    #[state]
-    async fn s0(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s1".into()
-        } else {
-            StateResult::End
-        }
-    }
-    #[state]
-    async fn s1(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s2".into()
-        } else {
-            StateResult::End
-        }
-    }
-    #[state]
-    async fn s2(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s3".into()
-        } else {
-            StateResult::End
-        }
-    }
-    #[state]
-    async fn s3(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s4".into()
-        } else {
-            StateResult::End
-        }
-    }
-    #[state]
-    async fn s4(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s5".into()
-        } else {
-            StateResult::End
-        }
-    }
-    #[state]
-    async fn s5(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s6".into()
-        } else {
-            StateResult::End
-        }
-    }
-    #[state]
-    async fn s6(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s7".into()
-        } else {
-            StateResult::End
-        }
-    }
-    #[state]
-    async fn s7(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s8".into()
-        } else {
-            StateResult::End
-        }
-    }
-    #[state]
-    async fn s8(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s9".into()
-        } else {
-            StateResult::End
-        }
-    }
-    #[state]
-    async fn s9(ctx: &Context) -> StateResult {
-        if bump(ctx) {
-            "s0".into()
-        } else {
-            StateResult::End
-        }
-    }
-}
-
-const NAMES: [&str; 10] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"];
+#[path = "common/ring10.rs"]
+mod ring10;
+use ring10::ring;
 
 fn builder_ring() -> Agent {
-    let mut agent = Agent::new("builder_ring");
-    for i in 0..10 {
-        agent.add_state(NAMES[i], move |ctx: Context| async move {
-            if bump(&ctx) {
-                StateResult::next(NAMES[(i + 1) % 10])
-            } else {
-                StateResult::End
-            }
-        });
-    }
-    agent
+    ring10::builder_ring("builder_ring")
 }
 
 /// The baseline: the same ring as hand-written async code.
