@@ -34,6 +34,7 @@ use crate::events::EventKind;
 use crate::frontier::TRANSITIONS;
 use crate::run::{Group, Position};
 use crate::run::{Run, TaskGuard, NO_STATE};
+use crate::step::{start_state, trace_result};
 use crate::timing::UNTIMED;
 use agent_core::StateStatus;
 
@@ -677,22 +678,6 @@ async fn observed<F: Future<Output = attempt::Outcome>>(
     outcome
 }
 
-/// Where a state that completed goes, traced (a subscriber was installed).
-#[cold]
-#[inline(never)]
-pub(crate) fn trace_result(run: &Run, pos: usize, outcome: &attempt::Outcome) {
-    let from = &*run.program.states[pos].name;
-    match outcome {
-        Ok(Ok(StateResult::Next(to))) => tracing::debug!(from, to = to.as_str(), "transition"),
-        Ok(Ok(StateResult::Parallel(to))) => {
-            let to: Vec<&str> = to.iter().map(|n| n.as_str()).collect();
-            tracing::debug!(from, ?to, "fan-out")
-        }
-        Ok(Ok(StateResult::End)) => tracing::debug!(from, "branch ends"),
-        _ => {}
-    }
-}
-
 /// Record a durable run's completions before a successor starts; `false` if the store
 /// failed (the run is failing).
 #[cold]
@@ -930,22 +915,6 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
             Err(_) => "a panic whose payload is not a string".to_owned(),
         },
     }
-}
-
-/// Count the step and mark the state running; `false` when the run must stop here.
-#[inline]
-pub(crate) fn start_state(run: &Run, pos: usize) -> bool {
-    if let Some(limit) = run.program.max_steps {
-        // Counted only when limited: an unlimited run derives its step count from the
-        // per-state counters and pays no shared counter per transition.
-        if run.states.count_step() > limit {
-            let state = run.program.states[pos].name.to_string();
-            run.fail(AgentError::MaxSteps { limit, state, context: run.ctx.clone() });
-            return false;
-        }
-    }
-    run.set_state_status(pos, StateStatus::Running);
-    true
 }
 
 /// Fail the run for a state whose attempt did not complete: it returned `Err`, panicked,

@@ -54,6 +54,7 @@ mod ratelimit;
 mod reach;
 mod result;
 mod run;
+mod step;
 pub mod store;
 mod sync;
 mod text;
