@@ -203,19 +203,29 @@ impl Group {
         origin: usize,
         targets: &[u32],
     ) -> Option<Vec<bool>> {
-        let defer: Vec<bool> = match &prog.reach {
-            Some(reach) => {
+        match &prog.reach {
+            Some(_) => {
                 parent?;
-                targets.iter().map(|&t| held_above(reach, (parent, origin), t as usize)).collect()
             }
-            None => {
-                if !prog.has_joins() {
-                    return None;
-                }
-                targets.iter().map(|&t| prog.is_join(t as usize)).collect()
-            }
+            None if !prog.has_joins() => return None,
+            None => {}
+        }
+        let defers = |t: usize| match &prog.reach {
+            Some(reach) => held_above(reach, (parent, origin), t),
+            None => prog.is_join(t),
         };
-        defer.contains(&true).then_some(defer)
+        // Decided once per run of equal targets (a wide fan-out names one state many times:
+        // one walk of the enclosing groups' locks for all of them), and nothing allocated
+        // unless a target is held back.
+        let mut defer: Option<Vec<bool>> = None;
+        let mut at = 0;
+        for same in targets.chunk_by(|a, b| a == b) {
+            if defers(same[0] as usize) {
+                defer.get_or_insert_with(|| vec![false; targets.len()])[at..at + same.len()].fill(true);
+            }
+            at += same.len();
+        }
+        defer
     }
 
     /// A group opened by `origin`'s fan-out whose tokens start running at `running` and
