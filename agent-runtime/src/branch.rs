@@ -149,28 +149,58 @@ fn fan_out_deferred(
 /// (a task has 128 units a poll: a branch of states that never wait yields every 4,096).
 const BUDGET_EVERY: u8 = 32;
 
-thread_local! {
+/// What a thread keeps about the states it polls, in one thread-local (one lookup for both).
+struct ThisThread {
     /// States started on this thread since it last took budget. Counted per thread rather
     /// than in the branch, whose future has no room left in its size step for a counter.
-    static STEPS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+    steps: std::cell::Cell<u8>,
+    /// The run (by address) and state this thread is polling now, or polled last: a request
+    /// for human input, made inside the poll, learns from it which state asks.
+    polling: std::cell::Cell<(usize, u32)>,
 }
 
 thread_local! {
-    /// The run (by address) and state this thread is polling now, or polled last: a request
-    /// for human input, made inside the poll, learns from it which state asks.
-    static POLLING: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
+    static THIS_THREAD: ThisThread =
+        const { ThisThread { steps: std::cell::Cell::new(0), polling: std::cell::Cell::new((0, 0)) } };
+}
+
+impl ThisThread {
+    /// Count a state started; `true` every [`BUDGET_EVERY`] states.
+    #[inline(always)]
+    fn count_step(&self) -> bool {
+        let n = self.steps.get().wrapping_add(1);
+        let take = n == BUDGET_EVERY;
+        self.steps.set(if take { 0 } else { n });
+        take
+    }
+
+    /// This thread is about to poll state `pos` of `run`.
+    #[inline(always)]
+    fn polling(&self, run: &Run, pos: usize) {
+        self.polling.set((run as *const Run as usize, pos as u32));
+    }
 }
 
 /// This thread is about to poll state `pos` of `run`.
 #[inline(always)]
 fn polling(run: &Run, pos: usize) {
-    POLLING.with(|p| p.set((run as *const Run as usize, pos as u32)));
+    THIS_THREAD.with(|t| t.polling(run, pos));
+}
+
+/// A plain state's first poll starts: count it and note it, in one lookup; `true` when its
+/// poll takes a unit of budget first (see [`count_step`]).
+#[inline(always)]
+fn start_poll(run: &Run, pos: usize) -> bool {
+    THIS_THREAD.with(|t| {
+        t.polling(run, pos);
+        t.count_step()
+    })
 }
 
 /// The state of `run` this thread is polling, if it is polling one of `run`'s (a request for
 /// human input made from a state's body; a body on the blocking pool is not known).
 pub(crate) fn polled_state(run: &Run) -> Option<usize> {
-    let (at, pos) = POLLING.with(std::cell::Cell::get);
+    let (at, pos) = THIS_THREAD.with(|t| t.polling.get());
     (at == run as *const Run as usize && (pos as usize) < run.program.states.len()).then_some(pos as usize)
 }
 
@@ -178,12 +208,7 @@ pub(crate) fn polled_state(run: &Run) -> Option<usize> {
 /// poll takes a unit of budget first.
 #[inline(always)]
 fn count_step() -> bool {
-    STEPS.with(|s| {
-        let n = s.get().wrapping_add(1);
-        let take = n == BUDGET_EVERY;
-        s.set(if take { 0 } else { n });
-        take
-    })
+    THIS_THREAD.with(ThisThread::count_step)
 }
 
 /// How long a fan-out's task runs quick branches one after another before it hands half of
@@ -416,10 +441,9 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                 match std::future::poll_fn(|cx| {
                     // Counted here, not held across the await: the branch future has no
                     // room for one more byte. A poll after a yield counts again, harmlessly.
-                    if count_step() && take_budget(cx).is_pending() {
+                    if start_poll(run, pos) && take_budget(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    polling(run, pos);
                     Poll::Ready(Pin::new(&mut fut).poll(cx))
                 })
                 .await
