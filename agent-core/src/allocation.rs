@@ -142,18 +142,7 @@ mod tests {
         current().amount(ResourceType::Cpu)
     }
 
-    /// Pending once (waking itself), then ready.
-    struct YieldOnce(bool);
-    impl Future for YieldOnce {
-        type Output = ();
-        fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-            if std::mem::replace(&mut self.0, true) {
-                return Poll::Ready(());
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
+    use crate::test_util::YieldOnce;
 
     fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut TaskContext::from_waker(std::task::Waker::noop()))

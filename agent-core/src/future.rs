@@ -281,19 +281,7 @@ mod tests {
         assert_eq!(second.future.cast::<u8>().as_ptr() as usize, addr);
     }
 
-    /// Pending once, then ready: makes an `async` block hold a borrow of its own state
-    /// across an `.await`, which is what a moved block would break.
-    struct YieldOnce(bool);
-    impl Future for YieldOnce {
-        type Output = ();
-        fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-            if std::mem::replace(&mut self.0, true) {
-                return Poll::Ready(());
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
+    use crate::test_util::YieldOnce;
 
     #[test]
     fn a_self_borrowing_future_survives_polls_across_yields_in_every_class() {

@@ -26,6 +26,8 @@ mod human;
 mod options;
 mod result;
 mod status;
+#[cfg(test)]
+mod test_util;
 mod typed;
 
 pub use allocation::Allocation;
