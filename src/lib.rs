@@ -309,8 +309,9 @@ pub mod prelude {
 pub mod __private {
     pub use agent_core::__private::typetag;
     pub use agent_core::{
-        Context, ContextError, DependencyType, IntoState, IntoStateOutcome, Priority, RateLimit, ResourceRequirements,
-        RetryPolicy, StateFuture, StateHandler, StateName, StateResult, StateSpec, TypedContextData, WorkflowGraph,
+        Annotated, Context, ContextError, DependencyType, IntoState, IntoStateOutcome, Priority, RateLimit,
+        ResourceRequirements, RetryPolicy, StateFuture, StateHandler, StateName, StateResult, StateSpec,
+        TypedContextData, WorkflowGraph,
     };
     pub use agent_runtime::Agent;
     pub use serde_json;

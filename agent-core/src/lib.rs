@@ -43,7 +43,7 @@ pub use error::{
 };
 pub use future::{StateFuture, StateOutcome};
 pub use graph::{Edge, EdgeKind, WorkflowGraph};
-pub use handler::{IntoState, StateHandler};
+pub use handler::{Annotated, BorrowingFn, BorrowsContext, IntoState, StateHandler, TakesContext};
 pub use human::{HumanInput, HumanInputError};
 pub use options::{
     Condition, DependencyConfig, DependencyLifecycle, DependencyType, Priority, RateLimit, ResourceRequirements,

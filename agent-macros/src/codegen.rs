@@ -167,7 +167,7 @@ pub fn state(ir: &StateIr) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl ::agent::__private::IntoState for #ident {
+            impl ::agent::__private::IntoState<::agent::__private::Annotated> for #ident {
                 fn into_state(
                     self,
                 ) -> (

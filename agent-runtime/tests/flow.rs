@@ -34,6 +34,62 @@ async fn a_chain_runs_in_order_and_shares_the_context() {
     assert_eq!(agent.run_id().as_deref(), Some(result.run_id()));
 }
 
+/// A plain `async fn(&Context)` (no `#[state]`), a `Result`-returning one, and an async
+/// closure capturing nothing are states too, beside closures taking an owned `Context`.
+#[tokio::test]
+async fn functions_borrowing_the_context_are_states() {
+    async fn first(ctx: &Context) -> StateResult {
+        ctx.set_state("trail", vec!["first"]);
+        StateResult::next("second")
+    }
+    async fn second(ctx: &Context) -> Result<StateResult, agent_core::ContextError> {
+        ctx.update_state("trail", |t: &mut Vec<String>| t.push("second".into()))?;
+        Ok(StateResult::next("third"))
+    }
+    let mut agent = Agent::new("borrowing");
+    agent.add_state("first", first);
+    agent.add_state("second", second);
+    agent.add_state("third", async |ctx: &Context| {
+        ctx.update_state("trail", |t: &mut Vec<String>| t.push("third".into())).unwrap();
+        StateResult::End
+    });
+    let result = agent.run().await.unwrap();
+    assert_eq!(result.completed_states(), ["first", "second", "third"]);
+    assert_eq!(result.context().get_state::<Vec<String>>("trail").unwrap(), ["first", "second", "third"]);
+}
+
+/// A borrowing function that fails or panics fails its run like any other state.
+#[tokio::test]
+async fn a_borrowing_function_that_panics_or_errs_fails_the_run() {
+    async fn errs(_ctx: &Context) -> Result<StateResult, std::io::Error> {
+        Err(std::io::Error::other("disk gone"))
+    }
+    async fn panics(ctx: &Context) -> StateResult {
+        if !ctx.has_state("never") {
+            panic!("borrowed and broken");
+        }
+        StateResult::End
+    }
+    let mut agent = Agent::new("borrowing_errs");
+    agent.add_state("errs", errs);
+    match agent.run().await {
+        Err(AgentError::StateFailed { state, source, .. }) => {
+            assert_eq!(state, "errs");
+            assert!(source.to_string().contains("disk gone"), "{source}");
+        }
+        other => panic!("expected StateFailed, got {other:?}"),
+    }
+    let mut agent = Agent::new("borrowing_panics");
+    agent.add_state("panics", panics);
+    match agent.run().await {
+        Err(AgentError::StateFailed { state, source, .. }) => {
+            assert_eq!(state, "panics");
+            assert!(source.to_string().contains("borrowed and broken"), "{source}");
+        }
+        other => panic!("expected StateFailed, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn set_start_picks_the_entry() {
     let mut agent = Agent::new("start");

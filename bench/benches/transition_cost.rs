@@ -15,7 +15,8 @@
 //!   Baseline: an `async fn` loop calling one `async fn` per step, which clones the same
 //!   `String` and looks the next step up in a `HashMap<String, usize>`.
 //! - `noop_chain`: workload (a) of `bench/peers`: the same ring with `&'static str` targets,
-//!   as `#[workflow]` and as builder closures, each state making one in-place context update
+//!   as `#[workflow]`, as builder closures (`Fn(Context)`, `agent_builder`) and as builder
+//!   `async fn(&Context)` states (`agent_builder_ref`), each state making one in-place context update
 //!   (`update_state`), 100,000 transitions. Baseline: an `async fn` loop calling one
 //!   `async fn` per step, with the same update, picking the next with a `match`.
 //!
@@ -137,8 +138,9 @@ fn bench(c: &mut Criterion) {
     // Checked once before timing: each variant runs the whole chain.
     let workflow = ring::agent();
     let builder = static_ring();
+    let borrowing = ring10::borrowing_ring("borrowing_ring");
     let strings = string_ring();
-    for agent in [&workflow, &builder, &strings] {
+    for agent in [&workflow, &builder, &borrowing, &strings] {
         arm();
         let result = rt.block_on(agent.run_in(fresh())).expect("the ring completes");
         assert_eq!(result.status(), AgentStatus::Completed);
@@ -172,6 +174,13 @@ fn bench(c: &mut Criterion) {
             arm();
             let builder = builder.clone();
             async move { builder.run_in(fresh()).await.unwrap() }
+        })
+    });
+    group.bench_function(BenchmarkId::new("agent_builder_ref", STEPS), |b| {
+        b.to_async(&rt).iter(|| {
+            arm();
+            let borrowing = borrowing.clone();
+            async move { borrowing.run_in(fresh()).await.unwrap() }
         })
     });
     group.finish();
@@ -245,7 +254,7 @@ fn mean_ns(group: &str, id: &str, n: impl std::fmt::Display) -> Option<f64> {
 fn summary() {
     println!("\ntransition_cost: mean per transition (per state for `compile`), ratio to hand-written");
     for (group, base, ids) in [
-        ("noop_chain", "tokio_baseline", &["agent_workflow", "agent_builder"][..]),
+        ("noop_chain", "tokio_baseline", &["agent_workflow", "agent_builder", "agent_builder_ref"][..]),
         ("string_targets", "tokio_baseline", &["agent_builder"][..]),
     ] {
         let Some(b) = mean_ns(group, base, STEPS) else { continue };

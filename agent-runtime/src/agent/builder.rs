@@ -31,12 +31,39 @@ impl Agent {
         r
     }
 
-    /// Add a state: a closure or `async fn` taking a [`Context`], or a `#[state]` function
-    /// (which keeps the options its attribute gave it). Returns a handle to set options.
+    /// Add a state: a closure or function taking an owned [`Context`], an `async fn` taking
+    /// `&Context` (the signature `#[state]` functions have; it saves the reference-count
+    /// clone and drop an owned `Context` costs each time the state runs), or a `#[state]`
+    /// function (which keeps the options its attribute gave it). Returns a handle to set
+    /// options.
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// async fn fetch(ctx: &Context) -> StateResult {
+    ///     ctx.set_state("page", "<html>");
+    ///     StateResult::next("parse")
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("scraper");
+    /// agent.add_state("fetch", fetch);
+    /// agent.add_state("parse", |ctx: Context| async move {
+    ///     let page: String = ctx.get_state("page").unwrap_or_default();
+    ///     ctx.set_state("length", page.len());
+    ///     StateResult::End
+    /// });
+    /// let result = agent.run().await?;
+    /// assert_eq!(result.context().get_state::<usize>("length"), Some(6));
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// The first state added is the start unless [`Agent::set_start`] says otherwise. Names
     /// are checked when `run()` starts.
-    pub fn add_state(&mut self, name: impl Into<Cow<'static, str>>, state: impl IntoState) -> StateConfig<'_> {
+    pub fn add_state<M>(&mut self, name: impl Into<Cow<'static, str>>, state: impl IntoState<M>) -> StateConfig<'_> {
         let (handler, spec) = state.into_state();
         let name = name.into().into();
         let options = spec.map(StateOptions::from).unwrap_or_default();

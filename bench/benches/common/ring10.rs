@@ -1,6 +1,7 @@
 //! The ten-state ring the chain benches share: `#[workflow]` states `s0` to `s9`, each calling
 //! the including bench's `bump(ctx)` and going on to the next (`s9` to `s0`) while it says
-//! so, and the same ring as builder closures returning `&'static str` names. Included with
+//! so, the same ring as builder closures returning `&'static str` names, and as builder
+//! `async fn(&Context)` states (one generic function, instantiated per position). Included with
 //! `#[path = "common/ring10.rs"] mod ring10;` by a bench that defines `fn bump(&Context) -> bool`.
 
 use agent::prelude::*;
@@ -110,5 +111,32 @@ pub fn builder_ring(name: &'static str) -> Agent {
             }
         });
     }
+    agent
+}
+
+/// State `I` of the ring as a plain `async fn(&Context)` (no `#[state]`): the builder's way to
+/// add a state that borrows its context.
+async fn step<const I: usize>(ctx: &Context) -> StateResult {
+    if bump(ctx) {
+        StateResult::next(NAMES[(I + 1) % 10])
+    } else {
+        StateResult::End
+    }
+}
+
+/// The ring as builder states taking `&Context` (`add_state(name, step::<I>)`), named `name`.
+#[allow(dead_code)] // only the benches comparing the two builder forms use it
+pub fn borrowing_ring(name: &'static str) -> Agent {
+    let mut agent = Agent::new(name);
+    agent.add_state(NAMES[0], step::<0>);
+    agent.add_state(NAMES[1], step::<1>);
+    agent.add_state(NAMES[2], step::<2>);
+    agent.add_state(NAMES[3], step::<3>);
+    agent.add_state(NAMES[4], step::<4>);
+    agent.add_state(NAMES[5], step::<5>);
+    agent.add_state(NAMES[6], step::<6>);
+    agent.add_state(NAMES[7], step::<7>);
+    agent.add_state(NAMES[8], step::<8>);
+    agent.add_state(NAMES[9], step::<9>);
     agent
 }
