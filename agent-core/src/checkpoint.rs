@@ -11,7 +11,9 @@
 //!
 //! Versions: 1, the first; 2 adds `pending_inputs` (a version-1 checkpoint had none); 3 adds
 //! `last_error` (the failure an `on_error` handler reads), `deadline_ms` (the run's
-//! deadline) and each group's `width` (older versions have none of them: `None`).
+//! deadline) and each group's `width` (older versions have none of them: `None`); 4 adds
+//! `graph`, the signature of the graph the run ran (older versions have none: `None`, and
+//! the runtime restores them without comparing graphs, as it did before).
 //! - [`Checkpoint::from_json`] checks only what any checkpoint must satisfy on its own
 //!   (groups and tokens name groups that exist, parents before children); whether it fits
 //!   an agent (its states, its counts, its retry budgets) is checked by the runtime when
@@ -30,12 +32,12 @@ use serde_json::value::RawValue;
 
 use std::sync::Arc;
 
-use crate::{Context, ContextError, RestoredError, StateError};
+use crate::{Context, ContextError, GraphChange, GraphHash, GraphSignature, RestoredError, StateError};
 
 use crate::status::{AgentStatus, StateStatus};
 
 /// The checkpoint format this build writes.
-pub const CHECKPOINT_VERSION: u32 = 3;
+pub const CHECKPOINT_VERSION: u32 = 4;
 
 /// Marks a JSON document as an `agent` checkpoint, so that a foreign one is told apart.
 const FORMAT: &str = "agent-checkpoint";
@@ -96,6 +98,11 @@ pub struct Checkpoint {
     /// Versions before 3 had none.
     #[serde(default)]
     pub deadline_ms: Option<i64>,
+    /// The signature of the graph the run ran (see [`GraphSignature`]): a checkpoint is
+    /// restored only into an agent whose graph has the same one. Versions before 4 had
+    /// none; a checkpoint without one is restored without that check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<Arc<GraphSignature>>,
     /// Why the context could not be written, if it could not: `to_json` reports it.
     #[serde(skip)]
     encode_error: Option<String>,
@@ -309,6 +316,7 @@ impl PartialEq for Checkpoint {
             && self.pending_inputs == other.pending_inputs
             && self.last_error == other.last_error
             && self.deadline_ms == other.deadline_ms
+            && self.graph == other.graph
             && self.encode_error == other.encode_error
     }
 }
@@ -349,6 +357,24 @@ pub enum CheckpointError {
         /// What is wrong, naming the state, group or record and the bad value.
         what: String,
     },
+    /// Well formed, but written by a run of another graph: the agent's definition changed
+    /// since (a state removed or renamed, an edge or an option that changes meaning; see
+    /// [`GraphSignature`]). Going on would run the old run under new rules, so it is
+    /// refused before any state runs, and nothing is changed.
+    #[error(
+        "checkpoint of agent {agent:?} was written under another graph (hash {recorded:.12}, now {current:.12}): {}",
+        list_changes(changes)
+    )]
+    GraphChanged {
+        /// The agent restored into.
+        agent: String,
+        /// The hash of the graph the checkpoint records.
+        recorded: GraphHash,
+        /// The hash of the agent's graph.
+        current: GraphHash,
+        /// What differs, from the recorded graph to the agent's.
+        changes: Vec<GraphChange>,
+    },
     /// Every snapshot a store keeps of a run (of those read) is damaged: none can be
     /// recovered from.
     #[error("no snapshot of run {run_id} can be used ({tried} read); the newest: {newest}")]
@@ -382,6 +408,7 @@ impl Checkpoint {
             pending_inputs: Vec::new(),
             last_error: None,
             deadline_ms: None,
+            graph: None,
             encode_error: None,
         }
     }
@@ -483,6 +510,12 @@ impl Checkpoint {
         }
     }
 
+    /// The hash of the graph the run ran ([`GraphSignature::hash`]), if the checkpoint
+    /// records one (versions before 4 do not).
+    pub fn graph_hash(&self) -> Option<GraphHash> {
+        self.graph.as_deref().map(GraphSignature::hash)
+    }
+
     /// States at which a token is ready or running (each runs again on restore).
     pub fn running_states(&self) -> Vec<&str> {
         self.tokens.iter().map(|t| t.state.as_str()).collect()
@@ -571,6 +604,19 @@ impl GroupRecord {
         self.width = Some(width);
         self
     }
+}
+
+/// At most this many changes are written in a [`CheckpointError::GraphChanged`] message
+/// (all are in its `changes`).
+const MAX_LISTED: usize = 20;
+
+/// `changes`, displayed and joined, the first [`MAX_LISTED`] of them.
+fn list_changes(changes: &[GraphChange]) -> String {
+    let mut text: Vec<String> = changes.iter().take(MAX_LISTED).map(ToString::to_string).collect();
+    if changes.len() > MAX_LISTED {
+        text.push(format!("and {} more", changes.len() - MAX_LISTED));
+    }
+    text.join("; ")
 }
 
 /// The current time, to the millisecond a checkpoint keeps (so one round-trips exactly).
@@ -669,9 +715,60 @@ mod tests {
         // Version 1 lacked `pending_inputs` too.
         let v1 = v2.replace("\"schema_version\":2", "\"schema_version\":1").replace(",\"pending_inputs\":[]", "");
         assert_eq!(Checkpoint::from_json(&v1).unwrap().pending_inputs, []);
+        // A version-3 one has no graph.
+        let v3 = v2.replace("\"schema_version\":2", "\"schema_version\":3");
+        assert_eq!(Checkpoint::from_json(&v3).unwrap().graph, None);
         // A newer one is refused whatever it holds.
-        let v4 = v2.replace("\"schema_version\":2", "\"schema_version\":4");
-        assert!(matches!(Checkpoint::from_json(&v4), Err(CheckpointError::TooNew { found: 4, supported: 3 })));
+        let v5 = v2.replace("\"schema_version\":2", "\"schema_version\":5");
+        assert!(matches!(Checkpoint::from_json(&v5), Err(CheckpointError::TooNew { found: 5, supported: 4 })));
+    }
+
+    #[test]
+    fn version_4_records_the_graph_and_round_trips() {
+        let mut c = sample();
+        assert_eq!(c.graph_hash(), None);
+        assert!(!c.to_json().unwrap().contains("\"graph\""), "no graph, no field");
+        let mut g = GraphSignature::new("fan");
+        g.states.insert("fan".into(), crate::StateSignature::default());
+        let hash = g.hash();
+        c.graph = Some(Arc::new(g));
+        let back = Checkpoint::from_json(&c.to_json().unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.graph_hash(), Some(hash));
+        let mut other = back.clone();
+        other.graph = Some(Arc::new(GraphSignature::new("elsewhere")));
+        assert_ne!(other, back, "the graph is compared");
+    }
+
+    #[test]
+    fn a_graph_changed_error_lists_the_changes_and_bounds_the_list() {
+        let (old, new) = (GraphSignature::new("a"), GraphSignature::new("b"));
+        let error = CheckpointError::GraphChanged {
+            agent: "etl".into(),
+            recorded: old.hash(),
+            current: new.hash(),
+            changes: GraphSignature::diff(&old, &new),
+        };
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "checkpoint of agent \"etl\" was written under another graph (hash {:.12}, now {:.12}): ",
+                old.hash(),
+                new.hash()
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with("the start changed from `a` to `b`"), "{text}");
+        let many: Vec<GraphChange> = (0..25).map(|i| GraphChange::StateRemoved { state: format!("s{i}") }).collect();
+        let error = CheckpointError::GraphChanged {
+            agent: "etl".into(),
+            recorded: old.hash(),
+            current: new.hash(),
+            changes: many,
+        };
+        let text = error.to_string();
+        assert!(text.contains("state `s19` was removed; and 5 more"), "{text}");
+        assert!(!text.contains("`s20`"), "{text}");
     }
 
     proptest::proptest! {

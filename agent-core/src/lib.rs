@@ -29,6 +29,7 @@ mod status;
 #[cfg(test)]
 mod test_util;
 mod typed;
+mod version;
 
 pub use allocation::Allocation;
 pub use checkpoint::{
@@ -52,6 +53,7 @@ pub use options::{
 pub use result::{BoxError, IntoStateOutcome, StateName, StateResult};
 pub use status::{AgentStatus, StateStatus, UnknownStatus};
 pub use typed::TypedContextData;
+pub use version::{DependencySignature, GraphChange, GraphHash, GraphSignature, StateSignature};
 
 /// What the runtime and macro-generated code reach in here. Not public API: nothing in it is
 /// covered by semver.
