@@ -13,6 +13,8 @@
 //!   timeout or runs on the blocking pool.
 //! - `frontier`: every token's position is published as the run goes, so `checkpoint` can
 //!   take a consistent checkpoint at any instant and seed a new run from one.
+//! - `version`: a program's graph signature; checkpoints record it, and one taken under
+//!   another graph is refused on restore, its differences listed.
 //! - `durable`: a run with a [`store`] records each completion before its successors start.
 //!   The SQL stores are features, both on by default: `sqlite` (`SqliteStore`, SQLite
 //!   compiled in) and `postgres` (`PostgresStore`); `MemoryStore` is always there.
@@ -59,6 +61,7 @@ pub mod store;
 mod sync;
 mod text;
 mod timing;
+mod version;
 
 pub use agent::{Agent, RunOptions, StateConfig};
 pub use agent_core::{AgentStatus, StateStatus};

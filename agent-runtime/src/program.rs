@@ -16,15 +16,18 @@
 //! - `reach` is `Some` only when every state's targets are literals known at compile time
 //!   (each state carries a `StateSpec` with `computed_targets == false`): only then are the
 //!   edges the whole graph.
+//! - The program's graph signature (see `version`) is computed from the program the first
+//!   time it is asked for, then kept: compiling stays free of per-state allocation, and a
+//!   program never changes, so neither does its signature.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agent_core::{
-    AgentError, DependencyConfig, Priority, RateLimit, ResourceRequirements, ResourceType, RetryPolicy, StateHandler,
-    StateName, StateSpec, WorkflowGraph,
+    AgentError, DependencyConfig, GraphHash, GraphSignature, Priority, RateLimit, ResourceRequirements, ResourceType,
+    RetryPolicy, StateHandler, StateName, StateSpec, WorkflowGraph,
 };
 use rustc_hash::FxHashMap;
 
@@ -190,6 +193,9 @@ pub(crate) struct CompiledState {
     /// The only states it may go to, when it declared them (ascending); any other target
     /// fails the run with `UndeclaredTarget`.
     pub declared: Option<Box<[u32]>>,
+    /// The compile-time description, when the state came from `#[state]`: its literal
+    /// targets, for the graph signature.
+    pub spec: Option<&'static StateSpec>,
 }
 
 /// The options `attempt` enforces, prepared once per program.
@@ -222,6 +228,8 @@ pub(crate) struct Program {
     last_target: Box<[AtomicU32]>,
     /// The graph literal targets may point into (see `resolve`).
     graph: Option<&'static WorkflowGraph>,
+    /// The graph signature and its hash, once asked for (see `Program::signature`).
+    version: OnceLock<(Arc<GraphSignature>, GraphHash)>,
 }
 
 /// The programs of unmodified `#[workflow]` agents, one per workflow, shared by every agent
@@ -377,6 +385,7 @@ impl Program {
                     guarded: guarded(agent, s, def, &tag_limiters),
                     on_error: s.options.on_error.as_ref().and_then(|t| index.get(&**t)).map(|&i| i as usize),
                     declared: declared[i].take(),
+                    spec: s.spec,
                 })
                 .collect(),
             index,
@@ -384,6 +393,25 @@ impl Program {
             reach,
             max_steps: def.max_steps,
             max_concurrent: def.max_concurrent,
+            version: OnceLock::new(),
+        })
+    }
+
+    /// The program's graph signature (see `version`), computed the first time.
+    pub(crate) fn signature(&self) -> &Arc<GraphSignature> {
+        &self.version().0
+    }
+
+    /// The hash of the program's graph signature.
+    pub(crate) fn graph_hash(&self) -> GraphHash {
+        self.version().1
+    }
+
+    fn version(&self) -> &(Arc<GraphSignature>, GraphHash) {
+        self.version.get_or_init(|| {
+            let signature = crate::version::signature(self);
+            let hash = signature.hash();
+            (Arc::new(signature), hash)
         })
     }
 

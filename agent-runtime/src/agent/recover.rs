@@ -8,11 +8,15 @@
 //!   from the next run; the store also keeps the requests for human input.
 //! - Recovering continues from the newest snapshot in the store, as a run of this agent
 //!   (so at most one at a time, as any run).
+//! - A checkpoint is restored or recovered only under the graph it was taken under (its
+//!   recorded graph signature equals the program's, see `version`); otherwise the refusal
+//!   ([`CheckpointError::GraphChanged`]) lists what differs, before any state runs and
+//!   without writing to the store. Checkpoints older than signatures are restored as before.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::{AgentError, AgentStatus, Checkpoint, CheckpointError, Context};
+use agent_core::{AgentError, AgentStatus, Checkpoint, CheckpointError, Context, GraphHash, GraphSignature};
 
 use super::{lock, Agent};
 use crate::checkpoint;
@@ -46,8 +50,73 @@ impl Agent {
     pub fn create_checkpoint(&self) -> Checkpoint {
         match self.current() {
             Some(run) => checkpoint::capture(&run, &self.shared.name),
-            None => Checkpoint::new(self.shared.name.clone(), ""),
+            None => {
+                let mut checkpoint = Checkpoint::new(self.shared.name.clone(), "");
+                checkpoint.graph = self.program().ok().map(|p| p.signature().clone());
+                checkpoint
+            }
         }
+    }
+
+    /// The hash of this agent's graph signature ([`Agent::graph_signature`]): equal for two
+    /// agents exactly when their graphs are, in any process, build or platform, so a
+    /// worker can say which runs it can serve. Options that do not change what a run does
+    /// next (resources, priority, rate limits, timeouts) do not change it.
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, ResourceRequirements, StateResult};
+    ///
+    /// fn define(cpu: f64) -> Agent {
+    ///     let mut agent = Agent::new("etl");
+    ///     agent.add_state("extract", |_ctx: Context| async { StateResult::next("load") })
+    ///         .targets(["load"])
+    ///         .resources(ResourceRequirements::new().cpu(cpu));
+    ///     agent.add_state("load", |_ctx: Context| async { StateResult::End });
+    ///     agent
+    /// }
+    /// let hash = define(1.0).graph_hash()?;
+    /// assert_eq!(hash.to_string().len(), 64);
+    /// // More CPU changes nothing a run does next: the same graph.
+    /// assert_eq!(define(4.0).graph_hash()?, hash);
+    /// // Another state does.
+    /// let mut grown = define(1.0);
+    /// grown.add_state("audit", |_ctx: Context| async { StateResult::End });
+    /// assert_ne!(grown.graph_hash()?, hash);
+    /// # Ok::<(), agent_core::AgentError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The definition's validation errors, as [`Agent::run`] would return them.
+    pub fn graph_hash(&self) -> Result<GraphHash, AgentError> {
+        Ok(self.program()?.graph_hash())
+    }
+
+    /// This agent's graph signature: its start, and each state's edges and the options that
+    /// change what a run does next (see [`GraphSignature`]). Every checkpoint records it; a
+    /// checkpoint that records another is not restored ([`CheckpointError::GraphChanged`],
+    /// listing [`GraphSignature::diff`]).
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// let mut agent = Agent::new("two");
+    /// agent.add_state("a", |_ctx: Context| async { StateResult::next("b") }).targets(["b"]);
+    /// agent.add_state("b", |_ctx: Context| async { StateResult::End });
+    /// let signature = agent.graph_signature()?;
+    /// assert_eq!(signature.start, "a");
+    /// assert!(signature.states["a"].edges.contains("b"));
+    /// assert!(signature.states["b"].computed_targets, "b declared no targets");
+    /// # Ok::<(), agent_core::AgentError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The definition's validation errors, as [`Agent::run`] would return them.
+    pub fn graph_signature(&self) -> Result<Arc<GraphSignature>, AgentError> {
+        Ok(self.program()?.signature().clone())
     }
 
     /// Make the next `run()` continue from `checkpoint`: its context, its completed states
@@ -61,7 +130,8 @@ impl Agent {
     /// `max_steps`), or the agent's definition is invalid; [`CheckpointError::Invalid`] when
     /// it holds what no run writes (a count of 0, a group index that does not exist, a
     /// completed run with tokens left, ...); [`CheckpointError::TooNew`] for a newer
-    /// version. Nothing is changed then.
+    /// version; [`CheckpointError::GraphChanged`] when it was taken under another graph
+    /// (see [`Agent::graph_signature`]), listing what differs. Nothing is changed then.
     pub fn restore_from_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
         let program = self.program().map_err(|e| CheckpointError::Mismatch {
             agent: self.shared.name.clone(),
@@ -123,7 +193,9 @@ impl Agent {
     ///
     /// [`AgentError::Store`] without a store, when the store fails, or when it holds no
     /// such run; [`AgentError::Checkpoint`] when its snapshot cannot be read or does not fit
-    /// this agent; otherwise as [`Agent::run`].
+    /// this agent, [`CheckpointError::GraphChanged`] among them when the run was recorded
+    /// under another graph (a state removed or renamed since, ...): then no state runs and
+    /// the store is left as it was; otherwise as [`Agent::run`].
     pub async fn recover(&self, run_id: &str) -> Result<AgentResult, AgentError> {
         let store = self.store()?;
         let (name, events) = (&self.shared.name, &self.shared.links.events);

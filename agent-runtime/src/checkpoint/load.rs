@@ -7,9 +7,11 @@
 //!   [`EventKind::CheckpointSkipped`] event. Stores keep at least two snapshots of a run
 //!   (see `durable`), so a snapshot cut short by a crash or a bad disk leaves the one before.
 //! - A snapshot that is sound but cannot be used here is not skipped: one written by a newer
-//!   build ([`CheckpointError::TooNew`]) or of another agent or definition
-//!   ([`CheckpointError::Mismatch`]) stops the recovery with that error, since an older
-//!   snapshot would silently run an older state of the run.
+//!   build ([`CheckpointError::TooNew`]), of another agent or definition
+//!   ([`CheckpointError::Mismatch`]) or under another graph
+//!   ([`CheckpointError::GraphChanged`]) stops the recovery with that error, since an older
+//!   snapshot would silently run an older state of the run (or the same change again).
+//! - Nothing here writes to the store: a recovery refused leaves the run as it was.
 //! - When every snapshot read is damaged, the error is [`CheckpointError::NoUsableSnapshot`],
 //!   carrying the newest one's reason.
 //! - At most [`READ`] snapshots are read, newest first.

@@ -12,6 +12,9 @@
 //!   what a checkpoint that passed can hold.
 //! - The failure an `on_error` handler reads (`Context::last_error`) is captured as text
 //!   and given back on restore as a `RestoredError` with the same message.
+//! - Every checkpoint taken records the program's graph signature (shared, not copied); a
+//!   checkpoint recording another is refused by `validate` before its other rules, listing
+//!   the differences.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -102,6 +105,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     checkpoint.last_error = run.ctx.last_error().as_ref().map(LastErrorRecord::of);
     // A recovered run ends when the original would have (see `agent::launch`).
     checkpoint.deadline_ms = run.deadline().map(|d| d.wall_ms);
+    checkpoint.graph = Some(prog.signature().clone());
     checkpoint.set_context(&run.ctx);
     checkpoint
 }

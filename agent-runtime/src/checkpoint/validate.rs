@@ -10,6 +10,12 @@
 //! Refused with [`CheckpointError::TooNew`]:
 //! - a `schema_version` above [`CHECKPOINT_VERSION`].
 //!
+//! Refused with [`CheckpointError::GraphChanged`], before any rule below (a changed graph
+//! explains a state it does not have better than the rule naming that state would):
+//! - a recorded graph signature other than the program's, whatever else differs or not
+//!   (see `version`); a checkpoint that records none (written before version 4) is not
+//!   compared, and its other rules still apply.
+//!
 //! Refused with [`CheckpointError::Mismatch`] (the checkpoint may be sound, but it does not
 //! fit this agent's definition: another agent's, or one whose definition changed since):
 //! - an `agent_name` other than the agent's;
@@ -75,7 +81,7 @@
 
 use std::collections::HashSet;
 
-use agent_core::{AgentStatus, Checkpoint, CheckpointError, CHECKPOINT_VERSION};
+use agent_core::{AgentStatus, Checkpoint, CheckpointError, GraphSignature, CHECKPOINT_VERSION};
 
 use crate::program::Program;
 
@@ -98,6 +104,7 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
     if c.agent_name != agent {
         return Err(mismatch(format!("it is a checkpoint of agent {:?}", c.agent_name)));
     }
+    graph(agent, prog, c)?;
     let at = |name: &str| {
         prog.index_of(name).ok_or_else(|| mismatch(format!("it names state {name:?}, which this agent does not have")))
     };
@@ -262,6 +269,29 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
     time("deadline_ms", c.deadline_ms)?;
     inputs(c, &at)?;
     Ok(())
+}
+
+/// The checkpoint's graph is the program's, if it records one.
+fn graph(agent: &str, prog: &Program, c: &Checkpoint) -> Result<(), CheckpointError> {
+    let Some(recorded) = c.graph.as_deref() else {
+        tracing::debug!(
+            agent,
+            run_id = %c.run_id,
+            "the checkpoint records no graph signature (written before checkpoint version 4): restoring it without \
+             comparing graphs"
+        );
+        return Ok(());
+    };
+    let current = prog.signature();
+    if recorded == &**current {
+        return Ok(());
+    }
+    Err(CheckpointError::GraphChanged {
+        agent: agent.to_owned(),
+        recorded: recorded.hash(),
+        current: prog.graph_hash(),
+        changes: GraphSignature::diff(recorded, current),
+    })
 }
 
 /// In a fully known graph, tokens wait at a state only while something in their group can
