@@ -207,6 +207,18 @@ async fn run_then_list_and_show_the_timeline() {
     let (result, out) = cli_run(path, &["show", &run_id], two_steps).await;
     result.unwrap();
     assert!(out.contains("status   Completed"), "{out}");
+    let hash = two_steps().graph_hash().unwrap();
+    assert!(out.contains(&format!("graph    {hash} (this binary's)")), "{out}");
+    // A binary whose graph changed says so.
+    let grown = || {
+        let mut agent = two_steps();
+        agent.add_state("three", |_ctx: Context| async { StateResult::End });
+        agent
+    };
+    let (result, out) = cli_run(path, &["show", &run_id], grown).await;
+    result.unwrap();
+    let other = grown().graph_hash().unwrap();
+    assert!(out.contains(&format!("graph    {hash} (not this binary's {other:.12}: `resume` refuses it)")), "{out}");
     let snapshot = store.latest_snapshot(&run_id).await.unwrap().unwrap();
     let checkpoint = Checkpoint::from_json(&snapshot.data).unwrap();
     let mut lines = out.lines().skip_while(|l| !l.starts_with("STATE"));

@@ -7,11 +7,13 @@
 //!   then those with no recorded time, in definition order. A duration is shown only when
 //!   the snapshot recorded both ends (`started_ms`, `finished_ms`); otherwise it says
 //!   `not recorded`. For a state that ran several times it spans first start to last end.
+//! - `show` prints the hash of the graph the run recorded (its newest snapshot's), and
+//!   whether it is this binary's: a run of another graph cannot be resumed by it.
 //! - Stored text (ids, names, prompts, answers) is printed through `text::shown`.
 
 use std::io::Write;
 
-use agent_core::{Checkpoint, StateRecord, StateStatus};
+use agent_core::{Checkpoint, GraphHash, StateRecord, StateStatus};
 
 use super::store::Store;
 use super::time::{duration, utc};
@@ -40,7 +42,14 @@ pub(super) async fn list(agent: &str, store: &Store, out: &mut (dyn Write + Send
     Ok(())
 }
 
-pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+/// `show RUN`; `ours` is the hash of this binary's graph (`None` if its definition is invalid).
+pub(super) async fn show(
+    agent: &str,
+    ours: Option<GraphHash>,
+    store: &Store,
+    run: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
     let run = store.resolve(agent, run).await?;
     let db = store.get();
     let snapshot = db.latest_snapshot(&run.run_id).await?;
@@ -51,6 +60,12 @@ pub(super) async fn show(agent: &str, store: &Store, run: &str, out: &mut (dyn W
     writeln!(out, "status   {}", run.status)?;
     writeln!(out, "started  {}", utc(run.created_ms))?;
     writeln!(out, "updated  {}", utc(run.updated_ms))?;
+    match (checkpoint.graph_hash(), ours) {
+        (None, _) => writeln!(out, "graph    not recorded (a checkpoint from before graph hashes)")?,
+        (Some(h), Some(o)) if h == o => writeln!(out, "graph    {h} (this binary's)")?,
+        (Some(h), Some(o)) => writeln!(out, "graph    {h} (not this binary's {o:.12}: `resume` refuses it)")?,
+        (Some(h), None) => writeln!(out, "graph    {h}")?,
+    }
     writeln!(out)?;
 
     let mut states: Vec<&StateRecord> = checkpoint.states.iter().collect();

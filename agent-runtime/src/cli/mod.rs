@@ -149,7 +149,7 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
         Command::Run => run::start(agent, &store, Start::New, watch, out).await,
         Command::Resume { run } => run::start(agent, &store, Start::Resume(run), watch, out).await,
         Command::List => inspect::list(&name, &store, out).await,
-        Command::Show { run } => inspect::show(&name, &store, &run, out).await,
+        Command::Show { run } => inspect::show(&name, agent.graph_hash().ok(), &store, &run, out).await,
         Command::Answer { run, request, value } => answer::answer(&name, &store, &run, &request, &value, out).await,
         Command::Graph { format, run } => graph::graph(&agent, format, run.as_deref().map(|r| (&store, r)), out).await,
     };
