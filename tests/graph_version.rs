@@ -120,13 +120,13 @@ fn a_workflow_and_the_builder_give_one_graph_hash() -> Result<(), AgentError> {
     assert_eq!(with_closures().graph_hash()?, hash);
     assert_eq!(with_state_fns().graph_hash()?, hash);
     assert_eq!(etl_tuned::agent().graph_hash()?, hash);
-    assert_eq!(*with_closures().graph_signature()?, *etl::agent().graph_signature()?);
+    assert_eq!(with_closures().graph_signature()?, etl::agent().graph_signature()?);
 
     // A builder state that declares no targets may go anywhere: another graph.
     let mut open = with_closures();
     open.add_state("audit", |_ctx: Context| async { StateResult::End });
     assert_ne!(open.graph_hash()?, hash);
-    let changes = GraphSignature::diff(&*etl::agent().graph_signature()?, &*open.graph_signature()?);
+    let changes = GraphSignature::diff(&etl::agent().graph_signature()?, &open.graph_signature()?);
     assert_eq!(changes, [GraphChange::StateAdded { state: "audit".into() }]);
 
     // A `#[workflow]` agent edited by hand is another graph.

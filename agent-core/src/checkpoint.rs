@@ -32,7 +32,7 @@ use serde_json::value::RawValue;
 
 use std::sync::Arc;
 
-use crate::{Context, ContextError, GraphChange, GraphHash, GraphSignature, RestoredError, StateError};
+use crate::{Context, ContextError, GraphChange, GraphHash, GraphRecord, RestoredError, StateError};
 
 use crate::status::{AgentStatus, StateStatus};
 
@@ -98,11 +98,11 @@ pub struct Checkpoint {
     /// Versions before 3 had none.
     #[serde(default)]
     pub deadline_ms: Option<i64>,
-    /// The signature of the graph the run ran (see [`GraphSignature`]): a checkpoint is
-    /// restored only into an agent whose graph has the same one. Versions before 4 had
-    /// none; a checkpoint without one is restored without that check.
+    /// The signature of the graph the run ran (see [`crate::GraphSignature`]): a
+    /// checkpoint is restored only into an agent whose graph has the same one. Versions
+    /// before 4 had none; a checkpoint without one is restored without that check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub graph: Option<Arc<GraphSignature>>,
+    pub graph: Option<GraphRecord>,
     /// Why the context could not be written, if it could not: `to_json` reports it.
     #[serde(skip)]
     encode_error: Option<String>,
@@ -359,7 +359,7 @@ pub enum CheckpointError {
     },
     /// Well formed, but written by a run of another graph: the agent's definition changed
     /// since (a state removed or renamed, an edge or an option that changes meaning; see
-    /// [`GraphSignature`]). Going on would run the old run under new rules, so it is
+    /// [`crate::GraphSignature`]). Going on would run the old run under new rules, so it is
     /// refused before any state runs, and nothing is changed.
     #[error(
         "checkpoint of agent {agent:?} was written under another graph (hash {recorded:.12}, now {current:.12}): {}",
@@ -422,8 +422,10 @@ impl Checkpoint {
         if let Some(e) = &self.encode_error {
             return Err(CheckpointError::Context(e.clone()));
         }
-        // Sized for the context up front: the text is copied once, not at every doubling.
-        let mut out = Vec::with_capacity(self.context.get().len() + 4096);
+        // Sized for the context and the graph up front: their text is copied once, not at
+        // every doubling.
+        let graph = self.graph.as_ref().map_or(0, GraphRecord::json_len);
+        let mut out = Vec::with_capacity(self.context.get().len() + graph + 4096);
         serde_json::to_writer(&mut out, self)?;
         // serde_json writes UTF-8 only.
         String::from_utf8(out).map_err(|e| CheckpointError::Context(e.to_string()))
@@ -510,10 +512,10 @@ impl Checkpoint {
         }
     }
 
-    /// The hash of the graph the run ran ([`GraphSignature::hash`]), if the checkpoint
-    /// records one (versions before 4 do not).
+    /// The hash of the graph the run ran ([`crate::GraphSignature::hash`]), if the
+    /// checkpoint records one (versions before 4 do not).
     pub fn graph_hash(&self) -> Option<GraphHash> {
-        self.graph.as_deref().map(GraphSignature::hash)
+        self.graph.as_ref().map(GraphRecord::hash)
     }
 
     /// States at which a token is ready or running (each runs again on restore).
@@ -647,6 +649,7 @@ mod millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::GraphSignature;
     use std::error::Error as _;
 
     fn sample() -> Checkpoint {
@@ -731,13 +734,23 @@ mod tests {
         let mut g = GraphSignature::new("fan");
         g.states.insert("fan".into(), crate::StateSignature::default());
         let hash = g.hash();
-        c.graph = Some(Arc::new(g));
+        c.graph = Some(g.into());
         let back = Checkpoint::from_json(&c.to_json().unwrap()).unwrap();
         assert_eq!(back, c);
         assert_eq!(back.graph_hash(), Some(hash));
         let mut other = back.clone();
-        other.graph = Some(Arc::new(GraphSignature::new("elsewhere")));
+        other.graph = Some(GraphSignature::new("elsewhere").into());
         assert_ne!(other, back, "the graph is compared");
+        // The record's text is written as it was made or read.
+        let json = c.to_json().unwrap();
+        assert!(json.contains(r#""graph":{"start":"fan","states":{"fan":{}}}"#), "{json}");
+        let spaced = json.replace(r#""graph":{"start""#, r#""graph": { "start""#);
+        let read = Checkpoint::from_json(&spaced).unwrap();
+        assert_eq!(read.graph_hash(), Some(hash));
+        assert!(read.to_json().unwrap().contains(r#""graph":{ "start""#));
+        // A graph that is not a signature makes the checkpoint unreadable.
+        let bad = json.replace(r#""states":{"fan":{}}"#, r#""states":{"fan":{"join":"yes"}}"#);
+        assert!(matches!(Checkpoint::from_json(&bad), Err(CheckpointError::Json(_))));
     }
 
     #[test]

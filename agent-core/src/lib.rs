@@ -53,7 +53,7 @@ pub use options::{
 pub use result::{BoxError, IntoStateOutcome, StateName, StateResult};
 pub use status::{AgentStatus, StateStatus, UnknownStatus};
 pub use typed::TypedContextData;
-pub use version::{DependencySignature, GraphChange, GraphHash, GraphSignature, StateSignature};
+pub use version::{DependencySignature, GraphChange, GraphHash, GraphRecord, GraphSignature, StateSignature};
 
 /// What the runtime and macro-generated code reach in here. Not public API: nothing in it is
 /// covered by semver.

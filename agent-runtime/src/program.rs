@@ -26,8 +26,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agent_core::{
-    AgentError, DependencyConfig, GraphHash, GraphSignature, Priority, RateLimit, ResourceRequirements, ResourceType,
-    RetryPolicy, StateHandler, StateName, StateSpec, WorkflowGraph,
+    AgentError, DependencyConfig, GraphHash, GraphRecord, GraphSignature, Priority, RateLimit, ResourceRequirements,
+    ResourceType, RetryPolicy, StateHandler, StateName, StateSpec, WorkflowGraph,
 };
 use rustc_hash::FxHashMap;
 
@@ -228,8 +228,8 @@ pub(crate) struct Program {
     last_target: Box<[AtomicU32]>,
     /// The graph literal targets may point into (see `resolve`).
     graph: Option<&'static WorkflowGraph>,
-    /// The graph signature and its hash, once asked for (see `Program::signature`).
-    version: OnceLock<(Arc<GraphSignature>, GraphHash)>,
+    /// The graph signature, its hash and its JSON, once asked for (see `Program::signature`).
+    version: OnceLock<GraphRecord>,
 }
 
 /// The programs of unmodified `#[workflow]` agents, one per workflow, shared by every agent
@@ -398,21 +398,18 @@ impl Program {
     }
 
     /// The program's graph signature (see `version`), computed the first time.
-    pub(crate) fn signature(&self) -> &Arc<GraphSignature> {
-        &self.version().0
+    pub(crate) fn signature(&self) -> &GraphSignature {
+        self.graph_record().signature()
     }
 
     /// The hash of the program's graph signature.
     pub(crate) fn graph_hash(&self) -> GraphHash {
-        self.version().1
+        self.graph_record().hash()
     }
 
-    fn version(&self) -> &(Arc<GraphSignature>, GraphHash) {
-        self.version.get_or_init(|| {
-            let signature = crate::version::signature(self);
-            let hash = signature.hash();
-            (Arc::new(signature), hash)
-        })
+    /// The program's graph signature as checkpoints record it (shared: cloning it is cheap).
+    pub(crate) fn graph_record(&self) -> &GraphRecord {
+        self.version.get_or_init(|| GraphRecord::new(crate::version::signature(self)))
     }
 
     /// The index of the state `name` names.

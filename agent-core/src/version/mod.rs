@@ -6,7 +6,8 @@
 //! (`Agent::graph_signature`), records it in every checkpoint, and refuses to restore or
 //! recover a checkpoint whose signature differs from the agent's, listing the differences
 //! ([`GraphSignature::diff`], [`GraphChange`]). [`GraphSignature::hash`] names it in one
-//! short value a worker can compare with a store's run rows.
+//! short value a worker can compare with a store's run rows. A checkpoint carries it as a
+//! [`GraphRecord`], made once per program and shared.
 //!
 //! What is in it, and why. An option is in the signature when a recorded run read under a
 //! changed value would go on *wrongly*: its recorded positions or counters mean something
@@ -45,6 +46,7 @@
 
 mod diff;
 mod encode;
+mod record;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -54,6 +56,7 @@ use serde::{Deserialize, Serialize};
 use crate::options::{DependencyLifecycle, DependencyType};
 
 pub use diff::GraphChange;
+pub use record::GraphRecord;
 
 /// A workflow's graph as far as a run's meaning depends on it: its start, and each state's
 /// edges and meaning-changing options (see the module docs for what is in and why).
@@ -85,23 +88,46 @@ pub struct GraphSignature {
 }
 
 /// One state in a [`GraphSignature`].
+///
+/// Written to JSON without the fields that hold their default (no edges, computed
+/// targets, no `on_error`, no join, no retries, no dependencies), and read with them: every
+/// checkpoint carries its graph's signature, so it is kept short.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct StateSignature {
     /// The states it is known to go to: literal targets and declared targets that name a
     /// state of the workflow.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub edges: BTreeSet<String>,
     /// Whether it may also go to targets computed at run time (a builder state that
     /// declared none, or a `#[state]` whose body computes one).
+    #[serde(skip_serializing_if = "is_true")]
     pub computed_targets: bool,
     /// Where it goes once its retries are spent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub on_error: Option<String>,
     /// Whether it is a fan-in that waits for every branch (`join`).
+    #[serde(skip_serializing_if = "is_false")]
     pub join: bool,
     /// Retries after the first attempt (0 without a retry policy).
+    #[serde(skip_serializing_if = "is_zero")]
     pub max_retries: u32,
     /// What must hold before it starts.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub dependencies: BTreeSet<DependencySignature>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The default: a state with no known edges, whose targets are computed at run time, and

@@ -128,6 +128,12 @@ fn a_signature_round_trips_through_json_and_refuses_unknown_names() {
     assert!(err.contains("unknown dependency type \"Mandatory\""), "{err}");
     let bad = json.replace("\"Session\"", "\"Forever\"");
     assert!(serde_json::from_str::<GraphSignature>(&bad).is_err());
+    // Defaults are left out, and read back as defaults.
+    let store = serde_json::to_string(&g.states["store"]).unwrap();
+    assert_eq!(store, "{}");
+    let closed = StateSignature { computed_targets: false, ..StateSignature::default() };
+    assert_eq!(serde_json::to_string(&closed).unwrap(), "{\"computed_targets\":false}");
+    assert_eq!(serde_json::from_str::<StateSignature>("{}").unwrap(), StateSignature::default());
 }
 
 /// A name from a small alphabet, so that random graphs share names often.

@@ -52,7 +52,7 @@ impl Agent {
             Some(run) => checkpoint::capture(&run, &self.shared.name),
             None => {
                 let mut checkpoint = Checkpoint::new(self.shared.name.clone(), "");
-                checkpoint.graph = self.program().ok().map(|p| p.signature().clone());
+                checkpoint.graph = self.program().ok().map(|p| p.graph_record().clone());
                 checkpoint
             }
         }
@@ -115,7 +115,7 @@ impl Agent {
     /// # Errors
     ///
     /// The definition's validation errors, as [`Agent::run`] would return them.
-    pub fn graph_signature(&self) -> Result<Arc<GraphSignature>, AgentError> {
+    pub fn graph_signature(&self) -> Result<GraphSignature, AgentError> {
         Ok(self.program()?.signature().clone())
     }
 

@@ -105,7 +105,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     checkpoint.last_error = run.ctx.last_error().as_ref().map(LastErrorRecord::of);
     // A recovered run ends when the original would have (see `agent::launch`).
     checkpoint.deadline_ms = run.deadline().map(|d| d.wall_ms);
-    checkpoint.graph = Some(prog.signature().clone());
+    checkpoint.graph = Some(prog.graph_record().clone());
     checkpoint.set_context(&run.ctx);
     checkpoint
 }

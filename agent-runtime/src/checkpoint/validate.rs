@@ -273,7 +273,7 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
 
 /// The checkpoint's graph is the program's, if it records one.
 fn graph(agent: &str, prog: &Program, c: &Checkpoint) -> Result<(), CheckpointError> {
-    let Some(recorded) = c.graph.as_deref() else {
+    let Some(recorded) = &c.graph else {
         tracing::debug!(
             agent,
             run_id = %c.run_id,
@@ -282,15 +282,15 @@ fn graph(agent: &str, prog: &Program, c: &Checkpoint) -> Result<(), CheckpointEr
         );
         return Ok(());
     };
-    let current = prog.signature();
-    if recorded == &**current {
+    let current = prog.graph_record();
+    if recorded == current {
         return Ok(());
     }
     Err(CheckpointError::GraphChanged {
         agent: agent.to_owned(),
         recorded: recorded.hash(),
-        current: prog.graph_hash(),
-        changes: GraphSignature::diff(recorded, current),
+        current: current.hash(),
+        changes: GraphSignature::diff(recorded.signature(), current.signature()),
     })
 }
 
