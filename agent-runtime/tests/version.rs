@@ -29,7 +29,7 @@ mod common;
 use common::{trail, visit};
 
 /// One state of the test graph, with every option the builder has.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct S {
     name: &'static str,
     /// Declared targets; `None`: computed at run time.
@@ -74,7 +74,7 @@ impl S {
 
 /// A definition: states, in the order they are added, the start and the agent's default
 /// retries.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct Def {
     states: Vec<S>,
     start: &'static str,
@@ -474,5 +474,65 @@ async fn postgres_a_changed_graph_is_refused_and_the_store_untouched() {
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A random valid definition: up to five states named from a small set, targets declared or
+/// not (to states that exist), `on_error`, `join`, retries, dependencies on earlier states
+/// only (no cycle), and options that do not change meaning.
+fn random_def() -> impl proptest::strategy::Strategy<Value = Def> {
+    use proptest::prelude::*;
+    const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+    let kinds = [DependencyType::Required, DependencyType::Optional, DependencyType::Sequential];
+    let lifecycles = [DependencyLifecycle::Session, DependencyLifecycle::Once];
+    let state = (
+        prop::option::of(prop::collection::vec(0usize..5, 0..3)),
+        prop::option::of(0usize..5),
+        any::<bool>(),
+        prop::option::of(1u32..3),
+        prop::collection::vec((0usize..5, 0usize..3, 0usize..2), 0..2),
+        0u8..3,
+    );
+    (1usize..=5, prop::collection::vec(state, 5), 0usize..5, prop::option::of(1u32..3)).prop_map(
+        move |(n, states, start, default_retries)| {
+            let states = (states.into_iter().take(n).enumerate())
+                .map(|(i, (targets, on_error, join, retries, deps, cpu))| {
+                    let mut s = S::new(NAMES[i], None);
+                    s.targets = targets.map(|t| t.into_iter().filter(|&j| j < n).map(|j| NAMES[j]).collect());
+                    s.on_error = on_error.filter(|&j| j < n).map(|j| NAMES[j]);
+                    s.join = join;
+                    s.retries = retries;
+                    s.deps = (deps.into_iter())
+                        .filter(|&(j, _, _)| j < i)
+                        .map(|(j, k, l)| (NAMES[j], kinds[k], lifecycles[l]))
+                        .collect();
+                    s.cpu = f64::from(cpu);
+                    s
+                })
+                .collect();
+            Def { states, start: NAMES[start % n], default_retries }
+        },
+    )
+}
+
+proptest::proptest! {
+    /// Built twice, in another order and with other resources, a definition hashes the same;
+    /// two definitions hash equal exactly when their signatures are equal, exactly when
+    /// their diff is empty.
+    #[test]
+    fn random_definitions_hash_equal_exactly_when_their_signatures_are(a in random_def(), b in random_def()) {
+        let agent = build(&a);
+        let (hash, sig) = (agent.graph_hash().unwrap(), agent.graph_signature().unwrap());
+        let mut again = a.clone();
+        again.states.reverse();
+        for s in &mut again.states {
+            s.cpu += 1.0;
+        }
+        proptest::prop_assert_eq!(build(&again).graph_hash().unwrap(), hash);
+        proptest::prop_assert!(agent_core::GraphSignature::diff(&sig, &sig).is_empty());
+        let other = build(&b);
+        let (other_hash, other_sig) = (other.graph_hash().unwrap(), other.graph_signature().unwrap());
+        proptest::prop_assert_eq!(sig == other_sig, hash == other_hash);
+        proptest::prop_assert_eq!(sig == other_sig, agent_core::GraphSignature::diff(&sig, &other_sig).is_empty());
     }
 }
