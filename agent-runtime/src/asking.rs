@@ -37,7 +37,7 @@ impl InputBroker for Run {
         let events = Some(self.sinks.links.events.clone());
         let waited_from = Instant::now();
         // Asked from inside the state's poll: the state this thread polls is the one asking.
-        let state = crate::branch::polled_state(self).map(|pos| self.state_name(pos));
+        let state = crate::exec::polled_state(self).map(|pos| self.state_name(pos));
         Box::pin(async move {
             let outcome = ask(hub, run, input, events, state).await;
             self.record_input_wait(waited_from.elapsed());

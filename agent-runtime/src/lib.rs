@@ -31,17 +31,15 @@
 
 mod agent;
 mod asking;
-mod attempt;
 #[doc(hidden)]
 pub mod bench;
-mod branch;
 mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
-mod deps;
 mod diagram;
 mod durable;
 pub mod events;
+mod exec;
 mod frontier;
 mod human;
 #[cfg(feature = "otel")]
@@ -54,7 +52,6 @@ mod ratelimit;
 mod reach;
 mod result;
 mod run;
-mod step;
 pub mod store;
 mod sync;
 mod text;

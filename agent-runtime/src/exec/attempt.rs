@@ -32,7 +32,7 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::deps::{self, Gate};
+use super::gate::{self as deps, Gate};
 use crate::events::EventKind;
 use crate::pool::ResourceGuard;
 use crate::program::Guarded;
@@ -72,7 +72,7 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
             Gate::TimedOut(e) => return Attempted::Done(Ok(Err(Box::new(e))), 0),
         }
     }
-    if run.is_stopping() || !crate::step::start_state(run, pos) {
+    if run.is_stopping() || !super::step::start_state(run, pos) {
         return Attempted::Stop;
     }
     // A restored run goes on with the budget its checkpoint had left.
@@ -110,7 +110,7 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
         let Some(policy) = retry else {
             counters.attempts_made.store(0, Relaxed);
             if tracing::dispatcher::has_been_set() {
-                crate::step::trace_result(run, pos, &outcome);
+                super::step::trace_result(run, pos, &outcome);
             }
             return Attempted::Done(outcome, attempt);
         };

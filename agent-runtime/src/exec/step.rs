@@ -8,7 +8,7 @@
 
 use agent_core::{AgentError, StateResult, StateStatus};
 
-use crate::attempt;
+use super::attempt;
 use crate::run::Run;
 
 /// Count the step and mark the state running; `false` when the run must stop here.

@@ -27,14 +27,14 @@ use futures_util::FutureExt;
 use tokio::sync::futures::Notified;
 use tracing::Instrument;
 
-use crate::attempt;
-use crate::attempt::Attempted;
-use crate::deps;
+use super::attempt;
+use super::attempt::Attempted;
+use super::gate as deps;
 use crate::events::EventKind;
 use crate::frontier::TRANSITIONS;
 use crate::run::{Group, Position};
 use crate::run::{Run, TaskGuard, NO_STATE};
-use crate::step::{start_state, trace_result};
+use super::step::{start_state, trace_result};
 use crate::timing::UNTIMED;
 use agent_core::StateStatus;
 
