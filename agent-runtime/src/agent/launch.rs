@@ -23,10 +23,10 @@ use agent_core::{AgentError, AgentStatus, Checkpoint, CheckpointError, Context};
 use tracing::Instrument;
 
 use super::{lock, Agent, Live};
-use crate::exec;
 use crate::checkpoint;
 use crate::durable::{store_error, Durable};
 use crate::events::EventKind;
+use crate::exec;
 use crate::program::Program;
 use crate::result::AgentResult;
 use crate::run::Position;

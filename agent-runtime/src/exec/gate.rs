@@ -84,7 +84,7 @@ fn activate(run: &Arc<Run>, d: usize) {
     if status.compare_exchange(now, StateStatus::Ready as u8, Relaxed, Relaxed).is_ok() {
         tracing::debug!(state = &*run.program.states[d].name, "activated as a dependency");
         run.top_enter(d);
-        super::drive::spawn(run, d, None);
+        super::spawn::spawn(run, d, None);
     }
 }
 

@@ -8,7 +8,11 @@
 mod attempt;
 mod drive;
 mod gate;
+mod poll;
+mod spawn;
 mod step;
 
-pub(crate) use drive::{drive, polled_state, spawn as spawn_branch, spawn_root};
+pub(crate) use drive::drive;
 pub(crate) use gate::{branch_ended, root_started};
+pub(crate) use poll::polled_state;
+pub(crate) use spawn::{spawn as spawn_branch, spawn_root};
