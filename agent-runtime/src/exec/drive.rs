@@ -29,7 +29,7 @@ use super::gate as deps;
 use super::poll::{
     cancelled_outcome, count_step, observed, poll_cancellable, poll_cancelled, start_poll, take_budget, Cancellable,
 };
-use super::spawn::{fan_out_deferred, take_next, Fan};
+use super::spawn::{fan_out_deferred, start_ready, take_next, Fan};
 use super::step::start_state;
 use crate::events::EventKind;
 use crate::frontier::TRANSITIONS;
@@ -264,7 +264,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
                         if !state.dependents.is_empty() {
                             // Marked first, so the completion does not activate it twice.
                             run.set_state_status(to, StateStatus::Ready);
-                            deps::completed(run, pos);
+                            completed(run, pos);
                         }
                         move_top(run, pos, to, rooted);
                         pos = to;
@@ -341,7 +341,7 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
             for &(_, s) in &next {
                 run.set_state_status(s, StateStatus::Ready);
             }
-            deps::completed(run, pos);
+            completed(run, pos);
         }
         go_on!(entered);
     }
@@ -376,6 +376,15 @@ fn leave_top(run: &Run, at: usize, rooted: bool) {
     } else {
         run.top_leave(at);
     }
+}
+
+/// State `pos`, which has dependents, completed: start a branch at each dependent it
+/// activated.
+#[cold]
+fn completed(run: &Arc<Run>, pos: usize) {
+    let mut ready = Vec::new();
+    deps::completed(run, pos, &mut ready);
+    start_ready(run, &mut ready);
 }
 
 /// A branch of `g` moves from `from` to `to`; a join may hold it there.

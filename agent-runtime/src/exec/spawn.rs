@@ -32,6 +32,14 @@ pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
     spawn_task(branch_task(TaskGuard::new(run.clone()), state, group));
 }
 
+/// Start a branch at the top level at each of `states` (activated by their dependencies, and
+/// counted there by `gate`), emptying it.
+pub(crate) fn start_ready(run: &Arc<Run>, states: &mut Vec<usize>) {
+    for state in states.drain(..) {
+        spawn(run, state, None);
+    }
+}
+
 /// Spawn the root branch as a task of its own, from the start (a run with a deadline: a
 /// state that blocks its thread then holds a worker, not the caller's future, which ends the
 /// run on time).
