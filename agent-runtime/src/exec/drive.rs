@@ -1,43 +1,101 @@
 //! A branch: the loop that runs one token's states, one after another, in one task.
 //!
+//! Each turn of the loop is five steps, in this order; each is a function of its own (the
+//! sync ones `#[inline(always)]`, so the chain's path costs what one loop body did), and
+//! those that decide where the branch goes say it with a [`Step`]:
+//! 1. **record**: a durable run's completion is recorded before any successor starts; then
+//!    the branch goes on from the positions the last step released (`Branch::take_next`).
+//! 2. **gate** ([`gate`]): whether the state may start (the run is not stopping, `max_steps`
+//!    not reached). A plain state is marked running there and then takes its
+//!    `max_concurrent` permit; a guarded one (dependencies, resources, a timeout, retries,
+//!    rate limits, a blocking body) gates itself in `attempt`.
+//! 3. **poll**: the state's future is polled to its end through `poll::poll_state`: inline
+//!    on the plain path (the chain's), from the boxed watched path (`poll::observed`) when
+//!    someone watches, through `poll::Cancellable` on the guarded path.
+//! 4. **settle** ([`Branch::settle`]): the outcome becomes a completion (counted, its
+//!    result handed on), a failure for good (to the `on_error` handler, or the run fails)
+//!    or a cancellation (the token leaves).
+//! 5. **route** ([`Branch::route`]): the result says where the token goes: on in this task,
+//!    to its end, to a join, or to a fan-out whose branches `take_next` starts.
+//!
 //! Invariants:
 //! - A sequential transition never spawns: the next state runs in the same task, so a chain
 //!   costs one boxed future per state and nothing else that the user did not ask for.
-//! - A fan-out of n targets continues with the first target in this task and starts the
-//!   other n - 1 from tasks on the current runtime (work-stealing on a multi-thread one):
-//!   at most one task per branch, fewer when branches finish in their first poll, and never
-//!   a branch held back by a sibling that waits (see `fan_task`).
 //! - A state's panic, `Err`, bad write or unknown target fails the run through `Run::fail`;
 //!   the panic never unwinds past this module.
 //! - Every transition inside a group goes through `Group::arrive` / `Group::end`, which say
 //!   what runs next (see `run::groups`).
+//! - Every transition but the root task's plain step publishes positions inside the
+//!   transition lock (see `frontier`), taken by the step that moves the token and released
+//!   when it returns: before the branch records, starts a task or runs a state.
 
-use std::any::Any;
 use std::borrow::Cow;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
 
-use agent_core::{AgentError, PanicError, StateError, StateResult, StateStatus, TimeoutError};
+use agent_core::{AgentError, StateName, StateResult, StateStatus};
 use futures_util::FutureExt;
+use tokio::sync::Semaphore;
 
-use super::attempt::{self, Attempted};
-use super::gate as deps;
-use super::poll::{
-    cancelled_outcome, count_step, observed, poll_cancellable, poll_cancelled, start_poll, take_budget, Cancellable,
-};
+use super::attempt::{self, Attempted, Outcome};
+use super::gate;
+use super::poll::{cancelled_outcome, observed, poll_cancellable, poll_cancelled, poll_state, Cancellable};
 use super::spawn::{fan_out_deferred, start_ready, take_next, Fan};
-use super::step::start_state;
+use super::step::{fail_state, start_state, to_on_error};
 use crate::events::EventKind;
 use crate::frontier::TRANSITIONS;
+use crate::program::{CompiledState, Guarded};
 use crate::run::{Group, Position, Run, NO_STATE};
+
+/// Where a step leaves the branch.
+enum Step {
+    /// Run state `to` next, in this task; the token stands there already. `forget`: the
+    /// outcome owns nothing (`Ok(Ok(Next(static name)))`), so its drop, an out-of-line walk
+    /// of three nested enums, is skipped on the chain's path.
+    Continue { to: usize, forget: bool },
+    /// Go on from the positions in `next` (the first in this task, the others spawned; the
+    /// branch ends if there are none), once a durable run has recorded the transition.
+    GoOn,
+    /// The branch ends here.
+    Return,
+}
+
+/// What [`gate`] decided.
+enum Gated<'p> {
+    /// The run is stopping, or `max_steps` was reached: the branch ends.
+    Stop,
+    /// The guarded path, which gates the state itself (`attempt::run`).
+    Guarded(&'p Guarded),
+    /// A plain state, counted and marked running; it starts once it holds a permit of this
+    /// semaphore (`max_concurrent`), if there is one.
+    Plain(Option<&'p Semaphore>),
+}
+
+/// A branch between two of its states: where its token stands and what it does next. The
+/// steps read and move it; it lives in the branch's future, whose size is kept (see the
+/// size test in `spawn`).
+struct Branch<'a> {
+    /// The state to run next.
+    pos: usize,
+    /// The fan-out group the token is in, if any.
+    group: Option<Cow<'a, Arc<Group>>>,
+    /// The root task, whose position is published in the root slot (see [`drive`]).
+    rooted: bool,
+    /// A durable run's completion not yet recorded: recorded before any successor starts.
+    unrecorded: bool,
+    /// Go on from `next` (after `record`).
+    go_on: bool,
+    /// The positions the last transition released.
+    next: Vec<Position>,
+    /// A fan-out just made, whose branches are to be spawned (see `take_next`).
+    fan: Option<Arc<Fan>>,
+}
 
 /// Run states from `pos` until this branch ends, waits at a join, or the run stops.
 ///
-/// The caller calls `deps::branch_ended` once it returns (not when it is dropped: a branch
+/// The caller calls `gate::branch_ended` once it returns (not when it is dropped: a branch
 /// is dropped only when its run stops).
 ///
 /// `rooted`: this is the root task, and its position is published in `Run::root_slot`
@@ -46,59 +104,21 @@ use crate::run::{Group, Position, Run, NO_STATE};
 /// position published: that is where the run goes on when restored.
 ///
 /// Borrows the run (no reference-count traffic per branch on the run's shared `Arc`).
-pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<'_, Arc<Group>>>, mut rooted: bool) {
-    let prog = &*run.program;
-    let mut next: Vec<Position> = Vec::new();
-    // A fan-out just made, whose branches are to be spawned (see `take_next`).
-    let mut fan: Option<Arc<Fan>> = None;
-    // A durable run's completion not yet recorded: recorded before any successor starts.
-    let mut unrecorded = false;
-    // Positions in `next` to go on from once a durable run has recorded the transition.
-    let mut deferred = false;
-    // Go on from the positions in `next`: the first in this task, the others spawned; the
-    // branch ends if there are none. The transition is over (`entered` is dropped) before a
-    // durable run records it.
-    macro_rules! go_on {
-        ($entered:ident) => {
-            drop($entered);
-            if unrecorded {
-                // Recorded at the top of the loop (one await point, so the branch future
-                // stays small), then `next` is taken.
-                deferred = true;
-                continue;
-            }
-            match take_next(run, &mut next, &mut fan) {
-                Some((g, s)) => {
-                    group = g.map(Cow::Owned);
-                    pos = s;
-                    continue;
-                }
-                None => return,
-            }
-        };
-    }
+pub(crate) async fn drive(run: &Arc<Run>, pos: usize, group: Option<Cow<'_, Arc<Group>>>, rooted: bool) {
+    let mut b = Branch { pos, group, rooted, unrecorded: false, go_on: false, next: Vec::new(), fan: None };
     loop {
-        if std::mem::take(&mut unrecorded) && !Box::pin(record(run)).await {
+        // 1. Record: a durable run's completion, before any successor starts (one await
+        // point, boxed, so that the branch future stays small); then go on from `next`.
+        if std::mem::take(&mut b.unrecorded) && !Box::pin(record(run)).await {
             return;
         }
-        if std::mem::take(&mut deferred) {
-            match take_next(run, &mut next, &mut fan) {
-                Some((g, s)) => {
-                    group = g.map(Cow::Owned);
-                    pos = s;
-                }
-                None => return,
-            }
-        }
-        if run.is_stopping() {
+        if std::mem::take(&mut b.go_on) && !b.take_next(run) {
             return;
         }
-        // States that never wait would otherwise keep this thread for good: nothing else on
-        // it (the run's deadline, a cancellation from another task) would ever run. Every
-        // few states, the state's first poll takes one unit of tokio's cooperative budget
-        // first, and yields once the task has used its share (see `take_budget`).
-        let state = &prog.states[pos];
-        let epoch = run.states[pos].cancel_epoch.load(Relaxed);
+        let state = &run.program.states[b.pos];
+        // Read before the state is marked running: a `cancel_state` from then on cancels
+        // this instance.
+        let epoch = run.states[b.pos].cancel_epoch.load(Relaxed);
         let mut attempts = 1;
         // Set when the state was cancelled (by `cancel_state`, or at its gate by a failed
         // dependency); its outcome is then a placeholder. A flag rather than an `Option`
@@ -107,243 +127,117 @@ pub(crate) async fn drive(run: &Arc<Run>, mut pos: usize, mut group: Option<Cow<
         // Held while a plain state runs (`max_concurrent`); declared out here so that the
         // plain path's outcome is written where it is read (see below).
         let mut permit = None;
-        let outcome = if let Some(guarded) = &state.guarded {
-            // Dependencies, resources, a timeout, retries, rate limits or a blocking body:
-            // the slow path, boxed so that the branch future of plain states does not carry
-            // it (it takes its `max_concurrent` permit itself, after its gate).
-            match Cancellable::new(run, pos, epoch, count_step(), Box::pin(attempt::run(run, pos, guarded))).await {
-                Some(Attempted::Done(outcome, n)) => {
-                    attempts = n;
-                    outcome
-                }
-                Some(Attempted::Stop) => return,
-                // Left its queue because the run is pausing: it starts again on resume.
-                None if !run.is_state_cancelled(pos, epoch) => return,
-                Some(Attempted::Cancelled) | None => {
-                    cancelled = true;
-                    cancelled_outcome()
-                }
-            }
-        } else {
-            if !start_state(run, pos) {
-                return;
-            }
-            // The state runs inline in this loop (no nested future per step: its result is
-            // moved once, not through every layer of a helper future).
-            // Boxed so that a branch without `max_concurrent` does not carry the acquire.
-            permit = match &run.semaphore {
-                Some(s) => match Box::pin(s.acquire()).await {
-                    Ok(_) if run.is_stopping() => return,
-                    Ok(p) => Some(p),
-                    Err(_) => return,
-                },
-                None => None,
-            };
-            // `call` never panics (a closure's synchronous panic is deferred into its
-            // future), so one catch around the poll sees every panic of the state.
-            let mut fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
-            let mut cancel = None;
-            // The block's value, not a local moved out after the permit's drop: that move was
-            // a 32-byte copy reloading, as two 16-byte loads, the 8-byte stores just made (a
-            // failed store-to-load forwarding, about a third of this loop's own time).
-            if run.watched() || tracing::dispatcher::has_been_set() {
-                // Events, timings or tracing: built only if someone subscribed, timings are
-                // on, or a tracing subscriber was ever installed; otherwise this costs a
-                // relaxed load, an `Option` check and an atomic load. Boxed, so that the
-                // branch future of an unwatched run does not carry it.
-                Box::pin(observed(run, pos, epoch, fut, &mut cancelled)).await
-            } else {
-                // Polled here rather than through `Cancellable`, so that the state's future
-                // is dropped inline (the chain's path).
-                // The first poll is made bare: a state that completes in it (the common quick
-                // state) never touches the cancellation machinery.
-                match std::future::poll_fn(|cx| {
-                    // Counted here, not held across the await: the branch future has no
-                    // room for one more byte. A poll after a yield counts again, harmlessly.
-                    if start_poll(run, pos) && take_budget(cx).is_pending() {
-                        return Poll::Pending;
+        // 2. Gate, then 3. poll.
+        let mut outcome = match gate(run, b.pos, state) {
+            Gated::Stop => return,
+            // Boxed, so that the branch future of plain states does not carry the attempts'
+            // future; polled through `Cancellable`, which takes the budget as the plain path
+            // does and races `cancel_state`.
+            Gated::Guarded(guarded) => {
+                match Cancellable::new(run, b.pos, epoch, Box::pin(attempt::run(run, b.pos, guarded))).await {
+                    Some(Attempted::Done(outcome, n)) => {
+                        attempts = n;
+                        outcome
                     }
-                    Poll::Ready(Pin::new(&mut fut).poll(cx))
-                })
-                .await
-                {
-                    Poll::Ready(outcome) => outcome,
-                    Poll::Pending => {
-                        // Polled a moment ago: this first time only register for
-                        // cancellation, so that a state yielding (`yield_now`) really yields.
-                        let mut just_polled = true;
-                        std::future::poll_fn(|cx| {
-                            if std::mem::take(&mut just_polled) {
-                                return match poll_cancelled(run, pos, epoch, false, &mut cancel, cx) {
-                                    Poll::Ready(()) => {
-                                        cancelled = true;
-                                        Poll::Ready(cancelled_outcome())
-                                    }
-                                    Poll::Pending => Poll::Pending,
-                                };
-                            }
-                            poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, &mut cancelled, cx)
-                        })
-                        .await
+                    Some(Attempted::Stop) => return,
+                    // Left its queue because the run is pausing: it starts again on resume.
+                    None if !run.is_state_cancelled(b.pos, epoch) => return,
+                    Some(Attempted::Cancelled) | None => {
+                        cancelled = true;
+                        cancelled_outcome()
+                    }
+                }
+            }
+            Gated::Plain(semaphore) => {
+                if let Some(s) = semaphore {
+                    // Boxed so that a branch without `max_concurrent` does not carry the
+                    // acquire.
+                    permit = match Box::pin(s.acquire()).await {
+                        Ok(_) if run.is_stopping() => return,
+                        Ok(p) => Some(p),
+                        Err(_) => return,
+                    };
+                }
+                // `call` never panics (a closure's synchronous panic is deferred into its
+                // future), so one catch around the poll sees every panic of the state.
+                let mut fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
+                // The block's value, not a local moved out after the permit's drop: that move
+                // was a 32-byte copy reloading, as two 16-byte loads, the 8-byte stores just
+                // made (a failed store-to-load forwarding, about a third of this loop's own
+                // time). The state runs inline in this loop (no nested future per step: its
+                // result is moved once, not through every layer of a helper future).
+                if run.watched() || tracing::dispatcher::has_been_set() {
+                    // Events, timings or tracing: built only if someone subscribed, timings
+                    // are on, or a tracing subscriber was ever installed; otherwise this
+                    // costs a relaxed load, an `Option` check and an atomic load. Boxed, so
+                    // that the branch future of an unwatched run does not carry it.
+                    Box::pin(observed(run, b.pos, epoch, fut, &mut cancelled)).await
+                } else {
+                    // Polled here rather than through `Cancellable`, so that the state's
+                    // future is dropped inline (the chain's path). The first poll is made
+                    // bare: a state that completes in it (the common quick state) never
+                    // touches the cancellation machinery. It counts the state on this thread
+                    // for the budget (see `poll_state`): counted in the poll, not held across
+                    // the await, as the branch future has no room for one more byte (a poll
+                    // after a yield counts again, harmlessly).
+                    match std::future::poll_fn(|cx| poll_state(run, b.pos, true, &mut fut, cx)).await {
+                        Poll::Ready(outcome) => outcome,
+                        Poll::Pending => {
+                            // Polled a moment ago: this first time only register for
+                            // cancellation, so that a state yielding (`yield_now`) really
+                            // yields.
+                            let mut just_polled = true;
+                            let mut cancel = None;
+                            std::future::poll_fn(|cx| {
+                                if std::mem::take(&mut just_polled) {
+                                    return match poll_cancelled(run, b.pos, epoch, false, &mut cancel, cx) {
+                                        Poll::Ready(()) => {
+                                            cancelled = true;
+                                            Poll::Ready(cancelled_outcome())
+                                        }
+                                        Poll::Pending => Poll::Pending,
+                                    };
+                                }
+                                poll_cancellable(run, b.pos, epoch, false, &mut fut, &mut cancel, &mut cancelled, cx)
+                            })
+                            .await
+                        }
                     }
                 }
             }
         };
         drop(permit);
-        if cancelled {
-            // The branch ends here.
-            if run.emitting() {
-                run.emit(EventKind::StateCancelled { state: run.state_name(pos) });
-            }
-            let entered = TRANSITIONS.enter();
-            run.set_state_status(pos, StateStatus::Cancelled);
-            run.states[pos].attempts_made.store(0, Relaxed);
-            if !state.dependents.is_empty() {
-                deps::failed(run);
-            }
-            next.clear();
-            match group.take() {
-                Some(g) => g.end(run, pos, &mut next),
-                None => return leave_top(run, pos, rooted),
-            }
-            go_on!(entered);
-        }
-        // The result is read where the poll wrote it, by reference: moving it out first
-        // cost a stalled copy per transition (store-to-load forwarding fails on it).
-        let result = match &outcome {
-            Ok(Ok(result)) if !agent_core::__private::context::has_write_error(&run.ctx) => {
-                run.record_completion(pos, rooted && run.runs_alone());
-                unrecorded = run.sinks.durable.is_some();
-                if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
-                    // A gate may wait on a condition over the context.
-                    run.deps.notify();
-                }
-                result
-            }
-            _ => {
-                // Retries spent: the `on_error` handler runs next, reading the failure from
-                // the context, as if the state had returned its name.
-                let Some(handler) = state.on_error else {
-                    // The branch stops at the failed state (where a restored run resumes).
-                    return fail_state(run, pos, outcome, attempts);
-                };
-                let entered = TRANSITIONS.enter();
-                route_error(run, pos, outcome, attempts, handler);
-                unrecorded = run.sinks.durable.is_some();
-                next.clear();
-                match &group {
-                    None => {
-                        move_top(run, pos, handler, rooted);
-                        pos = handler;
-                        continue;
-                    }
-                    Some(g) => arrive(run, g, pos, handler, &mut next),
-                }
-                go_on!(entered);
-            }
+        // 4. Settle, then 5. route.
+        let step = match b.settle(run, state, &mut outcome, cancelled, attempts) {
+            Ok(result) => b.route(run, state, result),
+            Err(step) => step,
         };
-        next.clear();
-        // Every transition but the root task's plain step publishes positions under the
-        // transition lock (see `frontier`).
-        let plain_step = rooted && group.is_none() && matches!(result, StateResult::Next(_));
-        let entered = if plain_step && state.dependents.is_empty() { None } else { Some(TRANSITIONS.enter()) };
-        match result {
-            StateResult::End => match group.take() {
-                Some(g) => g.end(run, pos, &mut next),
-                None => leave_top(run, pos, rooted),
-            },
-            StateResult::Next(name) => {
-                let Some(to) = prog.resolve_from(pos, name) else {
-                    return unknown(run, pos, name.as_str());
-                };
-                if !allowed(state, to as u32) {
-                    return undeclared(run, pos, name.as_str());
-                }
-                match &group {
-                    None => {
-                        if !state.dependents.is_empty() {
-                            // Marked first, so the completion does not activate it twice.
-                            run.set_state_status(to, StateStatus::Ready);
-                            completed(run, pos);
-                        }
-                        move_top(run, pos, to, rooted);
-                        pos = to;
-                        if name.is_static() {
-                            // `Ok(Ok(Next(static name)))` owns nothing: skip its drop, an
-                            // out-of-line walk of three nested enums, on the chain's path.
-                            std::mem::forget(outcome);
-                        }
-                        continue;
-                    }
-                    Some(g) => arrive(run, g, pos, to, &mut next),
+        match step {
+            Step::Continue { to, forget } => {
+                b.pos = to;
+                if forget {
+                    std::mem::forget(outcome);
                 }
             }
-            StateResult::Parallel(names) => {
-                let mut targets: Vec<u32> = Vec::with_capacity(names.len());
-                let mut previous: Option<(&str, u32)> = None;
-                for name in names {
-                    // A wide fan-out often names one state many times: resolve each run of
-                    // equal names once.
-                    let t = match previous {
-                        Some((p, t)) if p == name.as_str() => t,
-                        _ => match prog.resolve(name) {
-                            Some(t) if allowed(state, t as u32) => t as u32,
-                            Some(_) => return undeclared(run, pos, name.as_str()),
-                            None => return unknown(run, pos, name.as_str()),
-                        },
-                    };
-                    previous = Some((name.as_str(), t));
-                    targets.push(t);
-                }
-                match targets.len() {
-                    0 => match group.take() {
-                        Some(g) => g.end(run, pos, &mut next),
-                        None => leave_top(run, pos, rooted),
-                    },
-                    1 => {
-                        let to = targets[0] as usize;
-                        match &group {
-                            None => {
-                                move_top(run, pos, to, rooted);
-                                next.push((None, to));
-                            }
-                            Some(g) => g.arrive(run, pos, to, &mut next),
-                        }
-                    }
-                    _ => {
-                        if group.is_none() && std::mem::take(&mut rooted) {
-                            // The token that fans out stays at `pos` until its group is
-                            // over: counted from now on, like every token but the root's.
-                            run.positions.set_root(NO_STATE);
-                            run.top_enter(pos);
-                        }
-                        // Its branches are spawned by `go_on`, after a durable run has
-                        // recorded this state.
-                        match Group::deferred(prog, group.as_deref(), pos, &targets) {
-                            None => {
-                                for same in targets.chunk_by(|a, b| a == b) {
-                                    run.set_state_status(same[0] as usize, StateStatus::Ready);
-                                }
-                                fan = Some(Fan::open(run, group.take().map(Cow::into_owned), pos, targets));
-                            }
-                            Some(defer) => {
-                                let parent = group.take().map(Cow::into_owned);
-                                fan_out_deferred(run, parent, pos, &targets, &defer, &mut next, &mut fan);
-                            }
-                        }
-                    }
-                }
-            }
+            Step::GoOn => b.go_on = true,
+            Step::Return => return,
         }
-        if !state.dependents.is_empty() {
-            // Where this branch goes is marked first, so the completion does not activate
-            // it twice.
-            for &(_, s) in &next {
-                run.set_state_status(s, StateStatus::Ready);
-            }
-            completed(run, pos);
-        }
-        go_on!(entered);
+    }
+}
+
+/// Gate: whether state `pos` may start now. Nothing starts once the run is stopping; the
+/// guarded path gates itself (dependencies first, then rate limits, the `max_concurrent`
+/// permit and resources); a plain state is counted as a step and marked running here (see
+/// `start_state`), and waits for its permit, if any, in the caller.
+#[inline(always)]
+fn gate<'p>(run: &'p Run, pos: usize, state: &'p CompiledState) -> Gated<'p> {
+    if run.is_stopping() {
+        return Gated::Stop;
+    }
+    match &state.guarded {
+        Some(guarded) => Gated::Guarded(guarded),
+        None if start_state(run, pos) => Gated::Plain(run.semaphore.as_ref()),
+        None => Gated::Stop,
     }
 }
 
@@ -354,6 +248,238 @@ async fn record(run: &Run) -> bool {
     match &run.sinks.durable {
         Some(d) => d.sync().await,
         None => true,
+    }
+}
+
+impl Branch<'_> {
+    /// Go on from the positions in `next`, or from the fan-out just made: the first in this
+    /// task, a task for the others (see `spawn::take_next`); `false` when there are none and
+    /// the branch ends.
+    #[inline(always)]
+    fn take_next(&mut self, run: &Arc<Run>) -> bool {
+        match take_next(run, &mut self.next, &mut self.fan) {
+            Some((g, s)) => {
+                self.group = g.map(Cow::Owned);
+                self.pos = s;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Settle: what the outcome of state `state` (at `self.pos`) means.
+    ///
+    /// - Completed, with every context write stored: counted (a durable run records it at
+    ///   the next `record`), and its result returned for `route`, by reference: it is read
+    ///   where the poll wrote it (moving it out first cost a stalled copy per transition, as
+    ///   store-to-load forwarding fails on it).
+    /// - Cancelled (by `cancel_state`, or at its gate by a failed `Required` dependency): the
+    ///   token leaves (see [`Branch::cancelled`]).
+    /// - Failed for good (`Err`, a panic, a timeout, a write the context could not encode;
+    ///   retries spent): see [`Branch::failed`]. The outcome is taken out of its place.
+    #[inline(always)]
+    fn settle<'o>(
+        &mut self,
+        run: &Arc<Run>,
+        state: &CompiledState,
+        outcome: &'o mut Outcome,
+        cancelled: bool,
+        attempts: u32,
+    ) -> Result<&'o StateResult, Step> {
+        if cancelled {
+            return Err(self.cancelled(run, state));
+        }
+        if !agent_core::__private::context::has_write_error(&run.ctx) {
+            if let Ok(Ok(result)) = outcome {
+                run.record_completion(self.pos, self.rooted && run.runs_alone());
+                self.unrecorded = run.sinks.durable.is_some();
+                if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
+                    // A gate may wait on a condition over the context.
+                    run.deps.notify();
+                }
+                return Ok(result);
+            }
+        }
+        let outcome = std::mem::replace(outcome, Ok(Ok(StateResult::End)));
+        Err(self.failed(run, state, outcome, attempts))
+    }
+
+    /// A state cancelled: its status says so, its dependents' gates look again, and its
+    /// token leaves (the branch ends here, or its group says what runs next).
+    #[cold]
+    fn cancelled(&mut self, run: &Run, state: &CompiledState) -> Step {
+        let pos = self.pos;
+        if run.emitting() {
+            run.emit(EventKind::StateCancelled { state: run.state_name(pos) });
+        }
+        let _entered = TRANSITIONS.enter();
+        run.set_state_status(pos, StateStatus::Cancelled);
+        run.states[pos].attempts_made.store(0, Relaxed);
+        if !state.dependents.is_empty() {
+            gate::failed(run);
+        }
+        self.next.clear();
+        match self.group.take() {
+            Some(g) => {
+                g.end(run, pos, &mut self.next);
+                Step::GoOn
+            }
+            None => {
+                leave_top(run, pos, self.rooted);
+                Step::Return
+            }
+        }
+    }
+
+    /// A state failed for good, retries spent: its `on_error` handler runs next, reading the
+    /// failure from the context, as if the state had returned its name; without one, the run
+    /// fails and the branch stops at the failed state (where a restored run resumes).
+    #[cold]
+    fn failed(&mut self, run: &Run, state: &CompiledState, outcome: Outcome, attempts: u32) -> Step {
+        let pos = self.pos;
+        let Some(handler) = state.on_error else {
+            fail_state(run, pos, outcome, attempts);
+            return Step::Return;
+        };
+        let _entered = TRANSITIONS.enter();
+        to_on_error(run, pos, outcome, attempts, handler);
+        self.unrecorded = run.sinks.durable.is_some();
+        self.next.clear();
+        match &self.group {
+            None => {
+                move_top(run, pos, handler, self.rooted);
+                Step::Continue { to: handler, forget: false }
+            }
+            Some(g) => {
+                arrive(run, g, pos, handler, &mut self.next);
+                Step::GoOn
+            }
+        }
+    }
+
+    /// Route: where the token of state `state` (at `self.pos`), which completed with
+    /// `result`, goes. `End`: its branch ends, or its group says what runs next; `Next`: on
+    /// in this task at the top level, else it arrives in its group, where a join may hold
+    /// it; `Parallel`: a fan-out (see [`Branch::fan_out`]). The dependents its completion
+    /// activates start as it moves.
+    #[inline(always)]
+    fn route(&mut self, run: &Arc<Run>, state: &CompiledState, result: &StateResult) -> Step {
+        let pos = self.pos;
+        self.next.clear();
+        // Every transition but the root task's plain step publishes positions under the
+        // transition lock (see `frontier`).
+        let plain_step = self.rooted && self.group.is_none() && matches!(result, StateResult::Next(_));
+        let _entered = if plain_step && state.dependents.is_empty() { None } else { Some(TRANSITIONS.enter()) };
+        match result {
+            StateResult::End => self.end(run),
+            StateResult::Next(name) => {
+                let Some(to) = run.program.resolve_from(pos, name) else {
+                    unknown(run, pos, name.as_str());
+                    return Step::Return;
+                };
+                if !allowed(state, to as u32) {
+                    undeclared(run, pos, name.as_str());
+                    return Step::Return;
+                }
+                match &self.group {
+                    None => {
+                        if !state.dependents.is_empty() {
+                            // Marked first, so the completion does not activate it twice.
+                            run.set_state_status(to, StateStatus::Ready);
+                            completed(run, pos);
+                        }
+                        move_top(run, pos, to, self.rooted);
+                        return Step::Continue { to, forget: name.is_static() };
+                    }
+                    Some(g) => arrive(run, g, pos, to, &mut self.next),
+                }
+            }
+            StateResult::Parallel(names) => {
+                if !self.fan_out(run, state, names) {
+                    return Step::Return;
+                }
+            }
+        }
+        if !state.dependents.is_empty() {
+            // Where this branch goes is marked first, so the completion does not activate
+            // it twice.
+            for &(_, s) in &self.next {
+                run.set_state_status(s, StateStatus::Ready);
+            }
+            completed(run, pos);
+        }
+        Step::GoOn
+    }
+
+    /// The token's branch ends here: it leaves its group, which may release what waited
+    /// for it into `next`, or the top level.
+    fn end(&mut self, run: &Run) {
+        let pos = self.pos;
+        match self.group.take() {
+            Some(g) => g.end(run, pos, &mut self.next),
+            None => leave_top(run, pos, self.rooted),
+        }
+    }
+
+    /// A fan-out to `names`: one target goes on as a plain transition; two or more open a
+    /// group, whose branches `take_next` starts after a durable run has recorded this
+    /// state. `false` if a name is unknown or undeclared (the run fails).
+    fn fan_out(&mut self, run: &Arc<Run>, state: &CompiledState, names: &[StateName]) -> bool {
+        let pos = self.pos;
+        let mut targets: Vec<u32> = Vec::with_capacity(names.len());
+        let mut previous: Option<(&str, u32)> = None;
+        for name in names {
+            // A wide fan-out often names one state many times: resolve each run of equal
+            // names once.
+            let t = match previous {
+                Some((p, t)) if p == name.as_str() => t,
+                _ => match run.program.resolve(name) {
+                    Some(t) if allowed(state, t as u32) => t as u32,
+                    Some(_) => {
+                        undeclared(run, pos, name.as_str());
+                        return false;
+                    }
+                    None => {
+                        unknown(run, pos, name.as_str());
+                        return false;
+                    }
+                },
+            };
+            previous = Some((name.as_str(), t));
+            targets.push(t);
+        }
+        match targets.len() {
+            0 => self.end(run),
+            1 => {
+                let to = targets[0] as usize;
+                match &self.group {
+                    None => {
+                        move_top(run, pos, to, self.rooted);
+                        self.next.push((None, to));
+                    }
+                    Some(g) => g.arrive(run, pos, to, &mut self.next),
+                }
+            }
+            _ => {
+                if self.group.is_none() && std::mem::take(&mut self.rooted) {
+                    // The token that fans out stays at `pos` until its group is over:
+                    // counted from now on, like every token but the root's.
+                    run.positions.set_root(NO_STATE);
+                    run.top_enter(pos);
+                }
+                let parent = self.group.take().map(Cow::into_owned);
+                match Group::deferred(&run.program, parent.as_ref(), pos, &targets) {
+                    None => {
+                        for same in targets.chunk_by(|a, b| a == b) {
+                            run.set_state_status(same[0] as usize, StateStatus::Ready);
+                        }
+                        self.fan = Some(Fan::open(run, parent, pos, targets));
+                    }
+                    Some(defer) => fan_out_deferred(run, parent, pos, &targets, &defer, &mut self.next, &mut self.fan),
+                }
+            }
+        }
+        true
     }
 }
 
@@ -383,7 +509,7 @@ fn leave_top(run: &Run, at: usize, rooted: bool) {
 #[cold]
 fn completed(run: &Arc<Run>, pos: usize) {
     let mut ready = Vec::new();
-    deps::completed(run, pos, &mut ready);
+    gate::completed(run, pos, &mut ready);
     start_ready(run, &mut ready);
 }
 
@@ -395,40 +521,9 @@ fn arrive(run: &Run, g: &Arc<Group>, from: usize, to: usize, next: &mut Vec<Posi
     }
 }
 
-/// Record a failure for good and hand it to the `on_error` handler through the context.
-#[cold]
-fn route_error(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32, handler: usize) {
-    let Some((state, error)) = record_failed(run, pos, outcome) else { return };
-    tracing::debug!(state, handler = &*run.program.states[handler].name, %error, "failed; on_error");
-    agent_core::__private::context::set_last_error(&run.ctx, StateError { state, attempts, error: Arc::from(error) });
-}
-
-/// Count state `pos` as failed for good (status `Timeout` or `Failed`) and wake the gates of
-/// its dependents; its name and the error, unless the attempt did complete after all.
-fn record_failed(run: &Run, pos: usize, outcome: attempt::Outcome) -> Option<(String, agent_core::BoxError)> {
-    let error = failure(run, outcome)?;
-    let timed_out = error.is::<TimeoutError>();
-    run.record_failure(pos, if timed_out { StateStatus::Timeout } else { StateStatus::Failed });
-    if !run.program.states[pos].dependents.is_empty() {
-        deps::failed(run);
-    }
-    Some((run.program.states[pos].name.to_string(), error))
-}
-
-/// The error of an attempt that did not complete.
-fn failure(run: &Run, outcome: attempt::Outcome) -> Option<agent_core::BoxError> {
-    match outcome {
-        Ok(Ok(_)) => {
-            agent_core::__private::context::take_write_error(&run.ctx).map(|e| Box::new(e) as agent_core::BoxError)
-        }
-        Ok(Err(e)) => Some(e),
-        Err(payload) => Some(Box::new(PanicError { message: panic_message(payload) })),
-    }
-}
-
 /// Whether `state` may go to `to`: any state, unless it declared its targets.
 #[inline]
-fn allowed(state: &crate::program::CompiledState, to: u32) -> bool {
+fn allowed(state: &CompiledState, to: u32) -> bool {
     match &state.declared {
         None => true,
         Some(declared) => declared.binary_search(&to).is_ok(),
@@ -444,28 +539,11 @@ fn undeclared(run: &Run, from: usize, to: &str) {
     });
 }
 
+#[cold]
 fn unknown(run: &Run, from: usize, to: &str) {
     run.fail(AgentError::UnknownState {
         from: run.program.states[from].name.to_string(),
         to: to.to_owned(),
         context: run.ctx.clone(),
     });
-}
-
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(s) => (*s).to_owned(),
-            Err(_) => "a panic whose payload is not a string".to_owned(),
-        },
-    }
-}
-
-/// Fail the run for a state whose attempt did not complete: it returned `Err`, panicked,
-/// or wrote a value the context could not encode.
-#[cold]
-fn fail_state(run: &Run, pos: usize, outcome: attempt::Outcome, attempts: u32) {
-    let Some((state, error)) = record_failed(run, pos, outcome) else { return };
-    run.fail(AgentError::StateFailed { state, attempts, source: error, context: run.ctx.clone(), checkpoint: None });
 }

@@ -2,6 +2,10 @@
 //! cancellation by `cancel_state`, and the watched path (events, timings, tracing).
 //!
 //! Invariants:
+//! - Every poll of a state's future goes through [`poll_state`]: the plain path's inline
+//!   polls in `drive`, the watched path ([`observed`]) and the guarded path's attempts
+//!   ([`Cancellable`]) alike. It notes the state this thread polls and accounts for the
+//!   budget, so no path can forget either.
 //! - A state that completes in its first poll never registers for cancellation: a chain of
 //!   quick states pays one relaxed load per state for it.
 //! - A pending state is never polled twice in one wake-up (a `yield_now` in it yields).
@@ -66,9 +70,9 @@ fn polling(run: &Run, pos: usize) {
 }
 
 /// A plain state's first poll starts: count it and note it, in one lookup; `true` when its
-/// poll takes a unit of budget first (see [`count_step`]).
+/// poll takes a unit of budget first (every [`BUDGET_EVERY`] states).
 #[inline(always)]
-pub(super) fn start_poll(run: &Run, pos: usize) -> bool {
+fn start_poll(run: &Run, pos: usize) -> bool {
     THIS_THREAD.with(|t| {
         t.polling(run, pos);
         t.count_step()
@@ -82,11 +86,30 @@ pub(crate) fn polled_state(run: &Run) -> Option<usize> {
     (at == run as *const Run as usize && (pos as usize) < run.program.states.len()).then_some(pos as usize)
 }
 
-/// Count a state started on this thread; `true` every [`BUDGET_EVERY`] states, when its first
-/// poll takes a unit of budget first.
+/// One poll of state `pos`'s future: the one place a state's future is polled.
+///
+/// `first`: the state's first poll, which counts it on this thread and notes it in one
+/// thread-local lookup (see [`start_poll`]), and every [`BUDGET_EVERY`] states takes a unit of
+/// tokio's cooperative budget first. A later poll only notes it.
+///
+/// `Pending`: the task has used its budget and yields (it is woken at once), the future not
+/// polled; otherwise the future's own poll.
 #[inline(always)]
-pub(super) fn count_step() -> bool {
-    THIS_THREAD.with(ThisThread::count_step)
+pub(super) fn poll_state<F: Future + Unpin>(
+    run: &Run,
+    pos: usize,
+    first: bool,
+    fut: &mut F,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Poll<F::Output>> {
+    if first {
+        if start_poll(run, pos) && take_budget(cx).is_pending() {
+            return Poll::Pending;
+        }
+    } else {
+        polling(run, pos);
+    }
+    Poll::Ready(Pin::new(fut).poll(cx))
 }
 
 /// A plain state starts while someone watches: its start event and its clock.
@@ -128,26 +151,20 @@ pub(super) async fn observed<F: Future<Output = attempt::Outcome>>(
 ) -> attempt::Outcome {
     let watch = if run.watched() { Some(watch_start(run, pos)) } else { None };
     let mut cancel = None;
-    // The cooperative budget, as on the unwatched path (see `count_step`).
-    let mut budget = count_step();
+    // Counted and budgeted in its first poll, as on the unwatched path (see `poll_state`).
+    let mut first = true;
     let outcome = if tracing::dispatcher::has_been_set() {
         // One span per state attempt.
         let span = tracing::info_span!("state", state = &*run.program.states[pos].name, attempt = 1u32);
         let mut fut = std::pin::pin!(fut.instrument(span));
         std::future::poll_fn(|cx| {
-            if std::mem::take(&mut budget) && take_budget(cx).is_pending() {
-                return Poll::Pending;
-            }
-            poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cancelled, cx)
+            poll_cancellable(run, pos, epoch, std::mem::take(&mut first), &mut fut, &mut cancel, cancelled, cx)
         })
         .await
     } else {
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
-            if std::mem::take(&mut budget) && take_budget(cx).is_pending() {
-                return Poll::Pending;
-            }
-            poll_cancellable(run, pos, epoch, &mut fut, &mut cancel, cancelled, cx)
+            poll_cancellable(run, pos, epoch, std::mem::take(&mut first), &mut fut, &mut cancel, cancelled, cx)
         })
         .await
     };
@@ -173,22 +190,22 @@ pub(super) struct Cancellable<'r, F> {
     run: &'r Run,
     pos: usize,
     epoch: u32,
-    /// Take a unit of cooperative budget before the first poll (see `take_budget`).
-    budget: bool,
+    /// The next poll is the first (see [`poll_state`]).
+    first: bool,
     notified: Option<Pin<Box<Notified<'r>>>>,
 }
 
 impl<'r, F: Future + Unpin> Cancellable<'r, F> {
     #[inline]
-    pub(super) fn new(run: &'r Run, pos: usize, epoch: u32, budget: bool, fut: F) -> Self {
-        Cancellable { fut, run, pos, epoch, budget, notified: None }
+    pub(super) fn new(run: &'r Run, pos: usize, epoch: u32, fut: F) -> Self {
+        Cancellable { fut, run, pos, epoch, first: true, notified: None }
     }
 }
 
 /// Take one unit of the task's cooperative budget: pending (the task woken at once, so it
 /// yields to the others on its thread) when the task has used its share for this poll.
 #[cold]
-pub(super) fn take_budget(cx: &mut std::task::Context<'_>) -> Poll<()> {
+fn take_budget(cx: &mut std::task::Context<'_>) -> Poll<()> {
     tokio::task::coop::poll_proceed(cx).map(|restore| restore.made_progress())
 }
 
@@ -198,11 +215,8 @@ impl<F: Future + Unpin> Future for Cancellable<'_, F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if std::mem::take(&mut this.budget) && take_budget(cx).is_pending() {
-            return Poll::Pending;
-        }
-        polling(this.run, this.pos);
-        if let Poll::Ready(out) = Pin::new(&mut this.fut).poll(cx) {
+        let first = std::mem::take(&mut this.first);
+        if let Poll::Ready(out) = std::task::ready!(poll_state(this.run, this.pos, first, &mut this.fut, cx)) {
             return Poll::Ready(Some(out));
         }
         poll_cancelled(this.run, this.pos, this.epoch, true, &mut this.notified, cx).map(|()| None)
@@ -216,19 +230,21 @@ pub(super) fn cancelled_outcome() -> attempt::Outcome {
 }
 
 /// One poll of a plain state's future that `cancel_state` may cancel (see [`Cancellable`]):
-/// on cancellation, `cancelled` is set and the outcome is a placeholder.
+/// on cancellation, `cancelled` is set and the outcome is a placeholder. `first`: see
+/// [`poll_state`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn poll_cancellable<'r, F: Future<Output = attempt::Outcome> + Unpin>(
     run: &'r Run,
     pos: usize,
     epoch: u32,
+    first: bool,
     fut: &mut F,
     notified: &mut Option<Pin<Box<Notified<'r>>>>,
     cancelled: &mut bool,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<attempt::Outcome> {
-    polling(run, pos);
-    if let Poll::Ready(out) = Pin::new(fut).poll(cx) {
+    if let Poll::Ready(out) = std::task::ready!(poll_state(run, pos, first, fut, cx)) {
         return Poll::Ready(out);
     }
     match poll_cancelled(run, pos, epoch, false, notified, cx) {

@@ -20,7 +20,7 @@ use agent_core::StateStatus;
 use tracing::Instrument;
 
 use super::drive::drive;
-use super::gate as deps;
+use super::gate;
 use crate::run::{Group, Position, Run, TaskGuard};
 
 /// Spawn a branch task that starts at `state`.
@@ -45,13 +45,13 @@ pub(crate) fn start_ready(run: &Arc<Run>, states: &mut Vec<usize>) {
 /// run on time).
 pub(crate) fn spawn_root(run: &Arc<Run>, start: usize) {
     run.tasks_started(1);
-    deps::root_started(run);
+    gate::root_started(run);
     let guard = TaskGuard::new(run.clone());
     spawn_task(async move {
         let run = &guard.run;
         tokio::select! {
             biased;
-            _ = drive(run, start, None, true) => deps::branch_ended(run),
+            _ = drive(run, start, None, true) => gate::branch_ended(run),
             _ = run.stopped() => {}
         }
     });
@@ -75,7 +75,7 @@ async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) 
     // cancellation. A cancelled run wakes pending branches, which then stop.
     tokio::select! {
         biased;
-        _ = drive(run, state, group.map(Cow::Owned), false) => deps::branch_ended(run),
+        _ = drive(run, state, group.map(Cow::Owned), false) => gate::branch_ended(run),
         _ = run.stopped() => {}
     }
 }
@@ -181,7 +181,7 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
         let mut branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), false));
         let waits = std::future::poll_fn(|cx| Poll::Ready(branch.as_mut().poll(cx).is_pending())).await;
         if !waits {
-            deps::branch_ended(run);
+            gate::branch_ended(run);
         } else {
             // Siblings must not wait behind this branch: the rest of the range goes on in
             // other tasks, and this one waits for the branch, or for the run to stop.
@@ -200,7 +200,7 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
             })
             .await;
             if ended {
-                deps::branch_ended(run);
+                gate::branch_ended(run);
             }
             return;
         }
