@@ -5,7 +5,7 @@
 //! - The context holds its run weakly (see `agent_core::__private::context::set_input_broker`),
 //!   so a run costs no broker of its own, and a run dropped answers nothing.
 //! - A request names the state that asked when it is made inside that state's poll (see
-//!   `branch::polled_state`); with a store, the run's row is nudged so the store shows the
+//!   `exec::polled_state`); with a store, the run's row is nudged so the store shows the
 //!   state waiting for a person.
 
 use std::sync::Arc;
