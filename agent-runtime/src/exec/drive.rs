@@ -366,39 +366,45 @@ impl Branch<'_> {
     }
 
     /// Route: where the token of state `state` (at `self.pos`), which completed with
-    /// `result`, goes. `Next` at the top level: on in this task (the chain's path, first);
-    /// `Next` in a group: it arrives there, where a join may hold it; `End`: its branch ends,
-    /// or its group says what runs next; `Parallel`: a fan-out (see [`Branch::fan_out`]).
-    /// The dependents its completion activates start as it moves.
+    /// `result`, goes. `Next` at the top level: on in this task (the chain's path); `Next` in
+    /// a group: it arrives there, where a join may hold it; `End`: its branch ends, or its
+    /// group says what runs next; `Parallel`: a fan-out (see [`Branch::fan_out`]). The
+    /// dependents its completion activates start as it moves.
     ///
     /// Every transition but the root task's plain step publishes positions under the
     /// transition lock (see `frontier`), taken here for as long as the token moves.
     #[inline(always)]
     fn route(&mut self, run: &Arc<Run>, state: &CompiledState, result: &StateResult) -> Step {
         let pos = self.pos;
-        if let (StateResult::Next(name), None) = (result, &self.group) {
-            let Some(to) = target(run, state, pos, name) else { return Step::Return };
-            let dependents = !state.dependents.is_empty();
-            let _entered = if self.rooted && !dependents { None } else { Some(TRANSITIONS.enter()) };
-            if dependents {
-                // Marked first, so the completion does not activate it twice.
-                run.set_state_status(to, StateStatus::Ready);
-                completed(run, pos);
-            }
-            move_top(run, pos, to, self.rooted);
-            return Step::Continue { to, forget: name.is_static() };
-        }
-        self.next.clear();
-        let _entered = TRANSITIONS.enter();
+        let _entered;
         match result {
-            StateResult::End => self.end(run),
             StateResult::Next(name) => {
+                // One place resolves a target, so that the resolution stays inline on the
+                // chain's path.
                 let Some(to) = target(run, state, pos, name) else { return Step::Return };
-                if let Some(g) = &self.group {
-                    arrive(run, g, pos, to, &mut self.next);
-                }
+                let Some(g) = &self.group else {
+                    let dependents = !state.dependents.is_empty();
+                    let _entered = if self.rooted && !dependents { None } else { Some(TRANSITIONS.enter()) };
+                    if dependents {
+                        // Marked first, so the completion does not activate it twice.
+                        run.set_state_status(to, StateStatus::Ready);
+                        completed(run, pos);
+                    }
+                    move_top(run, pos, to, self.rooted);
+                    return Step::Continue { to, forget: name.is_static() };
+                };
+                self.next.clear();
+                _entered = TRANSITIONS.enter();
+                arrive(run, g, pos, to, &mut self.next);
+            }
+            StateResult::End => {
+                self.next.clear();
+                _entered = TRANSITIONS.enter();
+                self.end(run);
             }
             StateResult::Parallel(names) => {
+                self.next.clear();
+                _entered = TRANSITIONS.enter();
                 if !self.fan_out(run, state, names) {
                     return Step::Return;
                 }
