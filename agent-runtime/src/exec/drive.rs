@@ -27,7 +27,7 @@
 //!   what runs next (see `run::groups`).
 //! - Every transition but the root task's plain step publishes positions inside the
 //!   transition lock (see `frontier`), taken by the step that moves the token and released
-//!   when it returns: before the branch records, starts a task or runs a state.
+//!   when that step returns, before the branch records or runs its next state.
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
