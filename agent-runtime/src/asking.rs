@@ -5,7 +5,7 @@
 //! - The context holds its run weakly (see `agent_core::__private::context::set_input_broker`),
 //!   so a run costs no broker of its own, and a run dropped answers nothing.
 //! - A request names the state that asked when it is made inside that state's poll (see
-//!   `branch::polled_state`); with a store, the run's row is nudged so the store shows the
+//!   `exec::polled_state`); with a store, the run's row is nudged so the store shows the
 //!   state waiting for a person.
 
 use std::sync::Arc;
@@ -37,7 +37,7 @@ impl InputBroker for Run {
         let events = Some(self.sinks.links.events.clone());
         let waited_from = Instant::now();
         // Asked from inside the state's poll: the state this thread polls is the one asking.
-        let state = crate::branch::polled_state(self).map(|pos| self.state_name(pos));
+        let state = crate::exec::polled_state(self).map(|pos| self.state_name(pos));
         Box::pin(async move {
             let outcome = ask(hub, run, input, events, state).await;
             self.record_input_wait(waited_from.elapsed());

@@ -5,12 +5,16 @@
 //! How a run executes (see each module's invariants):
 //! - `program`: the definition is compiled and validated once per run into an immutable
 //!   program; names resolve to indices.
-//! - `branch`: one task runs a branch's states in sequence; a fan-out spawns the other
-//!   branches on the current tokio runtime (work-stealing on a multi-thread one).
-//! - `run::groups`: a fan-out opens a group of tokens; the group decides when a join runs.
-//! - `run`: counters, status and the first failure of a run.
-//! - `pool`: the resource pool; `attempt`: one run of a state that holds resources, has a
-//!   timeout or runs on the blocking pool.
+//! - `run`: the plain shared state of one run (control, counters, positions, groups,
+//!   dependency bookkeeping, sinks); `run::groups`: a fan-out opens a group of tokens, and
+//!   the group decides when a join runs. It starts no task and imports nothing from `exec`.
+//! - `exec`: the execution layer, the only one that runs states and starts tasks.
+//!   `exec::drive`: one task runs a branch's states in sequence, each turn as steps
+//!   (record, gate, poll, settle, route); `exec::spawn`: a fan-out's other branches go to
+//!   tasks on the current tokio runtime (work-stealing on a multi-thread one);
+//!   `exec::attempt`: the attempts of a state that holds resources, has a timeout, retries
+//!   or runs on the blocking pool; `exec::gate`: dependencies.
+//! - `pool`: the resource pool.
 //! - `frontier`: every token's position is published as the run goes, so `checkpoint` can
 //!   take a consistent checkpoint at any instant and seed a new run from one.
 //! - `version`: a program's graph signature; checkpoints record it, and one taken under
@@ -33,17 +37,15 @@
 
 mod agent;
 mod asking;
-mod attempt;
 #[doc(hidden)]
 pub mod bench;
-mod branch;
 mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
-mod deps;
 mod diagram;
 mod durable;
 pub mod events;
+mod exec;
 mod frontier;
 mod human;
 #[cfg(feature = "otel")]
@@ -56,7 +58,6 @@ mod ratelimit;
 mod reach;
 mod result;
 mod run;
-mod step;
 pub mod store;
 mod sync;
 mod text;

@@ -184,7 +184,7 @@ pub(crate) struct CompiledState {
     pub guarded: Option<Box<Guarded>>,
     /// Where the state goes once its retries are spent, instead of failing the run.
     pub on_error: Option<usize>,
-    /// What must hold before it starts (see `deps`); empty for most states.
+    /// What must hold before it starts (see `exec::gate`); empty for most states.
     pub dependencies: Vec<(usize, DependencyConfig)>,
     /// States that depend on this one.
     pub dependents: Vec<usize>,
@@ -198,7 +198,7 @@ pub(crate) struct CompiledState {
     pub spec: Option<&'static StateSpec>,
 }
 
-/// The options `attempt` enforces, prepared once per program.
+/// The options `exec::attempt` enforces, prepared once per program.
 pub(crate) struct Guarded {
     /// The pool request, when the state asks for something.
     pub request: Option<(ResourcePool, Request)>,

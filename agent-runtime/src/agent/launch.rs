@@ -23,10 +23,10 @@ use agent_core::{AgentError, AgentStatus, Checkpoint, CheckpointError, Context};
 use tracing::Instrument;
 
 use super::{lock, Agent, Live};
-use crate::branch;
 use crate::checkpoint;
 use crate::durable::{store_error, Durable};
 use crate::events::EventKind;
+use crate::exec;
 use crate::program::Program;
 use crate::result::AgentResult;
 use crate::run::Position;
@@ -270,13 +270,13 @@ async fn drive(
         if let Some(branches) = restored {
             // A restored run goes on from every token of its checkpoint.
             for (group, state) in branches {
-                branch::spawn(run, state, group);
+                exec::spawn_branch(run, state, group);
             }
         }
         if rooted && run.deadline().is_some() {
             // Under a deadline the root branch is a task of its own: a state that blocks
             // its thread then cannot keep this future, which ends the run, from returning.
-            branch::spawn_root(run, start);
+            exec::spawn_root(run, start);
             rooted = false;
         }
         // Pinned once here and lent to `until_deadline`: passed by value and pinned there,
@@ -285,10 +285,10 @@ async fn drive(
             if rooted {
                 // The root branch is polled first, so a run that never waits
                 // registers nothing with the cancellation token.
-                crate::deps::root_started(run);
+                exec::root_started(run);
                 tokio::select! {
                     biased;
-                    _ = branch::drive(run, start, None, true) => crate::deps::branch_ended(run),
+                    _ = exec::drive(run, start, None, true) => exec::branch_ended(run),
                     _ = run.stopped() => {}
                 }
             }

@@ -1,6 +1,6 @@
 //! A state waiting for a person holds no resources.
 //!
-//! `attempt::body` runs the body of a state that holds resources inside
+//! `exec::attempt::body` runs the body of a state that holds resources inside
 //! [`with_resources`], which keeps the state's guard in a task-local slot (next to the
 //! allocation `ctx.allocation()` reads) instead of on the body's stack. A request for input
 //! made inside that scope takes the guard out and drops it (the pool admits others at

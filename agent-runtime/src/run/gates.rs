@@ -1,10 +1,10 @@
 //! Dependency bookkeeping of one run: when each state last completed, the completions
 //! `Always` dependencies used up, the gates waiting, and what tells a run that can no
-//! longer move (see `deps` for the rules that read and write it).
+//! longer move (see `exec::gate` for the rules that read and write it).
 //!
 //! Invariants:
 //! - Nothing here acts on the run: it counts and answers (`branch_ended` and `go_idle` say
-//!   which gates are idle when every live branch waits at one); `deps` fails the run.
+//!   which gates are idle when every live branch waits at one); `exec::gate` fails the run.
 //! - Live branches are counted where they are made and where their `drive` returns; a gate
 //!   counts as idle from its check until the next change ([`DepsState::notify`]), and the
 //!   generation number of changes, taken with the wait under the same lock, keeps a gate

@@ -13,7 +13,7 @@
 //!
 //! Invariants:
 //! - One `Run` per call of `Agent::run`; every branch task holds an `Arc<Run>`, itself or
-//!   through the fan-out it was spawned for (see `branch::Fan`).
+//!   through the fan-out it was spawned for (see `Fan` in `exec::spawn`).
 //! - The run is over when the root branch has returned and no spawned task is alive.
 //! - The first failure wins: it is stored once, the run's status becomes `Failed`, and
 //!   every branch is stopped (their futures are dropped).
@@ -55,7 +55,7 @@ pub(crate) struct Run {
     pub states: Counters,
     pub positions: Positions,
     pub sinks: Sinks,
-    /// Dependency bookkeeping (see `deps`).
+    /// Dependency bookkeeping (see `exec::gate`).
     pub deps: DepsState,
     /// The program's `max_concurrent`, if any.
     pub semaphore: Option<Semaphore>,

@@ -35,12 +35,16 @@
 //!   keeps a gate that a change already woke from counting. All of it is under one lock,
 //!   taken only by programs with dependencies.
 //! - Nothing here is on the path of a state without dependencies or dependents.
+//! - Nothing here starts a task: a look at a gate ([`Wait::look`]) and a completion
+//!   ([`completed`]) answer which states they activated, each already counted at the top
+//!   level; the caller in `exec` starts a branch at each before its own branch can end or go
+//!   idle, so a branch is counted live from its activation on.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::{AgentError, DependencyConfig, DependencyLifecycle, DependencyType, WaitingOn};
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 use agent_core::DependencyTimeout;
@@ -73,8 +77,9 @@ fn is_active(run: &Run, d: usize) -> bool {
     )
 }
 
-/// Activate `d` (a new branch starts there) unless it is active already.
-fn activate(run: &Arc<Run>, d: usize) {
+/// Activate `d` unless it is active already: counted at the top level there, and pushed into
+/// `ready` for the caller to start a branch at.
+fn activate(run: &Run, d: usize, ready: &mut Vec<usize>) {
     let status = &run.states[d].status;
     let now = status.load(Relaxed);
     if is_active(run, d) {
@@ -84,7 +89,7 @@ fn activate(run: &Arc<Run>, d: usize) {
     if status.compare_exchange(now, StateStatus::Ready as u8, Relaxed, Relaxed).is_ok() {
         tracing::debug!(state = &*run.program.states[d].name, "activated as a dependency");
         run.top_enter(d);
-        crate::branch::spawn(run, d, None);
+        ready.push(d);
     }
 }
 
@@ -107,7 +112,7 @@ fn completion_counts(run: &Run, dependent: usize, j: usize, d: usize, c: &Depend
 }
 
 /// Check every dependency of `pos`, activating those the table says to.
-fn check(run: &Arc<Run>, pos: usize, now: Instant, activate_missing: bool) -> Check {
+fn check(run: &Run, pos: usize, now: Instant, activate_missing: bool, ready: &mut Vec<usize>) -> Check {
     let mut all = true;
     for (j, (d, c)) in run.program.states[pos].dependencies.iter().enumerate() {
         let d = *d;
@@ -123,7 +128,7 @@ fn check(run: &Arc<Run>, pos: usize, now: Instant, activate_missing: bool) -> Ch
                     return Check::DependencyFailed;
                 } else {
                     if activate_missing && !is_active(run, d) {
-                        activate(run, d);
+                        activate(run, d, ready);
                     }
                     false
                 }
@@ -131,14 +136,14 @@ fn check(run: &Arc<Run>, pos: usize, now: Instant, activate_missing: bool) -> Ch
             DependencyType::Sequential => {
                 let finished = completion_counts(run, pos, j, d, c, now) || failed;
                 if !finished && activate_missing && !is_active(run, d) {
-                    activate(run, d);
+                    activate(run, d, ready);
                 }
                 finished
             }
             DependencyType::Optional => !activated || !is_active(run, d),
             DependencyType::Parallel => {
                 if activate_missing && !is_active(run, d) && counters.completed.load(Relaxed) == 0 {
-                    activate(run, d);
+                    activate(run, d, ready);
                 }
                 true
             }
@@ -153,37 +158,67 @@ fn check(run: &Arc<Run>, pos: usize, now: Instant, activate_missing: bool) -> Ch
     }
 }
 
-/// Wait until state `pos` may start.
-pub(crate) async fn gate(run: &Arc<Run>, pos: usize) -> Gate {
-    let started = Instant::now();
-    let deadline = (run.program.states[pos].dependencies.iter())
-        .filter_map(|(d, c)| c.timeout.map(|t| (started + t, *d, t)))
-        .min_by_key(|(at, _, _)| *at);
-    run.deps.waiting.fetch_add(1, Relaxed);
-    let _waiting = WaitingGuard(run);
-    let mut first = true;
-    loop {
-        // Made before the check: a change after it wakes this wait.
-        let (changed, generation) = run.deps.watch();
+/// A state's wait at its gate: each look checks its dependencies; between looks it waits
+/// for a change (a completion or a failure), a dependency's `timeout` or a completion going
+/// stale. The waiting itself and the starting of what a look activates are the caller's
+/// (`exec::attempt`).
+pub(crate) struct Wait<'r> {
+    run: &'r Run,
+    pos: usize,
+    /// The earliest dependency `timeout`: when it passes, of which dependency, after how long.
+    deadline: Option<(Instant, usize, Duration)>,
+    /// The next look activates the dependencies the table says to start: the first look,
+    /// and one after a completion went stale.
+    activate: bool,
+    _waiting: WaitingGuard<'r>,
+}
+
+impl<'r> Wait<'r> {
+    /// State `pos` starts waiting at its gate.
+    pub(crate) fn new(run: &'r Run, pos: usize) -> Wait<'r> {
+        let started = Instant::now();
+        let deadline = (run.program.states[pos].dependencies.iter())
+            .filter_map(|(d, c)| c.timeout.map(|t| (started + t, *d, t)))
+            .min_by_key(|(at, _, _)| *at);
+        run.deps.waiting.fetch_add(1, Relaxed);
+        Wait { run, pos, deadline, activate: true, _waiting: WaitingGuard(run) }
+    }
+
+    /// Look at the dependencies: the gate's answer, or else until when to wait for a change
+    /// (`None`: for as long as none comes). The dependencies it activates are pushed into
+    /// `ready`, each already counted where it stands: the caller starts a branch at each.
+    pub(crate) fn look(&mut self, ready: &mut Vec<usize>) -> Result<Gate, Option<Instant>> {
+        let (run, pos) = (self.run, self.pos);
         let now = Instant::now();
-        match check(run, pos, now, first) {
+        match check(run, pos, now, self.activate, ready) {
             Check::Satisfied => {
                 consume(run, pos);
-                return Gate::Open;
+                return Ok(Gate::Open);
             }
-            Check::DependencyFailed => return Gate::Cancelled,
+            Check::DependencyFailed => return Ok(Gate::Cancelled),
             Check::Waiting => {}
         }
-        if first {
+        if self.activate {
             run.set_state_status(pos, StateStatus::Blocked);
         }
-        first = false;
+        self.activate = false;
         // Periodic completions go stale with time, Temporary ones expire: look again then.
         let recheck = next_expiry(run, pos, now);
-        let until = match (deadline.map(|(at, _, _)| at), recheck) {
+        Err(match (self.deadline.map(|(at, _, _)| at), recheck) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
+        })
+    }
+
+    /// Wait for `changed` (taken, with its `generation`, before the last look) or `until`;
+    /// the gate's answer if its deadline passed, else `None`: look again.
+    pub(crate) async fn wait(
+        &mut self,
+        changed: Notified<'_>,
+        generation: u64,
+        until: Option<Instant>,
+    ) -> Option<Gate> {
+        let (run, pos) = (self.run, self.pos);
         match until {
             None => {
                 // Only another branch can open this gate now: if none is left to, the run
@@ -192,24 +227,25 @@ pub(crate) async fn gate(run: &Arc<Run>, pos: usize) -> Gate {
                 if let Some(idle) = stall {
                     stalled(run, &idle);
                 }
-                changed.await
+                changed.await;
             }
             Some(at) => {
                 if tokio::time::timeout_at(at, changed).await.is_err() {
-                    if let Some((deadline, d, after)) = deadline {
+                    if let Some((deadline, d, after)) = self.deadline {
                         if Instant::now() >= deadline {
-                            return Gate::TimedOut(DependencyTimeout {
+                            return Some(Gate::TimedOut(DependencyTimeout {
                                 state: run.program.states[pos].name.to_string(),
                                 dependency: run.program.states[d].name.to_string(),
                                 after,
-                            });
+                            }));
                         }
                     }
                     // A stale periodic dependency is run again.
-                    first = true;
+                    self.activate = true;
                 }
             }
         }
+        None
     }
 }
 
@@ -237,9 +273,10 @@ impl Drop for WaitingGuard<'_> {
 }
 
 /// State `pos` (which has dependents) completed: record when, and activate each dependent
-/// whose `Required` and `Sequential` dependencies are now all satisfied.
+/// whose `Required` and `Sequential` dependencies are now all satisfied (pushed into `ready`:
+/// the caller starts them).
 #[cold]
-pub(crate) fn completed(run: &Arc<Run>, pos: usize) {
+pub(crate) fn completed(run: &Run, pos: usize, ready: &mut Vec<usize>) {
     record_completion(run, pos);
     let now = Instant::now();
     for &x in &run.program.states[pos].dependents {
@@ -253,7 +290,7 @@ pub(crate) fn completed(run: &Arc<Run>, pos: usize) {
                 || (c.dependency_type == DependencyType::Sequential && run.states[*d].failed.load(Relaxed) > 0)
         });
         if all_done && deps.iter().any(|(_, c)| ordering(c.dependency_type)) {
-            activate(run, x);
+            activate(run, x, ready);
         }
     }
     run.deps.notify();

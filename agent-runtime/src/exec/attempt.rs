@@ -11,7 +11,7 @@
 //! - A preempted attempt is dropped and asked again from the pool at its priority; it
 //!   spends no retry and is counted in the state's `preempted` metric.
 //! - The allocation is visible to the body through `ctx.allocation()` (a task-local scope).
-//! - A state with dependencies waits at its gate (see `deps`) before anything else: it
+//! - A state with dependencies waits at its gate (see `gate`) before anything else: it
 //!   holds no permit and no resources there, and is not yet counted as a step.
 //! - Rate limits: each attempt takes one start from the state's limiter and from each of
 //!   its tags' before asking the pool, so a state held back by a limit holds nothing.
@@ -32,7 +32,8 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::deps::{self, Gate};
+use super::gate::{self, Gate};
+use super::spawn;
 use crate::events::EventKind;
 use crate::pool::ResourceGuard;
 use crate::program::Guarded;
@@ -61,7 +62,7 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
         }
         tracing::debug!(state = &*run.program.states[pos].name, "waiting for dependencies");
         let asked = run.sinks.timing.as_ref().map(|_| Instant::now());
-        let gate = deps::gate(run, pos).await;
+        let gate = wait_at_gate(run, pos).await;
         if let (Some(asked), Some(timers)) = (asked, &run.sinks.timing) {
             let waited = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
             timers[pos].dependency_wait.fetch_add(waited, Relaxed);
@@ -72,7 +73,7 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
             Gate::TimedOut(e) => return Attempted::Done(Ok(Err(Box::new(e))), 0),
         }
     }
-    if run.is_stopping() || !crate::step::start_state(run, pos) {
+    if run.is_stopping() || !super::step::start_state(run, pos) {
         return Attempted::Stop;
     }
     // A restored run goes on with the budget its checkpoint had left.
@@ -110,7 +111,7 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
         let Some(policy) = retry else {
             counters.attempts_made.store(0, Relaxed);
             if tracing::dispatcher::has_been_set() {
-                crate::step::trace_result(run, pos, &outcome);
+                super::step::trace_result(run, pos, &outcome);
             }
             return Attempted::Done(outcome, attempt);
         };
@@ -129,6 +130,27 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
         // Nothing is held while waiting: the attempt's guard was dropped with it.
         tokio::time::sleep(wait).await;
         attempt += 1;
+    }
+}
+
+/// Wait at state `pos`'s gate until it answers, starting a branch at each dependency a look
+/// activates (the gate answers; this layer starts tasks).
+async fn wait_at_gate(run: &Arc<Run>, pos: usize) -> Gate {
+    let mut wait = gate::Wait::new(run, pos);
+    let mut ready = Vec::new();
+    loop {
+        // Made before the look: a change after it wakes this wait.
+        let (changed, generation) = run.deps.watch();
+        let look = wait.look(&mut ready);
+        // Started before this gate may count as idle: a stall is judged on live branches.
+        spawn::start_ready(run, &mut ready);
+        let until = match look {
+            Ok(gate) => return gate,
+            Err(until) => until,
+        };
+        if let Some(gate) = wait.wait(changed, generation, until).await {
+            return gate;
+        }
     }
 }
 

@@ -1,0 +1,308 @@
+//! Tasks: where a branch gets a task of its own, and how a fan-out's branches are spread
+//! over tasks.
+//!
+//! Invariants:
+//! - Every task of a run is spawned here, counted in the run before it is spawned
+//!   (`Run::tasks_started`) and out by its guard when it ends, however it ends.
+//! - A fan-out of n targets continues with the first target in the branch that made it and
+//!   starts the other n - 1 from tasks on the current runtime (work-stealing on a
+//!   multi-thread one): at most one task per branch, fewer when branches finish in their
+//!   first poll, and never a branch held back by a sibling that waits (see `fan_task`).
+//! - Every spawned branch races the run's stop: a stopped run drops it.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use agent_core::StateStatus;
+use tracing::Instrument;
+
+use super::drive::drive;
+use super::gate;
+use crate::run::{Group, Position, Run, TaskGuard};
+
+/// Spawn a branch task that starts at `state`.
+pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
+    run.tasks_started(1);
+    if run.program.has_dependencies {
+        run.deps.branches_made(1);
+    }
+    spawn_task(branch_task(TaskGuard::new(run.clone()), state, group));
+}
+
+/// Start a branch at the top level at each of `states` (activated by their dependencies, and
+/// counted there by `gate`), emptying it.
+pub(crate) fn start_ready(run: &Arc<Run>, states: &mut Vec<usize>) {
+    for state in states.drain(..) {
+        spawn(run, state, None);
+    }
+}
+
+/// Spawn the root branch as a task of its own, from the start (a run with a deadline: a
+/// state that blocks its thread then holds a worker, not the caller's future, which ends the
+/// run on time).
+pub(crate) fn spawn_root(run: &Arc<Run>, start: usize) {
+    run.tasks_started(1);
+    gate::root_started(run);
+    let guard = TaskGuard::new(run.clone());
+    spawn_task(async move {
+        let run = &guard.run;
+        tokio::select! {
+            biased;
+            _ = drive(run, start, None, true) => gate::branch_ended(run),
+            _ = run.stopped() => {}
+        }
+    });
+}
+
+/// Spawn a task on the current runtime, inside the run's span when tracing is on.
+fn spawn_task(task: impl Future<Output = ()> + Send + 'static) {
+    if tracing::dispatcher::has_been_set() {
+        // Branches stay inside the run's span (spawned tasks do not inherit it by themselves).
+        tokio::spawn(task.instrument(tracing::Span::current()));
+    } else {
+        tokio::spawn(task);
+    }
+}
+
+/// The future of one spawned branch: the branch raced against the run's cancellation.
+async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) {
+    let run = &guard.run;
+    // The branch is polled first: one that finishes in its first poll never registers with
+    // the cancellation token (a lock), so a fan-out of quick branches pays nothing for
+    // cancellation. A cancelled run wakes pending branches, which then stop.
+    tokio::select! {
+        biased;
+        _ = drive(run, state, group.map(Cow::Owned), false) => gate::branch_ended(run),
+        _ = run.stopped() => {}
+    }
+}
+
+/// A fan-out's branches still to be spawned, shared by the tasks spawned for them.
+///
+/// Its guard counts all those tasks in the run as one task, for as long as any of them
+/// runs (each holds the `Fan` to its end, even after its branch has left the group): so a
+/// branch of a fan-out touches no shared reference count but the `Fan`'s, once when its
+/// task is spawned and once when it ends, not the run's nor the run's task counter.
+pub(super) struct Fan {
+    pub(super) group: Arc<Group>,
+    /// The fan-out's targets, one per branch, in order.
+    pub(super) targets: Box<[u32]>,
+    guard: TaskGuard,
+}
+
+impl Fan {
+    /// A fan-out of `origin` (in `parent`) to `targets` (at least two): its group opened,
+    /// its tasks counted in the run.
+    pub(super) fn open(run: &Arc<Run>, parent: Option<Arc<Group>>, origin: usize, targets: Vec<u32>) -> Arc<Fan> {
+        debug_assert!(targets.len() > 1);
+        let group = Group::open(run, parent, origin, &targets);
+        run.tasks_started(1);
+        Arc::new(Fan { group, targets: targets.into_boxed_slice(), guard: TaskGuard::new(run.clone()) })
+    }
+}
+
+/// A fan-out some of whose targets start waiting (see `Group::deferred`): the others start
+/// as usual; if none does, what the group settles into goes on in `next`.
+#[cold]
+pub(super) fn fan_out_deferred(
+    run: &Arc<Run>,
+    parent: Option<Arc<Group>>,
+    origin: usize,
+    targets: &[u32],
+    defer: &[bool],
+    next: &mut Vec<Position>,
+    fan: &mut Option<Arc<Fan>>,
+) {
+    let (mut running, mut waiting) = (Vec::new(), Vec::new());
+    for (&t, &d) in targets.iter().zip(defer) {
+        if d {
+            run.set_state_status(t as usize, StateStatus::Blocked);
+            waiting.push(t);
+        } else {
+            run.set_state_status(t as usize, StateStatus::Ready);
+            running.push(t);
+        }
+    }
+    let group = Group::open_deferred(run, parent, origin, &running, &waiting, next);
+    match running.len() {
+        0 => {}
+        1 => next.push((Some(group), running[0] as usize)),
+        _ => {
+            run.tasks_started(1);
+            *fan =
+                Some(Arc::new(Fan { group, targets: running.into_boxed_slice(), guard: TaskGuard::new(run.clone()) }));
+        }
+    }
+}
+
+/// How long a fan-out's task runs quick branches one after another before it hands half of
+/// what is left to another task, which an idle worker can steal.
+const SLICE: Duration = Duration::from_micros(20);
+
+/// A branch that runs this long by itself is given a task of its own for each sibling left:
+/// beside it, a task's cost (about a microsecond) is small, and tasks spread best.
+const HEAVY: Duration = Duration::from_micros(5);
+
+/// The future of a task that runs the branches `lo..hi` of a fan-out.
+///
+/// It runs them one after another in this one task for as long as each finishes in its
+/// first poll (a branch that ends or waits at the join straight away): a task per branch
+/// costs more than such a branch itself (tokio allocates a 128-byte aligned cell for each).
+/// Branches still overlap as they must:
+/// - a branch that waits (for I/O, a timer, resources, a person) is kept in this task, and
+///   what is left of the range goes at once to two new tasks, which do the same;
+/// - after a branch that ran [`HEAVY`] or longer, the rest is split into a task per branch
+///   (by halving, so the spawning spreads over the workers): CPU-bound branches balance
+///   over the workers as well as with a task each from the start;
+/// - every [`SLICE`] of quick branches, half of what is left goes to a new task and this
+///   one yields, so another worker can take one of the two (tokio's LIFO slot is not stolen
+///   from: the yield is what puts work where an idle worker finds it), and no task keeps a
+///   worker for long.
+///
+/// A task that finds the run stopping starts nothing more: the branches it held keep their
+/// tokens in the group, where a checkpoint finds them.
+async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
+    let run = &fan.guard.run;
+    // When this slice began, and when the last branch began.
+    let mut slice = Instant::now();
+    let mut last = slice;
+    while lo < hi {
+        if run.is_stopping() {
+            return;
+        }
+        let state = fan.targets[lo as usize] as usize;
+        lo += 1;
+        // Boxed: the task's future stays small (tokio moves it by `memcpy` several times
+        // between `spawn` and its task cell, and sizes the cell in steps of 128 bytes, which
+        // a waiting branch holds); the box is not moved.
+        let mut branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), false));
+        let waits = std::future::poll_fn(|cx| Poll::Ready(branch.as_mut().poll(cx).is_pending())).await;
+        if !waits {
+            gate::branch_ended(run);
+        } else {
+            // Siblings must not wait behind this branch: the rest of the range goes on in
+            // other tasks, and this one waits for the branch, or for the run to stop.
+            hand_off(&fan, lo, hi);
+            // Boxed too: most branches of a wide fan-out never wait, and this task's cell
+            // stays in a smaller step for those that do.
+            let mut stopped = Box::pin(run.stopped());
+            // The branch was just polled with this task's waker: it is polled again only
+            // once this task has been woken, or a `yield_now` in it would not yield.
+            let mut polled = true;
+            let ended = std::future::poll_fn(|cx| {
+                if !std::mem::take(&mut polled) && branch.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+                stopped.as_mut().poll(cx).map(|()| false)
+            })
+            .await;
+            if ended {
+                gate::branch_ended(run);
+            }
+            return;
+        }
+        if hi - lo > 1 {
+            let now = Instant::now();
+            if now - last >= HEAVY {
+                // Branches this long pay little for a task each, and tasks spread best
+                // over the workers: split the rest down to one branch a task.
+                while hi - lo > 1 {
+                    hi = split_off(&fan, lo, hi);
+                }
+            } else if now - slice >= SLICE {
+                hi = split_off(&fan, lo, hi);
+                tokio::task::yield_now().await;
+                slice = Instant::now();
+                last = slice;
+                continue;
+            }
+            last = now;
+        }
+    }
+}
+
+/// Spawn a task for the upper half of the range `lo..hi` (at least two branches); returns
+/// where the lower half, kept, ends.
+fn split_off(fan: &Arc<Fan>, lo: u32, hi: u32) -> u32 {
+    let mid = lo + (hi - lo) / 2;
+    spawn_task(fan_task(fan.clone(), mid, hi));
+    mid
+}
+
+/// Spawn what is left of a fan-out's range, `lo..hi`, as two tasks (one if a single branch
+/// is left), so that a long run of waiting branches is started from both halves at once.
+fn hand_off(fan: &Arc<Fan>, lo: u32, hi: u32) {
+    if hi - lo > 1 {
+        let mid = split_off(fan, lo, hi);
+        spawn_task(fan_task(fan.clone(), lo, mid));
+    } else if lo < hi {
+        spawn_task(fan_task(fan.clone(), lo, hi));
+    }
+}
+
+/// The position this branch goes on with, spawning a task for every other one released
+/// (or for every other branch of the fan-out `fan`: one task, which spawns the rest).
+pub(super) fn take_next(run: &Arc<Run>, next: &mut Vec<Position>, fan: &mut Option<Arc<Fan>>) -> Option<Position> {
+    if let Some(fan) = fan.take() {
+        // This branch goes on with the first target; one task spawns the others.
+        let first = (Some(fan.group.clone()), fan.targets[0] as usize);
+        let n = fan.targets.len() as u32;
+        if run.program.has_dependencies {
+            run.deps.branches_made(n as usize - 1);
+        }
+        spawn_task(fan_task(fan, 1, n));
+        return Some(first);
+    }
+    if next.len() > 1 {
+        // One shared-counter update for all, not one per task.
+        run.tasks_started(next.len() - 1);
+        if run.program.has_dependencies {
+            run.deps.branches_made(next.len() - 1);
+        }
+    }
+    let mut released = next.drain(..);
+    let first = released.next()?;
+    for (g, s) in released {
+        spawn_task(branch_task(TaskGuard::new(run.clone()), s, g));
+    }
+    Some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    fn size_of_val<F>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Memory per pending branch is mostly this future (plus tokio's task header): keep it
+    /// small. Rarely used parts (the `max_concurrent` acquire, an instrumented state) are
+    /// boxed so they do not count here.
+    #[test]
+    fn a_branch_future_stays_small() {
+        let mut def = crate::program::Definition::default();
+        let handler: Arc<dyn agent_core::StateHandler> =
+            Arc::new(|_c: agent_core::Context| async { agent_core::StateResult::End });
+        def.states.push(crate::program::StateDef {
+            name: "a".into(),
+            handler,
+            options: Default::default(),
+            spec: None,
+        });
+        let prog = Arc::new(crate::program::Program::compile("x", &def).unwrap());
+        let run = Arc::new(crate::run::Run::new(prog, agent_core::Context::new()));
+        let fut = super::drive(&run, 0, None, true);
+        assert!(size_of_val(&fut) <= 264, "the branch future grew to {} bytes", size_of_val(&fut));
+        let task = super::branch_task(crate::run::TaskGuard::new(run.clone()), 0, None);
+        assert!(size_of_val(&task) <= 416, "the spawned branch task grew to {} bytes", size_of_val(&task));
+        // A fan-out's task boxes its branch: tokio moves the spawned future several times.
+        // Only a waiting branch races the run's stop, in a box of its own: tokio sizes a
+        // task's cell in steps of 128 bytes, and a pending branch pays for the whole step.
+        let task = super::fan_task(super::Fan::open(&run, None, 0, vec![0, 0]), 1, 2);
+        assert!(size_of_val(&task) <= 128, "a fan-out's branch task grew to {} bytes", size_of_val(&task));
+    }
+}
