@@ -400,6 +400,51 @@ pub enum AgentError {
     /// A checkpoint could not be used: see [`CheckpointError`](crate::CheckpointError).
     #[error(transparent)]
     Checkpoint(#[from] crate::CheckpointError),
+    /// The durable run is owned by a worker whose lease is live (another process, or another
+    /// run of this one), so it was not run here: nothing ran and nothing was written. Once
+    /// the lease ends without being renewed (its owner is gone), the run can be taken.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use agent_core::AgentError;
+    /// let e = AgentError::Owned {
+    ///     run_id: "run-1".into(),
+    ///     owner: "host-42-1f2e".into(),
+    ///     lease_until: UNIX_EPOCH + Duration::from_millis(1_500),
+    /// };
+    /// assert_eq!(e.to_string(), "run run-1 is owned by host-42-1f2e, whose lease ends at 1.500 s after the Unix epoch");
+    /// ```
+    #[error("run {run_id} is owned by {owner}, whose lease ends at {}", unix_seconds(.lease_until))]
+    Owned {
+        /// The run.
+        run_id: String,
+        /// The worker holding its lease.
+        owner: String,
+        /// When the lease ends unless its owner renews it (by the store's clock).
+        lease_until: std::time::SystemTime,
+    },
+    /// The durable run lost its ownership while it ran, and stopped at once: another worker
+    /// claimed it (a write found a newer epoch in the store: `StoreError::Fenced`), or its
+    /// lease could not be renewed before it ended (another worker may claim it from then
+    /// on). Its states were cancelled and nothing more of it was written; the run goes on
+    /// (or already went on) wherever it is owned now.
+    #[error("run {run_id} lost its ownership and stopped: {reason}")]
+    Fenced {
+        /// The run.
+        run_id: String,
+        /// What happened: the store's refusal, or the lease that ran out.
+        reason: String,
+        /// The run's context when it stopped (not recorded: the run's new owner has its own).
+        context: Context,
+    },
+}
+
+/// `t` as seconds (with milliseconds) after the Unix epoch.
+fn unix_seconds(t: &std::time::SystemTime) -> String {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => format!("{}.{:03} s after the Unix epoch", d.as_secs(), d.subsec_millis()),
+        Err(_) => "a time before the Unix epoch".to_owned(),
+    }
 }
 
 impl AgentError {
@@ -431,7 +476,8 @@ impl AgentError {
             | AgentError::MaxSteps { context, .. }
             | AgentError::TimedOut { context, .. }
             | AgentError::Stalled { context, .. }
-            | AgentError::Store { context, .. } => Some(context),
+            | AgentError::Store { context, .. }
+            | AgentError::Fenced { context, .. } => Some(context),
             _ => None,
         }
     }
