@@ -1,4 +1,4 @@
-//! Durable runs: a run with a store records itself as it goes.
+//! Durable runs: a run with a store records itself as it goes, as the one owner of its run.
 //!
 //! Invariants:
 //! - A branch that completed a state waits in [`Durable::sync`] before any successor of
@@ -8,23 +8,44 @@
 //!   the states that were in flight.
 //! - One writer task per run takes and commits snapshots; a sync asks for a snapshot newer
 //!   than its completion, so branches finishing together share one commit (group commit).
+//!   Each commit writes the next snapshot `seq` (one above the newest stored when the run
+//!   started), so a run's snapshots never share a `seq`.
 //! - The run's row is written together with a snapshot, in one transaction (so a run is
 //!   never listed without a snapshot to resume from): with the first, whenever the status
 //!   changes (the last time with its final status, when the run ends or pauses), and every
 //!   `ROW_EVERY` snapshots; other snapshots are written alone.
+//! - Ownership. Before its first write a run claims itself in the store ([`claim`]): a new
+//!   run creates its row owned at epoch 1; a restored, resumed or recovered one takes its row
+//!   unless another worker holds a live lease on it, and then does not start
+//!   ([`AgentError::Owned`], nothing run, nothing written). Every write carries the claim's
+//!   epoch, so the store refuses it (`StoreError::Fenced`) once another owner claimed the
+//!   run.
+//! - The lease lasts the agent's TTL (`Agent::lease_ttl`) and is renewed every third of it.
+//!   Locally it counts from when the renewal that set it was *sent*, on this machine's
+//!   monotonic clock (`std::time::Instant`; never tokio's, which tests pause and which jumps
+//!   then). No snapshot is sent once the local lease has ended.
+//! - A refused write or renewal, or a lease that ends before a renewal comes back, stops the
+//!   run at once (`Run::lose`: its states cancelled, the run `Cancelled`, its error
+//!   [`AgentError::Fenced`]); from then on nothing of the run is written and its lease is
+//!   not given back (it is not ours).
+//! - At its end (completed, failed, paused, cancelled, timed out) the writer commits the
+//!   final snapshot, then gives the lease back, so another process may go on at once. When
+//!   the run's future is dropped instead, its `Hold` gives the lease back (see `lease`).
 //! - A store that fails stops the run with `AgentError::Store`: a durable run never goes on
-//!   unrecorded.
+//!   unrecorded. A final commit that fails after the run is over becomes the run's error
+//!   ([`Durable::late_error`]).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::*};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
-use agent_core::{AgentError, Context};
+use agent_core::{AgentError, AgentStatus, Context};
 use tokio::sync::{watch, Notify};
 
 use crate::checkpoint;
+use crate::lease::{self, Hold, WorkerId};
 use crate::run::Run;
-use crate::store::{now_ms, CheckpointStore, Retention, RunRecord, Snapshot, StoreError};
+use crate::store::{now_ms, time_of, CheckpointStore, Claim, ClaimRequest, RunRecord, Snapshot, StoreError};
 
 /// Snapshots kept per run: the newest is all a recovery needs; one more in case the newest
 /// is being written while another process reads.
@@ -33,6 +54,77 @@ const KEEP: usize = 2;
 const ROW_EVERY: u64 = 64;
 /// Retention runs after this many snapshots.
 const PRUNE_EVERY: u64 = 64;
+/// A lease's length unless the agent says otherwise (`Agent::lease_ttl`).
+pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+/// The shortest lease: renewals a third of it apart must stay possible.
+const MIN_LEASE_TTL: Duration = Duration::from_millis(30);
+
+/// A claim of a run, made before the run starts: its hold in this process, its row as the
+/// claim left it, and when the claim was sent (the lease counts from then).
+pub(crate) struct Claimed {
+    pub hold: Arc<Hold>,
+    pub row: RunRecord,
+    pub sent: Instant,
+}
+
+/// Take run `request.run_id` for this process: [`Claimed`], or why not
+/// ([`AgentError::Owned`] when another run, here or elsewhere, holds it; `Store` when it is
+/// missing or the store fails).
+pub(crate) async fn claim(store: &Arc<dyn CheckpointStore>, request: ClaimRequest) -> Result<Claimed, AgentError> {
+    let run_id = request.run_id.clone();
+    let Some(hold) = lease::reserve(&run_id, store.clone()) else {
+        // Another run of this process holds it: say who, as the store has it.
+        let row = store.get_run(&run_id).await.ok().flatten().filter(|r| r.owner.is_some());
+        return Err(match row {
+            Some(row) => owned(&row),
+            None => AgentError::Owned {
+                run_id,
+                owner: WorkerId::current().to_string(),
+                lease_until: time_of(now_ms().saturating_add(crate::store::ttl_ms(request.ttl))),
+            },
+        });
+    };
+    let sent = Instant::now();
+    match store.claim_run(&request).await {
+        Ok(Claim::Taken(row)) => {
+            hold.claimed(row.epoch);
+            tracing::debug!(run_id, epoch = row.epoch, owner = %request.owner, "claimed the run");
+            Ok(Claimed { hold, row, sent })
+        }
+        Ok(Claim::Held(row)) => Err(owned(&row)),
+        Ok(Claim::Missing) => Err(store_error(format!("the store holds no run {run_id}"), Context::new())),
+        Ok(Claim::Finished(row)) => {
+            Err(store_error(format!("run {run_id} is over ({})", row.status.as_str()), Context::new()))
+        }
+        Err(e) => Err(store_error(e, Context::new())),
+    }
+}
+
+/// The error of a run held by `row.owner`.
+fn owned(row: &RunRecord) -> AgentError {
+    AgentError::Owned {
+        run_id: row.run_id.clone(),
+        owner: row.owner.clone().unwrap_or_default(),
+        lease_until: time_of(row.lease_until_ms.unwrap_or(0)),
+    }
+}
+
+/// Why the writer stops.
+enum Stop {
+    /// The store failed.
+    Store(StoreError),
+    /// The run is no longer ours: a write was fenced, or the lease ended.
+    Lost(String),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Stop {
+        match e {
+            StoreError::Fenced { .. } => Stop::Lost(format!("another owner took the run over ({e})")),
+            e => Stop::Store(e),
+        }
+    }
+}
 
 /// A run's link to its store.
 pub(crate) struct Durable {
@@ -50,10 +142,38 @@ pub(crate) struct Durable {
     row_status: AtomicU8,
     /// Snapshots written.
     writes: AtomicU64,
+    /// The `seq` of the next snapshot.
+    next_seq: AtomicU64,
+    /// The lease's length.
+    ttl: Duration,
+    /// The epoch of this run's claim (0 before it).
+    epoch: AtomicU64,
+    /// When the lease ends, on this machine's monotonic clock.
+    lease_end: Mutex<Instant>,
+    /// A claim made before the run was prepared (by `recover`), for `start`.
+    claimed: Mutex<Option<Claimed>>,
+    /// The run's hold, to give the lease back at the end.
+    hold: Mutex<Weak<Hold>>,
+    /// The run lost its ownership: nothing more is written.
+    lost: AtomicBool,
+    /// The error of a commit that failed after the run was over.
+    late: Mutex<Option<AgentError>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Durable {
-    pub(crate) fn new(store: Arc<dyn CheckpointStore>, agent: String, interval: Option<Duration>) -> Durable {
+    /// A run's link to `store`, as agent `agent`, with snapshots every `interval` besides
+    /// those at completions, and leases of `ttl`; `claimed` if the run was claimed already.
+    pub(crate) fn new(
+        store: Arc<dyn CheckpointStore>,
+        agent: String,
+        interval: Option<Duration>,
+        ttl: Duration,
+        claimed: Option<Claimed>,
+    ) -> Durable {
         Durable {
             store,
             agent,
@@ -64,50 +184,105 @@ impl Durable {
             interval,
             row_status: AtomicU8::new(u8::MAX),
             writes: AtomicU64::new(0),
+            next_seq: AtomicU64::new(1),
+            ttl: ttl.max(MIN_LEASE_TTL),
+            epoch: AtomicU64::new(0),
+            lease_end: Mutex::new(Instant::now()),
+            claimed: Mutex::new(claimed),
+            hold: Mutex::new(Weak::new()),
+            lost: AtomicBool::new(false),
+            late: Mutex::new(None),
         }
     }
 
     fn record(&self, run: &Run) -> RunRecord {
-        RunRecord {
-            run_id: run.run_id().to_owned(),
-            agent: self.agent.clone(),
-            status: run.status(),
-            created_ms: self.created_ms.load(Relaxed),
-            updated_ms: now_ms(),
-        }
+        RunRecord::new(run.run_id(), self.agent.clone(), run.status(), self.created_ms.load(Relaxed), now_ms())
+            .with_epoch(self.epoch.load(Relaxed))
     }
 
-    /// Write the run's row and a first snapshot, before any state runs. A recovered run
-    /// keeps its start time, and its snapshots follow those already stored.
-    pub(crate) async fn start(&self, run: &Run) -> Result<(), StoreError> {
+    /// Claim the run (unless `recover` did), then write its row and a first snapshot, before
+    /// any state runs; the hold the caller keeps for as long as the run goes on (dropping it
+    /// gives the lease back). A recovered run keeps its start time, and its snapshots follow
+    /// those already stored. On `Err` the run has ended (`Owned`: cancelled before it
+    /// started; the store failed: failed) and its error is what `finish` returns.
+    pub(crate) async fn start(&self, run: &Run) -> Result<Arc<Hold>, ()> {
         let id = run.run_id();
-        if let Some(known) = self.store.get_run(id).await? {
-            self.created_ms.store(known.created_ms, Relaxed);
+        let claimed = locked(&self.claimed).take().filter(|c| c.row.run_id == id);
+        let claimed = match claimed {
+            Some(c) => c,
+            None => {
+                let now = now_ms();
+                let row = RunRecord::new(id, self.agent.clone(), AgentStatus::Running, now, now);
+                let request = ClaimRequest::new(id, WorkerId::current().as_str(), self.ttl)
+                    .create(row)
+                    .finished(true)
+                    .reclaim(true);
+                match claim(&self.store, request).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.refuse(run, e);
+                        return Err(());
+                    }
+                }
+            }
+        };
+        self.epoch.store(claimed.row.epoch, Relaxed);
+        self.created_ms.store(claimed.row.created_ms, Relaxed);
+        *locked(&self.lease_end) = claimed.sent + self.ttl;
+        *locked(&self.hold) = Arc::downgrade(&claimed.hold);
+        match self.store.latest_snapshot(id).await {
+            Ok(latest) => self.next_seq.store(latest.map_or(0, |s| s.seq) + 1, Relaxed),
+            Err(e) => {
+                self.stop_with(run, e.into());
+                return Err(());
+            }
         }
-        let base = self.store.latest_snapshot(id).await?.map_or(0, |s| s.seq) + 1;
-        self.requested.store(base, Release);
-        self.commit(run, base).await?;
-        self.committed.send_replace(base);
-        Ok(())
+        let generation = self.requested.load(Acquire);
+        if let Err(stop) = self.commit(run).await {
+            self.stop_with(run, stop);
+            return Err(());
+        }
+        self.committed.send_replace(generation);
+        Ok(claimed.hold)
     }
 
-    async fn commit(&self, run: &Run, generation: u64) -> Result<(), StoreError> {
+    /// Time left on the lease at `now` (monotonic); `None` once it has ended.
+    fn lease_left(&self, now: Instant) -> Option<Duration> {
+        locked(&self.lease_end).checked_duration_since(now).filter(|d| !d.is_zero())
+    }
+
+    async fn commit(&self, run: &Run) -> Result<(), Stop> {
+        if self.lost.load(Acquire) {
+            return Err(Stop::Lost("the run was lost already".to_owned()));
+        }
+        if self.lease_left(Instant::now()).is_none() {
+            return Err(Stop::Lost(self.ran_out()));
+        }
         let checkpoint = checkpoint::capture(run, &self.agent);
-        let data = checkpoint.to_json().map_err(|e| StoreError::Corrupt {
-            store: self.store.kind(),
-            message: format!("the run's checkpoint could not be written: {e}"),
+        let data = checkpoint.to_json().map_err(|e| {
+            Stop::Store(StoreError::Corrupt {
+                store: self.store.kind(),
+                message: format!("the run's checkpoint could not be written: {e}"),
+            })
         })?;
-        let snapshot = Snapshot { seq: generation, taken_ms: now_ms(), data };
+        let seq = self.next_seq.fetch_add(1, Relaxed);
+        let snapshot = Snapshot { seq, taken_ms: now_ms(), data };
         // The row and the snapshot together (a run is never listed without one to resume
         // from) when the row changes: the first time, when the status changes, and now and
         // then for `updated_ms`. Otherwise the snapshot alone, which writes fewer pages.
         let status = checkpoint.agent_status as u8;
         let writes = self.writes.fetch_add(1, Relaxed);
-        if self.row_status.swap(status, Relaxed) != status || writes.is_multiple_of(ROW_EVERY) {
+        let written = if self.row_status.swap(status, Relaxed) != status || writes.is_multiple_of(ROW_EVERY) {
             self.store.save_run_snapshot(&self.record(run), &snapshot).await
         } else {
-            self.store.save_snapshot(run.run_id(), &snapshot).await
-        }
+            self.store.save_snapshot(run.run_id(), self.epoch.load(Relaxed), &snapshot).await
+        };
+        Ok(written?)
+    }
+
+    /// Why a run whose lease ended stops.
+    fn ran_out(&self) -> String {
+        format!("its lease ({:?}) ended before it could be renewed", self.ttl)
     }
 
     /// Ask for a snapshot without waiting for it: the run's state changed in a way worth
@@ -118,7 +293,7 @@ impl Durable {
     }
 
     /// Wait until a snapshot taken after this call is committed. `false` if the store failed
-    /// (the run is then failing).
+    /// or the run lost its ownership (the run is then stopping).
     pub(crate) async fn sync(&self) -> bool {
         let wanted = self.requested.fetch_add(1, AcqRel) + 1;
         self.wake.notify_one();
@@ -128,8 +303,24 @@ impl Durable {
     }
 
     /// The writer: commit a snapshot whenever one is asked for (or the interval passes),
-    /// until `stop` is notified; then the final one.
+    /// until `stop` is notified; then the final one, and give the lease back. Beside it the
+    /// lease is renewed; if the run loses it, the writer stops at once.
     pub(crate) async fn writer(&self, run: &Run, stop: &Notify) {
+        let hold = locked(&self.hold).upgrade();
+        tokio::select! {
+            biased;
+            () = self.write(run, stop) => {}
+            () = self.keep_lease(run) => {}
+        }
+        let Some(hold) = hold else { return };
+        if self.lost.load(Acquire) {
+            hold.forget();
+        } else if let Err(e) = hold.release().await {
+            tracing::warn!(run_id = %run.run_id(), error = %e, "could not give the run's lease back; it runs out");
+        }
+    }
+
+    async fn write(&self, run: &Run, stop: &Notify) {
         let mut commits = 0u64;
         let mut tick = self.interval.map(|d| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
@@ -144,16 +335,24 @@ impl Durable {
                 _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => false,
             };
             let generation = self.requested.load(Acquire);
-            if let Err(e) = self.commit(run, generation).await {
-                self.fail(run, e);
+            if let Err(e) = self.commit(run).await {
+                if stopping {
+                    self.late(run, e);
+                } else {
+                    self.stop_with(run, e);
+                }
                 return;
             }
             self.committed.send_replace(generation);
             commits += 1;
             if commits.is_multiple_of(PRUNE_EVERY) {
-                let policy = Retention { keep_snapshots: Some(KEEP), drop_finished_after: None };
-                if let Err(e) = self.store.apply_retention(&policy, now_ms()).await {
-                    tracing::warn!(error = %e, "retention failed; snapshots are kept");
+                match self.store.prune_snapshots(run.run_id(), self.epoch.load(Relaxed), KEEP).await {
+                    Ok(_) => {}
+                    Err(e @ StoreError::Fenced { .. }) => {
+                        self.stop_with(run, e.into());
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "retention failed; snapshots are kept"),
                 }
             }
             if stopping {
@@ -166,11 +365,111 @@ impl Durable {
         }
     }
 
+    /// Renew the lease every third of its length until the run loses it (then stop the run
+    /// and return); pending forever otherwise.
+    async fn keep_lease(&self, run: &Run) {
+        let period = self.ttl / 3;
+        let owner = WorkerId::current();
+        let mut wait = period;
+        loop {
+            tokio::time::sleep(wait).await;
+            let sent = Instant::now();
+            let Some(left) = self.lease_left(sent) else {
+                self.lose(run, self.ran_out());
+                return;
+            };
+            let epoch = self.epoch.load(Relaxed);
+            let renew = self.store.renew_lease(run.run_id(), owner.as_str(), epoch, self.ttl);
+            tokio::pin!(renew);
+            let renewed = tokio::select! {
+                r = &mut renew => r,
+                () = tokio::time::sleep(left) => {
+                    // Tokio's clock may run ahead of the real one (paused in tests): only the
+                    // monotonic clock says whether the lease has ended.
+                    if self.lease_left(Instant::now()).is_none() {
+                        self.lose(run, self.ran_out());
+                        return;
+                    }
+                    renew.await
+                }
+            };
+            match renewed {
+                Ok(_) => {
+                    let mut end = locked(&self.lease_end);
+                    *end = (*end).max(sent + self.ttl);
+                    wait = period;
+                }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    self.lose(run, format!("its lease could not be renewed ({e})"));
+                    return;
+                }
+                Err(e) => {
+                    // A passing failure: try again soon, while the lease lasts.
+                    tracing::warn!(run_id = %run.run_id(), error = %e, "could not renew the run's lease; trying again");
+                    wait = (period / 4).max(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    /// Stop the run for `stop`, while it goes on.
+    fn stop_with(&self, run: &Run, stop: Stop) {
+        match stop {
+            Stop::Store(e) => self.fail(run, e),
+            Stop::Lost(reason) => self.lose(run, reason),
+        }
+    }
+
+    /// The run could not start: it ends with `error` (cancelled when another owner holds it,
+    /// failed when the store failed).
+    fn refuse(&self, run: &Run, error: AgentError) {
+        match error {
+            AgentError::Owned { .. } => run.lose(error),
+            error => run.fail(error),
+        }
+        self.committed.send_replace(u64::MAX);
+    }
+
     /// Stop the run: its store failed. Branches waiting in `sync` leave.
-    pub(crate) fn fail(&self, run: &Run, e: StoreError) {
+    fn fail(&self, run: &Run, e: StoreError) {
         tracing::error!(error = %e, "the store failed; the durable run stops");
         run.fail(store_error(e, run.ctx.clone()));
         self.committed.send_replace(u64::MAX);
+    }
+
+    /// Stop the run at once: it is no longer ours. Nothing more of it is written.
+    fn lose(&self, run: &Run, reason: String) {
+        if self.lost.swap(true, AcqRel) {
+            return;
+        }
+        tracing::warn!(run_id = %run.run_id(), %reason, "the run lost its ownership; it stops");
+        if let Some(hold) = locked(&self.hold).upgrade() {
+            hold.forget();
+        }
+        run.lose(AgentError::Fenced { run_id: run.run_id().to_owned(), reason, context: run.ctx.clone() });
+        self.committed.send_replace(u64::MAX);
+    }
+
+    /// The final commit failed, after the run was over: its error becomes the run's.
+    fn late(&self, run: &Run, stop: Stop) {
+        let error = match stop {
+            Stop::Store(e) => {
+                tracing::error!(error = %e, "the store failed at the run's final snapshot");
+                store_error(e, run.ctx.clone())
+            }
+            Stop::Lost(reason) => {
+                self.lost.store(true, Release);
+                tracing::warn!(run_id = %run.run_id(), %reason, "the run lost its ownership at its final snapshot");
+                AgentError::Fenced { run_id: run.run_id().to_owned(), reason, context: run.ctx.clone() }
+            }
+        };
+        *locked(&self.late) = Some(error);
+        self.committed.send_replace(u64::MAX);
+    }
+
+    /// The error of a final commit that failed after the run was over, if one did.
+    pub(crate) fn late_error(&self) -> Option<AgentError> {
+        locked(&self.late).take()
     }
 }
 

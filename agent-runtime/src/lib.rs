@@ -19,7 +19,9 @@
 //!   take a consistent checkpoint at any instant and seed a new run from one.
 //! - `version`: a program's graph signature; checkpoints record it, and one taken under
 //!   another graph is refused on restore, its differences listed.
-//! - `durable`: a run with a [`store`] records each completion before its successors start.
+//! - `durable`: a run with a [`store`] records each completion before its successors start,
+//!   as the owner of the run (a lease on it, renewed while it runs; every write fenced by
+//!   the epoch of its claim); `lease`: this process's [`WorkerId`] and the runs it holds.
 //!   The SQL stores are features, both on by default: `sqlite` (`SqliteStore`, SQLite
 //!   compiled in) and `postgres` (`PostgresStore`); `MemoryStore` is always there.
 //! - `human`: requests for human input, answered from code, the terminal or a store.
@@ -48,6 +50,7 @@ pub mod events;
 mod exec;
 mod frontier;
 mod human;
+mod lease;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod pool;
@@ -68,6 +71,7 @@ pub use agent::{Agent, RunOptions, StateConfig};
 pub use agent_core::{AgentStatus, StateStatus};
 pub use events::{Event, EventKind, EventStream};
 pub use human::{AnswerError, PendingInput};
+pub use lease::WorkerId;
 pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };

@@ -158,23 +158,17 @@ fn all_unusable(outcome: Outcome) {
 
 /// `snapshots` lists a run's newest snapshots, newest first, at most `limit`.
 async fn snapshots_are_listed_newest_first(store: &dyn CheckpointStore) {
-    let run = RunRecord {
-        run_id: "r".into(),
-        agent: "chain".into(),
-        status: AgentStatus::Running,
-        created_ms: 1,
-        updated_ms: 1,
-    };
+    let run = RunRecord::new("r", "chain", AgentStatus::Running, 1, 1);
     store.upsert_run(&run).await.unwrap();
-    for (seq, taken_ms) in [(1, 10), (3, 5), (2, 30), (3, 7)] {
+    for (seq, taken_ms) in [(1, 10), (4, 5), (2, 30), (3, 7)] {
         let snapshot = Snapshot { seq, taken_ms, data: format!("{seq}/{taken_ms}") };
-        store.save_snapshot("r", &snapshot).await.unwrap();
+        store.save_snapshot("r", 0, &snapshot).await.unwrap();
     }
     let listed = |limit| async move {
         store.snapshots("r", limit).await.unwrap().into_iter().map(|s| s.data).collect::<Vec<_>>()
     };
-    assert_eq!(listed(8).await, ["3/7", "3/5", "2/30", "1/10"]);
-    assert_eq!(listed(2).await, ["3/7", "3/5"]);
+    assert_eq!(listed(8).await, ["4/5", "3/7", "2/30", "1/10"]);
+    assert_eq!(listed(2).await, ["4/5", "3/7"]);
     assert!(listed(0).await.is_empty());
     assert_eq!(store.latest_snapshot("r").await.unwrap().unwrap().data, listed(1).await[0]);
     assert!(store.snapshots("no-such-run", 8).await.unwrap().is_empty());
@@ -203,7 +197,8 @@ async fn memory_a_damaged_newest_snapshot_falls_back_to_the_one_before() {
                 let newest = store.latest_snapshot(&run_id).await.unwrap().unwrap();
                 let cut =
                     Snapshot { seq: newest.seq + 1, taken_ms: newest.taken_ms, data: newest.data[..10].to_owned() };
-                store.save_snapshot(&run_id, &cut).await.unwrap();
+                let epoch = store.get_run(&run_id).await.unwrap().unwrap().epoch;
+                store.save_snapshot(&run_id, epoch, &cut).await.unwrap();
             })
         }
     };
@@ -283,8 +278,11 @@ async fn sqlite_a_newer_snapshot_is_refused_not_skipped() {
     assert!(ran.is_empty() && seen.is_empty());
 }
 
+/// The schema version this build writes.
+const SCHEMA: u32 = 2;
+
 #[test]
-fn sqlite_a_schema_table_with_versions_1_and_99_is_refused() {
+fn sqlite_a_schema_table_with_the_current_version_and_99_is_refused() {
     let (_dir, path, store) = sqlite_file();
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -293,14 +291,14 @@ fn sqlite_a_schema_table_with_versions_1_and_99_is_refused() {
         let mut st = conn.prepare("SELECT version FROM agent_schema ORDER BY rowid").unwrap();
         st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
-    assert_eq!(rows, [1, 99]);
+    assert_eq!(rows, [i64::from(SCHEMA), 99]);
     match SqliteStore::open(&path) {
-        Err(StoreError::SchemaTooNew { found: 99, supported: 1, .. }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, supported: SCHEMA, .. }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
-    conn.execute("UPDATE agent_schema SET version = 1", []).unwrap();
+    conn.execute("UPDATE agent_schema SET version = ?1", [SCHEMA]).unwrap();
     match SqliteStore::open(&path) {
-        Err(StoreError::SchemaAmbiguous { rows: 2, lowest: 1, highest: 1, .. }) => {}
+        Err(StoreError::SchemaAmbiguous { rows: 2, lowest: 2, highest: 2, .. }) => {}
         other => panic!("expected SchemaAmbiguous, got {other:?}"),
     }
 }
@@ -528,12 +526,12 @@ mod postgres {
             let client = raw(&url, &schema).await;
             client.execute("INSERT INTO agent_schema (version) VALUES (99)", &[]).await.unwrap();
             match PostgresStore::connect_with_schema(&url, &schema).await {
-                Err(StoreError::SchemaTooNew { found: 99, supported: 1, .. }) => {}
+                Err(StoreError::SchemaTooNew { found: 99, supported: super::SCHEMA, .. }) => {}
                 other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
             }
-            client.execute("UPDATE agent_schema SET version = 1", &[]).await.unwrap();
+            client.execute("UPDATE agent_schema SET version = 2", &[]).await.unwrap();
             match PostgresStore::connect_with_schema(&url, &schema).await {
-                Err(StoreError::SchemaAmbiguous { rows: 2, lowest: 1, highest: 1, .. }) => {}
+                Err(StoreError::SchemaAmbiguous { rows: 2, lowest: 2, highest: 2, .. }) => {}
                 other => panic!("expected SchemaAmbiguous, got {:?}", other.map(|_| ())),
             }
             // Left untouched: still the two rows.

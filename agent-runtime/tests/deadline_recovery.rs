@@ -6,7 +6,8 @@
 //! deadline); recovered after it, the run ends `TimedOut` at once, starting nothing.
 //!
 //! The child is this test binary itself, run with `AGENT_DEADLINE_CHILD` set. The tests
-//! assert what the runs return, never how long they took; each wait is bounded.
+//! assert what the runs return, never how long they took; each wait is bounded. The killed
+//! child's lease on its run is short, and the parent recovers once it has run out.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
@@ -16,6 +17,14 @@ use std::time::Duration;
 use agent_core::{AgentError, AgentStatus, Checkpoint, Context, StateResult};
 use agent_runtime::store::{CheckpointStore, RunQuery, SqliteStore};
 use agent_runtime::{Agent, RunOptions};
+
+mod common;
+use common::recover_once_free;
+
+/// The child's lease on its run.
+const LEASE: Duration = Duration::from_millis(300);
+/// How long the parent waits for the killed child's lease to run out, at most.
+const PATIENCE: Duration = Duration::from_secs(20);
 
 /// `prepare -> wait`, where `wait` waits an hour; `starts` counts `wait`'s starts.
 fn workflow(name: &str, starts: Arc<AtomicU32>) -> Agent {
@@ -40,7 +49,8 @@ async fn deadline_child() {
     let Ok(path) = std::env::var("AGENT_DEADLINE_CHILD") else { return };
     let name = std::env::var("AGENT_DEADLINE_AGENT").unwrap();
     let ms: u64 = std::env::var("AGENT_DEADLINE_MS").unwrap().parse().unwrap();
-    let agent = workflow(&name, Arc::default()).with_store(SqliteStore::open(path).unwrap());
+    // A short lease: the parent takes the run over soon after the kill.
+    let agent = workflow(&name, Arc::default()).with_store(SqliteStore::open(path).unwrap()).lease_ttl(LEASE);
     let _ = agent.run_with(RunOptions::new().timeout(Duration::from_millis(ms))).await;
 }
 
@@ -99,7 +109,7 @@ async fn a_recovered_run_ends_at_its_original_deadline() {
     let deadline = checkpoint.deadline_ms.expect("the checkpoint records the run's deadline");
     let starts = Arc::new(AtomicU32::new(0));
     let agent = workflow("before", starts.clone()).with_store(store.clone());
-    let recovered = tokio::time::timeout(Duration::from_secs(60), agent.recover(&run_id)).await;
+    let recovered = tokio::time::timeout(Duration::from_secs(60), recover_once_free(&agent, &run_id, PATIENCE)).await;
     let err = recovered.expect("the recovered run ended at its deadline, not after `wait`'s hour").unwrap_err();
     assert!(matches!(err, AgentError::TimedOut { .. }), "expected TimedOut, got {err}");
     assert_eq!(starts.load(SeqCst), 1, "`wait`, in flight at the crash, ran again");
@@ -117,7 +127,8 @@ async fn a_recovered_run_ends_at_its_original_deadline() {
     }
     let starts = Arc::new(AtomicU32::new(0));
     let agent = workflow("after", starts.clone()).with_store(store.clone());
-    let err = tokio::time::timeout(Duration::from_secs(60), agent.recover(&run_id)).await.unwrap().unwrap_err();
+    let recovered = recover_once_free(&agent, &run_id, PATIENCE);
+    let err = tokio::time::timeout(Duration::from_secs(60), recovered).await.unwrap().unwrap_err();
     assert!(matches!(err, AgentError::TimedOut { .. }), "expected TimedOut, got {err}");
     assert_eq!(starts.load(SeqCst), 0, "no state starts past the deadline");
     assert_eq!(newest(&store, &run_id).await.agent_status, AgentStatus::TimedOut);

@@ -8,9 +8,11 @@ use agent_core::{AgentStatus, Checkpoint, Context, StateResult};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use agent_runtime::store::{
-    CheckpointStore, InputRecord, JournalEntry, MemoryStore, Retention, RetentionReport, RunQuery, RunRecord, Snapshot,
-    SqliteStore, StoreFuture,
+    CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, MemoryStore, Retention, RetentionReport, RunQuery,
+    RunRecord, Snapshot, SqliteStore, StoreFuture,
 };
 use agent_runtime::Agent;
 
@@ -304,9 +306,9 @@ impl CheckpointStore for Counting {
     fn journal<'a>(&'a self, run_id: &'a str, after: u64) -> StoreFuture<'a, Vec<JournalEntry>> {
         self.inner.journal(run_id, after)
     }
-    fn save_snapshot<'a>(&'a self, run_id: &'a str, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+    fn save_snapshot<'a>(&'a self, run_id: &'a str, epoch: u64, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
         self.snapshots.fetch_add(1, SeqCst);
-        self.inner.save_snapshot(run_id, snapshot)
+        self.inner.save_snapshot(run_id, epoch, snapshot)
     }
     fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
         self.snapshots.fetch_add(1, SeqCst);
@@ -314,6 +316,18 @@ impl CheckpointStore for Counting {
     }
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
         self.inner.latest_snapshot(run_id)
+    }
+    fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
+        self.inner.claim_run(claim)
+    }
+    fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
+        self.inner.renew_lease(run_id, owner, epoch, ttl)
+    }
+    fn release_run<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, ()> {
+        self.inner.release_run(run_id, epoch)
+    }
+    fn prune_snapshots<'a>(&'a self, run_id: &'a str, epoch: u64, keep: usize) -> StoreFuture<'a, RetentionReport> {
+        self.inner.prune_snapshots(run_id, epoch, keep)
     }
     fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
         self.inner.put_input(input)

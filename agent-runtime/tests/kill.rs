@@ -1,6 +1,6 @@
 //! Kill and resume: a child process runs a durable workflow and is killed with SIGKILL at
 //! random instants, at least 20 times, each time carried on by a new process with
-//! `recover_all`. At the end every state has completed exactly once on record, and the
+//! `recover_all` (once the killed child's short lease has run out). At the end every state has completed exactly once on record, and the
 //! context equals that of an uninterrupted run. Against SQLite always, and PostgreSQL when
 //! `AGENT_TEST_POSTGRES_URL` is set (required under CI: see `common/pg.rs`).
 //!
@@ -10,7 +10,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agent_core::{AgentStatus, Checkpoint, Context, StateResult};
+use agent_core::{AgentError, AgentStatus, Checkpoint, Context, StateResult};
 use agent_runtime::store::{CheckpointStore, PostgresStore, RunQuery, SqliteStore};
 use agent_runtime::Agent;
 
@@ -67,12 +67,22 @@ async fn child_process() {
             (workflow(&name, work).with_store(store.clone()), newest(&store, &name).await.is_some())
         }
     };
+    // A short lease: the next child takes the run over soon after a kill.
+    let agent = agent.lease_ttl(Duration::from_millis(300));
     let unfinished = agent.recover_all().await.unwrap();
     if unfinished.is_empty() && !any_run {
         agent.run().await.unwrap();
     }
-    for (_, r) in unfinished {
-        r.unwrap();
+    for (run_id, r) in unfinished {
+        match r {
+            // The killed child's lease has not run out yet.
+            Err(AgentError::Owned { .. }) => {
+                common::recover_once_free(&agent, &run_id, Duration::from_secs(30)).await.unwrap();
+            }
+            r => {
+                r.unwrap();
+            }
+        }
     }
 }
 

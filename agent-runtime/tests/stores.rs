@@ -30,7 +30,7 @@ const ALL_STATUSES: [AgentStatus; 7] = [
 ];
 
 fn run(id: &str, agent: &str, status: AgentStatus, created_ms: i64, updated_ms: i64) -> RunRecord {
-    RunRecord { run_id: id.to_owned(), agent: agent.to_owned(), status, created_ms, updated_ms }
+    RunRecord::new(id, agent, status, created_ms, updated_ms)
 }
 
 fn entry(seq: u64) -> JournalEntry {
@@ -209,27 +209,35 @@ async fn append(store: &dyn CheckpointStore, tag: &str) {
     assert_eq!(seqs(&store.journal(&id, 8).await.unwrap()), (9..=208).collect::<Vec<_>>());
 }
 
-/// Snapshots: only for runs that exist; the latest is the highest `seq`, then the newest.
+/// Snapshots: only for runs that exist; the latest is the highest `seq`; a run's snapshots
+/// have distinct `seq`s (a second with a `seq` taken is refused, and changes nothing).
 async fn snapshots(store: &dyn CheckpointStore, tag: &str) {
     let a = run(&format!("{tag}-a"), &format!("{tag}-agent"), AgentStatus::Running, 1, 1);
     let b = run(&format!("{tag}-b"), &format!("{tag}-agent"), AgentStatus::Running, 2, 2);
     assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), None);
-    assert!(store.save_snapshot(&a.run_id, &snapshot(1, 1)).await.is_err(), "no snapshot of an unknown run");
+    assert!(store.save_snapshot(&a.run_id, 0, &snapshot(1, 1)).await.is_err(), "no snapshot of an unknown run");
     assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), None);
 
     store.upsert_run(&a).await.unwrap();
     store.upsert_run(&b).await.unwrap();
-    store.save_snapshot(&a.run_id, &snapshot(2, 10)).await.unwrap();
+    store.save_snapshot(&a.run_id, 0, &snapshot(2, 10)).await.unwrap();
     assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(2, 10)));
-    store.save_snapshot(&a.run_id, &snapshot(5, 5)).await.unwrap();
-    store.save_snapshot(&a.run_id, &snapshot(5, 20)).await.unwrap();
-    store.save_snapshot(&a.run_id, &snapshot(3, 30)).await.unwrap();
-    store.save_snapshot(&a.run_id, &snapshot(5, 15)).await.unwrap();
-    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(5, 20)));
+    store.save_snapshot(&a.run_id, 0, &snapshot(5, 5)).await.unwrap();
+    store.save_snapshot(&a.run_id, 0, &snapshot(3, 30)).await.unwrap();
+    assert_eq!(
+        store.latest_snapshot(&a.run_id).await.unwrap(),
+        Some(snapshot(5, 5)),
+        "the highest seq, not the newest"
+    );
+    // `(run_id, seq)` is unique: a second snapshot of seq 5 or 2 is refused.
+    assert_conflict(store.save_snapshot(&a.run_id, 0, &snapshot(5, 20)).await, &a.run_id, 5, 5);
+    assert_conflict(store.save_snapshot(&a.run_id, 0, &snapshot(2, 40)).await, &a.run_id, 2, 5);
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(5, 5)));
+    assert_eq!(store.snapshots(&a.run_id, 8).await.unwrap(), [snapshot(5, 5), snapshot(3, 30), snapshot(2, 10)]);
     assert_eq!(store.latest_snapshot(&b.run_id).await.unwrap(), None, "snapshots are per run");
-    store.save_snapshot(&b.run_id, &snapshot(1, 40)).await.unwrap();
-    assert_eq!(store.latest_snapshot(&b.run_id).await.unwrap(), Some(snapshot(1, 40)));
-    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(5, 20)));
+    store.save_snapshot(&b.run_id, 0, &snapshot(5, 40)).await.unwrap();
+    assert_eq!(store.latest_snapshot(&b.run_id).await.unwrap(), Some(snapshot(5, 40)), "seqs are per run");
+    assert_eq!(store.latest_snapshot(&a.run_id).await.unwrap(), Some(snapshot(5, 5)));
 
     // The row and a snapshot together: a new run is created with its first snapshot, and
     // a later call updates the row as it adds one.
@@ -237,9 +245,12 @@ async fn snapshots(store: &dyn CheckpointStore, tag: &str) {
     store.save_run_snapshot(&c, &snapshot(1, 50)).await.unwrap();
     assert_eq!(store.get_run(&c.run_id).await.unwrap(), Some(c.clone()));
     assert_eq!(store.latest_snapshot(&c.run_id).await.unwrap(), Some(snapshot(1, 50)));
-    let c = RunRecord { status: AgentStatus::Completed, updated_ms: 60, ..c };
-    store.save_run_snapshot(&c, &snapshot(2, 60)).await.unwrap();
-    assert_eq!(store.get_run(&c.run_id).await.unwrap(), Some(c.clone()));
+    let done = c.clone().with_status(AgentStatus::Completed, 60);
+    // A taken seq refuses the row too.
+    assert_conflict(store.save_run_snapshot(&done, &snapshot(1, 60)).await, &c.run_id, 1, 1);
+    assert_eq!(store.get_run(&c.run_id).await.unwrap(), Some(c.clone()), "nothing written");
+    store.save_run_snapshot(&done, &snapshot(2, 60)).await.unwrap();
+    assert_eq!(store.get_run(&c.run_id).await.unwrap(), Some(done.clone()));
     assert_eq!(store.latest_snapshot(&c.run_id).await.unwrap(), Some(snapshot(2, 60)));
 }
 
@@ -314,7 +325,7 @@ async fn delete(store: &dyn CheckpointStore, tag: &str) {
     );
     for r in [&a, &b] {
         store.append(r, &entries(1..=3)).await.unwrap();
-        store.save_snapshot(&r.run_id, &snapshot(2, 5)).await.unwrap();
+        store.save_snapshot(&r.run_id, 0, &snapshot(2, 5)).await.unwrap();
         store.put_input(&input(&r.run_id, "q", 3)).await.unwrap();
     }
     assert!(store.delete_run(&a.run_id).await.unwrap());
@@ -346,11 +357,11 @@ async fn retention_snapshots(store: &dyn CheckpointStore, tag: &str) {
     let c = run(&format!("{tag}-c"), &agent, AgentStatus::Paused, 3, 3);
     store.append(&a, &entries(1..=10)).await.unwrap();
     for (seq, t) in [(3, 100), (9, 300), (6, 200)] {
-        store.save_snapshot(&a.run_id, &snapshot(seq, t)).await.unwrap();
+        store.save_snapshot(&a.run_id, 0, &snapshot(seq, t)).await.unwrap();
     }
     store.append(&b, &entries(1..=4)).await.unwrap(); // no snapshot: its journal is all it has
     store.append(&c, &entries(1..=3)).await.unwrap();
-    store.save_snapshot(&c.run_id, &snapshot(2, 50)).await.unwrap();
+    store.save_snapshot(&c.run_id, 0, &snapshot(2, 50)).await.unwrap();
 
     let keep = |n| Retention { keep_snapshots: Some(n), drop_finished_after: None };
     let report = store.apply_retention(&keep(2), 1_000).await.unwrap();
@@ -396,8 +407,8 @@ async fn retention_runs(store: &dyn CheckpointStore, tag: &str) {
     all.extend([recent.clone(), edge.clone()]);
     for r in &all {
         store.append(r, &entries(1..=2)).await.unwrap();
-        store.save_snapshot(&r.run_id, &snapshot(1, 10)).await.unwrap();
-        store.save_snapshot(&r.run_id, &snapshot(2, 20)).await.unwrap();
+        store.save_snapshot(&r.run_id, 0, &snapshot(1, 10)).await.unwrap();
+        store.save_snapshot(&r.run_id, 0, &snapshot(2, 20)).await.unwrap();
         store.put_input(&input(&r.run_id, "q", 1)).await.unwrap();
     }
     let policy = Retention { keep_snapshots: None, drop_finished_after: Some(Duration::from_secs(5)) };
@@ -549,7 +560,7 @@ mod sqlite {
         let (store, _dir, path) = temp_store();
         let r = run("reopen", "agent", AgentStatus::Paused, 1, 2);
         store.append(&r, &entries(1..=3)).await.unwrap();
-        store.save_snapshot("reopen", &snapshot(3, 4)).await.unwrap();
+        store.save_snapshot("reopen", 0, &snapshot(3, 4)).await.unwrap();
         drop(store);
 
         let raw = Connection::open(&path).unwrap();
@@ -608,7 +619,7 @@ mod sqlite {
         raw.execute("UPDATE agent_runs SET status = 3 WHERE run_id = 'int-status'", []).unwrap();
         raw.execute("UPDATE agent_journal SET payload = x'00ff' WHERE run_id = 'bad-payload' AND seq = 2", []).unwrap();
         raw.execute("UPDATE agent_runs SET last_seq = -1 WHERE run_id = 'bad-last'", []).unwrap();
-        store.save_snapshot("bad-snapshot", &snapshot(2, 1)).await.unwrap();
+        store.save_snapshot("bad-snapshot", 0, &snapshot(2, 1)).await.unwrap();
         raw.execute("UPDATE agent_snapshots SET seq = -2 WHERE run_id = 'bad-snapshot'", []).unwrap();
         raw.execute("UPDATE agent_inputs SET timeout_ms = -1 WHERE run_id = 'fine'", []).unwrap();
 

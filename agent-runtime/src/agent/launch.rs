@@ -6,8 +6,9 @@
 //!   in between to compile it, see `Agent::program_in`); it is the current run from then on.
 //! - At most one run of an agent is in progress at a time; a paused run may be replaced.
 //! - Dropping the future of `run()` cancels the run (`CancelOnDrop`): no branch outlives it.
-//! - A durable run's row and first snapshot are written before any state runs, and its
-//!   writer commits the final snapshot, with the final status, after the run is over.
+//! - A durable run claims its run, and its row and first snapshot are written, before any
+//!   state runs; its writer commits the final snapshot, with the final status, after the run
+//!   is over, and gives the lease back (see `durable`).
 //! - The steps add no allocation and no await of their own: they are plain functions, or
 //!   futures nested in the one future of `run()`; only a durable run awaits its store
 //!   before its first state.
@@ -121,10 +122,12 @@ impl Agent {
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             announce(&run, restored.is_none());
-            if let Some(d) = &durable {
-                // The run's row and a first snapshot exist before any state runs.
-                start_durable(&run, d).await?;
-            }
+            // The run is claimed, and its row and a first snapshot exist, before any state
+            // runs; the hold gives the lease back if this future is dropped.
+            let _hold = match &durable {
+                Some(d) => Some(start_durable(&run, d).await?),
+                None => None,
+            };
             let (error, overran) = drive(&run, restored, durable, cleanup_timeout).await;
             self.conclude(&run, error, after, overran)
         }
@@ -149,11 +152,14 @@ impl Agent {
         }
         let (restore, durable) = {
             let persist = &mut live.persist;
-            let durable = persist
-                .store
-                .clone()
-                .map(|store| Arc::new(Durable::new(store, self.shared.name.clone(), persist.checkpoint_interval)));
-            (persist.restore.take(), durable)
+            let restore = persist.restore.take();
+            // A claim made by `recover` goes with the checkpoint it restores, and only with it.
+            let claimed = persist.claimed.take().filter(|c| restore.as_ref().is_some_and(|r| r.run_id == c.row.run_id));
+            let ttl = persist.lease_ttl.unwrap_or(crate::durable::DEFAULT_LEASE_TTL);
+            let durable = persist.store.clone().map(|store| {
+                Arc::new(Durable::new(store, self.shared.name.clone(), persist.checkpoint_interval, ttl, claimed))
+            });
+            (restore, durable)
         };
         let ctx = match &restore {
             Some(c) => c.read_context().map_err(|e| CheckpointError::Mismatch {
@@ -238,15 +244,14 @@ fn announce(run: &Run, rooted: bool) {
     }
 }
 
-/// Write a durable run's row and first snapshot, before any state runs; if the store
-/// fails, the run ends there with its error.
-async fn start_durable(run: &Run, d: &Durable) -> Result<(), AgentError> {
-    if let Err(e) = d.start(run).await {
-        d.fail(run, e);
+/// Claim a durable run and write its row and first snapshot, before any state runs; the
+/// hold on it. If another worker holds the run or the store fails, the run ends there with
+/// its error.
+async fn start_durable(run: &Run, d: &Durable) -> Result<Arc<crate::lease::Hold>, AgentError> {
+    d.start(run).await.map_err(|()| {
         let error = finish(run);
-        return Err(error.unwrap_or_else(|| store_error("the store failed", run.ctx.clone())));
-    }
-    Ok(())
+        error.unwrap_or_else(|| store_error("the store failed", run.ctx.clone()))
+    })
 }
 
 /// Drive the run to its end, beside its durable writer if it has one: from the start, or
@@ -302,7 +307,11 @@ async fn drive(
         (error, overran)
     };
     match durable {
-        Some(d) => tokio::join!(main, d.writer(run, &stop_writer)).0,
+        Some(d) => {
+            let ((error, overran), ()) = tokio::join!(main, d.writer(run, &stop_writer));
+            // A final snapshot that could not be written is the run's error.
+            (error.or_else(|| d.late_error()), overran)
+        }
         None => main.await,
     }
 }

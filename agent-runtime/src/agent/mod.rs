@@ -73,6 +73,10 @@ struct Persist {
     store: Option<Arc<dyn CheckpointStore>>,
     /// Periodic snapshots of durable runs, besides those at every completion.
     checkpoint_interval: Option<Duration>,
+    /// How long a durable run's lease on its run lasts (`lease_ttl`).
+    lease_ttl: Option<Duration>,
+    /// The claim `recover` made of the run it restores, for the next run to take with it.
+    claimed: Option<crate::durable::Claimed>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

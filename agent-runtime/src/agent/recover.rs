@@ -6,8 +6,12 @@
 //!   a mismatch changes nothing; the next run takes it (once) under the lock on `live`.
 //! - The store and the snapshot interval live beside the current run (in `live`) and apply
 //!   from the next run; the store also keeps the requests for human input.
-//! - Recovering continues from the newest snapshot in the store, as a run of this agent
-//!   (so at most one at a time, as any run).
+//! - Recovering reads and checks the run's newest snapshot (so a refusal, e.g. under a
+//!   changed graph, writes nothing), then claims the run in the store (see `durable`) and
+//!   reads its newest snapshot again, so no write of a previous owner can land after the
+//!   read: a run with a live lease is refused at once (`AgentError::Owned`); a claim whose
+//!   snapshot cannot be used is given back. It then continues as a run of this agent (so at
+//!   most one at a time, as any run), with the claim.
 //! - A checkpoint is restored or recovered only under the graph it was taken under (its
 //!   recorded graph signature equals the program's, see `version`); otherwise the refusal
 //!   ([`CheckpointError::GraphChanged`]) lists what differs, before any state runs and
@@ -20,9 +24,10 @@ use agent_core::{AgentError, AgentStatus, Checkpoint, CheckpointError, Context, 
 
 use super::{lock, Agent};
 use crate::checkpoint;
-use crate::durable::store_error;
+use crate::durable::{self, store_error, DEFAULT_LEASE_TTL};
+use crate::lease::WorkerId;
 use crate::result::AgentResult;
-use crate::store::{CheckpointStore, RunQuery};
+use crate::store::{CheckpointStore, ClaimRequest, RunQuery};
 
 impl Agent {
     /// A checkpoint of the current or last run, at this instant (also mid-run): completed
@@ -179,6 +184,23 @@ impl Agent {
         self
     }
 
+    /// How long a durable run's lease on its run lasts (15 s by default). The run renews it
+    /// every third of that while it goes on; a run whose process died is taken by another
+    /// (with [`Agent::recover`]) once its lease has run out, and a run that could not renew
+    /// its lease in time stops ([`AgentError::Fenced`]). Shorter leases let others take
+    /// over sooner and cost more renewals. At least 30 ms. Applies from the next run.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::{store::MemoryStore, Agent};
+    /// let agent = Agent::new("etl").with_store(MemoryStore::new()).lease_ttl(Duration::from_secs(5));
+    /// # let _ = agent;
+    /// ```
+    pub fn lease_ttl(self, ttl: Duration) -> Self {
+        lock(&self.shared.live).persist.lease_ttl = Some(ttl);
+        self
+    }
+
     fn store(&self) -> Result<Arc<dyn CheckpointStore>, AgentError> {
         let store = lock(&self.shared.live).persist.store.clone();
         store.ok_or_else(|| {
@@ -189,23 +211,51 @@ impl Agent {
     /// Continue run `run_id` from the newest snapshot in this agent's store: states that
     /// completed are not run again; those in flight when its process died run again.
     ///
+    /// The run is claimed first: if another worker (another process, or another run in this
+    /// one) holds a live lease on it, nothing runs and the error says who and until when.
+    ///
     /// # Errors
     ///
-    /// [`AgentError::Store`] without a store, when the store fails, or when it holds no
-    /// such run; [`AgentError::Checkpoint`] when its snapshot cannot be read or does not fit
-    /// this agent, [`CheckpointError::GraphChanged`] among them when the run was recorded
-    /// under another graph (a state removed or renamed since, ...): then no state runs and
-    /// the store is left as it was; otherwise as [`Agent::run`].
+    /// [`AgentError::Owned`] when another worker holds the run; [`AgentError::Store`]
+    /// without a store, when the store fails, or when it holds no such run;
+    /// [`AgentError::Checkpoint`] when its snapshot cannot be read or does not fit this
+    /// agent, [`CheckpointError::GraphChanged`] among them when the run was recorded under
+    /// another graph (a state removed or renamed since, ...): then no state runs and the
+    /// store is left as it was; otherwise as [`Agent::run`].
     pub async fn recover(&self, run_id: &str) -> Result<AgentResult, AgentError> {
         let store = self.store()?;
         let (name, events) = (&self.shared.name, &self.shared.links.events);
-        let checkpoint = checkpoint::load::newest_usable(&*store, run_id, name, &*self.program()?, events).await?;
-        self.restore_from_checkpoint(checkpoint)?;
-        self.run().await
+        // A snapshot that cannot be used here is refused before the claim, which writes.
+        checkpoint::load::newest_usable(&*store, run_id, name, &*self.program()?, events).await?;
+        let ttl = lock(&self.shared.live).persist.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
+        let request = ClaimRequest::new(run_id, WorkerId::current().as_str(), ttl).finished(true).reclaim(true);
+        let claimed = durable::claim(&store, request).await?;
+        // Kept until the run is over: if this future is dropped, the lease is given back.
+        let hold = claimed.hold.clone();
+        // Read again now that the run is ours: a previous owner may have written since.
+        let restored = match self.program() {
+            Ok(program) => checkpoint::load::newest_usable(&*store, run_id, name, &program, events)
+                .await
+                .and_then(|c| self.restore_from_checkpoint(c).map_err(AgentError::from)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = restored {
+            if let Err(release) = hold.release().await {
+                tracing::warn!(run_id, error = %release, "could not give back the lease of a run not recovered");
+            }
+            return Err(e);
+        }
+        lock(&self.shared.live).persist.claimed = Some(claimed);
+        let result = self.run().await;
+        // A claim the run did not take (it could not start) goes now.
+        drop(lock(&self.shared.live).persist.claimed.take());
+        drop(hold);
+        result
     }
 
     /// Recover every unfinished (running or paused) run of this agent in its store, one
-    /// after another; the result of each, with its id.
+    /// after another; the result of each, with its id. A run that another worker holds (a
+    /// live lease) is skipped: its result is [`AgentError::Owned`], and a warning is logged.
     ///
     /// # Errors
     ///
@@ -222,6 +272,9 @@ impl Agent {
         let mut results = Vec::with_capacity(runs.len());
         for run_id in runs {
             let result = self.recover(&run_id).await;
+            if let Err(AgentError::Owned { owner, .. }) = &result {
+                tracing::warn!(%run_id, %owner, "skipping a run another worker holds");
+            }
             results.push((run_id, result));
         }
         Ok(results)

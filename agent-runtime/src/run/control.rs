@@ -3,7 +3,8 @@
 //!
 //! States of a run, and the transitions between them (each a verb below):
 //! - `Running` until one of: [`Control::end_with`] (`Cancelled`, `TimedOut`),
-//!   [`Control::record_error`] (`Failed`), [`Control::pause`] (`Paused`), or
+//!   [`Control::record_error`] (`Failed`), [`Control::record_end`] (an error, and the
+//!   status it ends with), [`Control::pause`] (`Paused`), or
 //!   [`Control::finish`] (`Completed`). The first transition out of `Running` wins; later
 //!   ones change nothing.
 //! - Flags, one atomic: `HOLD` (start no further state: read inline before every state),
@@ -128,13 +129,19 @@ impl Control {
     /// Store `error` as the run's failure and end it `Failed`, unless it already ended;
     /// `true` if this was the first.
     pub(crate) fn record_error(&self, error: AgentError) -> bool {
+        self.record_end(error, AgentStatus::Failed)
+    }
+
+    /// Store `error` as the run's failure and end it `to` (a durable run that lost its
+    /// ownership ends `Cancelled`), unless it already ended; `true` if this was the first.
+    pub(crate) fn record_end(&self, error: AgentError, to: AgentStatus) -> bool {
         let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_some() || self.status().is_finished() {
             return false;
         }
         *slot = Some(error);
         self.flags.fetch_or(FAILED, Relaxed);
-        self.status.store(AgentStatus::Failed as u8, Relaxed);
+        self.status.store(to as u8, Relaxed);
         true
     }
 

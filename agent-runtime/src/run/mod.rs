@@ -234,6 +234,17 @@ impl Run {
         }
     }
 
+    /// Stop the run at once with `error`, its states cancelled as by [`Run::cancel`]: a
+    /// durable run that lost its ownership (see `durable`). The run ends `Cancelled` (unless
+    /// it already ended) and `error` is what it returns.
+    pub(crate) fn lose(&self, error: AgentError) {
+        self.control.record_end(error, AgentStatus::Cancelled);
+        self.stop();
+        if self.status() == AgentStatus::Cancelled {
+            self.states.mark_cancelled();
+        }
+    }
+
     /// The run's deadline passed: start no further state (running ones may finish); the
     /// run ends `TimedOut` unless it already ended.
     pub(crate) fn time_out(&self) {

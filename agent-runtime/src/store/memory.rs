@@ -2,17 +2,21 @@
 //! need resuming only within one process.
 //!
 //! Invariants: every method takes one lock for its whole work, so each is atomic and sees the
-//! effects of all the calls that returned before it; clones share the same data; nothing
+//! effects of all the calls that returned before it (a claim is one check-and-set under the
+//! lock, so of concurrent claims exactly one wins); clones share the same data; nothing
 //! survives the process. It keeps the same rules as the SQL stores (see [`super`]): a run's
 //! last journal `seq` is kept with its row, so retention dropping journal entries never lets
-//! an older `seq` be appended again.
+//! an older `seq` be appended again; every owner's write checks the epoch before it changes
+//! anything. Its clock, for leases, is the machine's (`SystemTime`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::time::Duration;
+
 use super::{
-    CheckpointStore, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord, Snapshot, StoreError,
-    StoreFuture,
+    now_ms, ttl_ms, CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Retention, RetentionReport,
+    RunQuery, RunRecord, Snapshot, StoreError, StoreFuture,
 };
 
 const STORE: &str = "memory";
@@ -26,13 +30,7 @@ const STORE: &str = "memory";
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), agent_runtime::store::StoreError> {
 /// let store = MemoryStore::new();
-/// let run = RunRecord {
-///     run_id: "run-1".into(),
-///     agent: "demo".into(),
-///     status: AgentStatus::Running,
-///     created_ms: 1,
-///     updated_ms: 1,
-/// };
+/// let run = RunRecord::new("run-1", "demo", AgentStatus::Running, 1, 1);
 /// let entry = JournalEntry { seq: 1, state: "start".into(), payload: "{}".into(), at_ms: 1 };
 /// store.append(&run, &[entry.clone()]).await?;
 /// assert_eq!(store.journal("run-1", 0).await?, vec![entry]);
@@ -87,17 +85,67 @@ impl MemoryStore {
     }
 }
 
-fn upsert(inner: &mut Inner, run: &RunRecord) -> u64 {
+/// Check that `run` may be written by the owner of `run.epoch` (see [`super`]): its row's
+/// epoch is that one, or there is no row and the epoch is 0.
+fn check_epoch(inner: &Inner, run_id: &str, epoch: u64) -> Result<(), StoreError> {
+    let current = inner.runs.get(run_id).map_or(0, |d| d.record.epoch);
+    let exists = inner.runs.contains_key(run_id);
+    if current != epoch || (!exists && epoch != 0) {
+        return Err(StoreError::fenced(STORE, run_id, epoch, current));
+    }
+    Ok(())
+}
+
+/// Write `run`'s row (checked with [`check_epoch`] first): its owner, lease and epoch stay
+/// as stored.
+fn upsert(inner: &mut Inner, run: &RunRecord) {
     match inner.runs.get_mut(&run.run_id) {
         Some(data) => {
-            data.record = run.clone();
-            data.last_seq
+            let RunRecord { owner, lease_until_ms, epoch, .. } = std::mem::replace(&mut data.record, run.clone());
+            (data.record.owner, data.record.lease_until_ms, data.record.epoch) = (owner, lease_until_ms, epoch);
         }
         None => {
-            inner.runs.insert(run.run_id.clone(), RunData::new(run.clone()));
-            0
+            let mut record = run.clone();
+            (record.owner, record.lease_until_ms) = (None, None);
+            inner.runs.insert(run.run_id.clone(), RunData::new(record));
         }
     }
+}
+
+/// Refuse a snapshot of `seq` when the run has one already.
+fn check_seq(inner: &Inner, run_id: &str, seq: u64) -> Result<(), StoreError> {
+    let Some(data) = inner.runs.get(run_id) else { return Ok(()) };
+    if data.snapshots.iter().any(|(_, s)| s.seq == seq) {
+        let last = data.snapshots.iter().map(|(_, s)| s.seq).max().unwrap_or(0);
+        return Err(StoreError::Conflict { store: STORE, run_id: run_id.to_owned(), seq, last });
+    }
+    Ok(())
+}
+
+/// Add `snapshot` to run `run_id` (whose row exists, checked with [`check_seq`]).
+fn add_snapshot(inner: &mut Inner, run_id: &str, snapshot: &Snapshot) {
+    let id = inner.next_snapshot_id;
+    if let Some(data) = inner.runs.get_mut(run_id) {
+        data.snapshots.push((id, snapshot.clone()));
+        inner.next_snapshot_id += 1;
+    }
+}
+
+/// Keep the newest `keep` (at least 1) snapshots of `d`, and the journal after the oldest kept.
+fn prune(d: &mut RunData, keep: usize, report: &mut RetentionReport) {
+    if d.snapshots.is_empty() {
+        return;
+    }
+    let keep = keep.max(1);
+    d.snapshots.sort_by_key(|s| std::cmp::Reverse(RunData::rank(s)));
+    if d.snapshots.len() > keep {
+        report.snapshots += (d.snapshots.len() - keep) as u64;
+        d.snapshots.truncate(keep);
+    }
+    let covered = d.snapshots.iter().map(|s| s.1.seq).min().unwrap_or(0);
+    let from = d.journal.partition_point(|e| e.seq <= covered);
+    report.entries += from as u64;
+    d.journal.drain(..from);
 }
 
 impl CheckpointStore for MemoryStore {
@@ -106,8 +154,9 @@ impl CheckpointStore for MemoryStore {
     }
 
     fn upsert_run<'a>(&'a self, run: &'a RunRecord) -> StoreFuture<'a, ()> {
-        upsert(&mut self.lock(), run);
-        Box::pin(std::future::ready(Ok(())))
+        let mut inner = self.lock();
+        let result = check_epoch(&inner, &run.run_id, run.epoch).map(|()| upsert(&mut inner, run));
+        Box::pin(std::future::ready(result))
     }
 
     fn get_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunRecord>> {
@@ -135,6 +184,7 @@ impl CheckpointStore for MemoryStore {
     fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {
         let result = (|| {
             let mut inner = self.lock();
+            check_epoch(&inner, &run.run_id, run.epoch)?;
             // Check the whole batch before writing anything.
             let mut last = inner.runs.get(&run.run_id).map_or(0, |d| d.last_seq);
             for e in entries {
@@ -161,34 +211,103 @@ impl CheckpointStore for MemoryStore {
         Box::pin(std::future::ready(Ok(entries)))
     }
 
-    fn save_snapshot<'a>(&'a self, run_id: &'a str, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+    fn save_snapshot<'a>(&'a self, run_id: &'a str, epoch: u64, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
         let mut inner = self.lock();
-        let id = inner.next_snapshot_id;
-        let result = match inner.runs.get_mut(run_id) {
-            Some(data) => {
-                data.snapshots.push((id, snapshot.clone()));
-                inner.next_snapshot_id += 1;
-                Ok(())
+        let result = (|| {
+            if !inner.runs.contains_key(run_id) && epoch == 0 {
+                return Err(StoreError::Backend {
+                    store: STORE,
+                    message: format!("save a snapshot of run {run_id}: no such run"),
+                    source: None,
+                });
             }
-            None => Err(StoreError::Backend {
-                store: STORE,
-                message: format!("save a snapshot of run {run_id}: no such run"),
-                source: None,
-            }),
-        };
+            check_epoch(&inner, run_id, epoch)?;
+            check_seq(&inner, run_id, snapshot.seq)?;
+            add_snapshot(&mut inner, run_id, snapshot);
+            Ok(())
+        })();
         Box::pin(std::future::ready(result))
     }
 
     fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
-        // One lock for both: atomic.
+        // One lock for both, and both checked before anything is written: atomic.
         let mut inner = self.lock();
-        upsert(&mut inner, run);
-        let id = inner.next_snapshot_id;
-        inner.next_snapshot_id += 1;
-        if let Some(data) = inner.runs.get_mut(&run.run_id) {
-            data.snapshots.push((id, snapshot.clone()));
-        }
-        Box::pin(std::future::ready(Ok(())))
+        let result = (|| {
+            check_epoch(&inner, &run.run_id, run.epoch)?;
+            check_seq(&inner, &run.run_id, snapshot.seq)?;
+            upsert(&mut inner, run);
+            add_snapshot(&mut inner, &run.run_id, snapshot);
+            Ok(())
+        })();
+        Box::pin(std::future::ready(result))
+    }
+
+    fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let until = now.saturating_add(claim.ttl_ms());
+        let outcome = match inner.runs.get_mut(&claim.run_id) {
+            None => match &claim.create {
+                Some(row) => {
+                    let mut record = row.clone();
+                    record.run_id.clone_from(&claim.run_id);
+                    (record.owner, record.lease_until_ms, record.epoch) = (Some(claim.owner.clone()), Some(until), 1);
+                    inner.runs.insert(claim.run_id.clone(), RunData::new(record.clone()));
+                    Claim::Taken(record)
+                }
+                None => Claim::Missing,
+            },
+            Some(data) => {
+                let r = &mut data.record;
+                let own = claim.reclaim && r.owner.as_deref() == Some(claim.owner.as_str());
+                if r.status.is_finished() && !claim.finished {
+                    Claim::Finished(r.clone())
+                } else if r.is_leased_at(now) && !own {
+                    Claim::Held(r.clone())
+                } else {
+                    (r.owner, r.lease_until_ms, r.epoch) = (Some(claim.owner.clone()), Some(until), r.epoch + 1);
+                    Claim::Taken(r.clone())
+                }
+            }
+        };
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
+        let mut inner = self.lock();
+        let result = match inner.runs.get_mut(run_id) {
+            Some(d) if d.record.epoch == epoch && d.record.owner.as_deref() == Some(owner) => {
+                let until = now_ms().saturating_add(ttl_ms(ttl));
+                d.record.lease_until_ms = Some(until);
+                Ok(until)
+            }
+            found => Err(StoreError::fenced(STORE, run_id, epoch, found.map_or(0, |d| d.record.epoch))),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn release_run<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, ()> {
+        let mut inner = self.lock();
+        let result = match inner.runs.get_mut(run_id) {
+            Some(d) if d.record.epoch == epoch => {
+                (d.record.owner, d.record.lease_until_ms) = (None, None);
+                Ok(())
+            }
+            found => Err(StoreError::fenced(STORE, run_id, epoch, found.map_or(0, |d| d.record.epoch))),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn prune_snapshots<'a>(&'a self, run_id: &'a str, epoch: u64, keep: usize) -> StoreFuture<'a, RetentionReport> {
+        let mut inner = self.lock();
+        let result = check_epoch(&inner, run_id, epoch).map(|()| {
+            let mut report = RetentionReport::default();
+            if let Some(d) = inner.runs.get_mut(run_id) {
+                prune(d, keep, &mut report);
+            }
+            report
+        });
+        Box::pin(std::future::ready(result))
     }
 
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
@@ -291,20 +410,8 @@ impl CheckpointStore for MemoryStore {
             }
         }
         if let Some(keep) = policy.keep_snapshots {
-            let keep = keep.max(1);
             for d in inner.runs.values_mut() {
-                if d.snapshots.is_empty() {
-                    continue;
-                }
-                d.snapshots.sort_by_key(|s| std::cmp::Reverse(RunData::rank(s)));
-                if d.snapshots.len() > keep {
-                    report.snapshots += (d.snapshots.len() - keep) as u64;
-                    d.snapshots.truncate(keep);
-                }
-                let covered = d.snapshots.iter().map(|s| s.1.seq).min().unwrap_or(0);
-                let from = d.journal.partition_point(|e| e.seq <= covered);
-                report.entries += from as u64;
-                d.journal.drain(..from);
+                prune(d, keep, &mut report);
             }
         }
         Box::pin(std::future::ready(Ok(report)))

@@ -32,9 +32,34 @@ pub(crate) struct Migration {
     pub(crate) sql: &'static str,
 }
 
+/// The statuses [`AgentStatus::is_finished`] accepts, as an SQL list literal for `concat!`
+/// (a test checks it against `is_finished`).
+macro_rules! finished_sql {
+    () => {
+        "('Completed', 'Failed', 'Cancelled', 'TimedOut')"
+    };
+}
+pub(crate) use finished_sql;
+
+/// Delete every snapshot that shares its run and `seq` with a newer one (greater
+/// `taken_ms`, then greater `id`: the order `latest_snapshot` reads), before `(run_id, seq)`
+/// becomes unique.
+macro_rules! dedupe_snapshots {
+    () => {
+        "DELETE FROM agent_snapshots WHERE EXISTS (
+            SELECT 1 FROM agent_snapshots AS newer
+            WHERE newer.run_id = agent_snapshots.run_id AND newer.seq = agent_snapshots.seq
+                AND (newer.taken_ms > agent_snapshots.taken_ms
+                    OR (newer.taken_ms = agent_snapshots.taken_ms AND newer.id > agent_snapshots.id)));"
+    };
+}
+
 /// SQLite's migrations, in order.
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[Migration {
+pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2];
+
+#[cfg(feature = "sqlite")]
+const SQLITE_1: Migration = Migration {
     version: 1,
     sql: "
         CREATE TABLE agent_runs (
@@ -78,11 +103,44 @@ pub(crate) const SQLITE: &[Migration] = &[Migration {
         );
         CREATE INDEX agent_inputs_requested ON agent_inputs (requested_ms);
     ",
-}];
+};
+
+/// Ownership (owner, lease end in milliseconds by the machine's clock, epoch), what the
+/// fleet's queued runs need (their input, graph hash and idempotency key, unique per agent),
+/// and snapshots unique per `(run_id, seq)`: of snapshots that shared a `seq`, the newest is
+/// kept (the one `latest_snapshot` read).
+#[cfg(feature = "sqlite")]
+const SQLITE_2: Migration = Migration {
+    version: 2,
+    sql: concat!(
+        "
+        ALTER TABLE agent_runs ADD COLUMN owner TEXT;
+        ALTER TABLE agent_runs ADD COLUMN lease_until INTEGER;
+        ALTER TABLE agent_runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE agent_runs ADD COLUMN graph_hash TEXT;
+        ALTER TABLE agent_runs ADD COLUMN idempotency_key TEXT;
+        ALTER TABLE agent_runs ADD COLUMN input TEXT;
+        CREATE UNIQUE INDEX agent_runs_idempotency ON agent_runs (agent, idempotency_key)
+            WHERE idempotency_key IS NOT NULL;
+        CREATE INDEX agent_runs_unfinished ON agent_runs (agent, lease_until)
+            WHERE status NOT IN ",
+        finished_sql!(),
+        ";
+        ",
+        dedupe_snapshots!(),
+        "
+        DROP INDEX agent_snapshots_run;
+        CREATE UNIQUE INDEX agent_snapshots_run_seq ON agent_snapshots (run_id, seq);
+        "
+    ),
+};
 
 /// PostgreSQL's migrations, in order.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
+pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2];
+
+#[cfg(feature = "postgres")]
+const POSTGRES_1: Migration = Migration {
     version: 1,
     sql: "
         CREATE TABLE agent_runs (
@@ -126,21 +184,39 @@ pub(crate) const POSTGRES: &[Migration] = &[Migration {
         );
         CREATE INDEX agent_inputs_requested ON agent_inputs (requested_ms);
     ",
-}];
+};
+
+/// As [`SQLITE_2`], with the lease end a `timestamptz` by the server's clock.
+#[cfg(feature = "postgres")]
+const POSTGRES_2: Migration = Migration {
+    version: 2,
+    sql: concat!(
+        "
+        ALTER TABLE agent_runs ADD COLUMN owner TEXT;
+        ALTER TABLE agent_runs ADD COLUMN lease_until TIMESTAMPTZ;
+        ALTER TABLE agent_runs ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE agent_runs ADD COLUMN graph_hash TEXT;
+        ALTER TABLE agent_runs ADD COLUMN idempotency_key TEXT;
+        ALTER TABLE agent_runs ADD COLUMN input TEXT;
+        CREATE UNIQUE INDEX agent_runs_idempotency ON agent_runs (agent, idempotency_key)
+            WHERE idempotency_key IS NOT NULL;
+        CREATE INDEX agent_runs_unfinished ON agent_runs (agent, lease_until)
+            WHERE status NOT IN ",
+        finished_sql!(),
+        ";
+        ",
+        dedupe_snapshots!(),
+        "
+        DROP INDEX agent_snapshots_run;
+        CREATE UNIQUE INDEX agent_snapshots_run_seq ON agent_snapshots (run_id, seq);
+        "
+    ),
+};
 
 /// The newest version in `migrations`.
 pub(crate) fn latest(migrations: &[Migration]) -> u32 {
     migrations.last().map_or(0, |m| m.version)
 }
-
-/// The statuses [`AgentStatus::is_finished`] accepts, as an SQL list literal for `concat!`
-/// (a test checks it against `is_finished`).
-macro_rules! finished_sql {
-    () => {
-        "('Completed', 'Failed', 'Cancelled', 'TimedOut')"
-    };
-}
-pub(crate) use finished_sql;
 
 /// A status read back from a store.
 pub(crate) fn status_from_db(store: &'static str, run_id: &str, s: &str) -> Result<AgentStatus, StoreError> {

@@ -2,17 +2,49 @@
 //!
 //! A store is dumb, ordered storage; the runtime decides what the records mean. Per run it
 //! keeps:
-//! - one [`RunRecord`] (id, agent, status, timestamps), upserted;
+//! - one [`RunRecord`] (id, agent, status, timestamps, and who owns the run: owner, lease
+//!   end, epoch);
 //! - a journal of [`JournalEntry`]s, appended in batches, each batch in one transaction,
 //!   with strictly increasing `seq` (an entry whose `seq` is not above the run's last one is
 //!   refused with [`StoreError::Conflict`] and nothing of its batch is written);
-//! - [`Snapshot`]s: whole checkpoints (JSON) covering the journal up to their `seq`;
+//! - [`Snapshot`]s: whole checkpoints (JSON) covering the journal up to their `seq`; a run's
+//!   snapshots have distinct `seq`s (a second one with a `seq` already there is refused with
+//!   [`StoreError::Conflict`]);
 //! - [`InputRecord`]s: requests for human input and their answers, so that another process
 //!   can answer a run that is waiting.
 //!
+//! Ownership: a run has at most one owner at a time, a worker (see
+//! [`WorkerId`](crate::WorkerId)) that holds a lease on it until a time kept by the store's
+//! own clock (PostgreSQL's `now()`, SQLite's and the memory store's clock of the machine).
+//! - [`CheckpointStore::claim_run`] takes a run in one conditional write: only a run with
+//!   no owner, or whose lease has ended, (and unfinished, unless asked otherwise) is taken;
+//!   its epoch goes up by one and the new owner and lease end are returned. Otherwise the
+//!   claim says who holds the run and until when, or that it is finished or missing. Of
+//!   concurrent claims of one run, exactly one wins.
+//! - [`renew_lease`](CheckpointStore::renew_lease) (owner and epoch must match) moves the
+//!   lease end; [`release_run`](CheckpointStore::release_run) (epoch must match) clears the
+//!   owner, so another can claim at once.
+//! - Every write an owner makes carries its epoch and is conditional on it in the same
+//!   transaction: the run row (`RunRecord::epoch` of [`upsert_run`](CheckpointStore::upsert_run),
+//!   [`append`](CheckpointStore::append), [`save_run_snapshot`](CheckpointStore::save_run_snapshot)),
+//!   a snapshot ([`save_snapshot`](CheckpointStore::save_snapshot)), the pruning of its
+//!   snapshots ([`prune_snapshots`](CheckpointStore::prune_snapshots)). A write that finds
+//!   another epoch (the run was taken over, or deleted) is refused with
+//!   [`StoreError::Fenced`] and writes nothing. Epoch 0 is the epoch of a run nobody ever
+//!   claimed: writes with epoch 0 to a missing run create its row (unowned), as before
+//!   ownership existed; writes with a higher epoch never create one.
+//! - Answers to requests for human input ([`answer_input`](CheckpointStore::answer_input)),
+//!   which come from any process, are not fenced; neither are the administrative
+//!   [`delete_run`](CheckpointStore::delete_run) and
+//!   [`apply_retention`](CheckpointStore::apply_retention).
+//!
+//! A *queued* run (submitted, not started; see the fleet) is a row with status
+//! [`AgentStatus::Idle`], no owner and epoch 0; its columns `input` (the context it starts
+//! from), `graph_hash` and `idempotency_key` (unique per agent) exist in the schema for it.
+//!
 //! Invariants every implementation keeps (the conformance tests check them):
-//! - `append` and `save_run_snapshot` are atomic: after a crash either the whole batch (or
-//!   the snapshot) and the run row are there, or none of it.
+//! - `append`, `save_run_snapshot` and `prune_snapshots` are atomic: after a crash either the
+//!   whole batch (or the snapshot) and the run row are there, or none of it.
 //! - `journal(run, after)` returns the entries with `seq > after` in ascending order.
 //! - `answer_input` never overwrites an answer: the first answer wins.
 //! - Retention never deletes the newest snapshot of a run, nor a run that is not finished.
@@ -107,8 +139,9 @@ pub enum StoreError {
         /// The highest version found.
         highest: i64,
     },
-    /// A journal entry's `seq` is not above the run's last one.
-    #[error("{store} store: journal of run {run_id}: seq {seq} is not above the last one ({last})")]
+    /// A journal entry's `seq` is not above the run's last one, or a snapshot's `seq` is one
+    /// the run already has a snapshot of (`last` is then the run's highest snapshot `seq`).
+    #[error("{store} store: run {run_id}: seq {seq} is not above the last one ({last})")]
     Conflict {
         /// Which store.
         store: &'static str,
@@ -119,10 +152,39 @@ pub enum StoreError {
         /// The run's last `seq`.
         last: u64,
     },
+    /// A write for a run by an owner that no longer holds it: the run's epoch in the store
+    /// is not the one the write carries (another owner claimed it, or it was deleted).
+    /// Nothing of the write was done.
+    #[error("{store} store: run {run_id} is fenced: the write carries epoch {epoch}, the store holds {current}")]
+    Fenced {
+        /// Which store.
+        store: &'static str,
+        /// The run.
+        run_id: String,
+        /// The epoch the write carried.
+        epoch: u64,
+        /// The run's epoch in the store (0 when it has no row).
+        current: u64,
+    },
 }
 
-/// A run as a store lists it.
+impl StoreError {
+    /// The error of a write with `epoch` that found the run at `current`.
+    pub(crate) fn fenced(store: &'static str, run_id: &str, epoch: u64, current: u64) -> StoreError {
+        StoreError::Fenced { store, run_id: run_id.to_owned(), epoch, current }
+    }
+}
+
+/// A run as a store lists it. Made with [`RunRecord::new`] (more fields may come).
+///
+/// ```
+/// use agent_runtime::store::RunRecord;
+/// use agent_runtime::AgentStatus;
+/// let run = RunRecord::new("run-1", "demo", AgentStatus::Running, 1, 1);
+/// assert_eq!((run.owner, run.lease_until_ms, run.epoch), (None, None, 0));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RunRecord {
     /// The run's id (a UUID).
     pub run_id: String,
@@ -134,6 +196,136 @@ pub struct RunRecord {
     pub created_ms: i64,
     /// When the run was last recorded, in milliseconds since the Unix epoch.
     pub updated_ms: i64,
+    /// The worker holding the run's lease, if any (see [`WorkerId`](crate::WorkerId)).
+    /// Only claims, renewals and releases change it; other writes leave it as stored.
+    pub owner: Option<String>,
+    /// When the owner's lease ends, in milliseconds since the Unix epoch, by the store's
+    /// clock, as the store read it; kept after it passed (the owner is then gone) until
+    /// another claim or a release. `None` without an owner.
+    pub lease_until_ms: Option<i64>,
+    /// How many times the run has been claimed (0: never). Writes carry it: a write whose
+    /// epoch is not the stored one is [`StoreError::Fenced`]. Only claims change it.
+    pub epoch: u64,
+}
+
+impl RunRecord {
+    /// A run that nobody owns (epoch 0).
+    pub fn new(
+        run_id: impl Into<String>,
+        agent: impl Into<String>,
+        status: AgentStatus,
+        created_ms: i64,
+        updated_ms: i64,
+    ) -> RunRecord {
+        RunRecord {
+            run_id: run_id.into(),
+            agent: agent.into(),
+            status,
+            created_ms,
+            updated_ms,
+            owner: None,
+            lease_until_ms: None,
+            epoch: 0,
+        }
+    }
+
+    /// This record, carrying `epoch` (the owner's, for its writes).
+    pub fn with_epoch(mut self, epoch: u64) -> RunRecord {
+        self.epoch = epoch;
+        self
+    }
+
+    /// This record with `status`, recorded at `updated_ms`.
+    pub fn with_status(mut self, status: AgentStatus, updated_ms: i64) -> RunRecord {
+        self.status = status;
+        self.updated_ms = updated_ms;
+        self
+    }
+
+    /// Whether a live lease holds the run at `now_ms` (by the store's clock).
+    pub fn is_leased_at(&self, now_ms: i64) -> bool {
+        self.owner.is_some() && self.lease_until_ms.is_some_and(|until| until > now_ms)
+    }
+}
+
+/// What [`CheckpointStore::claim_run`] is asked: take run `run_id` for `owner`, for `ttl`.
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_runtime::store::{ClaimRequest, RunRecord};
+/// use agent_runtime::AgentStatus;
+/// let fresh = RunRecord::new("run-1", "demo", AgentStatus::Running, 1, 1);
+/// let claim = ClaimRequest::new("run-1", "host-1-ab12", Duration::from_secs(15)).create(fresh);
+/// assert!(claim.create.is_some() && !claim.finished && !claim.reclaim);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClaimRequest {
+    /// The run to take.
+    pub run_id: String,
+    /// Who takes it (a [`WorkerId`](crate::WorkerId), as text).
+    pub owner: String,
+    /// How long the lease lasts from the store's `now`.
+    pub ttl: Duration,
+    /// When the store has no such run: create this row (its status, agent and times),
+    /// owned at epoch 1. Without it a missing run is [`Claim::Missing`].
+    pub create: Option<RunRecord>,
+    /// Also take a finished run (an explicit recovery of it). Without it a finished run is
+    /// [`Claim::Finished`].
+    pub finished: bool,
+    /// Also take the run when `owner` itself holds a live lease on it: the caller knows it
+    /// no longer runs it (a run of this process whose future was dropped).
+    pub reclaim: bool,
+}
+
+impl ClaimRequest {
+    /// Take `run_id` for `owner` for `ttl`: only an existing, unfinished run that nobody
+    /// holds.
+    pub fn new(run_id: impl Into<String>, owner: impl Into<String>, ttl: Duration) -> ClaimRequest {
+        ClaimRequest { run_id: run_id.into(), owner: owner.into(), ttl, create: None, finished: false, reclaim: false }
+    }
+
+    /// Create the run as `row` (owned, epoch 1) if the store has no such run.
+    pub fn create(mut self, row: RunRecord) -> ClaimRequest {
+        self.create = Some(row);
+        self
+    }
+
+    /// Also take a finished run.
+    pub fn finished(mut self, yes: bool) -> ClaimRequest {
+        self.finished = yes;
+        self
+    }
+
+    /// Also take a run whose live lease is the owner's own.
+    pub fn reclaim(mut self, yes: bool) -> ClaimRequest {
+        self.reclaim = yes;
+        self
+    }
+
+    /// The lease's length in milliseconds (at least 1), as the stores write it.
+    pub(crate) fn ttl_ms(&self) -> i64 {
+        ttl_ms(self.ttl)
+    }
+}
+
+/// A lease's length in milliseconds, at least 1.
+pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+/// What [`CheckpointStore::claim_run`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Taken: the run's row as it is now, with the new owner, lease end and epoch (1 for a
+    /// row just created).
+    Taken(RunRecord),
+    /// Another owner holds a live lease: its row (`owner`, `lease_until_ms`).
+    Held(RunRecord),
+    /// The run is finished (and the claim did not ask for finished runs): its row.
+    Finished(RunRecord),
+    /// The store has no such run (and the claim did not ask to create it).
+    Missing,
 }
 
 /// One journal entry: a state's completion (or another event) recorded before its
@@ -235,7 +427,7 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// The store's kind, for messages: `"memory"`, `"sqlite"`, `"postgres"`.
     fn kind(&self) -> &'static str;
 
-    /// Insert or update a run's row.
+    /// Insert or update a run's row (not its owner, lease or epoch): fenced by `run.epoch`.
     fn upsert_run<'a>(&'a self, run: &'a RunRecord) -> StoreFuture<'a, ()>;
 
     /// One run's row.
@@ -244,24 +436,38 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// Runs matching `query`, newest (`created_ms`) first.
     fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>>;
 
-    /// Upsert `run` and append `entries` to its journal, all in one transaction.
+    /// Upsert `run` and append `entries` to its journal, all in one transaction; fenced by
+    /// `run.epoch`.
     fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()>;
 
     /// The run's journal entries with `seq > after`, ascending.
     fn journal<'a>(&'a self, run_id: &'a str, after: u64) -> StoreFuture<'a, Vec<JournalEntry>>;
 
-    /// Record a snapshot of a run (whose row exists).
-    fn save_snapshot<'a>(&'a self, run_id: &'a str, snapshot: &'a Snapshot) -> StoreFuture<'a, ()>;
+    /// Record a snapshot of a run (whose row exists), by the owner of `epoch`: fenced.
+    fn save_snapshot<'a>(&'a self, run_id: &'a str, epoch: u64, snapshot: &'a Snapshot) -> StoreFuture<'a, ()>;
 
     /// Upsert `run` and record a snapshot of it, in one transaction: after a crash either
     /// both are there or neither (a run is never listed without a snapshot to resume from).
-    /// The default does the two one after the other; the stores here override it.
-    fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.upsert_run(run).await?;
-            self.save_snapshot(&run.run_id, snapshot).await
-        })
-    }
+    /// Fenced by `run.epoch`.
+    fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()>;
+
+    /// Take run `claim.run_id` for `claim.owner`, in one conditional write (see the module
+    /// docs): [`Claim::Taken`] with the new epoch and lease end, or why not.
+    fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim>;
+
+    /// Move the lease of `owner` at `epoch` on `run_id` to `ttl` from the store's `now`;
+    /// the new lease end (milliseconds since the Unix epoch). [`StoreError::Fenced`] when
+    /// the run is no longer `owner`'s at `epoch` (taken over, released or deleted).
+    fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64>;
+
+    /// Give the run up: clear its owner and lease, if its epoch is still `epoch`
+    /// ([`StoreError::Fenced`] otherwise). Another owner can claim it at once.
+    fn release_run<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, ()>;
+
+    /// Keep only the newest `keep` (at least 1) snapshots of `run_id` and drop the journal
+    /// entries the oldest kept one covers, in one transaction fenced by `epoch`: what an
+    /// owner prunes of its own run.
+    fn prune_snapshots<'a>(&'a self, run_id: &'a str, epoch: u64, keep: usize) -> StoreFuture<'a, RetentionReport>;
 
     /// The run's newest snapshot (highest `seq`, then newest `taken_ms`).
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>>;

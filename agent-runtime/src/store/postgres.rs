@@ -2,31 +2,41 @@
 //! several machines.
 //!
 //! Invariants:
-//! - A store holds a small pool of connections (at most [`POOL_SIZE`]), opened as needed; a
-//!   connection that has closed is replaced on its next use. Each call holds one connection
-//!   for its whole work, so its transaction is never interleaved with another call's.
-//! - Every multi-statement write is one transaction. `append` upserts the run's row first,
-//!   which locks it: concurrent appends to one run (from any machine) are serialized, and each
-//!   checks its batch against the `seq` the previous one committed. `answer_input` is one
-//!   conditional `UPDATE`, so of concurrent answers exactly one wins.
+//! - A store holds a pool of connections (deadpool-postgres, at most [`POOL_SIZE`]), opened
+//!   as needed; a connection that has closed is dropped when it comes back and replaced.
+//!   Each call holds one connection for its whole work, so its transaction is never
+//!   interleaved with another call's. Prepared statements are cached per connection.
+//! - The schema is chosen per connection at its start (`search_path`, as a startup option),
+//!   so every connection the pool opens, also after a restart of the server, uses it.
+//! - Every multi-statement write is one transaction. A write of the run's row is one
+//!   `INSERT ... ON CONFLICT DO UPDATE ... WHERE epoch = $epoch`, which locks the row and
+//!   checks the epoch on its newest version: concurrent writes to one run (from any machine)
+//!   are serialized, a claim that commits first fences the write, and `append` checks its
+//!   batch against the `seq` the previous one committed. A snapshot alone is one `INSERT ...
+//!   SELECT ... FOR SHARE` of the run's row at the writer's epoch, so a claim waits for it or
+//!   fences it. `answer_input` is one conditional `UPDATE`, so of concurrent answers exactly
+//!   one wins.
+//! - Ownership: a claim is one conditional `UPDATE` (or, for a run to create, one `INSERT ...
+//!   ON CONFLICT DO NOTHING`): PostgreSQL re-checks its condition on the row's newest version
+//!   after waiting for a concurrent claim, so of concurrent claims exactly one wins. Lease
+//!   ends are `timestamptz` computed and compared with the server's `now()` only.
 //! - A run's last journal `seq` is kept in its row, so retention dropping old entries never
 //!   re-opens old `seq`s.
 //! - Ordering ties are broken bytewise (`COLLATE "C"`), as the other stores do, whatever the
 //!   database's collation.
 //! - The connection's password is never written into an error message.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::{Config, NoTls, Row};
 
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
 use super::{
-    CheckpointStore, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord, Snapshot, StoreError,
-    StoreFuture,
+    ttl_ms, CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery,
+    RunRecord, Snapshot, StoreError, StoreFuture,
 };
 
 const STORE: &str = "postgres";
@@ -42,24 +52,19 @@ pub struct PostgresStore {
 }
 
 struct Inner {
-    config: Config,
+    pool: Pool,
+    /// Where it connects, for `Debug` (never the password).
+    hosts: Vec<tokio_postgres::config::Host>,
+    dbname: Option<String>,
     /// The schema the tables are in, quoted, when not the server's default.
     schema: Option<String>,
-    slots: Vec<Mutex<Option<Conn>>>,
-    next: AtomicUsize,
-}
-
-/// One connection, with the statements it has prepared.
-struct Conn {
-    client: Client,
-    statements: HashMap<&'static str, Statement>,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("hosts", &self.inner.config.get_hosts())
-            .field("dbname", &self.inner.config.get_dbname())
+            .field("hosts", &self.inner.hosts)
+            .field("dbname", &self.inner.dbname)
             .field("schema", &self.inner.schema)
             .finish_non_exhaustive()
     }
@@ -108,17 +113,37 @@ impl PostgresStore {
     }
 
     async fn connect_inner(url: &str, schema: Option<String>) -> Result<PostgresStore, StoreError> {
-        let config: Config = url.parse().map_err(|e| backend(STORE, "connect: parse the connection URL", e))?;
-        let mut inner =
-            Inner { config, schema, slots: (0..POOL_SIZE).map(|_| Mutex::new(None)).collect(), next: 0.into() };
-        let mut conn = inner.open().await.map_err(|f| f.into_store("connect"))?;
-        migrate::migrate_postgres(&mut conn.client, inner.schema.as_deref()).await.map_err(|e| match e {
+        let mut config: Config = url.parse().map_err(|e| backend(STORE, "connect: parse the connection URL", e))?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::Backend {
+                store: STORE,
+                message: "connect: a postgres store must be used within a tokio runtime".to_owned(),
+                source: None,
+            });
+        }
+        if let Some(schema) = &schema {
+            let options = with_search_path(config.get_options(), schema);
+            config.options(options);
+        }
+        let (hosts, dbname) = (config.get_hosts().to_vec(), config.get_dbname().map(str::to_owned));
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        // No timeouts of the pool's own: they would run on tokio's clock, which tests pause
+        // (and which then jumps while a connection is being opened); a URL may set
+        // `connect_timeout`.
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| backend(STORE, "connect: build the connection pool", e))?;
+        let inner = Inner { pool, hosts, dbname, schema };
+        let mut conn = inner.pool.get().await.map_err(|e| Fail::Pool(e).into_store("connect"))?;
+        let client: &mut tokio_postgres::Client = &mut conn;
+        migrate::migrate_postgres(client, inner.schema.as_deref()).await.map_err(|e| match e {
             StoreError::Backend { store, message, source } => {
                 StoreError::Backend { store, message: format!("connect: {message}"), source }
             }
             other => other,
         })?;
-        *inner.slots[0].get_mut() = Some(conn);
+        drop(conn);
         Ok(PostgresStore { inner: Arc::new(inner) })
     }
 
@@ -130,89 +155,27 @@ impl PostgresStore {
     ) -> StoreFuture<'a, T> {
         Box::pin(async move { work.await.map_err(|f| f.into_store(&what())) })
     }
-}
 
-impl Inner {
-    /// A new connection, its task spawned on the current tokio runtime.
-    async fn open(&self) -> Result<Conn, Fail> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-            Fail::Store(StoreError::Backend {
-                store: STORE,
-                message: "a postgres store must be used within a tokio runtime".to_owned(),
-                source: Some(Box::new(e)),
-            })
-        })?;
-        let (client, connection) = self.config.connect(NoTls).await?;
-        runtime.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "postgres store: connection closed");
-            }
-        });
-        if let Some(schema) = &self.schema {
-            client.batch_execute(&format!("SET search_path TO {schema}")).await?;
-        }
-        Ok(Conn { client, statements: HashMap::new() })
-    }
-
-    /// A connection for one call: an idle open one if there is one, else a free slot (opened
-    /// now), else the next slot in turn once it is free.
-    async fn lease(&self) -> Result<MappedMutexGuard<'_, Conn>, Fail> {
-        let mut slot = None;
-        for s in &self.slots {
-            if let Ok(guard) = s.try_lock() {
-                if guard.as_ref().is_some_and(|c| !c.client.is_closed()) {
-                    slot = Some(guard);
-                    break;
-                }
-            }
-        }
-        if slot.is_none() {
-            slot = self.slots.iter().find_map(|s| s.try_lock().ok());
-        }
-        let mut guard: MutexGuard<'_, Option<Conn>> = match slot {
-            Some(guard) => guard,
-            None => {
-                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-                self.slots[i].lock().await
-            }
-        };
-        if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *guard = None;
-            *guard = Some(self.open().await?);
-        }
-        MutexGuard::try_map(guard, Option::as_mut).map_err(|_| {
-            Fail::Store(StoreError::Backend {
-                store: STORE,
-                message: "internal error: a connection slot was empty after it was filled".to_owned(),
-                source: None,
-            })
-        })
+    /// A connection of the pool for one call.
+    async fn conn(&self) -> Result<Object, Fail> {
+        self.inner.pool.get().await.map_err(Fail::Pool)
     }
 }
 
-/// A statement prepared on `client`, from its connection's cache.
-async fn prepare(
-    client: &Client,
-    statements: &mut HashMap<&'static str, Statement>,
-    sql: &'static str,
-) -> Result<Statement, tokio_postgres::Error> {
-    if let Some(s) = statements.get(sql) {
-        return Ok(s.clone());
-    }
-    let s = client.prepare(sql).await?;
-    statements.insert(sql, s.clone());
-    Ok(s)
-}
-
-impl Conn {
-    async fn prepare(&mut self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
-        prepare(&self.client, &mut self.statements, sql).await
+/// The startup options `options` with `search_path` set to `schema` (quoted): PostgreSQL
+/// splits options at spaces not escaped with a backslash.
+fn with_search_path(options: Option<&str>, schema: &str) -> String {
+    let escaped = schema.replace('\\', "\\\\").replace(' ', "\\ ");
+    match options {
+        Some(o) if !o.trim().is_empty() => format!("{o} -c search_path={escaped}"),
+        _ => format!("-c search_path={escaped}"),
     }
 }
 
 /// An error inside a call, before it is given its context.
 enum Fail {
     Db(tokio_postgres::Error),
+    Pool(PoolError),
     Store(StoreError),
 }
 
@@ -232,6 +195,7 @@ impl Fail {
     fn into_store(self, what: &str) -> StoreError {
         match self {
             Fail::Db(e) => backend(STORE, what, e),
+            Fail::Pool(e) => backend(STORE, what, e),
             Fail::Store(StoreError::Backend { store, message, source }) => {
                 StoreError::Backend { store, message: format!("{what}: {message}"), source }
             }
@@ -243,17 +207,101 @@ impl Fail {
     }
 }
 
-const UPSERT_RUN: &str = "INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms)
+/// Update a run's row, if its epoch is `$6`: returns its `last_seq`, and locks the row to
+/// the transaction's end. PostgreSQL re-checks the epoch on the row's newest version after
+/// waiting for a concurrent claim.
+const UPDATE_RUN: &str = "UPDATE agent_runs SET agent = $2, status = $3, created_ms = $4, updated_ms = $5
+    WHERE run_id = $1 AND epoch = $6
+    RETURNING last_seq";
+
+/// Insert a run's row (epoch 0, unowned), or update it if it is still at epoch 0: returns
+/// its `last_seq`, and locks the row to the transaction's end.
+const INSERT_RUN: &str = "INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms)
     VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (run_id) DO UPDATE SET agent = excluded.agent, status = excluded.status,
         created_ms = excluded.created_ms, updated_ms = excluded.updated_ms
+    WHERE agent_runs.epoch = 0
     RETURNING last_seq";
+
+/// The run's columns as [`read_run`] reads them.
+macro_rules! run_columns {
+    () => {
+        "run_id, agent, status, created_ms, updated_ms, owner,
+         floor(extract(epoch FROM lease_until) * 1000)::BIGINT, epoch"
+    };
+}
 
 macro_rules! select_runs {
     ($($rest:literal),*) => {
-        concat!("SELECT run_id, agent, status, created_ms, updated_ms FROM agent_runs" $(, $rest)*)
+        concat!("SELECT ", run_columns!(), " FROM agent_runs" $(, $rest)*)
     };
 }
+
+/// A lease of `$n` milliseconds from the server's `now()`.
+macro_rules! lease_sql {
+    ($n:literal) => {
+        concat!("now() + $", $n, "::BIGINT * interval '1 millisecond'")
+    };
+}
+
+/// Write `run`'s row in `tx` (see [`UPDATE_RUN`], and [`INSERT_RUN`] at epoch 0): its
+/// `last_seq`, or [`StoreError::Fenced`].
+async fn upsert_run_in(tx: &deadpool_postgres::Transaction<'_>, run: &RunRecord) -> Result<u64, Fail> {
+    let epoch = u64_to_db(STORE, "epoch", run.epoch)?;
+    let status = run.status.as_str();
+    let st = tx.prepare_cached(UPDATE_RUN).await?;
+    let mut row =
+        tx.query_opt(&st, &[&run.run_id, &run.agent, &status, &run.created_ms, &run.updated_ms, &epoch]).await?;
+    if row.is_none() && epoch == 0 {
+        let st = tx.prepare_cached(INSERT_RUN).await?;
+        row = tx.query_opt(&st, &[&run.run_id, &run.agent, &status, &run.created_ms, &run.updated_ms]).await?;
+    }
+    match row {
+        Some(row) => Ok(u64_from_db(STORE, "last seq", row.try_get(0)?)?),
+        None => Err(fenced(tx, &run.run_id, run.epoch).await),
+    }
+}
+
+/// The error of a write by the owner of `epoch`, refused: [`StoreError::Fenced`] with the
+/// run's current epoch (0 without a row).
+async fn fenced(client: &impl deadpool_postgres::GenericClient, run_id: &str, epoch: u64) -> Fail {
+    let current = async {
+        let st = client.prepare_cached("SELECT epoch FROM agent_runs WHERE run_id = $1").await?;
+        let row = client.query_opt(&st, &[&run_id]).await?;
+        let current = row.map(|r| r.try_get::<_, i64>(0)).transpose()?.unwrap_or(0);
+        Ok::<_, Fail>(u64_from_db(STORE, "epoch", current)?)
+    };
+    match current.await {
+        Ok(current) => StoreError::fenced(STORE, run_id, epoch, current).into(),
+        Err(e) => e,
+    }
+}
+
+/// The error of a snapshot whose `seq` run `run_id` has already.
+async fn seq_taken(client: &impl deadpool_postgres::GenericClient, run_id: &str, seq: u64) -> Fail {
+    let last = async {
+        let st = client.prepare_cached("SELECT coalesce(max(seq), 0) FROM agent_snapshots WHERE run_id = $1").await?;
+        let last: i64 = client.query_one(&st, &[&run_id]).await?.try_get(0)?;
+        Ok::<_, Fail>(u64_from_db(STORE, "snapshot seq", last)?)
+    };
+    match last.await {
+        Ok(last) => StoreError::Conflict { store: STORE, run_id: run_id.to_owned(), seq, last }.into(),
+        Err(e) => e,
+    }
+}
+
+fn read_run(row: &Row) -> Result<RunRecord, Fail> {
+    let run_id: String = row.try_get(0)?;
+    let status: String = row.try_get(2)?;
+    let status = status_from_db(STORE, &run_id, &status)?;
+    let mut run = RunRecord::new(String::new(), row.try_get::<_, String>(1)?, status, row.try_get(3)?, row.try_get(4)?);
+    run.owner = row.try_get(5)?;
+    run.lease_until_ms = if run.owner.is_some() { row.try_get(6)? } else { None };
+    run.epoch = u64_from_db(STORE, &format!("run {run_id}: epoch"), row.try_get(7)?)?;
+    run.run_id = run_id;
+    Ok(run)
+}
+
 macro_rules! select_inputs {
     ($($rest:literal),*) => {
         concat!(
@@ -262,18 +310,6 @@ macro_rules! select_inputs {
             $(, $rest)*
         )
     };
-}
-
-fn read_run(row: &Row) -> Result<RunRecord, Fail> {
-    let run_id: String = row.try_get(0)?;
-    let status: String = row.try_get(2)?;
-    Ok(RunRecord {
-        status: status_from_db(STORE, &run_id, &status)?,
-        agent: row.try_get(1)?,
-        created_ms: row.try_get(3)?,
-        updated_ms: row.try_get(4)?,
-        run_id,
-    })
 }
 
 fn read_input(row: &Row) -> Result<InputRecord, Fail> {
@@ -295,58 +331,58 @@ impl CheckpointStore for PostgresStore {
 
     fn upsert_run<'a>(&'a self, run: &'a RunRecord) -> StoreFuture<'a, ()> {
         self.run(move || format!("upsert run {}", run.run_id), async move {
-            let mut conn = self.inner.lease().await?;
-            let st = conn.prepare(UPSERT_RUN).await?;
-            conn.client
-                .execute(&st, &[&run.run_id, &run.agent, &run.status.as_str(), &run.created_ms, &run.updated_ms])
-                .await?;
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await?;
+            upsert_run_in(&tx, run).await?;
+            tx.commit().await?;
             Ok(())
         })
     }
 
     fn get_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunRecord>> {
         self.run(move || format!("get run {run_id}"), async move {
-            let mut conn = self.inner.lease().await?;
-            let st = conn.prepare(select_runs!(" WHERE run_id = $1")).await?;
-            let row = conn.client.query_opt(&st, &[&run_id]).await?;
+            let conn = self.conn().await?;
+            let st = conn.prepare_cached(select_runs!(" WHERE run_id = $1")).await?;
+            let row = conn.query_opt(&st, &[&run_id]).await?;
             row.as_ref().map(read_run).transpose()
         })
     }
 
     fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>> {
         self.run(|| "list runs".to_owned(), async move {
-            let mut conn = self.inner.lease().await?;
+            let conn = self.conn().await?;
             let limit = query.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
             let status = query.status.map(|s| s.as_str());
             let rows = match (&query.agent, status) {
                 (None, None) => {
-                    let st =
-                        conn.prepare(select_runs!(" ORDER BY created_ms DESC, run_id COLLATE \"C\" LIMIT $1")).await?;
-                    conn.client.query(&st, &[&limit]).await?
+                    let st = conn
+                        .prepare_cached(select_runs!(" ORDER BY created_ms DESC, run_id COLLATE \"C\" LIMIT $1"))
+                        .await?;
+                    conn.query(&st, &[&limit]).await?
                 }
                 (Some(agent), None) => {
                     let st = conn
-                        .prepare(select_runs!(
+                        .prepare_cached(select_runs!(
                             " WHERE agent = $1 ORDER BY created_ms DESC, run_id COLLATE \"C\" LIMIT $2"
                         ))
                         .await?;
-                    conn.client.query(&st, &[agent, &limit]).await?
+                    conn.query(&st, &[agent, &limit]).await?
                 }
                 (None, Some(status)) => {
                     let st = conn
-                        .prepare(select_runs!(
+                        .prepare_cached(select_runs!(
                             " WHERE status = $1 ORDER BY created_ms DESC, run_id COLLATE \"C\" LIMIT $2"
                         ))
                         .await?;
-                    conn.client.query(&st, &[&status, &limit]).await?
+                    conn.query(&st, &[&status, &limit]).await?
                 }
                 (Some(agent), Some(status)) => {
                     let st = conn
-                        .prepare(select_runs!(
+                        .prepare_cached(select_runs!(
                             " WHERE agent = $1 AND status = $2 ORDER BY created_ms DESC, run_id COLLATE \"C\" LIMIT $3"
                         ))
                         .await?;
-                    conn.client.query(&st, &[agent, &status, &limit]).await?
+                    conn.query(&st, &[agent, &status, &limit]).await?
                 }
             };
             rows.iter().map(read_run).collect()
@@ -355,15 +391,10 @@ impl CheckpointStore for PostgresStore {
 
     fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {
         self.run(move || format!("append to run {}", run.run_id), async move {
-            let mut lease = self.inner.lease().await?;
-            let Conn { client, statements } = &mut *lease;
+            let mut conn = self.conn().await?;
             // Dropping `tx` without committing rolls it back.
-            let tx = client.transaction().await?;
-            let upsert = prepare(tx.client(), statements, UPSERT_RUN).await?;
-            let row = tx
-                .query_one(&upsert, &[&run.run_id, &run.agent, &run.status.as_str(), &run.created_ms, &run.updated_ms])
-                .await?;
-            let mut last = u64_from_db(STORE, "last seq", row.try_get(0)?)?;
+            let tx = conn.transaction().await?;
+            let mut last = upsert_run_in(&tx, run).await?;
             for e in entries {
                 if e.seq <= last {
                     return Err(
@@ -373,19 +404,17 @@ impl CheckpointStore for PostgresStore {
                 last = e.seq;
             }
             if !entries.is_empty() {
-                let insert = prepare(
-                    tx.client(),
-                    statements,
-                    "INSERT INTO agent_journal (run_id, seq, state, payload, at_ms) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .await?;
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO agent_journal (run_id, seq, state, payload, at_ms) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .await?;
                 for e in entries {
                     let seq = u64_to_db(STORE, "journal seq", e.seq)?;
                     tx.execute(&insert, &[&run.run_id, &seq, &e.state, &e.payload, &e.at_ms]).await?;
                 }
                 let last = u64_to_db(STORE, "journal seq", last)?;
-                let update =
-                    prepare(tx.client(), statements, "UPDATE agent_runs SET last_seq = $2 WHERE run_id = $1").await?;
+                let update = tx.prepare_cached("UPDATE agent_runs SET last_seq = $2 WHERE run_id = $1").await?;
                 tx.execute(&update, &[&run.run_id, &last]).await?;
             }
             tx.commit().await?;
@@ -395,14 +424,14 @@ impl CheckpointStore for PostgresStore {
 
     fn journal<'a>(&'a self, run_id: &'a str, after: u64) -> StoreFuture<'a, Vec<JournalEntry>> {
         self.run(move || format!("read the journal of run {run_id}"), async move {
-            let mut conn = self.inner.lease().await?;
+            let conn = self.conn().await?;
             let after = i64::try_from(after).unwrap_or(i64::MAX);
             let st = conn
-                .prepare(
+                .prepare_cached(
                     "SELECT seq, state, payload, at_ms FROM agent_journal WHERE run_id = $1 AND seq > $2 ORDER BY seq",
                 )
                 .await?;
-            let rows = conn.client.query(&st, &[&run_id, &after]).await?;
+            let rows = conn.query(&st, &[&run_id, &after]).await?;
             rows.iter()
                 .map(|row| {
                     Ok(JournalEntry {
@@ -416,58 +445,186 @@ impl CheckpointStore for PostgresStore {
         })
     }
 
-    fn save_snapshot<'a>(&'a self, run_id: &'a str, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+    fn save_snapshot<'a>(&'a self, run_id: &'a str, epoch: u64, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
         self.run(move || format!("save a snapshot of run {run_id}"), async move {
-            let mut conn = self.inner.lease().await?;
+            let conn = self.conn().await?;
             let seq = u64_to_db(STORE, "snapshot seq", snapshot.seq)?;
+            let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
+            // `FOR SHARE` waits for a claim of the run in progress and re-reads its epoch.
             let st = conn
-                .prepare(
-                    "INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) SELECT $1, $2, $3, $4
-                         WHERE EXISTS (SELECT 1 FROM agent_runs WHERE run_id = $1)",
+                .prepare_cached(
+                    "INSERT INTO agent_snapshots (run_id, seq, taken_ms, data)
+                         SELECT run_id, $2, $3, $4 FROM agent_runs WHERE run_id = $1 AND epoch = $5 FOR SHARE
+                     ON CONFLICT (run_id, seq) DO NOTHING",
                 )
                 .await?;
-            let inserted = conn.client.execute(&st, &[&run_id, &seq, &snapshot.taken_ms, &snapshot.data]).await?;
-            if inserted == 0 {
-                return Err(
-                    StoreError::Backend { store: STORE, message: "no such run".to_owned(), source: None }.into()
-                );
+            let inserted = conn.execute(&st, &[&run_id, &seq, &snapshot.taken_ms, &snapshot.data, &db_epoch]).await?;
+            if inserted == 1 {
+                return Ok(());
             }
-            Ok(())
+            let st = conn.prepare_cached("SELECT epoch FROM agent_runs WHERE run_id = $1").await?;
+            match conn.query_opt(&st, &[&run_id]).await? {
+                None if epoch == 0 => {
+                    Err(StoreError::Backend { store: STORE, message: "no such run".to_owned(), source: None }.into())
+                }
+                Some(row) if row.try_get::<_, i64>(0)? == db_epoch => Err(seq_taken(&conn, run_id, snapshot.seq).await),
+                _ => Err(fenced(&conn, run_id, epoch).await),
+            }
         })
     }
 
     fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
         self.run(move || format!("save a snapshot of run {}", run.run_id), async move {
-            let mut lease = self.inner.lease().await?;
-            let Conn { client, statements } = &mut *lease;
+            let mut conn = self.conn().await?;
             let seq = u64_to_db(STORE, "snapshot seq", snapshot.seq)?;
             // Dropping `tx` without committing rolls it back.
-            let tx = client.transaction().await?;
-            let upsert = prepare(tx.client(), statements, UPSERT_RUN).await?;
-            tx.query_one(&upsert, &[&run.run_id, &run.agent, &run.status.as_str(), &run.created_ms, &run.updated_ms])
+            let tx = conn.transaction().await?;
+            upsert_run_in(&tx, run).await?;
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (run_id, seq) DO NOTHING",
+                )
                 .await?;
-            let insert = prepare(
-                tx.client(),
-                statements,
-                "INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) VALUES ($1, $2, $3, $4)",
-            )
-            .await?;
-            tx.execute(&insert, &[&run.run_id, &seq, &snapshot.taken_ms, &snapshot.data]).await?;
+            if tx.execute(&insert, &[&run.run_id, &seq, &snapshot.taken_ms, &snapshot.data]).await? == 0 {
+                return Err(seq_taken(&tx, &run.run_id, snapshot.seq).await);
+            }
             tx.commit().await?;
             Ok(())
         })
     }
 
+    fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
+        self.run(move || format!("claim run {}", claim.run_id), async move {
+            let conn = self.conn().await?;
+            let ttl = claim.ttl_ms();
+            if let Some(row) = &claim.create {
+                let st = conn
+                    .prepare_cached(concat!(
+                        "INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch)
+                         VALUES ($1, $2, $3, $4, $5, $6, ",
+                        lease_sql!(7),
+                        ", 1) ON CONFLICT (run_id) DO NOTHING RETURNING ",
+                        run_columns!()
+                    ))
+                    .await?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                    &claim.run_id,
+                    &row.agent,
+                    &row.status.as_str(),
+                    &row.created_ms,
+                    &row.updated_ms,
+                    &claim.owner,
+                    &ttl,
+                ];
+                if let Some(created) = conn.query_opt(&st, &params).await? {
+                    return Ok(Claim::Taken(read_run(&created)?));
+                }
+            }
+            // One conditional update: PostgreSQL re-checks the condition on the newest
+            // version of the row after waiting for a concurrent claim.
+            let st = conn
+                .prepare_cached(concat!(
+                    "UPDATE agent_runs SET owner = $2, lease_until = ",
+                    lease_sql!(3),
+                    ", epoch = epoch + 1
+                     WHERE run_id = $1 AND ($4 OR status NOT IN ",
+                    finished_sql!(),
+                    ") AND (owner IS NULL OR lease_until IS NULL OR lease_until <= now() OR ($5 AND owner = $2))
+                     RETURNING ",
+                    run_columns!()
+                ))
+                .await?;
+            let taken =
+                conn.query_opt(&st, &[&claim.run_id, &claim.owner, &ttl, &claim.finished, &claim.reclaim]).await?;
+            if let Some(taken) = taken {
+                return Ok(Claim::Taken(read_run(&taken)?));
+            }
+            let st = conn.prepare_cached(select_runs!(" WHERE run_id = $1")).await?;
+            Ok(match conn.query_opt(&st, &[&claim.run_id]).await?.as_ref().map(read_run).transpose()? {
+                None => Claim::Missing,
+                Some(row) if row.status.is_finished() && !claim.finished => Claim::Finished(row),
+                Some(row) => Claim::Held(row),
+            })
+        })
+    }
+
+    fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
+        self.run(move || format!("renew the lease on run {run_id}"), async move {
+            let conn = self.conn().await?;
+            let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
+            let st = conn
+                .prepare_cached(concat!(
+                    "UPDATE agent_runs SET lease_until = ",
+                    lease_sql!(4),
+                    " WHERE run_id = $1 AND owner = $2 AND epoch = $3
+                     RETURNING floor(extract(epoch FROM lease_until) * 1000)::BIGINT"
+                ))
+                .await?;
+            match conn.query_opt(&st, &[&run_id, &owner, &db_epoch, &ttl_ms(ttl)]).await? {
+                Some(row) => Ok(row.try_get(0)?),
+                None => Err(fenced(&conn, run_id, epoch).await),
+            }
+        })
+    }
+
+    fn release_run<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, ()> {
+        self.run(move || format!("release run {run_id}"), async move {
+            let conn = self.conn().await?;
+            let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
+            let st = conn
+                .prepare_cached(
+                    "UPDATE agent_runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND epoch = $2",
+                )
+                .await?;
+            if conn.execute(&st, &[&run_id, &db_epoch]).await? == 0 {
+                return Err(fenced(&conn, run_id, epoch).await);
+            }
+            Ok(())
+        })
+    }
+
+    fn prune_snapshots<'a>(&'a self, run_id: &'a str, epoch: u64, keep: usize) -> StoreFuture<'a, RetentionReport> {
+        self.run(move || format!("prune the snapshots of run {run_id}"), async move {
+            let mut conn = self.conn().await?;
+            let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
+            let tx = conn.transaction().await?;
+            let lock = tx.prepare_cached("SELECT epoch FROM agent_runs WHERE run_id = $1 FOR SHARE").await?;
+            let current = tx.query_opt(&lock, &[&run_id]).await?.map(|r| r.try_get::<_, i64>(0)).transpose()?;
+            if current.unwrap_or(0) != db_epoch || (current.is_none() && epoch != 0) {
+                return Err(fenced(&tx, run_id, epoch).await);
+            }
+            let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+            let prune = tx
+                .prepare_cached(
+                    "DELETE FROM agent_snapshots WHERE run_id = $1 AND id IN (
+                        SELECT id FROM agent_snapshots WHERE run_id = $1
+                        ORDER BY seq DESC, taken_ms DESC, id DESC OFFSET $2)",
+                )
+                .await?;
+            let snapshots = tx.execute(&prune, &[&run_id, &keep]).await?;
+            let covered = tx
+                .prepare_cached(
+                    "DELETE FROM agent_journal WHERE run_id = $1
+                        AND seq <= (SELECT min(seq) FROM agent_snapshots WHERE run_id = $1)",
+                )
+                .await?;
+            let entries = tx.execute(&covered, &[&run_id]).await?;
+            tx.commit().await?;
+            Ok(RetentionReport { snapshots, entries, runs: 0 })
+        })
+    }
+
     fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
         self.run(move || format!("read the latest snapshot of run {run_id}"), async move {
-            let mut conn = self.inner.lease().await?;
+            let conn = self.conn().await?;
             let st = conn
-                .prepare(
+                .prepare_cached(
                     "SELECT seq, taken_ms, data FROM agent_snapshots WHERE run_id = $1
                          ORDER BY seq DESC, taken_ms DESC, id DESC LIMIT 1",
                 )
                 .await?;
-            match conn.client.query_opt(&st, &[&run_id]).await? {
+            match conn.query_opt(&st, &[&run_id]).await? {
                 Some(row) => Ok(Some(Snapshot {
                     seq: u64_from_db(STORE, "snapshot seq", row.try_get(0)?)?,
                     taken_ms: row.try_get(1)?,
@@ -480,16 +637,16 @@ impl CheckpointStore for PostgresStore {
 
     fn snapshots<'a>(&'a self, run_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Snapshot>> {
         self.run(move || format!("read the snapshots of run {run_id}"), async move {
-            let mut conn = self.inner.lease().await?;
+            let conn = self.conn().await?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let st = conn
-                .prepare(
+                .prepare_cached(
                     "SELECT seq, taken_ms, data FROM agent_snapshots WHERE run_id = $1
                          ORDER BY seq DESC, taken_ms DESC, id DESC LIMIT $2",
                 )
                 .await?;
             let mut snapshots = Vec::new();
-            for row in conn.client.query(&st, &[&run_id, &limit]).await? {
+            for row in conn.query(&st, &[&run_id, &limit]).await? {
                 snapshots.push(Snapshot {
                     seq: u64_from_db(STORE, "snapshot seq", row.try_get(0)?)?,
                     taken_ms: row.try_get(1)?,
@@ -502,10 +659,10 @@ impl CheckpointStore for PostgresStore {
 
     fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
         self.run(move || format!("record input request {} of run {}", input.request_id, input.run_id), async move {
-            let mut conn = self.inner.lease().await?;
+            let conn = self.conn().await?;
             let timeout = input.timeout_ms.map(|t| u64_to_db(STORE, "timeout_ms", t)).transpose()?;
             let st = conn
-                .prepare(
+                .prepare_cached(
                     "INSERT INTO agent_inputs (run_id, request_id, state, prompt, requested_ms, timeout_ms,
                              default_value, answer, answered_ms, defaulted)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -519,23 +676,22 @@ impl CheckpointStore for PostgresStore {
                              answer = COALESCE(agent_inputs.answer, excluded.answer)",
                 )
                 .await?;
-            conn.client
-                .execute(
-                    &st,
-                    &[
-                        &input.run_id,
-                        &input.request_id,
-                        &input.state,
-                        &input.prompt,
-                        &input.requested_ms,
-                        &timeout,
-                        &input.default,
-                        &input.answer,
-                        &input.answered_ms,
-                        &input.defaulted,
-                    ],
-                )
-                .await?;
+            conn.execute(
+                &st,
+                &[
+                    &input.run_id,
+                    &input.request_id,
+                    &input.state,
+                    &input.prompt,
+                    &input.requested_ms,
+                    &timeout,
+                    &input.default,
+                    &input.answer,
+                    &input.answered_ms,
+                    &input.defaulted,
+                ],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -547,35 +703,31 @@ impl CheckpointStore for PostgresStore {
                 None => "list input requests".to_owned(),
             },
             async move {
-                let mut conn = self.inner.lease().await?;
+                let conn = self.conn().await?;
                 let rows = match (run_id, pending_only) {
                     (None, false) => {
-                        let st = conn
-                            .prepare(select_inputs!(" ORDER BY requested_ms, run_id COLLATE \"C\", request_id COLLATE \"C\""))
+                        let st = conn.prepare_cached(select_inputs!(" ORDER BY requested_ms, run_id COLLATE \"C\", request_id COLLATE \"C\""))
                             .await?;
-                        conn.client.query(&st, &[]).await?
+                        conn.query(&st, &[]).await?
                     }
                     (None, true) => {
-                        let st = conn
-                            .prepare(select_inputs!(
+                        let st = conn.prepare_cached(select_inputs!(
                                 " WHERE answer IS NULL ORDER BY requested_ms, run_id COLLATE \"C\", request_id COLLATE \"C\""
                             ))
                             .await?;
-                        conn.client.query(&st, &[]).await?
+                        conn.query(&st, &[]).await?
                     }
                     (Some(run_id), false) => {
-                        let st = conn
-                            .prepare(select_inputs!(" WHERE run_id = $1 ORDER BY requested_ms, request_id COLLATE \"C\""))
+                        let st = conn.prepare_cached(select_inputs!(" WHERE run_id = $1 ORDER BY requested_ms, request_id COLLATE \"C\""))
                             .await?;
-                        conn.client.query(&st, &[&run_id]).await?
+                        conn.query(&st, &[&run_id]).await?
                     }
                     (Some(run_id), true) => {
-                        let st = conn
-                            .prepare(select_inputs!(
+                        let st = conn.prepare_cached(select_inputs!(
                                 " WHERE run_id = $1 AND answer IS NULL ORDER BY requested_ms, request_id COLLATE \"C\""
                             ))
                             .await?;
-                        conn.client.query(&st, &[&run_id]).await?
+                        conn.query(&st, &[&run_id]).await?
                     }
                 };
                 rows.iter().map(read_input).collect()
@@ -592,23 +744,22 @@ impl CheckpointStore for PostgresStore {
         at_ms: i64,
     ) -> StoreFuture<'a, bool> {
         self.run(move || format!("answer input request {request_id} of run {run_id}"), async move {
-            let mut conn = self.inner.lease().await?;
+            let conn = self.conn().await?;
             let st = conn
-                .prepare(
+                .prepare_cached(
                     "UPDATE agent_inputs SET answer = $3, defaulted = $4, answered_ms = $5
                          WHERE run_id = $1 AND request_id = $2 AND answer IS NULL",
                 )
                 .await?;
-            let changed = conn.client.execute(&st, &[&run_id, &request_id, &answer, &defaulted, &at_ms]).await?;
+            let changed = conn.execute(&st, &[&run_id, &request_id, &answer, &defaulted, &at_ms]).await?;
             Ok(changed > 0)
         })
     }
 
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
         self.run(move || format!("delete run {run_id}"), async move {
-            let mut lease = self.inner.lease().await?;
-            let Conn { client, statements } = &mut *lease;
-            let tx = client.transaction().await?;
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await?;
             let mut deleted = 0;
             for sql in [
                 "DELETE FROM agent_runs WHERE run_id = $1",
@@ -616,7 +767,7 @@ impl CheckpointStore for PostgresStore {
                 "DELETE FROM agent_snapshots WHERE run_id = $1",
                 "DELETE FROM agent_inputs WHERE run_id = $1",
             ] {
-                let st = prepare(tx.client(), statements, sql).await?;
+                let st = tx.prepare_cached(sql).await?;
                 deleted += tx.execute(&st, &[&run_id]).await?;
             }
             tx.commit().await?;
@@ -626,23 +777,19 @@ impl CheckpointStore for PostgresStore {
 
     fn apply_retention<'a>(&'a self, policy: &'a Retention, now_ms: i64) -> StoreFuture<'a, RetentionReport> {
         self.run(|| "apply retention".to_owned(), async move {
-            let mut lease = self.inner.lease().await?;
-            let Conn { client, statements } = &mut *lease;
-            let tx = client.transaction().await?;
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await?;
             let mut report = RetentionReport::default();
             if let Some(age) = policy.drop_finished_after {
                 let cutoff = now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
                 // Lock the runs to drop, so that the deletes below all agree on them.
-                let select = prepare(
-                    tx.client(),
-                    statements,
-                    concat!(
+                let select = tx
+                    .prepare_cached(concat!(
                         "SELECT run_id FROM agent_runs WHERE status IN ",
                         finished_sql!(),
                         " AND updated_ms < $1 FOR UPDATE"
-                    ),
-                )
-                .await?;
+                    ))
+                    .await?;
                 let ids = tx
                     .query(&select, &[&cutoff])
                     .await?
@@ -650,8 +797,8 @@ impl CheckpointStore for PostgresStore {
                     .map(|r| r.try_get::<_, String>(0))
                     .collect::<Result<Vec<_>, _>>()?;
                 if !ids.is_empty() {
-                    let mut delete = async |sql: &'static str| -> Result<u64, tokio_postgres::Error> {
-                        let st = prepare(tx.client(), statements, sql).await?;
+                    let delete = async |sql: &'static str| -> Result<u64, tokio_postgres::Error> {
+                        let st = tx.prepare_cached(sql).await?;
                         tx.execute(&st, &[&ids]).await
                     };
                     report.entries += delete("DELETE FROM agent_journal WHERE run_id = ANY($1)").await?;
@@ -662,25 +809,23 @@ impl CheckpointStore for PostgresStore {
             }
             if let Some(keep) = policy.keep_snapshots {
                 let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
-                let prune = prepare(
-                    tx.client(),
-                    statements,
-                    "DELETE FROM agent_snapshots WHERE id IN (
+                let prune = tx
+                    .prepare_cached(
+                        "DELETE FROM agent_snapshots WHERE id IN (
                             SELECT id FROM (
                                 SELECT id, row_number() OVER (
                                     PARTITION BY run_id ORDER BY seq DESC, taken_ms DESC, id DESC) AS rank
                                 FROM agent_snapshots) AS ranked
                             WHERE rank > $1)",
-                )
-                .await?;
+                    )
+                    .await?;
                 report.snapshots += tx.execute(&prune, &[&keep]).await?;
-                let covered = prepare(
-                    tx.client(),
-                    statements,
-                    "DELETE FROM agent_journal WHERE seq <= (
+                let covered = tx
+                    .prepare_cached(
+                        "DELETE FROM agent_journal WHERE seq <= (
                             SELECT min(s.seq) FROM agent_snapshots AS s WHERE s.run_id = agent_journal.run_id)",
-                )
-                .await?;
+                    )
+                    .await?;
                 report.entries += tx.execute(&covered, &[]).await?;
             }
             tx.commit().await?;

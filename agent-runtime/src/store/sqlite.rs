@@ -14,6 +14,11 @@
 //!   for another's transaction instead of failing.
 //! - A run's last journal `seq` is kept in its row, so `append` checks a batch against it in
 //!   the same transaction, and retention dropping old entries never re-opens old `seq`s.
+//! - Ownership: a claim is one conditional `UPDATE` (or, for a run to create, one `INSERT`
+//!   that does nothing when the row exists); every owner's write reads the run's epoch in
+//!   its `BEGIN IMMEDIATE` transaction, which holds the file's write lock, so no claim can
+//!   slip in between the check and the write. Lease ends are milliseconds by SQLite's clock
+//!   (`unixepoch('subsec')`), which processes sharing a file on one machine share.
 //! - Every value read back is checked: a status that is not a status, a negative `seq` or a
 //!   column of the wrong type is [`StoreError::Corrupt`].
 
@@ -22,13 +27,13 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, Row, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
 use super::{
-    CheckpointStore, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord, Snapshot, StoreError,
-    StoreFuture,
+    ttl_ms, CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery,
+    RunRecord, Snapshot, StoreError, StoreFuture,
 };
 
 const STORE: &str = "sqlite";
@@ -91,13 +96,7 @@ impl SqliteStore {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), agent_runtime::store::StoreError> {
     /// let store = SqliteStore::open_in_memory()?;
-    /// let run = RunRecord {
-    ///     run_id: "run-1".into(),
-    ///     agent: "demo".into(),
-    ///     status: AgentStatus::Running,
-    ///     created_ms: 1,
-    ///     updated_ms: 1,
-    /// };
+    /// let run = RunRecord::new("run-1", "demo", AgentStatus::Running, 1, 1);
     /// store.upsert_run(&run).await?;
     /// assert_eq!(store.get_run("run-1").await?, Some(run));
     /// # Ok(())
@@ -201,7 +200,17 @@ impl Fail {
 
 macro_rules! select_runs {
     ($($rest:literal),*) => {
-        concat!("SELECT run_id, agent, status, created_ms, updated_ms FROM agent_runs" $(, $rest)*)
+        concat!(
+            "SELECT run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch FROM agent_runs"
+            $(, $rest)*
+        )
+    };
+}
+
+/// Now, in milliseconds since the Unix epoch, by SQLite's clock.
+macro_rules! now_ms_sql {
+    () => {
+        "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
     };
 }
 macro_rules! select_inputs {
@@ -220,11 +229,12 @@ struct StoredRun {
     status: String,
     created_ms: i64,
     last_seq: u64,
+    epoch: u64,
 }
 
 fn stored_run(conn: &Connection, run_id: &str) -> Result<Option<StoredRun>, Fail> {
     let mut stmt =
-        conn.prepare_cached("SELECT agent, status, created_ms, last_seq FROM agent_runs WHERE run_id = ?1")?;
+        conn.prepare_cached("SELECT agent, status, created_ms, last_seq, epoch FROM agent_runs WHERE run_id = ?1")?;
     let mut rows = stmt.query([run_id])?;
     let Some(row) = rows.next()? else { return Ok(None) };
     Ok(Some(StoredRun {
@@ -232,11 +242,23 @@ fn stored_run(conn: &Connection, run_id: &str) -> Result<Option<StoredRun>, Fail
         status: row.get(1)?,
         created_ms: row.get(2)?,
         last_seq: u64_from_db(STORE, &format!("run {run_id}: last seq"), row.get(3)?)?,
+        epoch: u64_from_db(STORE, &format!("run {run_id}: epoch"), row.get(4)?)?,
     }))
 }
 
-/// Write `run`'s row with `last_seq`. Columns that did not change are not written, so the
-/// usual append (only `updated_ms` and `last_seq` change) rewrites no index entry.
+/// Check that the owner of `epoch` may write run `run_id`, stored as `stored` (see the
+/// store's module docs): its epoch is that one, or it has no row and `epoch` is 0.
+fn check_epoch(run_id: &str, stored: Option<&StoredRun>, epoch: u64) -> Result<(), Fail> {
+    let current = stored.map_or(0, |s| s.epoch);
+    if current != epoch || (stored.is_none() && epoch != 0) {
+        return Err(StoreError::fenced(STORE, run_id, epoch, current).into());
+    }
+    Ok(())
+}
+
+/// Write `run`'s row with `last_seq` (its epoch checked by the caller). Columns that did
+/// not change are not written, so the usual append (only `updated_ms` and `last_seq`
+/// change) rewrites no index entry. Owner, lease and epoch are never written here.
 fn write_run(conn: &Connection, run: &RunRecord, stored: Option<&StoredRun>, last_seq: u64) -> Result<(), Fail> {
     let last = u64_to_db(STORE, "journal seq", last_seq)?;
     let status = run.status.as_str();
@@ -260,16 +282,66 @@ fn write_run(conn: &Connection, run: &RunRecord, stored: Option<&StoredRun>, las
     Ok(())
 }
 
+/// Insert `snapshot` of run `run_id`, unless the run has one of its `seq`
+/// ([`StoreError::Conflict`]).
+fn insert_snapshot(conn: &Connection, run_id: &str, snapshot: &Snapshot) -> Result<(), Fail> {
+    let seq = u64_to_db(STORE, "snapshot seq", snapshot.seq)?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (run_id, seq) DO NOTHING",
+        )?
+        .execute(params![run_id, seq, snapshot.taken_ms, snapshot.data])?;
+    if inserted == 0 {
+        let last: i64 = conn
+            .prepare_cached("SELECT max(seq) FROM agent_snapshots WHERE run_id = ?1")?
+            .query_row([run_id], |r| r.get::<_, Option<i64>>(0).map(Option::unwrap_or_default))?;
+        let last = u64_from_db(STORE, "snapshot seq", last)?;
+        return Err(StoreError::Conflict { store: STORE, run_id: run_id.to_owned(), seq: snapshot.seq, last }.into());
+    }
+    Ok(())
+}
+
+/// Keep the newest `keep` (at least 1) snapshots of run `run_id`, and its journal after the
+/// oldest kept one.
+fn prune_run(conn: &Connection, run_id: &str, keep: usize) -> Result<RetentionReport, Fail> {
+    let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+    let snapshots = conn
+        .prepare_cached(
+            "DELETE FROM agent_snapshots WHERE run_id = ?1 AND id IN (
+                SELECT id FROM agent_snapshots WHERE run_id = ?1
+                ORDER BY seq DESC, taken_ms DESC, id DESC LIMIT -1 OFFSET ?2)",
+        )?
+        .execute(params![run_id, keep])? as u64;
+    let entries = conn
+        .prepare_cached(
+            "DELETE FROM agent_journal WHERE run_id = ?1
+                AND seq <= (SELECT min(seq) FROM agent_snapshots WHERE run_id = ?1)",
+        )?
+        .execute([run_id])? as u64;
+    Ok(RetentionReport { snapshots, entries, runs: 0 })
+}
+
+/// The epoch run `run_id` is at (0 without a row).
+fn current_epoch(conn: &Connection, run_id: &str) -> Result<u64, Fail> {
+    let epoch = conn
+        .prepare_cached("SELECT epoch FROM agent_runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| r.get::<_, i64>(0))
+        .optional()?;
+    Ok(epoch.map(|e| u64_from_db(STORE, &format!("run {run_id}: epoch"), e)).transpose()?.unwrap_or(0))
+}
+
 fn read_run(row: &Row<'_>) -> Result<RunRecord, Fail> {
     let run_id: String = row.get(0)?;
     let status: String = row.get(2)?;
-    Ok(RunRecord {
-        status: status_from_db(STORE, &run_id, &status)?,
-        agent: row.get(1)?,
-        created_ms: row.get(3)?,
-        updated_ms: row.get(4)?,
-        run_id,
-    })
+    let epoch = u64_from_db(STORE, &format!("run {run_id}: epoch"), row.get(7)?)?;
+    let status = status_from_db(STORE, &run_id, &status)?;
+    let mut run = RunRecord::new(String::new(), row.get::<_, String>(1)?, status, row.get(3)?, row.get(4)?);
+    run.owner = row.get(5)?;
+    run.lease_until_ms = if run.owner.is_some() { row.get(6)? } else { None };
+    run.epoch = epoch;
+    run.run_id = run_id;
+    Ok(run)
 }
 
 fn read_input(row: &Row<'_>) -> Result<InputRecord, Fail> {
@@ -294,6 +366,7 @@ impl CheckpointStore for SqliteStore {
         self.call(format!("upsert run {}", run.run_id), move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let stored = stored_run(&tx, &run.run_id)?;
+            check_epoch(&run.run_id, stored.as_ref(), run.epoch)?;
             write_run(&tx, &run, stored.as_ref(), stored.as_ref().map_or(0, |s| s.last_seq))?;
             tx.commit()?;
             Ok(())
@@ -344,6 +417,7 @@ impl CheckpointStore for SqliteStore {
         self.call(format!("append to run {}", run.run_id), move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let stored = stored_run(&tx, &run.run_id)?;
+            check_epoch(&run.run_id, stored.as_ref(), run.epoch)?;
             let mut last = stored.as_ref().map_or(0, |s| s.last_seq);
             // Check the whole batch before writing any of it; dropping `tx` rolls back.
             for e in &entries {
@@ -388,18 +462,13 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
-    fn save_snapshot<'a>(&'a self, run_id: &'a str, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+    fn save_snapshot<'a>(&'a self, run_id: &'a str, epoch: u64, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
         let run_id = run_id.to_owned();
         let snapshot = snapshot.clone();
         self.call(format!("save a snapshot of run {run_id}"), move |conn| {
-            let seq = u64_to_db(STORE, "snapshot seq", snapshot.seq)?;
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) SELECT ?1, ?2, ?3, ?4
-                     WHERE EXISTS (SELECT 1 FROM agent_runs WHERE run_id = ?1)",
-                )?
-                .execute(params![run_id, seq, snapshot.taken_ms, snapshot.data])?;
-            if inserted == 0 {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored = stored_run(&tx, &run_id)?;
+            if stored.is_none() && epoch == 0 {
                 return Err(StoreError::Backend {
                     store: STORE,
                     message: format!("save a snapshot of run {run_id}: no such run"),
@@ -407,6 +476,9 @@ impl CheckpointStore for SqliteStore {
                 }
                 .into());
             }
+            check_epoch(&run_id, stored.as_ref(), epoch)?;
+            insert_snapshot(&tx, &run_id, &snapshot)?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -415,14 +487,115 @@ impl CheckpointStore for SqliteStore {
         let run = run.clone();
         let snapshot = snapshot.clone();
         self.call(format!("save a snapshot of run {}", run.run_id), move |conn| {
-            let seq = u64_to_db(STORE, "snapshot seq", snapshot.seq)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let stored = stored_run(&tx, &run.run_id)?;
+            check_epoch(&run.run_id, stored.as_ref(), run.epoch)?;
             write_run(&tx, &run, stored.as_ref(), stored.as_ref().map_or(0, |s| s.last_seq))?;
-            tx.prepare_cached("INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![run.run_id, seq, snapshot.taken_ms, snapshot.data])?;
+            insert_snapshot(&tx, &run.run_id, &snapshot)?;
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
+        let claim = claim.clone();
+        self.call(format!("claim run {}", claim.run_id), move |conn| {
+            let ttl = claim.ttl_ms();
+            // The write lock, held from here to the commit, makes check and write one step
+            // for every process sharing the file.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut taken = 0;
+            if let Some(row) = &claim.create {
+                taken = tx
+                    .prepare_cached(concat!(
+                        "INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ",
+                        now_ms_sql!(),
+                        " + ?7, 1) ON CONFLICT (run_id) DO NOTHING"
+                    ))?
+                    .execute(params![
+                        claim.run_id,
+                        row.agent,
+                        row.status.as_str(),
+                        row.created_ms,
+                        row.updated_ms,
+                        claim.owner,
+                        ttl
+                    ])?;
+            }
+            if taken == 0 {
+                taken = tx
+                    .prepare_cached(concat!(
+                        "UPDATE agent_runs SET owner = ?2, lease_until = ",
+                        now_ms_sql!(),
+                        " + ?3, epoch = epoch + 1
+                         WHERE run_id = ?1 AND (?4 OR status NOT IN ",
+                        finished_sql!(),
+                        ") AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ",
+                        now_ms_sql!(),
+                        " OR (?5 AND owner = ?2))"
+                    ))?
+                    .execute(params![claim.run_id, claim.owner, ttl, claim.finished, claim.reclaim])?;
+            }
+            let row = {
+                let mut stmt = tx.prepare_cached(select_runs!(" WHERE run_id = ?1"))?;
+                let mut rows = stmt.query([&claim.run_id])?;
+                rows.next()?.map(read_run).transpose()?
+            };
+            tx.commit()?;
+            Ok(match row {
+                None => Claim::Missing,
+                Some(row) if taken > 0 => Claim::Taken(row),
+                Some(row) if row.status.is_finished() && !claim.finished => Claim::Finished(row),
+                Some(row) => Claim::Held(row),
+            })
+        })
+    }
+
+    fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.call(format!("renew the lease on run {run_id}"), move |conn| {
+            let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
+            let renewed = conn
+                .prepare_cached(concat!(
+                    "UPDATE agent_runs SET lease_until = ",
+                    now_ms_sql!(),
+                    " + ?4 WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3 RETURNING lease_until"
+                ))?
+                .query_row(params![run_id, owner, db_epoch, ttl_ms(ttl)], |r| r.get::<_, i64>(0))
+                .optional()?;
+            match renewed {
+                Some(until) => Ok(until),
+                None => Err(StoreError::fenced(STORE, &run_id, epoch, current_epoch(conn, &run_id)?).into()),
+            }
+        })
+    }
+
+    fn release_run<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, ()> {
+        let run_id = run_id.to_owned();
+        self.call(format!("release run {run_id}"), move |conn| {
+            let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
+            let released = conn
+                .prepare_cached(
+                    "UPDATE agent_runs SET owner = NULL, lease_until = NULL WHERE run_id = ?1 AND epoch = ?2",
+                )?
+                .execute(params![run_id, db_epoch])?;
+            if released == 0 {
+                return Err(StoreError::fenced(STORE, &run_id, epoch, current_epoch(conn, &run_id)?).into());
+            }
+            Ok(())
+        })
+    }
+
+    fn prune_snapshots<'a>(&'a self, run_id: &'a str, epoch: u64, keep: usize) -> StoreFuture<'a, RetentionReport> {
+        let run_id = run_id.to_owned();
+        self.call(format!("prune the snapshots of run {run_id}"), move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored = stored_run(&tx, &run_id)?;
+            check_epoch(&run_id, stored.as_ref(), epoch)?;
+            let report = prune_run(&tx, &run_id, keep)?;
+            tx.commit()?;
+            Ok(report)
         })
     }
 

@@ -62,3 +62,24 @@ pub fn spawn_run(
     let agent = agent.clone();
     tokio::spawn(async move { agent.run().await })
 }
+
+/// `agent.recover(run_id)`, waiting while another worker holds the run: a process killed
+/// with its lease live leaves the run to whoever recovers it once the lease has run out.
+/// Waits on tokio's clock (do not use it under paused time), at most `patience` of the real
+/// clock in all.
+pub async fn recover_once_free(
+    agent: &agent_runtime::Agent,
+    run_id: &str,
+    patience: Duration,
+) -> Result<agent_runtime::AgentResult, agent_core::AgentError> {
+    let give_up = std::time::Instant::now() + patience;
+    loop {
+        match agent.recover(run_id).await {
+            Err(agent_core::AgentError::Owned { lease_until, .. }) if std::time::Instant::now() < give_up => {
+                let left = lease_until.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+                tokio::time::sleep(left.min(Duration::from_secs(1)) + Duration::from_millis(5)).await;
+            }
+            other => return other,
+        }
+    }
+}
