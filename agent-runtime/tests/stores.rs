@@ -6,14 +6,18 @@
 //! and retention's counts are exact. The PostgreSQL tests run only when
 //! `AGENT_TEST_POSTGRES_URL` is set (e.g. `postgres://postgres@127.0.0.1:5432/test`); without
 //! it they say so on stderr and pass without testing anything, except under CI, where they
-//! fail (the rule lives in `common/pg.rs`). No test sleeps.
+//! fail (the rule lives in `common/pg.rs`). Only the sections about leases running out wait,
+//! a few hundred milliseconds of real time each (bounded): the stores compare lease ends
+//! with their own clock, never tokio's.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_core::InputRequestRecord;
 use agent_runtime::store::{
-    CheckpointStore, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord, Snapshot, StoreError,
+    CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord,
+    Snapshot, StoreError,
 };
 use agent_runtime::AgentStatus;
 
@@ -480,6 +484,219 @@ async fn shared(one: &dyn CheckpointStore, two: &dyn CheckpointStore, tag: &str)
 }
 
 // ---------------------------------------------------------------------------------------
+// Ownership: claims, leases, epochs and fenced writes.
+// ---------------------------------------------------------------------------------------
+
+/// A lease no test outlives.
+const TTL: Duration = Duration::from_secs(60);
+
+fn claim(run_id: &str, owner: &str) -> ClaimRequest {
+    ClaimRequest::new(run_id, owner, TTL)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[track_caller]
+fn taken(c: Claim) -> RunRecord {
+    match c {
+        Claim::Taken(r) => r,
+        other => panic!("expected the claim to be taken, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn held(c: Claim) -> RunRecord {
+    match c {
+        Claim::Held(r) => r,
+        other => panic!("expected the run to be held, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_fenced<T: std::fmt::Debug>(result: Result<T, StoreError>, run_id: &str, epoch: u64, current: u64) {
+    match result {
+        Err(StoreError::Fenced { run_id: r, epoch: e, current: c, .. }) => {
+            assert_eq!((r.as_str(), e, c), (run_id, epoch, current), "wrong fence")
+        }
+        other => panic!("expected run {run_id} fenced at epoch {epoch} (store at {current}), got {other:?}"),
+    }
+}
+
+/// Claims (created only when asked, exclusive, reclaimed only by their owner and only when
+/// asked, finished runs only when asked), renewals and releases by owner and epoch, and
+/// every owner's write fenced by its epoch: a stale one writes nothing.
+async fn ownership(store: &dyn CheckpointStore, tag: &str) {
+    use AgentStatus::{Completed, Failed, Running};
+    let id = format!("{tag}-owned");
+    let agent = format!("{tag}-agent");
+    let before = now_ms();
+    assert_eq!(store.claim_run(&claim(&id, "w1")).await.unwrap(), Claim::Missing);
+    assert_eq!(store.get_run(&id).await.unwrap(), None, "a claim creates nothing unless asked");
+
+    // Created owned at epoch 1, its lease `TTL` from the store's now.
+    let fresh = run(&id, &agent, Running, 5, 5);
+    let r1 = taken(store.claim_run(&claim(&id, "w1").create(fresh.clone())).await.unwrap());
+    assert_eq!((r1.owner.as_deref(), r1.epoch, r1.status, r1.created_ms), (Some("w1"), 1, Running, 5));
+    let until = r1.lease_until_ms.unwrap();
+    let ttl = TTL.as_millis() as i64;
+    assert!(until >= before + ttl - 1_000 && until <= now_ms() + ttl + 1_000, "lease end {until}, claimed at {before}");
+    assert_eq!(store.get_run(&id).await.unwrap(), Some(r1.clone()), "the claim returns the row as stored");
+
+    // Held: against another owner (also when asking to create), and against its own owner
+    // unless it reclaims; a reclaim never takes another's lease.
+    let h = held(store.claim_run(&claim(&id, "w2").create(fresh.clone())).await.unwrap());
+    assert_eq!((h.owner.as_deref(), h.lease_until_ms, h.epoch), (Some("w1"), Some(until), 1));
+    held(store.claim_run(&claim(&id, "w1")).await.unwrap());
+    held(store.claim_run(&claim(&id, "w2").reclaim(true)).await.unwrap());
+    let r2 = taken(store.claim_run(&claim(&id, "w1").reclaim(true)).await.unwrap());
+    assert_eq!((r2.owner.as_deref(), r2.epoch), (Some("w1"), 2));
+
+    // Renewals: by the owner at its epoch only.
+    let renewed = store.renew_lease(&id, "w1", 2, TTL).await.unwrap();
+    assert!(renewed >= r2.lease_until_ms.unwrap());
+    assert_fenced(store.renew_lease(&id, "w1", 1, TTL).await, &id, 1, 2);
+    assert_fenced(store.renew_lease(&id, "w2", 2, TTL).await, &id, 2, 2);
+    assert_fenced(store.renew_lease(&format!("{tag}-none"), "w1", 1, TTL).await, &format!("{tag}-none"), 1, 0);
+
+    // Writes at the run's epoch go through, and leave its owner, lease and epoch alone.
+    let row = |status, updated| run(&id, &agent, status, 5, updated).with_epoch(2);
+    store.append(&row(Running, 10), &entries(1..=2)).await.unwrap();
+    store.save_snapshot(&id, 2, &snapshot(1, 10)).await.unwrap();
+    store.save_run_snapshot(&row(Running, 11), &snapshot(2, 11)).await.unwrap();
+    store.upsert_run(&row(Running, 12)).await.unwrap();
+    let now = store.get_run(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.updated_ms, now.owner.as_deref(), now.lease_until_ms, now.epoch),
+        (12, Some("w1"), Some(renewed), 2)
+    );
+
+    // A stale epoch (or epoch 0) writes nothing: not the row, the journal, a snapshot, nor
+    // a pruning.
+    let stale = |status, updated| run(&id, &agent, status, 5, updated).with_epoch(1);
+    assert_fenced(store.upsert_run(&stale(Failed, 20)).await, &id, 1, 2);
+    assert_fenced(store.upsert_run(&run(&id, &agent, Failed, 5, 20)).await, &id, 0, 2);
+    assert_fenced(store.append(&stale(Failed, 20), &entries([3])).await, &id, 1, 2);
+    assert_fenced(store.save_snapshot(&id, 1, &snapshot(3, 20)).await, &id, 1, 2);
+    assert_fenced(store.save_run_snapshot(&stale(Failed, 20), &snapshot(3, 20)).await, &id, 1, 2);
+    assert_fenced(store.prune_snapshots(&id, 1, 1).await, &id, 1, 2);
+    assert_eq!(store.get_run(&id).await.unwrap(), Some(now.clone()), "no fenced write changed the row");
+    assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), [1, 2]);
+    assert_eq!(store.snapshots(&id, 8).await.unwrap(), [snapshot(2, 11), snapshot(1, 10)]);
+
+    // A write with an epoch never creates a run.
+    let ghost = run(&format!("{tag}-ghost"), &agent, Running, 1, 1).with_epoch(3);
+    assert_fenced(store.save_run_snapshot(&ghost, &snapshot(1, 1)).await, &ghost.run_id, 3, 0);
+    assert_fenced(store.append(&ghost, &entries([1])).await, &ghost.run_id, 3, 0);
+    assert_fenced(store.upsert_run(&ghost).await, &ghost.run_id, 3, 0);
+    assert_fenced(store.save_snapshot(&ghost.run_id, 3, &snapshot(1, 1)).await, &ghost.run_id, 3, 0);
+    assert_eq!(store.get_run(&ghost.run_id).await.unwrap(), None);
+
+    // The owner prunes its own snapshots, and the journal the oldest kept one covers.
+    store.save_snapshot(&id, 2, &snapshot(3, 30)).await.unwrap();
+    store.append(&row(Running, 30), &entries(3..=4)).await.unwrap();
+    assert_eq!(store.prune_snapshots(&id, 2, 2).await.unwrap(), RetentionReport { snapshots: 1, entries: 2, runs: 0 });
+    assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), [3, 4]);
+    assert_eq!(store.snapshots(&id, 8).await.unwrap(), [snapshot(3, 30), snapshot(2, 11)]);
+
+    // Release: at the run's epoch only; the owner's renewals stop working; another owner
+    // claims at once, and the old owner is fenced from then on.
+    assert_fenced(store.release_run(&id, 1).await, &id, 1, 2);
+    store.release_run(&id, 2).await.unwrap();
+    let released = store.get_run(&id).await.unwrap().unwrap();
+    assert_eq!((released.owner, released.lease_until_ms, released.epoch), (None, None, 2));
+    assert_fenced(store.renew_lease(&id, "w1", 2, TTL).await, &id, 2, 2);
+    let r3 = taken(store.claim_run(&claim(&id, "w2")).await.unwrap());
+    assert_eq!((r3.owner.as_deref(), r3.epoch), (Some("w2"), 3));
+    assert_fenced(store.append(&row(Running, 40), &entries([5])).await, &id, 2, 3);
+    assert_fenced(store.save_snapshot(&id, 2, &snapshot(4, 40)).await, &id, 2, 3);
+
+    // A finished run is taken only when the claim asks for finished runs.
+    store.upsert_run(&run(&id, &agent, Completed, 5, 50).with_epoch(3)).await.unwrap();
+    store.release_run(&id, 3).await.unwrap();
+    match store.claim_run(&claim(&id, "w1")).await.unwrap() {
+        Claim::Finished(r) => assert_eq!((r.status, r.epoch, r.owner), (Completed, 3, None)),
+        other => panic!("expected Finished, got {other:?}"),
+    }
+    let r4 = taken(store.claim_run(&claim(&id, "w1").finished(true)).await.unwrap());
+    assert_eq!((r4.status, r4.epoch, r4.owner.as_deref()), (Completed, 4, Some("w1")));
+
+    // Listing shows owner, lease and epoch.
+    let listed = store.list_runs(&RunQuery { agent: Some(agent.clone()), ..RunQuery::default() }).await.unwrap();
+    assert_eq!(listed, vec![r4.clone()]);
+    // Requests for input and their answers, which come from anyone, are not fenced.
+    store.put_input(&input(&id, "q", 1)).await.unwrap();
+    assert!(store.answer_input(&id, "q", "yes", false, 2).await.unwrap());
+}
+
+/// A lease that ran out (by the store's clock) can still be renewed by its owner while
+/// nobody took the run; once another owner claimed it, the old owner is fenced.
+async fn lease_expiry(store: &dyn CheckpointStore, tag: &str) {
+    let id = format!("{tag}-expiring");
+    let short = Duration::from_millis(150);
+    let request = ClaimRequest::new(&id, "w1", short).create(run(&id, "agent", AgentStatus::Running, 1, 1));
+    let r1 = taken(store.claim_run(&request).await.unwrap());
+    held(store.claim_run(&claim(&id, "w2")).await.unwrap());
+    let past = |until: i64| async move {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while now_ms() <= until + 20 {
+            assert!(Instant::now() < give_up, "the lease never ran out");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    past(r1.lease_until_ms.unwrap()).await;
+    let until = store.renew_lease(&id, "w1", 1, short).await.expect("nobody took it: its owner may renew");
+    assert!(until > r1.lease_until_ms.unwrap());
+    held(store.claim_run(&claim(&id, "w2")).await.unwrap());
+    past(until).await;
+    let r2 = taken(store.claim_run(&claim(&id, "w2")).await.unwrap());
+    assert_eq!((r2.owner.as_deref(), r2.epoch), (Some("w2"), 2));
+    assert_fenced(store.renew_lease(&id, "w1", 1, short).await, &id, 1, 2);
+    assert_fenced(
+        store.save_run_snapshot(&r1.clone().with_status(AgentStatus::Failed, 2), &snapshot(1, 2)).await,
+        &id,
+        1,
+        2,
+    );
+    assert_eq!(store.latest_snapshot(&id).await.unwrap(), None);
+    assert_eq!(store.get_run(&id).await.unwrap().map(|r| r.status), Some(AgentStatus::Running));
+}
+
+/// Handles on one store (clones, files opened twice, several pools): rounds of concurrent
+/// claims of one released run, one per handle and owner; exactly one wins each round.
+async fn exclusive(handles: Vec<Arc<dyn CheckpointStore>>, tag: &str) {
+    let id = format!("{tag}-contested");
+    let first = taken(
+        handles[0].claim_run(&claim(&id, "w0").create(run(&id, "agent", AgentStatus::Running, 1, 1))).await.unwrap(),
+    );
+    handles[0].release_run(&id, first.epoch).await.unwrap();
+    for round in 0..10u64 {
+        let tasks: Vec<_> = handles
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let (h, id) = (h.clone(), id.clone());
+                tokio::spawn(async move { h.claim_run(&claim(&id, &format!("w{i}"))).await.unwrap() })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Claim::Taken(r) => winners.push(r),
+                Claim::Held(r) => assert!(r.owner.is_some()),
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let winner = &winners[0];
+        assert_eq!(winner.epoch, round + 2, "each claim raises the epoch by one");
+        assert_eq!(handles[0].get_run(&id).await.unwrap().as_ref(), Some(winner));
+        handles[round as usize % handles.len()].release_run(&id, winner.epoch).await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The suite, per backend.
 // ---------------------------------------------------------------------------------------
 
@@ -495,7 +712,7 @@ mod memory {
             }
         )*};
     }
-    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs);
+    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
 
     #[tokio::test]
     async fn clones_share_their_data() {
@@ -503,6 +720,13 @@ mod memory {
         let two = one.clone();
         super::shared(&one, &two, "memory").await;
         assert_eq!(one.kind(), "memory");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_claims_have_one_winner() {
+        let store = MemoryStore::new();
+        let handles = (0..8).map(|_| Arc::new(store.clone()) as Arc<dyn CheckpointStore>).collect();
+        super::exclusive(handles, "memory").await;
     }
 }
 
@@ -528,7 +752,15 @@ mod sqlite {
             }
         )*};
     }
-    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs);
+    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_claims_through_several_connections_have_one_winner() {
+        let (store, _dir, path) = temp_store();
+        let mut handles: Vec<Arc<dyn CheckpointStore>> = vec![Arc::new(store)];
+        handles.extend((0..7).map(|_| Arc::new(SqliteStore::open(&path).unwrap()) as Arc<dyn CheckpointStore>));
+        super::exclusive(handles, "sqlite").await;
+    }
 
     #[tokio::test]
     async fn the_in_memory_database_conforms_too() {
@@ -741,7 +973,7 @@ mod postgres {
             }
         )*};
     }
-    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs);
+    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_stores_on_one_schema_see_each_others_writes() {
@@ -752,6 +984,18 @@ mod postgres {
             super::shared(&one, &two, "postgres").await;
             // A clone shares the pool; concurrent calls use several connections.
             super::shared(&one, &one.clone(), "postgres-clone").await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_claims_through_several_pools_have_one_winner() {
+        with_schema("exclusive", |url, schema| async move {
+            let mut handles: Vec<Arc<dyn CheckpointStore>> = Vec::new();
+            for _ in 0..8 {
+                handles.push(Arc::new(PostgresStore::connect_with_schema(&url, &schema).await.unwrap()));
+            }
+            super::exclusive(handles, "postgres").await;
         })
         .await;
     }
