@@ -509,3 +509,82 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// Apply `policy`, `now_ms` being the current time.
     fn apply_retention<'a>(&'a self, policy: &'a Retention, now_ms: i64) -> StoreFuture<'a, RetentionReport>;
 }
+
+/// A shared store is a store: `Arc<dyn CheckpointStore>` (or `Arc` of any store) can be given
+/// wherever a store is asked for, so one store serves several agents.
+///
+/// ```
+/// use std::sync::Arc;
+/// use agent_runtime::store::{CheckpointStore, MemoryStore};
+/// use agent_runtime::Agent;
+/// let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+/// let one = Agent::new("one").with_store(store.clone());
+/// let two = Agent::new("two").with_store(store);
+/// # let _ = (one, two);
+/// ```
+impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn upsert_run<'a>(&'a self, run: &'a RunRecord) -> StoreFuture<'a, ()> {
+        (**self).upsert_run(run)
+    }
+    fn get_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunRecord>> {
+        (**self).get_run(run_id)
+    }
+    fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>> {
+        (**self).list_runs(query)
+    }
+    fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {
+        (**self).append(run, entries)
+    }
+    fn journal<'a>(&'a self, run_id: &'a str, after: u64) -> StoreFuture<'a, Vec<JournalEntry>> {
+        (**self).journal(run_id, after)
+    }
+    fn save_snapshot<'a>(&'a self, run_id: &'a str, epoch: u64, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        (**self).save_snapshot(run_id, epoch, snapshot)
+    }
+    fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
+        (**self).save_run_snapshot(run, snapshot)
+    }
+    fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
+        (**self).claim_run(claim)
+    }
+    fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
+        (**self).renew_lease(run_id, owner, epoch, ttl)
+    }
+    fn release_run<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, ()> {
+        (**self).release_run(run_id, epoch)
+    }
+    fn prune_snapshots<'a>(&'a self, run_id: &'a str, epoch: u64, keep: usize) -> StoreFuture<'a, RetentionReport> {
+        (**self).prune_snapshots(run_id, epoch, keep)
+    }
+    fn latest_snapshot<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Snapshot>> {
+        (**self).latest_snapshot(run_id)
+    }
+    fn snapshots<'a>(&'a self, run_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Snapshot>> {
+        (**self).snapshots(run_id, limit)
+    }
+    fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
+        (**self).put_input(input)
+    }
+    fn inputs<'a>(&'a self, run_id: Option<&'a str>, pending_only: bool) -> StoreFuture<'a, Vec<InputRecord>> {
+        (**self).inputs(run_id, pending_only)
+    }
+    fn answer_input<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        (**self).answer_input(run_id, request_id, answer, defaulted, at_ms)
+    }
+    fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
+        (**self).delete_run(run_id)
+    }
+    fn apply_retention<'a>(&'a self, policy: &'a Retention, now_ms: i64) -> StoreFuture<'a, RetentionReport> {
+        (**self).apply_retention(policy, now_ms)
+    }
+}
