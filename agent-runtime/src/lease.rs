@@ -18,6 +18,9 @@
 //!   took the run since: the store refuses it). Without a runtime, the lease runs out.
 //! - The registry holds weak references and each `Hold` removes its own entry when dropped,
 //!   so it never grows beyond the runs held now.
+//! - Releases in the background are counted while they are under way, so a process about to
+//!   exit (the command line, after an interrupt dropped its run) can wait for them
+//!   ([`given_back`]) instead of leaving leases to run out.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -76,6 +79,24 @@ impl fmt::Debug for WorkerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WorkerId({})", self.0)
     }
+}
+
+/// Leases being given back in the background, and who waits for them to be done.
+static RELEASING: LazyLock<(AtomicU64, tokio::sync::Notify)> = LazyLock::new(Default::default);
+
+/// Wait until the leases being given back in the background (runs whose futures were
+/// dropped) are given back, at most `patience`.
+pub(crate) async fn given_back(patience: std::time::Duration) {
+    let wait = async {
+        loop {
+            let notified = RELEASING.1.notified();
+            if RELEASING.0.load(Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    let _ = tokio::time::timeout(patience, wait).await;
 }
 
 /// The runs this process holds or is claiming, by run id.
@@ -148,10 +169,14 @@ impl Drop for Hold {
             return;
         };
         let (store, run_id) = (self.store.clone(), std::mem::take(&mut self.run_id));
+        RELEASING.0.fetch_add(1, AcqRel);
         runtime.spawn(async move {
             match store.release_run(&run_id, epoch).await {
                 Ok(()) => tracing::debug!(%run_id, epoch, "lease given back after the run's future was dropped"),
                 Err(e) => tracing::debug!(%run_id, epoch, error = %e, "could not give the lease back; it runs out"),
+            }
+            if RELEASING.0.fetch_sub(1, AcqRel) == 1 {
+                RELEASING.1.notify_waiters();
             }
         });
     }

@@ -209,6 +209,9 @@ where
     let mut out = stdout;
     let result = dispatch(&cli, make_agent(), watch, &mut out).await;
     signals.abort();
+    // A run stopped by an interrupt gives its lease back in the background: let it, so that
+    // `resume` can take the run at once.
+    crate::lease::given_back(std::time::Duration::from_secs(2)).await;
     // A prompt for input still open (the run was stopped while it asked): end its line.
     crate::human::end_prompt(None, "", &mut std::io::stderr());
     match result {

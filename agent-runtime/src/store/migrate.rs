@@ -429,6 +429,46 @@ mod tests {
         }
     }
 
+    /// A version 1 database whose run has snapshots sharing a `seq` (two writers once could)
+    /// keeps the newest of each when `(run_id, seq)` becomes unique, and gains the ownership
+    /// columns: unowned, epoch 0.
+    #[test]
+    #[cfg(feature = "sqlite")]
+    fn sqlite_version_2_keeps_the_newest_of_snapshots_sharing_a_seq() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SQLITE_1.sql).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE agent_schema (version INTEGER NOT NULL);
+             INSERT INTO agent_schema (version) VALUES (1);
+             INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms) VALUES ('r', 'a', 'Running', 1, 1);
+             INSERT INTO agent_snapshots (id, run_id, seq, taken_ms, data) VALUES
+                 (1, 'r', 1, 10, 'one'), (2, 'r', 2, 20, 'two-a'), (3, 'r', 2, 30, 'two-newest'),
+                 (4, 'r', 2, 30, 'two-newest-id'), (5, 'r', 3, 5, 'three'), (6, 'x', 2, 1, 'other run');",
+        )
+        .unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        let kept: Vec<(String, i64, String)> = conn
+            .prepare("SELECT run_id, seq, data FROM agent_snapshots ORDER BY run_id, seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expected = [("r", 1, "one"), ("r", 2, "two-newest-id"), ("r", 3, "three"), ("x", 2, "other run")];
+        assert_eq!(kept, expected.map(|(r, s, d)| (r.to_owned(), s, d.to_owned())));
+        let dup =
+            conn.execute("INSERT INTO agent_snapshots (run_id, seq, taken_ms, data) VALUES ('r', 3, 9, 'again')", []);
+        assert!(dup.is_err(), "(run_id, seq) is unique now");
+        let (owner, lease, epoch): (Option<String>, Option<i64>, i64) = conn
+            .query_row("SELECT owner, lease_until, epoch FROM agent_runs WHERE run_id = 'r'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((owner, lease, epoch), (None, None, 0));
+        let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, 2);
+    }
+
     #[test]
     #[cfg(feature = "sqlite")]
     fn sqlite_refuses_a_schema_table_of_several_rows() {
