@@ -6,7 +6,8 @@
 //!   so a run costs no broker of its own, and a run dropped answers nothing.
 //! - A request names the state that asked when it is made inside that state's poll (see
 //!   `exec::polled_state`); with a store, the run's row is nudged so the store shows the
-//!   state waiting for a person.
+//!   state waiting for a person, and the run's writes of its requests and answers carry the
+//!   epoch of its claim (see `durable`).
 
 use std::sync::Arc;
 
@@ -34,12 +35,14 @@ impl InputBroker for Run {
             // last completion left it.
             d.nudge();
         }
+        // A durable run's own writes of its requests and answers are fenced by its epoch.
+        let fence = self.sinks.durable.as_ref().map(|d| d.epoch());
         let events = Some(self.sinks.links.events.clone());
         let waited_from = Instant::now();
         // Asked from inside the state's poll: the state this thread polls is the one asking.
         let state = crate::exec::polled_state(self).map(|pos| self.state_name(pos));
         Box::pin(async move {
-            let outcome = ask(hub, run, input, events, state).await;
+            let outcome = ask(hub, run, input, events, state, fence).await;
             self.record_input_wait(waited_from.elapsed());
             outcome
         })

@@ -481,6 +481,10 @@ impl crate::run::Recorder for Durable {
     fn nudge(&self) {
         Durable::nudge(self)
     }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Relaxed)
+    }
 }
 
 /// The error of a run stopped by its store, or of a store asked for a run.

@@ -345,6 +345,20 @@ impl CheckpointStore for Counting {
     ) -> StoreFuture<'a, bool> {
         self.inner.answer_input(run_id, request_id, answer, defaulted, at_ms)
     }
+    fn put_input_fenced<'a>(&'a self, input: &'a InputRecord, epoch: u64) -> StoreFuture<'a, ()> {
+        self.inner.put_input_fenced(input, epoch)
+    }
+    fn answer_input_fenced<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.answer_input_fenced(run_id, request_id, answer, defaulted, at_ms, epoch)
+    }
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
         self.inner.delete_run(run_id)
     }

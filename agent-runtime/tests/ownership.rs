@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agent_core::{AgentError, AgentStatus, Checkpoint, Context, StateResult};
+use agent_core::{AgentError, AgentStatus, Checkpoint, Context, HumanInput, StateResult};
 use agent_runtime::store::{
     CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, MemoryStore, Retention, RetentionReport, RunQuery,
     RunRecord, Snapshot, SqliteStore, StoreError, StoreFuture,
@@ -232,6 +232,37 @@ async fn a_run_taken_over_stops_at_once_and_writes_nothing_more(stores: [Store; 
     assert_eq!(stores[1].get_run(&run_id).await.unwrap(), Some(thief), "the row is the new owner's, untouched");
 }
 
+/// A run waiting for a person is taken over; its request's timeout then fires: the default
+/// it takes is not recorded (the request stays unanswered in the store, for the new owner to
+/// ask again), and the run stops `Fenced` at its next write.
+async fn a_run_taken_over_records_no_answer(stores: [Store; 2], tag: &str) {
+    let mut agent = Agent::new(format!("{tag}_asked")).with_store(stores[0].clone()).input_from_terminal(false);
+    agent.add_state("ask", |ctx: Context| async move {
+        let input = HumanInput::new("Approve?").timeout(Duration::from_millis(300)).default("no");
+        let answer = ctx.human_in_the_loop(input).await.unwrap();
+        ctx.set_state("answer", answer);
+        StateResult::End
+    });
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    until("the request is pending", || async { !agent.pending_inputs().is_empty() }).await;
+    let run_id = agent.run_id().unwrap();
+    until("the request is in the store", || async { !stores[1].inputs(Some(&run_id), true).await.unwrap().is_empty() })
+        .await;
+    let mine = stores[1].get_run(&run_id).await.unwrap().unwrap();
+    stores[1].release_run(&run_id, mine.epoch).await.unwrap();
+    let thief = ClaimRequest::new(&run_id, "thief", Duration::from_secs(60));
+    assert!(matches!(stores[1].claim_run(&thief).await.unwrap(), Claim::Taken(_)));
+
+    let result = tokio::time::timeout(Duration::from_secs(20), running).await.unwrap().unwrap();
+    assert!(matches!(result, Err(AgentError::Fenced { .. })), "{result:?}");
+    let asked = stores[1].inputs(Some(&run_id), false).await.unwrap();
+    assert_eq!(asked.len(), 1);
+    assert_eq!((asked[0].answer.as_deref(), asked[0].defaulted), (None, false), "the default was not recorded");
+}
+
 /// A store whose lease renewals fail (as when the database cannot be reached for
 /// renewals): everything else goes through to `inner`.
 struct NoRenewals(Store);
@@ -296,6 +327,20 @@ impl CheckpointStore for NoRenewals {
         at_ms: i64,
     ) -> StoreFuture<'a, bool> {
         self.0.answer_input(run_id, request_id, answer, defaulted, at_ms)
+    }
+    fn put_input_fenced<'a>(&'a self, input: &'a InputRecord, epoch: u64) -> StoreFuture<'a, ()> {
+        self.0.put_input_fenced(input, epoch)
+    }
+    fn answer_input_fenced<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, bool> {
+        self.0.answer_input_fenced(run_id, request_id, answer, defaulted, at_ms, epoch)
     }
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
         self.0.delete_run(run_id)
@@ -369,6 +414,7 @@ macro_rules! scenarios {
             a_live_lease_refuses_recovery_until_it_runs_out,
             two_agents_recovering_one_run_run_each_state_once,
             a_run_taken_over_stops_at_once_and_writes_nothing_more,
+            a_run_taken_over_records_no_answer,
             a_lease_that_cannot_be_renewed_stops_the_run,
             the_lease_is_given_back_at_the_end,
         );

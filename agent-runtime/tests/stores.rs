@@ -625,9 +625,27 @@ async fn ownership(store: &dyn CheckpointStore, tag: &str) {
     // Listing shows owner, lease and epoch.
     let listed = store.list_runs(&RunQuery { agent: Some(agent.clone()), ..RunQuery::default() }).await.unwrap();
     assert_eq!(listed, vec![r4.clone()]);
-    // Requests for input and their answers, which come from anyone, are not fenced.
+    // Requests for input and answers from anyone are not fenced; the run's own requests
+    // and the answers it consumes are.
     store.put_input(&input(&id, "q", 1)).await.unwrap();
     assert!(store.answer_input(&id, "q", "yes", false, 2).await.unwrap());
+    assert_fenced(store.put_input_fenced(&input(&id, "mine", 3), 3).await, &id, 3, 4);
+    assert_fenced(store.answer_input_fenced(&id, "q", "late", true, 4, 3).await, &id, 3, 4);
+    assert_fenced(
+        store.put_input_fenced(&input(&format!("{tag}-none"), "x", 3), 1).await,
+        &format!("{tag}-none"),
+        1,
+        0,
+    );
+    assert_eq!(keys(&store.inputs(Some(&id), false).await.unwrap()), [(id.as_str(), "q")], "nothing put");
+    store.put_input_fenced(&input(&id, "mine", 3), 4).await.unwrap();
+    assert!(!store.answer_input_fenced(&id, "q", "again", false, 5, 4).await.unwrap(), "the first answer wins");
+    assert!(store.answer_input_fenced(&id, "mine", "default", true, 6, 4).await.unwrap());
+    let recorded = store.inputs(Some(&id), false).await.unwrap();
+    assert_eq!(
+        recorded,
+        [answered(input(&id, "q", 1), "yes", 2, false), answered(input(&id, "mine", 3), "default", 6, true)]
+    );
 }
 
 /// A lease that ran out (by the store's clock) can still be renewed by its owner while

@@ -8,6 +8,9 @@
 //! - Exactly one of code, terminal, store poll and timeout settles a request (see `hub`).
 //! - With a store, the store's first answer wins: an answer given here that the store
 //!   refuses (another process answered first) is replaced by the store's.
+//! - A durable run's writes (its request, the answer it consumes) carry its epoch (`fence`):
+//!   once another owner took the run over, the store refuses them, so a run taken over never
+//!   records a default or an answer for its new owner.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +38,7 @@ pub(super) struct RunlessBroker {
 #[cfg(test)]
 impl InputBroker for RunlessBroker {
     fn request(&self, input: HumanInput) -> InputFuture<'_> {
-        Box::pin(ask(&self.hub, &self.id, input, None, None))
+        Box::pin(ask(&self.hub, &self.id, input, None, None, None))
     }
 }
 
@@ -57,6 +60,7 @@ pub(crate) async fn ask(
     input: HumanInput,
     events: Option<Arc<EventHub>>,
     state: Option<String>,
+    fence: Option<u64>,
 ) -> Result<String, HumanInputError> {
     let emit = |kind: EventKind| {
         if let Some(h) = events.as_ref().filter(|h| h.active()) {
@@ -78,7 +82,7 @@ pub(crate) async fn ask(
     };
     let _pending = Pending { hub, token };
     if let Some(store) = &store {
-        put(store.as_ref(), &record).await;
+        put(store.as_ref(), &record, fence).await;
     }
     tracing::info!(run_id = %run, id = %record.request_id, prompt = %record.prompt, "waiting for human input");
     emit(EventKind::WaitingForInput { state: record.state.clone(), request_id: record.request_id.clone() });
@@ -101,7 +105,7 @@ pub(crate) async fn ask(
                 tracing::info!(id = %record.request_id, "human input answered");
                 emit(EventKind::InputAnswered { request_id: record.request_id.clone(), defaulted: false });
                 break Ok(match &store {
-                    Some(store) => record_answer(hub, store.as_ref(), &record, &input, answer, false).await,
+                    Some(store) => record_answer(hub, store.as_ref(), &record, &input, answer, false, fence).await,
                     None => answer,
                 });
             }
@@ -116,7 +120,7 @@ pub(crate) async fn ask(
                         emit(EventKind::InputAnswered { request_id: record.request_id.clone(), defaulted: true });
                         let default = default.to_owned();
                         break Ok(match &store {
-                            Some(store) => record_answer(hub, store.as_ref(), &record, &input, default, true).await,
+                            Some(store) => record_answer(hub, store.as_ref(), &record, &input, default, true, fence).await,
                             None => default,
                         });
                     }
@@ -142,7 +146,7 @@ pub(crate) async fn ask(
                 tracing::warn!(id = %record.request_id, answer = %answer, "an answer from the store is rejected by the validator; asking again");
                 let Some(again) = hub.reask(token, &answer) else { continue };
                 record = again;
-                put(store.as_ref(), &record).await;
+                put(store.as_ref(), &record, fence).await;
                 hub.terminal.offer(hub, &record.request_id, &input);
             }
         }
@@ -156,9 +160,14 @@ pub(crate) async fn ask(
     outcome
 }
 
-/// Write `record` to the store; a failure is logged, and the request goes on in memory.
-async fn put(store: &dyn CheckpointStore, record: &InputRecord) {
-    if let Err(e) = store.put_input(record).await {
+/// Write `record` to the store (fenced by `fence`, a durable run's epoch); a failure is
+/// logged, and the request goes on in memory.
+async fn put(store: &dyn CheckpointStore, record: &InputRecord, fence: Option<u64>) {
+    let written = match fence {
+        Some(epoch) => store.put_input_fenced(record, epoch).await,
+        None => store.put_input(record).await,
+    };
+    if let Err(e) = written {
         tracing::warn!(id = %record.request_id, error = %e, "could not write a request for input to the store");
     }
 }
@@ -187,9 +196,15 @@ async fn record_answer(
     input: &HumanInput,
     answer: String,
     defaulted: bool,
+    fence: Option<u64>,
 ) -> String {
     let at = now_ms();
-    match store.answer_input(&record.run_id, &record.request_id, &answer, defaulted, at).await {
+    let (run_id, request_id) = (&record.run_id, &record.request_id);
+    let recorded = match fence {
+        Some(epoch) => store.answer_input_fenced(run_id, request_id, &answer, defaulted, at, epoch).await,
+        None => store.answer_input(run_id, request_id, &answer, defaulted, at).await,
+    };
+    match recorded {
         Ok(true) => answer,
         Ok(false) => match stored_answer(store, record).await {
             Some((first, first_defaulted)) if first_defaulted || input.accepts(&first) => {

@@ -44,6 +44,9 @@ pub(crate) trait Recorder: Send + Sync {
     fn sync(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
     /// Ask for a snapshot without waiting for it (the run changed without a completion).
     fn nudge(&self);
+    /// The epoch of the run's claim of itself in the store: what its other writes (requests
+    /// for input, the answers it consumes) carry so that a run taken over writes nothing.
+    fn epoch(&self) -> u64;
 }
 
 /// See the module docs.

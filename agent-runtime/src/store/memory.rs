@@ -148,6 +148,33 @@ fn prune(d: &mut RunData, keep: usize, report: &mut RetentionReport) {
     d.journal.drain(..from);
 }
 
+/// Insert or update `input`, keeping an answer already recorded.
+fn put(inner: &mut Inner, input: &InputRecord) {
+    let key = (input.run_id.clone(), input.request_id.clone());
+    let mut record = input.clone();
+    if let Some(old) = inner.inputs.get(&key) {
+        if old.answer.is_some() {
+            record.answer.clone_from(&old.answer);
+            record.answered_ms = old.answered_ms;
+            record.defaulted = old.defaulted;
+        }
+    }
+    inner.inputs.insert(key, record);
+}
+
+/// Answer a request unless it is unknown or answered: whether it was.
+fn answer_one(inner: &mut Inner, run_id: &str, request_id: &str, answer: &str, defaulted: bool, at_ms: i64) -> bool {
+    match inner.inputs.get_mut(&(run_id.to_owned(), request_id.to_owned())) {
+        Some(input) if input.answer.is_none() => {
+            input.answer = Some(answer.to_owned());
+            input.answered_ms = Some(at_ms);
+            input.defaulted = defaulted;
+            true
+        }
+        _ => false,
+    }
+}
+
 impl CheckpointStore for MemoryStore {
     fn kind(&self) -> &'static str {
         STORE
@@ -328,18 +355,14 @@ impl CheckpointStore for MemoryStore {
     }
 
     fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
-        let mut inner = self.lock();
-        let key = (input.run_id.clone(), input.request_id.clone());
-        let mut record = input.clone();
-        if let Some(old) = inner.inputs.get(&key) {
-            if old.answer.is_some() {
-                record.answer.clone_from(&old.answer);
-                record.answered_ms = old.answered_ms;
-                record.defaulted = old.defaulted;
-            }
-        }
-        inner.inputs.insert(key, record);
+        put(&mut self.lock(), input);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn put_input_fenced<'a>(&'a self, input: &'a InputRecord, epoch: u64) -> StoreFuture<'a, ()> {
+        let mut inner = self.lock();
+        let result = check_epoch(&inner, &input.run_id, epoch).map(|()| put(&mut inner, input));
+        Box::pin(std::future::ready(result))
     }
 
     fn inputs<'a>(&'a self, run_id: Option<&'a str>, pending_only: bool) -> StoreFuture<'a, Vec<InputRecord>> {
@@ -364,17 +387,23 @@ impl CheckpointStore for MemoryStore {
         defaulted: bool,
         at_ms: i64,
     ) -> StoreFuture<'a, bool> {
-        let mut inner = self.lock();
-        let answered = match inner.inputs.get_mut(&(run_id.to_owned(), request_id.to_owned())) {
-            Some(input) if input.answer.is_none() => {
-                input.answer = Some(answer.to_owned());
-                input.answered_ms = Some(at_ms);
-                input.defaulted = defaulted;
-                true
-            }
-            _ => false,
-        };
+        let answered = answer_one(&mut self.lock(), run_id, request_id, answer, defaulted, at_ms);
         Box::pin(std::future::ready(Ok(answered)))
+    }
+
+    fn answer_input_fenced<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, bool> {
+        let mut inner = self.lock();
+        let result = check_epoch(&inner, run_id, epoch)
+            .map(|()| answer_one(&mut inner, run_id, request_id, answer, defaulted, at_ms));
+        Box::pin(std::future::ready(result))
     }
 
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {

@@ -33,8 +33,11 @@
 //!   [`StoreError::Fenced`] and writes nothing. Epoch 0 is the epoch of a run nobody ever
 //!   claimed: writes with epoch 0 to a missing run create its row (unowned), as before
 //!   ownership existed; writes with a higher epoch never create one.
-//! - Answers to requests for human input ([`answer_input`](CheckpointStore::answer_input)),
-//!   which come from any process, are not fenced; neither are the administrative
+//! - The run's own requests for human input and the answers it consumes
+//!   ([`put_input_fenced`](CheckpointStore::put_input_fenced),
+//!   [`answer_input_fenced`](CheckpointStore::answer_input_fenced)) are fenced too. Answers
+//!   from other processes ([`answer_input`](CheckpointStore::answer_input)) are not, nor the
+//!   administrative
 //!   [`delete_run`](CheckpointStore::delete_run) and
 //!   [`apply_retention`](CheckpointStore::apply_retention).
 //!
@@ -503,6 +506,25 @@ pub trait CheckpointStore: Send + Sync + 'static {
         at_ms: i64,
     ) -> StoreFuture<'a, bool>;
 
+    /// As [`put_input`](CheckpointStore::put_input), by the run's owner at `epoch` (the run
+    /// asking): fenced, so a run taken over records no request.
+    fn put_input_fenced<'a>(&'a self, input: &'a InputRecord, epoch: u64) -> StoreFuture<'a, ()>;
+
+    /// As [`answer_input`](CheckpointStore::answer_input), by the run's owner at `epoch`: an
+    /// answer the run consumes (its default taken at the timeout, or an answer given in its
+    /// process). Fenced, so a run taken over (a zombie whose timeout fires late) never
+    /// decides an answer for its new owner.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_input_fenced<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, bool>;
+
     /// Delete a run and everything recorded for it; `false` if there was none.
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool>;
 
@@ -580,6 +602,20 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
         at_ms: i64,
     ) -> StoreFuture<'a, bool> {
         (**self).answer_input(run_id, request_id, answer, defaulted, at_ms)
+    }
+    fn put_input_fenced<'a>(&'a self, input: &'a InputRecord, epoch: u64) -> StoreFuture<'a, ()> {
+        (**self).put_input_fenced(input, epoch)
+    }
+    fn answer_input_fenced<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, bool> {
+        (**self).answer_input_fenced(run_id, request_id, answer, defaulted, at_ms, epoch)
     }
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
         (**self).delete_run(run_id)

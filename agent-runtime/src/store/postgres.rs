@@ -290,6 +290,77 @@ async fn seq_taken(client: &impl deadpool_postgres::GenericClient, run_id: &str,
     }
 }
 
+/// Check, in `tx`, that the owner of `epoch` may write run `run_id`: its row is at that
+/// epoch (locked `FOR SHARE` to the transaction's end, so no claim slips in), or there is
+/// none and `epoch` is 0.
+async fn check_epoch_in(tx: &deadpool_postgres::Transaction<'_>, run_id: &str, epoch: u64) -> Result<(), Fail> {
+    let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
+    let lock = tx.prepare_cached("SELECT epoch FROM agent_runs WHERE run_id = $1 FOR SHARE").await?;
+    let current = tx.query_opt(&lock, &[&run_id]).await?.map(|r| r.try_get::<_, i64>(0)).transpose()?;
+    if current.unwrap_or(0) != db_epoch || (current.is_none() && epoch != 0) {
+        return Err(fenced(tx, run_id, epoch).await);
+    }
+    Ok(())
+}
+
+/// Insert or update a request for input, keeping an answer already recorded.
+async fn put_input_in(client: &impl deadpool_postgres::GenericClient, input: &InputRecord) -> Result<(), Fail> {
+    let timeout = input.timeout_ms.map(|t| u64_to_db(STORE, "timeout_ms", t)).transpose()?;
+    let st = client
+        .prepare_cached(
+            "INSERT INTO agent_inputs (run_id, request_id, state, prompt, requested_ms, timeout_ms,
+                     default_value, answer, answered_ms, defaulted)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (run_id, request_id) DO UPDATE SET
+                     state = excluded.state, prompt = excluded.prompt, requested_ms = excluded.requested_ms,
+                     timeout_ms = excluded.timeout_ms, default_value = excluded.default_value,
+                     answered_ms = CASE WHEN agent_inputs.answer IS NULL
+                         THEN excluded.answered_ms ELSE agent_inputs.answered_ms END,
+                     defaulted = CASE WHEN agent_inputs.answer IS NULL
+                         THEN excluded.defaulted ELSE agent_inputs.defaulted END,
+                     answer = COALESCE(agent_inputs.answer, excluded.answer)",
+        )
+        .await?;
+    client
+        .execute(
+            &st,
+            &[
+                &input.run_id,
+                &input.request_id,
+                &input.state,
+                &input.prompt,
+                &input.requested_ms,
+                &timeout,
+                &input.default,
+                &input.answer,
+                &input.answered_ms,
+                &input.defaulted,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Answer a request unless it is unknown or answered: whether it was (one conditional
+/// `UPDATE`, so of concurrent answers exactly one wins).
+async fn answer_in(
+    client: &impl deadpool_postgres::GenericClient,
+    run_id: &str,
+    request_id: &str,
+    answer: &str,
+    defaulted: bool,
+    at_ms: i64,
+) -> Result<bool, Fail> {
+    let st = client
+        .prepare_cached(
+            "UPDATE agent_inputs SET answer = $3, defaulted = $4, answered_ms = $5
+                 WHERE run_id = $1 AND request_id = $2 AND answer IS NULL",
+        )
+        .await?;
+    let changed = client.execute(&st, &[&run_id, &request_id, &answer, &defaulted, &at_ms]).await?;
+    Ok(changed > 0)
+}
+
 fn read_run(row: &Row) -> Result<RunRecord, Fail> {
     let run_id: String = row.try_get(0)?;
     let status: String = row.try_get(2)?;
@@ -587,13 +658,8 @@ impl CheckpointStore for PostgresStore {
     fn prune_snapshots<'a>(&'a self, run_id: &'a str, epoch: u64, keep: usize) -> StoreFuture<'a, RetentionReport> {
         self.run(move || format!("prune the snapshots of run {run_id}"), async move {
             let mut conn = self.conn().await?;
-            let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
             let tx = conn.transaction().await?;
-            let lock = tx.prepare_cached("SELECT epoch FROM agent_runs WHERE run_id = $1 FOR SHARE").await?;
-            let current = tx.query_opt(&lock, &[&run_id]).await?.map(|r| r.try_get::<_, i64>(0)).transpose()?;
-            if current.unwrap_or(0) != db_epoch || (current.is_none() && epoch != 0) {
-                return Err(fenced(&tx, run_id, epoch).await);
-            }
+            check_epoch_in(&tx, run_id, epoch).await?;
             let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
             let prune = tx
                 .prepare_cached(
@@ -659,39 +725,17 @@ impl CheckpointStore for PostgresStore {
 
     fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
         self.run(move || format!("record input request {} of run {}", input.request_id, input.run_id), async move {
-            let conn = self.conn().await?;
-            let timeout = input.timeout_ms.map(|t| u64_to_db(STORE, "timeout_ms", t)).transpose()?;
-            let st = conn
-                .prepare_cached(
-                    "INSERT INTO agent_inputs (run_id, request_id, state, prompt, requested_ms, timeout_ms,
-                             default_value, answer, answered_ms, defaulted)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                         ON CONFLICT (run_id, request_id) DO UPDATE SET
-                             state = excluded.state, prompt = excluded.prompt, requested_ms = excluded.requested_ms,
-                             timeout_ms = excluded.timeout_ms, default_value = excluded.default_value,
-                             answered_ms = CASE WHEN agent_inputs.answer IS NULL
-                                 THEN excluded.answered_ms ELSE agent_inputs.answered_ms END,
-                             defaulted = CASE WHEN agent_inputs.answer IS NULL
-                                 THEN excluded.defaulted ELSE agent_inputs.defaulted END,
-                             answer = COALESCE(agent_inputs.answer, excluded.answer)",
-                )
-                .await?;
-            conn.execute(
-                &st,
-                &[
-                    &input.run_id,
-                    &input.request_id,
-                    &input.state,
-                    &input.prompt,
-                    &input.requested_ms,
-                    &timeout,
-                    &input.default,
-                    &input.answer,
-                    &input.answered_ms,
-                    &input.defaulted,
-                ],
-            )
-            .await?;
+            put_input_in(&self.conn().await?, input).await
+        })
+    }
+
+    fn put_input_fenced<'a>(&'a self, input: &'a InputRecord, epoch: u64) -> StoreFuture<'a, ()> {
+        self.run(move || format!("record input request {} of run {}", input.request_id, input.run_id), async move {
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await?;
+            check_epoch_in(&tx, &input.run_id, epoch).await?;
+            put_input_in(&tx, input).await?;
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -744,15 +788,26 @@ impl CheckpointStore for PostgresStore {
         at_ms: i64,
     ) -> StoreFuture<'a, bool> {
         self.run(move || format!("answer input request {request_id} of run {run_id}"), async move {
-            let conn = self.conn().await?;
-            let st = conn
-                .prepare_cached(
-                    "UPDATE agent_inputs SET answer = $3, defaulted = $4, answered_ms = $5
-                         WHERE run_id = $1 AND request_id = $2 AND answer IS NULL",
-                )
-                .await?;
-            let changed = conn.execute(&st, &[&run_id, &request_id, &answer, &defaulted, &at_ms]).await?;
-            Ok(changed > 0)
+            answer_in(&self.conn().await?, run_id, request_id, answer, defaulted, at_ms).await
+        })
+    }
+
+    fn answer_input_fenced<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, bool> {
+        self.run(move || format!("answer input request {request_id} of run {run_id}"), async move {
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await?;
+            check_epoch_in(&tx, run_id, epoch).await?;
+            let answered = answer_in(&tx, run_id, request_id, answer, defaulted, at_ms).await?;
+            tx.commit().await?;
+            Ok(answered)
         })
     }
 

@@ -322,6 +322,55 @@ fn prune_run(conn: &Connection, run_id: &str, keep: usize) -> Result<RetentionRe
     Ok(RetentionReport { snapshots, entries, runs: 0 })
 }
 
+/// Insert or update a request for input, keeping an answer already recorded.
+fn put_input_in(conn: &Connection, input: &InputRecord) -> Result<(), Fail> {
+    let timeout = input.timeout_ms.map(|t| u64_to_db(STORE, "timeout_ms", t)).transpose()?;
+    conn.prepare_cached(
+        "INSERT INTO agent_inputs (run_id, request_id, state, prompt, requested_ms, timeout_ms,
+             default_value, answer, answered_ms, defaulted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (run_id, request_id) DO UPDATE SET
+             state = excluded.state, prompt = excluded.prompt, requested_ms = excluded.requested_ms,
+             timeout_ms = excluded.timeout_ms, default_value = excluded.default_value,
+             answered_ms = CASE WHEN agent_inputs.answer IS NULL
+                 THEN excluded.answered_ms ELSE agent_inputs.answered_ms END,
+             defaulted = CASE WHEN agent_inputs.answer IS NULL
+                 THEN excluded.defaulted ELSE agent_inputs.defaulted END,
+             answer = COALESCE(agent_inputs.answer, excluded.answer)",
+    )?
+    .execute(params![
+        input.run_id,
+        input.request_id,
+        input.state,
+        input.prompt,
+        input.requested_ms,
+        timeout,
+        input.default,
+        input.answer,
+        input.answered_ms,
+        input.defaulted,
+    ])?;
+    Ok(())
+}
+
+/// Answer a request unless it is unknown or answered: whether it was.
+fn answer_in(
+    conn: &Connection,
+    run_id: &str,
+    request_id: &str,
+    answer: &str,
+    defaulted: bool,
+    at_ms: i64,
+) -> Result<bool, Fail> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE agent_inputs SET answer = ?3, defaulted = ?4, answered_ms = ?5
+             WHERE run_id = ?1 AND request_id = ?2 AND answer IS NULL",
+        )?
+        .execute(params![run_id, request_id, answer, defaulted, at_ms])?;
+    Ok(changed > 0)
+}
+
 /// The epoch run `run_id` is at (0 without a row).
 fn current_epoch(conn: &Connection, run_id: &str) -> Result<u64, Fail> {
     let epoch = conn
@@ -642,32 +691,17 @@ impl CheckpointStore for SqliteStore {
     fn put_input<'a>(&'a self, input: &'a InputRecord) -> StoreFuture<'a, ()> {
         let input = input.clone();
         self.call(format!("record input request {} of run {}", input.request_id, input.run_id), move |conn| {
-            let timeout = input.timeout_ms.map(|t| u64_to_db(STORE, "timeout_ms", t)).transpose()?;
-            conn.prepare_cached(
-                "INSERT INTO agent_inputs (run_id, request_id, state, prompt, requested_ms, timeout_ms,
-                     default_value, answer, answered_ms, defaulted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (run_id, request_id) DO UPDATE SET
-                     state = excluded.state, prompt = excluded.prompt, requested_ms = excluded.requested_ms,
-                     timeout_ms = excluded.timeout_ms, default_value = excluded.default_value,
-                     answered_ms = CASE WHEN agent_inputs.answer IS NULL
-                         THEN excluded.answered_ms ELSE agent_inputs.answered_ms END,
-                     defaulted = CASE WHEN agent_inputs.answer IS NULL
-                         THEN excluded.defaulted ELSE agent_inputs.defaulted END,
-                     answer = COALESCE(agent_inputs.answer, excluded.answer)",
-            )?
-            .execute(params![
-                input.run_id,
-                input.request_id,
-                input.state,
-                input.prompt,
-                input.requested_ms,
-                timeout,
-                input.default,
-                input.answer,
-                input.answered_ms,
-                input.defaulted,
-            ])?;
+            put_input_in(conn, &input)
+        })
+    }
+
+    fn put_input_fenced<'a>(&'a self, input: &'a InputRecord, epoch: u64) -> StoreFuture<'a, ()> {
+        let input = input.clone();
+        self.call(format!("record input request {} of run {}", input.request_id, input.run_id), move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_epoch(&input.run_id, stored_run(&tx, &input.run_id)?.as_ref(), epoch)?;
+            put_input_in(&tx, &input)?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -710,13 +744,26 @@ impl CheckpointStore for SqliteStore {
     ) -> StoreFuture<'a, bool> {
         let (run_id, request_id, answer) = (run_id.to_owned(), request_id.to_owned(), answer.to_owned());
         self.call(format!("answer input request {request_id} of run {run_id}"), move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE agent_inputs SET answer = ?3, defaulted = ?4, answered_ms = ?5
-                     WHERE run_id = ?1 AND request_id = ?2 AND answer IS NULL",
-                )?
-                .execute(params![run_id, request_id, answer, defaulted, at_ms])?;
-            Ok(changed > 0)
+            answer_in(conn, &run_id, &request_id, &answer, defaulted, at_ms)
+        })
+    }
+
+    fn answer_input_fenced<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        answer: &'a str,
+        defaulted: bool,
+        at_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, bool> {
+        let (run_id, request_id, answer) = (run_id.to_owned(), request_id.to_owned(), answer.to_owned());
+        self.call(format!("answer input request {request_id} of run {run_id}"), move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_epoch(&run_id, stored_run(&tx, &run_id)?.as_ref(), epoch)?;
+            let answered = answer_in(&tx, &run_id, &request_id, &answer, defaulted, at_ms)?;
+            tx.commit()?;
+            Ok(answered)
         })
     }
 
