@@ -6,7 +6,9 @@
 //! file, two pools).
 //!
 //! A crashed process is played by aborting a run's task (which gives its lease back), then
-//! claiming the run through the store as a worker that never renews. Lease ends are compared
+//! claiming the run through the store as a worker that never renews. In `processes`, two
+//! child processes (this test binary itself, run with `AGENT_OWN_CHILD` set) recover one run
+//! at once, each as its own worker. Lease ends are compared
 //! by the store's clock, so the scenarios about them wait a few hundred milliseconds of real
 //! time, bounded, and assert outcomes, never durations.
 
@@ -490,4 +492,136 @@ mod postgres {
     }
 
     scenarios!(with);
+}
+
+// ---------------------------------------------------------------------------------------
+// Two processes recover one crashed run.
+// ---------------------------------------------------------------------------------------
+
+/// Two child processes (this test binary, run with `AGENT_OWN_CHILD` set) recover one
+/// crashed run at the same moment, each through its own connection and as its own worker:
+/// one completes it, the other is refused with `Owned`, and every state's body runs once
+/// across both.
+mod processes {
+    use std::io::Write;
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+
+    /// The child: recover `AGENT_OWN_RUN` from the store `AGENT_OWN_CHILD` names; log each
+    /// state's start, then the outcome, to the file `AGENT_OWN_LOG`.
+    #[tokio::test]
+    async fn recover_child() {
+        let Ok(address) = std::env::var("AGENT_OWN_CHILD") else { return };
+        let (run_id, log_path) = (std::env::var("AGENT_OWN_RUN").unwrap(), std::env::var("AGENT_OWN_LOG").unwrap());
+        let name = std::env::var("AGENT_OWN_AGENT").unwrap();
+        let store: Store = match address.strip_prefix("sqlite:") {
+            Some(path) => Arc::new(SqliteStore::open(path).unwrap()),
+            None => {
+                let (schema, url) = address.strip_prefix("postgres:").unwrap().split_once('|').unwrap();
+                Arc::new(agent_runtime::store::PostgresStore::connect_with_schema(url, schema).await.unwrap())
+            }
+        };
+        let log = Log::default();
+        // `c` takes a while, so the winner holds the run while the other asks.
+        let agent = chain(&name, store, &log, false, Duration::from_millis(500));
+        let outcome = match agent.recover(&run_id).await {
+            Ok(r) if r.status() == AgentStatus::Completed => "completed".to_owned(),
+            Err(AgentError::Owned { owner, .. }) if owner != WorkerId::current().to_string() => "owned".to_owned(),
+            other => format!("unexpected {other:?}"),
+        };
+        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(log_path).unwrap();
+        let mut lines: Vec<String> = log.lock().unwrap().iter().map(|s| format!("state {s}\n")).collect();
+        lines.push(format!("outcome {outcome}\n"));
+        file.write_all(lines.concat().as_bytes()).unwrap();
+    }
+
+    fn spawn_child(address: &str, name: &str, run_id: &str, log: &std::path::Path) -> Child {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["processes::recover_child", "--exact", "--nocapture", "--test-threads", "1"])
+            .env("AGENT_OWN_CHILD", address)
+            .env("AGENT_OWN_AGENT", name)
+            .env("AGENT_OWN_RUN", run_id)
+            .env("AGENT_OWN_LOG", log)
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("AGENT_OWN_DEBUG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .unwrap()
+    }
+
+    /// Wait for `child` (killing it after 60 s): whether it exited with success.
+    fn finished(mut child: Child) -> bool {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > give_up {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Crash a run in `c` through `store`, then let two children recover it at once.
+    async fn two_processes(store: Store, address: &str, tag: &str) {
+        let name = format!("{tag}_two_processes_{}", std::process::id());
+        let run_id = crashed_in_c(&name, &store).await;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let children = [spawn_child(address, &name, &run_id, &log), spawn_child(address, &name, &run_id, &log)];
+        let ok = tokio::task::spawn_blocking(move || children.map(finished)).await.unwrap();
+        assert_eq!(ok, [true, true], "both children exited cleanly");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut outcomes: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("outcome ")).collect();
+        outcomes.sort_unstable();
+        assert_eq!(outcomes, ["completed", "owned"], "{text}");
+        let states: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("state ")).collect();
+        assert_eq!(states, ["c", "d"], "each state's body ran once across both processes: {text}");
+        let last = newest(&store, &run_id).await.unwrap();
+        assert_eq!(last.agent_status, AgentStatus::Completed);
+        for s in &last.states {
+            assert_eq!(s.completed, 1, "state {} completed {} times on record", s.name, s.completed);
+        }
+        let row = store.get_run(&run_id).await.unwrap().unwrap();
+        assert_eq!((row.owner, row.epoch), (None, 2), "one claim after the crashed run's own");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_recovering_one_run_on_sqlite() {
+        if std::env::var("AGENT_OWN_CHILD").is_ok() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.db");
+        let store: Store = Arc::new(SqliteStore::open(&path).unwrap());
+        two_processes(store, &format!("sqlite:{}", path.display()), "sqlite").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_recovering_one_run_on_postgres() {
+        if std::env::var("AGENT_OWN_CHILD").is_ok() {
+            return;
+        }
+        let test = "two_processes_recovering_one_run_on_postgres";
+        let Some(url) = common::pg::url(test) else { return };
+        let schema = format!("agent_test_own_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let outcome = tokio::spawn({
+            let (url, schema) = (url.clone(), schema.clone());
+            async move {
+                let store: Store =
+                    Arc::new(agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap());
+                two_processes(store, &format!("postgres:{schema}|{url}"), "postgres").await;
+            }
+        })
+        .await;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
