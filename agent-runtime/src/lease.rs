@@ -86,6 +86,7 @@ static RELEASING: LazyLock<(AtomicU64, tokio::sync::Notify)> = LazyLock::new(Def
 
 /// Wait until the leases being given back in the background (runs whose futures were
 /// dropped) are given back, at most `patience`.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub(crate) async fn given_back(patience: std::time::Duration) {
     let wait = async {
         loop {
