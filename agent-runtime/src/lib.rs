@@ -60,7 +60,7 @@ mod sync;
 mod text;
 mod timing;
 
-pub use agent::{Agent, RunOptions, StateConfig};
+pub use agent::{Agent, RunFuture, RunHandle, RunOptions, StateConfig};
 pub use agent_core::{AgentStatus, StateStatus};
 pub use events::{Event, EventKind, EventStream};
 pub use human::{AnswerError, PendingInput};

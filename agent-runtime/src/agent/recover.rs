@@ -1,13 +1,13 @@
-//! Durability of the handle: checkpoints of the current run, the store durable runs record
+//! Durability of the handle: checkpoints of the most recent run, the store durable runs record
 //! themselves in, and continuing runs from either.
 //!
 //! Invariants:
 //! - A checkpoint to restore is checked against the agent's program before it is kept, so
 //!   a mismatch changes nothing; the next run takes it (once) under the lock on `live`.
-//! - The store and the snapshot interval live beside the current run (in `live`) and apply
+//! - The store and the snapshot interval live beside the most recent run (in `live`) and apply
 //!   from the next run; the store also keeps the requests for human input.
 //! - Recovering continues from the newest snapshot in the store, as a run of this agent
-//!   (so at most one at a time, as any run).
+//!   started from that snapshot (a restore left for the next run stays for it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use crate::result::AgentResult;
 use crate::store::{CheckpointStore, RunQuery};
 
 impl Agent {
-    /// A checkpoint of the current or last run, at this instant (also mid-run): completed
+    /// A checkpoint of the most recent run, at this instant (also mid-run): completed
     /// states, the tokens ready, running (they run again on restore) and waiting at joins,
     /// counters, and the whole context. Before the first run, an empty one.
     ///
@@ -50,9 +50,11 @@ impl Agent {
         }
     }
 
-    /// Make the next `run()` continue from `checkpoint`: its context, its completed states
-    /// (which do not run again), its tokens (ready or running ones run), its joins' progress
-    /// and its run id. Works on a fresh agent of the same workflow, in another process.
+    /// Make the next run started (`run()`, `start()`, from any clone) continue from
+    /// `checkpoint`: its context, its completed states (which do not run again), its tokens
+    /// (ready or running ones run), its joins' progress and its run id. Works on a fresh
+    /// agent of the same workflow, in another process. Only that one run takes it: runs
+    /// started after it begin afresh.
     ///
     /// # Errors
     ///
@@ -128,8 +130,8 @@ impl Agent {
         let store = self.store()?;
         let (name, events) = (&self.shared.name, &self.shared.links.events);
         let checkpoint = checkpoint::load::newest_usable(&*store, run_id, name, &*self.program()?, events).await?;
-        self.restore_from_checkpoint(checkpoint)?;
-        self.run().await
+        let launch = self.launch(super::RunOptions::new(), Some(checkpoint), None)?;
+        self.go(launch).await
     }
 
     /// Recover every unfinished (running or paused) run of this agent in its store, one
