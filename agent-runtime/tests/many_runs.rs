@@ -3,6 +3,7 @@
 //! human input and store records, sharing only the compiled program.
 
 use std::collections::HashSet;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
@@ -493,3 +494,38 @@ async fn concurrent_runs_taking_different_targets_from_one_state_each_go_their_o
         assert_eq!(result.context().get_state::<u64>("parity"), Some(n % 2));
     }
 }
+
+/// A started run whose runtime shuts down ends `Cancelled`, whether its task had been
+/// polled or not (never `Running` for ever); awaited elsewhere, its handle says so.
+#[test]
+fn a_started_run_whose_runtime_shuts_down_ends_cancelled() {
+    let mut agent = Agent::new("shutdown");
+    agent.add_state("forever", |_ctx: Context| async {
+        std::future::pending::<()>().await;
+        StateResult::End
+    });
+    let other = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for polled in [false, true] {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let handle = {
+            let _inside = runtime.enter();
+            agent.start(RunOptions::new()).unwrap()
+        };
+        if polled {
+            runtime.block_on(tokio::task::yield_now());
+            assert_eq!(handle.state_status("forever"), Some(StateStatus::Running));
+        }
+        drop(runtime);
+        assert_eq!(handle.status(), AgentStatus::Cancelled, "polled: {polled}");
+        assert_eq!(agent.status(), AgentStatus::Cancelled);
+        let result = other.block_on(handle.into_future()).unwrap();
+        assert_eq!(result.status(), AgentStatus::Cancelled);
+    }
+}
+
+/// A handle and its future go to other tasks and threads (checked when this file compiles).
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<RunHandle>();
+    send_sync::<agent_runtime::RunFuture>();
+};

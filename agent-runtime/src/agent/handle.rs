@@ -89,9 +89,32 @@ impl Agent {
         };
         let launch = self.launch(options, None, None)?;
         let run = launch.run.clone();
-        let agent = self.clone();
-        let task = runtime.spawn(async move { agent.go(launch).await });
+        let task = spawn(&runtime, self.clone(), launch);
         Ok(RunHandle { agent: self.clone(), first: run, task: Mutex::new(task) })
+    }
+}
+
+/// Drive `launch` in a task of its own on `runtime`. A task dropped before its first poll
+/// (its runtime shutting down) cancels and ends the run it was given, which would otherwise
+/// read `Running` for ever; once polled, the run's own future does that (`CancelOnDrop`).
+fn spawn(runtime: &tokio::runtime::Handle, agent: Agent, launch: super::launch::Launch) -> JoinHandle<Outcome> {
+    let unpolled = Unpolled(Some(launch.run.clone()));
+    runtime.spawn(async move {
+        let mut unpolled = unpolled;
+        unpolled.0 = None;
+        agent.go(launch).await
+    })
+}
+
+/// See [`spawn`].
+struct Unpolled(Option<Arc<Run>>);
+
+impl Drop for Unpolled {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            run.cancel();
+            super::launch::finish(&run);
+        }
     }
 }
 
@@ -263,8 +286,7 @@ impl RunHandle {
             return Err(AgentError::NoRuntime { agent: self.agent.name().to_owned() });
         };
         let launch = self.agent.resume_launch(&self.run()).await?;
-        let agent = self.agent.clone();
-        let task = runtime.spawn(async move { agent.go(launch).await });
+        let task = spawn(&runtime, self.agent.clone(), launch);
         // The task of the paused run has ended: replacing it detaches nothing still going.
         *lock(&self.task) = task;
         Ok(())

@@ -426,7 +426,7 @@ async fn until_deadline(
 /// Mark the run over, and tell subscribers (`RunFinished`), then say they were told (see
 /// `run::control`); a run that is over for good lets the input hub forget its requests once
 /// another run asks. The error that ended the run, if any.
-fn finish(run: &Run) -> Option<AgentError> {
+pub(super) fn finish(run: &Run) -> Option<AgentError> {
     let error = run.finish();
     let links = &run.sinks.links;
     // Looked for after the run is marked over (`SeqCst`): a stream of this run's events
