@@ -299,7 +299,8 @@ pub mod prelude {
     pub use agent_runtime::SqliteStore;
     pub use agent_runtime::{
         Agent, AgentResult, AgentStatus, AnswerError, CheckpointStore, Event, EventKind, EventStream, MemoryStore,
-        PendingInput, QuotaScope, ResourcePool, RunMetrics, RunOptions, StateMetrics, StateStatus, StateTiming,
+        PendingInput, QuotaScope, ResourcePool, RunHandle, RunMetrics, RunOptions, StateMetrics, StateStatus,
+        StateTiming,
     };
     pub use serde::{Deserialize, Serialize};
 }
