@@ -119,27 +119,6 @@ impl Agent {
         self.go(launch).await
     }
 
-    /// Prepare a run (see [`Agent::prepare`]) and what driving it needs: `checkpoint`, if
-    /// given, instead of the one `restore_from_checkpoint` left for the next run; `resumes`:
-    /// the paused run this one resumes (the agent's most recent run only if that was).
-    pub(super) fn launch(
-        &self,
-        options: RunOptions,
-        checkpoint: Option<Checkpoint>,
-        resumes: Option<&Arc<Run>>,
-    ) -> Result<Launch, AgentError> {
-        let RunOptions { timeout, cleanup_timeout, context } = options;
-        let (run, restored, durable) = self.prepare(context, timeout, checkpoint, resumes)?;
-        // What the timed-out error reports: the timeout given, or what was left of a
-        // restored run's deadline.
-        let after = timeout.or_else(|| run.deadline().map(|d| d.at.saturating_duration_since(Instant::now())));
-        agent_core::__private::context::set_input_broker(
-            &run.ctx,
-            Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>,
-        );
-        Ok(Launch { run, restored, durable, after, cleanup_timeout })
-    }
-
     /// Drive a launched run to its end, in this task; its result.
     pub(super) async fn go(&self, launch: Launch) -> Result<AgentResult, AgentError> {
         let Launch { run, restored, durable, after, cleanup_timeout } = launch;
@@ -185,34 +164,38 @@ impl Agent {
         }
     }
 
-    /// Prepare the run under the lock on `live`: the program (compiled if the definition
-    /// changed), a run of it on the checkpoint's context (`checkpoint`, or else the one to
-    /// restore if there is one) or on `context`, with its durable writer and timings if
-    /// asked, seeded from that checkpoint; it is the agent's most recent run on return
-    /// (when it `resumes` a paused run, only if that one was). The seeded positions, if
-    /// restored, and the run's store (the run itself sees it only as its `Recorder`).
+    /// Prepare a run under the lock on `live`, and what driving it needs: the program
+    /// (compiled if the definition changed), a run of it on the checkpoint's context
+    /// (`checkpoint`, or else the one `restore_from_checkpoint` left for the next run, if
+    /// any) or on the options' context, with its durable writer and timings if asked,
+    /// seeded from that checkpoint, its context's input broker installed; it is the agent's
+    /// most recent run on return (when it `resumes` a paused run, only if that one was).
     ///
     /// # Errors
     ///
     /// The program's validation errors; a checkpoint to restore whose context cannot be
     /// read or which does not fit the program.
-    fn prepare(
+    pub(super) fn launch(
         &self,
-        context: Option<Context>,
-        timeout: Option<Duration>,
+        options: RunOptions,
         checkpoint: Option<Checkpoint>,
         resumes: Option<&Arc<Run>>,
-    ) -> Result<Prepared, AgentError> {
+    ) -> Result<Launch, AgentError> {
+        let RunOptions { timeout, cleanup_timeout, context } = options;
         let (program, mut live) = self.program_in(lock(&self.shared.live))?;
-        let (restore, durable) = {
+        let (left, durable) = {
             let persist = &mut live.persist;
             let durable = persist
                 .store
                 .clone()
                 .map(|store| Arc::new(Durable::new(store, self.shared.name.clone(), persist.checkpoint_interval)));
-            (checkpoint.or_else(|| persist.restore.take()), durable)
+            // A checkpoint given leaves the one left for the next run in place.
+            let left = if checkpoint.is_none() { persist.restore.take() } else { None };
+            (left, durable)
         };
-        let ctx = match &restore {
+        // Borrowed, not moved: a checkpoint is a few hundred bytes, and a plain run has none.
+        let restore = checkpoint.as_ref().or(left.as_ref());
+        let ctx = match restore {
             Some(c) => c.read_context().map_err(|e| CheckpointError::Mismatch {
                 agent: self.shared.name.clone(),
                 reason: format!("its context cannot be read: {e}"),
@@ -232,13 +215,11 @@ impl Agent {
         // recovered or resumed ends when the original would have, never later and never
         // not. A run that had ended (timed out, failed) and is restored to go on has spent
         // its deadline: it is a new attempt, under the options given.
-        let recorded = (restore.as_ref())
-            .filter(|c| !c.agent_status.is_finished())
-            .and_then(|c| c.deadline_ms)
-            .map(Deadline::at_wall);
+        let recorded =
+            restore.filter(|c| !c.agent_status.is_finished()).and_then(|c| c.deadline_ms).map(Deadline::at_wall);
         run.control.set_deadline(Deadline::min(timeout.map(Deadline::after), recorded));
         let run = Arc::new(run);
-        let restored = restore.map(|c| self.seed(&run, &c)).transpose()?;
+        let restored = restore.map(|c| self.seed(&run, c)).transpose()?;
         let most_recent = match resumes {
             Some(paused) => live.run.as_ref().is_some_and(|r| Arc::ptr_eq(r, paused)),
             None => true,
@@ -246,7 +227,15 @@ impl Agent {
         if most_recent {
             live.run = Some(run.clone());
         }
-        Ok((run, restored, durable))
+        drop(live);
+        // What the timed-out error reports: the timeout given, or what was left of a
+        // restored run's deadline.
+        let after = timeout.or_else(|| run.deadline().map(|d| d.at.saturating_duration_since(Instant::now())));
+        agent_core::__private::context::set_input_broker(
+            &run.ctx,
+            Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>,
+        );
+        Ok(Launch { run, restored, durable, after, cleanup_timeout })
     }
 
     /// Seed `run` from `checkpoint`: its run id, its requests for human input, and the
@@ -286,13 +275,12 @@ impl Agent {
     }
 }
 
-/// A run ready to start: the run, the positions it goes on from if restored, its store.
-type Prepared = (Arc<Run>, Option<Vec<Position>>, Option<Arc<Durable>>);
-
-/// A prepared run and what driving it needs (see [`Agent::go`]).
+/// A run ready to start, and what driving it needs (see [`Agent::go`]).
 pub(super) struct Launch {
     pub(super) run: Arc<Run>,
+    /// The positions it goes on from, if restored.
     restored: Option<Vec<Position>>,
+    /// Its store (the run itself sees it only as its `Recorder`).
     durable: Option<Arc<Durable>>,
     /// What a timed-out error reports as the run's timeout.
     after: Option<Duration>,
@@ -443,7 +431,7 @@ pub(super) fn finish(run: &Run) -> Option<AgentError> {
     error
 }
 
-/// How to run: see [`Agent::run_with`].
+/// How to run: see [`Agent::run_with`] and [`Agent::start`].
 ///
 /// ```
 /// use std::time::Duration;
