@@ -211,8 +211,9 @@ pub use agent_core::AgentError;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-/// Options of one run, for [`Agent::run_with`]: a deadline for the whole run, how long
-/// states still running at the deadline may take to finish, and the context to start from.
+/// Options of one run, for [`Agent::run_with`] and [`Agent::start`]: a deadline for the
+/// whole run, how long states still running at the deadline may take to finish, and the
+/// context to start from.
 ///
 /// ```
 /// use std::time::Duration;
