@@ -11,9 +11,11 @@
 //!   (`run::latest` follows the chain).
 //! - Dropping a handle, or the future awaiting it, leaves the run going, as dropping a
 //!   tokio `JoinHandle` leaves its task; [`RunHandle::cancel`] stops it. If the runtime
-//!   shuts down first, the run's future is dropped, which cancels it.
+//!   shuts down first, the run's future is dropped, which cancels it (a task never polled
+//!   too: see `spawn`).
 //! - Awaiting the handle gives what `run()` would have: the result once the run completes,
-//!   is cancelled or pauses, the error that ended it otherwise.
+//!   is cancelled or pauses, the error that ended it otherwise; after
+//!   [`RunHandle::resume`], the resumed run's.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
