@@ -211,8 +211,9 @@ pub use agent_core::AgentError;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-/// Options of one run, for [`Agent::run_with`]: a deadline for the whole run, how long
-/// states still running at the deadline may take to finish, and the context to start from.
+/// Options of one run, for [`Agent::run_with`] and [`Agent::start`]: a deadline for the
+/// whole run, how long states still running at the deadline may take to finish, and the
+/// context to start from.
 ///
 /// ```
 /// use std::time::Duration;
@@ -299,7 +300,8 @@ pub mod prelude {
     pub use agent_runtime::SqliteStore;
     pub use agent_runtime::{
         Agent, AgentResult, AgentStatus, AnswerError, CheckpointStore, Event, EventKind, EventStream, MemoryStore,
-        PendingInput, QuotaScope, ResourcePool, RunMetrics, RunOptions, StateMetrics, StateStatus, StateTiming,
+        PendingInput, QuotaScope, ResourcePool, RunHandle, RunMetrics, RunOptions, StateMetrics, StateStatus,
+        StateTiming,
     };
     pub use serde::{Deserialize, Serialize};
 }

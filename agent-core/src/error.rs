@@ -376,9 +376,18 @@ pub enum AgentError {
         /// The run's context when it stopped.
         context: Context,
     },
-    /// `run()` was called while a run of this agent is still going.
+    /// No longer returned: runs of one agent may go on at once (see `Agent::start`). Kept
+    /// so that code matching it still compiles.
     #[error("agent `{agent}` is already running")]
     AlreadyRunning {
+        /// The agent's name.
+        agent: String,
+    },
+    /// `Agent::start` was called outside a tokio runtime: a started run goes on in a task of
+    /// its own, on the runtime `start` is called from. (`run()` needs none of its own: it
+    /// runs in the task that awaits it.)
+    #[error("agent `{agent}` cannot start a run outside a tokio runtime")]
+    NoRuntime {
         /// The agent's name.
         agent: String,
     },

@@ -13,15 +13,24 @@
 //!   branch are sent in the order they happened; events of parallel branches interleave.
 //! - A stream ends (`None`) once the agent, every clone of it, and every result of its runs
 //!   are dropped; while any of them lives, it waits for the next event.
+//! - A stream of one run ([`RunHandle::events`](crate::RunHandle::events)) skips the other
+//!   runs' events and ends after its run's last `RunFinished` (one whose status is final,
+//!   not `Paused`); made after that was sent, it ends at once. It never misses that event
+//!   nor waits forever for it: it is counted as a subscriber (`SeqCst`) before it looks
+//!   whether the run is over (`SeqCst`), and a run looks for subscribers (`SeqCst`) after it
+//!   is over, so either the run sees it and sends it the event, or it sees the run over and
+//!   waits only until the run says it has told its subscribers (see `run::control`).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime};
 
 use agent_core::AgentStatus;
 use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::run::Run;
 use tokio_util::sync::ReusableBoxFuture;
 
 /// How many events a consumer may fall behind before it loses the oldest.
@@ -193,6 +202,12 @@ impl EventHub {
         self.subscribers.load(Relaxed) != 0
     }
 
+    /// Whether someone is subscribed, read after the run is marked over: `SeqCst`, so either
+    /// this sees a stream of the run's events or that stream sees the run over.
+    pub(crate) fn active_at_end(&self) -> bool {
+        self.subscribers.load(SeqCst) != 0
+    }
+
     /// Send `kind` of run `run_id`, now. Never waits; with no receiver it is dropped.
     #[cold]
     pub(crate) fn send(&self, run_id: Arc<str>, kind: EventKind) {
@@ -204,8 +219,8 @@ impl EventHub {
     /// A new stream of every event sent from now on.
     pub(crate) fn subscribe(self: &Arc<Self>) -> EventStream {
         // Counted before it can receive: a run that sees no subscriber sends nothing this
-        // stream could have missed.
-        self.subscribers.fetch_add(1, Relaxed);
+        // stream could have missed. `SeqCst`: see `active_at_end`.
+        self.subscribers.fetch_add(1, SeqCst);
         // The stream holds only a receiver: it must not keep the channel open (it ends with
         // the agent).
         let rx = self.tx.get_or_init(|| broadcast::channel(CAPACITY).0).subscribe();
@@ -214,7 +229,38 @@ impl EventHub {
             recv: ReusableBoxFuture::new(receive(rx)),
             last_run: Arc::from(""),
             done: false,
+            only: None,
         }
+    }
+
+    /// A new stream of the events of `run` (and of the runs that resume it) sent from now
+    /// on, ending after its last `RunFinished`.
+    pub(crate) fn subscribe_run(self: &Arc<Self>, run: Arc<Run>) -> EventStream {
+        let mut stream = self.subscribe();
+        let id: Arc<str> = run.run_id().into();
+        stream.last_run = id.clone();
+        stream.only = Some(Only { id, run });
+        stream
+    }
+}
+
+/// What a stream of one run's events follows: the run's id, and the first run of its chain
+/// of resumes (see `run::successor`).
+struct Only {
+    id: Arc<str>,
+    run: Arc<Run>,
+}
+
+impl Only {
+    /// Whether the run is over for good and has told its subscribers so (`Some(true)`), is
+    /// over for good but not told them yet (`Some(false)`), or may go on (`None`: running,
+    /// or paused and so resumable).
+    fn over(&self) -> Option<bool> {
+        let run = crate::run::latest(&self.run);
+        if !run.control.is_over() || run.status() == AgentStatus::Paused {
+            return None;
+        }
+        Some(run.control.end_announced())
     }
 }
 
@@ -224,16 +270,20 @@ async fn receive(mut rx: broadcast::Receiver<Event>) -> (Result<Event, RecvError
 }
 
 /// The events of an agent's runs, from the moment it was made: see
-/// [`Agent::events`](crate::Agent::events).
+/// [`Agent::events`](crate::Agent::events); or of one run: see
+/// [`RunHandle::events`](crate::RunHandle::events).
 ///
 /// Read it with [`next`](EventStream::next), or as a [`futures_util::Stream`]. It ends
-/// (`None`) once the agent, its clones and its runs' results are all dropped. Dropping the
+/// (`None`) once the agent, its clones and its runs' results are all dropped; a stream of
+/// one run ends after that run does. Dropping the
 /// stream unsubscribes it: with no stream left, runs build no events at all.
 pub struct EventStream {
     subscribers: Arc<AtomicUsize>,
     recv: ReusableBoxFuture<'static, (Result<Event, RecvError>, broadcast::Receiver<Event>)>,
     last_run: Arc<str>,
     done: bool,
+    /// Only this run's events, ending with it.
+    only: Option<Only>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -250,6 +300,44 @@ impl EventStream {
     }
 
     fn poll_event(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Event>> {
+        if self.only.is_none() {
+            return self.poll_any(cx);
+        }
+        loop {
+            let event = match self.poll_any(cx) {
+                Poll::Ready(event) => event,
+                Poll::Pending => match self.only.as_ref().and_then(Only::over) {
+                    None => return Poll::Pending,
+                    Some(false) => {
+                        // Over, and telling its subscribers now: look again in a moment.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    // Told: what it sent this stream is in its buffer, and nothing more will
+                    // come. One more look, after the announcement was seen.
+                    Some(true) => match self.poll_any(cx) {
+                        Poll::Ready(event) => event,
+                        Poll::Pending => {
+                            self.done = true;
+                            return Poll::Ready(None);
+                        }
+                    },
+                },
+            };
+            let Some(event) = event else { return Poll::Ready(None) };
+            let Some(only) = &self.only else { return Poll::Ready(Some(event)) };
+            match &event.kind {
+                EventKind::Lagged { .. } => {}
+                _ if *event.run_id != *only.id => continue,
+                EventKind::RunFinished { status } if *status != AgentStatus::Paused => self.done = true,
+                _ => {}
+            }
+            return Poll::Ready(Some(event));
+        }
+    }
+
+    /// The next event of any run.
+    fn poll_any(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Event>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -257,7 +345,8 @@ impl EventStream {
         self.recv.set(receive(rx));
         Poll::Ready(match result {
             Ok(event) => {
-                if *event.run_id != *self.last_run {
+                // A stream of one run reports its losses under that run's id.
+                if self.only.is_none() && *event.run_id != *self.last_run {
                     self.last_run = event.run_id.clone();
                 }
                 Some(event)

@@ -67,7 +67,7 @@ mod text;
 mod timing;
 mod version;
 
-pub use agent::{Agent, RunOptions, StateConfig};
+pub use agent::{Agent, RunFuture, RunHandle, RunOptions, StateConfig};
 pub use agent_core::{AgentStatus, StateStatus};
 pub use events::{Event, EventKind, EventStream};
 pub use human::{AnswerError, PendingInput};

@@ -7,7 +7,8 @@
 //!   `run()` once.
 //!
 //! Baseline, measured in the same run: a warm second run of an agent already built and run
-//! once (`*_warm_run`), so the difference is the cold start.
+//! once (`*_warm_run`), so the difference is the cold start. `one_state_warm_run`: a warm
+//! run of a one-state agent (one atomic update, then the end), the fixed cost of a run.
 //!
 //! Reproduce: `cargo bench -p agent-bench --bench cold_start`.
 
@@ -35,6 +36,15 @@ fn builder_chain() -> Agent {
     agent
 }
 
+fn one_state() -> Agent {
+    let mut agent = Agent::new("one_state");
+    agent.add_state("only", |ctx: Context| async move {
+        bump(&ctx);
+        StateResult::End
+    });
+    agent
+}
+
 fn fresh_context() -> Context {
     let ctx = Context::new();
     ctx.set_state("n", 0u64);
@@ -57,7 +67,17 @@ fn cold_start(c: &mut Criterion) {
         }
     }
 
+    let single = one_state();
+    let result = rt.block_on(single.run_in(fresh_context())).expect("the one state completes");
+    assert_eq!(result.context().get_state::<u64>("n"), Some(1));
+
     let mut group = c.benchmark_group("cold_start");
+    group.bench_function("one_state_warm_run", |b| {
+        b.to_async(&rt).iter(|| {
+            let agent = single.clone();
+            async move { agent.run_in(fresh_context()).await.unwrap() }
+        })
+    });
     group.bench_function("builder_warm_run", |b| {
         b.to_async(&rt).iter(|| {
             let agent = builder.clone();

@@ -3,8 +3,11 @@
 //! by a literal, the last ending), all started at once with `tokio::spawn` and all awaited
 //! inside the timed region, on a 2-worker tokio runtime. Reported as workflows per second.
 //!
-//! An `Agent` admits one run at a time and its clones share that run, so the M agents are
-//! built (and each run once, so its program is compiled) outside the timed region.
+//! `agent_workflow`: M agents (one per workflow, `chain10::agent()`), each running once
+//! with `run_in` in a task of its own; the agents are built (and each run once, so its
+//! program is compiled) outside the timed region. `agent_start`: one agent, M runs of it
+//! started with `Agent::start` and awaited through their handles (one definition, many
+//! runs: the form a worker or a server uses).
 //!
 //! Baseline, measured in the same run: M hand-written async ten-step loops (one `async fn`
 //! a step, the same context update, a `match` picking the next) spawned the same way.
@@ -55,6 +58,16 @@ async fn run_all(agents: &[Agent]) -> Vec<AgentResult> {
     results
 }
 
+async fn start_all(agent: &Agent, m: usize) -> Vec<AgentResult> {
+    let handles: Vec<RunHandle> =
+        (0..m).map(|_| agent.start(RunOptions::new().context(fresh_context())).expect("a run starts")).collect();
+    let mut results = Vec::with_capacity(m);
+    for h in handles {
+        results.push(h.await.expect("a run failed"));
+    }
+    results
+}
+
 async fn baseline_all(m: usize) -> Vec<Context> {
     let handles: Vec<_> = (0..m).map(|_| tokio::spawn(baseline(fresh_context()))).collect();
     let mut out = Vec::with_capacity(m);
@@ -75,6 +88,11 @@ fn concurrent(c: &mut Criterion) {
             assert_eq!(result.status(), AgentStatus::Completed);
             assert_eq!(result.context().get_state::<u64>("n"), Some(10));
         }
+        let one = chain10::agent();
+        for result in rt.block_on(start_all(&one, m)) {
+            assert_eq!(result.status(), AgentStatus::Completed);
+            assert_eq!(result.context().get_state::<u64>("n"), Some(10));
+        }
         for ctx in rt.block_on(baseline_all(m)) {
             assert_eq!(ctx.get_state::<u64>("n"), Some(10));
         }
@@ -88,6 +106,9 @@ fn concurrent(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("agent_workflow", m), &m, |b, _| {
             b.to_async(&rt).iter(|| run_all(&agents))
+        });
+        group.bench_with_input(BenchmarkId::new("agent_start", m), &m, |b, &m| {
+            b.to_async(&rt).iter(|| start_all(&one, m))
         });
     }
     group.finish();

@@ -2,7 +2,9 @@
 //!
 //! Invariants:
 //! - The requests for human input of every run of the agent go to one hub, which the agent
-//!   shares with its runs through their links: any clone of the agent answers them.
+//!   shares with its runs through their links. Request ids are counted per run, so an
+//!   answer names its run: the agent's methods speak of its most recent run, a
+//!   [`RunHandle`](crate::RunHandle)'s of its own.
 //! - An answer the request's validator refuses changes nothing: the request stays pending.
 //!   With a store, the first answer to a request wins, whichever process gives it.
 
@@ -19,15 +21,16 @@ impl Agent {
         self
     }
 
-    /// The requests for human input that states are waiting on now, in request order:
-    /// exactly those [`Agent::answer`] accepts. Empty once they are answered (or defaulted,
-    /// or timed out).
+    /// The requests for human input that states of the most recent run are waiting on now,
+    /// in request order: exactly those [`Agent::answer`] accepts. Empty once they are
+    /// answered (or defaulted, or timed out). Other runs going on at once list theirs
+    /// through their [`RunHandle`](crate::RunHandle::pending_inputs).
     pub fn pending_inputs(&self) -> Vec<crate::PendingInput> {
-        self.shared.links.inputs.pending()
+        self.run_id().map(|run| self.shared.links.inputs.pending(Some(&run))).unwrap_or_default()
     }
 
-    /// Answer the pending request `id` (see [`Agent::pending_inputs`]): the state waiting on
-    /// it goes on with `value`. With a store, the answer is recorded there too (where the
+    /// Answer the pending request `id` of the most recent run (see
+    /// [`Agent::pending_inputs`]): the state waiting on it goes on with `value`. With a store, the answer is recorded there too (where the
     /// first answer to a request wins, should another process answer it at the same time).
     ///
     /// # Errors
@@ -73,10 +76,13 @@ impl Agent {
     /// # }
     /// ```
     pub fn answer(&self, id: &str, value: impl Into<String>) -> Result<(), crate::AnswerError> {
-        self.shared.links.inputs.answer(id, value.into())
+        match self.run_id() {
+            Some(run) => self.shared.links.inputs.answer(Some(&run), id, value.into()),
+            None => Err(crate::AnswerError::UnknownRequest { id: id.to_owned() }),
+        }
     }
 
-    /// Every request for human input of the current or last run, answered or not, in
+    /// Every request for human input of the most recent run, answered or not, in
     /// request order: the prompt, when it was asked and answered, the answer, and whether
     /// it was the default taken at the timeout (`defaulted`).
     pub fn input_history(&self) -> Vec<crate::store::InputRecord> {

@@ -1,24 +1,27 @@
-//! Introspection and control of the current (or last) run: events, statuses, the run id,
-//! the diagram, metrics, and cancelling, pausing and resuming.
+//! Introspection and control of the agent's most recent run (the last one started, by
+//! `run()` or `start()`, from any clone): events, statuses, the run id, the diagram,
+//! metrics, and cancelling, pausing and resuming. A [`RunHandle`](crate::RunHandle) does
+//! the same for its own run.
 //!
 //! Invariants:
-//! - Every read takes the current run from `live` once (a clone of its `Arc`) and reads it
-//!   after releasing `live`; before the first run the answers describe the definition
-//!   (`Idle`, `Pending`, zero counters).
+//! - Every read takes the most recent run from `live` once (a clone of its `Arc`) and reads
+//!   it after releasing `live`; before the first run the answers describe the definition
+//!   (`Idle`, `Pending`, zero counters). Other runs going on at once are not seen, except by
+//!   `events`, which streams every run's.
 //! - Control goes through the run itself (`cancel`, `cancel_state`, `pause`). `pause`
 //!   returns once every branch has stopped; `resume` continues from the checkpoint of the
-//!   paused run, as a new run with the same run id.
+//!   paused run, as a new run with the same run id (its successor, see `run::successor`).
 
 use agent_core::{AgentError, AgentStatus, Checkpoint, Diagram, StateStatus};
 
 use super::{lock, Agent};
-use crate::checkpoint;
 use crate::events::EventStream;
 use crate::result::{AgentResult, RunMetrics};
 
 impl Agent {
     /// A stream of this agent's [`Event`](crate::Event)s, one per change of a run or a
-    /// state, from now on: the current run's and every later run's.
+    /// state, from now on: of every run going on and every later run (each event names its
+    /// run; [`RunHandle::events`](crate::RunHandle::events) streams one run's).
     ///
     /// Any number of streams may read at once, each at its own pace; a run never waits for
     /// them. A stream that falls more than [`CAPACITY`](crate::events::CAPACITY) events
@@ -54,12 +57,12 @@ impl Agent {
         self.shared.links.events.subscribe()
     }
 
-    /// The status of the current or last run; `Idle` before the first.
+    /// The status of the most recent run; `Idle` before the first.
     pub fn status(&self) -> AgentStatus {
         self.current().map_or(AgentStatus::Idle, |r| r.status())
     }
 
-    /// The status of `state` in the current or last run; `None` if there is no such state.
+    /// The status of `state` in the most recent run; `None` if there is no such state.
     pub fn state_status(&self, state: &str) -> Option<StateStatus> {
         match self.current() {
             Some(run) => run
@@ -70,14 +73,14 @@ impl Agent {
         }
     }
 
-    /// The id of the current or last run.
+    /// The id of the most recent run.
     pub fn run_id(&self) -> Option<String> {
         self.current().map(|r| r.run_id().to_owned())
     }
 
     /// The agent's picture: its states, the edges known without running (literal targets
     /// of `#[state]` functions, `on_error` routes, dependencies), coloured by the statuses
-    /// of the current or last run. Draw it with [`Diagram::to_mermaid`] or
+    /// of the most recent run. Draw it with [`Diagram::to_mermaid`] or
     /// [`Diagram::to_dot`]; colour it by a checkpoint instead with
     /// [`Diagram::with_checkpoint`].
     ///
@@ -105,15 +108,16 @@ impl Agent {
         crate::diagram::of_definition(&self.shared.name, &lock(&self.shared.def), run.as_deref())
     }
 
-    /// Counters of the current or last run (all zero before the first).
+    /// Counters of the most recent run (all zero before the first).
     pub fn metrics(&self) -> RunMetrics {
         self.current().map(|r| RunMetrics::of(&r)).unwrap_or_default()
     }
 
-    /// Stop the running instances of `state`: their futures are dropped (a state waiting for
-    /// resources or for a retry leaves the queue), each ends [`StateStatus::Cancelled`] and
-    /// its branch ends there; the rest of the run goes on. Later runs of the state are not
-    /// affected. `false` if no run is going or it has no such state.
+    /// Stop the running instances of `state` in the most recent run: their futures are
+    /// dropped (a state waiting for resources or for a retry leaves the queue), each ends
+    /// [`StateStatus::Cancelled`] and its branch ends there; the rest of the run goes on.
+    /// Later runs of the state are not affected. `false` if no run is going or it has no
+    /// such state.
     pub fn cancel_state(&self, state: &str) -> bool {
         let Some(run) = self.current() else { return false };
         match run.program.index_of(state) {
@@ -125,10 +129,11 @@ impl Agent {
         }
     }
 
-    /// Cancel the run in progress: every branch stops, nothing more of it is admitted to a
-    /// resource pool, and `run()` returns with status `Cancelled`. Returns once the run is
-    /// over: every state it stopped then reads [`StateStatus::Cancelled`], and
-    /// [`Agent::metrics`] counts none running.
+    /// Cancel the most recent run, if it is in progress: every branch stops, nothing more
+    /// of it is admitted to a resource pool, and `run()` returns with status `Cancelled`.
+    /// Other runs of the agent go on ([`RunHandle::cancel`](crate::RunHandle::cancel) stops
+    /// one of them). Returns once the run is over: every state it stopped then reads
+    /// [`StateStatus::Cancelled`], and [`Agent::metrics`] counts none running.
     pub async fn cancel_all(&self) {
         if let Some(run) = self.current() {
             run.cancel();
@@ -138,11 +143,11 @@ impl Agent {
         }
     }
 
-    /// Pause the run in progress: nothing new starts, states waiting to start (for a
-    /// dependency, resources, a rate limit or a retry) leave their queues, running states
-    /// finish. Returns the checkpoint of the paused run once every branch has stopped;
-    /// `run()` returns with status [`AgentStatus::Paused`]. Without a running run, the
-    /// checkpoint of the last one.
+    /// Pause the most recent run, if it is in progress: nothing new starts, states waiting
+    /// to start (for a dependency, resources, a rate limit or a retry) leave their queues,
+    /// running states finish. Returns the checkpoint of the paused run once every branch has
+    /// stopped; `run()` returns with status [`AgentStatus::Paused`]. Without a running run,
+    /// the checkpoint of the last one.
     pub async fn pause(&self) -> Checkpoint {
         if let Some(run) = self.current() {
             if run.pause() {
@@ -152,18 +157,22 @@ impl Agent {
         self.create_checkpoint()
     }
 
-    /// Continue the paused run to its end (in this task, like `run()`).
+    /// Continue the most recent run, paused, to its end (in this task, like `run()`): a new
+    /// run with the same id, going on from the paused run's checkpoint. A [`RunHandle`]
+    /// of the paused run follows it (its status, metrics and events are the resumed run's),
+    /// though only this call returns its result.
     ///
     /// # Errors
     ///
-    /// [`AgentError::NotPaused`] when no run is paused; otherwise as [`Agent::run`].
+    /// [`AgentError::NotPaused`] when the most recent run is not paused (or was resumed
+    /// meanwhile, through a [`RunHandle`]); otherwise as [`Agent::run`].
+    ///
+    /// [`RunHandle`]: crate::RunHandle
     pub async fn resume(&self) -> Result<AgentResult, AgentError> {
-        let paused = self.current().filter(|r| r.status() == AgentStatus::Paused);
-        let Some(run) = paused else {
+        let Some(run) = self.current() else {
             return Err(AgentError::NotPaused { agent: self.shared.name.clone() });
         };
-        run.ended().await;
-        self.restore_from_checkpoint(checkpoint::capture(&run, &self.shared.name))?;
-        self.run().await
+        let launch = self.resume_launch(&run).await?;
+        self.go(launch).await
     }
 }

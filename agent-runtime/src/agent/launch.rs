@@ -1,14 +1,21 @@
 //! Launching a run: compile the program, prepare the run, seed it, drive it to its end
-//! under the deadline, and build its result.
+//! under the deadline, and build its result; in the caller's task (`run`) or in a task of
+//! its own (`start`, see `handle`).
 //!
 //! Invariants:
 //! - A run takes `live` once to start (twice when the definition changed: `def` is taken
-//!   in between to compile it, see `Agent::program_in`); it is the current run from then on.
-//! - At most one run of an agent is in progress at a time; a paused run may be replaced.
+//!   in between to compile it, see `Agent::program_in`); it is the agent's most recent run
+//!   from then on. Any number of runs of one agent go on at once: they share the compiled
+//!   program (which holds nothing a run changes but the checked hint `last_target` and the
+//!   rate limiters, shared by design) and the agent's links, nothing else.
+//! - A paused run is resumed at most once (`Run::successor`); the resumed run, a new `Run`
+//!   with the same id, is the agent's most recent run only if the paused one was.
 //! - Dropping the future of `run()` cancels the run (`CancelOnDrop`): no branch outlives it.
+//!   A started run's future lives in its own task, so dropping its handle does not.
 //! - A durable run claims its run, and its row and first snapshot are written, before any
 //!   state runs; its writer commits the final snapshot, with the final status, after the run
-//!   is over, and gives the lease back (see `durable`).
+//!   is over, and gives the lease back (see `durable`). A claim made by `recover` is handed
+//!   to `launch` with the checkpoint it read, and goes only with that checkpoint.
 //! - The steps add no allocation and no await of their own: they are plain functions, or
 //!   futures nested in the one future of `run()`; only a durable run awaits its store
 //!   before its first state.
@@ -110,15 +117,13 @@ impl Agent {
     /// # }
     /// ```
     pub async fn run_with(&self, options: RunOptions) -> Result<AgentResult, AgentError> {
-        let RunOptions { timeout, cleanup_timeout, context } = options;
-        let (run, restored, durable) = self.prepare(context, timeout)?;
-        // What the timed-out error reports: the timeout given, or what was left of a
-        // restored run's deadline.
-        let after = timeout.or_else(|| run.deadline().map(|d| d.at.saturating_duration_since(Instant::now())));
-        agent_core::__private::context::set_input_broker(
-            &run.ctx,
-            Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>,
-        );
+        let launch = self.launch(options, None, None, None)?;
+        self.go(launch).await
+    }
+
+    /// Drive a launched run to its end, in this task; its result.
+    pub(super) async fn go(&self, launch: Launch) -> Result<AgentResult, AgentError> {
+        let Launch { run, restored, durable, after, cleanup_timeout } = launch;
         let span = tracing::info_span!("agent_run", agent = %self.shared.name, run_id = %run.run_id());
         async {
             announce(&run, restored.is_none());
@@ -135,33 +140,71 @@ impl Agent {
         .await
     }
 
-    /// Prepare the run under the lock on `live`: the program (compiled if the definition
-    /// changed), a run of it on the restored checkpoint's context or on `context`, with its
-    /// durable writer and timings if asked, seeded from the checkpoint to restore if there
-    /// is one; it is the current run on return. The seeded positions, if restored, and the
-    /// run's store (the run itself sees it only as its `Recorder`).
+    /// Make the launch that resumes `paused`, once every branch of it has stopped.
     ///
     /// # Errors
     ///
-    /// The program's validation errors; [`AgentError::AlreadyRunning`]; a checkpoint to
-    /// restore whose context cannot be read or which does not fit the program.
-    fn prepare(&self, context: Option<Context>, timeout: Option<Duration>) -> Result<Prepared, AgentError> {
-        let (program, mut live) = self.program_in(lock(&self.shared.live))?;
-        if live.run.as_ref().is_some_and(|r| !r.status().is_finished() && r.status() != AgentStatus::Paused) {
-            return Err(AgentError::AlreadyRunning { agent: self.shared.name.clone() });
+    /// [`AgentError::NotPaused`] when `paused` is not paused, or another caller resumed it
+    /// first; otherwise as [`Agent::launch`].
+    pub(super) async fn resume_launch(&self, paused: &Arc<Run>) -> Result<Launch, AgentError> {
+        let not_paused = || AgentError::NotPaused { agent: self.shared.name.clone() };
+        if paused.status() != AgentStatus::Paused {
+            return Err(not_paused());
         }
-        let (restore, durable) = {
+        paused.ended().await;
+        if !paused.successor.claim() {
+            return Err(not_paused());
+        }
+        let checkpoint = checkpoint::capture(paused, &self.shared.name);
+        match self.launch(RunOptions::new(), Some(checkpoint), Some(paused), None) {
+            Ok(launch) => {
+                paused.successor.set(launch.run.clone());
+                Ok(launch)
+            }
+            Err(e) => {
+                paused.successor.release();
+                Err(e)
+            }
+        }
+    }
+
+    /// Prepare a run under the lock on `live`, and what driving it needs: the program
+    /// (compiled if the definition changed), a run of it on the checkpoint's context
+    /// (`checkpoint`, or else the one `restore_from_checkpoint` left for the next run, if
+    /// any) or on the options' context, with its durable writer and timings if asked,
+    /// seeded from that checkpoint, its context's input broker installed; it is the agent's
+    /// most recent run on return (when it `resumes` a paused run, only if that one was). A
+    /// durable run takes `claimed` (the store's claim `recover` made) if it claims the
+    /// checkpoint's run; otherwise it claims its run itself when it starts.
+    ///
+    /// # Errors
+    ///
+    /// The program's validation errors; a checkpoint to restore whose context cannot be
+    /// read or which does not fit the program.
+    pub(super) fn launch(
+        &self,
+        options: RunOptions,
+        checkpoint: Option<Checkpoint>,
+        resumes: Option<&Arc<Run>>,
+        claimed: Option<crate::durable::Claimed>,
+    ) -> Result<Launch, AgentError> {
+        let RunOptions { timeout, cleanup_timeout, context } = options;
+        let (program, mut live) = self.program_in(lock(&self.shared.live))?;
+        let (left, durable) = {
             let persist = &mut live.persist;
-            let restore = persist.restore.take();
             // A claim made by `recover` goes with the checkpoint it restores, and only with it.
-            let claimed = persist.claimed.take().filter(|c| restore.as_ref().is_some_and(|r| r.run_id == c.row.run_id));
+            let claimed = claimed.filter(|c| checkpoint.as_ref().is_some_and(|r| r.run_id == c.row.run_id));
             let ttl = persist.lease_ttl.unwrap_or(crate::durable::DEFAULT_LEASE_TTL);
             let durable = persist.store.clone().map(|store| {
                 Arc::new(Durable::new(store, self.shared.name.clone(), persist.checkpoint_interval, ttl, claimed))
             });
-            (restore, durable)
+            // A checkpoint given leaves the one left for the next run in place.
+            let left = if checkpoint.is_none() { persist.restore.take() } else { None };
+            (left, durable)
         };
-        let ctx = match &restore {
+        // Borrowed, not moved: a checkpoint is a few hundred bytes, and a plain run has none.
+        let restore = checkpoint.as_ref().or(left.as_ref());
+        let ctx = match restore {
             Some(c) => c.read_context().map_err(|e| CheckpointError::Mismatch {
                 agent: self.shared.name.clone(),
                 reason: format!("its context cannot be read: {e}"),
@@ -181,15 +224,27 @@ impl Agent {
         // recovered or resumed ends when the original would have, never later and never
         // not. A run that had ended (timed out, failed) and is restored to go on has spent
         // its deadline: it is a new attempt, under the options given.
-        let recorded = (restore.as_ref())
-            .filter(|c| !c.agent_status.is_finished())
-            .and_then(|c| c.deadline_ms)
-            .map(Deadline::at_wall);
+        let recorded =
+            restore.filter(|c| !c.agent_status.is_finished()).and_then(|c| c.deadline_ms).map(Deadline::at_wall);
         run.control.set_deadline(Deadline::min(timeout.map(Deadline::after), recorded));
         let run = Arc::new(run);
-        let restored = restore.map(|c| self.seed(&run, &c)).transpose()?;
-        live.run = Some(run.clone());
-        Ok((run, restored, durable))
+        let restored = restore.map(|c| self.seed(&run, c)).transpose()?;
+        let most_recent = match resumes {
+            Some(paused) => live.run.as_ref().is_some_and(|r| Arc::ptr_eq(r, paused)),
+            None => true,
+        };
+        if most_recent {
+            live.run = Some(run.clone());
+        }
+        drop(live);
+        // What the timed-out error reports: the timeout given, or what was left of a
+        // restored run's deadline.
+        let after = timeout.or_else(|| run.deadline().map(|d| d.at.saturating_duration_since(Instant::now())));
+        agent_core::__private::context::set_input_broker(
+            &run.ctx,
+            Arc::downgrade(&run) as std::sync::Weak<dyn agent_core::__private::InputBroker>,
+        );
+        Ok(Launch { run, restored, durable, after, cleanup_timeout })
     }
 
     /// Seed `run` from `checkpoint`: its run id, its requests for human input, and the
@@ -229,8 +284,17 @@ impl Agent {
     }
 }
 
-/// A run ready to start: the run, the positions it goes on from if restored, its store.
-type Prepared = (Arc<Run>, Option<Vec<Position>>, Option<Arc<Durable>>);
+/// A run ready to start, and what driving it needs (see [`Agent::go`]).
+pub(super) struct Launch {
+    pub(super) run: Arc<Run>,
+    /// The positions it goes on from, if restored.
+    restored: Option<Vec<Position>>,
+    /// Its store (the run itself sees it only as its `Recorder`).
+    durable: Option<Arc<Durable>>,
+    /// What a timed-out error reports as the run's timeout.
+    after: Option<Duration>,
+    cleanup_timeout: Option<Duration>,
+}
 
 /// The run has started: `RunStarted` for subscribers, and the root token at the start
 /// unless the run was restored.
@@ -359,16 +423,27 @@ async fn until_deadline(
     running
 }
 
-/// Mark the run over, and tell subscribers (`RunFinished`); the error that ended it, if any.
-fn finish(run: &Run) -> Option<AgentError> {
+/// Mark the run over, and tell subscribers (`RunFinished`), then say they were told (see
+/// `run::control`); a run that is over for good lets the input hub forget its requests once
+/// another run asks. The error that ended the run, if any.
+pub(super) fn finish(run: &Run) -> Option<AgentError> {
     let error = run.finish();
-    if run.emitting() {
+    let links = &run.sinks.links;
+    // Looked for after the run is marked over (`SeqCst`): a stream of this run's events
+    // made meanwhile is seen here, or sees the run over.
+    if links.events.active_at_end() {
         run.emit(EventKind::RunFinished { status: run.status() });
+    }
+    run.control.announce_end();
+    if run.status() != AgentStatus::Paused {
+        if let Some(id) = run.sinks.made_run_id() {
+            links.inputs.ended(id);
+        }
     }
     error
 }
 
-/// How to run: see [`Agent::run_with`].
+/// How to run: see [`Agent::run_with`] and [`Agent::start`].
 ///
 /// ```
 /// use std::time::Duration;

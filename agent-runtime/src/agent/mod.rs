@@ -1,26 +1,35 @@
 //! `Agent`: the handle users build, run, watch and control.
 //!
 //! Invariants:
-//! - `Agent` is a cheap `Clone + Send + Sync` handle (an `Arc`); every clone sees the same
-//!   definition and the same current run, so another task can watch or cancel a run.
+//! - `Agent` is a cheap `Clone + Send + Sync` handle (an `Arc`) on one definition; every
+//!   clone sees the same definition and the same most recent run, so another task can watch
+//!   or cancel a run.
+//! - An agent runs any number of runs at once (`run()` from several tasks, `start()` as often
+//!   as asked); they share the program compiled from the definition and nothing a run
+//!   changes (see `launch`). The agent remembers its most recent run (the last started; a
+//!   resumed run stands for the paused one it continues), which its single-run methods
+//!   (`status`, `metrics`, `pause`, `answer`, ...) speak of; a [`RunHandle`] speaks of its
+//!   own.
 //! - Editing the definition (adding or configuring states) invalidates the compiled program;
-//!   the next `run()` compiles and validates again. A run in progress keeps the program it
+//!   the next run compiles and validates again. A run in progress keeps the program it
 //!   started with.
-//! - At most one run of an agent is in progress at a time (`AlreadyRunning` otherwise).
-//! - Dropping the future of `run()` cancels the run: no branch outlives it.
-//! - Two locks: `def` (the definition) and `live` (the compiled program, the current run,
-//!   what the next run starts from). `live` may be taken while `def` is held, never the
+//! - Dropping the future of `run()` cancels the run: no branch outlives it. Dropping a
+//!   [`RunHandle`] leaves its run going.
+//! - Two locks: `def` (the definition) and `live` (the compiled program, the most recent
+//!   run, what the next run starts from). `live` may be taken while `def` is held, never the
 //!   other way round; a run takes `live` once to start.
 //!
 //! One concern per file, all of them methods of the one handle defined here:
 //! - `builder`: the definition (states, their options, the agent-wide options);
 //! - `launch`: compiling the program, starting a run and driving it to its result;
+//! - `handle`: starting a run in a task of its own, and the [`RunHandle`] to it;
 //! - `recover`: checkpoints and the store, and continuing runs from them;
 //! - `inputs`: human input, answered from code or the terminal;
-//! - `inspect`: watching and controlling the current run (events, status, metrics, the
+//! - `inspect`: watching and controlling the most recent run (events, status, metrics, the
 //!   diagram, cancel, pause and resume).
 
 mod builder;
+mod handle;
 mod inputs;
 mod inspect;
 mod launch;
@@ -38,13 +47,14 @@ use crate::run::Run;
 use crate::store::CheckpointStore;
 
 pub use builder::StateConfig;
+pub use handle::{RunFuture, RunHandle};
 pub use launch::RunOptions;
 
 struct Shared {
     name: String,
     graph: Option<&'static WorkflowGraph>,
     def: Mutex<Definition>,
-    /// The compiled program, the current run and what the next run starts from: one lock,
+    /// The compiled program, the most recent run and what the next run starts from: one lock,
     /// which a run takes once to start (three were six locked instructions a run).
     live: Mutex<Live>,
     /// What its runs share with it: the `Once` completions, the requests for human input of
@@ -59,7 +69,7 @@ struct Shared {
 struct Live {
     /// The program compiled from the definition; `None` once the definition changed.
     compiled: Option<Arc<Program>>,
-    /// The run in progress, or the last one.
+    /// The most recent run (the last started; see the module docs).
     run: Option<Arc<Run>>,
     persist: Persist,
 }
@@ -75,15 +85,18 @@ struct Persist {
     checkpoint_interval: Option<Duration>,
     /// How long a durable run's lease on its run lasts (`lease_ttl`).
     lease_ttl: Option<Duration>,
-    /// The claim `recover` made of the run it restores, for the next run to take with it.
-    claimed: Option<crate::durable::Claimed>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A workflow: its states, and the run in progress (or the last one).
+/// A workflow: its states, which run any number of runs at once, and its most recent run.
+///
+/// [`Agent::run`] runs once to the end in the calling task; [`Agent::start`] starts a run in
+/// a task of its own and returns a [`RunHandle`] to it. The methods that watch and control
+/// a run ([`Agent::status`], [`Agent::pause`], [`Agent::answer`], ...) speak of the most
+/// recent run started from any clone.
 ///
 /// Built by `#[workflow]` (`my_workflow::agent()`) or by hand:
 ///
@@ -173,7 +186,7 @@ impl Agent {
         self.shared.graph
     }
 
-    /// The current or last run, if any.
+    /// The most recent run, if any.
     fn current(&self) -> Option<Arc<Run>> {
         lock(&self.shared.live).run.clone()
     }

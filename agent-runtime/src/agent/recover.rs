@@ -1,17 +1,18 @@
-//! Durability of the handle: checkpoints of the current run, the store durable runs record
+//! Durability of the handle: checkpoints of the most recent run, the store durable runs record
 //! themselves in, and continuing runs from either.
 //!
 //! Invariants:
 //! - A checkpoint to restore is checked against the agent's program before it is kept, so
 //!   a mismatch changes nothing; the next run takes it (once) under the lock on `live`.
-//! - The store and the snapshot interval live beside the current run (in `live`) and apply
+//! - The store and the snapshot interval live beside the most recent run (in `live`) and apply
 //!   from the next run; the store also keeps the requests for human input.
 //! - Recovering reads and checks the run's newest snapshot (so a refusal, e.g. under a
 //!   changed graph, writes nothing), then claims the run in the store (see `durable`) and
 //!   reads its newest snapshot again, so no write of a previous owner can land after the
 //!   read: a run with a live lease is refused at once (`AgentError::Owned`); a claim whose
-//!   snapshot cannot be used is given back. It then continues as a run of this agent (so at
-//!   most one at a time, as any run), with the claim.
+//!   snapshot cannot be used is given back. It then continues as a run of this agent
+//!   started from that snapshot, with the claim (a restore left for the next run stays for
+//!   it).
 //! - A checkpoint is restored or recovered only under the graph it was taken under (its
 //!   recorded graph signature equals the program's, see `version`); otherwise the refusal
 //!   ([`CheckpointError::GraphChanged`]) lists what differs, before any state runs and
@@ -30,7 +31,7 @@ use crate::result::AgentResult;
 use crate::store::{CheckpointStore, ClaimRequest, RunQuery};
 
 impl Agent {
-    /// A checkpoint of the current or last run, at this instant (also mid-run): completed
+    /// A checkpoint of the most recent run, at this instant (also mid-run): completed
     /// states, the tokens ready, running (they run again on restore) and waiting at joins,
     /// counters, and the whole context. Before the first run, an empty one.
     ///
@@ -124,9 +125,11 @@ impl Agent {
         Ok(self.program()?.signature().clone())
     }
 
-    /// Make the next `run()` continue from `checkpoint`: its context, its completed states
-    /// (which do not run again), its tokens (ready or running ones run), its joins' progress
-    /// and its run id. Works on a fresh agent of the same workflow, in another process.
+    /// Make the next run started (`run()`, `start()`, from any clone) continue from
+    /// `checkpoint`: its context, its completed states (which do not run again), its tokens
+    /// (ready or running ones run), its joins' progress and its run id. Works on a fresh
+    /// agent of the same workflow, in another process. Only that one run takes it: runs
+    /// started after it begin afresh.
     ///
     /// # Errors
     ///
@@ -233,22 +236,21 @@ impl Agent {
         // Kept until the run is over: if this future is dropped, the lease is given back.
         let hold = claimed.hold.clone();
         // Read again now that the run is ours: a previous owner may have written since.
-        let restored = match self.program() {
-            Ok(program) => checkpoint::load::newest_usable(&*store, run_id, name, &program, events)
-                .await
-                .and_then(|c| self.restore_from_checkpoint(c).map_err(AgentError::from)),
+        let checkpoint = match self.program() {
+            Ok(program) => checkpoint::load::newest_usable(&*store, run_id, name, &program, events).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = restored {
-            if let Err(release) = hold.release().await {
-                tracing::warn!(run_id, error = %release, "could not give back the lease of a run not recovered");
+        let launch = checkpoint.and_then(|c| self.launch(super::RunOptions::new(), Some(c), None, Some(claimed)));
+        let launch = match launch {
+            Ok(launch) => launch,
+            Err(e) => {
+                if let Err(release) = hold.release().await {
+                    tracing::warn!(run_id, error = %release, "could not give back the lease of a run not recovered");
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-        lock(&self.shared.live).persist.claimed = Some(claimed);
-        let result = self.run().await;
-        // A claim the run did not take (it could not start) goes now.
-        drop(lock(&self.shared.live).persist.claimed.take());
+        };
+        let result = self.go(launch).await;
         drop(hold);
         result
     }

@@ -13,8 +13,12 @@
 //! - Entries made in this process are `claimed`; restored ones (from a checkpoint or the
 //!   store) are not until a request of the same run and prompt re-attaches to them, oldest
 //!   first.
-//! - When a run first asks, the books of other runs with nobody waiting are dropped, so an
-//!   agent run many times keeps only what its current run can still need.
+//! - When a run first asks, the books of other runs that are over (not paused) with nobody
+//!   waiting are dropped, so an agent run many times keeps only what its runs still going
+//!   and its current one can still need. A book is over from `ended` until its run asks or
+//!   is restored again.
+//! - Request ids (`input-N`) are unique within one run; runs of one agent going on at once
+//!   each count their own. Answering names the run ([`InputHub::answer`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -45,6 +49,8 @@ struct Book {
     entries: Vec<Entry>,
     /// Whether the store's records of this run have been read.
     loaded: bool,
+    /// The run is over (see the module docs).
+    ended: bool,
 }
 
 struct Entry {
@@ -105,9 +111,18 @@ impl InputHub {
         Arc::new(super::wait::RunlessBroker { hub: self.clone(), id: id.into() })
     }
 
-    /// Forget the runs other than `run` that nobody waits on (when `run` first asks).
+    /// Forget the runs other than `run` that are over and nobody waits on (when `run` first
+    /// asks).
     pub(crate) fn forget_others(&self, run: &Arc<str>) {
-        self.lock().retain(|r, book| r == run || book.entries.iter().any(|e| e.waiter.is_some()));
+        self.lock().retain(|r, book| r == run || !book.ended || book.entries.iter().any(|e| e.waiter.is_some()));
+    }
+
+    /// Run `run` is over (it completed, failed, was cancelled or timed out): its book may be
+    /// forgotten once another run asks.
+    pub(crate) fn ended(&self, run: &str) {
+        if let Some(book) = self.lock().get_mut(run) {
+            book.ended = true;
+        }
     }
 
     /// Write requests and answers to `store`, and read answers given by other processes
@@ -127,10 +142,12 @@ impl InputHub {
 
     // ----- what users see ---------------------------------------------------------------
 
-    /// The requests states are waiting on, in request order.
-    pub(crate) fn pending(&self) -> Vec<PendingInput> {
+    /// The requests states of run `run` are waiting on (of every run if `None`), in request
+    /// order.
+    pub(crate) fn pending(&self, run: Option<&str>) -> Vec<PendingInput> {
         let books = self.lock();
-        let mut out: Vec<PendingInput> = (books.values().flat_map(|b| &b.entries))
+        let books = books.iter().filter(|(r, _)| run.is_none_or(|run| ***r == *run));
+        let mut out: Vec<PendingInput> = (books.flat_map(|(_, b)| &b.entries))
             .filter_map(|e| {
                 let w = e.waiter.as_ref()?;
                 let r = &e.record;
@@ -148,18 +165,21 @@ impl InputHub {
         out
     }
 
-    /// Whether a state waits on request `id`.
-    pub(super) fn is_pending(&self, id: &str) -> bool {
+    /// Whether a state of run `run` waits on request `id`.
+    pub(super) fn is_pending(&self, run: &str, id: &str) -> bool {
         let books = self.lock();
-        books.values().flat_map(|b| &b.entries).any(|e| e.waiter.is_some() && e.record.request_id == id)
+        let entries = books.get(run).map(|b| &b.entries[..]).unwrap_or_default();
+        entries.iter().any(|e| e.waiter.is_some() && e.record.request_id == id)
     }
 
-    /// Answer the pending request `id` with `value`, if its validator accepts it.
-    pub(crate) fn answer(&self, id: &str, value: String) -> Result<(), AnswerError> {
+    /// Answer the pending request `id` of run `run` (of any run if `None`: the first found)
+    /// with `value`, if its validator accepts it.
+    pub(crate) fn answer(&self, run: Option<&str>, id: &str, value: String) -> Result<(), AnswerError> {
         let unknown = || AnswerError::UnknownRequest { id: id.to_owned() };
         let (input, token) = {
             let books = self.lock();
-            let waiter = (books.values().flat_map(|b| &b.entries))
+            let books = books.iter().filter(|(r, _)| run.is_none_or(|run| ***r == *run));
+            let waiter = (books.flat_map(|(_, b)| &b.entries))
                 .filter(|e| e.record.request_id == id)
                 .find_map(|e| e.waiter.as_ref())
                 .ok_or_else(unknown)?;
@@ -189,6 +209,7 @@ impl InputHub {
         let mut books = self.lock();
         for record in records {
             let book = books.entry(record.run_id.as_str().into()).or_default();
+            book.ended = false;
             merge(book, record, true);
         }
     }
@@ -217,6 +238,7 @@ impl InputHub {
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
         let mut books = self.lock();
         let book = books.entry(run.clone()).or_default();
+        book.ended = false;
         for entry in book.entries.iter_mut().filter(|e| !e.claimed && e.record.prompt == input.prompt()) {
             entry.claimed = true;
             match &entry.record.answer {

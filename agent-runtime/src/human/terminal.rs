@@ -44,6 +44,8 @@ pub(crate) struct Terminal {
 /// A request for the reader thread.
 struct Job {
     hub: Weak<InputHub>,
+    /// The run that asked (request ids are counted per run).
+    run: String,
     id: String,
     question: String,
 }
@@ -72,8 +74,8 @@ impl Terminal {
         }
     }
 
-    /// Show request `id` on the terminal, if the terminal is on.
-    pub(super) fn offer(&self, hub: &Arc<InputHub>, id: &str, input: &HumanInput) {
+    /// Show request `id` of run `run` on the terminal, if the terminal is on.
+    pub(super) fn offer(&self, hub: &Arc<InputHub>, run: &str, id: &str, input: &HumanInput) {
         if !self.enabled() {
             return;
         }
@@ -83,7 +85,7 @@ impl Terminal {
             (None, Some(t)) => question.push_str(&format!(" (within {}s)", t.as_secs())),
             _ => {}
         }
-        let job = Job { hub: Arc::downgrade(hub), id: id.to_owned(), question };
+        let job = Job { hub: Arc::downgrade(hub), run: run.to_owned(), id: id.to_owned(), question };
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.is_none() {
             let (tx, rx) = channel();
@@ -262,7 +264,7 @@ fn read(jobs: Receiver<Job>) {
 /// Ask `job` on `err` until it is answered, by a line of `lines` or elsewhere.
 fn ask(hub: &InputHub, job: &Job, lines: &mut Lines, err: &mut dyn Write) -> Asked {
     loop {
-        if !hub.is_pending(&job.id) {
+        if !hub.is_pending(&job.run, &job.id) {
             return Asked::Done;
         }
         show(&job.id, &job.question, err);
@@ -278,7 +280,7 @@ fn ask(hub: &InputHub, job: &Job, lines: &mut Lines, err: &mut dyn Write) -> Ask
                     end_prompt(Some(&job.id), "", err);
                     return Asked::Closed;
                 }
-                Err(false) if !hub.is_pending(&job.id) => {
+                Err(false) if !hub.is_pending(&job.run, &job.id) => {
                     end_prompt(Some(&job.id), NO_LONGER_ASKED, err);
                     return Asked::Done;
                 }
@@ -286,7 +288,7 @@ fn ask(hub: &InputHub, job: &Job, lines: &mut Lines, err: &mut dyn Write) -> Ask
             }
         };
         entered(&job.id);
-        match hub.answer(&job.id, line.trim().to_owned()) {
+        match hub.answer(Some(&job.run), &job.id, line.trim().to_owned()) {
             Ok(()) => return Asked::Done,
             Err(AnswerError::Rejected { answer, .. }) => {
                 let _ = writeln!(err, "[{}] {answer:?} is not accepted; please answer again.", job.id);
@@ -321,7 +323,12 @@ mod tests {
         let Opened::Waiting { rx, record, .. } = hub.open(&"r".into(), &HumanInput::new("go on?"), None) else {
             panic!("a new request waits");
         };
-        let job = Job { hub: Arc::downgrade(&hub), id: record.request.request_id, question: "[input-1] go on?".into() };
+        let job = Job {
+            hub: Arc::downgrade(&hub),
+            run: record.run_id,
+            id: record.request.request_id,
+            question: "[input-1] go on?".into(),
+        };
         (hub, job, rx)
     }
 
@@ -361,7 +368,7 @@ mod tests {
             })
         };
         until_prompt_open();
-        hub.answer("input-1", "yes".into()).unwrap(); // by code, not the terminal
+        hub.answer(Some("r"), "input-1", "yes".into()).unwrap(); // by code, not the terminal
         let (asked, err) = asker.join().unwrap();
         assert_eq!(asked, Asked::Done);
         assert_eq!(err, format!("[input-1] go on? > {NO_LONGER_ASKED}\n"));

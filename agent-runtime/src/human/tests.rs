@@ -41,7 +41,7 @@ async fn stored_pending(store: &MemoryStore, n: usize) -> Vec<InputRecord> {
 
 async fn pending_in(hub: &InputHub, n: usize) {
     for _ in 0..10_000 {
-        if hub.pending().len() >= n {
+        if hub.pending(None).len() >= n {
             return;
         }
         sleep(Duration::from_millis(1)).await;
@@ -70,7 +70,7 @@ async fn an_answer_written_to_the_store_by_another_process_reaches_the_waiting_s
     assert!(store.answer_input(RUN, "input-1", "approve", false, now_ms()).await.unwrap());
     assert_eq!(waiting.await.unwrap().unwrap(), "approve");
     assert!(t0.elapsed() <= Duration::from_millis(500), "found by the next poll");
-    assert!(hub.pending().is_empty());
+    assert!(hub.pending(None).is_empty());
     assert_eq!(hub.records(RUN)[0].answer.as_deref(), Some("approve"));
 }
 
@@ -85,7 +85,7 @@ async fn requests_and_answers_from_code_and_defaults_are_written_to_the_store() 
     assert_eq!(written.len(), 2, "both written before they wait: {written:?}");
     let name = written.iter().find(|r| r.prompt == "Name?").unwrap();
     assert_eq!(name.timeout_ms, Some(60_000));
-    hub.answer(&name.request_id, "Ada".into()).unwrap();
+    hub.answer(None, &name.request_id, "Ada".into()).unwrap();
     assert_eq!(by_code.await.unwrap().unwrap(), "Ada");
     assert_eq!(by_default.await.unwrap().unwrap(), "50");
 
@@ -105,7 +105,7 @@ async fn the_stores_first_answer_wins() {
     pending_in(&hub, 1).await;
     // Another process answers in the store; this one answers in memory before its poll.
     assert!(store.answer_input(RUN, "input-1", "blue", false, now_ms()).await.unwrap());
-    hub.answer("input-1", "red".into()).unwrap();
+    hub.answer(None, "input-1", "red".into()).unwrap();
     assert_eq!(waiting.await.unwrap().unwrap(), "blue");
     assert_eq!(hub.records(RUN)[0].answer.as_deref(), Some("blue"));
 }
@@ -119,7 +119,7 @@ async fn a_store_answer_the_validator_refuses_is_asked_again_under_a_new_id() {
     assert!(store.answer_input(RUN, "input-1", "lots", false, now_ms()).await.unwrap());
     let again = stored_pending(&store, 1).await;
     assert_eq!(again[0].request_id, "input-2");
-    assert_eq!(hub.pending()[0].id, "input-2");
+    assert_eq!(hub.pending(None)[0].id, "input-2");
     assert!(store.answer_input(RUN, "input-2", "7", false, now_ms()).await.unwrap());
     assert_eq!(waiting.await.unwrap().unwrap(), "7");
 }
@@ -138,18 +138,18 @@ async fn after_a_restart_the_same_prompt_re_attaches_to_the_stored_request() {
     let second = hub_with(&store);
     let waiting = ask(&second, HumanInput::new("Approve?"));
     pending_in(&second, 1).await;
-    let pending = second.pending();
+    let pending = second.pending(None);
     assert_eq!(pending[0].id, "input-1", "the same request, not a new one");
     assert_eq!(pending[0].requested_at, std::time::UNIX_EPOCH + Duration::from_millis(requested_ms as u64));
-    second.answer("input-1", "yes".into()).unwrap();
+    second.answer(None, "input-1", "yes".into()).unwrap();
     assert_eq!(waiting.await.unwrap().unwrap(), "yes");
     assert_eq!(store.inputs(Some(RUN), false).await.unwrap().len(), 1, "nothing new was written");
 
     // Asked again live (a loop), the prompt is a new request.
     let again = ask(&second, HumanInput::new("Approve?"));
     pending_in(&second, 1).await;
-    assert_eq!(second.pending()[0].id, "input-2");
-    second.answer("input-2", "no".into()).unwrap();
+    assert_eq!(second.pending(None)[0].id, "input-2");
+    second.answer(None, "input-2", "no".into()).unwrap();
     assert_eq!(again.await.unwrap().unwrap(), "no");
 }
 
@@ -164,8 +164,8 @@ async fn a_request_answered_before_the_restart_is_not_asked_again() {
     // Numbering goes on after the restored ids.
     let next = ask(&hub, HumanInput::new("Approve?"));
     pending_in(&hub, 1).await;
-    assert_eq!(hub.pending()[0].id, "input-2");
-    hub.answer("input-2", "again".into()).unwrap();
+    assert_eq!(hub.pending(None)[0].id, "input-2");
+    hub.answer(None, "input-2", "again".into()).unwrap();
     assert_eq!(next.await.unwrap().unwrap(), "again");
 }
 
@@ -200,11 +200,11 @@ async fn snapshot_and_restore_carry_pending_input_across_hubs() {
     let second = InputHub::new();
     second.set_terminal(false);
     second.restore(records);
-    assert!(second.pending().is_empty(), "restored, but nobody waits on it yet");
+    assert!(second.pending(None).is_empty(), "restored, but nobody waits on it yet");
     let waiting = ask(&second, HumanInput::new("Ship it?"));
     pending_in(&second, 1).await;
-    assert_eq!(second.pending()[0].id, "input-1");
-    second.answer("input-1", "ship".into()).unwrap();
+    assert_eq!(second.pending(None)[0].id, "input-1");
+    second.answer(None, "input-1", "ship".into()).unwrap();
     assert_eq!(waiting.await.unwrap().unwrap(), "ship");
 }
 
@@ -215,10 +215,10 @@ async fn the_same_prompt_asked_twice_at_once_gets_two_ids() {
     let a = ask(&hub, HumanInput::new("Same?"));
     let b = ask(&hub, HumanInput::new("Same?"));
     pending_in(&hub, 2).await;
-    let ids: Vec<String> = hub.pending().into_iter().map(|p| p.id).collect();
+    let ids: Vec<String> = hub.pending(None).into_iter().map(|p| p.id).collect();
     assert_eq!(ids, ["input-1", "input-2"]);
-    hub.answer("input-2", "two".into()).unwrap();
-    hub.answer("input-1", "one".into()).unwrap();
+    hub.answer(None, "input-2", "two".into()).unwrap();
+    hub.answer(None, "input-1", "one".into()).unwrap();
     let mut got = [a.await.unwrap().unwrap(), b.await.unwrap().unwrap()];
     got.sort();
     assert_eq!(got, ["one", "two"]);

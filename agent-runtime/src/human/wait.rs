@@ -87,7 +87,7 @@ pub(crate) async fn ask(
     tracing::info!(run_id = %run, id = %record.request_id, prompt = %record.prompt, "waiting for human input");
     emit(EventKind::WaitingForInput { state: record.state.clone(), request_id: record.request_id.clone() });
     let released = resources::release();
-    hub.terminal.offer(hub, &record.request_id, &input);
+    hub.terminal.offer(hub, &record.run_id, &record.request_id, &input);
 
     let deadline = input.time_limit().map(|t| Instant::now() + t.saturating_sub(elapsed));
     let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now));
@@ -147,7 +147,7 @@ pub(crate) async fn ask(
                 let Some(again) = hub.reask(token, &answer) else { continue };
                 record = again;
                 put(store.as_ref(), &record, fence).await;
-                hub.terminal.offer(hub, &record.request_id, &input);
+                hub.terminal.offer(hub, &record.run_id, &record.request_id, &input);
             }
         }
     };

@@ -19,9 +19,14 @@
 //!   is over when its root branch has returned and `tasks` is zero; `tasks_done` wakes the
 //!   waiter of [`Control::tasks_finished`].
 //! - The deadline is set before the run starts and never changes.
+//! - The end is told in two steps: `finished_after` is set (`SeqCst`) before subscribers
+//!   are told (`RunFinished`), `announced` (`Release`) after. A stream of one run's events
+//!   that finds the run over but not yet announced waits for it; once announced, whatever
+//!   was sent to it is in its buffer (see `agent::handle`).
 
 use std::sync::atomic::{
-    AtomicU64, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+    AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+    Ordering::SeqCst,
 };
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -80,6 +85,8 @@ pub(crate) struct Control {
     started: Instant,
     /// The run's length in nanoseconds once over; `u64::MAX` while it goes on.
     finished_after: AtomicU64,
+    /// Subscribers were told the run is over (or nobody was subscribed to be told).
+    announced: AtomicBool,
     deadline: Option<Deadline>,
 }
 
@@ -96,6 +103,7 @@ impl Control {
             tasks_done: Notify::new(),
             started: Instant::now(),
             finished_after: AtomicU64::new(u64::MAX),
+            announced: AtomicBool::new(false),
             deadline: None,
         }
     }
@@ -251,6 +259,23 @@ impl Control {
             return None;
         }
         self.error.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Whether the run is over (`finish` was called). `SeqCst`: pairs with a subscriber
+    /// counted before it looks (see the module docs).
+    pub(crate) fn is_over(&self) -> bool {
+        self.finished_after.load(SeqCst) != u64::MAX
+    }
+
+    /// Subscribers have been told the run is over.
+    pub(crate) fn announce_end(&self) {
+        self.announced.store(true, Release);
+    }
+
+    /// Whether subscribers have been told the run is over: what was sent them then is in
+    /// their buffers.
+    pub(crate) fn end_announced(&self) -> bool {
+        self.announced.load(Acquire)
     }
 
     /// How long the run took, or has taken so far.

@@ -9,11 +9,15 @@
 //!   every token stands);
 //! - `gates`: dependency bookkeeping (completion times, used-up completions, idle gates);
 //! - `sinks`: where the run reports (its id, events, timings, store, what it shares with
-//!   its agent).
+//!   its agent);
+//! - `successor`: the run that resumed this one once it was paused.
 //!
 //! Invariants:
-//! - One `Run` per call of `Agent::run`; every branch task holds an `Arc<Run>`, itself or
-//!   through the fan-out it was spawned for (see `Fan` in `exec::spawn`).
+//! - One `Run` per run started (`Agent::run`, `Agent::start`) and per resume of a paused
+//!   one (the resumed run keeps the id and is the paused one's successor); any number of
+//!   runs of one agent go on at once, sharing its program and its links, nothing else.
+//!   Every branch task holds an `Arc<Run>`, itself or through the fan-out it was spawned
+//!   for (see `Fan` in `exec::spawn`).
 //! - The run is over when the root branch has returned and no spawned task is alive.
 //! - The first failure wins: it is stored once, the run's status becomes `Failed`, and
 //!   every branch is stopped (their futures are dropped).
@@ -28,6 +32,7 @@ mod gates;
 mod groups;
 mod positions;
 mod sinks;
+mod successor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +46,7 @@ pub(crate) use gates::DepsState;
 pub(crate) use groups::{Counts, Group, Position};
 pub(crate) use positions::{Positions, NO_STATE};
 pub(crate) use sinks::{Links, Recorder, Sinks};
+pub(crate) use successor::{latest, Successor};
 
 use crate::events::EventKind;
 use crate::pool::{Asker, ResourcePool};
@@ -59,6 +65,8 @@ pub(crate) struct Run {
     pub deps: DepsState,
     /// The program's `max_concurrent`, if any.
     pub semaphore: Option<Semaphore>,
+    /// The run that resumed this one, once paused.
+    pub successor: Successor,
 }
 
 impl Run {
@@ -79,6 +87,7 @@ impl Run {
             states: Counters::new(n),
             positions: Positions::new(),
             sinks: Sinks::new(links),
+            successor: Successor::default(),
         }
     }
 

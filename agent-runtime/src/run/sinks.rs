@@ -106,4 +106,10 @@ impl Sinks {
     pub(crate) fn run_id(&self) -> &str {
         self.run_id.get_or_init(|| uuid::Uuid::new_v4().to_string())
     }
+
+    /// The run's id if it was made (or set): a run nobody asked about has none, and nothing
+    /// outside it can have heard of it.
+    pub(crate) fn made_run_id(&self) -> Option<&str> {
+        self.run_id.get().map(String::as_str)
+    }
 }
