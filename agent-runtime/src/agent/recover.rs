@@ -229,9 +229,7 @@ impl Agent {
         let store = self.store()?;
         let (name, events) = (&self.shared.name, &self.shared.links.events);
         // A snapshot that cannot be used here is refused before the claim, which writes.
-        // It reports the damaged snapshots it skips; the read after the claim, quiet, finds
-        // the same ones (or newer ones, written by an owner since, which it skips as well).
-        checkpoint::load::newest_usable(&*store, run_id, name, &*self.program()?, Some(events)).await?;
+        checkpoint::load::newest_usable(&*store, run_id, name, &*self.program()?, events).await?;
         let ttl = lock(&self.shared.live).persist.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
         let request = ClaimRequest::new(run_id, WorkerId::current().as_str(), ttl).finished(true).reclaim(true);
         let claimed = durable::claim(&store, request).await?;
@@ -239,7 +237,7 @@ impl Agent {
         let hold = claimed.hold.clone();
         // Read again now that the run is ours: a previous owner may have written since.
         let checkpoint = match self.program() {
-            Ok(program) => checkpoint::load::newest_usable(&*store, run_id, name, &program, None).await,
+            Ok(program) => checkpoint::load::newest_usable(&*store, run_id, name, &program, events).await,
             Err(e) => Err(e),
         };
         let launch = checkpoint.and_then(|c| self.launch(super::RunOptions::new(), Some(c), None, Some(claimed)));

@@ -29,14 +29,13 @@ use crate::store::CheckpointStore;
 pub(crate) const READ: usize = 8;
 
 /// The checkpoint run `run_id` of agent `agent` goes on from: its newest usable snapshot in
-/// `store`. Skipped snapshots are reported (a warning and an event on `events`) unless
-/// `events` is `None`: a second read of what was reported already.
+/// `store`. Skipped snapshots are reported on `events`.
 pub(crate) async fn newest_usable(
     store: &dyn CheckpointStore,
     run_id: &str,
     agent: &str,
     prog: &Program,
-    events: Option<&EventHub>,
+    events: &EventHub,
 ) -> Result<Checkpoint, AgentError> {
     let snapshots = store.snapshots(run_id, READ).await.map_err(|e| store_error(e, Context::new()))?;
     if snapshots.is_empty() {
@@ -51,12 +50,10 @@ pub(crate) async fn newest_usable(
             Err(e @ (CheckpointError::Json(_) | CheckpointError::Foreign(_) | CheckpointError::Invalid { .. })) => e,
             Err(e) => return Err(e.into()),
         };
-        if let Some(events) = events {
-            let reason = error.to_string();
-            tracing::warn!(run_id, seq = snapshot.seq, %reason, "skipping a damaged snapshot; trying the one before");
-            if events.active() {
-                events.send(Arc::from(run_id), EventKind::CheckpointSkipped { seq: snapshot.seq, reason });
-            }
+        let reason = error.to_string();
+        tracing::warn!(run_id, seq = snapshot.seq, %reason, "skipping a damaged snapshot; trying the one before");
+        if events.active() {
+            events.send(Arc::from(run_id), EventKind::CheckpointSkipped { seq: snapshot.seq, reason });
         }
         newest_error.get_or_insert(error);
     }
