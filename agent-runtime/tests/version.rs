@@ -411,6 +411,13 @@ async fn a_changed_graph_is_refused_and_the_store_untouched<S: CheckpointStore +
     };
     running.abort();
     let _ = running.await;
+    // The dropped run gives its lease back in the background: let it, so that the store
+    // holds still from here on.
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    while store.get_run(&run_id).await.unwrap().is_some_and(|r| r.owner.is_some()) {
+        assert!(std::time::Instant::now() < give_up, "the dropped run never gave its lease back");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let newest = Checkpoint::from_json(&store.latest_snapshot(&run_id).await.unwrap().unwrap().data).unwrap();
     assert_eq!(newest.graph_hash(), Some(first.graph_hash().unwrap()), "the snapshot records the graph");
     let before = held(&store, &run_id).await;

@@ -30,6 +30,12 @@ use crate::lease::WorkerId;
 use crate::result::AgentResult;
 use crate::store::{CheckpointStore, ClaimRequest, RunQuery};
 
+/// The `seq` of run `run_id`'s newest snapshot (0: none).
+async fn newest_seq(store: &dyn CheckpointStore, run_id: &str) -> Result<u64, AgentError> {
+    let newest = store.snapshots(run_id, 1).await.map_err(|e| store_error(e, Context::new()))?;
+    Ok(newest.first().map_or(0, |s| s.seq))
+}
+
 impl Agent {
     /// A checkpoint of the most recent run, at this instant (also mid-run): completed
     /// states, the tokens ready, running (they run again on restore) and waiting at joins,
@@ -228,16 +234,20 @@ impl Agent {
     pub async fn recover(&self, run_id: &str) -> Result<AgentResult, AgentError> {
         let store = self.store()?;
         let (name, events) = (&self.shared.name, &self.shared.links.events);
+        let program = self.program()?;
         // A snapshot that cannot be used here is refused before the claim, which writes.
-        checkpoint::load::newest_usable(&*store, run_id, name, &*self.program()?, events).await?;
+        let seen = newest_seq(&*store, run_id).await?;
+        let checkpoint = checkpoint::load::newest_usable(&*store, run_id, name, &program, events).await?;
         let ttl = lock(&self.shared.live).persist.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
         let request = ClaimRequest::new(run_id, WorkerId::current().as_str(), ttl).finished(true).reclaim(true);
         let claimed = durable::claim(&store, request).await?;
         // Kept until the run is over: if this future is dropped, the lease is given back.
         let hold = claimed.hold.clone();
-        // Read again now that the run is ours: a previous owner may have written since.
-        let checkpoint = match self.program() {
-            Ok(program) => checkpoint::load::newest_usable(&*store, run_id, name, &program, events).await,
+        // Now that the run is ours, nobody writes it; if a previous owner wrote since the read
+        // above, read again.
+        let checkpoint = match newest_seq(&*store, run_id).await {
+            Ok(now) if now == seen => Ok(checkpoint),
+            Ok(_) => checkpoint::load::newest_usable(&*store, run_id, name, &program, events).await,
             Err(e) => Err(e),
         };
         let launch = checkpoint.and_then(|c| self.launch(super::RunOptions::new(), Some(c), None, Some(claimed)));
