@@ -139,11 +139,14 @@ async fn a_waiting_run_is_answered_from_another_process_and_resumed_postgres() {
     let Some(url) = common::pg::url("a_waiting_run_is_answered_from_another_process_and_resumed_postgres") else {
         return;
     };
-    let store = PostgresStore::connect(&url).await.unwrap();
-    // A name of its own, so runs of other tests in the same database are not listed.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let name = format!("reviewed_{}_{nanos}", std::process::id());
-    wait_answer_resume(&url, &store, &name).await;
+    // A schema of its own, which the command line reaches through the URL it is given.
+    let (schema, schema_url) = common::pg::own_schema(&url, "cli");
+    let store = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+    let outcome = tokio::spawn(async move { wait_answer_resume(&schema_url, &store, "reviewed").await }).await;
+    common::pg::drop_schema(&url, &schema).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 /// A run answered while it waits: the answer, given through the store by another process,

@@ -276,8 +276,13 @@ async fn a_run_waiting_for_a_person_goes_on_with_an_answer_given_through_postgre
     let Some(url) = common::pg::url("a_run_waiting_for_a_person_goes_on_with_an_answer_given_through_postgres") else {
         return;
     };
-    let store = agent_runtime::store::PostgresStore::connect(&url).await.unwrap();
-    answered_through_the_store(store, &format!("review_{}_{}", std::process::id(), fastrand::u64(..))).await;
+    let (schema, _) = common::pg::own_schema(&url, "durable");
+    let store = agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+    let outcome = tokio::spawn(answered_through_the_store(store, "review")).await;
+    common::pg::drop_schema(&url, &schema).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 /// A `MemoryStore` that counts the snapshots written.

@@ -181,13 +181,12 @@ async fn killed_at_random_instants_on_postgres_every_state_completes_once() {
     let Some(url) = common::pg::url("killed_at_random_instants_on_postgres_every_state_completes_once") else {
         return;
     };
-    let store = PostgresStore::connect(&url).await.unwrap();
-    // A name of its own, so runs of other test processes are never recovered by mistake.
-    let agent = format!("kill_pg_{}_{}", std::process::id(), fastrand::u64(..));
-    kill_and_resume(&store, &url, &agent).await;
-    for run in store.list_runs(&RunQuery::default()).await.unwrap() {
-        if run.agent.starts_with(&agent) {
-            store.delete_run(&run.run_id).await.unwrap();
-        }
+    // A schema of its own, which the children reach through the URL they are given.
+    let (schema, schema_url) = common::pg::own_schema(&url, "kill");
+    let store = PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+    let outcome = tokio::spawn(async move { kill_and_resume(&store, &schema_url, "kill_pg").await }).await;
+    common::pg::drop_schema(&url, &schema).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
     }
 }

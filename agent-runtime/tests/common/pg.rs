@@ -43,3 +43,23 @@ pub fn decide(url: Option<String>, ci: Option<String>) -> Result<Option<String>,
 fn is_ci(ci: Option<&str>) -> bool {
     ci.is_some_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
 }
+
+/// A schema of the test's own (`agent_test_{tag}_{random}`; keep `tag` short and lowercase:
+/// PostgreSQL names stop at 63 bytes) and `url` with that schema as its connections' search
+/// path, so a child process that connects with `PostgresStore::connect(url)` uses it too.
+/// The schema is made by the first `PostgresStore::connect_with_schema(url, schema)`; drop it
+/// with [`drop_schema`].
+pub fn own_schema(url: &str, tag: &str) -> (String, String) {
+    let schema = format!("agent_test_{tag}_{:016x}", fastrand::u64(..));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    (schema, url)
+}
+
+/// Drop a schema [`own_schema`] named, with everything in it.
+#[cfg(feature = "postgres")]
+pub async fn drop_schema(url: &str, schema: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+}
