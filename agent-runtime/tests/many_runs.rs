@@ -334,9 +334,20 @@ async fn concurrent_durable_runs_in_sqlite_are_recorded_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_durable_runs_in_postgres_are_recorded_apart() {
     let Some(url) = common::pg::url("concurrent_durable_runs_in_postgres_are_recorded_apart") else { return };
-    let store = agent_runtime::store::PostgresStore::connect(&url).await.unwrap();
-    let name = format!("many_runs_{}_{}", std::process::id(), fastrand::u64(..));
-    concurrent_durable_runs_are_recorded_apart(store, &name).await;
+    // A schema of its own, dropped at the end whatever the outcome.
+    let schema = format!("agent_test_many_runs_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let (u, s) = (url.clone(), schema.clone());
+    let outcome = tokio::spawn(async move {
+        let store = agent_runtime::store::PostgresStore::connect_with_schema(&u, &s).await.unwrap();
+        concurrent_durable_runs_are_recorded_apart(store, "durable_postgres").await;
+    })
+    .await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 #[tokio::test(start_paused = true)]
