@@ -342,9 +342,7 @@ async fn concurrent_durable_runs_in_postgres_are_recorded_apart() {
         concurrent_durable_runs_are_recorded_apart(store, "durable_postgres").await;
     })
     .await;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+    crate::common::pg::drop_schema(&url, &schema).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }

@@ -483,9 +483,7 @@ mod postgres {
             }
         })
         .await;
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+        crate::common::pg::drop_schema(&url, &schema).await;
         if let Err(e) = outcome {
             std::panic::resume_unwind(e.into_panic());
         }
@@ -617,9 +615,7 @@ mod processes {
             }
         })
         .await;
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+        crate::common::pg::drop_schema(&url, &schema).await;
         if let Err(e) = outcome {
             std::panic::resume_unwind(e.into_panic());
         }

@@ -973,7 +973,7 @@ mod postgres {
         let Some(url) = url(test) else { return };
         let schema = format!("agent_test_{test}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let outcome = tokio::spawn(body(url.clone(), schema.clone())).await;
-        raw(&url).await.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+        crate::common::pg::drop_schema(&url, &schema).await;
         if let Err(e) = outcome {
             std::panic::resume_unwind(e.into_panic());
         }

@@ -476,9 +476,7 @@ async fn postgres_a_changed_graph_is_refused_and_the_store_untouched() {
         }
     };
     let outcome = tokio::spawn(body).await;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+    crate::common::pg::drop_schema(&url, &schema).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
