@@ -42,12 +42,22 @@ where
 {
     #[inline]
     fn call<'a>(&'a self, ctx: &'a Context) -> StateFuture<'a> {
-        // A closure runs user code before returning its future; a panic there is moved into
-        // the future, so the runtime catches every panic of a state in one place: its poll.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self(ctx.clone()))) {
-            Ok(fut) => StateFuture::new(async move { fut.await.into_outcome() }),
-            Err(payload) => StateFuture::new(async move { std::panic::resume_unwind(payload) }),
-        }
+        start(|| self(ctx.clone()))
+    }
+}
+
+/// A state's future from `call`, a function that may run user code before returning it: a
+/// panic there is moved into the future, so the runtime catches every panic of a state in
+/// one place, its poll.
+#[inline]
+fn start<'a, Fut>(call: impl FnOnce() -> Fut) -> StateFuture<'a>
+where
+    Fut: Future + Send + 'a,
+    Fut::Output: IntoStateOutcome,
+{
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(fut) => StateFuture::new(async move { fut.await.into_outcome() }),
+        Err(payload) => StateFuture::new(async move { std::panic::resume_unwind(payload) }),
     }
 }
 
@@ -127,11 +137,7 @@ where
 {
     #[inline]
     fn call<'a>(&'a self, ctx: &'a Context) -> StateFuture<'a> {
-        // As for closures: a synchronous panic is re-raised at the first poll.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.0)(ctx))) {
-            Ok(fut) => StateFuture::new(async move { fut.await.into_outcome() }),
-            Err(payload) => StateFuture::new(async move { std::panic::resume_unwind(payload) }),
-        }
+        start(|| (self.0)(ctx))
     }
 }
 
