@@ -31,6 +31,9 @@
 //! - At its end (completed, failed, paused, cancelled, timed out) the writer commits the
 //!   final snapshot, then gives the lease back, so another process may go on at once. When
 //!   the run's future is dropped instead, its `Hold` gives the lease back (see `lease`).
+//! - A run paused to be handed over (a worker draining, see `worker`) records its row as
+//!   `Running` (its snapshot says paused, which a restored run goes on from): once its
+//!   lease is given back, any worker serving its graph takes it and goes on.
 //! - A store that fails stops the run with `AgentError::Store`: a durable run never goes on
 //!   unrecorded. A final commit that fails after the run is over becomes the run's error
 //!   ([`Durable::late_error`]).
@@ -100,6 +103,18 @@ pub(crate) async fn claim(store: &Arc<dyn CheckpointStore>, request: ClaimReques
     }
 }
 
+/// Hold run `row` in this process, which the store gave this process already (a worker's
+/// `claim_next`): the claim, as [`claim`] would have made it. [`AgentError::Owned`] if a
+/// run of this process holds it (a run whose lease ended while it went on: it is fenced).
+pub(crate) fn adopt(store: &Arc<dyn CheckpointStore>, row: RunRecord) -> Result<Claimed, AgentError> {
+    let sent = Instant::now();
+    let Some(hold) = lease::reserve(&row.run_id, store.clone()) else {
+        return Err(owned(&row));
+    };
+    hold.claimed(row.epoch);
+    Ok(Claimed { hold, row, sent })
+}
+
 /// The error of a run held by `row.owner`.
 fn owned(row: &RunRecord) -> AgentError {
     AgentError::Owned {
@@ -156,6 +171,8 @@ pub(crate) struct Durable {
     hold: Mutex<Weak<Hold>>,
     /// The run lost its ownership: nothing more is written.
     lost: AtomicBool,
+    /// The run pauses to be handed over: its row reads `Running` (see `hand_over`).
+    handover: AtomicBool,
     /// The error of a commit that failed after the run was over.
     late: Mutex<Option<AgentError>>,
 }
@@ -191,12 +208,19 @@ impl Durable {
             claimed: Mutex::new(claimed),
             hold: Mutex::new(Weak::new()),
             lost: AtomicBool::new(false),
+            handover: AtomicBool::new(false),
             late: Mutex::new(None),
         }
     }
 
     fn record(&self, run: &Run) -> RunRecord {
-        RunRecord::new(run.run_id(), self.agent.clone(), run.status(), self.created_ms.load(Relaxed), now_ms())
+        let status = match run.status() {
+            // A run paused to be handed over is a running run that nobody owns once its
+            // lease is given back: any worker serving its graph goes on with it.
+            AgentStatus::Paused if self.handover.load(Acquire) => AgentStatus::Running,
+            status => status,
+        };
+        RunRecord::new(run.run_id(), self.agent.clone(), status, self.created_ms.load(Relaxed), now_ms())
             .with_epoch(self.epoch.load(Relaxed))
     }
 
@@ -215,6 +239,7 @@ impl Durable {
                 let row = RunRecord::new(id, self.agent.clone(), AgentStatus::Running, now, now);
                 let request = ClaimRequest::new(id, WorkerId::current().as_str(), self.ttl)
                     .create(row)
+                    .graph_hash(run.program.graph_hash().to_string())
                     .finished(true)
                     .reclaim(true);
                 match claim(&self.store, request).await {
@@ -484,6 +509,10 @@ impl crate::run::Recorder for Durable {
 
     fn epoch(&self) -> u64 {
         self.epoch.load(Relaxed)
+    }
+
+    fn hand_over(&self) {
+        self.handover.store(true, Release);
     }
 }
 

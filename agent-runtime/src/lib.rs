@@ -66,8 +66,9 @@ mod sync;
 mod text;
 mod timing;
 mod version;
+mod worker;
 
-pub use agent::{Agent, RunFuture, RunHandle, RunOptions, StateConfig};
+pub use agent::{Agent, RunFuture, RunHandle, RunOptions, StateConfig, SubmitOptions};
 pub use agent_core::{AgentStatus, StateStatus};
 pub use events::{Event, EventKind, EventStream};
 pub use human::{AnswerError, PendingInput};
@@ -82,3 +83,4 @@ pub use store::PostgresStore;
 pub use store::SqliteStore;
 pub use store::{CheckpointStore, MemoryStore};
 pub use timing::StateTiming;
+pub use worker::{Worker, WorkerReport};

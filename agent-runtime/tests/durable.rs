@@ -325,6 +325,21 @@ impl CheckpointStore for Counting {
     fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
         self.inner.claim_run(claim)
     }
+    fn submit_run<'a>(
+        &'a self,
+        s: &'a agent_runtime::store::Submission,
+    ) -> StoreFuture<'a, agent_runtime::store::Submitted> {
+        self.inner.submit_run(s)
+    }
+    fn claim_next<'a>(
+        &'a self,
+        ask: &'a agent_runtime::store::ClaimNext,
+    ) -> StoreFuture<'a, Vec<agent_runtime::store::NextRun>> {
+        self.inner.claim_next(ask)
+    }
+    fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.inner.run_input(run_id)
+    }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         self.inner.renew_lease(run_id, owner, epoch, ttl)
     }

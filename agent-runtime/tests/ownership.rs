@@ -297,6 +297,21 @@ impl CheckpointStore for NoRenewals {
     fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
         self.0.claim_run(claim)
     }
+    fn submit_run<'a>(
+        &'a self,
+        s: &'a agent_runtime::store::Submission,
+    ) -> StoreFuture<'a, agent_runtime::store::Submitted> {
+        self.0.submit_run(s)
+    }
+    fn claim_next<'a>(
+        &'a self,
+        ask: &'a agent_runtime::store::ClaimNext,
+    ) -> StoreFuture<'a, Vec<agent_runtime::store::NextRun>> {
+        self.0.claim_next(ask)
+    }
+    fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.0.run_input(run_id)
+    }
     fn renew_lease<'a>(&'a self, run_id: &'a str, _: &'a str, _: u64, _: Duration) -> StoreFuture<'a, i64> {
         Box::pin(async move {
             Err(StoreError::Backend { store: "test", message: format!("renew {run_id}: unreachable"), source: None })

@@ -90,9 +90,21 @@ impl Agent {
             return Err(AgentError::NoRuntime { agent: self.shared.name.clone() });
         };
         let launch = self.launch(options, None, None, None)?;
+        Ok(self.spawn_on(&runtime, launch))
+    }
+
+    /// Drive `launch` in a task of its own on the current runtime: its handle.
+    pub(super) fn spawn_launch(&self, launch: super::launch::Launch) -> Result<RunHandle, AgentError> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(AgentError::NoRuntime { agent: self.shared.name.clone() });
+        };
+        Ok(self.spawn_on(&runtime, launch))
+    }
+
+    fn spawn_on(&self, runtime: &tokio::runtime::Handle, launch: super::launch::Launch) -> RunHandle {
         let run = launch.run.clone();
-        let task = spawn(&runtime, self.clone(), launch);
-        Ok(RunHandle { agent: self.clone(), first: run, task: Mutex::new(task) })
+        let task = spawn(runtime, self.clone(), launch);
+        RunHandle { agent: self.clone(), first: run, task: Mutex::new(task) }
     }
 }
 
@@ -178,6 +190,11 @@ impl RunHandle {
     /// The run now: the one started, or the latest that resumed it.
     fn run(&self) -> Arc<Run> {
         latest(&self.first)
+    }
+
+    /// The run now (for a worker, which drains it).
+    pub(crate) fn run_now(&self) -> Arc<Run> {
+        self.run()
     }
 
     /// The run's id (a UUID v4, or the checkpoint's when the run continues one): what the

@@ -188,18 +188,23 @@ impl Agent {
         resumes: Option<&Arc<Run>>,
         claimed: Option<crate::durable::Claimed>,
     ) -> Result<Launch, AgentError> {
-        let RunOptions { timeout, cleanup_timeout, context } = options;
+        let RunOptions { timeout, cleanup_timeout, context, run_id } = options;
         let (program, mut live) = self.program_in(lock(&self.shared.live))?;
         let (left, durable) = {
             let persist = &mut live.persist;
-            // A claim made by `recover` goes with the checkpoint it restores, and only with it.
-            let claimed = claimed.filter(|c| checkpoint.as_ref().is_some_and(|r| r.run_id == c.row.run_id));
+            // A claim made by `recover` goes with the checkpoint it restores, and only with it;
+            // a worker's claim of a submitted run goes with the id it was given.
+            let claimed = claimed.filter(|c| match &checkpoint {
+                Some(r) => r.run_id == c.row.run_id,
+                None => run_id.as_ref() == Some(&c.row.run_id),
+            });
             let ttl = persist.lease_ttl.unwrap_or(crate::durable::DEFAULT_LEASE_TTL);
             let durable = persist.store.clone().map(|store| {
                 Arc::new(Durable::new(store, self.shared.name.clone(), persist.checkpoint_interval, ttl, claimed))
             });
-            // A checkpoint given leaves the one left for the next run in place.
-            let left = if checkpoint.is_none() { persist.restore.take() } else { None };
+            // A checkpoint given, or a run submitted beforehand (an id given), leaves the one
+            // left for the next run in place.
+            let left = if checkpoint.is_none() && run_id.is_none() { persist.restore.take() } else { None };
             (left, durable)
         };
         // Borrowed, not moved: a checkpoint is a few hundred bytes, and a plain run has none.
@@ -216,6 +221,9 @@ impl Agent {
             on => on == 1,
         };
         let mut run = Run::with_links(program, ctx, self.shared.links.clone());
+        if let Some(id) = run_id.filter(|_| restore.is_none()) {
+            run.sinks.set_run_id(id);
+        }
         if timed {
             run.sinks.timing = Some(crate::timing::timings(run.states.len()));
         }
@@ -456,6 +464,8 @@ pub struct RunOptions {
     timeout: Option<Duration>,
     cleanup_timeout: Option<Duration>,
     context: Option<Context>,
+    /// The run's id, when it was given one beforehand (a submitted run a worker starts).
+    pub(crate) run_id: Option<String>,
 }
 
 impl RunOptions {

@@ -34,6 +34,7 @@ mod inputs;
 mod inspect;
 mod launch;
 mod recover;
+mod submit;
 
 use std::borrow::Cow;
 use std::sync::atomic::AtomicU8;
@@ -49,6 +50,8 @@ use crate::store::CheckpointStore;
 pub use builder::StateConfig;
 pub use handle::{RunFuture, RunHandle};
 pub use launch::RunOptions;
+pub use submit::SubmitOptions;
+pub(crate) use submit::SUBMITTED;
 
 struct Shared {
     name: String,

@@ -27,8 +27,17 @@ use super::{lock, Agent};
 use crate::checkpoint;
 use crate::durable::{self, store_error, DEFAULT_LEASE_TTL};
 use crate::lease::WorkerId;
+use crate::program::Program;
 use crate::result::AgentResult;
-use crate::store::{CheckpointStore, ClaimRequest, RunQuery};
+use crate::store::{CheckpointStore, ClaimRequest, NextRun, RunQuery};
+
+/// Where a run goes on from.
+enum From {
+    /// Its newest usable snapshot.
+    Checkpoint(Box<Checkpoint>),
+    /// The context it was submitted with: it never started.
+    Input(Context),
+}
 
 /// The `seq` of run `run_id`'s newest snapshot (0: none).
 async fn newest_seq(store: &dyn CheckpointStore, run_id: &str) -> Result<u64, AgentError> {
@@ -210,7 +219,7 @@ impl Agent {
         self
     }
 
-    fn store(&self) -> Result<Arc<dyn CheckpointStore>, AgentError> {
+    pub(super) fn store(&self) -> Result<Arc<dyn CheckpointStore>, AgentError> {
         let store = lock(&self.shared.live).persist.store.clone();
         store.ok_or_else(|| {
             store_error(format!("agent `{}` has no store (see `with_store`)", self.shared.name), Context::new())
@@ -233,11 +242,10 @@ impl Agent {
     /// store is left as it was; otherwise as [`Agent::run`].
     pub async fn recover(&self, run_id: &str) -> Result<AgentResult, AgentError> {
         let store = self.store()?;
-        let (name, events) = (&self.shared.name, &self.shared.links.events);
         let program = self.program()?;
-        // A snapshot that cannot be used here is refused before the claim, which writes.
+        // Where the run goes on from is read (and checked) before the claim, which writes.
         let seen = newest_seq(&*store, run_id).await?;
-        let checkpoint = checkpoint::load::newest_usable(&*store, run_id, name, &program, events).await?;
+        let from = self.starting_point(&*store, run_id, &program, seen).await?;
         let ttl = lock(&self.shared.live).persist.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
         let request = ClaimRequest::new(run_id, WorkerId::current().as_str(), ttl).finished(true).reclaim(true);
         let claimed = durable::claim(&store, request).await?;
@@ -245,12 +253,12 @@ impl Agent {
         let hold = claimed.hold.clone();
         // Now that the run is ours, nobody writes it; if a previous owner wrote since the read
         // above, read again.
-        let checkpoint = match newest_seq(&*store, run_id).await {
-            Ok(now) if now == seen => Ok(checkpoint),
-            Ok(_) => checkpoint::load::newest_usable(&*store, run_id, name, &program, events).await,
+        let from = match newest_seq(&*store, run_id).await {
+            Ok(now) if now == seen => Ok(from),
+            Ok(now) => self.starting_point(&*store, run_id, &program, now).await,
             Err(e) => Err(e),
         };
-        let launch = checkpoint.and_then(|c| self.launch(super::RunOptions::new(), Some(c), None, Some(claimed)));
+        let launch = from.and_then(|from| self.launch_from(run_id, from, claimed));
         let launch = match launch {
             Ok(launch) => launch,
             Err(e) => {
@@ -263,6 +271,80 @@ impl Agent {
         let result = self.go(launch).await;
         drop(hold);
         result
+    }
+
+    /// Where run `run_id` goes on from: its newest usable snapshot when it has one (`newest`
+    /// is the `seq` of its newest), else the context it was submitted with (a queued run
+    /// that never started).
+    async fn starting_point(
+        &self,
+        store: &dyn CheckpointStore,
+        run_id: &str,
+        program: &Program,
+        newest: u64,
+    ) -> Result<From, AgentError> {
+        let (name, events) = (&self.shared.name, &self.shared.links.events);
+        if newest > 0 {
+            return Ok(From::Checkpoint(Box::new(
+                checkpoint::load::newest_usable(store, run_id, name, program, events).await?,
+            )));
+        }
+        match store.run_input(run_id).await.map_err(|e| store_error(e, Context::new()))? {
+            Some(json) => {
+                let ctx = Context::from_json_str(&json).map_err(|e| {
+                    AgentError::from(CheckpointError::Mismatch {
+                        agent: name.clone(),
+                        reason: format!("the context run {run_id} was submitted with cannot be read: {e}"),
+                    })
+                })?;
+                Ok(From::Input(ctx))
+            }
+            // No snapshot, no input: read as before to say why (no such run).
+            None => Ok(From::Checkpoint(Box::new(
+                checkpoint::load::newest_usable(store, run_id, name, program, events).await?,
+            ))),
+        }
+    }
+
+    /// The launch of run `run_id` going on `from` there, under `claimed`.
+    fn launch_from(
+        &self,
+        run_id: &str,
+        from: From,
+        claimed: durable::Claimed,
+    ) -> Result<super::launch::Launch, AgentError> {
+        match from {
+            From::Checkpoint(c) => self.launch(super::RunOptions::new(), Some(*c), None, Some(claimed)),
+            From::Input(ctx) => {
+                let mut options = super::RunOptions::new().context(ctx);
+                options.run_id = Some(run_id.to_owned());
+                self.launch(options, None, None, Some(claimed))
+            }
+        }
+    }
+
+    /// Start run `next`, which a worker claimed in the store, in a task of its own (see
+    /// `worker`): from its newest snapshot, or from the context it was submitted with.
+    /// `Err` when it cannot go on here (its records do not fit this agent, the store
+    /// failed); the claim is then given back.
+    pub(crate) async fn take_over(&self, next: &NextRun) -> Result<super::RunHandle, AgentError> {
+        let store = self.store()?;
+        let program = self.program()?;
+        let run_id = next.row.run_id.as_str();
+        let claimed = durable::adopt(&store, next.row.clone())?;
+        let hold = claimed.hold.clone();
+        let started = async {
+            let newest = newest_seq(&*store, run_id).await?;
+            let from = self.starting_point(&*store, run_id, &program, newest).await?;
+            self.spawn_launch(self.launch_from(run_id, from, claimed)?)
+        }
+        .await;
+        if started.is_err() {
+            if let Err(release) = hold.release().await {
+                tracing::warn!(run_id, error = %release, "could not give back the lease of a run not taken over");
+            }
+        }
+        started
     }
 
     /// Recover every unfinished (running or paused) run of this agent in its store, one

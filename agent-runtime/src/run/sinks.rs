@@ -47,6 +47,9 @@ pub(crate) trait Recorder: Send + Sync {
     /// The epoch of the run's claim of itself in the store: what its other writes (requests
     /// for input, the answers it consumes) carry so that a run taken over writes nothing.
     fn epoch(&self) -> u64;
+    /// The run is about to pause to be handed over (a worker draining): record it as a
+    /// running run nobody owns, for another worker to go on with, not as paused.
+    fn hand_over(&self) {}
 }
 
 /// See the module docs.

@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::time::Duration;
 
+use agent_core::AgentStatus;
+
 use super::{
-    now_ms, ttl_ms, CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Retention, RetentionReport,
-    RunQuery, RunRecord, Snapshot, StoreError, StoreFuture,
+    now_ms, ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
+    RetentionReport, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
 };
 
 const STORE: &str = "memory";
@@ -59,11 +61,25 @@ struct RunData {
     journal: Vec<JournalEntry>,
     /// With their insertion ids; unordered.
     snapshots: Vec<(u64, Snapshot)>,
+    /// The graph it runs under, if recorded.
+    graph_hash: Option<String>,
+    /// Its idempotency key, if submitted with one.
+    key: Option<String>,
+    /// The context it was submitted with.
+    input: Option<String>,
 }
 
 impl RunData {
     fn new(record: RunRecord) -> Self {
-        RunData { record, last_seq: 0, journal: Vec::new(), snapshots: Vec::new() }
+        RunData {
+            record,
+            last_seq: 0,
+            journal: Vec::new(),
+            snapshots: Vec::new(),
+            graph_hash: None,
+            key: None,
+            input: None,
+        }
     }
 
     /// Sort key of a snapshot: newest first is the greatest.
@@ -279,7 +295,9 @@ impl CheckpointStore for MemoryStore {
                     let mut record = row.clone();
                     record.run_id.clone_from(&claim.run_id);
                     (record.owner, record.lease_until_ms, record.epoch) = (Some(claim.owner.clone()), Some(until), 1);
-                    inner.runs.insert(claim.run_id.clone(), RunData::new(record.clone()));
+                    let mut data = RunData::new(record.clone());
+                    data.graph_hash.clone_from(&claim.graph_hash);
+                    inner.runs.insert(claim.run_id.clone(), data);
                     Claim::Taken(record)
                 }
                 None => Claim::Missing,
@@ -298,6 +316,68 @@ impl CheckpointStore for MemoryStore {
             }
         };
         Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn submit_run<'a>(&'a self, submission: &'a Submission) -> StoreFuture<'a, Submitted> {
+        let mut inner = self.lock();
+        let existing = submission.idempotency_key.as_ref().and_then(|key| {
+            inner.runs.values().find(|d| d.record.agent == submission.agent && d.key.as_ref() == Some(key))
+        });
+        let outcome = match (existing, inner.runs.get(&submission.run_id)) {
+            (Some(d), _) => Ok(Submitted { run: d.record.clone(), created: false }),
+            (None, Some(d)) => Err(StoreError::Backend {
+                store: STORE,
+                message: format!(
+                    "submit run {}: a run with that id exists already ({})",
+                    d.record.run_id,
+                    d.record.status.as_str()
+                ),
+                source: None,
+            }),
+            (None, None) => {
+                let row = submission.row();
+                let mut data = RunData::new(row.clone());
+                data.graph_hash = Some(submission.graph_hash.clone());
+                data.key.clone_from(&submission.idempotency_key);
+                data.input = Some(submission.input.clone());
+                inner.runs.insert(row.run_id.clone(), data);
+                Ok(Submitted { run: row, created: true })
+            }
+        };
+        Box::pin(std::future::ready(outcome))
+    }
+
+    fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        let input = self.lock().runs.get(run_id).and_then(|d| d.input.clone());
+        Box::pin(std::future::ready(Ok(input)))
+    }
+
+    fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let until = now.saturating_add(ttl_ms(ask.ttl));
+        let mut candidates: Vec<&mut RunData> = inner
+            .runs
+            .values_mut()
+            .filter(|d| {
+                let r = &d.record;
+                matches!(r.status, AgentStatus::Idle | AgentStatus::Running)
+                    && !r.is_leased_at(now)
+                    && ask.serves.iter().any(|s| s.agent == r.agent && d.graph_hash.as_ref() == Some(&s.graph_hash))
+            })
+            .collect();
+        candidates
+            .sort_by(|a, b| (a.record.created_ms, &a.record.run_id).cmp(&(b.record.created_ms, &b.record.run_id)));
+        let taken = candidates
+            .into_iter()
+            .take(ask.limit)
+            .map(|d| {
+                let r = &mut d.record;
+                (r.owner, r.lease_until_ms, r.epoch) = (Some(ask.owner.clone()), Some(until), r.epoch + 1);
+                NextRun { row: r.clone(), graph_hash: d.graph_hash.clone().unwrap_or_default(), input: d.input.clone() }
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(taken)))
     }
 
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {

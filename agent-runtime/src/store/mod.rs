@@ -69,12 +69,14 @@ mod memory;
 mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod queue;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+pub use queue::{ClaimNext, NextRun, Served, Submission, Submitted};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -279,13 +281,24 @@ pub struct ClaimRequest {
     /// Also take the run when `owner` itself holds a live lease on it: the caller knows it
     /// no longer runs it (a run of this process whose future was dropped).
     pub reclaim: bool,
+    /// The graph hash recorded with a row this claim creates (see
+    /// [`ClaimRequest::graph_hash`]).
+    pub graph_hash: Option<String>,
 }
 
 impl ClaimRequest {
     /// Take `run_id` for `owner` for `ttl`: only an existing, unfinished run that nobody
     /// holds.
     pub fn new(run_id: impl Into<String>, owner: impl Into<String>, ttl: Duration) -> ClaimRequest {
-        ClaimRequest { run_id: run_id.into(), owner: owner.into(), ttl, create: None, finished: false, reclaim: false }
+        ClaimRequest {
+            run_id: run_id.into(),
+            owner: owner.into(),
+            ttl,
+            create: None,
+            finished: false,
+            reclaim: false,
+            graph_hash: None,
+        }
     }
 
     /// Create the run as `row` (owned, epoch 1) if the store has no such run.
@@ -303,6 +316,13 @@ impl ClaimRequest {
     /// Also take a run whose live lease is the owner's own.
     pub fn reclaim(mut self, yes: bool) -> ClaimRequest {
         self.reclaim = yes;
+        self
+    }
+
+    /// Record `hash` as the graph of a run this claim creates, so workers serving that
+    /// graph can take the run over if its owner dies.
+    pub fn graph_hash(mut self, hash: impl Into<String>) -> ClaimRequest {
+        self.graph_hash = Some(hash.into());
         self
     }
 
@@ -458,6 +478,24 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// docs): [`Claim::Taken`] with the new epoch and lease end, or why not.
     fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim>;
 
+    /// Queue a run (see [`Submission`]): a row with status [`AgentStatus::Idle`], no owner,
+    /// epoch 0, its graph hash and input, for a worker to claim
+    /// ([`claim_next`](CheckpointStore::claim_next)). With an idempotency key another run
+    /// of the agent already has, nothing is written and that run is returned
+    /// ([`Submitted::created`] `false`); of concurrent submissions with one key exactly one
+    /// creates the run.
+    fn submit_run<'a>(&'a self, submission: &'a Submission) -> StoreFuture<'a, Submitted>;
+
+    /// The context a submitted run starts from (JSON), as [`submit_run`](CheckpointStore::submit_run)
+    /// recorded it; `None` for a run that was not submitted, or no such run.
+    fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    /// Take up to `ask.limit` runs a worker serving `ask.serves` can run: unfinished, not
+    /// paused, recorded under a served graph hash, with no owner or an ended lease; oldest
+    /// first, each claimed as [`claim_run`](CheckpointStore::claim_run) does (see the
+    /// module `queue`). Fewer (or none) when there are no more.
+    fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>>;
+
     /// Move the lease of `owner` at `epoch` on `run_id` to `ttl` from the store's `now`;
     /// the new lease end (milliseconds since the Unix epoch). [`StoreError::Fenced`] when
     /// the run is no longer `owner`'s at `epoch` (taken over, released or deleted).
@@ -571,6 +609,15 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
     }
     fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
         (**self).claim_run(claim)
+    }
+    fn submit_run<'a>(&'a self, submission: &'a Submission) -> StoreFuture<'a, Submitted> {
+        (**self).submit_run(submission)
+    }
+    fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
+        (**self).claim_next(ask)
+    }
+    fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        (**self).run_input(run_id)
     }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         (**self).renew_lease(run_id, owner, epoch, ttl)

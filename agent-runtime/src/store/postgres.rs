@@ -35,8 +35,8 @@ use tokio_postgres::{Config, NoTls, Row};
 
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
 use super::{
-    ttl_ms, CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery,
-    RunRecord, Snapshot, StoreError, StoreFuture,
+    ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
+    RetentionReport, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
 };
 
 const STORE: &str = "postgres";
@@ -572,14 +572,15 @@ impl CheckpointStore for PostgresStore {
             if let Some(row) = &claim.create {
                 let st = conn
                     .prepare_cached(concat!(
-                        "INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch)
+                        "INSERT INTO agent_runs
+                             (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch, graph_hash)
                          VALUES ($1, $2, $3, $4, $5, $6, ",
                         lease_sql!(7),
-                        ", 1) ON CONFLICT (run_id) DO NOTHING RETURNING ",
+                        ", 1, $8) ON CONFLICT (run_id) DO NOTHING RETURNING ",
                         run_columns!()
                     ))
                     .await?;
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
                     &claim.run_id,
                     &row.agent,
                     &row.status.as_str(),
@@ -587,6 +588,7 @@ impl CheckpointStore for PostgresStore {
                     &row.updated_ms,
                     &claim.owner,
                     &ttl,
+                    &claim.graph_hash,
                 ];
                 if let Some(created) = conn.query_opt(&st, &params).await? {
                     return Ok(Claim::Taken(read_run(&created)?));
@@ -617,6 +619,99 @@ impl CheckpointStore for PostgresStore {
                 Some(row) if row.status.is_finished() && !claim.finished => Claim::Finished(row),
                 Some(row) => Claim::Held(row),
             })
+        })
+    }
+
+    fn submit_run<'a>(&'a self, submission: &'a Submission) -> StoreFuture<'a, Submitted> {
+        self.run(move || format!("submit run {}", submission.run_id), async move {
+            let conn = self.conn().await?;
+            let row = submission.row();
+            // A concurrent submission with the same key makes this insert wait for it, then
+            // do nothing; the select that follows sees the run it committed.
+            let st = conn
+                .prepare_cached(concat!(
+                    "INSERT INTO agent_runs
+                         (run_id, agent, status, created_ms, updated_ms, epoch, graph_hash, idempotency_key, input)
+                     VALUES ($1, $2, $3, $4, $4, 0, $5, $6, $7)
+                     ON CONFLICT (agent, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                     RETURNING ",
+                    run_columns!()
+                ))
+                .await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                &row.run_id,
+                &row.agent,
+                &row.status.as_str(),
+                &row.created_ms,
+                &submission.graph_hash,
+                &submission.idempotency_key,
+                &submission.input,
+            ];
+            if let Some(made) = conn.query_opt(&st, &params).await? {
+                return Ok(Submitted { run: read_run(&made)?, created: true });
+            }
+            let st = conn.prepare_cached(select_runs!(" WHERE agent = $1 AND idempotency_key = $2")).await?;
+            match conn.query_opt(&st, &[&submission.agent, &submission.idempotency_key]).await? {
+                Some(existing) => Ok(Submitted { run: read_run(&existing)?, created: false }),
+                None => Err(Fail::Store(StoreError::Backend {
+                    store: STORE,
+                    message: "the run the idempotency key named was deleted meanwhile; submit again".to_owned(),
+                    source: None,
+                })),
+            }
+        })
+    }
+
+    fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.run(move || format!("read the input of run {run_id}"), async move {
+            let conn = self.conn().await?;
+            let st = conn.prepare_cached("SELECT input FROM agent_runs WHERE run_id = $1").await?;
+            let row = conn.query_opt(&st, &[&run_id]).await?;
+            Ok(row.map(|r| r.try_get::<_, Option<String>>(0)).transpose()?.flatten())
+        })
+    }
+
+    fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
+        self.run(|| "claim the next runs".to_owned(), async move {
+            if ask.limit == 0 || ask.serves.is_empty() {
+                return Ok(Vec::new());
+            }
+            let conn = self.conn().await?;
+            let agents: Vec<&str> = ask.serves.iter().map(|s| s.agent.as_str()).collect();
+            let hashes: Vec<&str> = ask.serves.iter().map(|s| s.graph_hash.as_str()).collect();
+            let limit = i64::try_from(ask.limit).unwrap_or(i64::MAX);
+            // Candidates locked by a concurrent claim are skipped, not waited for; a locked
+            // row's condition is checked again on its newest version.
+            let st = conn
+                .prepare_cached(concat!(
+                    "WITH next AS (
+                         SELECT run_id FROM agent_runs
+                         WHERE status IN ('Idle', 'Running')
+                           AND (owner IS NULL OR lease_until IS NULL OR lease_until <= now())
+                           AND (agent, graph_hash) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))
+                         ORDER BY created_ms, run_id COLLATE \"C\"
+                         LIMIT $3
+                         FOR UPDATE SKIP LOCKED
+                     )
+                     UPDATE agent_runs SET owner = $4, lease_until = ",
+                    lease_sql!(5),
+                    ", epoch = epoch + 1
+                     WHERE run_id IN (SELECT run_id FROM next)
+                     RETURNING ",
+                    run_columns!(),
+                    ", graph_hash, input"
+                ))
+                .await?;
+            let rows = conn.query(&st, &[&agents, &hashes, &limit, &ask.owner, &ttl_ms(ask.ttl)]).await?;
+            let mut taken = rows
+                .iter()
+                .map(|r| {
+                    let graph_hash: Option<String> = r.try_get(8)?;
+                    Ok(NextRun { row: read_run(r)?, graph_hash: graph_hash.unwrap_or_default(), input: r.try_get(9)? })
+                })
+                .collect::<Result<Vec<_>, Fail>>()?;
+            taken.sort_by(|a, b| (a.row.created_ms, &a.row.run_id).cmp(&(b.row.created_ms, &b.row.run_id)));
+            Ok(taken)
         })
     }
 

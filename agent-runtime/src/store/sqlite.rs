@@ -32,8 +32,8 @@ use tokio::sync::oneshot;
 
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
 use super::{
-    ttl_ms, CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery,
-    RunRecord, Snapshot, StoreError, StoreFuture,
+    ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
+    RetentionReport, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
 };
 
 const STORE: &str = "sqlite";
@@ -557,10 +557,11 @@ impl CheckpointStore for SqliteStore {
             if let Some(row) = &claim.create {
                 taken = tx
                     .prepare_cached(concat!(
-                        "INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch)
+                        "INSERT INTO agent_runs
+                             (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch, graph_hash)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ",
                         now_ms_sql!(),
-                        " + ?7, 1) ON CONFLICT (run_id) DO NOTHING"
+                        " + ?7, 1, ?8) ON CONFLICT (run_id) DO NOTHING"
                     ))?
                     .execute(params![
                         claim.run_id,
@@ -569,7 +570,8 @@ impl CheckpointStore for SqliteStore {
                         row.created_ms,
                         row.updated_ms,
                         claim.owner,
-                        ttl
+                        ttl,
+                        claim.graph_hash
                     ])?;
             }
             if taken == 0 {
@@ -598,6 +600,108 @@ impl CheckpointStore for SqliteStore {
                 Some(row) if row.status.is_finished() && !claim.finished => Claim::Finished(row),
                 Some(row) => Claim::Held(row),
             })
+        })
+    }
+
+    fn submit_run<'a>(&'a self, submission: &'a Submission) -> StoreFuture<'a, Submitted> {
+        let submission = submission.clone();
+        self.call(format!("submit run {}", submission.run_id), move |conn| {
+            // The write lock, held to the commit, makes look-up and insert one step for every
+            // process sharing the file (the unique index would refuse a second run anyway).
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(key) = &submission.idempotency_key {
+                let existing = {
+                    let mut stmt = tx.prepare_cached(select_runs!(" WHERE agent = ?1 AND idempotency_key = ?2"))?;
+                    let mut rows = stmt.query(params![submission.agent, key])?;
+                    rows.next()?.map(read_run).transpose()?
+                };
+                if let Some(run) = existing {
+                    tx.commit()?;
+                    return Ok(Submitted { run, created: false });
+                }
+            }
+            let row = submission.row();
+            tx.prepare_cached(
+                "INSERT INTO agent_runs
+                     (run_id, agent, status, created_ms, updated_ms, epoch, graph_hash, idempotency_key, input)
+                 VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                row.run_id,
+                row.agent,
+                row.status.as_str(),
+                row.created_ms,
+                submission.graph_hash,
+                submission.idempotency_key,
+                submission.input
+            ])?;
+            tx.commit()?;
+            Ok(Submitted { run: row, created: true })
+        })
+    }
+
+    fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("read the input of run {run_id}"), move |conn| {
+            let input = conn
+                .prepare_cached("SELECT input FROM agent_runs WHERE run_id = ?1")?
+                .query_row([&run_id], |r| r.get::<_, Option<String>>(0))
+                .optional()?;
+            Ok(input.flatten())
+        })
+    }
+
+    fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
+        let ask = ask.clone();
+        self.call("claim the next runs".to_owned(), move |conn| {
+            if ask.limit == 0 || ask.serves.is_empty() {
+                return Ok(Vec::new());
+            }
+            let limit = i64::try_from(ask.limit).unwrap_or(i64::MAX);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Candidates of every graph served, oldest first; under the write lock nobody
+            // else claims meanwhile, so each update below takes its run.
+            let mut found: Vec<(i64, String)> = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(concat!(
+                    "SELECT created_ms, run_id FROM agent_runs
+                     WHERE agent = ?1 AND graph_hash = ?2 AND status IN ('Idle', 'Running')
+                       AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ",
+                    now_ms_sql!(),
+                    ") ORDER BY created_ms, run_id LIMIT ?3"
+                ))?;
+                for served in &ask.serves {
+                    let rows = stmt.query_map(params![served.agent, served.graph_hash, limit], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    })?;
+                    for row in rows {
+                        found.push(row?);
+                    }
+                }
+            }
+            found.sort();
+            found.truncate(ask.limit);
+            let mut taken = Vec::with_capacity(found.len());
+            for (_, run_id) in found {
+                let mut stmt = tx.prepare_cached(concat!(
+                    "UPDATE agent_runs SET owner = ?2, lease_until = ",
+                    now_ms_sql!(),
+                    " + ?3, epoch = epoch + 1 WHERE run_id = ?1
+                     RETURNING run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch,
+                               graph_hash, input"
+                ))?;
+                let mut rows = stmt.query(params![run_id, ask.owner, ttl_ms(ask.ttl)])?;
+                if let Some(row) = rows.next()? {
+                    let graph_hash: Option<String> = row.get(8)?;
+                    taken.push(NextRun {
+                        row: read_run(row)?,
+                        graph_hash: graph_hash.unwrap_or_default(),
+                        input: row.get(9)?,
+                    });
+                }
+            }
+            tx.commit()?;
+            Ok(taken)
         })
     }
 
