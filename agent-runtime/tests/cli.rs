@@ -79,11 +79,19 @@ async fn wait_answer_resume(store_arg: &str, store: &dyn CheckpointStore, name: 
     let run_id = wait_for_pending(store, name).await;
     first.abort(); // the first process dies while its run waits
     let _ = first.await;
+    // Its future dropped, the run gives its lease back in the background.
+    for _ in 0..500 {
+        if store.get_run(&run_id).await.unwrap().unwrap().owner.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let (result, out) = cli_run(store_arg, &["list"], || reviewed(name)).await;
     result.unwrap();
     let line = out.lines().find(|l| l.starts_with(&run_id)).unwrap_or_else(|| panic!("{run_id} not listed:\n{out}"));
-    assert!(line.contains("Running"), "{line}");
+    // Its process is gone: listed as given back, never as `Running` with no owner.
+    assert!(line.contains("interrupted") && !line.contains("Running"), "{line}");
 
     let (result, out) = cli_run(store_arg, &["show", &run_id[..8]], || reviewed(name)).await;
     result.unwrap();

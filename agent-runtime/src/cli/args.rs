@@ -59,8 +59,37 @@ pub enum Command {
     Resume {
         /// The run's id, or a prefix of it that names one run.
         run: String,
+        /// If another worker holds the run, wait for its lease to end instead of failing.
+        #[arg(long)]
+        wait: bool,
     },
-    /// List this agent's runs in the store: id, status, start and last update.
+    /// Serve this workflow: run the runs submitted to the store and those whose owner is
+    /// gone, until SIGTERM or Ctrl-C; then drain (running states finish, runs are given
+    /// back for another worker) and exit 0.
+    Worker {
+        /// Runs at once.
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        concurrency: usize,
+        /// The lease on each run, in seconds: how long a dead worker holds its runs.
+        #[arg(long, default_value = "15", value_name = "SECS", value_parser = seconds)]
+        lease_ttl: std::time::Duration,
+    },
+    /// Queue a run for a worker and print its id at once.
+    Submit {
+        /// The run's input context: a JSON object (`{"topic": "rust"}`).
+        #[arg(long, value_name = "JSON")]
+        input: Option<String>,
+        /// An idempotency key: submitting again with it prints the same run's id.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Follow a run in the store until it ends; exit 0 if it completed.
+    Wait {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+    },
+    /// List this agent's runs in the store: id, status, owner and lease, start and last
+    /// update.
     List,
     /// A run's timeline: every state with its status, counts and duration, and its
     /// requests for human input.
@@ -94,4 +123,13 @@ pub enum GraphFormat {
     Mermaid,
     /// A Graphviz digraph.
     Dot,
+}
+
+/// A number of seconds (`15`, `0.5`) of at least 30 ms, as `--lease-ttl` takes it.
+fn seconds(arg: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = arg.trim().parse().map_err(|_| format!("`{arg}` is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d >= std::time::Duration::from_millis(30))
+        .ok_or_else(|| format!("a lease lasts at least 0.03 seconds, not `{arg}`"))
 }

@@ -9,16 +9,19 @@
 //!   `not recorded`. For a state that ran several times it spans first start to last end.
 //! - `show` prints the hash of the graph the run recorded (its newest snapshot's), and
 //!   whether it is this binary's: a run of another graph cannot be resumed by it.
+//! - A run nobody runs is never shown `Running` (see [`standing`]): both commands show
+//!   each run's owner and how long its lease has left (or how long ago it ended), by this
+//!   machine's clock.
 //! - Stored text (ids, names, prompts, answers) is printed through `text::shown`.
 
 use std::io::Write;
 
-use agent_core::{Checkpoint, GraphHash, StateRecord, StateStatus};
+use agent_core::{AgentStatus, Checkpoint, GraphHash, StateRecord, StateStatus};
 
 use super::store::Store;
 use super::time::{duration, utc};
 use super::CliError;
-use crate::store::RunQuery;
+use crate::store::{RunQuery, RunRecord};
 use crate::text::shown;
 
 pub(super) async fn list(agent: &str, store: &Store, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
@@ -28,18 +31,44 @@ pub(super) async fn list(agent: &str, store: &Store, out: &mut (dyn Write + Send
         writeln!(out, "no runs of agent `{}` in the store", shown(agent))?;
         return Ok(());
     }
-    writeln!(out, "{:<36}  {:<9}  {:<20}  {:<20}", "RUN", "STATUS", "STARTED", "UPDATED")?;
+    let now = crate::store::now_ms();
+    writeln!(out, "{:<36}  {:<11}  {:<34}  {:<20}  {:<20}", "RUN", "STATUS", "OWNER (LEASE)", "STARTED", "UPDATED")?;
     for r in runs {
         writeln!(
             out,
-            "{:<36}  {:<9}  {:<20}  {:<20}",
+            "{:<36}  {:<11}  {:<34}  {:<20}  {:<20}",
             shown(&r.run_id),
-            r.status.as_str(),
+            standing(&r, now),
+            owner(&r, now),
             utc(r.created_ms),
             utc(r.updated_ms)
         )?;
     }
     Ok(())
+}
+
+/// How a run stands, as `list` and `show` say it: its status, except that a run nobody
+/// runs is never shown `Running`: `queued` (submitted, never started), `interrupted`
+/// (given back unfinished: any worker or `resume` goes on) or `abandoned` (its owner's
+/// lease ended: the owner is gone).
+pub(super) fn standing(r: &RunRecord, now_ms: i64) -> &'static str {
+    match r.status {
+        AgentStatus::Idle if r.epoch == 0 => "queued",
+        AgentStatus::Idle | AgentStatus::Running if r.owner.is_none() => "interrupted",
+        AgentStatus::Idle | AgentStatus::Running if !r.is_leased_at(now_ms) => "abandoned",
+        status => status.as_str(),
+    }
+}
+
+/// Who holds a run and for how long: `host-1-ab12 (12.0s left)`, `host-1-ab12 (ended 40s
+/// ago)`, or `-`.
+pub(super) fn owner(r: &RunRecord, now_ms: i64) -> String {
+    match (&r.owner, r.lease_until_ms) {
+        (Some(o), Some(until)) if until > now_ms => format!("{} ({} left)", shown(o), duration(until - now_ms)),
+        (Some(o), Some(until)) => format!("{} (ended {} ago)", shown(o), duration(now_ms - until)),
+        (Some(o), None) => shown(o).into_owned(),
+        (None, _) => "-".to_owned(),
+    }
 }
 
 /// `show RUN`; `ours` is the hash of this binary's graph (`None` if its definition is invalid).
@@ -53,11 +82,19 @@ pub(super) async fn show(
     let run = store.resolve(agent, run).await?;
     let db = store.get();
     let snapshot = db.latest_snapshot(&run.run_id).await?;
+    if snapshot.is_none() && run.status == AgentStatus::Idle {
+        writeln!(out, "run      {}", shown(&run.run_id))?;
+        writeln!(out, "agent    {}", shown(&run.agent))?;
+        writeln!(out, "status   queued (submitted {}; no worker has started it)", utc(run.created_ms))?;
+        return Ok(());
+    }
     let snapshot = snapshot.ok_or_else(|| CliError::NoSnapshot { run: run.run_id.clone() })?;
     let checkpoint = Checkpoint::from_json(&snapshot.data)?;
     writeln!(out, "run      {}", shown(&run.run_id))?;
     writeln!(out, "agent    {}", shown(&run.agent))?;
-    writeln!(out, "status   {}", run.status)?;
+    let now = crate::store::now_ms();
+    writeln!(out, "status   {}", standing(&run, now))?;
+    writeln!(out, "owner    {}  epoch {}", owner(&run, now), run.epoch)?;
     writeln!(out, "started  {}", utc(run.created_ms))?;
     writeln!(out, "updated  {}", utc(run.updated_ms))?;
     match (checkpoint.graph_hash(), ours) {

@@ -25,9 +25,12 @@
 //! |---|---|
 //! | *(none)* | resume the newest unfinished (running or paused) run of the agent, or start a new one |
 //! | `run` | start a new durable run |
-//! | `resume RUN` | continue a run from the store (`Agent::recover`) |
-//! | `list` | the agent's runs: id, status, start, last update |
-//! | `show RUN` | a run's timeline (states, statuses, counts, durations) and its requests for input |
+//! | `resume RUN [--wait]` | continue a run from the store (`Agent::recover`); `--wait` waits for another owner's lease to end |
+//! | `worker [--concurrency N] [--lease-ttl SECS]` | serve the workflow ([`Worker`](crate::Worker)) until SIGTERM or Ctrl-C, then drain and exit 0 |
+//! | `submit [--input JSON] [--key KEY]` | queue a run for a worker ([`Agent::submit`]); prints its id |
+//! | `wait RUN` | follow a run in the store to its end; exit 0 if it completed |
+//! | `list` | the agent's runs: id, status, owner and lease, start, last update |
+//! | `show RUN` | a run's owner and lease, timeline (states, statuses, counts, durations) and requests for input |
 //! | `answer RUN REQUEST VALUE` | answer a pending request through the store, from any terminal |
 //! | `graph [RUN] [--format mermaid\|dot]` | the workflow's graph, coloured by a stored run if one is named |
 //!
@@ -63,6 +66,7 @@ mod inspect;
 mod progress;
 mod run;
 mod store;
+mod submit;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -147,7 +151,10 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
     let result = match command {
         Command::Start => run::start(agent, &store, Start::Auto, watch, out).await,
         Command::Run => run::start(agent, &store, Start::New, watch, out).await,
-        Command::Resume { run } => run::start(agent, &store, Start::Resume(run), watch, out).await,
+        Command::Resume { run, wait } => run::start(agent, &store, Start::Resume { run, wait }, watch, out).await,
+        Command::Worker { concurrency, lease_ttl } => submit::worker(agent, &store, concurrency, lease_ttl, out).await,
+        Command::Submit { input, key } => submit::submit(agent, &store, input.as_deref(), key, out).await,
+        Command::Wait { run } => submit::wait(agent, &store, &run, out).await,
         Command::List => inspect::list(&name, &store, out).await,
         Command::Show { run } => inspect::show(&name, agent.graph_hash().ok(), &store, &run, out).await,
         Command::Answer { run, request, value } => answer::answer(&name, &store, &run, &request, &value, out).await,

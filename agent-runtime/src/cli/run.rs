@@ -25,7 +25,7 @@ use super::progress::{Progress, POLL};
 use super::store::Store;
 use super::time::duration;
 use super::CliError;
-use crate::store::RunQuery;
+use crate::store::{RunQuery, RunRecord};
 use crate::text::shown;
 use crate::{Agent, AgentResult};
 
@@ -33,8 +33,13 @@ use crate::{Agent, AgentResult};
 pub(super) enum Start {
     /// A new run.
     New,
-    /// This run, from the store.
-    Resume(String),
+    /// This run, from the store; with `wait`, once no other worker holds it.
+    Resume {
+        /// The run (an id or a prefix).
+        run: String,
+        /// Wait for another owner's lease to end.
+        wait: bool,
+    },
     /// The newest unfinished run of the agent, or a new one.
     Auto,
 }
@@ -57,8 +62,11 @@ pub(super) async fn start(
     let name = agent.name().to_owned();
     let resume = match what {
         Start::New => None,
-        Start::Resume(run) => {
-            let record = store.resolve(&name, &run).await?;
+        Start::Resume { run, wait } => {
+            let mut record = store.resolve(&name, &run).await?;
+            if wait {
+                record = until_unowned(store, record, out).await?;
+            }
             if record.status == AgentStatus::Completed {
                 writeln!(out, "run {} is already completed; nothing to resume", shown(&record.run_id))?;
                 return Ok(());
@@ -90,6 +98,43 @@ pub(super) async fn start(
             let a = agent.clone();
             drive(&agent, async move { a.run().await }, None, watch, out).await
         }
+    }
+}
+
+/// Wait until no other worker holds run `record` (its lease ended, or it was given back),
+/// re-reading its row as the lease's end comes; the row then.
+async fn until_unowned(
+    store: &Store,
+    mut record: RunRecord,
+    out: &mut (dyn Write + Send),
+) -> Result<RunRecord, CliError> {
+    let mut told = false;
+    loop {
+        let now = crate::store::now_ms();
+        if !record.is_leased_at(now) || record.status.is_finished() {
+            return Ok(record);
+        }
+        let until = record.lease_until_ms.unwrap_or(now);
+        if !told {
+            let owner = record.owner.as_deref().unwrap_or("?");
+            let line = format!(
+                "run {} is held by {} (lease ends in {}); waiting",
+                shown(&record.run_id),
+                shown(owner),
+                duration(until - now)
+            );
+            writeln!(out, "{line}")?;
+            out.flush()?;
+            told = true;
+        }
+        // Until the lease's end as this machine sees it, at most a second at a time (the
+        // owner may renew it, give it back or finish meanwhile).
+        let left = u64::try_from(until - now).unwrap_or(0).clamp(10, 1_000);
+        tokio::time::sleep(std::time::Duration::from_millis(left)).await;
+        record = match store.get().get_run(&record.run_id).await? {
+            Some(r) => r,
+            None => return Err(CliError::RunNotFound { agent: record.agent, run: record.run_id }),
+        };
     }
 }
 

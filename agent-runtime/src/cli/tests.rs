@@ -109,7 +109,7 @@ async fn an_interrupt_while_a_person_is_asked_stops_at_once() {
     again.set_start("ask");
     let watch = Watch { progress: Progress::lines(), interrupts: None };
     let mut out = Vec::new();
-    start(again, &store, Start::Resume(runs[0].run_id.clone()), watch, &mut out).await.unwrap();
+    start(again, &store, Start::Resume { run: runs[0].run_id.clone(), wait: false }, watch, &mut out).await.unwrap();
     let runs = sqlite.list_runs(&RunQuery::default()).await.unwrap();
     assert_eq!(runs[0].status, AgentStatus::Completed);
 }
