@@ -413,6 +413,34 @@ impl Context {
         }
     }
 
+    /// A key naming the state activation that calls it, the same every time that
+    /// activation's body runs: when it is retried, and when it runs again after its worker
+    /// died and another took the run over. Hand it to external systems as an idempotency key
+    /// (a payment provider's, an email service's), so a body that runs twice has its effect
+    /// once. The next activation of the state (a loop coming back to it) gets another key.
+    ///
+    /// It is `{run_id}/{state}/{n}`, `n` counting the activations of the state in the run
+    /// (those that ended, plus one); two activations of one state at the same moment (the
+    /// same state reached by two branches of a fan-out) share it. `None` outside a run's
+    /// state, and in a `blocking` state's body (which runs on a thread of its own).
+    ///
+    /// ```
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// async fn charge(ctx: Context) -> StateResult {
+    ///     let key = ctx.execution_key().expect("called from a state");
+    ///     // payments.charge(amount, idempotency_key = key) ...
+    ///     ctx.set_state("charged_with", key);
+    ///     StateResult::End
+    /// }
+    /// assert_eq!(Context::new().execution_key(), None, "not in a run");
+    /// # let _ = charge;
+    /// ```
+    pub fn execution_key(&self) -> Option<String> {
+        let broker = self.inner.input.read().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(Weak::upgrade);
+        broker.and_then(|b| b.execution_key())
+    }
+
     /// A deep copy: a new context with the same values, sharing nothing with this one.
     pub fn deep_clone(&self) -> Context {
         let map = self.inner.values.read().unwrap_or_else(PoisonError::into_inner);

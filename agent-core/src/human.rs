@@ -167,4 +167,9 @@ pub type InputFuture<'a> = Pin<Box<dyn Future<Output = Result<String, HumanInput
 pub trait InputBroker: Send + Sync {
     /// Ask `input` and wait for its answer (or its default, or an error).
     fn request(&self, input: HumanInput) -> InputFuture<'_>;
+    /// The key of the state activation polled now on this thread (see
+    /// [`Context::execution_key`](crate::Context::execution_key)); `None` outside one.
+    fn execution_key(&self) -> Option<String> {
+        None
+    }
 }

@@ -8,7 +8,11 @@
 //!   `exec::polled_state`); with a store, the run's row is nudged so the store shows the
 //!   state waiting for a person, and the run's writes of its requests and answers carry the
 //!   epoch of its claim (see `durable`).
+//! - The same link gives a state its execution key (`Context::execution_key`): the state
+//!   this thread polls, and how many of its activations ended before, both of which a
+//!   checkpoint keeps, so the key survives retries and take-overs.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use agent_core::__private::{InputBroker, InputFuture};
@@ -46,5 +50,23 @@ impl InputBroker for Run {
             self.record_input_wait(waited_from.elapsed());
             outcome
         })
+    }
+
+    /// `{run_id}/{state}/{n}`: the state polled now on this thread, and its activations
+    /// that ended (completed, or failed with no retry after: checkpoints keep all three
+    /// counts) plus one, so a retry or a re-execution after a take-over gets the same key.
+    fn execution_key(&self) -> Option<String> {
+        let pos = crate::exec::polled_state(self)?;
+        let counters = &self.states[pos];
+        // The thread's note of what it polls outlives the poll: a state no longer running
+        // is not asking (the caller is outside any state, after it).
+        if counters.status() != agent_core::StateStatus::Running {
+            return None;
+        }
+        // Failed attempts that were retried belong to activations still going (this one,
+        // when it is a retry): only the others ended it.
+        let failed_for_good = counters.failed.load(Relaxed).saturating_sub(counters.retries.load(Relaxed));
+        let ended = counters.completed.load(Relaxed).saturating_add(failed_for_good);
+        Some(format!("{}/{}/{}", self.run_id(), self.program.states[pos].name, u64::from(ended) + 1))
     }
 }
