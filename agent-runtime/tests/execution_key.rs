@@ -28,7 +28,7 @@ async fn retries_share_the_key_and_each_activation_has_its_own() {
                 let attempt: u32 = ctx.get_state_or("attempt", 0) + 1;
                 ctx.set_state("attempt", attempt);
                 // Each activation fails on its first two attempts.
-                if attempt % 3 != 0 {
+                if !attempt.is_multiple_of(3) {
                     return Err::<StateResult, BoxError>("the provider timed out".into());
                 }
                 let visits: u32 = ctx.get_state_or("visits", 0) + 1;
