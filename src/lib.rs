@@ -301,7 +301,7 @@ pub mod prelude {
     pub use agent_runtime::{
         Agent, AgentResult, AgentStatus, AnswerError, CheckpointStore, Event, EventKind, EventStream, MemoryStore,
         PendingInput, QuotaScope, ResourcePool, RunHandle, RunMetrics, RunOptions, StateMetrics, StateStatus,
-        StateTiming,
+        StateTiming, SubmitOptions, Worker, WorkerReport,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -66,7 +66,7 @@ mod sync;
 mod text;
 mod timing;
 mod version;
-mod worker;
+pub mod worker;
 
 pub use agent::{Agent, RunFuture, RunHandle, RunOptions, StateConfig, SubmitOptions};
 pub use agent_core::{AgentStatus, StateStatus};

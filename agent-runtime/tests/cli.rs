@@ -683,3 +683,88 @@ async fn a_prompt_answered_elsewhere_ends_its_line() {
     );
     assert!(after.contains(&format!("run {run_id} completed")), "{text:?}");
 }
+
+/// Send `signal` (`-TERM`, ...) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let ok = Process::new("kill").args([signal, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
+/// A `worker` process serves runs that `submit` queues from another process; `wait` follows
+/// one to its end; SIGTERM drains the worker (exit 0): a run it was running is handed back
+/// (listed `interrupted`, no owner) and `resume` finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_submit_and_wait_between_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.db");
+    let store_arg = path.to_str().unwrap();
+    let start_worker = || {
+        child("slow", &["--store", store_arg, "worker", "--concurrency", "2", "--lease-ttl", "5"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut worker = start_worker();
+    let pid = worker.id();
+    let _reap = scopeguard(pid);
+
+    let (result, out) =
+        cli_run(store_arg, &["submit", "--input", r#"{"order": 1234}"#, "--key", "o-1234"], || child_agent("slow"))
+            .await;
+    result.unwrap();
+    let id = out.trim().to_owned();
+    assert_eq!(id.len(), 36, "only the id is printed: {out:?}");
+    let (result, again) = cli_run(store_arg, &["submit", "--key", "o-1234"], || child_agent("slow")).await;
+    result.unwrap();
+    assert_eq!(again.trim(), id, "the same key, the same run");
+    let (result, bad) = cli_run(store_arg, &["submit", "--input", "[1]"], || child_agent("slow")).await;
+    assert!(matches!(result, Err(CliError::Usage(_))), "{bad}");
+
+    let wait_args = ["wait", &id[..8]];
+    let waited = tokio::time::timeout(Duration::from_secs(60), cli_run(store_arg, &wait_args, || child_agent("slow")));
+    let (result, out) = waited.await.expect("the worker runs it");
+    result.unwrap();
+    assert!(out.contains("completed"), "{out}");
+    let store = SqliteStore::open(&path).unwrap();
+    let done = Checkpoint::from_json(&store.latest_snapshot(&id).await.unwrap().unwrap().data).unwrap();
+    assert_eq!(done.read_context().unwrap().get_state::<u32>("order"), Some(1234), "its input reached it");
+
+    // A second run; the worker is stopped while `work` runs: it finishes `work`, hands the
+    // run back and exits 0.
+    let (result, out) = cli_run(store_arg, &["submit"], || child_agent("slow")).await;
+    result.unwrap();
+    let second = out.trim().to_owned();
+    for _ in 0..600 {
+        if store.get_run(&second).await.unwrap().unwrap().status == AgentStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal(pid, "-TERM");
+    let status = worker.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a drained worker exits 0");
+    let mut printed = String::new();
+    std::io::Read::read_to_string(worker.stdout.as_mut().unwrap(), &mut printed).unwrap();
+    assert!(printed.contains("2 runs taken, 1 completed") && printed.contains("1 handed over"), "{printed}");
+    let row = store.get_run(&second).await.unwrap().unwrap();
+    assert_eq!((row.status, row.owner), (AgentStatus::Running, None));
+    let (result, listed) = cli_run(store_arg, &["list"], || child_agent("slow")).await;
+    result.unwrap();
+    let line = listed.lines().find(|l| l.starts_with(&second)).unwrap();
+    assert!(line.contains("interrupted"), "{line}");
+    let (result, out) = cli_run(store_arg, &["resume", &second, "--wait"], || child_agent("slow")).await;
+    result.unwrap();
+    assert!(out.contains("completed"), "{out}");
+}
+
+/// Kills process `pid` when dropped (a test that fails leaves no worker behind).
+fn scopeguard(pid: u32) -> impl Drop {
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = Process::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
+    }
+    Reap(pid)
+}
