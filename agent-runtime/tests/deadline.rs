@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::{AgentError, Context, StateResult};
+use agent_core::{AgentError, Context, StateResult, StateStatus};
 use agent_runtime::{Agent, AgentStatus, RunOptions};
 
 mod common;
@@ -144,4 +144,20 @@ fn a_state_blocking_its_thread_is_reported_overrunning_and_the_run_ends_on_time(
     assert_eq!(finished.load(SeqCst), 0, "the run returned while `block` still blocked");
     assert_eq!(agent.status(), AgentStatus::TimedOut);
     release.send(()).unwrap();
+}
+
+/// A state cut off at the run's deadline is not left reading `Running`: the run is over and
+/// nothing of it runs.
+#[tokio::test(start_paused = true)]
+async fn a_state_cut_off_at_the_deadline_reads_cancelled() {
+    let mut agent = Agent::new("cut-off");
+    agent.add_state("wait", |_ctx: Context| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        StateResult::End
+    });
+    let err = agent.run_with(RunOptions::new().timeout(Duration::from_secs(5))).await.unwrap_err();
+    assert!(matches!(err, AgentError::TimedOut { .. }), "{err:?}");
+    assert_eq!(agent.status(), AgentStatus::TimedOut);
+    assert_eq!(agent.state_status("wait"), Some(StateStatus::Cancelled));
+    assert_eq!(agent.metrics().running, 0);
 }

@@ -325,8 +325,9 @@ impl Run {
     /// error that ended it, if any.
     pub(crate) fn finish(&self) -> Option<AgentError> {
         let error = self.control.finish();
-        if self.status() == AgentStatus::Cancelled {
-            // Every branch has stopped: no state is running any more.
+        if matches!(self.status(), AgentStatus::Cancelled | AgentStatus::TimedOut) {
+            // Every branch has stopped (at a deadline, those that could not be dropped were
+            // left behind and are not the run's any more): no state is running any more.
             self.states.mark_cancelled();
         }
         error
