@@ -194,6 +194,11 @@ impl Worker {
         tracing::info!(worker = %owner, serves = served.len(), concurrency = self.concurrency, "worker started");
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // Registered before the claim: a submission made while the claim is under way
+            // wakes the wait below instead of waiting for the next poll.
+            let submitted = SUBMITTED.notified();
+            let mut submitted = std::pin::pin!(submitted);
+            submitted.as_mut().enable();
             let room = self.concurrency.saturating_sub(serving.tasks.len());
             if room > 0 {
                 ask.limit = room;
@@ -206,14 +211,11 @@ impl Worker {
                     Err(e) => tracing::warn!(error = %e, "could not claim runs; trying again at the next poll"),
                 }
             }
-            // Registered before the wait: a submission between the claim and the wait is
-            // not missed.
-            let submitted = SUBMITTED.notified();
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 Some(done) = serving.tasks.join_next(), if !serving.tasks.is_empty() => serving.ended(done),
-                () = submitted => {}
+                () = &mut submitted => {}
                 () = tokio::time::sleep(self.poll) => {}
             }
         }

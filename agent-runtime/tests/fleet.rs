@@ -461,3 +461,33 @@ async fn recover_starts_a_queued_run_from_its_input_and_a_run_that_cannot_start_
     }
     stores.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_with_run_whose_process_died_is_taken_over_by_a_worker() {
+    let stores = Stores::new("a_run_started_with_run_whose_process_died_is_taken_over_by_a_worker").await;
+    for (kind, store) in &stores.list {
+        let name = format!("fleet-died-{kind}");
+        let gate = Gate::new();
+        let owner = gated(&name, gate.clone()).with_store(store.clone());
+        let going = tokio::spawn({
+            let owner = owner.clone();
+            let ctx = input(&format!("{name}-0"), 0);
+            async move { owner.run_in(ctx).await }
+        });
+        gate.until_started(1).await;
+        let id = owner.run_id().unwrap();
+        going.abort(); // its process dies in `slow`
+        let _ = going.await;
+        gate.let_go();
+        let (n, g) = (name.clone(), gate.clone());
+        let worker =
+            serve(Worker::new(store.clone()).serve(move || gated(&n, g)).poll_interval(Duration::from_millis(20)));
+        let done = tokio::time::timeout(Duration::from_secs(30), owner.wait(&id)).await.unwrap().unwrap();
+        assert_eq!(done.agent_status, AgentStatus::Completed, "{kind}");
+        let report = stop(worker).await;
+        assert_eq!((report.claimed, report.completed), (1, 1), "{kind}: {report:?}");
+        // `slow` ran again (its first execution died with its process); `after` once.
+        assert_eq!((runs_of(&format!("{name}-0"), "slow"), runs_of(&format!("{name}-0"), "after")), (2, 1), "{kind}");
+    }
+    stores.drop_all().await;
+}
