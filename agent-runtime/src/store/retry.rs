@@ -25,8 +25,8 @@
 //!   - a claim finds the run held by its own owner: with `reclaim` it takes it again (one
 //!     epoch more); without, it returns [`Claim::Held`] by its own owner;
 //!   - `delete_run` may say `false` for the run its lost attempt deleted, and
-//!     `apply_retention` reports only what its last attempt deleted.
-//!   Every other method is idempotent.
+//!     `apply_retention` reports only what its last attempt deleted;
+//!   - every other method is idempotent.
 //! - Durable runs go through one of these (see `Agent::store_retry`): their lease is what
 //!   bounds an outage for a run (a run whose local lease ends during the outage stops with
 //!   `AgentError::Fenced`), the bound here is what bounds one call.
@@ -41,6 +41,26 @@ use super::{
     CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord,
     Snapshot, StoreError, StoreFuture,
 };
+
+/// `work`'s output, or `None` once `limit` has passed on the monotonic clock (tokio's sleeps
+/// only wake the check: under paused time they end at once, and the check sleeps again).
+pub(crate) async fn within<F: Future>(limit: Duration, work: F) -> Option<F::Output> {
+    let deadline = Instant::now() + limit;
+    let expired = async {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        out = work => Some(out),
+        () = expired => None,
+    }
+}
 
 /// How long a store call is retried through an outage unless told otherwise.
 pub const DEFAULT_STORE_RETRY: Duration = Duration::from_secs(30);
@@ -518,7 +538,11 @@ mod tests {
             } else {
                 store.save_snapshot("run-1", row.epoch, &s).await.unwrap();
             }
-            assert_eq!(store.inner().inner.snapshots("run-1", 9).await.unwrap(), [s.clone()], "written once");
+            assert_eq!(
+                store.inner().inner.snapshots("run-1", 9).await.unwrap(),
+                std::slice::from_ref(&s),
+                "written once"
+            );
 
             // Another write at a `seq` already taken by other bytes stays a conflict, also
             // after a lost reply.
@@ -560,6 +584,15 @@ mod tests {
         store.inner().fail.store(1, Relaxed);
         assert!(store.answer_input("run-1", "q", "yes", false, 5).await.unwrap());
         assert!(!store.answer_input("run-1", "q", "no", false, 6).await.unwrap(), "the first answer won");
+    }
+
+    /// `within` counts on the real clock: paused tokio time jumping ahead does not end it.
+    #[tokio::test(start_paused = true)]
+    async fn within_ends_by_the_monotonic_clock() {
+        assert_eq!(within(Duration::from_secs(1), async { 7 }).await, Some(7));
+        let start = Instant::now();
+        assert_eq!(within(Duration::from_millis(50), std::future::pending::<()>()).await, None);
+        assert!(start.elapsed() >= Duration::from_millis(50));
     }
 
     #[tokio::test(start_paused = true)]
