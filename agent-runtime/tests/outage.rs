@@ -195,6 +195,21 @@ async fn reference(store: &PostgresStore, tag: &str) -> (serde_json::Value, Vec<
     (result.context().to_json().unwrap(), completed)
 }
 
+/// Wait (real time, bounded) until the store records `states` completed in run `run_id`.
+async fn recorded_done(store: &PostgresStore, run_id: &str, states: &[&str]) {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(snapshot) = store.latest_snapshot(run_id).await.unwrap() {
+            let completed = Checkpoint::from_json(&snapshot.data).unwrap().completed_states;
+            if states.iter().all(|s| completed.iter().any(|c| c == s)) {
+                return;
+            }
+        }
+        assert!(Instant::now() < give_up, "gave up waiting until {states:?} were recorded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The newest checkpoint of `run_id`.
 async fn newest(store: &PostgresStore, run_id: &str) -> Checkpoint {
     let snapshot = store.latest_snapshot(run_id).await.unwrap().expect("a snapshot of the run");
@@ -289,6 +304,7 @@ async fn an_outage_past_the_retry_bound_stops_the_run_and_recover_continues_it()
         });
         until("`x` and `z` are done, `y` runs", || log.lock().unwrap().len() >= 4).await;
         let run_id = agent.run_id().unwrap();
+        recorded_done(&store, &run_id, &["a", "x", "z"]).await;
 
         proxy.cut();
         gate.notify_one();
