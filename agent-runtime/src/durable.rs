@@ -34,9 +34,19 @@
 //! - A run paused to be handed over (a worker draining, see `worker`) records its row as
 //!   `Running` (its snapshot says paused, which a restored run goes on from): once its
 //!   lease is given back, any worker serving its graph takes it and goes on.
-//! - A store that fails stops the run with `AgentError::Store`: a durable run never goes on
-//!   unrecorded. A final commit that fails after the run is over becomes the run's error
-//!   ([`Durable::late_error`]).
+//! - Outages. The agent's store is a `RetryingStore` (see `store::retry`): a transient
+//!   failure (connection lost or refused, server restarting) of any call here, claims,
+//!   snapshots, renewals and releases alike, is retried with backoff for the agent's
+//!   `store_retry` bound (30 s by default) before it is returned. Meanwhile the branches wait
+//!   in [`Durable::sync`] and the lease loop keeps renewing (its own renewals retried too).
+//!   Each retry carries the claim's epoch, so a run taken over during the outage is refused
+//!   (`Fenced`) and stops. An outage longer than the lease stops the run when the lease
+//!   ends (`AgentError::Fenced`, the writer's retries dropped with it); a retry may be on
+//!   its way at that instant, and the store's fence is what keeps it harmless. Once the
+//!   store is back, `Agent::recover` (or a worker) continues the run from its last snapshot.
+//! - A store that fails for good (or past the retry bound) stops the run with
+//!   `AgentError::Store`: a durable run never goes on unrecorded. A final commit that fails
+//!   after the run is over becomes the run's error ([`Durable::late_error`]).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::{Arc, Mutex, PoisonError, Weak};

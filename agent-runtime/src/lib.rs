@@ -23,7 +23,9 @@
 //!   as the owner of the run (a lease on it, renewed while it runs; every write fenced by
 //!   the epoch of its claim); `lease`: this process's [`WorkerId`] and the runs it holds.
 //!   The SQL stores are features, both on by default: `sqlite` (`SqliteStore`, SQLite
-//!   compiled in) and `postgres` (`PostgresStore`); `MemoryStore` is always there.
+//!   compiled in) and `postgres` (`PostgresStore`); `MemoryStore` is always there. An
+//!   agent's store is wrapped in a `RetryingStore`, so runs ride out passing outages
+//!   (`Agent::store_retry`).
 //! - `human`: requests for human input, answered from code, the terminal or a store.
 //! - `diagram`: a built agent's picture, coloured by its run (statuses, retries).
 //! - `cli` (feature `cli`, on by default; needs `sqlite`, its default store): the command

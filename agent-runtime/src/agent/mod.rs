@@ -88,6 +88,10 @@ struct Persist {
     checkpoint_interval: Option<Duration>,
     /// How long a durable run's lease on its run lasts (`lease_ttl`).
     lease_ttl: Option<Duration>,
+    /// The store as given, wrapped to retry its transient failures (`store` is this one).
+    retrying: Option<Arc<crate::store::RetryingStore<Arc<dyn CheckpointStore>>>>,
+    /// How long a store call is retried through an outage (`store_retry`).
+    store_retry: Option<Duration>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -5,7 +5,9 @@
 //! - A checkpoint to restore is checked against the agent's program before it is kept, so
 //!   a mismatch changes nothing; the next run takes it (once) under the lock on `live`.
 //! - The store and the snapshot interval live beside the most recent run (in `live`) and apply
-//!   from the next run; the store also keeps the requests for human input.
+//!   from the next run; the store also keeps the requests for human input. The store is
+//!   kept wrapped in a `RetryingStore` (its transient failures retried for `store_retry`),
+//!   so runs, recoveries and human input all ride out a passing outage alike.
 //! - Recovering reads and checks the run's newest snapshot (so a refusal, e.g. under a
 //!   changed graph, writes nothing), then claims the run in the store (see `durable`) and
 //!   reads its newest snapshot again, so no write of a previous owner can land after the
@@ -29,7 +31,7 @@ use crate::durable::{self, store_error, DEFAULT_LEASE_TTL};
 use crate::lease::WorkerId;
 use crate::program::Program;
 use crate::result::AgentResult;
-use crate::store::{CheckpointStore, ClaimRequest, NextRun, RunQuery};
+use crate::store::{CheckpointStore, ClaimRequest, NextRun, RetryingStore, RunQuery, DEFAULT_STORE_RETRY};
 
 /// Where a run goes on from.
 enum From {
@@ -188,10 +190,61 @@ impl Agent {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// The store's transient failures (a connection lost or refused, a server restarting)
+    /// are retried for a while: see [`Agent::store_retry`].
     pub fn with_store(self, store: impl CheckpointStore) -> Self {
-        let store: Arc<dyn CheckpointStore> = Arc::new(store);
+        let bound = lock(&self.shared.live).persist.store_retry.unwrap_or(DEFAULT_STORE_RETRY);
+        let given: Arc<dyn CheckpointStore> = Arc::new(store);
+        let retrying = Arc::new(RetryingStore::new(given).bound(bound));
+        let store: Arc<dyn CheckpointStore> = retrying.clone();
         self.shared.links.inputs.with_store(store.clone());
-        lock(&self.shared.live).persist.store = Some(store);
+        {
+            let persist = &mut lock(&self.shared.live).persist;
+            persist.store = Some(store);
+            persist.retrying = Some(retrying);
+        }
+        self
+    }
+
+    /// How long a call to the store is tried again while the store is out (30 s by
+    /// default; zero: never). A transient failure ([`StoreError::is_transient`]: a
+    /// connection refused, reset or closed, a PostgreSQL restart, SQLite's file locked) is
+    /// retried with backoff (exponential from 50 ms, capped at 1 s, jittered) until the call
+    /// succeeds or this long has passed since its first attempt; then the call fails. This
+    /// covers a durable run's snapshots and row, its journal and its requests for input,
+    /// its claim, the reads of [`Agent::recover`], and the renewals of its lease.
+    ///
+    /// While a write is retried the run's branches wait before their next states, and the
+    /// lease keeps being renewed. Every retried write still carries the run's epoch, so a run
+    /// taken over during the outage is refused and stops (that is what the lease makes
+    /// safe). An outage longer than the lease ([`Agent::lease_ttl`]) stops the run with
+    /// [`AgentError::Fenced`]; one longer than this bound stops it with
+    /// [`AgentError::Store`]. Either way nothing recorded is lost: once the store is back,
+    /// [`Agent::recover`] (or a worker) continues the run from its last snapshot, and the
+    /// states recorded as completed do not run again. Applies to every call made from now
+    /// on, whether the store was given before or after.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::{store::MemoryStore, Agent};
+    /// // Ride out outages of up to 10 s; a 30 s lease keeps the run ours meanwhile.
+    /// let agent = Agent::new("etl")
+    ///     .with_store(MemoryStore::new())
+    ///     .lease_ttl(Duration::from_secs(30))
+    ///     .store_retry(Duration::from_secs(10));
+    /// # let _ = agent;
+    /// ```
+    ///
+    /// [`StoreError::is_transient`]: crate::store::StoreError::is_transient
+    pub fn store_retry(self, bound: Duration) -> Self {
+        {
+            let persist = &mut lock(&self.shared.live).persist;
+            persist.store_retry = Some(bound);
+            if let Some(retrying) = &persist.retrying {
+                retrying.set_bound(bound);
+            }
+        }
         self
     }
 

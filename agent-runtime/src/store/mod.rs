@@ -45,6 +45,11 @@
 //! [`AgentStatus::Idle`], no owner and epoch 0; its columns `input` (the context it starts
 //! from), `graph_hash` and `idempotency_key` (unique per agent) exist in the schema for it.
 //!
+//! Outages: a store's failure is transient ([`StoreError::is_transient`]: a connection
+//! refused or lost, a server restarting, SQLite's file locked) or final (everything else).
+//! [`RetryingStore`] retries transient failures with backoff for a bounded time (30 s by
+//! default); agents wrap their store in one (see `Agent::store_retry`).
+//!
 //! Invariants every implementation keeps (the conformance tests check them):
 //! - `append`, `save_run_snapshot` and `prune_snapshots` are atomic: after a crash either the
 //!   whole batch (or the snapshot) and the run row are there, or none of it.
@@ -70,13 +75,16 @@ mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod queue;
+mod retry;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod transient;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 pub use queue::{ClaimNext, NextRun, Served, Submission, Submitted};
+pub use retry::{RetryingStore, DEFAULT_STORE_RETRY};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 

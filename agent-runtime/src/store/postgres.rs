@@ -6,6 +6,16 @@
 //!   as needed; a connection that has closed is dropped when it comes back and replaced.
 //!   Each call holds one connection for its whole work, so its transaction is never
 //!   interleaved with another call's. Prepared statements are cached per connection.
+//! - Outages. Recycling is deadpool's `Fast`: a connection whose socket closed (the server
+//!   restarted, the network cut it) is known closed by its connection task and is dropped
+//!   on its return, never handed out again. `Verified` would add a round trip to every call
+//!   and still not catch a connection that dies just after the check: a call on a dead
+//!   connection fails transiently instead ([`StoreError::is_transient`]) and is retried on
+//!   a fresh one by [`RetryingStore`](super::RetryingStore). Getting a connection (a free
+//!   one, or a new one opened) is bounded by [`CONNECT_TIMEOUT`] on the monotonic clock, so
+//!   a refused or hung connect fails (transiently) instead of hanging a run. TCP keepalives
+//!   (15 s idle, then every 5 s, 3 probes) and a TCP user timeout of 30 s, unless the URL
+//!   sets them, make a connection whose peer vanished fail within about 30 s.
 //! - The schema is chosen per connection at its start (`search_path`, as a startup option),
 //!   so every connection the pool opens, also after a restart of the server, uses it.
 //! - Every multi-statement write is one transaction. A write of the run's row is one
@@ -43,6 +53,26 @@ const STORE: &str = "postgres";
 
 /// The most connections one [`PostgresStore`] opens.
 pub(crate) const POOL_SIZE: usize = 4;
+
+/// How long a call waits for a connection (a free one of the pool, or a new one opened),
+/// on the monotonic clock.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TCP settings that make a dead connection fail, unless the URL set them.
+fn bound_dead_connections(config: &mut Config) {
+    if config.get_keepalives_idle() == Config::new().get_keepalives_idle() {
+        config.keepalives_idle(Duration::from_secs(15));
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(5));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(30));
+    }
+}
 
 /// A checkpoint store in a PostgreSQL database. Cloning it is cheap: clones share its
 /// connections. Any number of stores, in any number of processes, may share one database.
@@ -125,11 +155,13 @@ impl PostgresStore {
             let options = with_search_path(config.get_options(), schema);
             config.options(options);
         }
+        bound_dead_connections(&mut config);
         let (hosts, dbname) = (config.get_hosts().to_vec(), config.get_dbname().map(str::to_owned));
+        // `Fast`: see the module docs (outages).
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         // No timeouts of the pool's own: they would run on tokio's clock, which tests pause
-        // (and which then jumps while a connection is being opened); a URL may set
-        // `connect_timeout`.
+        // (and which then jumps while a connection is being opened); `conn` bounds getting a
+        // connection on the monotonic clock instead. A URL may set `connect_timeout`.
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .build()
@@ -156,9 +188,15 @@ impl PostgresStore {
         Box::pin(async move { work.await.map_err(|f| f.into_store(&what())) })
     }
 
-    /// A connection of the pool for one call.
+    /// A connection of the pool for one call, within [`CONNECT_TIMEOUT`].
     async fn conn(&self) -> Result<Object, Fail> {
-        self.inner.pool.get().await.map_err(Fail::Pool)
+        match super::retry::within(CONNECT_TIMEOUT, self.inner.pool.get()).await {
+            Some(got) => got.map_err(Fail::Pool),
+            None => Err(Fail::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection to the server within {CONNECT_TIMEOUT:?}"),
+            ))),
+        }
     }
 }
 
@@ -176,6 +214,8 @@ fn with_search_path(options: Option<&str>, schema: &str) -> String {
 enum Fail {
     Db(tokio_postgres::Error),
     Pool(PoolError),
+    /// No connection in time.
+    Io(std::io::Error),
     Store(StoreError),
 }
 
@@ -196,6 +236,7 @@ impl Fail {
         match self {
             Fail::Db(e) => backend(STORE, what, e),
             Fail::Pool(e) => backend(STORE, what, e),
+            Fail::Io(e) => backend(STORE, what, e),
             Fail::Store(StoreError::Backend { store, message, source }) => {
                 StoreError::Backend { store, message: format!("{what}: {message}"), source }
             }
