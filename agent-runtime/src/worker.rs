@@ -10,8 +10,10 @@
 //!   renews its lease, every write is fenced by its epoch, and it stops at once if it
 //!   loses the run.
 //! - At most `concurrency` runs go on at once; the worker claims again as soon as one ends,
-//!   when a run is submitted in this process, and otherwise every `poll_interval` (so no
-//!   wake-up is needed for correctness: a run submitted elsewhere is found by polling).
+//!   when a run is submitted in this process, when the store wakes it (PostgreSQL
+//!   `LISTEN`/`NOTIFY`: a run submitted or handed back elsewhere), and otherwise every
+//!   `poll_interval`. No wake-up is needed for correctness: a run is found by polling too,
+//!   and a wake-up stream that ends is asked for again at the next poll.
 //! - A store that fails to answer a claim is retried at the next poll; the runs going on
 //!   are not affected by that (their own writes stop them if the store stays away).
 //! - A run the worker cannot go on with (its records do not fit the graph it was recorded
@@ -193,6 +195,7 @@ impl Worker {
         let mut serving = Serving { report: WorkerReport::default(), tasks: JoinSet::new(), going: HashMap::new() };
         tracing::info!(worker = %owner, serves = served.len(), concurrency = self.concurrency, "worker started");
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut wake = self.wake_ups().await;
         loop {
             // Registered before the claim: a submission made while the claim is under way
             // wakes the wait below instead of waiting for the next poll.
@@ -216,7 +219,17 @@ impl Worker {
                 () = &mut shutdown => break,
                 Some(done) = serving.tasks.join_next(), if !serving.tasks.is_empty() => serving.ended(done),
                 () = &mut submitted => {}
-                () = tokio::time::sleep(self.poll) => {}
+                woken = next_wake(&mut wake) => {
+                    if woken.is_none() {
+                        // Its connection ended: poll until the next asks for another.
+                        wake = None;
+                    }
+                }
+                () = tokio::time::sleep(self.poll) => {
+                    if wake.is_none() {
+                        wake = self.wake_ups().await;
+                    }
+                }
             }
         }
         tracing::info!(worker = %owner, runs = serving.tasks.len(), "worker draining");
@@ -228,6 +241,27 @@ impl Worker {
         }
         tracing::info!(worker = %owner, report = ?serving.report, "worker stopped");
         Ok(serving.report)
+    }
+}
+
+impl Worker {
+    /// The store's wake-ups, if it has them (see `CheckpointStore::wake_ups`).
+    async fn wake_ups(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        match self.store.wake_ups().await {
+            Ok(wake) => wake,
+            Err(e) => {
+                tracing::debug!(error = %e, "no wake-ups from the store; polling");
+                None
+            }
+        }
+    }
+}
+
+/// The next wake-up (`None`: the stream ended); pending for ever without a stream.
+async fn next_wake(wake: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> Option<()> {
+    match wake {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -491,3 +491,27 @@ async fn a_run_started_with_run_whose_process_died_is_taken_over_by_a_worker() {
     }
     stores.drop_all().await;
 }
+
+/// On PostgreSQL a worker is woken (`LISTEN`/`NOTIFY`) by a run submitted through another
+/// connection (another process's, as far as the worker can tell) long before its next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_postgres_is_woken_by_a_submission_made_elsewhere() {
+    let Some(url) = common::pg::url("a_worker_on_postgres_is_woken_by_a_submission_made_elsewhere") else { return };
+    let (schema, _) = common::pg::own_schema(&url, "wake");
+    let worker_store = agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+    let elsewhere = agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+    let name = "fleet-wake";
+    let worker = serve(Worker::new(worker_store).serve(|| doubler(name)).poll_interval(Duration::from_secs(600)));
+    // The worker's first (empty) claim, and its LISTEN, before the submission.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hash = doubler(name).graph_hash().unwrap().to_string();
+    let input = input("fleet-wake-0", 4).to_json_string().unwrap();
+    // Straight to the store: no wake-up within this process.
+    elsewhere.submit_run(&Submission::new("fleet-wake-run", name, hash, input)).await.unwrap();
+    let client = doubler(name).with_store(elsewhere.clone());
+    let done = tokio::time::timeout(Duration::from_secs(60), client.wait("fleet-wake-run")).await;
+    let done = done.expect("woken long before its next poll, 600 s away").unwrap();
+    assert_eq!(done.read_context().unwrap().get_state::<u64>("doubled"), Some(8));
+    assert_eq!(stop(worker).await.completed, 1);
+    common::pg::drop_schema(&url, &schema).await;
+}

@@ -504,6 +504,15 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// module `queue`). Fewer (or none) when there are no more.
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>>;
 
+    /// Wake-ups for workers: a message whenever a run may have become claimable (submitted,
+    /// or handed back), coalesced, from any process sharing the store. `None` when the
+    /// store has none (workers poll; they poll with wake-ups too, which only shorten the
+    /// wait). The stream ends when its connection does; ask again. On PostgreSQL,
+    /// `LISTEN`/`NOTIFY` on a connection of its own.
+    fn wake_ups<'a>(&'a self) -> StoreFuture<'a, Option<tokio::sync::mpsc::Receiver<()>>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Move the lease of `owner` at `epoch` on `run_id` to `ttl` from the store's `now`;
     /// the new lease end (milliseconds since the Unix epoch). [`StoreError::Fenced`] when
     /// the run is no longer `owner`'s at `epoch` (taken over, released or deleted).
@@ -626,6 +635,9 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
     }
     fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
         (**self).run_input(run_id)
+    }
+    fn wake_ups<'a>(&'a self) -> StoreFuture<'a, Option<tokio::sync::mpsc::Receiver<()>>> {
+        (**self).wake_ups()
     }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         (**self).renew_lease(run_id, owner, epoch, ttl)

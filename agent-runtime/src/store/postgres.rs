@@ -88,6 +88,8 @@ struct Inner {
     dbname: Option<String>,
     /// The schema the tables are in, quoted, when not the server's default.
     schema: Option<String>,
+    /// How to open the connection that listens for wake-ups (`wake_ups`).
+    listen: Config,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -158,6 +160,7 @@ impl PostgresStore {
         bound_dead_connections(&mut config);
         let (hosts, dbname) = (config.get_hosts().to_vec(), config.get_dbname().map(str::to_owned));
         // `Fast`: see the module docs (outages).
+        let listen = config.clone();
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         // No timeouts of the pool's own: they would run on tokio's clock, which tests pause
         // (and which then jumps while a connection is being opened); `conn` bounds getting a
@@ -166,7 +169,7 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| backend(STORE, "connect: build the connection pool", e))?;
-        let inner = Inner { pool, hosts, dbname, schema };
+        let inner = Inner { pool, hosts, dbname, schema, listen };
         let mut conn = inner.pool.get().await.map_err(|e| Fail::Pool(e).into_store("connect"))?;
         let client: &mut tokio_postgres::Client = &mut conn;
         migrate::migrate_postgres(client, inner.schema.as_deref()).await.map_err(|e| match e {
@@ -283,6 +286,22 @@ macro_rules! lease_sql {
     ($n:literal) => {
         concat!("now() + $", $n, "::BIGINT * interval '1 millisecond'")
     };
+}
+
+/// The channel wake-ups go on: submissions and runs handed back, in any schema of the
+/// database (a wake-up from another schema costs a worker one claim that finds nothing).
+macro_rules! wake_channel {
+    () => {
+        "agent_runs"
+    };
+}
+
+/// Wake the workers listening (`wake_ups`). Best effort: workers poll anyway, so a failure
+/// here is only logged.
+async fn notify(conn: &impl deadpool_postgres::GenericClient) {
+    if let Err(e) = conn.batch_execute(concat!("NOTIFY ", wake_channel!())).await {
+        tracing::debug!(error = %e, "could not wake the workers; they find the run at their next poll");
+    }
 }
 
 /// Write `run`'s row in `tx` (see [`UPDATE_RUN`], and [`INSERT_RUN`] at epoch 0): its
@@ -689,6 +708,7 @@ impl CheckpointStore for PostgresStore {
                 &submission.input,
             ];
             if let Some(made) = conn.query_opt(&st, &params).await? {
+                notify(&conn).await;
                 return Ok(Submitted { run: read_run(&made)?, created: true });
             }
             let st = conn.prepare_cached(select_runs!(" WHERE agent = $1 AND idempotency_key = $2")).await?;
@@ -699,6 +719,54 @@ impl CheckpointStore for PostgresStore {
                     message: "the run the idempotency key named was deleted meanwhile; submit again".to_owned(),
                     source: None,
                 })),
+            }
+        })
+    }
+
+    fn wake_ups<'a>(&'a self) -> StoreFuture<'a, Option<tokio::sync::mpsc::Receiver<()>>> {
+        self.run(|| "listen for runs to claim".to_owned(), async move {
+            let (client, mut connection) = self.inner.listen.connect(NoTls).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let (listening_tx, listening) = tokio::sync::oneshot::channel();
+            // One task owns the connection and its client (dropping the client would close
+            // it): it sends `LISTEN` and then forwards notifications, until the connection
+            // ends or nobody listens any more.
+            tokio::spawn(async move {
+                let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                futures_util::pin_mut!(messages);
+                let listen = client.batch_execute(concat!("LISTEN ", wake_channel!()));
+                futures_util::pin_mut!(listen);
+                let mut listening_tx = Some(listening_tx);
+                loop {
+                    tokio::select! {
+                        said = &mut listen, if listening_tx.is_some() => {
+                            if let Some(t) = listening_tx.take() {
+                                let _ = t.send(said);
+                            }
+                        }
+                        () = tx.closed() => return,
+                        message = futures_util::StreamExt::next(&mut messages) => match message {
+                            // Coalesced: one wake-up pending is enough, the worker claims all it can.
+                            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                                let _ = tx.try_send(());
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                tracing::debug!(error = %e, "the connection listening for runs ended");
+                                return;
+                            }
+                            None => return,
+                        },
+                    }
+                }
+            });
+            match listening.await {
+                Ok(Ok(())) => Ok(Some(rx)),
+                Ok(Err(e)) => Err(Fail::Db(e)),
+                Err(_) => Err(Fail::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the connection closed before LISTEN",
+                ))),
             }
         })
     }
@@ -781,13 +849,20 @@ impl CheckpointStore for PostgresStore {
             let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
             let st = conn
                 .prepare_cached(
-                    "UPDATE agent_runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND epoch = $2",
+                    "UPDATE agent_runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND epoch = $2
+                     RETURNING status IN ('Idle', 'Running')",
                 )
                 .await?;
-            if conn.execute(&st, &[&run_id, &db_epoch]).await? == 0 {
-                return Err(fenced(&conn, run_id, epoch).await);
+            match conn.query_opt(&st, &[&run_id, &db_epoch]).await? {
+                None => Err(fenced(&conn, run_id, epoch).await),
+                Some(row) => {
+                    // Handed back unfinished: a worker can take it now.
+                    if row.try_get::<_, bool>(0)? {
+                        notify(&conn).await;
+                    }
+                    Ok(())
+                }
             }
-            Ok(())
         })
     }
 

@@ -279,6 +279,11 @@ impl<S: CheckpointStore> CheckpointStore for RetryingStore<S> {
         self.retried("run_input", move |_| self.inner.run_input(run_id))
     }
 
+    fn wake_ups<'a>(&'a self) -> StoreFuture<'a, Option<tokio::sync::mpsc::Receiver<()>>> {
+        // Not retried: without wake-ups a worker polls.
+        self.inner.wake_ups()
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         // Not retried (see the module docs): the worker asks again at its next poll.
         self.inner.claim_next(ask)
