@@ -343,20 +343,23 @@ impl Agent {
             )));
         }
         match store.run_input(run_id).await.map_err(|e| store_error(e, Context::new()))? {
-            Some(json) => {
-                let ctx = Context::from_json_str(&json).map_err(|e| {
-                    AgentError::from(CheckpointError::Mismatch {
-                        agent: name.clone(),
-                        reason: format!("the context run {run_id} was submitted with cannot be read: {e}"),
-                    })
-                })?;
-                Ok(From::Input(ctx))
-            }
+            Some(json) => self.submitted_context(run_id, &json),
             // No snapshot, no input: read as before to say why (no such run).
             None => Ok(From::Checkpoint(Box::new(
                 checkpoint::load::newest_usable(store, run_id, name, program, events).await?,
             ))),
         }
+    }
+
+    /// The context run `run_id` was submitted with, from its JSON.
+    fn submitted_context(&self, run_id: &str, json: &str) -> Result<From, AgentError> {
+        let ctx = Context::from_json_str(json).map_err(|e| {
+            AgentError::from(CheckpointError::Mismatch {
+                agent: self.shared.name.clone(),
+                reason: format!("the context run {run_id} was submitted with cannot be read: {e}"),
+            })
+        })?;
+        Ok(From::Input(ctx))
     }
 
     /// The launch of run `run_id` going on `from` there, under `claimed`.
@@ -387,8 +390,14 @@ impl Agent {
         let claimed = durable::adopt(&store, next.row.clone())?;
         let hold = claimed.hold.clone();
         let started = async {
-            let newest = newest_seq(&*store, run_id).await?;
-            let from = self.starting_point(&*store, run_id, &program, newest).await?;
+            let from = match &next.input {
+                // Still queued (its first commit makes it `Running`): no snapshot to read.
+                Some(json) if next.row.status == AgentStatus::Idle => self.submitted_context(run_id, json)?,
+                _ => {
+                    let newest = newest_seq(&*store, run_id).await?;
+                    self.starting_point(&*store, run_id, &program, newest).await?
+                }
+            };
             self.spawn_launch(self.launch_from(run_id, from, claimed)?)
         }
         .await;
