@@ -289,7 +289,9 @@ fn postgres(c: &mut Criterion) {
     });
     // A journal entry of this chain is about this size (a state's record, the tokens, one key).
     let payload = "x".repeat(400);
-    let insert = rt.block_on(client.prepare(&format!("INSERT INTO {schema}.bare (run_id, seq, payload) VALUES ($1, $2, $3)"))).unwrap();
+    let insert = rt
+        .block_on(client.prepare(&format!("INSERT INTO {schema}.bare (run_id, seq, payload) VALUES ($1, $2, $3)")))
+        .unwrap();
     let mut group = c.benchmark_group("durable_postgres");
     group.sample_size(10);
     group.throughput(Throughput::Elements(1));
