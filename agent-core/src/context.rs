@@ -568,6 +568,9 @@ pub mod runtime {
         ctx.inner.has_write_error.load(Ordering::Acquire)
     }
 
+    /// A key and its value as a checkpoint writes it (`None`: the key holds nothing).
+    pub type EncodedKey = (Box<str>, Option<Box<serde_json::value::RawValue>>);
+
     /// Start recording the keys written from now on (see the module docs); the keys
     /// recorded so far, if it was on already, are dropped.
     pub fn track_changes(ctx: &Context) {
@@ -591,10 +594,7 @@ pub mod runtime {
     /// # Errors
     ///
     /// [`ContextError::Serialize`] naming the key whose value could not be written.
-    pub fn encode_keys(
-        ctx: &Context,
-        keys: &[Box<str>],
-    ) -> Result<Vec<(Box<str>, Option<Box<serde_json::value::RawValue>>)>, ContextError> {
+    pub fn encode_keys(ctx: &Context, keys: &[Box<str>]) -> Result<Vec<EncodedKey>, ContextError> {
         use super::{Slot, Tagged};
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {

@@ -218,10 +218,7 @@ fn ran(runs: &Runs, name: &str) {
 /// The agent of `stages`; `runs` counts each state's attempts.
 fn workflow(stages: &[Stage], runs: &Runs) -> Agent {
     let mut agent = Agent::new("deltas");
-    let entry = |i: usize| match stages.get(i) {
-        None => None,
-        Some(_) => Some(format!("s{i}")),
-    };
+    let entry = |i: usize| stages.get(i).map(|_| format!("s{i}"));
     for (i, stage) in stages.iter().enumerate() {
         let name = format!("s{i}");
         let next = entry(i + 1);
