@@ -540,7 +540,8 @@ pub trait CheckpointStore: Send + Sync + 'static {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use agent_runtime::store::{read_checkpoint, MemoryStore};
-/// use agent_runtime::{Agent, StateResult, Context};
+/// use agent_core::{Context, StateResult};
+/// use agent_runtime::Agent;
 /// let store = std::sync::Arc::new(MemoryStore::new());
 /// let mut agent = Agent::new("demo").with_store(store.clone());
 /// agent.add_state("only", |ctx: Context| async move {
