@@ -375,6 +375,16 @@ pub enum CheckpointError {
         /// What differs, from the recorded graph to the agent's.
         changes: Vec<GraphChange>,
     },
+    /// A journal entry recorded after a run's snapshot (a delta of a durable run: what one
+    /// commit changed) cannot be applied: not a delta, written by a newer build, or naming a
+    /// state the checkpoint does not have. The run cannot be rebuilt past it.
+    #[error("journal entry {seq} cannot be applied: {reason}")]
+    Journal {
+        /// The entry's `seq`.
+        seq: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Every snapshot a store keeps of a run (of those read) is damaged: none can be
     /// recovered from.
     #[error("no snapshot of run {run_id} can be used ({tried} read); the newest: {newest}")]

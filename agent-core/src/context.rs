@@ -16,10 +16,18 @@
 //! - A failed read never changes the context. A failed write (a value serde cannot encode)
 //!   stores nothing and is remembered, so the runtime fails the state that made it instead
 //!   of losing the write silently.
+//! - Change tracking (for durable runs, which write what changed since their last commit
+//!   instead of the whole context): off until the runtime turns it on
+//!   (`runtime::track_changes`); then every write (`set_*`, `update_*`, `remove_state`) adds
+//!   its key to a set of changed keys *after* the value is stored, so a reader that takes
+//!   the set (`runtime::take_changes`) and then reads the values sees each change either in
+//!   what it read or in the next set it takes. Off, a write pays one relaxed atomic load.
 
 use std::any::{type_name, Any};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustc_hash::FxHashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 
 use rustc_hash::FxHashMap;
@@ -94,6 +102,10 @@ struct Inner {
     /// Who answers `human_in_the_loop` (set by the runtime for each run: the run itself,
     /// held weakly, since the run holds this context).
     input: RwLock<Option<Weak<dyn crate::human::InputBroker>>>,
+    /// Whether writes record their keys in `changed` (see the module docs).
+    tracking: AtomicBool,
+    /// Keys written since the runtime last took them, when tracking.
+    changed: Mutex<FxHashSet<Box<str>>>,
 }
 
 /// The data shared by the states of one run.
@@ -131,6 +143,11 @@ impl Context {
     }
 
     fn put(&self, key: &str, slot: Slot) {
+        self.store(key, slot);
+        self.changed(key);
+    }
+
+    fn store(&self, key: &str, slot: Slot) {
         if let Some(existing) = self.slot(key) {
             *lock(&existing) = slot;
             return;
@@ -141,6 +158,14 @@ impl Context {
             None => {
                 map.insert(key.into(), Arc::new(Mutex::new(slot)));
             }
+        }
+    }
+
+    /// Record that `key` was written (after the write), when tracking changes.
+    #[inline]
+    fn changed(&self, key: &str) {
+        if self.inner.tracking.load(Ordering::Relaxed) {
+            lock(&self.inner.changed).insert(key.into());
         }
     }
 
@@ -213,7 +238,9 @@ impl Context {
         F: FnOnce(&mut T),
     {
         let slot = self.slot(key).ok_or_else(|| ContextError::missing(key))?;
-        Self::update_slot(key, &slot, f)
+        Self::update_slot(key, &slot, f)?;
+        self.changed(key);
+        Ok(())
     }
 
     /// Like [`Context::update_state`], starting from `T::default()` when the key is absent.
@@ -233,7 +260,9 @@ impl Context {
         let slot = self.slot_or_insert(key, || {
             Ok(Slot::Native { value: Box::new(T::default()), encode: encode::<T>, set_as: type_name::<T>() })
         })?;
-        Self::update_slot(key, &slot, f)
+        Self::update_slot(key, &slot, f)?;
+        self.changed(key);
+        Ok(())
     }
 
     fn update_slot<T, F>(key: &str, slot: &SlotRef, f: F) -> Result<(), ContextError>
@@ -271,7 +300,11 @@ impl Context {
 
     /// Remove `key`; `true` if it held a value.
     pub fn remove_state(&self, key: &str) -> bool {
-        self.inner.values.write().unwrap_or_else(PoisonError::into_inner).remove(key).is_some()
+        let removed = self.inner.values.write().unwrap_or_else(PoisonError::into_inner).remove(key).is_some();
+        if removed {
+            self.changed(key);
+        }
+        removed
     }
 
     /// Every key, in no particular order.
@@ -330,6 +363,8 @@ impl Context {
             Slot::Typed(v) => match v.__as_any_mut().downcast_mut::<T>() {
                 Some(t) => {
                     f(t);
+                    drop(slot);
+                    self.changed(key);
                     Ok(())
                 }
                 None => Err(ContextError::mismatch::<T>(key, found, String::new())),
@@ -559,6 +594,54 @@ pub mod runtime {
     #[inline]
     pub fn has_write_error(ctx: &Context) -> bool {
         ctx.inner.has_write_error.load(Ordering::Acquire)
+    }
+
+    /// A key and its value as a checkpoint writes it (`None`: the key holds nothing).
+    pub type EncodedKey = (Box<str>, Option<Box<serde_json::value::RawValue>>);
+
+    /// Start recording the keys written from now on (see the module docs); the keys
+    /// recorded so far, if it was on already, are dropped.
+    pub fn track_changes(ctx: &Context) {
+        lock(&ctx.inner.changed).clear();
+        ctx.inner.tracking.store(true, Ordering::SeqCst);
+    }
+
+    /// The keys written since the last call (or since `track_changes`), in no order; the
+    /// set starts empty again.
+    pub fn take_changes(ctx: &Context) -> Vec<Box<str>> {
+        let mut changed = lock(&ctx.inner.changed);
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(&mut *changed).into_iter().collect()
+    }
+
+    /// The values of `keys` as a checkpoint writes them (`{"plain": …}` or `{"typed": …}`),
+    /// `None` for a key that holds nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ContextError::Serialize`] naming the key whose value could not be written.
+    pub fn encode_keys(ctx: &Context, keys: &[Box<str>]) -> Result<Vec<EncodedKey>, ContextError> {
+        use super::{Slot, Tagged};
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(slot) = ctx.slot(key) else {
+                out.push((key.clone(), None));
+                continue;
+            };
+            let slot = lock(&slot);
+            let written = match &*slot {
+                Slot::Json { value, .. } => serde_json::value::to_raw_value(&Tagged("plain", value)),
+                Slot::Native { value, encode, .. } => {
+                    encode(&**value).and_then(|v| serde_json::value::to_raw_value(&Tagged("plain", &v)))
+                }
+                Slot::Typed(t) => serde_json::value::to_raw_value(&Tagged("typed", t)),
+            };
+            let raw = written.map_err(|e| ContextError::Serialize { key: key.to_string(), message: e.to_string() })?;
+            out.push((key.clone(), Some(raw)));
+        }
+        Ok(out)
     }
 
     /// Take the error of a write that could not be stored, if any.

@@ -6,14 +6,32 @@
 //!   fan-out), until a snapshot taken after the completion is committed to the store. So a
 //!   process killed at any instant leaves a store from which `Agent::recover` re-runs only
 //!   the states that were in flight.
-//! - One writer task per run takes and commits snapshots; a sync asks for a snapshot newer
-//!   than its completion, so branches finishing together share one commit (group commit).
-//!   Each commit writes the next snapshot `seq` (one above the newest stored when the run
-//!   started), so a run's snapshots never share a `seq`.
+//! - One writer task per run takes and commits the run's changes; a sync asks for a commit
+//!   newer than its completion, so branches finishing together share one commit (group
+//!   commit).
+//! - A commit is a whole snapshot (`checkpoint::capture`) or a journal delta (what changed
+//!   since the previous commit: `checkpoint::delta`), appended with `append` (fenced by the
+//!   run's epoch, like every write). A snapshot is written at the run's first two commits
+//!   (so that, as before deltas, a recovery finds an older snapshot to fall back on when the
+//!   newest is damaged: `KEEP`),
+//!   whenever its status differs from the previous commit's (start, pause, end), and once
+//!   `SNAPSHOT_EVERY` deltas have followed the last one *and* their bytes reach half that
+//!   snapshot's (so a big context is rewritten no more often than its deltas add up to it),
+//!   or at the latest after `SNAPSHOT_AT_MOST` deltas (recovery replays at most that many).
+//!   Deltas otherwise: a transition's cost does not grow with the workflow's states' records
+//!   nor with the context, only with what it changed.
+//! - Snapshots and journal entries share one `seq` sequence per run: each commit takes the
+//!   next (one above the newest snapshot or entry stored when the run started), so journal
+//!   `seq`s strictly increase and snapshots never share one; a snapshot at `k` plus the
+//!   entries after `k` is the run as of its last commit (`checkpoint::load`).
 //! - The run's row is written together with a snapshot, in one transaction (so a run is
 //!   never listed without a snapshot to resume from): with the first, whenever the status
 //!   changes (the last time with its final status, when the run ends or pauses), and every
-//!   `ROW_EVERY` snapshots; other snapshots are written alone.
+//!   `ROW_EVERY` snapshots; other snapshots are written alone. `append` writes the row with
+//!   each delta.
+//! - Retention (`prune_snapshots`, every `PRUNE_EVERY` commits) keeps the `KEEP` newest
+//!   snapshots and the journal entries after the oldest of them, which is all a recovery
+//!   from either needs.
 //! - Ownership. Before its first write a run claims itself in the store ([`claim`]): a new
 //!   run creates its row owned at epoch 1; a restored, resumed or recovered one takes its row
 //!   unless another worker holds a live lease on it, and then does not start
@@ -55,18 +73,25 @@ use std::time::{Duration, Instant};
 use agent_core::{AgentError, AgentStatus, Context};
 use tokio::sync::{watch, Notify};
 
-use crate::checkpoint;
+use crate::checkpoint::{self, delta};
 use crate::lease::{self, Hold, WorkerId};
 use crate::run::Run;
-use crate::store::{now_ms, time_of, CheckpointStore, Claim, ClaimRequest, RunRecord, Snapshot, StoreError};
+use crate::store::{
+    now_ms, time_of, CheckpointStore, Claim, ClaimRequest, JournalEntry, RunRecord, Snapshot, StoreError,
+};
 
 /// Snapshots kept per run: the newest is all a recovery needs; one more in case the newest
 /// is being written while another process reads.
 const KEEP: usize = 2;
 /// The run's row is written again (for `updated_ms`) at least every this many snapshots.
 const ROW_EVERY: u64 = 64;
-/// Retention runs after this many snapshots.
+/// Retention runs after this many commits.
 const PRUNE_EVERY: u64 = 64;
+/// A whole snapshot is written no sooner than this many deltas after the last one (unless
+/// the status changes)...
+const SNAPSHOT_EVERY: u64 = 64;
+/// ... and no later than this many.
+const SNAPSHOT_AT_MOST: u64 = 1024;
 /// A lease's length unless the agent says otherwise (`Agent::lease_ttl`).
 pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 /// The shortest lease: renewals a third of it apart must stay possible.
@@ -171,6 +196,12 @@ pub(crate) struct Durable {
     next_seq: AtomicU64,
     /// The lease's length.
     ttl: Duration,
+    /// What the previous commit recorded, for the next delta (`None`: a snapshot is next).
+    frame: Mutex<Option<delta::Frame>>,
+    /// Deltas since the last snapshot, their bytes, and the snapshot's bytes.
+    cadence: Mutex<(u64, u64, u64)>,
+    /// Snapshots this run committed.
+    snapshots: AtomicU64,
     /// The epoch of this run's claim (0 before it).
     epoch: AtomicU64,
     /// When the lease ends, on this machine's monotonic clock.
@@ -213,6 +244,9 @@ impl Durable {
             writes: AtomicU64::new(0),
             next_seq: AtomicU64::new(1),
             ttl: ttl.max(MIN_LEASE_TTL),
+            frame: Mutex::new(None),
+            cadence: Mutex::new((0, 0, 0)),
+            snapshots: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             lease_end: Mutex::new(Instant::now()),
             claimed: Mutex::new(claimed),
@@ -265,13 +299,23 @@ impl Durable {
         self.created_ms.store(claimed.row.created_ms, Relaxed);
         *locked(&self.lease_end) = claimed.sent + self.ttl;
         *locked(&self.hold) = Arc::downgrade(&claimed.hold);
-        match self.store.latest_snapshot(id).await {
-            Ok(latest) => self.next_seq.store(latest.map_or(0, |s| s.seq) + 1, Relaxed),
+        // Above the newest snapshot and the newest journal entry after it.
+        let last = match self.store.latest_snapshot(id).await {
+            Ok(latest) => {
+                let latest = latest.map_or(0, |s| s.seq);
+                self.store.journal(id, latest).await.map(|j| j.last().map_or(latest, |e| e.seq.max(latest)))
+            }
+            Err(e) => Err(e),
+        };
+        match last {
+            Ok(last) => self.next_seq.store(last + 1, Relaxed),
             Err(e) => {
                 self.stop_with(run, e.into());
                 return Err(());
             }
         }
+        // From here on the context records the keys written, for the deltas.
+        agent_core::__private::context::track_changes(&run.ctx);
         let generation = self.requested.load(Acquire);
         if let Err(stop) = self.commit(run).await {
             self.stop_with(run, stop);
@@ -293,6 +337,56 @@ impl Durable {
         if self.lease_left(Instant::now()).is_none() {
             return Err(Stop::Lost(self.ran_out()));
         }
+        let frame = locked(&self.frame).take();
+        match frame {
+            Some(mut frame) if frame.status == run.status() && !self.snapshot_due() => {
+                let written = self.commit_delta(run, &mut frame).await;
+                if written.is_ok() {
+                    *locked(&self.frame) = Some(frame);
+                }
+                written
+            }
+            _ => self.commit_snapshot(run).await,
+        }
+    }
+
+    /// Whether the deltas since the last snapshot call for a new one (see the module docs).
+    fn snapshot_due(&self) -> bool {
+        let (entries, bytes, snapshot) = *locked(&self.cadence);
+        self.snapshots.load(Relaxed) < KEEP as u64
+            || entries >= SNAPSHOT_AT_MOST
+            || (entries >= SNAPSHOT_EVERY && bytes.saturating_mul(2) >= snapshot)
+    }
+
+    /// Commit what changed since the previous commit as one journal entry.
+    async fn commit_delta(&self, run: &Run, frame: &mut delta::Frame) -> Result<(), Stop> {
+        let delta = delta::capture(run, frame).map_err(|e| {
+            Stop::Store(StoreError::Corrupt {
+                store: self.store.kind(),
+                message: format!("the run's checkpoint could not be written: the context could not be written: {e}"),
+            })
+        })?;
+        let payload = serde_json::to_string(&delta).map_err(|e| {
+            Stop::Store(StoreError::Corrupt {
+                store: self.store.kind(),
+                message: format!("the run's journal entry could not be written: {e}"),
+            })
+        })?;
+        let bytes = payload.len() as u64;
+        let seq = self.next_seq.fetch_add(1, Relaxed);
+        let entry = JournalEntry { seq, state: String::new(), payload, at_ms: delta.at_ms };
+        self.writes.fetch_add(1, Relaxed);
+        self.store.append(&self.record(run), std::slice::from_ref(&entry)).await?;
+        let mut cadence = locked(&self.cadence);
+        cadence.0 += 1;
+        cadence.1 += bytes;
+        Ok(())
+    }
+
+    /// Commit a whole snapshot; the next delta follows it.
+    async fn commit_snapshot(&self, run: &Run) -> Result<(), Stop> {
+        // Taken before the capture: a key written from now on is in the next delta.
+        drop(agent_core::__private::context::take_changes(&run.ctx));
         let checkpoint = checkpoint::capture(run, &self.agent);
         let data = checkpoint.to_json().map_err(|e| {
             Stop::Store(StoreError::Corrupt {
@@ -312,7 +406,11 @@ impl Durable {
         } else {
             self.store.save_snapshot(run.run_id(), self.epoch.load(Relaxed), &snapshot).await
         };
-        Ok(written?)
+        written?;
+        *locked(&self.cadence) = (0, 0, snapshot.data.len() as u64);
+        self.snapshots.fetch_add(1, Relaxed);
+        *locked(&self.frame) = Some(delta::Frame::of(run, &checkpoint));
+        Ok(())
     }
 
     /// Why a run whose lease ended stops.

@@ -53,8 +53,8 @@ async fn crash_when(agent: Agent, store: &dyn CheckpointStore, ready: impl Fn(&C
         tokio::time::sleep(Duration::from_millis(1)).await;
         let runs = store.list_runs(&RunQuery::default()).await.unwrap();
         let Some(run) = runs.first() else { continue };
-        let Some(s) = store.latest_snapshot(&run.run_id).await.unwrap() else { continue };
-        if ready(&Checkpoint::from_json(&s.data).unwrap()) {
+        let Some(c) = agent_runtime::store::read_checkpoint(store, &run.run_id).await.unwrap() else { continue };
+        if ready(&c) {
             break run.run_id.clone();
         }
     };
@@ -79,6 +79,8 @@ struct Outcome {
     seen: Vec<EventKind>,
     /// What its states ran.
     ran: Vec<String>,
+    /// The run as of its last commit, before the damage.
+    rebuilt: Checkpoint,
     /// The snapshots the store held before the damage, newest first, and their `seq`s.
     kept: Vec<Checkpoint>,
     seqs: Vec<u64>,
@@ -92,6 +94,8 @@ async fn crash_damage_recover<S: CheckpointStore + Clone>(store: S, damage: impl
     assert!(kept.len() >= 2, "a run keeps more than its newest snapshot");
     let seqs = kept.iter().map(|s| s.seq).collect();
     let kept: Vec<Checkpoint> = kept.iter().map(|s| Checkpoint::from_json(&s.data).unwrap()).collect();
+    // What the older snapshot and the journal after it hold: the run as of its last commit.
+    let rebuilt = agent_runtime::store::read_checkpoint(&store, &run_id).await.unwrap().unwrap();
     damage(run_id.clone()).await;
 
     let log = Log::default();
@@ -115,12 +119,12 @@ async fn crash_damage_recover<S: CheckpointStore + Clone>(store: S, damage: impl
         }
     }
     let ran = log.lock().unwrap().clone();
-    Outcome { result, seen, ran, kept, seqs }
+    Outcome { result, seen, ran, kept, seqs, rebuilt }
 }
 
 /// The recovery went on from the second newest snapshot, reporting the newest as skipped.
 fn went_on_from_the_older(outcome: Outcome) {
-    let Outcome { result, seen, ran, kept, seqs } = outcome;
+    let Outcome { result, seen, ran, kept, seqs, rebuilt } = outcome;
     let result = result.expect("recovered from the older snapshot");
     assert_eq!(result.status(), AgentStatus::Completed);
     assert_eq!(trail(result.context()), ["a", "b", "c", "d"], "each state once in the run's own record");
@@ -134,8 +138,10 @@ fn went_on_from_the_older(outcome: Outcome) {
         })
         .collect();
     assert_eq!(skipped, [seqs[0]], "the newest snapshot, and only it, was skipped");
-    // The second process ran what the older snapshot had in flight, then the rest.
-    let older = &kept[1];
+    // The second process ran what the older snapshot, with the journal after it (the
+    // deltas of the commits since), had in flight, then the rest.
+    assert!(kept.len() >= 2);
+    let older = &rebuilt;
     let from = older.running_states()[0];
     let order = ["a", "b", "c", "d"];
     let start = order.iter().position(|s| *s == from).unwrap();
@@ -204,7 +210,7 @@ async fn memory_a_damaged_newest_snapshot_falls_back_to_the_one_before() {
     };
     let first_log = Log::default();
     let run_id = crash_when(chain(store.clone(), &first_log, true), &store, |c| c.running_states() == ["c"]).await;
-    let newest_good = Checkpoint::from_json(&store.latest_snapshot(&run_id).await.unwrap().unwrap().data).unwrap();
+    let newest_good = agent_runtime::store::read_checkpoint(&store, &run_id).await.unwrap().unwrap();
     damage(run_id.clone()).await;
     let log = Log::default();
     let second = chain(store.clone(), &log, false);

@@ -230,8 +230,7 @@ async fn run_then_list_and_show_the_timeline() {
     result.unwrap();
     let other = grown().graph_hash().unwrap();
     assert!(out.contains(&format!("graph    {hash} (not this binary's {other:.12}: `resume` refuses it)")), "{out}");
-    let snapshot = store.latest_snapshot(&run_id).await.unwrap().unwrap();
-    let checkpoint = Checkpoint::from_json(&snapshot.data).unwrap();
+    let checkpoint = agent_runtime::store::read_checkpoint(&store, &run_id).await.unwrap().unwrap();
     let mut lines = out.lines().skip_while(|l| !l.starts_with("STATE"));
     lines.next();
     for record in &checkpoint.states {
@@ -614,7 +613,7 @@ async fn graph_of_a_run_is_coloured_by_its_snapshot() {
     assert!(!plain.contains("class s0"), "{plain}");
     let (result, text) = cli_run(&path, &["graph", &run_id[..8]], flaky).await;
     result.unwrap();
-    assert!(text.starts_with(&format!("%% run {run_id} (Completed), as its snapshot of ")), "{text}");
+    assert!(text.starts_with(&format!("%% run {run_id} (Completed), as recorded at ")), "{text}");
     assert!(text.contains("    s0(\"shaky<br>retried once\")\n"), "{text}");
     assert!(text.contains("    class s0 completed\n    class s0 retried\n    class s1 completed\n"), "{text}");
     assert!(text.contains("    s1 --> stop\n"), "{text}");

@@ -71,8 +71,7 @@ async fn when_waiting(store: &SqliteStore, agent: &str) -> (String, Checkpoint) 
     let query = RunQuery { agent: Some(agent.to_owned()), ..RunQuery::default() };
     for _ in 0..2_000 {
         if let Some(run) = store.list_runs(&query).await.unwrap().into_iter().next() {
-            if let Some(snapshot) = store.latest_snapshot(&run.run_id).await.unwrap() {
-                let c = Checkpoint::from_json(&snapshot.data).unwrap();
+            if let Some(c) = agent_runtime::store::read_checkpoint(store, &run.run_id).await.unwrap() {
                 // `prepare` is recorded before `wait` starts; a run snapshots at
                 // completions, so this is the last snapshot before the kill.
                 if c.agent_status == AgentStatus::Running && c.completed_states.iter().any(|s| s == "prepare") {
@@ -135,8 +134,7 @@ async fn a_recovered_run_ends_at_its_original_deadline() {
 }
 
 async fn newest(store: &SqliteStore, run_id: &str) -> Checkpoint {
-    let snapshot = store.latest_snapshot(run_id).await.unwrap().unwrap();
-    Checkpoint::from_json(&snapshot.data).unwrap()
+    agent_runtime::store::read_checkpoint(store, run_id).await.unwrap().unwrap()
 }
 
 fn now_ms() -> i64 {

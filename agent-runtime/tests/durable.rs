@@ -27,8 +27,10 @@ fn trail(ctx: &Context) -> Vec<String> {
 /// The newest checkpoint the store holds of the only run in it.
 async fn latest(store: &dyn CheckpointStore) -> Checkpoint {
     let runs = store.list_runs(&RunQuery::default()).await.unwrap();
-    let snapshot = store.latest_snapshot(&runs[0].run_id).await.unwrap().expect("a first snapshot before any state");
-    Checkpoint::from_json(&snapshot.data).unwrap()
+    agent_runtime::store::read_checkpoint(store, &runs[0].run_id)
+        .await
+        .unwrap()
+        .expect("a first snapshot before any state")
 }
 
 /// A state that checks that every state in `before` is completed in the store's newest
@@ -149,8 +151,8 @@ async fn a_sqlite_file_carries_a_run_to_another_agent() {
         tokio::task::yield_now().await;
         let runs = store.list_runs(&RunQuery::default()).await.unwrap();
         if let Some(r) = runs.first() {
-            let s = store.latest_snapshot(&r.run_id).await.unwrap();
-            if s.is_some_and(|s| Checkpoint::from_json(&s.data).unwrap().completed_states == ["first"]) {
+            let s = agent_runtime::store::read_checkpoint(&store, &r.run_id).await.unwrap();
+            if s.is_some_and(|c| c.completed_states == ["first"]) {
                 break r.run_id.clone();
             }
         }
@@ -233,8 +235,7 @@ async fn answered_through_the_store<S: CheckpointStore + Clone>(store: S, agent:
     // state asks, though nothing completed).
     let mut waiting = None;
     for _ in 0..100 {
-        let snapshot = store.latest_snapshot(&run_id).await.unwrap().expect("snapshots of the run");
-        let c = Checkpoint::from_json(&snapshot.data).unwrap();
+        let c = agent_runtime::store::read_checkpoint(&store, &run_id).await.unwrap().expect("snapshots of the run");
         if c.state("review").map(|s| s.status) == Some(agent_core::StateStatus::Running) {
             waiting = Some(c);
             break;

@@ -377,8 +377,7 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: imp
 }
 
 async fn newest(store: &dyn CheckpointStore, run_id: &str) -> Option<Checkpoint> {
-    let snapshot = store.latest_snapshot(run_id).await.unwrap()?;
-    Some(Checkpoint::from_json(&snapshot.data).unwrap())
+    agent_runtime::store::read_checkpoint(store, run_id).await.unwrap()
 }
 
 /// Run `n` is completed on record, each of its states completed exactly once, with the

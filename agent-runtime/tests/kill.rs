@@ -99,8 +99,7 @@ fn spawn_child(store: &str, agent: &str) -> Child {
 async fn newest(store: &dyn CheckpointStore, agent: &str) -> Option<Checkpoint> {
     let query = RunQuery { agent: Some(agent.to_owned()), ..RunQuery::default() };
     let run = store.list_runs(&query).await.unwrap().into_iter().next()?;
-    let snapshot = store.latest_snapshot(&run.run_id).await.unwrap()?;
-    Some(Checkpoint::from_json(&snapshot.data).unwrap())
+    agent_runtime::store::read_checkpoint(store, &run.run_id).await.unwrap()
 }
 
 /// Kill the child at random instants (after a random number of recorded completions and a

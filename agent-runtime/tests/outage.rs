@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_core::{AgentError, Checkpoint, Context, StateResult};
-use agent_runtime::store::{CheckpointStore, PostgresStore, StoreError};
+use agent_runtime::store::{PostgresStore, StoreError};
 use agent_runtime::Agent;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -199,8 +199,8 @@ async fn reference(store: &PostgresStore, tag: &str) -> (serde_json::Value, Vec<
 async fn recorded_done(store: &PostgresStore, run_id: &str, states: &[&str]) {
     let give_up = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(snapshot) = store.latest_snapshot(run_id).await.unwrap() {
-            let completed = Checkpoint::from_json(&snapshot.data).unwrap().completed_states;
+        if let Some(checkpoint) = agent_runtime::store::read_checkpoint(store, run_id).await.unwrap() {
+            let completed = checkpoint.completed_states;
             if states.iter().all(|s| completed.iter().any(|c| c == s)) {
                 return;
             }
@@ -212,8 +212,7 @@ async fn recorded_done(store: &PostgresStore, run_id: &str, states: &[&str]) {
 
 /// The newest checkpoint of `run_id`.
 async fn newest(store: &PostgresStore, run_id: &str) -> Checkpoint {
-    let snapshot = store.latest_snapshot(run_id).await.unwrap().expect("a snapshot of the run");
-    Checkpoint::from_json(&snapshot.data).unwrap()
+    agent_runtime::store::read_checkpoint(store, run_id).await.unwrap().expect("a snapshot of the run")
 }
 
 /// Run `scenario` on a schema of its own, reached straight (`direct`) and through a proxy;

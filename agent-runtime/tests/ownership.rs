@@ -60,8 +60,7 @@ fn chain(name: &str, store: Store, log: &Log, hang: bool, c_work: Duration) -> A
 
 /// The newest checkpoint of `run_id`.
 async fn newest(store: &Store, run_id: &str) -> Option<Checkpoint> {
-    let snapshot = store.latest_snapshot(run_id).await.unwrap()?;
-    Some(Checkpoint::from_json(&snapshot.data).unwrap())
+    agent_runtime::store::read_checkpoint(store, run_id).await.unwrap()
 }
 
 /// Wait (real time, bounded) until `check` holds.

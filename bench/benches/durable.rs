@@ -9,14 +9,30 @@
 //! - `durable_chain`: a chain of 100 states recording every completion in a `SqliteStore`
 //!   (a WAL file in a temporary directory), against the same chain with no store; reported
 //!   per transition. Target: at most 100 µs a transition.
+//! - `durable_transition`: one durable transition on a `SqliteStore` (WAL file), reported
+//!   per transition, of a chain whose states each set one key of their own, with 20 and with
+//!   2,000 states (the cost must not grow with the workflow: at most 25 µs for both); and of
+//!   a 1,000-transition loop changing one small key, with an empty context and with a 1 MB
+//!   one (at most 2x the empty one: a transition writes what changed, not the context).
+//! - `durable_concurrent`: 100 durable runs of a 20-state chain at once on one store,
+//!   against one run alone; reported in transitions (so the throughput is transitions per
+//!   second). On PostgreSQL when `AGENT_TEST_POSTGRES_URL` (or `AGENT_BENCH_POSTGRES_URL`)
+//!   is set, on a SQLite WAL file otherwise. Target on PostgreSQL: at least 5x one run.
+//! - `durable_postgres` (only with `AGENT_TEST_POSTGRES_URL` or `AGENT_BENCH_POSTGRES_URL`
+//!   set): the 20-state chain's transition on a `PostgresStore`, against one bare `INSERT`
+//!   of the same bytes (a journal entry's size) committed on one connection of the same
+//!   server (synchronous commit: the floor). Target: at most 1.2x.
 //!
-//! Reproduce: `cargo bench -p agent-bench --bench durable`.
+//! Reproduce: `cargo bench -p agent-bench --bench durable` (PostgreSQL rows:
+//! `AGENT_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p agent-bench --bench durable`).
 
 use std::collections::BTreeMap;
 
 use agent::prelude::*;
-use agent::store::SqliteStore;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::sync::Arc;
+
+use agent::store::{CheckpointStore, PostgresStore, SqliteStore};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const KEYS: usize = 1_000;
 const NUMBERS: u64 = 1_000;
@@ -124,5 +140,175 @@ fn durable(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, checkpoints, durable);
+/// A chain of `n` states, `s0` … `s{n-1}`, each setting a key of its own.
+fn keyed_chain(n: usize) -> Agent {
+    let mut agent = Agent::new(format!("keyed_chain_{n}"));
+    for i in 0..n {
+        let next = (i + 1 < n).then(|| format!("s{}", i + 1));
+        let key = format!("k{i}");
+        agent.add_state(format!("s{i}"), move |ctx: Context| {
+            let next = next.clone();
+            let key = key.clone();
+            async move {
+                ctx.set_state(&key, i);
+                match next {
+                    Some(next) => StateResult::next(next),
+                    None => StateResult::End,
+                }
+            }
+        });
+    }
+    agent
+}
+
+const LOOP: u64 = 1_000;
+
+/// One state looping `LOOP` times, changing one small key each time.
+fn small_key_loop() -> Agent {
+    let mut agent = Agent::new("small_key_loop");
+    agent.add_state("step", |ctx: Context| async move {
+        let n = ctx.get_state::<u64>("n").unwrap_or(0) + 1;
+        ctx.set_state("n", n);
+        if n < LOOP {
+            StateResult::next("step")
+        } else {
+            StateResult::End
+        }
+    });
+    agent
+}
+
+/// About 1 MB of context: 1,000 keys of about 1 KB each.
+fn megabyte() -> Context {
+    let ctx = Context::new();
+    for k in 0..1_000 {
+        ctx.set_state(&format!("blob{k}"), "x".repeat(1_000));
+    }
+    ctx
+}
+
+fn transitions(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("durable_transition");
+    group.sample_size(10);
+    for n in [20usize, 2_000] {
+        let agent = keyed_chain(n).with_store(SqliteStore::open(dir.path().join(format!("chain{n}.db"))).unwrap());
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("sqlite_wal_{n}_states"), |b| b.to_async(&rt).iter(|| agent.run()));
+    }
+    let looping = small_key_loop().with_store(SqliteStore::open(dir.path().join("loop.db")).unwrap());
+    group.throughput(Throughput::Elements(LOOP));
+    group.bench_function("sqlite_wal_empty_context", |b| b.to_async(&rt).iter(|| looping.run()));
+    let big = megabyte();
+    group.bench_function("sqlite_wal_1mb_context", |b| {
+        b.to_async(&rt).iter_batched(|| big.deep_clone(), |ctx| looping.run_in(ctx), BatchSize::PerIteration)
+    });
+    group.finish();
+}
+
+/// The PostgreSQL server to measure against, if one is named.
+fn postgres_url() -> Option<String> {
+    ["AGENT_BENCH_POSTGRES_URL", "AGENT_TEST_POSTGRES_URL"]
+        .into_iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+}
+
+/// A store on PostgreSQL in a schema of its own (dropped by the caller), or a SQLite file.
+fn concurrent_store(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (Arc<dyn CheckpointStore>, Option<String>) {
+    match postgres_url() {
+        Some(url) => {
+            let schema = format!("agent_bench_{:016x}", fastrand::u64(..));
+            let store = rt.block_on(PostgresStore::connect_with_schema(&url, &schema)).unwrap();
+            (Arc::new(store), Some(schema))
+        }
+        None => (Arc::new(SqliteStore::open(dir.join("concurrent.db")).unwrap()), None),
+    }
+}
+
+fn drop_schema(rt: &tokio::runtime::Runtime, schema: &str) {
+    let Some(url) = postgres_url() else { return };
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    });
+}
+
+const RUNS: usize = 100;
+const CHAIN_STATES: usize = 20;
+
+fn concurrent(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, schema) = concurrent_store(&rt, dir.path());
+    let agent = keyed_chain(CHAIN_STATES).with_store(store);
+    let kind = if schema.is_some() { "postgres" } else { "sqlite_wal" };
+    let mut group = c.benchmark_group("durable_concurrent");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(CHAIN_STATES as u64));
+    group.bench_function(format!("{kind}_1_run"), |b| {
+        b.to_async(&rt).iter(|| async { agent.start(RunOptions::new()).unwrap().await.unwrap() })
+    });
+    group.throughput(Throughput::Elements((CHAIN_STATES * RUNS) as u64));
+    group.bench_function(format!("{kind}_{RUNS}_runs"), |b| {
+        b.to_async(&rt).iter(|| {
+            let runs: Vec<RunHandle> = (0..RUNS).map(|_| agent.start(RunOptions::new()).unwrap()).collect();
+            async move {
+                for r in runs {
+                    r.await.unwrap();
+                }
+            }
+        })
+    });
+    group.finish();
+    if let Some(schema) = schema {
+        drop_schema(&rt, &schema);
+    }
+}
+
+fn postgres(c: &mut Criterion) {
+    let Some(url) = postgres_url() else {
+        eprintln!("durable_postgres skipped: set AGENT_TEST_POSTGRES_URL or AGENT_BENCH_POSTGRES_URL");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let schema = format!("agent_bench_{:016x}", fastrand::u64(..));
+    let store = rt.block_on(PostgresStore::connect_with_schema(&url, &schema)).unwrap();
+    let agent = keyed_chain(CHAIN_STATES).with_store(store);
+    let client = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {schema}.bare (id bigserial PRIMARY KEY, run_id text NOT NULL, seq bigint NOT NULL, payload text NOT NULL)"
+            ))
+            .await
+            .unwrap();
+        client
+    });
+    // A journal entry of this chain is about this size (a state's record, the tokens, one key).
+    let payload = "x".repeat(400);
+    let insert = rt
+        .block_on(client.prepare(&format!("INSERT INTO {schema}.bare (run_id, seq, payload) VALUES ($1, $2, $3)")))
+        .unwrap();
+    let mut group = c.benchmark_group("durable_postgres");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(1));
+    let mut seq = 0i64;
+    group.bench_function("bare_insert_commit", |b| {
+        b.to_async(&rt).iter(|| {
+            seq += 1;
+            let (client, insert, payload) = (&client, &insert, &payload);
+            async move { client.execute(insert, &[&"run", &seq, payload]).await.unwrap() }
+        })
+    });
+    group.throughput(Throughput::Elements(CHAIN_STATES as u64));
+    group.bench_function("transition_20_states", |b| b.to_async(&rt).iter(|| agent.run()));
+    group.finish();
+    drop(client);
+    drop_schema(&rt, &schema);
+}
+
+criterion_group!(benches, checkpoints, durable, transitions, concurrent, postgres);
 criterion_main!(benches);

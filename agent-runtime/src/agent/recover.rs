@@ -41,10 +41,13 @@ enum From {
     Input(Context),
 }
 
-/// The `seq` of run `run_id`'s newest snapshot (0: none).
+/// The `seq` of run `run_id`'s newest commit, a snapshot or a journal entry (0: none).
 async fn newest_seq(store: &dyn CheckpointStore, run_id: &str) -> Result<u64, AgentError> {
     let newest = store.snapshots(run_id, 1).await.map_err(|e| store_error(e, Context::new()))?;
-    Ok(newest.first().map_or(0, |s| s.seq))
+    let newest = newest.first().map_or(0, |s| s.seq);
+    // A commit is a snapshot or a journal entry after it (see `durable`).
+    let journal = store.journal(run_id, newest).await.map_err(|e| store_error(e, Context::new()))?;
+    Ok(journal.last().map_or(newest, |e| e.seq.max(newest)))
 }
 
 impl Agent {

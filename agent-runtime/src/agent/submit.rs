@@ -10,7 +10,7 @@
 //! - A submission wakes the workers of this process at once; workers elsewhere find the run
 //!   at their next poll.
 //! - `wait` only reads: it polls the run's row (backing off from 50 ms to 1 s) until the
-//!   run is finished or paused, then reads its newest snapshot.
+//!   run is finished or paused, then reads its newest checkpoint (snapshot and journal).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -144,11 +144,10 @@ impl Agent {
                 return Err(store_error(format!("the store holds no run {run_id}"), Context::new()));
             };
             if row.status.is_finished() || row.status == AgentStatus::Paused {
-                let newest = store.snapshots(run_id, 1).await.map_err(|e| store_error(e, Context::new()))?;
-                let Some(snapshot) = newest.into_iter().next() else {
-                    return Err(store_error(format!("run {run_id} has no snapshot"), Context::new()));
+                return match crate::store::read_checkpoint(&*store, run_id).await? {
+                    Some(checkpoint) => Ok(checkpoint),
+                    None => Err(store_error(format!("run {run_id} has no snapshot"), Context::new())),
                 };
-                return Ok(Checkpoint::from_json(&snapshot.data)?);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));

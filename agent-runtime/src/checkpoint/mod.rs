@@ -31,6 +31,7 @@ use crate::run::{Counts, Group, Position};
 use crate::run::{Run, NO_STATE};
 use crate::store::InputRecord;
 
+pub(crate) mod delta;
 pub(crate) mod load;
 mod validate;
 
@@ -38,6 +39,91 @@ mod validate;
 pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     let prog = &*run.program;
     let mut checkpoint = Checkpoint::new(agent, run.run_id());
+    let (tokens, groups) = read_positions(run, || {
+        checkpoint.agent_status = run.status();
+        checkpoint.states = (0..prog.states.len()).map(|i| state_key(run, i).record(run, i)).collect();
+        checkpoint.completed_states = run.completed_states();
+        checkpoint.steps = run.states.steps();
+    });
+    checkpoint.tokens = tokens;
+    checkpoint.groups = groups;
+    checkpoint.pending_inputs = pending_inputs(run);
+    checkpoint.last_error = run.ctx.last_error().as_ref().map(LastErrorRecord::of);
+    // A recovered run ends when the original would have (see `agent::launch`).
+    checkpoint.deadline_ms = run.deadline().map(|d| d.wall_ms);
+    checkpoint.graph = Some(prog.graph_record().clone());
+    checkpoint.set_context(&run.ctx);
+    checkpoint
+}
+
+/// The run's requests for human input, as a checkpoint holds them.
+pub(crate) fn pending_inputs(run: &Run) -> Vec<InputRequestRecord> {
+    run.sinks.links.inputs.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect()
+}
+
+/// One state's [`StateRecord`], in a form that is cheap to read and compare (no name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StateKey {
+    status: u8,
+    completed: u32,
+    failed: u32,
+    retries: u32,
+    preempted: u32,
+    attempts_made: u32,
+    started_ms: Option<i64>,
+    finished_ms: Option<i64>,
+}
+
+impl StateKey {
+    /// The key of a record a checkpoint holds.
+    pub(crate) fn of(r: &StateRecord) -> StateKey {
+        StateKey {
+            status: r.status as u8,
+            completed: r.completed,
+            failed: r.failed,
+            retries: r.retries,
+            preempted: r.preempted,
+            attempts_made: r.attempts_made,
+            started_ms: r.started_ms,
+            finished_ms: r.finished_ms,
+        }
+    }
+
+    /// The record of state `i` of `run` with this key.
+    pub(crate) fn record(&self, run: &Run, i: usize) -> StateRecord {
+        StateRecord::new(
+            run.program.states[i].name.to_string(),
+            StateStatus::from_u8(self.status),
+            self.completed,
+            self.failed,
+            self.retries,
+            self.preempted,
+            self.attempts_made,
+        )
+        .with_times(self.started_ms, self.finished_ms)
+    }
+}
+
+/// State `i`'s counters now.
+pub(crate) fn state_key(run: &Run, i: usize) -> StateKey {
+    let c = &run.states[i];
+    let (started_ms, finished_ms) = run.sinks.timing.as_ref().map_or((None, None), |t| t[i].times());
+    StateKey {
+        status: c.status.load(Relaxed),
+        completed: c.completed.load(Relaxed),
+        failed: c.failed.load(Relaxed),
+        retries: c.retries.load(Relaxed),
+        preempted: c.preempted.load(Relaxed),
+        attempts_made: c.attempts_made.load(Relaxed),
+        started_ms,
+        finished_ms,
+    }
+}
+
+/// Read the run's positions under the transition lock, calling `also` inside it (to read
+/// the counters consistently with them): the tokens and groups a checkpoint holds.
+pub(crate) fn read_positions(run: &Run, also: impl FnOnce()) -> (Vec<TokenRecord>, Vec<GroupRecord>) {
+    let prog = &*run.program;
     let (root, mut top, groups) = {
         let _w = TRANSITIONS.write();
         let root = run.positions.root();
@@ -45,24 +131,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
         let registered: Vec<Arc<Group>> = run.positions.groups();
         let groups: Vec<(Arc<Group>, Counts, Counts)> =
             registered.into_iter().filter_map(|g| g.tokens().map(|(running, waiting)| (g, running, waiting))).collect();
-        checkpoint.agent_status = run.status();
-        checkpoint.states = (prog.states.iter().zip(run.states.iter()).enumerate())
-            .map(|(i, (s, c))| {
-                let (started, finished) = run.sinks.timing.as_ref().map_or((None, None), |t| t[i].times());
-                StateRecord::new(
-                    s.name.to_string(),
-                    StateStatus::from_u8(c.status.load(Relaxed)),
-                    c.completed.load(Relaxed),
-                    c.failed.load(Relaxed),
-                    c.retries.load(Relaxed),
-                    c.preempted.load(Relaxed),
-                    c.attempts_made.load(Relaxed),
-                )
-                .with_times(started, finished)
-            })
-            .collect();
-        checkpoint.completed_states = run.completed_states();
-        checkpoint.steps = run.states.steps();
+        also();
         (root, top, groups)
     };
     if root != NO_STATE {
@@ -75,6 +144,7 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     let index: HashMap<*const Group, usize> =
         groups.iter().enumerate().map(|(i, (g, _, _))| (Arc::as_ptr(g), i)).collect();
     let mut running: Vec<Vec<(usize, u32)>> = groups.iter().map(|(_, r, _)| r.clone()).collect();
+    let mut records = Vec::with_capacity(groups.len());
     for (g, _, waiting) in &groups {
         let (parent, origin) = g.place();
         // The token that fanned out is the child group, not a token to run again.
@@ -84,30 +154,25 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
             None => top[origin] = top[origin].saturating_sub(1),
         }
         let name = |s: usize| prog.states[s].name.to_string();
-        checkpoint.groups.push(
+        records.push(
             GroupRecord::new(parent, name(origin), waiting.iter().map(|&(s, n)| (name(s), n)).collect())
                 .with_width(g.width()),
         );
     }
+    let mut tokens = Vec::new();
     for (s, &n) in top.iter().enumerate() {
         if n > 0 {
-            checkpoint.tokens.push(TokenRecord::new(prog.states[s].name.to_string(), None, n));
+            tokens.push(TokenRecord::new(prog.states[s].name.to_string(), None, n));
         }
     }
     for (i, list) in running.iter().enumerate() {
         for &(s, n) in list {
             if n > 0 {
-                checkpoint.tokens.push(TokenRecord::new(prog.states[s].name.to_string(), Some(i), n));
+                tokens.push(TokenRecord::new(prog.states[s].name.to_string(), Some(i), n));
             }
         }
     }
-    checkpoint.pending_inputs = run.sinks.links.inputs.snapshot(run.run_id()).into_iter().map(to_checkpoint).collect();
-    checkpoint.last_error = run.ctx.last_error().as_ref().map(LastErrorRecord::of);
-    // A recovered run ends when the original would have (see `agent::launch`).
-    checkpoint.deadline_ms = run.deadline().map(|d| d.wall_ms);
-    checkpoint.graph = Some(prog.graph_record().clone());
-    checkpoint.set_context(&run.ctx);
-    checkpoint
+    (tokens, records)
 }
 
 fn to_checkpoint(r: InputRecord) -> InputRequestRecord {

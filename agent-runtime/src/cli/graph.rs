@@ -16,8 +16,6 @@
 
 use std::io::Write;
 
-use agent_core::Checkpoint;
-
 use crate::Agent;
 
 use super::store::Store;
@@ -52,18 +50,17 @@ pub(super) async fn graph(
     if let Some((store, run)) = run {
         let record = store.resolve(agent.name(), run).await?;
         let db = store.get();
-        let snapshot = db.latest_snapshot(&record.run_id).await?;
-        let snapshot = snapshot.ok_or_else(|| CliError::NoSnapshot { run: record.run_id.clone() })?;
-        let checkpoint = Checkpoint::from_json(&snapshot.data)?;
+        let checkpoint = crate::store::read_checkpoint(&*db, &record.run_id).await?;
+        let checkpoint = checkpoint.ok_or_else(|| CliError::NoSnapshot { run: record.run_id.clone() })?;
         let inputs = db.inputs(Some(&record.run_id), false).await?;
         diagram = diagram
             .with_checkpoint(&checkpoint)
             .with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))));
         notes.push(format!(
-            "run {} ({}), as its snapshot of {} shows it",
+            "run {} ({}), as recorded at {}",
             record.run_id,
             record.status,
-            utc(snapshot.taken_ms)
+            utc(checkpoint.timestamp.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
         ));
     }
     for note in notes {

@@ -16,7 +16,7 @@
 
 use std::io::Write;
 
-use agent_core::{AgentStatus, Checkpoint, GraphHash, StateRecord, StateStatus};
+use agent_core::{AgentStatus, GraphHash, StateRecord, StateStatus};
 
 use super::store::Store;
 use super::time::{duration, utc};
@@ -81,15 +81,15 @@ pub(super) async fn show(
 ) -> Result<(), CliError> {
     let run = store.resolve(agent, run).await?;
     let db = store.get();
-    let snapshot = db.latest_snapshot(&run.run_id).await?;
-    if snapshot.is_none() && run.status == AgentStatus::Idle {
+    // The newest snapshot and the journal after it: the run as recorded now.
+    let checkpoint = crate::store::read_checkpoint(&*db, &run.run_id).await?;
+    if checkpoint.is_none() && run.status == AgentStatus::Idle {
         writeln!(out, "run      {}", shown(&run.run_id))?;
         writeln!(out, "agent    {}", shown(&run.agent))?;
         writeln!(out, "status   queued (submitted {}; no worker has started it)", utc(run.created_ms))?;
         return Ok(());
     }
-    let snapshot = snapshot.ok_or_else(|| CliError::NoSnapshot { run: run.run_id.clone() })?;
-    let checkpoint = Checkpoint::from_json(&snapshot.data)?;
+    let checkpoint = checkpoint.ok_or_else(|| CliError::NoSnapshot { run: run.run_id.clone() })?;
     writeln!(out, "run      {}", shown(&run.run_id))?;
     writeln!(out, "agent    {}", shown(&run.agent))?;
     let now = crate::store::now_ms();

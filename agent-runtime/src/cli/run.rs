@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::io::Write;
 
-use agent_core::{AgentError, AgentStatus, Checkpoint};
+use agent_core::{AgentError, AgentStatus};
 use tokio::sync::mpsc;
 
 use super::progress::{Progress, POLL};
@@ -87,8 +87,8 @@ pub(super) async fn start(
         Some(run) => {
             writeln!(out, "resuming run {} of {}", shown(run), shown(&name))?;
             let mut watch = watch;
-            if let Some(snapshot) = store.get().latest_snapshot(run).await? {
-                watch.progress.seed(&Checkpoint::from_json(&snapshot.data)?.states);
+            if let Some(checkpoint) = crate::store::read_checkpoint(&*store.get(), run).await? {
+                watch.progress.seed(&checkpoint.states);
             }
             let a = agent.clone();
             let id = run.clone();

@@ -587,6 +587,40 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn apply_retention<'a>(&'a self, policy: &'a Retention, now_ms: i64) -> StoreFuture<'a, RetentionReport>;
 }
 
+/// The checkpoint of run `run_id` as of its last commit: its newest snapshot that reads,
+/// with the journal entries recorded after it (the deltas of the commits since) applied, or
+/// `None` when the store holds no snapshot of it. Unlike `Agent::recover`, the checkpoint is
+/// not checked against an agent's definition.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use agent_runtime::store::{read_checkpoint, MemoryStore};
+/// use agent_core::{Context, StateResult};
+/// use agent_runtime::Agent;
+/// let store = std::sync::Arc::new(MemoryStore::new());
+/// let mut agent = Agent::new("demo").with_store(store.clone());
+/// agent.add_state("only", |ctx: Context| async move {
+///     ctx.set_state("done", true);
+///     StateResult::End
+/// });
+/// let result = agent.run().await.unwrap();
+/// let checkpoint = read_checkpoint(&*store, result.run_id()).await.unwrap().unwrap();
+/// assert_eq!(checkpoint.completed_states, ["only"]);
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`agent_core::AgentError::Store`] when the store fails; [`agent_core::AgentError::Checkpoint`]
+/// when no snapshot read can be used ([`agent_core::CheckpointError::NoUsableSnapshot`]) or a
+/// journal entry cannot be applied ([`agent_core::CheckpointError::Journal`]).
+pub async fn read_checkpoint(
+    store: &dyn CheckpointStore,
+    run_id: &str,
+) -> Result<Option<agent_core::Checkpoint>, agent_core::AgentError> {
+    crate::checkpoint::load::newest_readable(store, run_id).await
+}
+
 /// A shared store is a store: `Arc<dyn CheckpointStore>` (or `Arc` of any store) can be given
 /// wherever a store is asked for, so one store serves several agents.
 ///
