@@ -213,6 +213,34 @@ async fn append(store: &dyn CheckpointStore, tag: &str) {
     assert_eq!(seqs(&store.journal(&id, 8).await.unwrap()), (9..=208).collect::<Vec<_>>());
 }
 
+/// Append by an owner (epoch above 0, a durable run's deltas): the same rules as `append`,
+/// and fenced by the epoch; a refused batch writes nothing.
+async fn owned_append(store: &dyn CheckpointStore, tag: &str) {
+    let id = format!("{tag}-owned");
+    let fresh = run(&id, &format!("{tag}-agent"), AgentStatus::Running, 10, 10);
+    let mine = taken(store.claim_run(&claim(&id, "me").create(fresh)).await.unwrap());
+    assert_eq!(mine.epoch, 1);
+    let r = mine.clone().with_status(AgentStatus::Running, 20);
+    store.append(&r, &entries(1..=3)).await.unwrap();
+    store.append(&r, &entries([5])).await.unwrap();
+    assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), [1, 2, 3, 5]);
+    assert_eq!(store.get_run(&id).await.unwrap().unwrap().updated_ms, 20, "the row goes with the batch");
+    let changed = r.clone().with_status(AgentStatus::Failed, 99);
+    assert_conflict(store.append(&changed, &entries([6, 6])).await, &id, 6, 6);
+    assert_conflict(store.append(&changed, &entries([5])).await, &id, 5, 5);
+    assert_conflict(store.append(&changed, &entries([4, 9])).await, &id, 4, 5);
+    assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), [1, 2, 3, 5]);
+    assert_eq!(store.get_run(&id).await.unwrap().unwrap().status, AgentStatus::Running, "nothing refused is written");
+    // Taken over: the old owner's batch is fenced and writes nothing.
+    store.release_run(&id, 1).await.unwrap();
+    let theirs = taken(store.claim_run(&claim(&id, "them")).await.unwrap());
+    assert_eq!(theirs.epoch, 2);
+    assert_fenced(store.append(&changed, &entries([6])).await, &id, 1, 2);
+    assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), [1, 2, 3, 5]);
+    store.append(&theirs, &entries([6, 7])).await.unwrap();
+    assert_eq!(seqs(&store.journal(&id, 4).await.unwrap()), [5, 6, 7]);
+}
+
 /// Snapshots: only for runs that exist; the latest is the highest `seq`; a run's snapshots
 /// have distinct `seq`s (a second with a `seq` taken is refused, and changes nothing).
 async fn snapshots(store: &dyn CheckpointStore, tag: &str) {
@@ -730,7 +758,7 @@ mod memory {
             }
         )*};
     }
-    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
+    conformance!(runs, append, owned_append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
 
     #[tokio::test]
     async fn clones_share_their_data() {
@@ -770,7 +798,7 @@ mod sqlite {
             }
         )*};
     }
-    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
+    conformance!(runs, append, owned_append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_claims_through_several_connections_have_one_winner() {
@@ -991,7 +1019,7 @@ mod postgres {
             }
         )*};
     }
-    conformance!(runs, append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
+    conformance!(runs, append, owned_append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_stores_on_one_schema_see_each_others_writes() {
