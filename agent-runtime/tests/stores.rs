@@ -758,7 +758,18 @@ mod memory {
             }
         )*};
     }
-    conformance!(runs, append, owned_append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
+    conformance!(
+        runs,
+        append,
+        owned_append,
+        snapshots,
+        inputs,
+        delete,
+        retention_snapshots,
+        retention_runs,
+        ownership,
+        lease_expiry
+    );
 
     #[tokio::test]
     async fn clones_share_their_data() {
@@ -798,7 +809,18 @@ mod sqlite {
             }
         )*};
     }
-    conformance!(runs, append, owned_append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
+    conformance!(
+        runs,
+        append,
+        owned_append,
+        snapshots,
+        inputs,
+        delete,
+        retention_snapshots,
+        retention_runs,
+        ownership,
+        lease_expiry
+    );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_claims_through_several_connections_have_one_winner() {
@@ -992,6 +1014,59 @@ mod postgres {
         client
     }
 
+    /// Owners' appends of many runs at once share commits (group commit) and keep their own
+    /// outcomes: a fenced run in the crowd writes nothing and is told so, a refused `seq` is
+    /// a conflict, and every other run's entries are there, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn appends_of_many_owners_at_once_each_keep_their_own_outcome() {
+        with_schema("group_commit", |url, schema| async move {
+            let store = Arc::new(PostgresStore::connect_with_schema(&url, &schema).await.unwrap());
+            let mut rows = Vec::new();
+            for n in 0..60 {
+                let fresh = run(&format!("g{n}"), "group", AgentStatus::Running, 1, 1);
+                rows.push(taken(store.claim_run(&claim(&format!("g{n}"), "me").create(fresh)).await.unwrap()));
+            }
+            // Run g0 is taken over: its old owner is fenced.
+            store.release_run("g0", 1).await.unwrap();
+            taken(store.claim_run(&claim("g0", "them")).await.unwrap());
+            let mut tasks = Vec::new();
+            for (n, row) in rows.into_iter().enumerate() {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for round in 0..5u64 {
+                        // g1 repeats a `seq` in its last round: a conflict of its own.
+                        let seq = if n == 1 && round == 4 { 2 * round } else { 2 * round + 1 };
+                        outcomes.push(store.append(&row, &entries([seq, seq + 1])).await);
+                    }
+                    (n, outcomes)
+                }));
+            }
+            for t in tasks {
+                let (n, outcomes) = t.await.unwrap();
+                let id = format!("g{n}");
+                match n {
+                    0 => {
+                        for o in outcomes {
+                            assert_fenced(o, &id, 1, 2);
+                        }
+                        assert!(store.journal(&id, 0).await.unwrap().is_empty());
+                    }
+                    1 => {
+                        assert!(outcomes[..4].iter().all(Result::is_ok));
+                        assert_conflict(outcomes.into_iter().next_back().unwrap(), &id, 8, 8);
+                        assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), (1..=8).collect::<Vec<_>>());
+                    }
+                    _ => {
+                        assert!(outcomes.iter().all(Result::is_ok), "{id}: {outcomes:?}");
+                        assert_eq!(seqs(&store.journal(&id, 0).await.unwrap()), (1..=10).collect::<Vec<_>>());
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
     /// Run `body` on a store in a schema of its own, dropped afterwards whatever happens.
     async fn with_schema<F, Fut>(test: &str, body: F)
     where
@@ -1019,7 +1094,18 @@ mod postgres {
             }
         )*};
     }
-    conformance!(runs, append, owned_append, snapshots, inputs, delete, retention_snapshots, retention_runs, ownership, lease_expiry);
+    conformance!(
+        runs,
+        append,
+        owned_append,
+        snapshots,
+        inputs,
+        delete,
+        retention_snapshots,
+        retention_runs,
+        ownership,
+        lease_expiry
+    );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_stores_on_one_schema_see_each_others_writes() {

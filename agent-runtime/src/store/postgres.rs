@@ -24,8 +24,8 @@
 //!   are serialized, a claim that commits first fences the write, and `append` checks its
 //!   batch against the `seq` the previous one committed. An owner's `append` (a durable
 //!   run's deltas) is one statement: an `UPDATE` of the row fenced by the epoch and guarded
-//!   by `last_seq`, whose result feeds the `INSERT` of the entries (one round trip, one
-//!   commit). A snapshot alone is one `INSERT ...
+//!   by `last_seq`, whose result feeds the `INSERT` of the entries; the appends of many runs
+//!   waiting at once share that statement and its commit (group commit: see `group`). A snapshot alone is one `INSERT ...
 //!   SELECT ... FOR SHARE` of the run's row at the writer's epoch, so a claim waits for it or
 //!   fences it. `answer_input` is one conditional `UPDATE`, so of concurrent answers exactly
 //!   one wins.
@@ -53,6 +53,9 @@ use super::{
 };
 
 const STORE: &str = "postgres";
+
+#[path = "postgres_group.rs"]
+mod group;
 
 /// The most connections one [`PostgresStore`] opens.
 pub(crate) const POOL_SIZE: usize = 4;
@@ -93,6 +96,8 @@ struct Inner {
     schema: Option<String>,
     /// How to open the connection that listens for wake-ups (`wake_ups`).
     listen: Config,
+    /// Owners' appends waiting for the next group commit.
+    group: group::GroupCommit,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -172,7 +177,7 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| backend(STORE, "connect: build the connection pool", e))?;
-        let inner = Inner { pool, hosts, dbname, schema, listen };
+        let inner = Inner { pool, hosts, dbname, schema, listen, group: group::GroupCommit::default() };
         let mut conn = inner.pool.get().await.map_err(|e| Fail::Pool(e).into_store("connect"))?;
         let client: &mut tokio_postgres::Client = &mut conn;
         migrate::migrate_postgres(client, inner.schema.as_deref()).await.map_err(|e| match e {
@@ -325,65 +330,18 @@ async fn upsert_run_in(tx: &deadpool_postgres::Transaction<'_>, run: &RunRecord)
     }
 }
 
-/// `append` by an owner (epoch above 0), in one statement, so one round trip and one commit
-/// (a durable run's deltas between snapshots): the run's row is updated, fenced by the epoch
-/// and guarded by its `last_seq`, and the entries are inserted only if it was. Nothing is
-/// written otherwise; then the row says why (fenced, or a `seq` not above the last).
-async fn append_owned(conn: &Object, run: &RunRecord, entries: &[JournalEntry]) -> Result<(), Fail> {
-    let mut seqs = Vec::with_capacity(entries.len());
+/// A batch's `seq`s strictly increase ([`StoreError::Conflict`] at the first that does not).
+fn check_increasing(run: &RunRecord, entries: &[JournalEntry]) -> Result<(), Fail> {
     let mut previous = 0;
     for e in entries {
         if e.seq <= previous {
-            return Err(StoreError::Conflict { store: STORE, run_id: run.run_id.clone(), seq: e.seq, last: previous }.into());
+            return Err(
+                StoreError::Conflict { store: STORE, run_id: run.run_id.clone(), seq: e.seq, last: previous }.into()
+            );
         }
         previous = e.seq;
-        seqs.push(u64_to_db(STORE, "journal seq", e.seq)?);
     }
-    let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
-    let states: Vec<&str> = entries.iter().map(|e| e.state.as_str()).collect();
-    let payloads: Vec<&str> = entries.iter().map(|e| e.payload.as_str()).collect();
-    let ats: Vec<i64> = entries.iter().map(|e| e.at_ms).collect();
-    let epoch = u64_to_db(STORE, "epoch", run.epoch)?;
-    let st = conn
-        .prepare_cached(
-            "WITH owned AS (
-                 UPDATE agent_runs SET agent = $2, status = $3, created_ms = $4, updated_ms = $5, last_seq = $7
-                 WHERE run_id = $1 AND epoch = $6 AND last_seq < $8
-                 RETURNING run_id
-             )
-             INSERT INTO agent_journal (run_id, seq, state, payload, at_ms)
-             SELECT owned.run_id, e.seq, e.state, e.payload, e.at_ms
-             FROM owned, unnest($9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::BIGINT[]) AS e(seq, state, payload, at_ms)",
-        )
-        .await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
-        &run.run_id,
-        &run.agent,
-        &run.status.as_str(),
-        &run.created_ms,
-        &run.updated_ms,
-        &epoch,
-        &last,
-        &first,
-        &seqs,
-        &states,
-        &payloads,
-        &ats,
-    ];
-    if conn.execute(&st, &params).await? == entries.len() as u64 {
-        return Ok(());
-    }
-    // Refused: say why.
-    let st = conn.prepare_cached("SELECT epoch, last_seq FROM agent_runs WHERE run_id = $1").await?;
-    let row = conn.query_opt(&st, &[&run.run_id]).await?;
-    let (current, stored_last) = match row {
-        Some(r) => (u64_from_db(STORE, "epoch", r.try_get(0)?)?, u64_from_db(STORE, "last seq", r.try_get(1)?)?),
-        None => (0, 0),
-    };
-    if current != run.epoch {
-        return Err(StoreError::fenced(STORE, &run.run_id, run.epoch, current).into());
-    }
-    Err(StoreError::Conflict { store: STORE, run_id: run.run_id.clone(), seq: entries[0].seq, last: stored_last }.into())
+    Ok(())
 }
 
 /// The error of a write by the owner of `epoch`, refused: [`StoreError::Fenced`] with the
@@ -587,7 +545,8 @@ impl CheckpointStore for PostgresStore {
     fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {
         self.run(move || format!("append to run {}", run.run_id), async move {
             if run.epoch > 0 && !entries.is_empty() {
-                return append_owned(&self.conn().await?, run, entries).await;
+                check_increasing(run, entries)?;
+                return Ok(self.append_grouped(run, entries).await?);
             }
             let mut conn = self.conn().await?;
             // Dropping `tx` without committing rolls it back.
