@@ -404,8 +404,9 @@ async fn a_changed_graph_is_refused_and_the_store_untouched<S: CheckpointStore +
     let run_id = loop {
         tokio::time::sleep(Duration::from_millis(1)).await;
         let Some(run) = store.list_runs(&RunQuery::default()).await.unwrap().into_iter().next() else { continue };
-        let Some(s) = store.latest_snapshot(&run.run_id).await.unwrap() else { continue };
-        if Checkpoint::from_json(&s.data).unwrap().running_states() == ["c"] {
+        // The newest snapshot and the journal after it: the run as recorded now.
+        let Some(c) = agent_runtime::store::read_checkpoint(&store, &run.run_id).await.unwrap() else { continue };
+        if c.running_states() == ["c"] {
             break run.run_id;
         }
     };
@@ -418,7 +419,7 @@ async fn a_changed_graph_is_refused_and_the_store_untouched<S: CheckpointStore +
         assert!(std::time::Instant::now() < give_up, "the dropped run never gave its lease back");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let newest = Checkpoint::from_json(&store.latest_snapshot(&run_id).await.unwrap().unwrap().data).unwrap();
+    let newest = agent_runtime::store::read_checkpoint(&store, &run_id).await.unwrap().unwrap();
     assert_eq!(newest.graph_hash(), Some(first.graph_hash().unwrap()), "the snapshot records the graph");
     let before = held(&store, &run_id).await;
 
