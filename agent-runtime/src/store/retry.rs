@@ -49,6 +49,7 @@ use super::{
 
 /// `work`'s output, or `None` once `limit` has passed on the monotonic clock (tokio's sleeps
 /// only wake the check: under paused time they end at once, and the check sleeps again).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) async fn within<F: Future>(limit: Duration, work: F) -> Option<F::Output> {
     let deadline = Instant::now() + limit;
     let expired = async {

@@ -113,6 +113,7 @@ fn transient_io(kind: ErrorKind) -> bool {
 }
 
 /// SQLSTATEs of an outage or of a transaction that may simply be run again.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 fn transient_sqlstate(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
 }
