@@ -350,9 +350,12 @@ fn hand_over(run: &Run) {
     run.pause();
 }
 
-/// SIGTERM or Ctrl-C (SIGINT), whichever comes first.
+/// SIGTERM or Ctrl-C (SIGINT), whichever comes first. (Under loom, whose build of tokio has
+/// no signals and which only models the frontier lock, never.)
 async fn shutdown_signal() {
-    #[cfg(unix)]
+    #[cfg(loom)]
+    std::future::pending::<()>().await;
+    #[cfg(all(unix, not(loom)))]
     {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::terminate()) {
@@ -368,7 +371,7 @@ async fn shutdown_signal() {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(all(not(unix), not(loom)))]
     {
         let _ = tokio::signal::ctrl_c().await;
     }
