@@ -14,7 +14,8 @@
 //!   run's epoch, like every write). A snapshot is written at the run's first two commits
 //!   (so that, as before deltas, a recovery finds an older snapshot to fall back on when the
 //!   newest is damaged: `KEEP`),
-//!   whenever its status differs from the previous commit's (start, pause, end), and once
+//!   whenever its status differs from the previous commit's (its start, a pause; not its
+//!   end, a delta like any other, which records the final status), and once
 //!   `SNAPSHOT_EVERY` deltas have followed the last one *and* their bytes reach half that
 //!   snapshot's (so a big context is rewritten no more often than its deltas add up to it),
 //!   or at the latest after `SNAPSHOT_AT_MOST` deltas (recovery replays at most that many).
@@ -339,7 +340,9 @@ impl Durable {
         }
         let frame = locked(&self.frame).take();
         match frame {
-            Some(mut frame) if frame.status == run.status() && !self.snapshot_due() => {
+            // The end of a run (completed, failed, cancelled, timed out) is a delta too: it
+            // changes the status and little else, and readers replay the journal anyway.
+            Some(mut frame) if (frame.status == run.status() || run.status().is_finished()) && !self.snapshot_due() => {
                 let written = self.commit_delta(run, &mut frame).await;
                 if written.is_ok() {
                     *locked(&self.frame) = Some(frame);

@@ -20,7 +20,7 @@ use std::io::BufRead;
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
-use agent_core::{AgentError, BoxError, Checkpoint, Context, HumanInput, RetryPolicy, StateResult};
+use agent_core::{AgentError, BoxError, Context, HumanInput, RetryPolicy, StateResult};
 use agent_runtime::cli::{self, CliError, Command};
 use agent_runtime::store::{CheckpointStore, PostgresStore, RunQuery, SqliteStore};
 use agent_runtime::{Agent, AgentStatus};
@@ -120,8 +120,8 @@ async fn wait_answer_resume(store_arg: &str, store: &dyn CheckpointStore, name: 
     assert!(out.contains(&format!("resuming run {run_id}")), "{out}");
     assert!(out.contains(&format!("run {run_id} completed")), "{out}");
     assert_eq!(store.get_run(&run_id).await.unwrap().unwrap().status, AgentStatus::Completed);
-    let snapshot = store.latest_snapshot(&run_id).await.unwrap().unwrap();
-    let ctx = Checkpoint::from_json(&snapshot.data).unwrap().read_context().unwrap();
+    let checkpoint = agent_runtime::store::read_checkpoint(store, &run_id).await.unwrap().unwrap();
+    let ctx = checkpoint.read_context().unwrap();
     assert_eq!(ctx.get_state::<String>("outcome").as_deref(), Some("draft: approve"));
 
     // Resuming a completed run does nothing.
@@ -176,8 +176,8 @@ async fn an_answer_through_the_store_reaches_a_running_process() {
     assert!(out.contains("waiting for input input-1: Approve the draft?"), "{out}");
     assert!(out.lines().any(|l| l.trim_start().starts_with("review") && l.ends_with("running")), "{out}");
     assert!(out.contains(&format!("run {run_id} completed: 3 state runs")), "{out}");
-    let snapshot = store.latest_snapshot(&run_id).await.unwrap().unwrap();
-    let ctx = Checkpoint::from_json(&snapshot.data).unwrap().read_context().unwrap();
+    let checkpoint = agent_runtime::store::read_checkpoint(&store, &run_id).await.unwrap().unwrap();
+    let ctx = checkpoint.read_context().unwrap();
     assert_eq!(ctx.get_state::<String>("outcome").as_deref(), Some("draft: reject"));
 }
 
@@ -726,7 +726,7 @@ async fn worker_submit_and_wait_between_processes() {
     result.unwrap();
     assert!(out.contains("completed"), "{out}");
     let store = SqliteStore::open(&path).unwrap();
-    let done = Checkpoint::from_json(&store.latest_snapshot(&id).await.unwrap().unwrap().data).unwrap();
+    let done = agent_runtime::store::read_checkpoint(&store, &id).await.unwrap().unwrap();
     assert_eq!(done.read_context().unwrap().get_state::<u32>("order"), Some(1234), "its input reached it");
 
     // A second run; the worker is stopped while `work` runs: it finishes `work`, hands the

@@ -307,8 +307,8 @@ async fn concurrent_durable_runs_are_recorded_apart(store: impl CheckpointStore 
         let id = handle.id().to_owned();
         let result = handle.await.unwrap();
         assert_own(&result, n);
-        let snapshot = store.latest_snapshot(&id).await.unwrap().expect("recorded under its id");
-        let checkpoint = agent_core::Checkpoint::from_json(&snapshot.data).unwrap();
+        let checkpoint =
+            agent_runtime::store::read_checkpoint(&store, &id).await.unwrap().expect("recorded under its id");
         assert_eq!((checkpoint.run_id.as_str(), checkpoint.agent_status), (id.as_str(), AgentStatus::Completed));
         assert_eq!(checkpoint.read_context().unwrap().get_state::<u64>("output"), Some(n));
         ids.insert(id);
