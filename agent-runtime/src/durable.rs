@@ -27,9 +27,9 @@
 //!   entries after `k` is the run as of its last commit (`checkpoint::load`).
 //! - The run's row is written together with a snapshot, in one transaction (so a run is
 //!   never listed without a snapshot to resume from): with the first, whenever the status
-//!   changes (the last time with its final status, when the run ends or pauses), and every
-//!   `ROW_EVERY` snapshots; other snapshots are written alone. `append` writes the row with
-//!   each delta.
+//!   changes with a snapshot (a pause), and every `ROW_EVERY` snapshots; other snapshots are
+//!   written alone. `append` writes the row with each delta, so the delta of a run's end
+//!   writes its final status with it.
 //! - Retention (`prune_snapshots`, every `PRUNE_EVERY` commits) keeps the `KEEP` newest
 //!   snapshots and the journal entries after the oldest of them, which is all a recovery
 //!   from either needs.
@@ -48,7 +48,7 @@
 //!   [`AgentError::Fenced`]); from then on nothing of the run is written and its lease is
 //!   not given back (it is not ours).
 //! - At its end (completed, failed, paused, cancelled, timed out) the writer commits the
-//!   final snapshot, then gives the lease back, so another process may go on at once. When
+//!   final delta (a snapshot for a pause), then gives the lease back, so another process may go on at once. When
 //!   the run's future is dropped instead, its `Hold` gives the lease back (see `lease`).
 //! - A run paused to be handed over (a worker draining, see `worker`) records its row as
 //!   `Running` (its snapshot says paused, which a restored run goes on from): once its
