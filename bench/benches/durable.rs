@@ -21,7 +21,9 @@
 //! - `durable_postgres` (only with `AGENT_TEST_POSTGRES_URL` or `AGENT_BENCH_POSTGRES_URL`
 //!   set): the 20-state chain's transition on a `PostgresStore`, against one bare `INSERT`
 //!   of the same bytes (a journal entry's size) committed on one connection of the same
-//!   server (synchronous commit: the floor). Target: at most 1.2x.
+//!   server (synchronous commit: the floor). Target: at most 1.2x. Also on a 200-state
+//!   chain, where the run's setup weighs ten times less (a transition nearly in steady
+//!   state).
 //!
 //! Reproduce: `cargo bench -p agent-bench --bench durable` (PostgreSQL rows:
 //! `AGENT_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p agent-bench --bench durable`).
@@ -267,6 +269,9 @@ fn concurrent(c: &mut Criterion) {
     }
 }
 
+/// The long chain of `durable_postgres`: a transition nearly in steady state.
+const LONG_CHAIN: usize = 200;
+
 fn postgres(c: &mut Criterion) {
     let Some(url) = postgres_url() else {
         eprintln!("durable_postgres skipped: set AGENT_TEST_POSTGRES_URL or AGENT_BENCH_POSTGRES_URL");
@@ -275,7 +280,8 @@ fn postgres(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let schema = format!("agent_bench_{:016x}", fastrand::u64(..));
     let store = rt.block_on(PostgresStore::connect_with_schema(&url, &schema)).unwrap();
-    let agent = keyed_chain(CHAIN_STATES).with_store(store);
+    let agent = keyed_chain(CHAIN_STATES).with_store(store.clone());
+    let long = keyed_chain(LONG_CHAIN).with_store(store);
     let client = rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
@@ -305,6 +311,10 @@ fn postgres(c: &mut Criterion) {
     });
     group.throughput(Throughput::Elements(CHAIN_STATES as u64));
     group.bench_function("transition_20_states", |b| b.to_async(&rt).iter(|| agent.run()));
+    // The same on a chain ten times longer: the run's setup (claim, first snapshots, release)
+    // spread over 200 transitions, so this is close to a transition in steady state.
+    group.throughput(Throughput::Elements(LONG_CHAIN as u64));
+    group.bench_function("transition_200_states", |b| b.to_async(&rt).iter(|| long.run()));
     group.finish();
     drop(client);
     drop_schema(&rt, &schema);
