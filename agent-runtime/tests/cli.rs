@@ -767,3 +767,32 @@ fn scopeguard(pid: u32) -> impl Drop {
     }
     Reap(pid)
 }
+
+/// `resume RUN` of a run another worker holds fails at once naming the owner; with `--wait`
+/// it waits for that worker's lease to end, then takes the run and finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_wait_waits_for_another_owners_lease_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.db");
+    let store_arg = path.to_str().unwrap();
+    let (result, out) = cli_run(store_arg, &["submit"], two_steps).await;
+    result.unwrap();
+    let id = out.trim().to_owned();
+    // Another worker claims it, for a lease that runs out soon, and never runs it.
+    let store = SqliteStore::open(&path).unwrap();
+    let other = agent_runtime::store::ClaimRequest::new(&id, "elsewhere-1-00000000", Duration::from_millis(600));
+    assert!(matches!(store.claim_run(&other).await.unwrap(), agent_runtime::store::Claim::Taken(_)));
+
+    let (result, _) = cli_run(store_arg, &["resume", &id], two_steps).await;
+    match result {
+        Err(CliError::Agent(AgentError::Owned { owner, .. })) => assert_eq!(owner, "elsewhere-1-00000000"),
+        other => panic!("expected Owned, got {other:?}"),
+    }
+    let (result, out) = cli_run(store_arg, &["resume", &id, "--wait"], two_steps).await;
+    result.unwrap();
+    assert!(out.contains("is held by elsewhere-1-00000000") && out.contains("waiting"), "{out}");
+    assert!(out.contains(&format!("run {id} completed")), "{out}");
+    let done = agent_runtime::store::read_checkpoint(&store, &id).await.unwrap().unwrap();
+    assert_eq!(done.read_context().unwrap().get_state::<i32>("n"), Some(2));
+    assert_eq!(store.get_run(&id).await.unwrap().unwrap().epoch, 2, "the other worker's claim, then this one");
+}
