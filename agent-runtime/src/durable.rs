@@ -272,9 +272,11 @@ impl Durable {
     /// Claim the run (unless `recover` did), then write its row and a first snapshot, before
     /// any state runs; the hold the caller keeps for as long as the run goes on (dropping it
     /// gives the lease back). A recovered run keeps its start time, and its snapshots follow
-    /// those already stored. On `Err` the run has ended (`Owned`: cancelled before it
+    /// those already stored. A `fresh` run (from its start, not restored) records its context
+    /// with the row it creates, so that it can go on should its process die before the first
+    /// snapshot. On `Err` the run has ended (`Owned`: cancelled before it
     /// started; the store failed: failed) and its error is what `finish` returns.
-    pub(crate) async fn start(&self, run: &Run) -> Result<Arc<Hold>, ()> {
+    pub(crate) async fn start(&self, run: &Run, fresh: bool) -> Result<Arc<Hold>, ()> {
         let id = run.run_id();
         let claimed = locked(&self.claimed).take().filter(|c| c.row.run_id == id);
         let claimed = match claimed {
@@ -282,11 +284,16 @@ impl Durable {
             None => {
                 let now = now_ms();
                 let row = RunRecord::new(id, self.agent.clone(), AgentStatus::Running, now, now);
-                let request = ClaimRequest::new(id, WorkerId::current().as_str(), self.ttl)
+                let mut request = ClaimRequest::new(id, WorkerId::current().as_str(), self.ttl)
                     .create(row)
                     .graph_hash(run.program.graph_hash().to_string())
                     .finished(true)
                     .reclaim(true);
+                if fresh {
+                    // A run from its start: should its process die before the first snapshot,
+                    // it goes on from this context, as a submitted run does.
+                    request.input = run.ctx.to_json_string().ok();
+                }
                 match claim(&self.store, request).await {
                     Ok(c) => c,
                     Err(e) => {

@@ -478,6 +478,9 @@ async fn a_run_started_with_run_whose_process_died_is_taken_over_by_a_worker() {
         let id = owner.run_id().unwrap();
         going.abort(); // its process dies in `slow`
         let _ = going.await;
+        // It recorded the context it started from with its row (see the next test).
+        let started = store.run_input(&id).await.unwrap().expect("the starting context is recorded");
+        assert_eq!(agent_core::Context::from_json_str(&started).unwrap().get_state::<u64>("n"), Some(0), "{kind}");
         gate.let_go();
         let (n, g) = (name.clone(), gate.clone());
         let worker =
@@ -514,4 +517,32 @@ async fn a_worker_on_postgres_is_woken_by_a_submission_made_elsewhere() {
     assert_eq!(done.read_context().unwrap().get_state::<u64>("doubled"), Some(8));
     assert_eq!(stop(worker).await.completed, 1);
     common::pg::drop_schema(&url, &schema).await;
+}
+
+/// A run whose process died after creating its row and before its first snapshot (nothing of
+/// it ran: states start only once that snapshot is committed) goes on from the context it
+/// was started with, instead of being stuck `Running` with nothing to resume from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_died_before_its_first_snapshot_goes_on_from_its_input() {
+    let stores = Stores::new("a_run_that_died_before_its_first_snapshot_goes_on_from_its_input").await;
+    for (kind, store) in &stores.list {
+        let name = format!("fleet-early-{kind}");
+        let agent = doubler(&name).with_store(store.clone());
+        let id = format!("{name}-run");
+        // What `run()` writes first: its row, owned, with its graph and its starting context.
+        let row = agent_runtime::store::RunRecord::new(&id, &name, AgentStatus::Running, 1, 1);
+        let claim = ClaimRequest::new(&id, "dead-host-1-00000000", Duration::from_millis(100))
+            .create(row)
+            .graph_hash(agent.graph_hash().unwrap().to_string())
+            .input(input(&format!("{name}-0"), 5).to_json_string().unwrap());
+        assert!(matches!(store.claim_run(&claim).await.unwrap(), agent_runtime::store::Claim::Taken(_)));
+        assert_eq!(agent_runtime::store::read_checkpoint(&**store, &id).await.unwrap(), None, "no snapshot");
+        let n = name.clone();
+        let worker =
+            serve(Worker::new(store.clone()).serve(move || doubler(&n)).poll_interval(Duration::from_millis(20)));
+        let done = tokio::time::timeout(Duration::from_secs(30), agent.wait(&id)).await.unwrap().unwrap();
+        assert_eq!(done.read_context().unwrap().get_state::<u64>("doubled"), Some(10), "{kind}");
+        assert_eq!(stop(worker).await.completed, 1, "{kind}");
+    }
+    stores.drop_all().await;
 }

@@ -130,7 +130,7 @@ impl Agent {
             // The run is claimed, and its row and a first snapshot exist, before any state
             // runs; the hold gives the lease back if this future is dropped.
             let _hold = match &durable {
-                Some(d) => Some(start_durable(&run, d).await?),
+                Some(d) => Some(start_durable(&run, d, restored.is_none()).await?),
                 None => None,
             };
             let (error, overran) = drive(&run, restored, durable, cleanup_timeout).await;
@@ -319,8 +319,8 @@ fn announce(run: &Run, rooted: bool) {
 /// Claim a durable run and write its row and first snapshot, before any state runs; the
 /// hold on it. If another worker holds the run or the store fails, the run ends there with
 /// its error.
-async fn start_durable(run: &Run, d: &Durable) -> Result<Arc<crate::lease::Hold>, AgentError> {
-    d.start(run).await.map_err(|()| {
+async fn start_durable(run: &Run, d: &Durable, fresh: bool) -> Result<Arc<crate::lease::Hold>, AgentError> {
+    d.start(run, fresh).await.map_err(|()| {
         let error = finish(run);
         error.unwrap_or_else(|| store_error("the store failed", run.ctx.clone()))
     })

@@ -297,6 +297,7 @@ impl CheckpointStore for MemoryStore {
                     (record.owner, record.lease_until_ms, record.epoch) = (Some(claim.owner.clone()), Some(until), 1);
                     let mut data = RunData::new(record.clone());
                     data.graph_hash.clone_from(&claim.graph_hash);
+                    data.input.clone_from(&claim.input);
                     inner.runs.insert(claim.run_id.clone(), data);
                     Claim::Taken(record)
                 }

@@ -292,6 +292,9 @@ pub struct ClaimRequest {
     /// The graph hash recorded with a row this claim creates (see
     /// [`ClaimRequest::graph_hash`]).
     pub graph_hash: Option<String>,
+    /// The context (JSON) recorded with a row this claim creates (see
+    /// [`ClaimRequest::input`]).
+    pub input: Option<String>,
 }
 
 impl ClaimRequest {
@@ -306,6 +309,7 @@ impl ClaimRequest {
             finished: false,
             reclaim: false,
             graph_hash: None,
+            input: None,
         }
     }
 
@@ -331,6 +335,13 @@ impl ClaimRequest {
     /// graph can take the run over if its owner dies.
     pub fn graph_hash(mut self, hash: impl Into<String>) -> ClaimRequest {
         self.graph_hash = Some(hash.into());
+        self
+    }
+
+    /// Record `context` (JSON) as the input of a run this claim creates: a run whose process
+    /// dies before its first snapshot goes on from it, as a submitted run does.
+    pub fn input(mut self, context: impl Into<String>) -> ClaimRequest {
+        self.input = Some(context.into());
         self
     }
 

@@ -659,14 +659,14 @@ impl CheckpointStore for PostgresStore {
                 let st = conn
                     .prepare_cached(concat!(
                         "INSERT INTO agent_runs
-                             (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch, graph_hash)
+                             (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch, graph_hash, input)
                          VALUES ($1, $2, $3, $4, $5, $6, ",
                         lease_sql!(7),
-                        ", 1, $8) ON CONFLICT (run_id) DO NOTHING RETURNING ",
+                        ", 1, $8, $9) ON CONFLICT (run_id) DO NOTHING RETURNING ",
                         run_columns!()
                     ))
                     .await?;
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
                     &claim.run_id,
                     &row.agent,
                     &row.status.as_str(),
@@ -675,6 +675,7 @@ impl CheckpointStore for PostgresStore {
                     &claim.owner,
                     &ttl,
                     &claim.graph_hash,
+                    &claim.input,
                 ];
                 if let Some(created) = conn.query_opt(&st, &params).await? {
                     return Ok(Claim::Taken(read_run(&created)?));

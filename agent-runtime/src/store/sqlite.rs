@@ -558,10 +558,10 @@ impl CheckpointStore for SqliteStore {
                 taken = tx
                     .prepare_cached(concat!(
                         "INSERT INTO agent_runs
-                             (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch, graph_hash)
+                             (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch, graph_hash, input)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ",
                         now_ms_sql!(),
-                        " + ?7, 1, ?8) ON CONFLICT (run_id) DO NOTHING"
+                        " + ?7, 1, ?8, ?9) ON CONFLICT (run_id) DO NOTHING"
                     ))?
                     .execute(params![
                         claim.run_id,
@@ -571,7 +571,8 @@ impl CheckpointStore for SqliteStore {
                         row.updated_ms,
                         claim.owner,
                         ttl,
-                        claim.graph_hash
+                        claim.graph_hash,
+                        claim.input
                     ])?;
             }
             if taken == 0 {
