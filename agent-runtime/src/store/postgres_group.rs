@@ -20,7 +20,9 @@
 //!   append of the same run found in one batch waits for the next.
 //! - At most one flusher per store runs at a time. The queue and the flag saying one runs
 //!   change under one lock, so an append either finds a flusher that will take it or starts
-//!   one. A flusher is a task on the runtime of the append that started it; if that runtime
+//!   one. An append that finds no flusher and nothing queued writes itself, as the flusher
+//!   (a lone run pays no hop to another task), and starts a flusher task afterwards for what
+//!   queued meanwhile. A flusher task runs on the runtime of the append that started it; if that runtime
 //!   shuts down, the flusher's guard fails what it had taken and what is queued (their
 //!   callers see an error), and the next append starts another.
 
@@ -65,6 +67,22 @@ impl PostgresStore {
     /// Append `entries` (strictly increasing, not empty) to run `run` (epoch above 0) in the
     /// next group commit.
     pub(super) async fn append_grouped(&self, run: &RunRecord, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        // Alone: no flusher runs and nothing is queued. Write here, as the flusher, without
+        // a hop to another task; appends arriving meanwhile queue for a flusher started
+        // after this write.
+        let alone = {
+            let mut state = self.inner.group.state();
+            state.queue.is_empty() && !std::mem::replace(&mut state.active, true)
+        };
+        if alone {
+            // Hands over to a flusher task whatever queued meanwhile, however this ends
+            // (this future may be dropped mid-write).
+            let _hand_over = HandOver { store: self };
+            return match self.write_one(run, entries).await {
+                Ok(result) => result,
+                Err(fail) => Err(fail.into_store(&format!("append to run {}", run.run_id))),
+            };
+        }
         let (done, outcome) = oneshot::channel();
         let pending = Pending { run: run.clone(), entries: entries.to_vec(), done };
         let start = {
@@ -106,6 +124,52 @@ impl PostgresStore {
                 let _ = pending.done.send(result);
             }
         }
+    }
+
+    /// Write one run's append: the row's fenced, guarded update feeding the insert of its
+    /// entry, in one statement of scalars (cheaper to plan and run than the batch's arrays);
+    /// several entries go through the batch's statement.
+    async fn write_one(&self, run: &RunRecord, entries: &[JournalEntry]) -> Result<Result<(), StoreError>, Fail> {
+        let [e] = entries else {
+            let (done, _) = oneshot::channel();
+            let batch = [Pending { run: run.clone(), entries: entries.to_vec(), done }];
+            return Ok(self.write_batch_inner(&batch).await?.pop().unwrap_or(Ok(())));
+        };
+        let conn = self.conn().await?;
+        let st = conn
+            .prepare_cached(
+                "WITH owned AS (
+                     UPDATE agent_runs SET agent = $2, status = $3, created_ms = $4, updated_ms = $5, last_seq = $7
+                     WHERE run_id = $1 AND epoch = $6 AND last_seq < $7
+                     RETURNING run_id
+                 )
+                 INSERT INTO agent_journal (run_id, seq, state, payload, at_ms)
+                 SELECT run_id, $7, $8, $9, $10 FROM owned",
+            )
+            .await?;
+        let seq = u64_to_db(STORE, "journal seq", e.seq)?;
+        let epoch = u64_to_db(STORE, "epoch", run.epoch)?;
+        let written = conn
+            .execute(
+                &st,
+                &[
+                    &run.run_id,
+                    &run.agent,
+                    &run.status.as_str(),
+                    &run.created_ms,
+                    &run.updated_ms,
+                    &epoch,
+                    &seq,
+                    &e.state,
+                    &e.payload,
+                    &e.at_ms,
+                ],
+            )
+            .await?;
+        if written > 0 {
+            return Ok(Ok(()));
+        }
+        Ok(Err(refusal(&conn, run, e.seq).await?))
     }
 
     /// Write `batch` in one statement; each run's outcome, in order.
@@ -191,23 +255,26 @@ impl PostgresStore {
                 results.push(Ok(()));
                 continue;
             }
-            // Refused: say why, from the row as it is now.
-            let st = conn.prepare_cached("SELECT epoch, last_seq FROM agent_runs WHERE run_id = $1").await?;
-            let row = conn.query_opt(&st, &[&p.run.run_id]).await?;
-            let (current, last) = match row {
-                Some(r) => {
-                    (u64_from_db(STORE, "epoch", r.try_get(0)?)?, u64_from_db(STORE, "last seq", r.try_get(1)?)?)
-                }
-                None => (0, 0),
-            };
-            results.push(Err(if current != p.run.epoch {
-                StoreError::fenced(STORE, &p.run.run_id, p.run.epoch, current)
-            } else {
-                StoreError::Conflict { store: STORE, run_id: p.run.run_id.clone(), seq: p.entries[0].seq, last }
-            }));
+            results.push(Err(refusal(&conn, &p.run, p.entries[0].seq).await?));
         }
         Ok(results)
     }
+}
+
+/// Why the append of `run` from `seq` on was refused, from its row as it is now: another
+/// epoch ([`StoreError::Fenced`]) or a `seq` already stored ([`StoreError::Conflict`]).
+async fn refusal(conn: &deadpool_postgres::Object, run: &RunRecord, seq: u64) -> Result<StoreError, Fail> {
+    let st = conn.prepare_cached("SELECT epoch, last_seq FROM agent_runs WHERE run_id = $1").await?;
+    let row = conn.query_opt(&st, &[&run.run_id]).await?;
+    let (current, last) = match row {
+        Some(r) => (u64_from_db(STORE, "epoch", r.try_get(0)?)?, u64_from_db(STORE, "last seq", r.try_get(1)?)?),
+        None => (0, 0),
+    };
+    Ok(if current != run.epoch {
+        StoreError::fenced(STORE, &run.run_id, run.epoch, current)
+    } else {
+        StoreError::Conflict { store: STORE, run_id: run.run_id.clone(), seq, last }
+    })
 }
 
 /// Up to [`BATCH`] appends of distinct runs, oldest first; the rest stay queued.
@@ -252,5 +319,35 @@ impl Drop for Flushing<'_> {
             std::mem::take(&mut state.queue)
         };
         drop(queued);
+    }
+}
+
+/// An append that wrote alone, as the flusher: when it ends, a flusher task takes what
+/// queued meanwhile, or the store has no flusher again.
+struct HandOver<'a> {
+    store: &'a PostgresStore,
+}
+
+impl Drop for HandOver<'_> {
+    fn drop(&mut self) {
+        let mut state = self.store.inner.group.state();
+        if state.queue.is_empty() {
+            state.active = false;
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                drop(state);
+                let store = self.store.clone();
+                runtime.spawn(async move { store.flush_all().await });
+            }
+            Err(_) => {
+                // No runtime to flush on: the queued appends fail (their callers hear of it).
+                state.active = false;
+                let queued = std::mem::take(&mut state.queue);
+                drop(state);
+                drop(queued);
+            }
+        }
     }
 }
