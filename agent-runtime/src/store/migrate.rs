@@ -56,7 +56,7 @@ macro_rules! dedupe_snapshots {
 
 /// SQLite's migrations, in order.
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2];
+pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3];
 
 #[cfg(feature = "sqlite")]
 const SQLITE_1: Migration = Migration {
@@ -135,9 +135,27 @@ const SQLITE_2: Migration = Migration {
     ),
 };
 
+/// A run's input (the context it was submitted or started with, as big as that context) in
+/// a table of its own: SQLite rewrites a whole row when any column changes, so an input kept
+/// in `agent_runs` was read and rewritten by every commit of its run (a 1 MB context made
+/// each transition cost half a millisecond).
+#[cfg(feature = "sqlite")]
+const SQLITE_3: Migration = Migration {
+    version: 3,
+    sql: "
+        CREATE TABLE agent_run_inputs (
+            run_id TEXT PRIMARY KEY NOT NULL,
+            input  TEXT NOT NULL
+        );
+        INSERT INTO agent_run_inputs (run_id, input)
+            SELECT run_id, input FROM agent_runs WHERE input IS NOT NULL;
+        UPDATE agent_runs SET input = NULL WHERE input IS NOT NULL;
+    ",
+};
+
 /// PostgreSQL's migrations, in order.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2];
+pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2, POSTGRES_3];
 
 #[cfg(feature = "postgres")]
 const POSTGRES_1: Migration = Migration {
@@ -185,6 +203,12 @@ const POSTGRES_1: Migration = Migration {
         CREATE INDEX agent_inputs_requested ON agent_inputs (requested_ms);
     ",
 };
+
+/// Nothing: [`SQLITE_3`] is about SQLite's row rewrites. PostgreSQL keeps an unchanged
+/// large value out of line (TOAST) and does not rewrite it when the row is updated. The
+/// version is taken so that both backends keep one numbering.
+#[cfg(feature = "postgres")]
+const POSTGRES_3: Migration = Migration { version: 3, sql: "SELECT 1;" };
 
 /// As [`SQLITE_2`], with the lease end a `timestamptz` by the server's clock.
 #[cfg(feature = "postgres")]
@@ -466,7 +490,38 @@ mod tests {
             .unwrap();
         assert_eq!((owner, lease, epoch), (None, None, 0));
         let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
-        assert_eq!(v, 2);
+        assert_eq!(v, i64::from(latest(SQLITE)));
+    }
+
+    /// A version 2 database keeps its runs' inputs, moved out of `agent_runs` into their own
+    /// table, where the store reads them.
+    #[test]
+    #[cfg(feature = "sqlite")]
+    fn sqlite_version_3_moves_inputs_out_of_the_runs_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SQLITE_1.sql).unwrap();
+        conn.execute_batch(SQLITE_2.sql).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE agent_schema (version INTEGER NOT NULL);
+             INSERT INTO agent_schema (version) VALUES (2);
+             INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, input)
+                 VALUES ('with', 'a', 'Idle', 1, 1, '{\"n\":1}'), ('without', 'a', 'Running', 1, 1, NULL);",
+        )
+        .unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        let moved: Vec<(String, String)> = conn
+            .prepare("SELECT run_id, input FROM agent_run_inputs ORDER BY run_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(moved, [("with".to_owned(), "{\"n\":1}".to_owned())]);
+        let left: i64 =
+            conn.query_row("SELECT count(*) FROM agent_runs WHERE input IS NOT NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "the rows no longer carry the inputs");
+        let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, 3);
     }
 
     #[test]

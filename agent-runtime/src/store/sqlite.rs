@@ -1,12 +1,21 @@
 //! [`SqliteStore`]: a checkpoint store in one SQLite file (bundled SQLite, nothing to install).
 //!
 //! Invariants:
-//! - One connection per store, owned by a dedicated thread; each call is a job sent to it
-//!   with a oneshot reply, so the async executor never blocks on SQLite and the returned
-//!   futures are `Send`. Clones of a store share the thread; the thread ends (and closes the
-//!   connection) when the last clone is dropped.
-//! - Jobs run one at a time, in the order they were sent. A job that panics is caught: its
-//!   caller gets an error and the thread goes on serving the others.
+//! - One connection per store, behind a mutex, with a dedicated thread beside it. A call
+//!   whose connection is free runs at once on the caller's thread, with the busy timeout at
+//!   zero, so it never waits on an executor thread: it either finishes (a durable run's
+//!   commit is then a few tens of microseconds, not a hop to a thread and back) or finds
+//!   another process writing (`SQLITE_BUSY`, its transaction rolled back) and is sent to the
+//!   store's thread. A call that finds the connection taken is sent to the thread too, which
+//!   runs jobs one at a time, in the order they were sent, with the busy timeout, so a
+//!   writer waits for another's transaction there, never on the executor. Clones of a store
+//!   share the connection and the thread; the thread ends (and closes the connection) when
+//!   the last clone is dropped. A job that panics is caught: its caller gets an error and the
+//!   store goes on serving the others.
+//! - WAL checkpoints (copying the log into the database file, which may sync the disk) never
+//!   run on the caller's thread: the connection's automatic checkpoint is off, a WAL hook
+//!   notes when the log passed `CHECKPOINT_PAGES`, and the store's thread then runs a
+//!   passive checkpoint.
 //! - Every multi-statement write is one `BEGIN IMMEDIATE` transaction, so several processes
 //!   may share a file: the database is in WAL mode (readers never wait for the writer),
 //!   `synchronous=NORMAL` (a commit survives a crash of the process; a power loss may lose
@@ -24,7 +33,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
@@ -38,16 +48,34 @@ use super::{
 
 const STORE: &str = "sqlite";
 
-/// How long a writer waits for another connection's transaction before failing.
+/// How long a writer on the store's thread waits for another connection's transaction
+/// before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The WAL's size, in pages, past which the store's thread checkpoints it (SQLite's own
+/// automatic checkpoint threshold).
+const CHECKPOINT_PAGES: i32 = 1000;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// What the clones of a store and its thread share.
+struct Shared {
+    conn: Mutex<Connection>,
+    /// Set by the WAL hook when the log passed `CHECKPOINT_PAGES`.
+    checkpoint_due: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// A checkpoint store in an SQLite database file. Cloning it is cheap: clones share one
 /// connection and its thread. Several processes (or several stores) may open the same file.
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
     location: Arc<str>,
 }
 
@@ -118,26 +146,71 @@ impl SqliteStore {
             }
             other => other,
         })?;
+        // Checkpoints run on the store's thread (see the module docs): the hook replaces
+        // SQLite's automatic checkpoint and only notes that one is due.
+        let checkpoint_due = Arc::new(AtomicBool::new(false));
+        let due = checkpoint_due.clone();
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+            if pages >= CHECKPOINT_PAGES {
+                due.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        }))
+        .map_err(|e| backend(STORE, &what("set the WAL hook"), e))?;
+        conn.busy_timeout(Duration::ZERO).map_err(|e| backend(STORE, &what("set the busy timeout"), e))?;
+        let shared = Arc::new(Shared { conn: Mutex::new(conn), checkpoint_due });
         let (jobs, rx) = mpsc::channel::<Job>();
+        let serving = shared.clone();
         std::thread::Builder::new()
             .name("agent-sqlite".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
+                    let mut conn = serving.lock();
+                    // Here, unlike on a caller's thread, a writer may wait for another's
+                    // transaction.
+                    let _ = conn.busy_timeout(BUSY_TIMEOUT);
                     // A panicking job drops its reply sender: its caller gets an error.
                     let _ = catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                    checkpoint_if_due(&serving, &conn);
+                    let _ = conn.busy_timeout(Duration::ZERO);
                 }
             })
             .map_err(|e| backend(STORE, &what("start the store's thread"), e))?;
-        Ok(SqliteStore { jobs, location: location.into() })
+        Ok(SqliteStore { jobs, shared, location: location.into() })
     }
 
-    /// Run `job` on the store's thread. `what` names the operation, for error messages.
-    fn call<T, F>(&self, what: String, job: F) -> StoreFuture<'_, T>
+    /// Run `job`: at once on this thread when the connection is free and no other process
+    /// is writing, on the store's thread otherwise (see the module docs). `what` names the
+    /// operation, for error messages. A job may run twice (once here, finding the file
+    /// busy, then on the thread), so it must leave nothing behind when it fails: every
+    /// multi-statement write is one transaction, which its failure rolls back.
+    fn call<T, F>(&self, what: String, mut job: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, Fail> + Send + 'static,
+        F: FnMut(&mut Connection) -> Result<T, Fail> + Send + 'static,
     {
         Box::pin(async move {
+            if let Ok(mut conn) = self.shared.conn.try_lock() {
+                match catch_unwind(AssertUnwindSafe(|| job(&mut conn))) {
+                    Ok(Err(Fail::Db(e))) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {}
+                    Ok(result) => {
+                        let due = self.shared.checkpoint_due.load(Ordering::Relaxed);
+                        drop(conn);
+                        if due {
+                            // Checkpoint on the store's thread, which takes the connection.
+                            let _ = self.jobs.send(Box::new(|_: &mut Connection| {}));
+                        }
+                        return result.map_err(|fail| fail.into_store(&what));
+                    }
+                    Err(_) => {
+                        return Err(StoreError::Backend {
+                            store: STORE,
+                            message: format!("{what}: the store's call panicked ({})", self.location),
+                            source: None,
+                        })
+                    }
+                }
+            }
             let (reply, answer) = oneshot::channel();
             self.jobs
                 .send(Box::new(move |conn: &mut Connection| {
@@ -157,6 +230,15 @@ impl SqliteStore {
                 }),
             }
         })
+    }
+}
+
+/// Checkpoint the WAL if the hook said it is due (on the store's thread, which holds `conn`).
+fn checkpoint_if_due(shared: &Shared, conn: &Connection) {
+    if shared.checkpoint_due.swap(false, Ordering::Relaxed) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "sqlite store: WAL checkpoint failed; the next one retries");
+        }
     }
 }
 
@@ -282,6 +364,62 @@ fn write_run(conn: &Connection, run: &RunRecord, stored: Option<&StoredRun>, las
     Ok(())
 }
 
+/// An owner's usual append, in three cached statements: the row's update (only `updated_ms`
+/// and `last_seq`), matched only when the epoch is `run`'s, the stored `last_seq` is below
+/// the batch, and nothing else of the row changes; then the entries. `false` (nothing
+/// written) when the update matched nothing: the caller's full path then says why, or
+/// writes what else changed (a status). `BEGIN IMMEDIATE` and `COMMIT` are cached
+/// statements here, where `Connection::transaction` parses them at every call.
+fn append_owned(conn: &Connection, run: &RunRecord, entries: &[JournalEntry]) -> Result<bool, Fail> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return Ok(false) };
+    if run.epoch == 0 || entries.windows(2).any(|w| w[1].seq <= w[0].seq) {
+        return Ok(false);
+    }
+    let (first, last) = (u64_to_db(STORE, "journal seq", first.seq)?, u64_to_db(STORE, "journal seq", last.seq)?);
+    let epoch = u64_to_db(STORE, "epoch", run.epoch)?;
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    // Rolls back unless committed, on every way out.
+    let open = RollBack(conn);
+    let matched = conn
+        .prepare_cached(
+            "UPDATE agent_runs SET updated_ms = ?2, last_seq = ?3
+             WHERE run_id = ?1 AND epoch = ?4 AND last_seq < ?5 AND agent = ?6 AND status = ?7 AND created_ms = ?8",
+        )?
+        .execute(params![
+            run.run_id,
+            run.updated_ms,
+            last,
+            epoch,
+            first,
+            run.agent,
+            run.status.as_str(),
+            run.created_ms
+        ])?;
+    if matched == 0 {
+        return Ok(false);
+    }
+    let mut insert = conn
+        .prepare_cached("INSERT INTO agent_journal (run_id, seq, state, payload, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for e in entries {
+        let seq = u64_to_db(STORE, "journal seq", e.seq)?;
+        insert.execute(params![run.run_id, seq, e.state, e.payload, e.at_ms])?;
+    }
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    std::mem::forget(open);
+    Ok(true)
+}
+
+/// Rolls back the transaction open on its connection when dropped.
+struct RollBack<'c>(&'c Connection);
+
+impl Drop for RollBack<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 /// Insert `snapshot` of run `run_id`, unless the run has one of its `seq`
 /// ([`StoreError::Conflict`]).
 fn insert_snapshot(conn: &Connection, run_id: &str, snapshot: &Snapshot) -> Result<(), Fail> {
@@ -320,6 +458,16 @@ fn prune_run(conn: &Connection, run_id: &str, keep: usize) -> Result<RetentionRe
         )?
         .execute([run_id])? as u64;
     Ok(RetentionReport { snapshots, entries, runs: 0 })
+}
+
+/// Record the context run `run_id` starts from, if there is one (see `SQLITE_3` in
+/// `migrate` for why it has a table of its own).
+fn put_run_input(conn: &Connection, run_id: &str, input: Option<&str>) -> Result<(), Fail> {
+    if let Some(input) = input {
+        conn.prepare_cached("INSERT OR REPLACE INTO agent_run_inputs (run_id, input) VALUES (?1, ?2)")?
+            .execute(params![run_id, input])?;
+    }
+    Ok(())
 }
 
 /// Insert or update a request for input, keeping an answer already recorded.
@@ -464,6 +612,9 @@ impl CheckpointStore for SqliteStore {
         let run = run.clone();
         let entries = entries.to_vec();
         self.call(format!("append to run {}", run.run_id), move |conn| {
+            if append_owned(conn, &run, &entries)? {
+                return Ok(());
+            }
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let stored = stored_run(&tx, &run.run_id)?;
             check_epoch(&run.run_id, stored.as_ref(), run.epoch)?;
@@ -471,7 +622,9 @@ impl CheckpointStore for SqliteStore {
             // Check the whole batch before writing any of it; dropping `tx` rolls back.
             for e in &entries {
                 if e.seq <= last {
-                    return Err(StoreError::Conflict { store: STORE, run_id: run.run_id, seq: e.seq, last }.into());
+                    return Err(
+                        StoreError::Conflict { store: STORE, run_id: run.run_id.clone(), seq: e.seq, last }.into()
+                    );
                 }
                 last = e.seq;
             }
@@ -558,10 +711,10 @@ impl CheckpointStore for SqliteStore {
                 taken = tx
                     .prepare_cached(concat!(
                         "INSERT INTO agent_runs
-                             (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch, graph_hash, input)
+                             (run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch, graph_hash)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ",
                         now_ms_sql!(),
-                        " + ?7, 1, ?8, ?9) ON CONFLICT (run_id) DO NOTHING"
+                        " + ?7, 1, ?8) ON CONFLICT (run_id) DO NOTHING"
                     ))?
                     .execute(params![
                         claim.run_id,
@@ -572,8 +725,10 @@ impl CheckpointStore for SqliteStore {
                         claim.owner,
                         ttl,
                         claim.graph_hash,
-                        claim.input
                     ])?;
+                if taken > 0 {
+                    put_run_input(&tx, &claim.run_id, claim.input.as_deref())?;
+                }
             }
             if taken == 0 {
                 taken = tx
@@ -624,8 +779,8 @@ impl CheckpointStore for SqliteStore {
             let row = submission.row();
             tx.prepare_cached(
                 "INSERT INTO agent_runs
-                     (run_id, agent, status, created_ms, updated_ms, epoch, graph_hash, idempotency_key, input)
-                 VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5, ?6, ?7)",
+                     (run_id, agent, status, created_ms, updated_ms, epoch, graph_hash, idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5, ?6)",
             )?
             .execute(params![
                 row.run_id,
@@ -634,8 +789,8 @@ impl CheckpointStore for SqliteStore {
                 row.created_ms,
                 submission.graph_hash,
                 submission.idempotency_key,
-                submission.input
             ])?;
+            put_run_input(&tx, &row.run_id, Some(&submission.input))?;
             tx.commit()?;
             Ok(Submitted { run: row, created: true })
         })
@@ -645,7 +800,7 @@ impl CheckpointStore for SqliteStore {
         let run_id = run_id.to_owned();
         self.call(format!("read the input of run {run_id}"), move |conn| {
             let input = conn
-                .prepare_cached("SELECT input FROM agent_runs WHERE run_id = ?1")?
+                .prepare_cached("SELECT input FROM agent_run_inputs WHERE run_id = ?1")?
                 .query_row([&run_id], |r| r.get::<_, Option<String>>(0))
                 .optional()?;
             Ok(input.flatten())
@@ -689,7 +844,7 @@ impl CheckpointStore for SqliteStore {
                     now_ms_sql!(),
                     " + ?3, epoch = epoch + 1 WHERE run_id = ?1
                      RETURNING run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch,
-                               graph_hash, input"
+                               graph_hash"
                 ))?;
                 let mut rows = stmt.query(params![run_id, ask.owner, ttl_ms(ask.ttl)])?;
                 if let Some(row) = rows.next()? {
@@ -697,9 +852,15 @@ impl CheckpointStore for SqliteStore {
                     taken.push(NextRun {
                         row: read_run(row)?,
                         graph_hash: graph_hash.unwrap_or_default(),
-                        input: row.get(9)?,
+                        input: None,
                     });
                 }
+            }
+            for next in &mut taken {
+                next.input = tx
+                    .prepare_cached("SELECT input FROM agent_run_inputs WHERE run_id = ?1")?
+                    .query_row([&next.row.run_id], |r| r.get::<_, String>(0))
+                    .optional()?;
             }
             tx.commit()?;
             Ok(taken)
@@ -881,6 +1042,7 @@ impl CheckpointStore for SqliteStore {
                 "DELETE FROM agent_journal WHERE run_id = ?1",
                 "DELETE FROM agent_snapshots WHERE run_id = ?1",
                 "DELETE FROM agent_inputs WHERE run_id = ?1",
+                "DELETE FROM agent_run_inputs WHERE run_id = ?1",
                 "DELETE FROM agent_runs WHERE run_id = ?1",
             ] {
                 deleted += tx.prepare_cached(sql)?.execute([&run_id])?;
@@ -911,6 +1073,7 @@ impl CheckpointStore for SqliteStore {
                 report.entries += tx.prepare_cached(of_dropped_runs!("agent_journal"))?.execute([cutoff])? as u64;
                 report.snapshots += tx.prepare_cached(of_dropped_runs!("agent_snapshots"))?.execute([cutoff])? as u64;
                 tx.prepare_cached(of_dropped_runs!("agent_inputs"))?.execute([cutoff])?;
+                tx.prepare_cached(of_dropped_runs!("agent_run_inputs"))?.execute([cutoff])?;
                 report.runs += tx
                     .prepare_cached(concat!(
                         "DELETE FROM agent_runs WHERE status IN ",
