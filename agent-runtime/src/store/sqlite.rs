@@ -14,8 +14,9 @@
 //!   store goes on serving the others.
 //! - WAL checkpoints (copying the log into the database file, which may sync the disk) never
 //!   run on the caller's thread: the connection's automatic checkpoint is off, a WAL hook
-//!   notes when the log passed `CHECKPOINT_PAGES`, and the store's thread then runs a
-//!   passive checkpoint.
+//!   notes when the log passed `CHECKPOINT_PAGES`, and from then on calls go to the store's
+//!   thread, which runs a passive checkpoint after the first of them. So the log grows
+//!   past that size by one commit at most.
 //! - Every multi-statement write is one `BEGIN IMMEDIATE` transaction, so several processes
 //!   may share a file: the database is in WAL mode (readers never wait for the writer),
 //!   `synchronous=NORMAL` (a commit survives a crash of the process; a power loss may lose
@@ -190,18 +191,13 @@ impl SqliteStore {
         F: FnMut(&mut Connection) -> Result<T, Fail> + Send + 'static,
     {
         Box::pin(async move {
-            if let Ok(mut conn) = self.shared.conn.try_lock() {
+            // A checkpoint due sends the call to the thread, which runs it and then the
+            // checkpoint: the log stops growing here, whoever else keeps the connection busy.
+            let due = self.shared.checkpoint_due.load(Ordering::Relaxed);
+            if let Some(mut conn) = self.shared.conn.try_lock().ok().filter(|_| !due) {
                 match catch_unwind(AssertUnwindSafe(|| job(&mut conn))) {
                     Ok(Err(Fail::Db(e))) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {}
-                    Ok(result) => {
-                        let due = self.shared.checkpoint_due.load(Ordering::Relaxed);
-                        drop(conn);
-                        if due {
-                            // Checkpoint on the store's thread, which takes the connection.
-                            let _ = self.jobs.send(Box::new(|_: &mut Connection| {}));
-                        }
-                        return result.map_err(|fail| fail.into_store(&what));
-                    }
+                    Ok(result) => return result.map_err(|fail| fail.into_store(&what)),
                     Err(_) => {
                         return Err(StoreError::Backend {
                             store: STORE,
