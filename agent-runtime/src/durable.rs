@@ -307,8 +307,11 @@ impl Durable {
         self.created_ms.store(claimed.row.created_ms, Relaxed);
         *locked(&self.lease_end) = claimed.sent + self.ttl;
         *locked(&self.hold) = Arc::downgrade(&claimed.hold);
-        // Above the newest snapshot and the newest journal entry after it.
-        let last = match self.store.latest_snapshot(id).await {
+        // Above the newest snapshot and the newest journal entry after it. A queued run
+        // taken for the first time (still `Idle`, and no owner before this one: epoch 1)
+        // has neither: its first commit is what makes it `Running`.
+        let first_take = claimed.row.status == AgentStatus::Idle && claimed.row.epoch == 1;
+        let last = match if first_take { Ok(None) } else { self.store.latest_snapshot(id).await } {
             Ok(latest) => {
                 let latest = latest.map_or(0, |s| s.seq);
                 self.store.journal(id, latest).await.map(|j| j.last().map_or(latest, |e| e.seq.max(latest)))

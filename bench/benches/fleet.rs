@@ -38,7 +38,7 @@ use chain10_bench::chain10;
 const CHILD: &str = "AGENT_BENCH_FLEET_CHILD";
 const STATES: u64 = 10;
 /// Runs at once in a fleet worker; loops (connections) in a baseline worker.
-const FLEET_CONCURRENCY: usize = 8;
+const FLEET_CONCURRENCY: usize = 32;
 const BASELINE_LOOPS: usize = 4;
 const WORKERS: [usize; 3] = [1, 2, 4];
 

@@ -135,14 +135,25 @@ const SQLITE_2: Migration = Migration {
     ),
 };
 
-/// A run's input (the context it was submitted or started with, as big as that context) in
-/// a table of its own: SQLite rewrites a whole row when any column changes, so an input kept
-/// in `agent_runs` was read and rewritten by every commit of its run (a 1 MB context made
-/// each transition cost half a millisecond).
+/// The queue's index: the runs a worker may claim (`Idle` or `Running`), oldest first, so a
+/// claim walks the unfinished runs only, not every finished run before them (with an index
+/// over all runs, draining 1,000 runs cost a claim ever more as they finished).
+macro_rules! queue_index {
+    () => {
+        "CREATE INDEX agent_runs_queue ON agent_runs (created_ms) WHERE status IN ('Idle', 'Running');"
+    };
+}
+
+/// The queue's index (see `queue_index!`), and a run's input (the context it was submitted
+/// or started with, as big as that context) in a table of its own: SQLite rewrites a whole
+/// row when any column changes, so an input kept in `agent_runs` was read and rewritten by
+/// every commit of its run (a 1 MB context made each transition cost half a millisecond).
 #[cfg(feature = "sqlite")]
 const SQLITE_3: Migration = Migration {
     version: 3,
-    sql: "
+    sql: concat!(
+        queue_index!(),
+        "
         CREATE TABLE agent_run_inputs (
             run_id TEXT PRIMARY KEY NOT NULL,
             input  TEXT NOT NULL
@@ -150,7 +161,8 @@ const SQLITE_3: Migration = Migration {
         INSERT INTO agent_run_inputs (run_id, input)
             SELECT run_id, input FROM agent_runs WHERE input IS NOT NULL;
         UPDATE agent_runs SET input = NULL WHERE input IS NOT NULL;
-    ",
+    "
+    ),
 };
 
 /// PostgreSQL's migrations, in order.
@@ -204,11 +216,11 @@ const POSTGRES_1: Migration = Migration {
     ",
 };
 
-/// Nothing: [`SQLITE_3`] is about SQLite's row rewrites. PostgreSQL keeps an unchanged
-/// large value out of line (TOAST) and does not rewrite it when the row is updated. The
-/// version is taken so that both backends keep one numbering.
+/// The queue's index, as [`SQLITE_3`]. The input stays in `agent_runs`: PostgreSQL keeps an
+/// unchanged large value out of line (TOAST) and does not rewrite it when the row is
+/// updated.
 #[cfg(feature = "postgres")]
-const POSTGRES_3: Migration = Migration { version: 3, sql: "SELECT 1;" };
+const POSTGRES_3: Migration = Migration { version: 3, sql: queue_index!() };
 
 /// As [`SQLITE_2`], with the lease end a `timestamptz` by the server's clock.
 #[cfg(feature = "postgres")]

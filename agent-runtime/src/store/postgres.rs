@@ -634,6 +634,43 @@ impl CheckpointStore for PostgresStore {
         self.run(move || format!("save a snapshot of run {}", run.run_id), async move {
             let mut conn = self.conn().await?;
             let seq = u64_to_db(STORE, "snapshot seq", snapshot.seq)?;
+            if run.epoch > 0 {
+                // An owner's: one statement (its implicit transaction), the row's fenced update
+                // feeding the snapshot's insert. A `seq` taken fails the insert, which rolls
+                // the update back with it.
+                let epoch = u64_to_db(STORE, "epoch", run.epoch)?;
+                let st = conn
+                    .prepare_cached(
+                        "WITH owned AS (
+                             UPDATE agent_runs SET agent = $2, status = $3, created_ms = $4, updated_ms = $5
+                             WHERE run_id = $1 AND epoch = $6
+                             RETURNING run_id
+                         )
+                         INSERT INTO agent_snapshots (run_id, seq, taken_ms, data)
+                         SELECT run_id, $7, $8, $9 FROM owned",
+                    )
+                    .await?;
+                let status = run.status.as_str();
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                    &run.run_id,
+                    &run.agent,
+                    &status,
+                    &run.created_ms,
+                    &run.updated_ms,
+                    &epoch,
+                    &seq,
+                    &snapshot.taken_ms,
+                    &snapshot.data,
+                ];
+                return match conn.execute(&st, &params).await {
+                    Ok(1) => Ok(()),
+                    Ok(_) => Err(fenced(&conn, &run.run_id, run.epoch).await),
+                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                        Err(seq_taken(&conn, &run.run_id, snapshot.seq).await)
+                    }
+                    Err(e) => Err(e.into()),
+                };
+            }
             // Dropping `tx` without committing rolls it back.
             let tx = conn.transaction().await?;
             upsert_run_in(&tx, run).await?;

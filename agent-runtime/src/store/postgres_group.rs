@@ -119,7 +119,14 @@ impl PostgresStore {
                 take_batch(&mut state.queue)
             };
             // If this task is dropped meanwhile, so is `batch`: its callers hear of it.
-            let results = self.write_batch(&batch).await;
+            let results = match &batch[..] {
+                // One run: the one-row statement, cheaper than the arrays' for the server.
+                [one] => vec![match self.write_one(&one.run, &one.entries).await {
+                    Ok(result) => result,
+                    Err(fail) => Err(fail.into_store(&format!("append to run {}", one.run.run_id))),
+                }],
+                _ => self.write_batch(&batch).await,
+            };
             for (pending, result) in batch.into_iter().zip(results) {
                 let _ = pending.done.send(result);
             }
