@@ -312,6 +312,7 @@ impl Durable {
         // has neither: its first commit is what makes it `Running`.
         let first_take = claimed.row.status == AgentStatus::Idle && claimed.row.epoch == 1;
         let last = match if first_take { Ok(None) } else { self.store.latest_snapshot(id).await } {
+            Ok(None) if first_take => Ok(0),
             Ok(latest) => {
                 let latest = latest.map_or(0, |s| s.seq);
                 self.store.journal(id, latest).await.map(|j| j.last().map_or(latest, |e| e.seq.max(latest)))

@@ -11,7 +11,9 @@
 //!   per transition. Target: at most 100 µs a transition.
 //! - `durable_transition`: one durable transition on a `SqliteStore` (WAL file), reported
 //!   per transition, of a chain whose states each set one key of their own, with 20 and with
-//!   2,000 states (the cost must not grow with the workflow: at most 25 µs for both); and of
+//!   2,000 states (the cost must not grow with the workflow: at most 25 µs for both), beside
+//!   `sqlite_bare_commit`, the floor: the rows an append writes, committed by rusqlite alone
+//!   on the same kind of file; and of
 //!   a 1,000-transition loop changing one small key, with an empty context and with a 1 MB
 //!   one (at most 2x the empty one: a transition writes what changed, not the context).
 //! - `durable_concurrent`: 100 durable runs of a 20-state chain at once on one store,
@@ -21,7 +23,9 @@
 //! - `durable_postgres` (only with `AGENT_TEST_POSTGRES_URL` or `AGENT_BENCH_POSTGRES_URL`
 //!   set): the 20-state chain's transition on a `PostgresStore`, against one bare `INSERT`
 //!   of the same bytes (a journal entry's size) committed on one connection of the same
-//!   server (synchronous commit: the floor). Target: at most 1.2x. Also on a 200-state
+//!   server (synchronous commit: the floor), and `fenced_insert_commit`, that insert fed by
+//!   a row's update checking an epoch in one statement (what an owner's fenced append must
+//!   write at least). Target: at most 1.2x the bare insert. Also on a 200-state
 //!   chain, where the run's setup weighs ten times less (a transition nearly in steady
 //!   state).
 //!
@@ -194,6 +198,37 @@ fn transitions(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("durable_transition");
     group.sample_size(10);
+    // The floor: what the store's append writes (a journal row of a delta's size, the run
+    // row's fenced update), as one rusqlite transaction with cached statements on a WAL file
+    // with `synchronous=NORMAL`, as the store opens it; no runtime, no delta, no hop.
+    let bare = rusqlite::Connection::open(dir.path().join("bare.db")).unwrap();
+    bare.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)).unwrap();
+    bare.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    bare.execute_batch(
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, updated_ms INTEGER, last_seq INTEGER, epoch INTEGER);
+         CREATE TABLE journal (run_id TEXT NOT NULL, seq INTEGER NOT NULL, payload TEXT NOT NULL,
+             PRIMARY KEY (run_id, seq));
+         INSERT INTO runs VALUES ('run', 0, 0, 1);",
+    )
+    .unwrap();
+    let payload = "x".repeat(400);
+    let mut seq = 0i64;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("sqlite_bare_commit", |b| {
+        b.iter(|| {
+            seq += 1;
+            bare.prepare_cached("BEGIN IMMEDIATE").unwrap().execute([]).unwrap();
+            bare.prepare_cached("UPDATE runs SET updated_ms = ?2, last_seq = ?2 WHERE run_id = ?1 AND epoch = 1")
+                .unwrap()
+                .execute(rusqlite::params!["run", seq])
+                .unwrap();
+            bare.prepare_cached("INSERT INTO journal (run_id, seq, payload) VALUES (?1, ?2, ?3)")
+                .unwrap()
+                .execute(rusqlite::params!["run", seq, payload])
+                .unwrap();
+            bare.prepare_cached("COMMIT").unwrap().execute([]).unwrap();
+        })
+    });
     for n in [20usize, 2_000] {
         let agent = keyed_chain(n).with_store(SqliteStore::open(dir.path().join(format!("chain{n}.db"))).unwrap());
         group.throughput(Throughput::Elements(n as u64));
@@ -307,6 +342,31 @@ fn postgres(c: &mut Criterion) {
             seq += 1;
             let (client, insert, payload) = (&client, &insert, &payload);
             async move { client.execute(insert, &[&"run", &seq, payload]).await.unwrap() }
+        })
+    });
+    // The floor of a fenced write: the same insert fed by a row's update that checks an
+    // epoch, in one statement, as an owner's append is (what the fence itself costs).
+    let fenced = rt.block_on(async {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {schema}.owners (run_id text PRIMARY KEY, epoch bigint NOT NULL, last_seq bigint NOT NULL);
+                 INSERT INTO {schema}.owners VALUES ('run', 1, 0)"
+            ))
+            .await
+            .unwrap();
+        client
+            .prepare(&format!(
+                "WITH owned AS (UPDATE {schema}.owners SET last_seq = $2 WHERE run_id = $1 AND epoch = 1 RETURNING run_id)
+                 INSERT INTO {schema}.bare (run_id, seq, payload) SELECT run_id, $2, $3 FROM owned"
+            ))
+            .await
+            .unwrap()
+    });
+    group.bench_function("fenced_insert_commit", |b| {
+        b.to_async(&rt).iter(|| {
+            seq += 1;
+            let (client, fenced, payload) = (&client, &fenced, &payload);
+            async move { assert_eq!(client.execute(fenced, &[&"run", &seq, payload]).await.unwrap(), 1) }
         })
     });
     group.throughput(Throughput::Elements(CHAIN_STATES as u64));

@@ -1,6 +1,6 @@
 //! Fleet throughput: 1,000 submitted runs of a ten-state durable workflow (`chain10`: one
 //! context update a state) drained by 1, 2 and 4 worker processes on one PostgreSQL, each
-//! worker `Worker::new(store).serve(chain10).concurrency(8)` (a pool of 4 connections).
+//! worker `Worker::new(store).serve(chain10).concurrency(32)` (a pool of 4 connections).
 //!
 //! Baseline, measured in the same run with the same processes and the same database: a
 //! hand-written job table drained by the same number of processes, each with 4 loops on a
