@@ -1,5 +1,5 @@
-//! Pictures of a workflow: Mermaid flowcharts and Graphviz digraphs, optionally coloured by
-//! a run.
+//! Pictures of a workflow: Mermaid flowcharts, Graphviz digraphs and SVG (the layout and
+//! drawing of which live in `svg`), optionally coloured by a run.
 //!
 //! A [`Diagram`] is plain owned data (states in definition order, edges, and what a run
 //! showed of each state), built from a compile-time [`WorkflowGraph`], from a built agent
@@ -23,6 +23,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+
+mod svg;
 
 use crate::graph::{EdgeKind, WorkflowGraph};
 use crate::{Checkpoint, StateStatus};
@@ -444,6 +446,33 @@ impl Diagram {
         }
         s.push_str("    }\n}\n");
         s
+    }
+
+    /// A standalone SVG picture, laid out top to bottom in layers (longest path from the
+    /// start, back edges curving around the side), for a page to serve or show inline.
+    ///
+    /// Node ids are the other writers' (`s0`, `s1`, ... in definition order, `start`,
+    /// `stop`); each state is a `<g class="state status-<status>">` with `data-state` (its
+    /// name, escaped) and, with a run's status, `data-status`, and a `<title>` holding its
+    /// whole name and status. A status shows as its fill colour and also as a border or
+    /// mark of its own (Failed: a thick border and a ✕, Completed: a ✓, Running: dashed,
+    /// Retrying: double, Cancelled: struck through, ...), named in the legend. Labels are
+    /// cut with an ellipsis past 32 columns; every text is escaped for XML.
+    ///
+    /// ```
+    /// use agent_core::{Diagram, EdgeKind, StateStatus};
+    /// let mut d = Diagram::new("w", Some("a".into()));
+    /// d.add_state("a", false);
+    /// d.add_state("<b>", false);
+    /// d.add_edge("a", "<b>", EdgeKind::Transition);
+    /// let svg = d.with_statuses([("a", StateStatus::Failed)]).to_svg();
+    /// assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    /// assert!(svg.contains("<g class=\"state status-failed\" data-state=\"a\" data-status=\"Failed\" id=\"s0\""));
+    /// assert!(svg.contains("data-state=\"&lt;b&gt;\" id=\"s1\"") && !svg.contains("<b>"));
+    /// assert!(svg.contains("<g class=\"legend-entry status-failed\""));
+    /// ```
+    pub fn to_svg(&self) -> String {
+        svg::render(self)
     }
 }
 
