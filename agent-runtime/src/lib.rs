@@ -46,6 +46,8 @@ pub mod bench;
 mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "console")]
+pub mod console;
 mod diagram;
 mod durable;
 pub mod events;

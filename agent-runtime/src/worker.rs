@@ -352,7 +352,7 @@ fn hand_over(run: &Run) {
 
 /// SIGTERM or Ctrl-C (SIGINT), whichever comes first. (Under loom, whose build of tokio has
 /// no signals and which only models the frontier lock, never.)
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(loom)]
     std::future::pending::<()>().await;
     #[cfg(all(unix, not(loom)))]

@@ -47,17 +47,9 @@ pub(super) async fn list(agent: &str, store: &Store, out: &mut (dyn Write + Send
     Ok(())
 }
 
-/// How a run stands, as `list` and `show` say it: its status, except that a run nobody
-/// runs is never shown `Running`: `queued` (submitted, never started), `interrupted`
-/// (given back unfinished: any worker or `resume` goes on) or `abandoned` (its owner's
-/// lease ended: the owner is gone).
+/// How a run stands, as `list` and `show` say it ([`RunRecord::standing`]).
 pub(super) fn standing(r: &RunRecord, now_ms: i64) -> &'static str {
-    match r.status {
-        AgentStatus::Idle if r.epoch == 0 => "queued",
-        AgentStatus::Idle | AgentStatus::Running if r.owner.is_none() => "interrupted",
-        AgentStatus::Idle | AgentStatus::Running if !r.is_leased_at(now_ms) => "abandoned",
-        status => status.as_str(),
-    }
+    r.standing(now_ms)
 }
 
 /// Who holds a run and for how long: `host-1-ab12 (12.0s left)`, `host-1-ab12 (ended 40s

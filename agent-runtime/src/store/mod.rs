@@ -259,6 +259,29 @@ impl RunRecord {
     pub fn is_leased_at(&self, now_ms: i64) -> bool {
         self.owner.is_some() && self.lease_until_ms.is_some_and(|until| until > now_ms)
     }
+
+    /// How the run stands at `now_ms`, as the command line's `list` and the console say
+    /// it: its status, except that a run nobody runs is never `Running`: `queued`
+    /// (submitted, never started), `interrupted` (given back unfinished: any worker or
+    /// `resume` goes on) or `abandoned` (its owner's lease ended: the owner is gone).
+    ///
+    /// ```
+    /// use agent_runtime::{store::RunRecord, AgentStatus};
+    /// let queued = RunRecord::new("r", "a", AgentStatus::Idle, 1, 1);
+    /// assert_eq!(queued.standing(5), "queued");
+    /// let mut gone = queued.with_epoch(1).with_status(AgentStatus::Running, 2);
+    /// (gone.owner, gone.lease_until_ms) = (Some("w".into()), Some(4));
+    /// assert_eq!(gone.standing(5), "abandoned");
+    /// assert_eq!(gone.standing(3), "Running");
+    /// ```
+    pub fn standing(&self, now_ms: i64) -> &'static str {
+        match self.status {
+            AgentStatus::Idle if self.epoch == 0 => "queued",
+            AgentStatus::Idle | AgentStatus::Running if self.owner.is_none() => "interrupted",
+            AgentStatus::Idle | AgentStatus::Running if !self.is_leased_at(now_ms) => "abandoned",
+            status => status.as_str(),
+        }
+    }
 }
 
 /// What [`CheckpointStore::claim_run`] is asked: take run `run_id` for `owner`, for `ttl`.

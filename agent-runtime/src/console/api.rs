@@ -1,0 +1,369 @@
+//! The console's JSON API (see the module docs of `console` for the routes).
+//!
+//! Invariants:
+//! - Every error is JSON `{"error": "..."}` with a status that says what went wrong: 400
+//!   for a request that cannot be understood, 404 for a run, request or workflow the store
+//!   or the console does not know, 409 for an answer to a request already answered, 502
+//!   when the store fails.
+//! - A run's standing is the one `list` and `show` print (`queued`, `interrupted`,
+//!   `abandoned` for a run nobody runs), by the console's clock.
+//! - Lists are bounded: at most [`MAX_LIMIT`](super::MAX_LIMIT) runs a page.
+
+use std::sync::Arc;
+
+use agent_core::{AgentStatus, Context, Diagram};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{Shared, MAX_LIMIT};
+use crate::store::{now_ms, read_checkpoint, InputRecord, RunQuery, RunRecord};
+use crate::SubmitOptions;
+
+/// An error response: `status` with `{"error": message}`.
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn store_failed(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::BAD_GATEWAY, format!("the store failed: {e}"))
+}
+
+pub(super) async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such API route (see /api/v1/runs)")
+}
+
+/// A run's row as the API gives it.
+#[derive(Serialize)]
+pub(super) struct RunView {
+    run_id: String,
+    agent: String,
+    status: AgentStatus,
+    /// What `list` says: the status, or `queued`, `interrupted`, `abandoned`.
+    standing: &'static str,
+    owner: Option<String>,
+    lease_until_ms: Option<i64>,
+    epoch: u64,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl RunView {
+    pub(super) fn of(r: RunRecord, now_ms: i64) -> RunView {
+        RunView {
+            standing: r.standing(now_ms),
+            run_id: r.run_id,
+            agent: r.agent,
+            status: r.status,
+            owner: r.owner,
+            lease_until_ms: r.lease_until_ms,
+            epoch: r.epoch,
+            created_ms: r.created_ms,
+            updated_ms: r.updated_ms,
+        }
+    }
+}
+
+/// `GET /runs`'s query.
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    agent: Option<String>,
+    /// A status (`Running`, ...) or a standing (`queued`, `abandoned`, ...).
+    status: Option<String>,
+    /// Runs whose id starts with this (or contains it).
+    q: Option<String>,
+    /// Runs created at or after this time (ms since the epoch).
+    since_ms: Option<i64>,
+    /// Runs created before this time.
+    until_ms: Option<i64>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+pub(super) async fn list_runs(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Response {
+    let store_status = q.status.as_deref().and_then(|s| AgentStatus::ALL.iter().copied().find(|a| a.as_str() == s));
+    let standing_only = q.status.as_deref().filter(|_| store_status.is_none());
+    if let Some(s) = standing_only {
+        if !["queued", "interrupted", "abandoned"].contains(&s) {
+            return error(StatusCode::BAD_REQUEST, format!("no status or standing `{s}`"));
+        }
+    }
+    let query = RunQuery {
+        agent: q.agent.clone(),
+        // A standing is a status read with the owner and the lease: filtered below.
+        status: store_status.filter(|s| *s != AgentStatus::Running && *s != AgentStatus::Idle),
+        limit: None,
+    };
+    let runs = match shared.store.list_runs(&query).await {
+        Ok(runs) => runs,
+        Err(e) => return store_failed(e),
+    };
+    let now = now_ms();
+    let needle = q.q.as_deref().map(str::to_lowercase);
+    let matching: Vec<RunView> = runs
+        .into_iter()
+        .filter(|r| q.since_ms.is_none_or(|t| r.created_ms >= t) && q.until_ms.is_none_or(|t| r.created_ms < t))
+        .filter(|r| needle.as_deref().is_none_or(|n| r.run_id.to_lowercase().contains(n)))
+        .map(|r| RunView::of(r, now))
+        .filter(|v| match (&q.status, store_status) {
+            (None, _) => true,
+            (Some(_), Some(s)) => v.standing == s.as_str(),
+            (Some(standing), None) => v.standing == standing,
+        })
+        .collect();
+    let total = matching.len();
+    let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
+    let offset = q.offset.unwrap_or(0).min(total);
+    let page: Vec<RunView> = matching.into_iter().skip(offset).take(limit).collect();
+    Json(json!({ "runs": page, "total": total, "offset": offset, "limit": limit })).into_response()
+}
+
+/// An input request as the API gives it.
+#[derive(Serialize)]
+struct InputView<'a> {
+    run_id: &'a str,
+    request_id: &'a str,
+    state: Option<&'a str>,
+    prompt: &'a str,
+    requested_ms: i64,
+    timeout_ms: Option<u64>,
+    /// When it times out (ms since the epoch), if it does.
+    deadline_ms: Option<i64>,
+    default: Option<&'a str>,
+    answer: Option<&'a str>,
+    answered_ms: Option<i64>,
+    defaulted: bool,
+}
+
+impl<'a> InputView<'a> {
+    fn of(r: &'a InputRecord) -> InputView<'a> {
+        InputView {
+            run_id: &r.run_id,
+            request_id: &r.request_id,
+            state: r.state.as_deref(),
+            prompt: &r.prompt,
+            requested_ms: r.requested_ms,
+            timeout_ms: r.timeout_ms,
+            deadline_ms: r.timeout_ms.map(|t| r.requested_ms.saturating_add(i64::try_from(t).unwrap_or(i64::MAX))),
+            default: r.default.as_deref(),
+            answer: r.answer.as_deref(),
+            answered_ms: r.answered_ms,
+            defaulted: r.defaulted,
+        }
+    }
+}
+
+pub(super) async fn run(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let store = &*shared.store;
+    let row = match store.get_run(&id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run `{id}` in the store")),
+        Err(e) => return store_failed(e),
+    };
+    // A run whose records cannot be read is still shown, with why.
+    let (checkpoint, unreadable) = match read_checkpoint(store, &id).await {
+        Ok(c) => (c, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let inputs = match store.inputs(Some(&id), false).await {
+        Ok(i) => i,
+        Err(e) => return store_failed(e),
+    };
+    let history = match store.snapshots(&id, 50).await {
+        Ok(s) => s
+            .into_iter()
+            .map(|s| json!({ "seq": s.seq, "taken_ms": s.taken_ms, "bytes": s.data.len() }))
+            .collect::<Vec<Value>>(),
+        Err(e) => return store_failed(e),
+    };
+    let drawable = shared.agent(&row.agent).is_some();
+    let context = checkpoint.as_ref().map(|c| plain_context(c.context.get()));
+    Json(json!({
+        "run": RunView::of(row, now_ms()),
+        "context": context,
+        "checkpoint": checkpoint,
+        "unreadable": unreadable,
+        "inputs": inputs.iter().map(InputView::of).collect::<Vec<_>>(),
+        "history": history,
+        "graph": drawable,
+    }))
+    .into_response()
+}
+
+/// A checkpoint's context as people read it: each key's value, without the checkpoint's
+/// encoding (`{"plain": v}` is `v`; a typed value `{"typed": t}` is `t`). Text that is not
+/// such a context is given as it is.
+fn plain_context(stored: &str) -> Value {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(stored) else {
+        return Value::String(stored.to_owned());
+    };
+    let values = map.into_iter().map(|(key, value)| {
+        let shown = match value {
+            Value::Object(mut tagged) if tagged.len() == 1 => {
+                match tagged.remove("plain").or_else(|| tagged.remove("typed")) {
+                    Some(inner) => inner,
+                    None => Value::Object(tagged),
+                }
+            }
+            other => other,
+        };
+        (key, shown)
+    });
+    Value::Object(values.collect())
+}
+
+pub(super) async fn inputs(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.store.inputs(None, true).await {
+        Ok(inputs) => Json(json!({ "inputs": inputs.iter().map(InputView::of).collect::<Vec<_>>() })).into_response(),
+        Err(e) => store_failed(e),
+    }
+}
+
+pub(super) async fn agents(State(shared): State<Arc<Shared>>) -> Response {
+    let names: Vec<&str> = shared.agents.iter().map(|(n, _)| n.as_str()).collect();
+    Json(json!({ "agents": names })).into_response()
+}
+
+/// The run's workflow's diagram, coloured by its stored checkpoint and requests.
+async fn diagram(shared: &Shared, id: &str) -> Result<Diagram, Response> {
+    let store = &*shared.store;
+    let row = match store.get_run(id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(error(StatusCode::NOT_FOUND, format!("no run `{id}` in the store"))),
+        Err(e) => return Err(store_failed(e)),
+    };
+    let Some(agent) = shared.agent(&row.agent) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("this console does not know workflow `{}` to draw it", row.agent),
+        ));
+    };
+    let mut diagram = match agent.graph() {
+        Some(graph) => graph.diagram(),
+        None => agent.diagram(),
+    };
+    if let Ok(Some(checkpoint)) = read_checkpoint(store, id).await {
+        diagram = diagram.with_checkpoint(&checkpoint);
+    }
+    let inputs = store.inputs(Some(id), false).await.map_err(store_failed)?;
+    Ok(diagram.with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some())))))
+}
+
+fn text(content_type: &'static str, body: String) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")], body).into_response()
+}
+
+pub(super) async fn graph_svg(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match diagram(&shared, &id).await {
+        Ok(d) => text("image/svg+xml", d.to_svg()),
+        Err(response) => response,
+    }
+}
+
+pub(super) async fn graph_dot(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match diagram(&shared, &id).await {
+        Ok(d) => text("text/vnd.graphviz; charset=utf-8", d.to_dot()),
+        Err(response) => response,
+    }
+}
+
+pub(super) async fn graph_mermaid(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match diagram(&shared, &id).await {
+        Ok(d) => text("text/vnd.mermaid; charset=utf-8", d.to_mermaid()),
+        Err(response) => response,
+    }
+}
+
+/// `POST /runs`'s body.
+#[derive(Deserialize)]
+pub(super) struct SubmitBody {
+    agent: String,
+    /// The run's input context: a JSON object.
+    #[serde(default)]
+    input: Option<Value>,
+    /// An idempotency key.
+    #[serde(default)]
+    key: Option<String>,
+}
+
+pub(super) async fn submit(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Some(agent) = shared.agent(&body.agent) else {
+        return error(StatusCode::NOT_FOUND, format!("this console does not know workflow `{}`", body.agent));
+    };
+    // Each key of the input object becomes a context key (as the command line's `--input`).
+    let ctx = Context::new();
+    match body.input {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (key, value) in map {
+                ctx.set_state(&key, value);
+            }
+        }
+        Some(_) => {
+            return error(StatusCode::BAD_REQUEST, "the input must be a JSON object, like {\"topic\": \"rust\"}")
+        }
+    }
+    let mut options = SubmitOptions::new().context(ctx);
+    if let Some(key) = body.key {
+        options = options.idempotency_key(key);
+    }
+    match agent.submit(options).await {
+        Ok(run_id) => (StatusCode::CREATED, Json(json!({ "run_id": run_id }))).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, format!("the run could not be submitted: {e}")),
+    }
+}
+
+/// `POST /runs/{id}/inputs/{request}`'s body.
+#[derive(Deserialize)]
+pub(super) struct AnswerBody {
+    answer: String,
+}
+
+pub(super) async fn answer(
+    State(shared): State<Arc<Shared>>,
+    Path((id, request)): Path<(String, String)>,
+    body: Result<Json<AnswerBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let store = &*shared.store;
+    let inputs = match store.inputs(Some(&id), false).await {
+        Ok(i) => i,
+        Err(e) => return store_failed(e),
+    };
+    let Some(record) = inputs.iter().find(|r| r.request_id == request) else {
+        return error(StatusCode::NOT_FOUND, format!("run `{id}` has no request `{request}`"));
+    };
+    if let Some(given) = &record.answer {
+        return answered(&request, given);
+    }
+    match store.answer_input(&id, &request, &body.answer, false, now_ms()).await {
+        Ok(true) => Json(json!({ "answered": true, "run_id": id, "request_id": request })).into_response(),
+        Ok(false) => {
+            let now = store.inputs(Some(&id), false).await.unwrap_or_default();
+            let given = now.into_iter().find(|r| r.request_id == request).and_then(|r| r.request.answer);
+            answered(&request, given.as_deref().unwrap_or(""))
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+fn answered(request: &str, answer: &str) -> Response {
+    (
+        StatusCode::CONFLICT,
+        Json(json!({ "error": format!("request `{request}` was answered already"), "answer": answer })),
+    )
+        .into_response()
+}

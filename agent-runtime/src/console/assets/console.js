@@ -1,0 +1,267 @@
+// The agent console's page. Everything comes from /api/v1/ with the token typed in the
+// header (kept in this tab's sessionStorage); stored text is only ever set as text.
+"use strict";
+
+const api = "api/v1";
+const STATUS_MARK = {
+  Pending: "○", Ready: "◔", Running: "▶", Completed: "✓", Failed: "✕", Blocked: "⏸",
+  Cancelled: "⊘", Timeout: "⧗", Retrying: "↻", Skipped: "»",
+  Idle: "○", Paused: "⏸", TimedOut: "⧗", queued: "…", interrupted: "⏏", abandoned: "⚠",
+};
+
+const $ = (id) => document.getElementById(id);
+let following = null; // the AbortController of the stream the page follows
+
+function token() { return sessionStorage.getItem("agent-console-token") || ""; }
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (token()) h["Authorization"] = "Bearer " + token();
+  return h;
+}
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  return e;
+}
+
+function problem(message) {
+  const p = $("problem");
+  p.textContent = message || "";
+  p.hidden = !message;
+}
+
+async function get(path) {
+  const r = await fetch(`${api}/${path}`, { headers: headers() });
+  if (!r.ok) {
+    let message = `${r.status} ${r.statusText}`;
+    try { message = (await r.json()).error || message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return r;
+}
+
+async function post(path, body) {
+  const r = await fetch(`${api}/${path}`, {
+    method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body),
+  });
+  let data = {};
+  try { data = await r.json(); } catch (_) { /* empty */ }
+  if (!r.ok) throw new Error(data.error || `${r.status} ${r.statusText}`);
+  return data;
+}
+
+// Server-Sent Events over fetch (EventSource cannot send the token).
+async function follow(path, onEvent) {
+  if (following) following.abort();
+  const controller = new AbortController();
+  following = controller;
+  $("live").classList.remove("on");
+  try {
+    const r = await fetch(`${api}/${path}`, { headers: headers(), signal: controller.signal });
+    if (!r.ok || !r.body) return;
+    $("live").classList.add("on");
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let event = "message", data = "";
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data += line.slice(5).trim();
+        }
+        if (data) onEvent(event, JSON.parse(data));
+      }
+    }
+  } catch (e) {
+    if (e.name !== "AbortError") problem(`live updates stopped: ${e.message}`);
+  } finally {
+    if (following === controller) $("live").classList.remove("on");
+  }
+}
+
+const time = (ms) => (ms == null ? "" : new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z"));
+function span(ms) {
+  if (ms == null || ms < 0) return "";
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+}
+
+function badge(status) {
+  return el("span", { class: `status s-${status}`, "data-status": status }, `${STATUS_MARK[status] || "•"} ${status}`);
+}
+
+// ----- the run list ------------------------------------------------------------------
+
+async function showRuns() {
+  const status = $("status-filter").value;
+  const q = $("search").value.trim();
+  const params = new URLSearchParams({ limit: "200" });
+  if (status) params.set("status", status);
+  if (q) params.set("q", q);
+  const data = await (await get(`runs?${params}`)).json();
+  const body = $("runs").tBodies[0];
+  body.replaceChildren(...data.runs.map((r) => el("tr", { "data-run": r.run_id },
+    el("td", {}, el("a", { href: `#run/${encodeURIComponent(r.run_id)}`, class: "mono" }, r.run_id)),
+    el("td", {}, r.agent),
+    el("td", {}, badge(r.standing)),
+    el("td", { class: "mono" }, r.owner || "–"),
+    el("td", {}, time(r.created_ms)),
+    el("td", {}, time(r.updated_ms)))));
+  $("runs-total").textContent = `${data.runs.length} of ${data.total}`;
+}
+
+async function showAgents() {
+  const data = await (await get("agents")).json();
+  const select = $("submit-agent");
+  select.replaceChildren(...data.agents.map((a) => el("option", { value: a }, a)));
+  $("submit-form").hidden = data.agents.length === 0;
+}
+
+// ----- one run -----------------------------------------------------------------------
+
+async function showRun(id) {
+  const data = await (await get(`runs/${encodeURIComponent(id)}`)).json();
+  const run = data.run, cp = data.checkpoint;
+  $("run-title").textContent = run.run_id;
+  $("run-status").replaceChildren(badge(run.standing));
+  const facts = [["workflow", run.agent], ["owner", run.owner || "–"],
+    ["lease", run.lease_until_ms ? `until ${time(run.lease_until_ms)}` : "–"],
+    ["started", time(run.created_ms)], ["updated", time(run.updated_ms)], ["epoch", run.epoch]];
+  if (cp && cp.last_error) facts.push(["last error", `${cp.last_error.state || ""}: ${cp.last_error.message || JSON.stringify(cp.last_error)}`]);
+  if (data.unreadable) facts.push(["records", data.unreadable]);
+  $("run-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  showStates(cp);
+  $("context").textContent = data.context ? JSON.stringify(data.context, null, 2) : "(no checkpoint yet)";
+  $("history").replaceChildren(...data.history.map((h) => el("li", {}, `#${h.seq} at ${time(h.taken_ms)} (${h.bytes} bytes)`)));
+  $("run-inputs").replaceChildren(...(data.inputs.length ? data.inputs.map(inputCard) : [el("p", { class: "muted" }, "none")]));
+  if (data.graph) await showGraph(run.run_id); else $("graph").replaceChildren(el("p", { class: "muted" }, "this console was not given the workflow to draw it"));
+}
+
+function showStates(cp) {
+  const states = cp ? cp.states : [];
+  $("states").tBodies[0].replaceChildren(...states.map((s) => el("tr", { "data-state": s.name },
+    el("td", { class: "mono" }, s.name), el("td", {}, badge(s.status)), el("td", {}, s.completed), el("td", {}, s.failed),
+    el("td", {}, s.retries), el("td", {}, s.attempts_made),
+    el("td", {}, s.started_ms != null && s.finished_ms != null ? span(s.finished_ms - s.started_ms) : ""))));
+  // The timeline: each state's first start to last end, on one time axis.
+  const timed = states.filter((s) => s.started_ms != null);
+  const t0 = Math.min(...timed.map((s) => s.started_ms));
+  const t1 = Math.max(...timed.map((s) => s.finished_ms ?? Date.now()));
+  const width = Math.max(t1 - t0, 1);
+  $("timeline").replaceChildren(...timed.sort((a, b) => a.started_ms - b.started_ms).map((s) => {
+    const bar = el("span", { class: `bar s-${s.status}`, title: `${s.name}: ${s.status}` });
+    bar.style.left = `${(100 * (s.started_ms - t0)) / width}%`;
+    bar.style.width = `${Math.max((100 * ((s.finished_ms ?? Date.now()) - s.started_ms)) / width, 0.5)}%`;
+    return el("div", { class: "lane" }, el("span", { class: "lane-name mono" }, s.name), el("span", { class: "track" }, bar));
+  }));
+}
+
+async function showGraph(id) {
+  const text = await (await get(`runs/${encodeURIComponent(id)}/graph.svg`)).text();
+  const doc = new DOMParser().parseFromString(text, "image/svg+xml");
+  const svg = doc.documentElement;
+  if (svg.nodeName !== "svg") throw new Error("the graph could not be read");
+  $("graph").replaceChildren(document.importNode(svg, true));
+  const used = [...new Set([...$("graph").querySelectorAll("[data-status]")].map((n) => n.getAttribute("data-status")))];
+  $("legend").replaceChildren(...used.map((s) => el("li", {}, badge(s))));
+}
+
+function inputCard(i) {
+  const card = el("div", { class: "input", "data-request": i.request_id, "data-run": i.run_id });
+  card.append(el("p", { class: "prompt" }, i.prompt));
+  const facts = [`run ${i.run_id}`, i.state ? `state ${i.state}` : "", i.default != null ? `default: ${i.default}` : "",
+    i.deadline_ms ? `${span(i.deadline_ms - Date.now()) || "time is up"} left` : "no time limit"].filter(Boolean);
+  card.append(el("p", { class: "muted" }, facts.join(" · ")));
+  if (i.answer != null) {
+    card.append(el("p", {}, `answered: ${i.answer}${i.defaulted ? " (the default, on time out)" : ""}`));
+    return card;
+  }
+  const field = el("input", { name: "answer", value: i.default ?? "", placeholder: "your answer" });
+  const form = el("form", { class: "answer" }, field, el("button", { type: "submit" }, "Answer"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!confirm(`Answer “${i.prompt}” with “${field.value}”?`)) return;
+    try {
+      await post(`runs/${encodeURIComponent(i.run_id)}/inputs/${encodeURIComponent(i.request_id)}`, { answer: field.value });
+      problem("");
+      route();
+    } catch (err) { problem(err.message); }
+  });
+  card.append(form);
+  return card;
+}
+
+// ----- the inbox ---------------------------------------------------------------------
+
+async function showInbox() {
+  const data = await (await get("inputs")).json();
+  $("inbox").replaceChildren(...(data.inputs.length ? data.inputs.map(inputCard) : [el("p", { class: "muted" }, "Nothing waits for an answer.")]));
+}
+
+async function countInbox() {
+  try {
+    const data = await (await get("inputs")).json();
+    $("inbox-count").textContent = data.inputs.length ? String(data.inputs.length) : "";
+  } catch (_) { /* shown elsewhere */ }
+}
+
+// ----- routing -----------------------------------------------------------------------
+
+async function route() {
+  const hash = decodeURIComponent(location.hash.slice(1));
+  const [view, id] = hash.startsWith("run/") ? ["run", hash.slice(4)] : [hash || "runs", null];
+  $("runs-view").hidden = view !== "runs";
+  $("run-view").hidden = view !== "run";
+  $("inbox-view").hidden = view !== "inbox";
+  try {
+    problem("");
+    countInbox();
+    if (view === "run") {
+      await showRun(id);
+      follow(`runs/${encodeURIComponent(id)}/events`, (event, data) => {
+        if (event === "run") showRun(id).catch((e) => problem(e.message));
+      });
+    } else if (view === "inbox") {
+      await showInbox();
+      follow("events", () => { showInbox().catch((e) => problem(e.message)); countInbox(); });
+    } else {
+      await Promise.all([showRuns(), showAgents()]);
+      follow("events", () => { showRuns().catch((e) => problem(e.message)); countInbox(); });
+    }
+  } catch (e) {
+    problem(e.message);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("token").value = token();
+  $("token-form").addEventListener("submit", (e) => e.preventDefault());
+  $("token").addEventListener("change", () => { sessionStorage.setItem("agent-console-token", $("token").value); route(); });
+  $("status-filter").addEventListener("change", () => showRuns().catch((e) => problem(e.message)));
+  $("search").addEventListener("input", () => showRuns().catch((e) => problem(e.message)));
+  $("filters").addEventListener("submit", (e) => e.preventDefault());
+  $("submit-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    let input;
+    try { input = $("submit-input").value.trim() ? JSON.parse($("submit-input").value) : {}; } catch (err) { problem(`the input is not JSON: ${err.message}`); return; }
+    if (!confirm(`Submit a run of ${$("submit-agent").value}?`)) return;
+    try {
+      const { run_id } = await post("runs", { agent: $("submit-agent").value, input });
+      location.hash = `#run/${encodeURIComponent(run_id)}`;
+    } catch (err) { problem(err.message); }
+  });
+  window.addEventListener("hashchange", route);
+  route();
+});

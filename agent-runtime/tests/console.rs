@@ -1,0 +1,268 @@
+//! The console's JSON API and page, called as a service (no socket), on the memory store,
+//! a SQLite file and PostgreSQL: a real run waits for a person, the console lists it,
+//! shows it, draws it, answers it, and the run completes; runs are submitted and found by
+//! status; the token, read-only mode and the headers that keep the page safe.
+//!
+//! PostgreSQL tests follow `common/pg.rs`: skipped without `AGENT_TEST_POSTGRES_URL`,
+//! failed under CI without it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_core::{AgentStatus, BoxError, Context, HumanInput, StateResult};
+use agent_runtime::console::Console;
+use agent_runtime::store::{CheckpointStore, MemoryStore, SqliteStore};
+use agent_runtime::{Agent, RunOptions};
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+mod common;
+
+/// `prepare` → `review` (asks a person) → `<script>alert(1)</script>` (a hostile name) →
+/// `finish`.
+fn asker(name: &str) -> Agent {
+    let mut agent = Agent::new(name.to_owned()).input_from_terminal(false);
+    agent
+        .add_state("prepare", |ctx: Context| async move {
+            ctx.set_state("draft", "<b>bold</b> & \"quoted\"");
+            StateResult::next("review")
+        })
+        .targets(["review"]);
+    agent
+        .add_state("review", |ctx: Context| async move {
+            let verdict = ctx.human_in_the_loop(HumanInput::new("Approve <b>the</b> draft?")).await?;
+            ctx.set_state("verdict", verdict);
+            Ok::<_, BoxError>(StateResult::next("<script>alert(1)</script>"))
+        })
+        .targets(["<script>alert(1)</script>"]);
+    agent
+        .add_state("<script>alert(1)</script>", |_ctx: Context| async { StateResult::next("finish") })
+        .targets(["finish"]);
+    agent.add_state("finish", |ctx: Context| async move {
+        ctx.set_state("done", true);
+        StateResult::End
+    });
+    agent
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn call(app: &Router, method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = match body {
+        Some(b) => request.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+async fn get(app: &Router, uri: &str) -> Reply {
+    call(app, Method::GET, uri, None, None).await
+}
+
+/// Wait (bounded) until run `id` has a pending request for input in the store.
+async fn until_asked(store: &dyn CheckpointStore, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.inputs(Some(id), true).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "run {id} never asked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The whole API on one store.
+async fn scenario(store: Arc<dyn CheckpointStore>, tag: &str) {
+    let name = format!("review-{tag}");
+    let agent = asker(&name).with_store(store.clone());
+    let handle = agent.start(RunOptions::new()).unwrap();
+    let id = handle.id().to_owned();
+    until_asked(&*store, &id).await;
+    let app = Console::with_store(store.clone()).agent(asker(&name)).router();
+
+    // The list: the run, live, found by status and by part of its id; errors are JSON.
+    let all = get(&app, "/api/v1/runs").await;
+    assert_eq!(all.status, StatusCode::OK, "{tag}: {}", all.body);
+    let all = all.json();
+    assert!(ids(&all).contains(&id), "{tag}: {all}");
+    let row = all["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == id.as_str()).unwrap();
+    assert_eq!(row["standing"], "Running", "{tag}");
+    assert!(row["owner"].is_string(), "{tag}: a live run shows its owner");
+    assert!(ids(&get(&app, "/api/v1/runs?status=Running").await.json()).contains(&id), "{tag}");
+    assert!(!ids(&get(&app, "/api/v1/runs?status=Completed").await.json()).contains(&id), "{tag}");
+    assert_eq!(
+        ids(&get(&app, &format!("/api/v1/runs?q={}", &id[..8])).await.json()),
+        std::slice::from_ref(&id),
+        "{tag}"
+    );
+    let bad = get(&app, "/api/v1/runs?status=Sleepy").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{tag}");
+    assert!(bad.json()["error"].as_str().unwrap().contains("Sleepy"), "{tag}");
+
+    // The inbox: the request, its prompt as data.
+    let inbox = get(&app, "/api/v1/inputs").await.json();
+    let asked = inbox["inputs"].as_array().unwrap().iter().find(|i| i["run_id"] == id.as_str()).unwrap().clone();
+    assert_eq!(asked["prompt"], "Approve <b>the</b> draft?", "{tag}");
+    assert_eq!(asked["state"], "review", "{tag}");
+    let request = asked["request_id"].as_str().unwrap().to_owned();
+
+    // The run: row, checkpoint (states, context), requests, history.
+    let run = get(&app, &format!("/api/v1/runs/{id}")).await.json();
+    assert_eq!(run["run"]["agent"], name.as_str(), "{tag}");
+    let states = run["checkpoint"]["states"].as_array().unwrap();
+    let status_of = |s: &str| states.iter().find(|r| r["name"] == s).map(|r| r["status"].clone());
+    assert_eq!(status_of("prepare"), Some(json!("Completed")), "{tag}: {run}");
+    assert_eq!(status_of("review"), Some(json!("Running")), "{tag}");
+    assert_eq!(run["context"]["draft"], "<b>bold</b> & \"quoted\"", "{tag}");
+    assert_eq!(run["inputs"][0]["request_id"], request.as_str(), "{tag}");
+    assert!(!run["history"].as_array().unwrap().is_empty(), "{tag}: its snapshots");
+    assert_eq!(run["graph"], true, "{tag}");
+    let missing = get(&app, "/api/v1/runs/no-such-run").await;
+    assert_eq!((missing.status, missing.json()["error"].is_string()), (StatusCode::NOT_FOUND, true), "{tag}");
+
+    // Its graph, coloured by the run: SVG (a hostile name as text), DOT, Mermaid.
+    let svg = get(&app, &format!("/api/v1/runs/{id}/graph.svg")).await;
+    assert_eq!(svg.status, StatusCode::OK, "{tag}: {}", svg.body);
+    assert_eq!(svg.headers[header::CONTENT_TYPE], "image/svg+xml", "{tag}");
+    assert!(svg.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{tag}: the name, escaped");
+    assert!(!svg.body.contains("<script"), "{tag}: never markup");
+    assert!(svg.body.contains("data-status=\"Running\""), "{tag}: review runs");
+    assert!(get(&app, &format!("/api/v1/runs/{id}/graph.dot")).await.body.contains("digraph"), "{tag}");
+    assert!(get(&app, &format!("/api/v1/runs/{id}/graph.mmd")).await.body.contains("flowchart"), "{tag}");
+
+    // Answer from the console: the run goes on and completes; a second answer is refused.
+    let answer = format!("/api/v1/runs/{id}/inputs/{request}");
+    let first = call(&app, Method::POST, &answer, None, Some(json!({ "answer": "approve" }))).await;
+    assert_eq!(first.status, StatusCode::OK, "{tag}: {}", first.body);
+    let again = call(&app, Method::POST, &answer, None, Some(json!({ "answer": "reject" }))).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{tag}");
+    assert_eq!(again.json()["answer"], "approve", "{tag}");
+    let unknown = format!("/api/v1/runs/{id}/inputs/input-99");
+    let unknown = call(&app, Method::POST, &unknown, None, Some(json!({ "answer": "x" }))).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{tag}");
+    let result = tokio::time::timeout(Duration::from_secs(30), handle).await.unwrap().unwrap();
+    assert_eq!(result.status(), AgentStatus::Completed, "{tag}");
+    let done = get(&app, &format!("/api/v1/runs/{id}")).await.json();
+    assert_eq!(done["run"]["standing"], "Completed", "{tag}");
+    assert_eq!(done["context"]["verdict"], "approve", "{tag}");
+
+    // Its stream: the row at once; a finished run's stream ends after it.
+    let events = get(&app, &format!("/api/v1/runs/{id}/events")).await;
+    assert_eq!(events.headers[header::CONTENT_TYPE], "text/event-stream", "{tag}");
+    assert!(events.body.starts_with("event: run\ndata: {"), "{tag}: {}", events.body);
+    assert!(events.body.contains("\"standing\":\"Completed\""), "{tag}");
+
+    // Submissions: queued for a worker, one run per idempotency key.
+    let queued = json!({ "agent": name, "input": { "n": 1 }, "key": "order-1" });
+    let one = call(&app, Method::POST, "/api/v1/runs", None, Some(queued.clone())).await;
+    assert_eq!(one.status, StatusCode::CREATED, "{tag}: {}", one.body);
+    let two = call(&app, Method::POST, "/api/v1/runs", None, Some(queued)).await.json();
+    assert_eq!(one.json()["run_id"], two["run_id"], "{tag}: one key, one run");
+    let queued_ids = ids(&get(&app, "/api/v1/runs?status=queued").await.json());
+    assert_eq!(queued_ids, [two["run_id"].as_str().unwrap().to_owned()], "{tag}");
+    let nobody = json!({ "agent": "nobody", "input": {} });
+    assert_eq!(call(&app, Method::POST, "/api/v1/runs", None, Some(nobody)).await.status, StatusCode::NOT_FOUND);
+    let not_object = json!({ "agent": name, "input": [1, 2] });
+    assert_eq!(call(&app, Method::POST, "/api/v1/runs", None, Some(not_object)).await.status, StatusCode::BAD_REQUEST);
+    let garbage = call(&app, Method::POST, "/api/v1/runs", None, Some(json!("garbage"))).await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST, "{tag}");
+
+    // Paging: one run a page.
+    let page = get(&app, "/api/v1/runs?limit=1&offset=1").await.json();
+    assert_eq!((page["total"].as_u64(), page["runs"].as_array().unwrap().len()), (Some(2), 1), "{tag}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_on_the_memory_store() {
+    scenario(Arc::new(MemoryStore::new()), "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(Arc::new(SqliteStore::open(dir.path().join("runs.db")).unwrap()), "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_on_postgres() {
+    let Some(url) = common::pg::url("the_api_on_postgres") else { return };
+    let (schema, _) = common::pg::own_schema(&url, "console");
+    let store = agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+    scenario(Arc::new(store), "postgres").await;
+    common::pg::drop_schema(&url, &schema).await;
+}
+
+#[tokio::test]
+async fn a_token_guards_the_api_and_read_only_refuses_actions() {
+    let store = MemoryStore::new();
+    let app = Console::new(store.clone()).token("s3cret").router();
+    let missing = get(&app, "/api/v1/runs").await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(missing.headers[header::WWW_AUTHENTICATE], "Bearer");
+    let wrong = call(&app, Method::GET, "/api/v1/runs", Some("s3creT"), None).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let longer = call(&app, Method::GET, "/api/v1/runs", Some("s3cret-and-more"), None).await;
+    assert_eq!(longer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, Method::GET, "/api/v1/runs", Some("s3cret"), None).await.status, StatusCode::OK);
+    let post = call(&app, Method::POST, "/api/v1/runs", None, Some(json!({ "agent": "a" }))).await;
+    assert_eq!(post.status, StatusCode::UNAUTHORIZED, "actions need the token too");
+    // The page is static and holds nothing: served without the token.
+    assert_eq!(get(&app, "/").await.status, StatusCode::OK);
+
+    let looking = Console::new(store).agent(Agent::new("a")).read_only(true).router();
+    assert_eq!(get(&looking, "/api/v1/runs").await.status, StatusCode::OK);
+    let refused = call(&looking, Method::POST, "/api/v1/runs", None, Some(json!({ "agent": "a" }))).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.json()["error"].as_str().unwrap().contains("read-only"));
+    let answer = call(&looking, Method::POST, "/api/v1/runs/r/inputs/input-1", None, Some(json!({ "answer": "x" })));
+    assert_eq!(answer.await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_a_policy_that_allows_only_its_own_files() {
+    let app = Console::new(MemoryStore::new()).router();
+    for (path, kind) in [("/", "text/html"), ("/console.js", "text/javascript"), ("/console.css", "text/css")] {
+        let reply = get(&app, path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert!(reply.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind), "{path}");
+        let csp = reply.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+    }
+    let page = get(&app, "/").await.body;
+    assert!(page.contains("<script src=\"console.js\" defer></script>"));
+    assert!(!page.contains("<script>"), "no inline script");
+    // API errors carry the policy too, and unknown API routes are JSON.
+    let unknown = get(&app, "/api/v1/nothing").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.json()["error"].is_string());
+    assert!(unknown.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    // The script sets stored text as text only.
+    let script = get(&app, "/console.js").await.body;
+    assert!(!script.contains("innerHTML") && !script.contains("insertAdjacentHTML") && !script.contains("eval("));
+}

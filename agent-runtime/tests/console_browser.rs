@@ -1,0 +1,122 @@
+//! The console's page in a real browser: headless Chromium (Debian's `chromium`) driven by
+//! `tests/console/drive.mjs` (playwright-core, pinned in `tests/console/package-lock.json`)
+//! against the real server on a loopback port, over a SQLite store with two runs waiting
+//! for a person. The script checks that the list shows runs and a run submitted meanwhile
+//! without a reload; that a run's graph is coloured by its states, with a legend; that a
+//! state named `<script>` and markup in the context render as text; that answering from the
+//! inbox (confirmed) lets the run finish; and that an answer given elsewhere turns a run's
+//! graph completed live, without a reload. Then the store must say both runs completed.
+//!
+//! Without Chromium or the script's packages (`npm ci --prefix tests/console`) the test says
+//! it is skipped; under CI (`CI=true`) it fails instead. `AGENT_CONSOLE_SCREENSHOT=PATH`
+//! keeps the screenshot of a run's page there (the README's `docs/console.png`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_core::{AgentStatus, BoxError, Context, HumanInput, StateResult};
+use agent_runtime::console::Console;
+use agent_runtime::store::{CheckpointStore, SqliteStore};
+use agent_runtime::{Agent, RunOptions};
+
+fn asker() -> Agent {
+    let mut agent = Agent::new("review").input_from_terminal(false);
+    agent.add_state("prepare", |ctx: Context| async move {
+        ctx.set_state("draft", "<b>bold</b> & \"quoted\"");
+        StateResult::next("review")
+    });
+    agent.add_state("review", |ctx: Context| async move {
+        let verdict = ctx.human_in_the_loop(HumanInput::new("Approve <b>the</b> draft?").default("approve")).await?;
+        ctx.set_state("verdict", verdict);
+        Ok::<_, BoxError>(StateResult::next("<script>alert(1)</script>"))
+    });
+    agent.add_state("<script>alert(1)</script>", |_ctx: Context| async { StateResult::next("finish") });
+    agent.add_state("finish", |ctx: Context| async move {
+        ctx.set_state("done", true);
+        StateResult::End
+    });
+    agent
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
+/// What the browser test needs, or why it cannot run.
+fn browser() -> Result<(PathBuf, PathBuf), String> {
+    let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
+    if !chromium.exists() {
+        return Err(format!("no Chromium at {} (apt-get install chromium, or set CHROMIUM)", chromium.display()));
+    }
+    let dir = workspace().join("tests/console");
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Err("tests/console has no node_modules (npm ci --prefix tests/console)".into());
+    }
+    Ok((chromium, dir))
+}
+
+async fn until_asked(store: &dyn CheckpointStore, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.inputs(Some(id), true).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "run {id} never asked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_in_headless_chromium() {
+    let (chromium, dir) = match browser() {
+        Ok(found) => found,
+        Err(why) if ci() => panic!("the browser test cannot run under CI: {why}"),
+        Err(why) => {
+            eprintln!("skipped the_page_in_headless_chromium: {why}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store: Arc<dyn CheckpointStore> = Arc::new(SqliteStore::open(tmp.path().join("runs.db")).unwrap());
+    let agent = asker().with_store(store.clone());
+    let a = agent.start(RunOptions::new()).unwrap();
+    let b = agent.start(RunOptions::new()).unwrap();
+    let (id_a, id_b) = (a.id().to_owned(), b.id().to_owned());
+    until_asked(&*store, &id_a).await;
+    until_asked(&*store, &id_b).await;
+
+    let app = Console::with_store(store.clone()).agent(asker()).router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let screenshot = std::env::var_os("AGENT_CONSOLE_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("console.png"));
+    let drive = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("drive.mjs"))
+            .args([&base, &id_a, &id_b])
+            .arg(&screenshot)
+            .env("CHROMIUM", chromium)
+            .output()
+            .expect("node runs")
+    });
+    let out = tokio::time::timeout(Duration::from_secs(180), drive).await.expect("the browser test ends").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "the page failed a check:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("live, without a reload"), "{stdout}");
+
+    // The store agrees: both runs went on to their end, answered from the page.
+    for handle in [a, b] {
+        let result = tokio::time::timeout(Duration::from_secs(30), handle).await.unwrap().unwrap();
+        assert_eq!(result.status(), AgentStatus::Completed);
+        assert_eq!(result.context().get_state::<String>("verdict").as_deref(), Some("approve"));
+    }
+    server.abort();
+}

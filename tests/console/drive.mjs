@@ -1,0 +1,92 @@
+// Drives the run console's page in headless Chromium, for agent-runtime/tests/console_browser.rs.
+// Usage: node drive.mjs BASE_URL ASKED_RUN_A ASKED_RUN_B SCREENSHOT_PATH
+// Prints one line per step; exits 1 (with the reason on stderr) at the first check that fails.
+import { chromium } from "playwright-core";
+
+const [base, runA, runB, screenshot] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const step = (what) => console.log(`ok: ${what}`);
+const fail = (why) => { throw new Error(why); };
+
+const browser = await chromium.launch({ executablePath, args: ["--no-sandbox", "--disable-gpu"] });
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const dialogs = [];
+  page.on("dialog", async (d) => { dialogs.push(`${d.type()}: ${d.message()}`); await d.accept(); });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  const timeout = 20000;
+
+  // The list shows the runs; a run submitted meanwhile appears without a reload.
+  await page.goto(`${base}/#runs`);
+  await page.waitForSelector(`tr[data-run="${runA}"]`, { timeout });
+  await page.waitForSelector(`tr[data-run="${runB}"]`, { timeout });
+  step("the list shows both asking runs");
+  const submitted = await page.evaluate(async (b) => {
+    const r = await fetch(`${b}/api/v1/runs`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ agent: "review", input: { n: 1 } }) });
+    return (await r.json()).run_id;
+  }, base);
+  await page.waitForSelector(`tr[data-run="${submitted}"] [data-status="queued"]`, { timeout });
+  step("a run submitted meanwhile appears, queued, without a reload");
+
+  // A run: its graph coloured by the run, every status in the legend, a hostile name as text.
+  await page.goto(`${base}/#run/${runA}`);
+  await page.waitForSelector(`#graph [data-state="review"][data-status="Running"]`, { timeout });
+  await page.waitForSelector(`#graph [data-state="prepare"][data-status="Completed"]`, { timeout });
+  step("the run's graph shows prepare completed and review running");
+  const hostile = "<script>alert(1)</script>";
+  const row = await page.$(`#states tr[data-state="${hostile.replace(/"/g, '\\"')}"] td`);
+  if (!row || (await row.textContent()) !== hostile) fail("the hostile state name is not shown as text");
+  const scripts = await page.evaluate(() => document.querySelectorAll("script").length);
+  if (scripts !== 1) fail(`${scripts} script elements: a name became markup`);
+  const legend = await page.$$eval("#legend [data-status]", (n) => n.map((e) => e.getAttribute("data-status")));
+  if (!legend.includes("Running") || !legend.includes("Completed")) fail(`the legend lists ${legend}`);
+  const context = await page.textContent("#context");
+  if (!context.includes("<b>bold</b>")) fail("the context is not shown as text");
+  step("a state named <script> and markup in the context render as text, with a legend");
+  if (screenshot) {
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: screenshot, fullPage: false });
+    step(`screenshot ${screenshot}`);
+  }
+
+  // The inbox answers run A; its page then shows it completed.
+  await page.goto(`${base}/#inbox`);
+  const card = `#inbox .input[data-run="${runA}"]`;
+  await page.waitForSelector(card, { timeout });
+  await page.fill(`${card} input[name="answer"]`, "approve");
+  await page.click(`${card} button[type="submit"]`);
+  await page.waitForSelector(card, { state: "detached", timeout });
+  if (!dialogs.some((d) => d.startsWith("confirm"))) fail("answering was not confirmed");
+  step("the inbox answered run A (confirmed)");
+  await page.goto(`${base}/#run/${runA}`);
+  await page.waitForSelector(`#graph [data-state="finish"][data-status="Completed"]`, { timeout });
+  await page.waitForSelector(`#run-status [data-status="Completed"]`, { timeout });
+  step("run A went on to its end");
+
+  // Live: on run B's page, an answer given elsewhere turns its graph without a reload.
+  await page.goto(`${base}/#run/${runB}`);
+  await page.waitForSelector(`#graph [data-state="review"][data-status="Running"]`, { timeout });
+  const marker = await page.evaluate(() => { window.__stayed = true; return true; });
+  const request = await page.evaluate(async ([b, id]) => {
+    const r = await fetch(`${b}/api/v1/runs/${id}`);
+    return (await r.json()).inputs[0].request_id;
+  }, [base, runB]);
+  await page.evaluate(async ([b, id, req]) => {
+    await fetch(`${b}/api/v1/runs/${id}/inputs/${req}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ answer: "approve" }) });
+  }, [base, runB, request]);
+  await page.waitForSelector(`#graph [data-state="finish"][data-status="Completed"]`, { timeout });
+  const stayed = await page.evaluate(() => window.__stayed === true);
+  if (!marker || !stayed) fail("the page reloaded");
+  step("run B's graph turned completed live, without a reload");
+
+  if (dialogs.some((d) => d.includes("1") && d.startsWith("alert"))) fail(`an alert ran: ${dialogs}`);
+  if (errors.length) fail(`errors on the page: ${errors.join(" | ")}`);
+  step("no script ran from stored text, no error on the page");
+} catch (e) {
+  console.error(`failed: ${e.message}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
