@@ -23,16 +23,23 @@ use agent_runtime::{Agent, RunOptions};
 
 fn asker() -> Agent {
     let mut agent = Agent::new("review").input_from_terminal(false);
-    agent.add_state("prepare", |ctx: Context| async move {
-        ctx.set_state("draft", "<b>bold</b> & \"quoted\"");
-        StateResult::next("review")
-    });
-    agent.add_state("review", |ctx: Context| async move {
-        let verdict = ctx.human_in_the_loop(HumanInput::new("Approve <b>the</b> draft?").default("approve")).await?;
-        ctx.set_state("verdict", verdict);
-        Ok::<_, BoxError>(StateResult::next("<script>alert(1)</script>"))
-    });
-    agent.add_state("<script>alert(1)</script>", |_ctx: Context| async { StateResult::next("finish") });
+    agent
+        .add_state("prepare", |ctx: Context| async move {
+            ctx.set_state("draft", "<b>bold</b> & \"quoted\"");
+            StateResult::next("review")
+        })
+        .targets(["review"]);
+    agent
+        .add_state("review", |ctx: Context| async move {
+            let verdict =
+                ctx.human_in_the_loop(HumanInput::new("Approve <b>the</b> draft?").default("approve")).await?;
+            ctx.set_state("verdict", verdict);
+            Ok::<_, BoxError>(StateResult::next("<script>alert(1)</script>"))
+        })
+        .targets(["<script>alert(1)</script>"]);
+    agent
+        .add_state("<script>alert(1)</script>", |_ctx: Context| async { StateResult::next("finish") })
+        .targets(["finish"]);
     agent.add_state("finish", |ctx: Context| async move {
         ctx.set_state("done", true);
         StateResult::End

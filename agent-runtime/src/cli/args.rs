@@ -106,6 +106,19 @@ pub enum Command {
         /// The answer.
         value: String,
     },
+    /// Serve the run console (a web page and its JSON API under `/api/v1/`) for the
+    /// store's runs, until SIGTERM or Ctrl-C.
+    Serve {
+        /// Where to listen. Any address beyond this machine needs a token.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "IP:PORT")]
+        addr: std::net::SocketAddr,
+        /// Require `Authorization: Bearer TOKEN` on every API call (the page asks for it).
+        #[arg(long, env = "AGENT_CONSOLE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Show runs, refuse every action (answers, submissions).
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Print the workflow's graph; given a run, coloured by that run's newest snapshot.
     Graph {
         /// A run to colour the graph by: its id, or a prefix of it that names one run.

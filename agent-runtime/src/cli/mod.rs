@@ -33,6 +33,7 @@
 //! | `show RUN` | a run's owner and lease, timeline (states, statuses, counts, durations) and requests for input |
 //! | `answer RUN REQUEST VALUE` | answer a pending request through the store, from any terminal |
 //! | `graph [RUN] [--format mermaid\|dot]` | the workflow's graph, coloured by a stored run if one is named |
+//! | `serve [--addr IP:PORT] [--token T] [--read-only]` | the run console ([`crate::console`]) for the store, on 127.0.0.1:8080 by default |
 //!
 //! `--store PATH_OR_URL` (before or after the command) picks the store: a SQLite file
 //! (default `./<agent-name>.db`) or a `postgres://` URL. `RUN` is a run id or a prefix of
@@ -65,6 +66,7 @@ mod graph;
 mod inspect;
 mod progress;
 mod run;
+mod serve;
 mod store;
 mod submit;
 #[cfg(test)]
@@ -158,6 +160,7 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
         Command::List => inspect::list(&name, &store, out).await,
         Command::Show { run } => inspect::show(&name, agent.graph_hash().ok(), &store, &run, out).await,
         Command::Answer { run, request, value } => answer::answer(&name, &store, &run, &request, &value, out).await,
+        Command::Serve { addr, token, read_only } => serve::serve(agent, &store, addr, token, read_only, out).await,
         Command::Graph { format, run } => graph::graph(&agent, format, run.as_deref().map(|r| (&store, r)), out).await,
     };
     out.flush()?;
