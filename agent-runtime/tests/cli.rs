@@ -796,3 +796,54 @@ async fn resume_wait_waits_for_another_owners_lease_to_end() {
     assert_eq!(done.read_context().unwrap().get_state::<i32>("n"), Some(2));
     assert_eq!(store.get_run(&id).await.unwrap().unwrap().epoch, 2, "the other worker's claim, then this one");
 }
+
+/// `serve` in a process of its own: it prints where it listens (here a port the system
+/// picked), answers the console's API for the store's runs, and exits 0 on SIGTERM. Any
+/// address beyond this machine without a token is refused before anything is bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_the_console_api_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.db");
+    let store_arg = path.to_str().unwrap();
+    let (ran, _) = cli_run(store_arg, &["run"], || child_agent("steps")).await;
+    ran.unwrap();
+
+    let (refused, _) = cli_run(store_arg, &["serve", "--addr", "0.0.0.0:0"], || child_agent("steps")).await;
+    match refused {
+        Err(CliError::Usage(m)) => assert!(m.contains("token"), "{m}"),
+        other => panic!("expected a refusal without a token, got {other:?}"),
+    }
+
+    let mut server = child("steps", &["--store", store_arg, "serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    // The test harness prints its own lines first.
+    let first = tokio::task::spawn_blocking(move || {
+        lines.map_while(Result::ok).find(|l| l.starts_with("console on ")).unwrap_or_default()
+    })
+    .await
+    .unwrap();
+    let addr =
+        first.strip_prefix("console on http://").and_then(|a| a.strip_suffix('/')).unwrap_or_else(|| panic!("{first}"));
+    let body = tokio::task::spawn_blocking({
+        let addr = addr.to_owned();
+        move || {
+            use std::io::{Read, Write};
+            let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+            socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            write!(socket, "GET /api/v1/runs HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+            let mut text = String::new();
+            socket.read_to_string(&mut text).unwrap();
+            text
+        }
+    })
+    .await
+    .unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("\"standing\":\"Completed\""), "the run `run` made: {body}");
+    signal(server.id(), "-TERM");
+    let status = tokio::task::spawn_blocking(move || server.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "serve exits 0 on SIGTERM: {status:?}");
+}
