@@ -47,6 +47,9 @@
 //!   run at once (`Run::lose`: its states cancelled, the run `Cancelled`, its error
 //!   [`AgentError::Fenced`]); from then on nothing of the run is written and its lease is
 //!   not given back (it is not ours).
+//! - Requests from other processes (`RunControl`, set on the run's row by the console):
+//!   the run reads them every `CONTROL_POLL` while it goes on, and obeys the first (cancel:
+//!   `Run::cancel`; pause: `Run::pause`), like a call on its handle in this process.
 //! - At its end (completed, failed, paused, cancelled, timed out) the writer commits the
 //!   final delta (a snapshot for a pause), then gives the lease back, so another process may go on at once. When
 //!   the run's future is dropped instead, its `Hold` gives the lease back (see `lease`).
@@ -78,7 +81,7 @@ use crate::checkpoint::{self, delta};
 use crate::lease::{self, Hold, WorkerId};
 use crate::run::Run;
 use crate::store::{
-    now_ms, time_of, CheckpointStore, Claim, ClaimRequest, JournalEntry, RunRecord, Snapshot, StoreError,
+    now_ms, time_of, CheckpointStore, Claim, ClaimRequest, JournalEntry, RunControl, RunRecord, Snapshot, StoreError,
 };
 
 /// Snapshots kept per run: the newest is all a recovery needs; one more in case the newest
@@ -93,6 +96,8 @@ const PRUNE_EVERY: u64 = 64;
 const SNAPSHOT_EVERY: u64 = 64;
 /// ... and no later than this many.
 const SNAPSHOT_AT_MOST: u64 = 1024;
+/// How often a running run reads what another process asked of it through the store.
+const CONTROL_POLL: Duration = Duration::from_millis(500);
 /// A lease's length unless the agent says otherwise (`Agent::lease_ttl`).
 pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 /// The shortest lease: renewals a third of it apart must stay possible.
@@ -458,6 +463,7 @@ impl Durable {
             biased;
             () = self.write(run, stop) => {}
             () = self.keep_lease(run) => {}
+            () = self.obey(run) => {}
         }
         let Some(hold) = hold else { return };
         if self.lost.load(Acquire) {
@@ -508,6 +514,32 @@ impl Durable {
                 // instead of waiting for a writer that is gone.
                 self.committed.send_replace(u64::MAX);
                 return;
+            }
+        }
+    }
+
+    /// Read, every [`CONTROL_POLL`], what another process asked of the run through the
+    /// store (`RunControl`: the console's cancel and pause), and do it once. Pending
+    /// forever: the writer's end ends it. A failed read is tried again at the next poll.
+    async fn obey(&self, run: &Run) {
+        loop {
+            tokio::time::sleep(CONTROL_POLL).await;
+            if self.lost.load(Acquire) {
+                return std::future::pending().await;
+            }
+            match self.store.run_control(run.run_id()).await {
+                Ok(Some(RunControl::Cancel)) => {
+                    tracing::info!(run_id = %run.run_id(), "cancelled through the store");
+                    run.cancel();
+                    return std::future::pending().await;
+                }
+                Ok(Some(RunControl::Pause)) => {
+                    tracing::info!(run_id = %run.run_id(), "paused through the store");
+                    run.pause();
+                    return std::future::pending().await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(run_id = %run.run_id(), error = %e, "could not read requests for the run"),
             }
         }
     }

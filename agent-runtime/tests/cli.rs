@@ -818,7 +818,7 @@ async fn serve_answers_the_console_api_and_stops_on_sigterm() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
     // The test harness prints its own lines first.
     let first = tokio::task::spawn_blocking(move || {
         lines.map_while(Result::ok).find(|l| l.starts_with("console on ")).unwrap_or_default()

@@ -266,3 +266,103 @@ async fn the_page_is_served_with_a_policy_that_allows_only_its_own_files() {
     let script = get(&app, "/console.js").await.body;
     assert!(!script.contains("innerHTML") && !script.contains("insertAdjacentHTML") && !script.contains("eval("));
 }
+
+/// A run that takes its time: `tick` 40 times, 25 ms each, counting in `n`.
+fn slow(name: &str) -> Agent {
+    let mut agent = Agent::new(name.to_owned());
+    agent
+        .add_state("tick", |ctx: Context| async move {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let n: u32 = ctx.get_state_or("n", 0) + 1;
+            ctx.set_state("n", n);
+            if n < 40 {
+                StateResult::next("tick")
+            } else {
+                StateResult::End
+            }
+        })
+        .targets(["tick"]);
+    agent
+}
+
+/// Wait (bounded) until run `id`'s row satisfies `done`.
+async fn until_row(store: &dyn CheckpointStore, id: &str, done: impl Fn(&agent_runtime::store::RunRecord) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if store.get_run(id).await.unwrap().is_some_and(|r| done(&r)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "run {id} never got there");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Cancel, pause and resume from the console, for runs another handle (here: another
+/// agent, as another process would) owns, and for runs nobody runs.
+async fn actions(store: Arc<dyn CheckpointStore>, tag: &str) {
+    let (asking, slow_name) = (format!("act-{tag}"), format!("slow-{tag}"));
+    let app = Console::with_store(store.clone()).agent(asker(&asking)).agent(slow(&slow_name)).router();
+    let post = |uri: String| {
+        let app = app.clone();
+        async move { call(&app, Method::POST, &uri, None, None).await }
+    };
+
+    // A run waiting for a person, cancelled: its owner obeys the request in the store.
+    let handle = asker(&asking).with_store(store.clone()).start(RunOptions::new()).unwrap();
+    let id = handle.id().to_owned();
+    until_asked(&*store, &id).await;
+    let asked = post(format!("/api/v1/runs/{id}/cancel")).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{tag}: {}", asked.body);
+    let result = tokio::time::timeout(Duration::from_secs(20), handle).await.unwrap().unwrap();
+    assert_eq!(result.status(), AgentStatus::Cancelled, "{tag}");
+    assert_eq!(get(&app, &format!("/api/v1/runs/{id}")).await.json()["run"]["standing"], "Cancelled", "{tag}");
+    assert_eq!(post(format!("/api/v1/runs/{id}/cancel")).await.status, StatusCode::CONFLICT, "{tag}: over already");
+
+    // A slow run, paused from the console, then resumed by it: it goes on where it was.
+    let handle = slow(&slow_name).with_store(store.clone()).start(RunOptions::new()).unwrap();
+    let id = handle.id().to_owned();
+    until_row(&*store, &id, |r| r.owner.is_some()).await;
+    let asked = post(format!("/api/v1/runs/{id}/pause")).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{tag}: {}", asked.body);
+    let result = tokio::time::timeout(Duration::from_secs(20), handle).await.unwrap().unwrap();
+    assert_eq!(result.status(), AgentStatus::Paused, "{tag}");
+    let counted: u32 = result.context().get_state_or("n", 0);
+    assert!(counted < 40, "{tag}: paused before its end ({counted})");
+    until_row(&*store, &id, |r| r.owner.is_none()).await;
+    assert_eq!(post(format!("/api/v1/runs/{id}/pause")).await.status, StatusCode::CONFLICT, "{tag}: not running");
+    let resumed = post(format!("/api/v1/runs/{id}/resume")).await;
+    assert_eq!(resumed.status, StatusCode::ACCEPTED, "{tag}: {}", resumed.body);
+    until_row(&*store, &id, |r| r.status == AgentStatus::Completed).await;
+    let done = get(&app, &format!("/api/v1/runs/{id}")).await.json();
+    assert_eq!(done["context"]["n"], 40, "{tag}: every tick once, from where it paused");
+    assert_eq!(post(format!("/api/v1/runs/{id}/resume")).await.status, StatusCode::CONFLICT, "{tag}: finished");
+
+    // A queued run nobody runs is cancelled at once, and stays so.
+    let queued = call(&app, Method::POST, "/api/v1/runs", None, Some(json!({ "agent": slow_name }))).await.json();
+    let id = queued["run_id"].as_str().unwrap().to_owned();
+    let cancelled = post(format!("/api/v1/runs/{id}/cancel")).await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{tag}: {}", cancelled.body);
+    let row = store.get_run(&id).await.unwrap().unwrap();
+    assert_eq!((row.status, row.owner), (AgentStatus::Cancelled, None), "{tag}");
+    assert_eq!(post("/api/v1/runs/no-such-run/cancel".into()).await.status, StatusCode::NOT_FOUND, "{tag}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_on_the_memory_store() {
+    actions(Arc::new(MemoryStore::new()), "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    actions(Arc::new(SqliteStore::open(dir.path().join("runs.db")).unwrap()), "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_on_postgres() {
+    let Some(url) = common::pg::url("actions_on_postgres") else { return };
+    let (schema, _) = common::pg::own_schema(&url, "console_act");
+    let store = agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+    actions(Arc::new(store), "postgres").await;
+    common::pg::drop_schema(&url, &schema).await;
+}

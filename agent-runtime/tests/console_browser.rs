@@ -4,8 +4,9 @@
 //! for a person. The script checks that the list shows runs and a run submitted meanwhile
 //! without a reload; that a run's graph is coloured by its states, with a legend; that a
 //! state named `<script>` and markup in the context render as text; that answering from the
-//! inbox (confirmed) lets the run finish; and that an answer given elsewhere turns a run's
-//! graph completed live, without a reload. Then the store must say both runs completed.
+//! inbox (confirmed) lets the run finish; that an answer given elsewhere turns a run's
+//! graph completed live, without a reload; and that Cancel (confirmed) cancels a run. Then
+//! the runs must say so: two completed, one cancelled.
 //!
 //! Without Chromium or the script's packages (`npm ci --prefix tests/console`) the test says
 //! it is skipped; under CI (`CI=true`) it fails instead. `AGENT_CONSOLE_SCREENSHOT=PATH`
@@ -91,9 +92,11 @@ async fn the_page_in_headless_chromium() {
     let agent = asker().with_store(store.clone());
     let a = agent.start(RunOptions::new()).unwrap();
     let b = agent.start(RunOptions::new()).unwrap();
-    let (id_a, id_b) = (a.id().to_owned(), b.id().to_owned());
-    until_asked(&*store, &id_a).await;
-    until_asked(&*store, &id_b).await;
+    let c = agent.start(RunOptions::new()).unwrap();
+    let (id_a, id_b, id_c) = (a.id().to_owned(), b.id().to_owned(), c.id().to_owned());
+    for id in [&id_a, &id_b, &id_c] {
+        until_asked(&*store, id).await;
+    }
 
     let app = Console::with_store(store.clone()).agent(asker()).router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -106,7 +109,7 @@ async fn the_page_in_headless_chromium() {
     let drive = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(dir.join("drive.mjs"))
-            .args([&base, &id_a, &id_b])
+            .args([&base, &id_a, &id_b, &id_c])
             .arg(&screenshot)
             .env("CHROMIUM", chromium)
             .output()
@@ -119,11 +122,14 @@ async fn the_page_in_headless_chromium() {
     assert!(out.status.success(), "the page failed a check:\n{stdout}\n{stderr}");
     assert!(stdout.contains("live, without a reload"), "{stdout}");
 
-    // The store agrees: both runs went on to their end, answered from the page.
+    // The store agrees: two runs went on to their end, answered from the page; the third
+    // was cancelled from it.
     for handle in [a, b] {
         let result = tokio::time::timeout(Duration::from_secs(30), handle).await.unwrap().unwrap();
         assert_eq!(result.status(), AgentStatus::Completed);
         assert_eq!(result.context().get_state::<String>("verdict").as_deref(), Some("approve"));
     }
+    let result = tokio::time::timeout(Duration::from_secs(30), c).await.unwrap().unwrap();
+    assert_eq!(result.status(), AgentStatus::Cancelled);
     server.abort();
 }

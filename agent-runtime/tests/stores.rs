@@ -681,6 +681,33 @@ async fn ownership(store: &dyn CheckpointStore, tag: &str) {
 
 /// A lease that ran out (by the store's clock) can still be renewed by its owner while
 /// nobody took the run; once another owner claimed it, the old owner is fenced.
+/// Requests for running runs (`RunControl`): kept on an unfinished run's row until a claim
+/// takes the run; refused for a finished run or none.
+async fn control(store: &dyn CheckpointStore, tag: &str) {
+    use agent_runtime::store::RunControl;
+    let id = format!("{tag}-controlled");
+    let Claim::Taken(row) =
+        store.claim_run(&claim(&id, "w1").create(run(&id, "a", AgentStatus::Running, 1, 1))).await.unwrap()
+    else {
+        panic!("{tag}: created")
+    };
+    assert_eq!(store.run_control(&id).await.unwrap(), None, "{tag}");
+    assert!(store.request_control(&id, RunControl::Pause).await.unwrap(), "{tag}");
+    assert_eq!(store.run_control(&id).await.unwrap(), Some(RunControl::Pause), "{tag}");
+    assert!(store.request_control(&id, RunControl::Cancel).await.unwrap(), "{tag}: the newest request holds");
+    assert_eq!(store.run_control(&id).await.unwrap(), Some(RunControl::Cancel), "{tag}");
+    // A claim (a new owner) takes the run as it is: the request was for the old owner.
+    store.release_run(&id, row.epoch).await.unwrap();
+    taken(store.claim_run(&claim(&id, "w2")).await.unwrap());
+    assert_eq!(store.run_control(&id).await.unwrap(), None, "{tag}: cleared by the claim");
+    // Finished runs and unknown ones take no requests.
+    let done = format!("{tag}-done");
+    store.upsert_run(&run(&done, "a", AgentStatus::Completed, 1, 2)).await.unwrap();
+    assert!(!store.request_control(&done, RunControl::Cancel).await.unwrap(), "{tag}");
+    assert!(!store.request_control(&format!("{tag}-none"), RunControl::Cancel).await.unwrap(), "{tag}");
+    assert_eq!(store.run_control(&format!("{tag}-none")).await.unwrap(), None, "{tag}");
+}
+
 async fn lease_expiry(store: &dyn CheckpointStore, tag: &str) {
     let id = format!("{tag}-expiring");
     let short = Duration::from_millis(150);
@@ -771,7 +798,8 @@ mod memory {
         retention_snapshots,
         retention_runs,
         ownership,
-        lease_expiry
+        lease_expiry,
+        control
     );
 
     #[tokio::test]
@@ -822,7 +850,8 @@ mod sqlite {
         retention_snapshots,
         retention_runs,
         ownership,
-        lease_expiry
+        lease_expiry,
+        control
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1153,7 +1182,8 @@ mod postgres {
         retention_snapshots,
         retention_runs,
         ownership,
-        lease_expiry
+        lease_expiry,
+        control
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,9 @@
 // Drives the run console's page in headless Chromium, for agent-runtime/tests/console_browser.rs.
-// Usage: node drive.mjs BASE_URL ASKED_RUN_A ASKED_RUN_B SCREENSHOT_PATH
+// Usage: node drive.mjs BASE_URL ASKED_RUN_A ASKED_RUN_B ASKED_RUN_C SCREENSHOT_PATH
 // Prints one line per step; exits 1 (with the reason on stderr) at the first check that fails.
 import { chromium } from "playwright-core";
 
-const [base, runA, runB, screenshot] = process.argv.slice(2);
+const [base, runA, runB, runC, screenshot] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const step = (what) => console.log(`ok: ${what}`);
 const fail = (why) => { throw new Error(why); };
@@ -80,6 +80,16 @@ try {
   const stayed = await page.evaluate(() => window.__stayed === true);
   if (!marker || !stayed) fail("the page reloaded");
   step("run B's graph turned completed live, without a reload");
+
+  // Cancel, confirmed, from run C's page: the run's owner stops it.
+  await page.goto(`${base}/#run/${runC}`);
+  await page.waitForSelector(`#actions [data-action="cancel"]`, { timeout });
+  const before = dialogs.length;
+  await page.click(`#actions [data-action="cancel"]`);
+  await page.waitForSelector(`#run-status [data-status="Cancelled"]`, { timeout });
+  if (!dialogs.slice(before).some((d) => d.startsWith("confirm"))) fail("cancelling was not confirmed");
+  if (await page.$(`#actions [data-action="cancel"]`)) fail("a cancelled run still offers Cancel");
+  step("Cancel (confirmed) cancelled run C");
 
   if (dialogs.some((d) => d.includes("1") && d.startsWith("alert"))) fail(`an alert ran: ${dialogs}`);
   if (errors.length) fail(`errors on the page: ${errors.join(" | ")}`);

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{Shared, MAX_LIMIT};
-use crate::store::{now_ms, read_checkpoint, InputRecord, RunQuery, RunRecord};
+use crate::store::{now_ms, read_checkpoint, Claim, ClaimRequest, InputRecord, RunControl, RunQuery, RunRecord};
 use crate::SubmitOptions;
+use crate::WorkerId;
 
 /// An error response: `status` with `{"error": message}`.
 pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -366,4 +367,92 @@ fn answered(request: &str, answer: &str) -> Response {
         Json(json!({ "error": format!("request `{request}` was answered already"), "answer": answer })),
     )
         .into_response()
+}
+
+/// The row of run `id`, or the response that says why not.
+async fn row_of(shared: &Shared, id: &str) -> Result<RunRecord, Response> {
+    match shared.store.get_run(id).await {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("no run `{id}` in the store"))),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+/// `POST /runs/{id}/cancel`: a run its owner runs is asked through the store (`202`: it
+/// stops within a second); a run nobody runs (queued, paused, interrupted, abandoned) is
+/// recorded `Cancelled` at once (`200`), under a claim of its own so no worker races it.
+pub(super) async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let row = match row_of(&shared, &id).await {
+        Ok(row) => row,
+        Err(response) => return response,
+    };
+    if row.status.is_finished() {
+        return error(StatusCode::CONFLICT, format!("run `{id}` is {} already", row.status));
+    }
+    if row.is_leased_at(now_ms()) {
+        return ask(&shared, &id, RunControl::Cancel).await;
+    }
+    let claim = ClaimRequest::new(&id, WorkerId::current().as_str(), std::time::Duration::from_secs(15));
+    let taken = match shared.store.claim_run(&claim).await {
+        Ok(Claim::Taken(taken)) => taken,
+        // Taken meanwhile by a worker: ask it instead.
+        Ok(Claim::Held(_)) => return ask(&shared, &id, RunControl::Cancel).await,
+        Ok(_) => return error(StatusCode::CONFLICT, format!("run `{id}` ended meanwhile")),
+        Err(e) => return store_failed(e),
+    };
+    let cancelled = taken.clone().with_status(AgentStatus::Cancelled, now_ms());
+    let written = shared.store.upsert_run(&cancelled).await;
+    let released = shared.store.release_run(&id, taken.epoch).await;
+    match written.and(released) {
+        Ok(()) => Json(json!({ "run_id": id, "status": "Cancelled" })).into_response(),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// `POST /runs/{id}/pause`: asks the run's owner to pause it (`202`); a run nobody runs
+/// cannot be paused (`409`).
+pub(super) async fn pause(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let row = match row_of(&shared, &id).await {
+        Ok(row) => row,
+        Err(response) => return response,
+    };
+    if !row.is_leased_at(now_ms()) || row.status.is_finished() {
+        return error(StatusCode::CONFLICT, format!("run `{id}` is not running ({})", row.standing(now_ms())));
+    }
+    ask(&shared, &id, RunControl::Pause).await
+}
+
+/// Record `control` for run `id`'s owner: `202`, or `409` if it ended meanwhile.
+async fn ask(shared: &Shared, id: &str, control: RunControl) -> Response {
+    match shared.store.request_control(id, control).await {
+        Ok(true) => {
+            (StatusCode::ACCEPTED, Json(json!({ "run_id": id, "requested": control.as_str() }))).into_response()
+        }
+        Ok(false) => error(StatusCode::CONFLICT, format!("run `{id}` ended meanwhile")),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// `POST /runs/{id}/resume`: goes on with a paused, interrupted or abandoned run in this
+/// process (`Agent::recover` of a workflow the console was given: `202`); a run somebody
+/// runs, or a finished one, is a `409`.
+pub(super) async fn resume(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let row = match row_of(&shared, &id).await {
+        Ok(row) => row,
+        Err(response) => return response,
+    };
+    let now = now_ms();
+    if row.status.is_finished() || row.is_leased_at(now) {
+        return error(StatusCode::CONFLICT, format!("run `{id}` cannot be resumed: it is {}", row.standing(now)));
+    }
+    let Some(agent) = shared.agent(&row.agent).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("this console does not know workflow `{}` to run it", row.agent));
+    };
+    let run_id = id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = agent.recover(&run_id).await {
+            tracing::warn!(run_id, error = %e, "the console's resumed run ended with an error");
+        }
+    });
+    (StatusCode::ACCEPTED, Json(json!({ "run_id": id, "resumed": true }))).into_response()
 }

@@ -26,6 +26,9 @@
 //! | `GET /api/v1/agents` | the workflows the console can start and draw |
 //! | `POST /api/v1/runs` `{agent, input, key}` | submit a run for a worker; `201 {run_id}` |
 //! | `POST /api/v1/runs/{id}/inputs/{request}` `{answer}` | answer a pending request |
+//! | `POST /api/v1/runs/{id}/cancel` | cancel a run: asked of its owner through the store (`202`), or recorded at once for a run nobody runs |
+//! | `POST /api/v1/runs/{id}/pause` | ask a running run's owner to pause it (`202`) |
+//! | `POST /api/v1/runs/{id}/resume` | go on with a paused, interrupted or abandoned run in this process (`202`) |
 //!
 //! Invariants:
 //! - The console reads and writes only through the store, so one console shows every
@@ -40,7 +43,10 @@
 //!   SVG escapes it.
 //! - Writes go through the store's own guarded calls: an answer is the store's first
 //!   answer (`answer_input`); a submission is `Agent::submit` of a workflow the console was
-//!   given, so a worker serving that graph runs it.
+//!   given, so a worker serving that graph runs it. Cancel and pause of a run another
+//!   process owns are requests on its row (`RunControl`) that the owner obeys within a
+//!   second; a run nobody owns is cancelled under a claim of the console's own, so no
+//!   worker takes it meanwhile; resume is `Agent::recover` in the console's process.
 //! - No request makes the console allocate by a number it was given: `limit` is capped
 //!   ([`MAX_LIMIT`]), bodies are capped by axum's default limit.
 
@@ -142,6 +148,9 @@ impl Console {
             .route("/runs/{id}/graph.mmd", get(api::graph_mermaid))
             .route("/runs/{id}/events", get(events::run_events))
             .route("/runs/{id}/inputs/{request}", post(api::answer))
+            .route("/runs/{id}/cancel", post(api::cancel))
+            .route("/runs/{id}/pause", post(api::pause))
+            .route("/runs/{id}/resume", post(api::resume))
             .route("/events", get(events::all_events))
             .route("/inputs", get(api::inputs))
             .route("/agents", get(api::agents))

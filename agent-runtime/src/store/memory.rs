@@ -18,7 +18,7 @@ use agent_core::AgentStatus;
 
 use super::{
     now_ms, ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
-    RetentionReport, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
+    RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
 };
 
 const STORE: &str = "memory";
@@ -67,6 +67,8 @@ struct RunData {
     key: Option<String>,
     /// The context it was submitted with.
     input: Option<String>,
+    /// What another process asked of it (cleared by a claim).
+    control: Option<RunControl>,
 }
 
 impl RunData {
@@ -79,6 +81,7 @@ impl RunData {
             graph_hash: None,
             key: None,
             input: None,
+            control: None,
         }
     }
 
@@ -312,7 +315,9 @@ impl CheckpointStore for MemoryStore {
                     Claim::Held(r.clone())
                 } else {
                     (r.owner, r.lease_until_ms, r.epoch) = (Some(claim.owner.clone()), Some(until), r.epoch + 1);
-                    Claim::Taken(r.clone())
+                    let taken = Claim::Taken(r.clone());
+                    data.control = None;
+                    taken
                 }
             }
         };
@@ -353,6 +358,22 @@ impl CheckpointStore for MemoryStore {
         Box::pin(std::future::ready(Ok(input)))
     }
 
+    fn request_control<'a>(&'a self, run_id: &'a str, control: RunControl) -> StoreFuture<'a, bool> {
+        let marked = match self.lock().runs.get_mut(run_id) {
+            Some(d) if !d.record.status.is_finished() => {
+                d.control = Some(control);
+                true
+            }
+            _ => false,
+        };
+        Box::pin(std::future::ready(Ok(marked)))
+    }
+
+    fn run_control<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunControl>> {
+        let control = self.lock().runs.get(run_id).and_then(|d| d.control);
+        Box::pin(std::future::ready(Ok(control)))
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         let mut inner = self.lock();
         let now = now_ms();
@@ -373,6 +394,7 @@ impl CheckpointStore for MemoryStore {
             .into_iter()
             .take(ask.limit)
             .map(|d| {
+                d.control = None;
                 let r = &mut d.record;
                 (r.owner, r.lease_until_ms, r.epoch) = (Some(ask.owner.clone()), Some(until), r.epoch + 1);
                 NextRun { row: r.clone(), graph_hash: d.graph_hash.clone().unwrap_or_default(), input: d.input.clone() }

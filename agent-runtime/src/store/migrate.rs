@@ -56,7 +56,7 @@ macro_rules! dedupe_snapshots {
 
 /// SQLite's migrations, in order.
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3];
+pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4];
 
 #[cfg(feature = "sqlite")]
 const SQLITE_1: Migration = Migration {
@@ -165,9 +165,14 @@ const SQLITE_3: Migration = Migration {
     ),
 };
 
+/// What another process asks of a running run (`RunControl`: cancel, pause), for its owner
+/// to read.
+#[cfg(feature = "sqlite")]
+const SQLITE_4: Migration = Migration { version: 4, sql: "ALTER TABLE agent_runs ADD COLUMN control TEXT;" };
+
 /// PostgreSQL's migrations, in order.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2, POSTGRES_3];
+pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4];
 
 #[cfg(feature = "postgres")]
 const POSTGRES_1: Migration = Migration {
@@ -221,6 +226,10 @@ const POSTGRES_1: Migration = Migration {
 /// updated.
 #[cfg(feature = "postgres")]
 const POSTGRES_3: Migration = Migration { version: 3, sql: queue_index!() };
+
+/// As [`SQLITE_4`].
+#[cfg(feature = "postgres")]
+const POSTGRES_4: Migration = Migration { version: 4, sql: "ALTER TABLE agent_runs ADD COLUMN control TEXT;" };
 
 /// As [`SQLITE_2`], with the lease end a `timestamptz` by the server's clock.
 #[cfg(feature = "postgres")]
@@ -533,7 +542,7 @@ mod tests {
             conn.query_row("SELECT count(*) FROM agent_runs WHERE input IS NOT NULL", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 0, "the rows no longer carry the inputs");
         let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
-        assert_eq!(v, 3);
+        assert_eq!(v, i64::from(latest(SQLITE)));
     }
 
     #[test]

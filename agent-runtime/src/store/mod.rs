@@ -69,6 +69,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_core::{AgentStatus, BoxError, InputRequestRecord};
 
+mod control;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
@@ -80,6 +81,7 @@ mod retry;
 mod sqlite;
 mod transient;
 
+pub use control::RunControl;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -547,6 +549,24 @@ pub trait CheckpointStore: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(None)))
     }
 
+    /// Ask the owner of run `run_id` to `control` it (see [`RunControl`]): recorded on its
+    /// row if the run is unfinished; its owner reads it within a second and acts. Whether
+    /// a run was marked. Stores that cannot keep requests say so (the default).
+    fn request_control<'a>(&'a self, run_id: &'a str, control: RunControl) -> StoreFuture<'a, bool> {
+        let _ = (run_id, control);
+        Box::pin(std::future::ready(Err(StoreError::Backend {
+            store: self.kind(),
+            message: "this store keeps no requests for running runs".to_owned(),
+            source: None,
+        })))
+    }
+
+    /// What was asked of run `run_id` and not yet taken up by a claim, if anything.
+    fn run_control<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunControl>> {
+        let _ = run_id;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Move the lease of `owner` at `epoch` on `run_id` to `ttl` from the store's `now`;
     /// the new lease end (milliseconds since the Unix epoch). [`StoreError::Fenced`] when
     /// the run is no longer `owner`'s at `epoch` (taken over, released or deleted).
@@ -706,6 +726,12 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
     }
     fn wake_ups<'a>(&'a self) -> StoreFuture<'a, Option<tokio::sync::mpsc::Receiver<()>>> {
         (**self).wake_ups()
+    }
+    fn request_control<'a>(&'a self, run_id: &'a str, control: RunControl) -> StoreFuture<'a, bool> {
+        (**self).request_control(run_id, control)
+    }
+    fn run_control<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunControl>> {
+        (**self).run_control(run_id)
     }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         (**self).renew_lease(run_id, owner, epoch, ttl)

@@ -49,7 +49,7 @@ use tokio_postgres::{Config, NoTls, Row};
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
 use super::{
     ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
-    RetentionReport, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
+    RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
 };
 
 const STORE: &str = "postgres";
@@ -724,7 +724,7 @@ impl CheckpointStore for PostgresStore {
                 .prepare_cached(concat!(
                     "UPDATE agent_runs SET owner = $2, lease_until = ",
                     lease_sql!(3),
-                    ", epoch = epoch + 1
+                    ", epoch = epoch + 1, control = NULL
                      WHERE run_id = $1 AND ($4 OR status NOT IN ",
                     finished_sql!(),
                     ") AND (owner IS NULL OR lease_until IS NULL OR lease_until <= now() OR ($5 AND owner = $2))
@@ -844,6 +844,29 @@ impl CheckpointStore for PostgresStore {
         })
     }
 
+    fn request_control<'a>(&'a self, run_id: &'a str, control: RunControl) -> StoreFuture<'a, bool> {
+        self.run(move || format!("ask run {run_id} to {}", control.as_str()), async move {
+            let conn = self.conn().await?;
+            let st = conn
+                .prepare_cached(concat!(
+                    "UPDATE agent_runs SET control = $2 WHERE run_id = $1 AND status NOT IN ",
+                    finished_sql!()
+                ))
+                .await?;
+            Ok(conn.execute(&st, &[&run_id, &control.as_str()]).await? > 0)
+        })
+    }
+
+    fn run_control<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunControl>> {
+        self.run(move || format!("read what is asked of run {run_id}"), async move {
+            let conn = self.conn().await?;
+            let st = conn.prepare_cached("SELECT control FROM agent_runs WHERE run_id = $1").await?;
+            let row = conn.query_opt(&st, &[&run_id]).await?;
+            let control = row.map(|r| r.try_get::<_, Option<String>>(0)).transpose()?.flatten();
+            Ok(control.as_deref().and_then(RunControl::parse))
+        })
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         self.run(|| "claim the next runs".to_owned(), async move {
             if ask.limit == 0 || ask.serves.is_empty() {
@@ -868,7 +891,7 @@ impl CheckpointStore for PostgresStore {
                      )
                      UPDATE agent_runs SET owner = $4, lease_until = ",
                     lease_sql!(5),
-                    ", epoch = epoch + 1
+                    ", epoch = epoch + 1, control = NULL
                      WHERE run_id IN (SELECT run_id FROM next)
                      RETURNING ",
                     run_columns!(),

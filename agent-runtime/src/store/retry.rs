@@ -44,7 +44,7 @@ use backon::{ExponentialBuilder, Retryable, TokioSleeper};
 
 use super::{
     CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention, RetentionReport,
-    RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
+    RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
 };
 
 /// `work`'s output, or `None` once `limit` has passed on the monotonic clock (tokio's sleeps
@@ -283,6 +283,16 @@ impl<S: CheckpointStore> CheckpointStore for RetryingStore<S> {
     fn wake_ups<'a>(&'a self) -> StoreFuture<'a, Option<tokio::sync::mpsc::Receiver<()>>> {
         // Not retried: without wake-ups a worker polls.
         self.inner.wake_ups()
+    }
+
+    fn request_control<'a>(&'a self, run_id: &'a str, control: RunControl) -> StoreFuture<'a, bool> {
+        // Setting the same request twice is the same as once.
+        self.retried("request_control", move |_| self.inner.request_control(run_id, control))
+    }
+
+    fn run_control<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunControl>> {
+        // Not retried: the owner asks again at its next look.
+        self.inner.run_control(run_id)
     }
 
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {

@@ -44,7 +44,7 @@ use tokio::sync::oneshot;
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
 use super::{
     ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
-    RetentionReport, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
+    RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
 };
 
 const STORE: &str = "sqlite";
@@ -731,7 +731,7 @@ impl CheckpointStore for SqliteStore {
                     .prepare_cached(concat!(
                         "UPDATE agent_runs SET owner = ?2, lease_until = ",
                         now_ms_sql!(),
-                        " + ?3, epoch = epoch + 1
+                        " + ?3, epoch = epoch + 1, control = NULL
                          WHERE run_id = ?1 AND (?4 OR status NOT IN ",
                         finished_sql!(),
                         ") AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ",
@@ -803,6 +803,30 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
+    fn request_control<'a>(&'a self, run_id: &'a str, control: RunControl) -> StoreFuture<'a, bool> {
+        let run_id = run_id.to_owned();
+        self.call(format!("ask run {run_id} to {}", control.as_str()), move |conn| {
+            let marked = conn
+                .prepare_cached(concat!(
+                    "UPDATE agent_runs SET control = ?2 WHERE run_id = ?1 AND status NOT IN ",
+                    finished_sql!()
+                ))?
+                .execute(params![run_id, control.as_str()])?;
+            Ok(marked > 0)
+        })
+    }
+
+    fn run_control<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunControl>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("read what is asked of run {run_id}"), move |conn| {
+            let control = conn
+                .prepare_cached("SELECT control FROM agent_runs WHERE run_id = ?1")?
+                .query_row([&run_id], |r| r.get::<_, Option<String>>(0))
+                .optional()?;
+            Ok(control.flatten().as_deref().and_then(RunControl::parse))
+        })
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         let ask = ask.clone();
         self.call("claim the next runs".to_owned(), move |conn| {
@@ -838,7 +862,7 @@ impl CheckpointStore for SqliteStore {
                 let mut stmt = tx.prepare_cached(concat!(
                     "UPDATE agent_runs SET owner = ?2, lease_until = ",
                     now_ms_sql!(),
-                    " + ?3, epoch = epoch + 1 WHERE run_id = ?1
+                    " + ?3, epoch = epoch + 1, control = NULL WHERE run_id = ?1
                      RETURNING run_id, agent, status, created_ms, updated_ms, owner, lease_until, epoch,
                                graph_hash"
                 ))?;

@@ -142,11 +142,35 @@ async function showRun(id) {
   if (cp && cp.last_error) facts.push(["last error", `${cp.last_error.state || ""}: ${cp.last_error.message || JSON.stringify(cp.last_error)}`]);
   if (data.unreadable) facts.push(["records", data.unreadable]);
   $("run-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  showActions(run, data.graph);
   showStates(cp);
   $("context").textContent = data.context ? JSON.stringify(data.context, null, 2) : "(no checkpoint yet)";
   $("history").replaceChildren(...data.history.map((h) => el("li", {}, `#${h.seq} at ${time(h.taken_ms)} (${h.bytes} bytes)`)));
   $("run-inputs").replaceChildren(...(data.inputs.length ? data.inputs.map(inputCard) : [el("p", { class: "muted" }, "none")]));
   if (data.graph) await showGraph(run.run_id); else $("graph").replaceChildren(el("p", { class: "muted" }, "this console was not given the workflow to draw it"));
+}
+
+// The buttons a run's standing allows; each asks first.
+function showActions(run, known) {
+  const s = run.standing;
+  const live = s === "Running" || s === "Idle";
+  const idle = s === "Paused" || s === "interrupted" || s === "abandoned";
+  const actions = [];
+  if (live) actions.push(["pause", "Pause", "Pause this run? Running states finish; nothing new starts."]);
+  if (idle && known) actions.push(["resume", "Resume", "Resume this run in the console's process?"]);
+  if (live || idle || s === "queued") actions.push(["cancel", "Cancel", "Cancel this run? Its running states are stopped."]);
+  $("actions").replaceChildren(...actions.map(([verb, label, question]) => {
+    const button = el("button", { type: "button", class: `action ${verb}`, "data-action": verb }, label);
+    button.addEventListener("click", async () => {
+      if (!confirm(question)) return;
+      try {
+        await post(`runs/${encodeURIComponent(run.run_id)}/${verb}`, {});
+        problem("");
+        showRun(run.run_id).catch((e) => problem(e.message));
+      } catch (err) { problem(err.message); }
+    });
+    return button;
+  }));
 }
 
 function showStates(cp) {
