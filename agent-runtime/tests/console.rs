@@ -6,6 +6,7 @@
 //! PostgreSQL tests follow `common/pg.rs`: skipped without `AGENT_TEST_POSTGRES_URL`,
 //! failed under CI without it.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -285,6 +286,30 @@ fn slow(name: &str) -> Agent {
     agent
 }
 
+/// `fetch` (counted) → `parse`, which fails while `broken`.
+fn flaky(name: &str, broken: &Arc<AtomicBool>, fetched: &Arc<AtomicUsize>) -> Agent {
+    let mut agent = Agent::new(name.to_owned());
+    let fetched = fetched.clone();
+    agent
+        .add_state("fetch", move |_ctx: Context| {
+            fetched.fetch_add(1, Ordering::SeqCst);
+            async { StateResult::next("parse") }
+        })
+        .targets(["parse"]);
+    let broken = broken.clone();
+    agent.add_state("parse", move |ctx: Context| {
+        let broken = broken.load(Ordering::SeqCst);
+        async move {
+            if broken {
+                return Err(std::io::Error::other("the parser is broken"));
+            }
+            ctx.set_state("parsed", true);
+            Ok(StateResult::End)
+        }
+    });
+    agent
+}
+
 /// Wait (bounded) until run `id`'s row satisfies `done`.
 async fn until_row(store: &dyn CheckpointStore, id: &str, done: impl Fn(&agent_runtime::store::RunRecord) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -336,6 +361,28 @@ async fn actions(store: Arc<dyn CheckpointStore>, tag: &str) {
     let done = get(&app, &format!("/api/v1/runs/{id}")).await.json();
     assert_eq!(done["context"]["n"], 40, "{tag}: every tick once, from where it paused");
     assert_eq!(post(format!("/api/v1/runs/{id}/resume")).await.status, StatusCode::CONFLICT, "{tag}: finished");
+
+    // A failed run, retried from the console once its cause is fixed: the failed state
+    // runs again, the one before it does not.
+    let broken = Arc::new(AtomicBool::new(true));
+    let fetched = Arc::new(AtomicUsize::new(0));
+    let flaky_name = format!("flaky-{tag}");
+    let fixer = Console::with_store(store.clone()).agent(flaky(&flaky_name, &broken, &fetched)).router();
+    let agent = flaky(&flaky_name, &broken, &fetched).with_store(store.clone());
+    let handle = agent.start(RunOptions::new()).unwrap();
+    let id = handle.id().to_owned();
+    let failed = tokio::time::timeout(Duration::from_secs(20), handle).await.unwrap();
+    assert!(failed.is_err(), "{tag}: it fails");
+    until_row(&*store, &id, |r| r.status == AgentStatus::Failed && r.owner.is_none()).await;
+    broken.store(false, Ordering::SeqCst);
+    let retried = call(&fixer, Method::POST, &format!("/api/v1/runs/{id}/retry"), None, None).await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED, "{tag}: {}", retried.body);
+    until_row(&*store, &id, |r| r.status == AgentStatus::Completed).await;
+    let done = get(&fixer, &format!("/api/v1/runs/{id}")).await.json();
+    assert_eq!(done["context"]["parsed"], true, "{tag}");
+    assert_eq!(fetched.load(Ordering::SeqCst), 1, "{tag}: fetch completed once, and not again");
+    let again = call(&fixer, Method::POST, &format!("/api/v1/runs/{id}/retry"), None, None).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{tag}: it did not fail this time");
 
     // A queued run nobody runs is cancelled at once, and stays so.
     let queued = call(&app, Method::POST, "/api/v1/runs", None, Some(json!({ "agent": slow_name }))).await.json();

@@ -329,6 +329,102 @@ impl Agent {
         result
     }
 
+    /// Run a failed run again from the states that failed: each gets a fresh set of
+    /// attempts (its retry policy's), states that completed do not run again, and the run
+    /// goes on from there to its end, under its own id, in this task (as `recover`). The
+    /// run's history keeps what happened: its failed attempts stay counted.
+    ///
+    /// # Errors
+    ///
+    /// [`AgentError::Checkpoint`] with [`CheckpointError::Mismatch`] when the run did not
+    /// fail, or failed inside a fan-out (whose branches this cannot yet restart one by
+    /// one); otherwise as [`Agent::recover`].
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use agent_runtime::{store::MemoryStore, Agent, AgentStatus};
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let broken = Arc::new(AtomicBool::new(true));
+    /// let mut agent = Agent::new("flaky").with_store(MemoryStore::new());
+    /// agent.add_state("fetch", |_ctx: Context| async { StateResult::next("parse") });
+    /// let still = broken.clone();
+    /// agent.add_state("parse", move |ctx: Context| {
+    ///     let broken = still.load(Ordering::SeqCst);
+    ///     async move {
+    ///         if broken {
+    ///             return Err(std::io::Error::other("the parser is broken"));
+    ///         }
+    ///         ctx.set_state("parsed", true);
+    ///         Ok(StateResult::End)
+    ///     }
+    /// });
+    /// let failed = agent.run().await.unwrap_err();
+    /// let run_id = agent.run_id().unwrap();
+    /// broken.store(false, Ordering::SeqCst); // the fix is deployed
+    /// let result = agent.retry(&run_id).await?;
+    /// assert_eq!(result.status(), AgentStatus::Completed);
+    /// assert_eq!(result.context().get_state::<bool>("parsed"), Some(true));
+    /// # let _ = failed;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn retry(&self, run_id: &str) -> Result<AgentResult, AgentError> {
+        let store = self.store()?;
+        let program = self.program()?;
+        let seen = newest_seq(&*store, run_id).await?;
+        let mismatch =
+            |reason: String| AgentError::from(CheckpointError::Mismatch { agent: self.shared.name.clone(), reason });
+        let mut checkpoint = match self.starting_point(&*store, run_id, &program, seen).await? {
+            From::Checkpoint(c) => *c,
+            From::Input(_) => return Err(mismatch(format!("run {run_id} never started: nothing failed"))),
+        };
+        if checkpoint.agent_status != AgentStatus::Failed {
+            return Err(mismatch(format!("run {run_id} did not fail: it is {}", checkpoint.agent_status)));
+        }
+        if !checkpoint.groups.is_empty() || checkpoint.tokens.iter().any(|t| t.group.is_some()) {
+            return Err(mismatch(format!(
+                "run {run_id} failed inside a fan-out; retrying its branches one by one is not supported yet"
+            )));
+        }
+        let failed: Vec<String> = checkpoint
+            .states
+            .iter()
+            .filter(|s| s.status == agent_core::StateStatus::Failed)
+            .map(|s| s.name.clone())
+            .collect();
+        if failed.is_empty() {
+            return Err(mismatch(format!("run {run_id} failed, but none of its states did (its deadline?)")));
+        }
+        for record in checkpoint.states.iter_mut().filter(|s| failed.contains(&s.name)) {
+            record.status = agent_core::StateStatus::Pending;
+            record.attempts_made = 0;
+        }
+        checkpoint.tokens = failed.into_iter().map(|state| agent_core::TokenRecord::new(state, None, 1)).collect();
+        checkpoint.agent_status = AgentStatus::Paused;
+        checkpoint.last_error = None;
+        checkpoint::check(&self.shared.name, &program, &checkpoint)?;
+        let ttl = lock(&self.shared.live).persist.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
+        let request = ClaimRequest::new(run_id, WorkerId::current().as_str(), ttl).finished(true).reclaim(true);
+        let claimed = durable::claim(&store, request).await?;
+        let hold = claimed.hold.clone();
+        let launch = match self.launch_from(run_id, From::Checkpoint(Box::new(checkpoint)), claimed) {
+            Ok(launch) => launch,
+            Err(e) => {
+                if let Err(release) = hold.release().await {
+                    tracing::warn!(run_id, error = %release, "could not give back the lease of a run not retried");
+                }
+                return Err(e);
+            }
+        };
+        let result = self.go(launch).await;
+        drop(hold);
+        result
+    }
+
     /// Where run `run_id` goes on from: its newest usable snapshot when it has one (`newest`
     /// is the `seq` of its newest), else the context it was submitted with (a queued run
     /// that never started).

@@ -456,3 +456,25 @@ pub(super) async fn resume(State(shared): State<Arc<Shared>>, Path(id): Path<Str
     });
     (StatusCode::ACCEPTED, Json(json!({ "run_id": id, "resumed": true }))).into_response()
 }
+
+/// `POST /runs/{id}/retry`: runs a failed run again from its failed states, in this process
+/// (`Agent::retry` of a workflow the console was given: `202`); any other run is a `409`.
+pub(super) async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let row = match row_of(&shared, &id).await {
+        Ok(row) => row,
+        Err(response) => return response,
+    };
+    if row.status != AgentStatus::Failed || row.is_leased_at(now_ms()) {
+        return error(StatusCode::CONFLICT, format!("run `{id}` did not fail: it is {}", row.standing(now_ms())));
+    }
+    let Some(agent) = shared.agent(&row.agent).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("this console does not know workflow `{}` to run it", row.agent));
+    };
+    let run_id = id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = agent.retry(&run_id).await {
+            tracing::warn!(run_id, error = %e, "the console's retried run ended with an error");
+        }
+    });
+    (StatusCode::ACCEPTED, Json(json!({ "run_id": id, "retried": true }))).into_response()
+}

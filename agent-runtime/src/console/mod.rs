@@ -29,6 +29,7 @@
 //! | `POST /api/v1/runs/{id}/cancel` | cancel a run: asked of its owner through the store (`202`), or recorded at once for a run nobody runs |
 //! | `POST /api/v1/runs/{id}/pause` | ask a running run's owner to pause it (`202`) |
 //! | `POST /api/v1/runs/{id}/resume` | go on with a paused, interrupted or abandoned run in this process (`202`) |
+//! | `POST /api/v1/runs/{id}/retry` | run a failed run again from its failed states, in this process (`202`) |
 //!
 //! Invariants:
 //! - The console reads and writes only through the store, so one console shows every
@@ -46,7 +47,8 @@
 //!   given, so a worker serving that graph runs it. Cancel and pause of a run another
 //!   process owns are requests on its row (`RunControl`) that the owner obeys within a
 //!   second; a run nobody owns is cancelled under a claim of the console's own, so no
-//!   worker takes it meanwhile; resume is `Agent::recover` in the console's process.
+//!   worker takes it meanwhile; resume is `Agent::recover` in the console's process, retry
+//!   `Agent::retry`.
 //! - No request makes the console allocate by a number it was given: `limit` is capped
 //!   ([`MAX_LIMIT`]), bodies are capped by axum's default limit.
 
@@ -151,6 +153,7 @@ impl Console {
             .route("/runs/{id}/cancel", post(api::cancel))
             .route("/runs/{id}/pause", post(api::pause))
             .route("/runs/{id}/resume", post(api::resume))
+            .route("/runs/{id}/retry", post(api::retry))
             .route("/events", get(events::all_events))
             .route("/inputs", get(api::inputs))
             .route("/agents", get(api::agents))

@@ -158,6 +158,7 @@ function showActions(run, known) {
   const actions = [];
   if (live) actions.push(["pause", "Pause", "Pause this run? Running states finish; nothing new starts."]);
   if (idle && known) actions.push(["resume", "Resume", "Resume this run in the console's process?"]);
+  if (s === "Failed" && known) actions.push(["retry", "Retry", "Run this run again from the states that failed?"]);
   if (live || idle || s === "queued") actions.push(["cancel", "Cancel", "Cancel this run? Its running states are stopped."]);
   $("actions").replaceChildren(...actions.map(([verb, label, question]) => {
     const button = el("button", { type: "button", class: `action ${verb}`, "data-action": verb }, label);
