@@ -847,3 +847,54 @@ async fn serve_answers_the_console_api_and_stops_on_sigterm() {
     let status = tokio::task::spawn_blocking(move || server.wait()).await.unwrap().unwrap();
     assert!(status.success(), "serve exits 0 on SIGTERM: {status:?}");
 }
+
+static BROKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// `fetch` → `parse`, which fails while `BROKEN`.
+fn flaky() -> Agent {
+    let mut agent = Agent::new("flaky").input_from_terminal(false);
+    agent.add_state("fetch", |_ctx: Context| async { StateResult::next("parse") }).targets(["parse"]);
+    agent.add_state("parse", |ctx: Context| async move {
+        if BROKEN.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("the parser is broken"));
+        }
+        ctx.set_state("parsed", true);
+        Ok(StateResult::End)
+    });
+    agent
+}
+
+/// `retry` runs a failed run again from its failed state; `pause` and `retry` refuse runs
+/// they cannot act on; `cancel` cancels a queued run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_pause_and_retry_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flaky.db");
+    let store_arg = path.to_str().unwrap();
+    let (ran, _) = cli_run(store_arg, &["run"], flaky).await;
+    assert!(ran.is_err(), "parse fails");
+    let store = SqliteStore::open(&path).unwrap();
+    let runs = store.list_runs(&RunQuery::default()).await.unwrap();
+    let id = runs[0].run_id.clone();
+    assert_eq!(runs[0].status, AgentStatus::Failed);
+    match cli_run(store_arg, &["pause", &id], flaky).await.0 {
+        Err(CliError::Usage(m)) => assert!(m.contains("Failed"), "{m}"),
+        other => panic!("a failed run cannot be paused: {other:?}"),
+    }
+    BROKEN.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (retried, out) = cli_run(store_arg, &["retry", &id[..8]], flaky).await;
+    retried.unwrap();
+    assert!(out.contains("completed"), "{out}");
+    assert_eq!(store.get_run(&id).await.unwrap().unwrap().status, AgentStatus::Completed);
+    match cli_run(store_arg, &["retry", &id], flaky).await.0 {
+        Err(CliError::Usage(m)) => assert!(m.contains("did not fail"), "{m}"),
+        other => panic!("a completed run is not retried: {other:?}"),
+    }
+    let (submitted, queued) = cli_run(store_arg, &["submit"], flaky).await;
+    submitted.unwrap();
+    let queued = queued.trim().to_owned();
+    let (cancelled, out) = cli_run(store_arg, &["cancel", &queued], flaky).await;
+    cancelled.unwrap();
+    assert!(out.contains("cancelled run"), "{out}");
+    assert_eq!(store.get_run(&queued).await.unwrap().unwrap().status, AgentStatus::Cancelled);
+}

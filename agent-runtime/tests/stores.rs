@@ -694,8 +694,10 @@ async fn control(store: &dyn CheckpointStore, tag: &str) {
     assert_eq!(store.run_control(&id).await.unwrap(), None, "{tag}");
     assert!(store.request_control(&id, RunControl::Pause).await.unwrap(), "{tag}");
     assert_eq!(store.run_control(&id).await.unwrap(), Some(RunControl::Pause), "{tag}");
-    assert!(store.request_control(&id, RunControl::Cancel).await.unwrap(), "{tag}: the newest request holds");
+    assert!(store.request_control(&id, RunControl::Cancel).await.unwrap(), "{tag}: a cancel replaces a pause");
     assert_eq!(store.run_control(&id).await.unwrap(), Some(RunControl::Cancel), "{tag}");
+    assert!(store.request_control(&id, RunControl::Pause).await.unwrap(), "{tag}");
+    assert_eq!(store.run_control(&id).await.unwrap(), Some(RunControl::Cancel), "{tag}: a pause never a cancel");
     // A claim (a new owner) takes the run as it is: the request was for the old owner.
     store.release_run(&id, row.epoch).await.unwrap();
     taken(store.claim_run(&claim(&id, "w2")).await.unwrap());

@@ -106,6 +106,22 @@ pub enum Command {
         /// The answer.
         value: String,
     },
+    /// Cancel a run wherever it runs: its owner is asked through the store and stops it
+    /// within a second; a run nobody runs is cancelled at once.
+    Cancel {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+    },
+    /// Pause a running run wherever it runs: running states finish, nothing new starts.
+    Pause {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+    },
+    /// Run a failed run again from the states that failed, here, to its end.
+    Retry {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+    },
     /// Serve the run console (a web page and its JSON API under `/api/v1/`) for the
     /// store's runs, until SIGTERM or Ctrl-C.
     Serve {

@@ -33,6 +33,8 @@
 //! | `show RUN` | a run's owner and lease, timeline (states, statuses, counts, durations) and requests for input |
 //! | `answer RUN REQUEST VALUE` | answer a pending request through the store, from any terminal |
 //! | `graph [RUN] [--format mermaid\|dot]` | the workflow's graph, coloured by a stored run if one is named |
+//! | `cancel RUN`, `pause RUN` | cancel or pause a run wherever it runs, through the store |
+//! | `retry RUN` | run a failed run again from the states that failed ([`Agent::retry`]) |
 //! | `serve [--addr IP:PORT] [--token T] [--read-only]` | the run console ([`crate::console`]) for the store, on 127.0.0.1:8080 by default |
 //!
 //! `--store PATH_OR_URL` (before or after the command) picks the store: a SQLite file
@@ -61,6 +63,7 @@ use crate::Agent;
 
 mod answer;
 mod args;
+mod control;
 mod error;
 mod graph;
 mod inspect;
@@ -161,6 +164,9 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
         Command::Show { run } => inspect::show(&name, agent.graph_hash().ok(), &store, &run, out).await,
         Command::Answer { run, request, value } => answer::answer(&name, &store, &run, &request, &value, out).await,
         Command::Serve { addr, token, read_only } => serve::serve(agent, &store, addr, token, read_only, out).await,
+        Command::Cancel { run } => control::cancel(&name, &store, &run, out).await,
+        Command::Pause { run } => control::pause(&name, &store, &run, out).await,
+        Command::Retry { run } => control::retry(agent, &store, &run, out).await,
         Command::Graph { format, run } => graph::graph(&agent, format, run.as_deref().map(|r| (&store, r)), out).await,
     };
     out.flush()?;

@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{Shared, MAX_LIMIT};
-use crate::store::{now_ms, read_checkpoint, Claim, ClaimRequest, InputRecord, RunControl, RunQuery, RunRecord};
+use crate::store::{
+    cancel_run, now_ms, pause_run, read_checkpoint, Cancelling, ControlError, InputRecord, RunQuery, RunRecord,
+};
 use crate::SubmitOptions;
-use crate::WorkerId;
 
 /// An error response: `status` with `{"error": message}`.
 pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -378,58 +379,31 @@ async fn row_of(shared: &Shared, id: &str) -> Result<RunRecord, Response> {
     }
 }
 
-/// `POST /runs/{id}/cancel`: a run its owner runs is asked through the store (`202`: it
-/// stops within a second); a run nobody runs (queued, paused, interrupted, abandoned) is
-/// recorded `Cancelled` at once (`200`), under a claim of its own so no worker races it.
+/// `POST /runs/{id}/cancel` ([`cancel_run`]): `202` when its owner was asked, `200` when
+/// a run nobody ran is cancelled now.
 pub(super) async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let row = match row_of(&shared, &id).await {
-        Ok(row) => row,
-        Err(response) => return response,
-    };
-    if row.status.is_finished() {
-        return error(StatusCode::CONFLICT, format!("run `{id}` is {} already", row.status));
-    }
-    if row.is_leased_at(now_ms()) {
-        return ask(&shared, &id, RunControl::Cancel).await;
-    }
-    let claim = ClaimRequest::new(&id, WorkerId::current().as_str(), std::time::Duration::from_secs(15));
-    let taken = match shared.store.claim_run(&claim).await {
-        Ok(Claim::Taken(taken)) => taken,
-        // Taken meanwhile by a worker: ask it instead.
-        Ok(Claim::Held(_)) => return ask(&shared, &id, RunControl::Cancel).await,
-        Ok(_) => return error(StatusCode::CONFLICT, format!("run `{id}` ended meanwhile")),
-        Err(e) => return store_failed(e),
-    };
-    let cancelled = taken.clone().with_status(AgentStatus::Cancelled, now_ms());
-    let written = shared.store.upsert_run(&cancelled).await;
-    let released = shared.store.release_run(&id, taken.epoch).await;
-    match written.and(released) {
-        Ok(()) => Json(json!({ "run_id": id, "status": "Cancelled" })).into_response(),
-        Err(e) => store_failed(e),
-    }
-}
-
-/// `POST /runs/{id}/pause`: asks the run's owner to pause it (`202`); a run nobody runs
-/// cannot be paused (`409`).
-pub(super) async fn pause(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let row = match row_of(&shared, &id).await {
-        Ok(row) => row,
-        Err(response) => return response,
-    };
-    if !row.is_leased_at(now_ms()) || row.status.is_finished() {
-        return error(StatusCode::CONFLICT, format!("run `{id}` is not running ({})", row.standing(now_ms())));
-    }
-    ask(&shared, &id, RunControl::Pause).await
-}
-
-/// Record `control` for run `id`'s owner: `202`, or `409` if it ended meanwhile.
-async fn ask(shared: &Shared, id: &str, control: RunControl) -> Response {
-    match shared.store.request_control(id, control).await {
-        Ok(true) => {
-            (StatusCode::ACCEPTED, Json(json!({ "run_id": id, "requested": control.as_str() }))).into_response()
+    match cancel_run(&*shared.store, &id).await {
+        Ok(Cancelling::Asked) => {
+            (StatusCode::ACCEPTED, Json(json!({ "run_id": id, "requested": "cancel" }))).into_response()
         }
-        Ok(false) => error(StatusCode::CONFLICT, format!("run `{id}` ended meanwhile")),
-        Err(e) => store_failed(e),
+        Ok(_) => Json(json!({ "run_id": id, "status": "Cancelled" })).into_response(),
+        Err(e) => control_failed(e),
+    }
+}
+
+/// `POST /runs/{id}/pause` ([`pause_run`]): `202`; a run nobody runs is a `409`.
+pub(super) async fn pause(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match pause_run(&*shared.store, &id).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "run_id": id, "requested": "pause" }))).into_response(),
+        Err(e) => control_failed(e),
+    }
+}
+
+fn control_failed(e: ControlError) -> Response {
+    match e {
+        ControlError::NoRun(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        ControlError::NotRunning { .. } => error(StatusCode::CONFLICT, e.to_string()),
+        e => store_failed(e),
     }
 }
 

@@ -361,7 +361,9 @@ impl CheckpointStore for MemoryStore {
     fn request_control<'a>(&'a self, run_id: &'a str, control: RunControl) -> StoreFuture<'a, bool> {
         let marked = match self.lock().runs.get_mut(run_id) {
             Some(d) if !d.record.status.is_finished() => {
-                d.control = Some(control);
+                if d.control != Some(RunControl::Cancel) {
+                    d.control = Some(control);
+                }
                 true
             }
             _ => false,

@@ -81,7 +81,7 @@ mod retry;
 mod sqlite;
 mod transient;
 
-pub use control::RunControl;
+pub use control::{cancel_run, pause_run, Cancelling, ControlError, RunControl};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -550,8 +550,9 @@ pub trait CheckpointStore: Send + Sync + 'static {
     }
 
     /// Ask the owner of run `run_id` to `control` it (see [`RunControl`]): recorded on its
-    /// row if the run is unfinished; its owner reads it within a second and acts. Whether
-    /// a run was marked. Stores that cannot keep requests say so (the default).
+    /// row if the run is unfinished (a pending cancel is kept over a pause); its owner reads
+    /// it within a second and acts. Whether a run was marked. Stores that cannot keep
+    /// requests say so (the default).
     fn request_control<'a>(&'a self, run_id: &'a str, control: RunControl) -> StoreFuture<'a, bool> {
         let _ = (run_id, control);
         Box::pin(std::future::ready(Err(StoreError::Backend {

@@ -849,7 +849,8 @@ impl CheckpointStore for PostgresStore {
             let conn = self.conn().await?;
             let st = conn
                 .prepare_cached(concat!(
-                    "UPDATE agent_runs SET control = $2 WHERE run_id = $1 AND status NOT IN ",
+                    "UPDATE agent_runs SET control = CASE WHEN control = 'cancel' THEN control ELSE $2 END
+                     WHERE run_id = $1 AND status NOT IN ",
                     finished_sql!()
                 ))
                 .await?;

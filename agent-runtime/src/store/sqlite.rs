@@ -808,7 +808,8 @@ impl CheckpointStore for SqliteStore {
         self.call(format!("ask run {run_id} to {}", control.as_str()), move |conn| {
             let marked = conn
                 .prepare_cached(concat!(
-                    "UPDATE agent_runs SET control = ?2 WHERE run_id = ?1 AND status NOT IN ",
+                    "UPDATE agent_runs SET control = CASE WHEN control = 'cancel' THEN control ELSE ?2 END
+                     WHERE run_id = ?1 AND status NOT IN ",
                     finished_sql!()
                 ))?
                 .execute(params![run_id, control.as_str()])?;
