@@ -487,6 +487,7 @@ mod tests {
 
         let first = tokio::spawn(execute(vec![db.clone()], Box::new(make.clone())));
         let store = SqliteStore::open(&db).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let run_id = loop {
             let runs = store.list_runs(&Default::default()).await.unwrap();
             if let Some(run) = runs.first() {
@@ -494,6 +495,11 @@ mod tests {
                     break run.run_id.clone();
                 }
             }
+            if first.is_finished() {
+                let (result, out) = first.await.unwrap();
+                panic!("the run ended before its review asked: {result:?}\n{out}");
+            }
+            assert!(std::time::Instant::now() < deadline, "the run never asked for its review");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         first.abort(); // the process is gone while the review waits
