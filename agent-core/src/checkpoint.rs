@@ -136,6 +136,13 @@ pub struct StateRecord {
     /// since the Unix epoch (`None`: none ended, or the run did not record times).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<i64>,
+    /// Milliseconds its instances waited for resources, in all (written when not 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resource_wait_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Where a token stands in a [`Checkpoint`]: at `state`, ready or running.
@@ -583,7 +590,16 @@ impl StateRecord {
             attempts_made,
             started_ms: None,
             finished_ms: None,
+            resource_wait_ms: 0,
         }
+    }
+
+    /// This record with `ms` milliseconds waited for resources.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_resource_wait(mut self, ms: u64) -> Self {
+        self.resource_wait_ms = ms;
+        self
     }
 
     /// The same record with its start and end times (milliseconds since the Unix epoch).

@@ -413,3 +413,34 @@ async fn actions_on_postgres() {
     actions(Arc::new(store), "postgres").await;
     common::pg::drop_schema(&url, &schema).await;
 }
+
+/// Time a state waited for resources is recorded with it (checkpoints and journal deltas
+/// alike), so the console shows it: two runs of one agent on a pool of one CPU, each
+/// holding it 60 ms; the one that waited says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_waited_for_resources_shows_how_long() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let pool = agent_runtime::ResourcePool::builder().total_cpu(1.0).total_memory_mb(64.0).build();
+    let mut agent = Agent::new("busy").with_resource_pool(pool).with_store(store.clone());
+    agent
+        .add_state("work", |_ctx: Context| async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            StateResult::End
+        })
+        .resources(agent_core::ResourceRequirements::new().cpu(1.0));
+    let (one, two) = (agent.start(RunOptions::new()).unwrap(), agent.start(RunOptions::new()).unwrap());
+    let ids = [one.id().to_owned(), two.id().to_owned()];
+    one.await.unwrap();
+    two.await.unwrap();
+    let app = Console::with_store(store).router();
+    let mut waits = Vec::new();
+    for id in &ids {
+        let run = get(&app, &format!("/api/v1/runs/{id}")).await.json();
+        let work =
+            run["checkpoint"]["states"].as_array().unwrap().iter().find(|s| s["name"] == "work").unwrap().clone();
+        waits.push(work["resource_wait_ms"].as_u64().unwrap_or(0));
+    }
+    waits.sort_unstable();
+    assert_eq!(waits[0], 0, "the first took the CPU at once: {waits:?}");
+    assert!(waits[1] >= 40, "the second waited for the first's 60 ms: {waits:?}");
+}

@@ -35,6 +35,10 @@ try {
   await page.waitForSelector(`#graph [data-state="review"][data-status="Running"]`, { timeout });
   await page.waitForSelector(`#graph [data-state="prepare"][data-status="Completed"]`, { timeout });
   step("the run's graph shows prepare completed and review running");
+  await page.waitForSelector(`#timeline .lane[data-state="review"] .wait-person`, { timeout });
+  const waited = await page.textContent(`#states tr[data-state="review"] td.waited`);
+  if (!waited.includes("a person")) fail(`review's wait is not shown: ${waited}`);
+  step("the timeline and the state's row show review waiting for a person");
   const hostile = "<script>alert(1)</script>";
   const row = await page.$(`#states tr[data-state="${hostile.replace(/"/g, '\\"')}"] td`);
   if (!row || (await row.textContent()) !== hostile) fail("the hostile state name is not shown as text");

@@ -72,6 +72,8 @@ pub(crate) struct StateKey {
     attempts_made: u32,
     started_ms: Option<i64>,
     finished_ms: Option<i64>,
+    /// Whole milliseconds waited for resources.
+    resource_wait_ms: u64,
 }
 
 impl StateKey {
@@ -86,6 +88,7 @@ impl StateKey {
             attempts_made: r.attempts_made,
             started_ms: r.started_ms,
             finished_ms: r.finished_ms,
+            resource_wait_ms: r.resource_wait_ms,
         }
     }
 
@@ -101,6 +104,7 @@ impl StateKey {
             self.attempts_made,
         )
         .with_times(self.started_ms, self.finished_ms)
+        .with_resource_wait(self.resource_wait_ms)
     }
 }
 
@@ -117,6 +121,7 @@ pub(crate) fn state_key(run: &Run, i: usize) -> StateKey {
         attempts_made: c.attempts_made.load(Relaxed),
         started_ms,
         finished_ms,
+        resource_wait_ms: c.resource_wait.load(Relaxed) / 1_000_000,
     }
 }
 
@@ -211,6 +216,7 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
         c.retries.store(record.retries, Relaxed);
         c.preempted.store(record.preempted, Relaxed);
         c.resumed_attempts.store(record.attempts_made, Relaxed);
+        c.resource_wait.store(record.resource_wait_ms.saturating_mul(1_000_000), Relaxed);
         if let Some(t) = &run.sinks.timing {
             t[at(&record.name)].restore(record.started_ms, record.finished_ms);
         }

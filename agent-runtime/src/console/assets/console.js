@@ -143,7 +143,7 @@ async function showRun(id) {
   if (data.unreadable) facts.push(["records", data.unreadable]);
   $("run-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   showActions(run, data.graph);
-  showStates(cp);
+  showStates(cp, data.inputs);
   $("context").textContent = data.context ? JSON.stringify(data.context, null, 2) : "(no checkpoint yet)";
   $("history").replaceChildren(...data.history.map((h) => el("li", {}, `#${h.seq} at ${time(h.taken_ms)} (${h.bytes} bytes)`)));
   $("run-inputs").replaceChildren(...(data.inputs.length ? data.inputs.map(inputCard) : [el("p", { class: "muted" }, "none")]));
@@ -174,23 +174,59 @@ function showActions(run, known) {
   }));
 }
 
-function showStates(cp) {
+function showStates(cp, inputs) {
   const states = cp ? cp.states : [];
+  const failure = cp && cp.last_error;
+  // Time each state waited for a person: its requests, from asked to answered (or now).
+  const asked = {};
+  for (const i of inputs || []) {
+    if (!i.state) continue;
+    (asked[i.state] = asked[i.state] || []).push([i.requested_ms, i.answered_ms ?? Date.now()]);
+  }
+  const waited = (s) => {
+    const person = (asked[s.name] || []).reduce((t, [a, b]) => t + Math.max(b - a, 0), 0);
+    const parts = [];
+    if (s.resource_wait_ms) parts.push(`resources ${span(s.resource_wait_ms)}`);
+    if (person) parts.push(`a person ${span(person)}`);
+    return parts.join(", ");
+  };
   $("states").tBodies[0].replaceChildren(...states.map((s) => el("tr", { "data-state": s.name },
     el("td", { class: "mono" }, s.name), el("td", {}, badge(s.status)), el("td", {}, s.completed), el("td", {}, s.failed),
     el("td", {}, s.retries), el("td", {}, s.attempts_made),
-    el("td", {}, s.started_ms != null && s.finished_ms != null ? span(s.finished_ms - s.started_ms) : ""))));
-  // The timeline: each state's first start to last end, on one time axis.
+    el("td", {}, s.started_ms != null && s.finished_ms != null ? span(s.finished_ms - s.started_ms) : ""),
+    el("td", { class: "waited" }, waited(s)),
+    el("td", { class: "error" }, failure && failure.state === s.name ? failure.message : ""))));
+  // The timeline: each state's first start to last end on one time axis, with the time it
+  // waited for resources before it started and the waits for a person over it.
   const timed = states.filter((s) => s.started_ms != null);
-  const t0 = Math.min(...timed.map((s) => s.started_ms));
+  const starts = timed.map((s) => s.started_ms - (s.resource_wait_ms || 0));
+  const t0 = Math.min(...starts);
   const t1 = Math.max(...timed.map((s) => s.finished_ms ?? Date.now()));
   const width = Math.max(t1 - t0, 1);
+  const at = (t) => `${(100 * (t - t0)) / width}%`;
+  const wide = (a, b) => `${Math.max((100 * (b - a)) / width, 0.5)}%`;
   $("timeline").replaceChildren(...timed.sort((a, b) => a.started_ms - b.started_ms).map((s) => {
+    const end = s.finished_ms ?? Date.now();
+    const track = el("span", { class: "track" });
+    if (s.resource_wait_ms) {
+      const w = el("span", { class: "bar wait-resources", title: `${s.name}: waited ${span(s.resource_wait_ms)} for resources` });
+      w.style.left = at(s.started_ms - s.resource_wait_ms);
+      w.style.width = wide(s.started_ms - s.resource_wait_ms, s.started_ms);
+      track.append(w);
+    }
     const bar = el("span", { class: `bar s-${s.status}`, title: `${s.name}: ${s.status}` });
-    bar.style.left = `${(100 * (s.started_ms - t0)) / width}%`;
-    bar.style.width = `${Math.max((100 * ((s.finished_ms ?? Date.now()) - s.started_ms)) / width, 0.5)}%`;
-    return el("div", { class: "lane" }, el("span", { class: "lane-name mono" }, s.name), el("span", { class: "track" }, bar));
+    bar.style.left = at(s.started_ms);
+    bar.style.width = wide(s.started_ms, end);
+    track.append(bar);
+    for (const [a, b] of asked[s.name] || []) {
+      const w = el("span", { class: "bar wait-person", title: `${s.name}: waited ${span(b - a)} for a person` });
+      w.style.left = at(a);
+      w.style.width = wide(a, b);
+      track.append(w);
+    }
+    return el("div", { class: "lane", "data-state": s.name }, el("span", { class: "lane-name mono" }, s.name), track);
   }));
+  $("timeline-legend").hidden = timed.length === 0;
 }
 
 async function showGraph(id) {
