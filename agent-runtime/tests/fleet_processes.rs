@@ -607,7 +607,14 @@ async fn chaos_fleet(store: Store, address: String, tag: &str) {
         }
         let failed: Vec<_> =
             rows.iter().filter(|r| r.status.is_finished() && r.status != AgentStatus::Completed).collect();
-        assert!(failed.is_empty(), "runs ended otherwise: {failed:?}");
+        if !failed.is_empty() {
+            let mut why = Vec::new();
+            for r in &failed {
+                let checkpoint = agent_runtime::store::read_checkpoint(&*store, &r.run_id).await;
+                why.push(format!("{r:?}: {:?}", checkpoint.map(|c| c.and_then(|c| c.last_error))));
+            }
+            panic!("runs ended otherwise:\n{}", why.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drained = drain_began.elapsed();
