@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_core::{AgentStatus, BoxError, Context, HumanInput, StateResult};
+use agent_core::{AgentStatus, Context, StateResult};
 use agent_runtime::console::Console;
 use agent_runtime::store::{CheckpointStore, MemoryStore, SqliteStore};
 use agent_runtime::{Agent, RunOptions};
@@ -23,31 +23,10 @@ use tower::ServiceExt;
 
 mod common;
 
-/// `prepare` → `review` (asks a person) → `<script>alert(1)</script>` (a hostile name) →
-/// `finish`.
+use common::review::until_asked;
+
 fn asker(name: &str) -> Agent {
-    let mut agent = Agent::new(name.to_owned()).input_from_terminal(false);
-    agent
-        .add_state("prepare", |ctx: Context| async move {
-            ctx.set_state("draft", "<b>bold</b> & \"quoted\"");
-            StateResult::next("review")
-        })
-        .targets(["review"]);
-    agent
-        .add_state("review", |ctx: Context| async move {
-            let verdict = ctx.human_in_the_loop(HumanInput::new("Approve <b>the</b> draft?")).await?;
-            ctx.set_state("verdict", verdict);
-            Ok::<_, BoxError>(StateResult::next("<script>alert(1)</script>"))
-        })
-        .targets(["<script>alert(1)</script>"]);
-    agent
-        .add_state("<script>alert(1)</script>", |_ctx: Context| async { StateResult::next("finish") })
-        .targets(["finish"]);
-    agent.add_state("finish", |ctx: Context| async move {
-        ctx.set_state("done", true);
-        StateResult::End
-    });
-    agent
+    common::review::asker(name, None)
 }
 
 struct Reply {
@@ -81,15 +60,6 @@ async fn call(app: &Router, method: Method, uri: &str, token: Option<&str>, body
 
 async fn get(app: &Router, uri: &str) -> Reply {
     call(app, Method::GET, uri, None, None).await
-}
-
-/// Wait (bounded) until run `id` has a pending request for input in the store.
-async fn until_asked(store: &dyn CheckpointStore, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while store.inputs(Some(id), true).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "run {id} never asked");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn ids(list: &Value) -> Vec<String> {

@@ -15,37 +15,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agent_core::{AgentStatus, BoxError, Context, HumanInput, StateResult};
+use agent_core::AgentStatus;
 use agent_runtime::console::Console;
 use agent_runtime::store::{CheckpointStore, SqliteStore};
 use agent_runtime::{Agent, RunOptions};
 
+mod common;
+
+use common::review::until_asked;
+
+/// The workflow under test: a review that defaults to approve.
 fn asker() -> Agent {
-    let mut agent = Agent::new("review").input_from_terminal(false);
-    agent
-        .add_state("prepare", |ctx: Context| async move {
-            ctx.set_state("draft", "<b>bold</b> & \"quoted\"");
-            StateResult::next("review")
-        })
-        .targets(["review"]);
-    agent
-        .add_state("review", |ctx: Context| async move {
-            let verdict =
-                ctx.human_in_the_loop(HumanInput::new("Approve <b>the</b> draft?").default("approve")).await?;
-            ctx.set_state("verdict", verdict);
-            Ok::<_, BoxError>(StateResult::next("<script>alert(1)</script>"))
-        })
-        .targets(["<script>alert(1)</script>"]);
-    agent
-        .add_state("<script>alert(1)</script>", |_ctx: Context| async { StateResult::next("finish") })
-        .targets(["finish"]);
-    agent.add_state("finish", |ctx: Context| async move {
-        ctx.set_state("done", true);
-        StateResult::End
-    });
-    agent
+    common::review::asker("review", Some("approve"))
 }
 
 fn workspace() -> PathBuf {
@@ -67,14 +50,6 @@ fn browser() -> Result<(PathBuf, PathBuf), String> {
         return Err("tests/console has no node_modules (npm ci --prefix tests/console)".into());
     }
     Ok((chromium, dir))
-}
-
-async fn until_asked(store: &dyn CheckpointStore, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while store.inputs(Some(id), true).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "run {id} never asked");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,10 +160,9 @@ impl<'a> InputView<'a> {
 
 pub(super) async fn run(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let store = &*shared.store;
-    let row = match store.get_run(&id).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run `{id}` in the store")),
-        Err(e) => return store_failed(e),
+    let row = match row_of(&shared, &id).await {
+        Ok(row) => row,
+        Err(response) => return response,
     };
     // A run whose records cannot be read is still shown, with why.
     let (checkpoint, unreadable) = match read_checkpoint(store, &id).await {
@@ -232,11 +231,7 @@ pub(super) async fn agents(State(shared): State<Arc<Shared>>) -> Response {
 /// The run's workflow's diagram, coloured by its stored checkpoint and requests.
 async fn diagram(shared: &Shared, id: &str) -> Result<Diagram, Response> {
     let store = &*shared.store;
-    let row = match store.get_run(id).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(error(StatusCode::NOT_FOUND, format!("no run `{id}` in the store"))),
-        Err(e) => return Err(store_failed(e)),
-    };
+    let row = row_of(shared, id).await?;
     let Some(agent) = shared.agent(&row.agent) else {
         return Err(error(
             StatusCode::NOT_FOUND,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod review;
 
 use std::future::Future;
 use std::pin::Pin;
