@@ -138,9 +138,7 @@ impl PostgresStore {
     /// several entries go through the batch's statement.
     async fn write_one(&self, run: &RunRecord, entries: &[JournalEntry]) -> Result<Result<(), StoreError>, Fail> {
         let [e] = entries else {
-            let (done, _) = oneshot::channel();
-            let batch = [Pending { run: run.clone(), entries: entries.to_vec(), done }];
-            return Ok(self.write_batch_inner(&batch).await?.pop().unwrap_or(Ok(())));
+            return Ok(self.write_batch_inner(&[(run, entries)]).await?.pop().unwrap_or(Ok(())));
         };
         let conn = self.conn().await?;
         let st = conn
@@ -181,7 +179,8 @@ impl PostgresStore {
 
     /// Write `batch` in one statement; each run's outcome, in order.
     async fn write_batch(&self, batch: &[Pending]) -> Vec<Result<(), StoreError>> {
-        match self.write_batch_inner(batch).await {
+        let writes: Vec<(&RunRecord, &[JournalEntry])> = batch.iter().map(|p| (&p.run, &p.entries[..])).collect();
+        match self.write_batch_inner(&writes).await {
             Ok(results) => results,
             Err(fail) => {
                 let e = fail.into_store("append (group commit)");
@@ -190,24 +189,26 @@ impl PostgresStore {
         }
     }
 
-    async fn write_batch_inner(&self, batch: &[Pending]) -> Result<Vec<Result<(), StoreError>>, Fail> {
+    async fn write_batch_inner(
+        &self,
+        batch: &[(&RunRecord, &[JournalEntry])],
+    ) -> Result<Vec<Result<(), StoreError>>, Fail> {
         let conn = self.conn().await?;
         let mut run_ids = Vec::with_capacity(batch.len());
         let (mut agents, mut statuses, mut created, mut updated) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut epochs, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
         let (mut e_runs, mut e_seqs, mut e_states, mut e_payloads, mut e_ats) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for p in batch {
-            let r = &p.run;
+        for &(r, entries) in batch {
             run_ids.push(r.run_id.as_str());
             agents.push(r.agent.as_str());
             statuses.push(r.status.as_str());
             created.push(r.created_ms);
             updated.push(r.updated_ms);
             epochs.push(u64_to_db(STORE, "epoch", r.epoch)?);
-            firsts.push(u64_to_db(STORE, "journal seq", p.entries[0].seq)?);
-            lasts.push(u64_to_db(STORE, "journal seq", p.entries[p.entries.len() - 1].seq)?);
-            for e in &p.entries {
+            firsts.push(u64_to_db(STORE, "journal seq", entries[0].seq)?);
+            lasts.push(u64_to_db(STORE, "journal seq", entries[entries.len() - 1].seq)?);
+            for e in entries {
                 e_runs.push(r.run_id.as_str());
                 e_seqs.push(u64_to_db(STORE, "journal seq", e.seq)?);
                 e_states.push(e.state.as_str());
@@ -257,12 +258,12 @@ impl PostgresStore {
         let rows = conn.query(&st, &params).await?;
         let owned: HashSet<String> = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<_, _>>()?;
         let mut results = Vec::with_capacity(batch.len());
-        for p in batch {
-            if owned.contains(&p.run.run_id) {
+        for &(run, entries) in batch {
+            if owned.contains(&run.run_id) {
                 results.push(Ok(()));
                 continue;
             }
-            results.push(Err(refusal(&conn, &p.run, p.entries[0].seq).await?));
+            results.push(Err(refusal(&conn, run, entries[0].seq).await?));
         }
         Ok(results)
     }
