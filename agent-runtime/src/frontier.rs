@@ -18,6 +18,13 @@
 //! per run: a run then costs nothing to set up (the shards are 2 KiB), and a checkpoint
 //! holds back the transitions of the process's other runs only for that short read.
 //!
+//! A state's completion is counted inside the transition that moves its token on (`drive`
+//! enters before it settles the outcome), so a checkpoint never reads a state counted
+//! completed whose token still stands at it: restored, such a state would run again and be
+//! counted twice. The exception is a plain (not durable) run's root chain, which takes no
+//! lock on its path: a checkpoint taken from another thread in the middle of one of its
+//! steps may do just that (nothing captures such a run by itself).
+//!
 //! Invariants:
 //! - No `.await` while entered (a transition is synchronous code), so an entered thread
 //!   leaves before it runs anything else, and entering again on the same thread nests.

@@ -328,3 +328,58 @@ async fn a_state_paused_while_waiting_to_retry_keeps_its_retry_budget() {
     assert_eq!(attempts, 4);
     assert_eq!(context.get_state::<u32>("tries"), Some(4));
 }
+
+/// `start` fans out to `WIDE` distinct states that each complete at once.
+fn wide() -> Agent {
+    const WIDE: usize = 32;
+    let mut agent = Agent::new("wide");
+    let names: Vec<String> = (0..WIDE).map(|i| format!("b{i}")).collect();
+    agent.add_state("start", step("start", 0, StateResult::parallel(names.clone())));
+    for name in names {
+        agent.add_state(name, |_ctx: Context| async move {
+            tokio::task::yield_now().await;
+            StateResult::End
+        });
+    }
+    agent
+}
+
+/// A checkpoint taken from another thread while branches complete never counts a state's
+/// completion while its token still stands at it: restored, that state would run again
+/// and be counted twice (a durable run's journal took such a delta, and a process killed
+/// after it left a run whose branch completed twice on record). The completion is counted
+/// in the same transition that moves the token on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_never_counts_a_completion_whose_token_has_not_moved() {
+    let agent = wide();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..200 {
+        let running = spawn_run(&agent);
+        let watcher = {
+            let (agent, taken) = (agent.clone(), taken.clone());
+            std::thread::spawn(move || {
+                while agent.run_id().is_none() {
+                    std::thread::yield_now();
+                }
+                loop {
+                    let c = agent.create_checkpoint();
+                    taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    for t in &c.tokens {
+                        let record = c.states.iter().find(|s| s.name == t.state).unwrap();
+                        assert_eq!(
+                            record.completed, 0,
+                            "{} is counted completed with a token at it: {:?}",
+                            t.state, c.tokens
+                        );
+                    }
+                    if c.agent_status.is_finished() {
+                        return;
+                    }
+                }
+            })
+        };
+        running.await.unwrap().unwrap();
+        watcher.join().unwrap();
+    }
+    assert!(taken.load(std::sync::atomic::Ordering::Relaxed) >= 200);
+}

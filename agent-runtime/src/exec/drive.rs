@@ -206,9 +206,17 @@ pub(crate) async fn drive(run: &Arc<Run>, pos: usize, group: Option<Cow<'_, Arc<
             }
         };
         drop(permit);
-        // 4. Settle, then 5. route. The chain's step (on in this task, from an outcome that
-        // owns nothing) goes on from here: matched apart from the other steps, it costs 3
-        // fewer instructions a transition than through the one `match` below (callgrind).
+        // 4. Settle, then 5. route, as one transition wherever a checkpoint may be taken
+        // meanwhile from another thread: a branch in a group, or any branch of a durable run
+        // (its writer captures while other branches, or the root, move on). Counted
+        // completed, the state's token must have moved on in the same transition: a
+        // checkpoint reading the count with the token still at the state would run it again
+        // on restore and count it twice. Only a plain run's root chain, which no writer
+        // captures, goes without (see `frontier`).
+        let _entered = (!b.rooted || run.sinks.durable.is_some()).then(|| TRANSITIONS.enter());
+        // The chain's step (on in this task, from an outcome that owns nothing) goes on from
+        // here: matched apart from the other steps, it costs 3 fewer instructions a
+        // transition than through the one `match` below (callgrind).
         let step = match b.settle(run, state, &mut outcome, cancelled, attempts) {
             Ok(result) => match b.route(run, state, result) {
                 Step::Continue { to, forget: true } => {
