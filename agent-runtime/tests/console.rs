@@ -58,6 +58,17 @@ async fn call(app: &Router, method: Method, uri: &str, token: Option<&str>, body
     Reply { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
 }
 
+/// The data of each Server-Sent Event of kind `kind` in `body`, as JSON.
+fn sse_data(body: &str, kind: &str) -> Vec<Value> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut lines = block.lines();
+            (lines.next()? == format!("event: {kind}")).then_some(())?;
+            serde_json::from_str(lines.next()?.strip_prefix("data: ")?).ok()
+        })
+        .collect()
+}
+
 async fn get(app: &Router, uri: &str) -> Reply {
     call(app, Method::GET, uri, None, None).await
 }
@@ -125,6 +136,12 @@ async fn scenario(store: Arc<dyn CheckpointStore>, tag: &str) {
     assert!(get(&app, &format!("/api/v1/runs/{id}/graph.dot")).await.body.contains("digraph"), "{tag}");
     assert!(get(&app, &format!("/api/v1/runs/{id}/graph.mmd")).await.body.contains("flowchart"), "{tag}");
 
+    // A client following the run from now on: its row and states at once, then each change.
+    let following = tokio::spawn({
+        let (app, uri) = (app.clone(), format!("/api/v1/runs/{id}/events"));
+        async move { get(&app, &uri).await }
+    });
+
     // Answer from the console: the run goes on and completes; a second answer is refused.
     let answer = format!("/api/v1/runs/{id}/inputs/{request}");
     let first = call(&app, Method::POST, &answer, None, Some(json!({ "answer": "approve" }))).await;
@@ -141,11 +158,23 @@ async fn scenario(store: Arc<dyn CheckpointStore>, tag: &str) {
     assert_eq!(done["run"]["standing"], "Completed", "{tag}");
     assert_eq!(done["context"]["verdict"], "approve", "{tag}");
 
+    // The follower saw review running, then completed, and its stream ended with the run.
+    let followed = tokio::time::timeout(Duration::from_secs(30), following).await.unwrap().unwrap().body;
+    let review: Vec<Value> = sse_data(&followed, "state").into_iter().filter(|s| s["name"] == "review").collect();
+    let statuses: Vec<&Value> = review.iter().map(|s| &s["status"]).collect();
+    assert_eq!(statuses, [&json!("Running"), &json!("Completed")], "{tag}: {followed}");
+    assert_eq!(review[1]["run_id"], id.as_str(), "{tag}");
+    assert!(followed.starts_with("event: run\n"), "{tag}: {followed}");
+    assert!(followed.contains("\"standing\":\"Completed\""), "{tag}: {followed}");
+
     // Its stream: the row at once; a finished run's stream ends after it.
     let events = get(&app, &format!("/api/v1/runs/{id}/events")).await;
     assert_eq!(events.headers[header::CONTENT_TYPE], "text/event-stream", "{tag}");
     assert!(events.body.starts_with("event: run\ndata: {"), "{tag}: {}", events.body);
     assert!(events.body.contains("\"standing\":\"Completed\""), "{tag}");
+    assert!(events.body.contains("event: state\ndata: {"), "{tag}: every state's record follows the row");
+    let prepare = sse_data(&events.body, "state").into_iter().find(|s| s["name"] == "prepare");
+    assert_eq!(prepare.map(|s| s["completed"].clone()), Some(json!(1)), "{tag}: {}", events.body);
 
     // Submissions: queued for a worker, one run per idempotency key.
     let queued = json!({ "agent": name, "input": { "n": 1 }, "key": "order-1" });

@@ -20,8 +20,8 @@
 //! | `GET /api/v1/runs?agent=&status=&q=&limit=&offset=` | runs, newest first: `{runs, total, offset, limit}` |
 //! | `GET /api/v1/runs/{id}` | a run: its row, standing, owner and lease, checkpoint (context, states), requests for input, snapshot history |
 //! | `GET /api/v1/runs/{id}/graph.svg`, `.dot`, `.mmd` | its workflow's graph coloured by the run (workflows given with [`Console::agent`]) |
-//! | `GET /api/v1/runs/{id}/events` | Server-Sent Events: the run's row each time it changes |
-//! | `GET /api/v1/events` | Server-Sent Events: every run's row each time one changes |
+//! | `GET /api/v1/runs/{id}/events` | Server-Sent Events: the run's row (`run`) and each state's record (`state`) at once, then each time one changes; ends with the finished run |
+//! | `GET /api/v1/events` | Server-Sent Events: every run's row each time one changes (one poller shared by every client) |
 //! | `GET /api/v1/inputs` | every pending request for input, across runs |
 //! | `GET /api/v1/agents` | the workflows the console can start and draw |
 //! | `POST /api/v1/runs` `{agent, input, key}` | submit a run for a worker; `201 {run_id}` |
@@ -141,6 +141,7 @@ impl Console {
             store: self.store,
             token: self.token,
             read_only: self.read_only,
+            hubs: events::Hubs::default(),
         });
         let api = Router::new()
             .route("/runs", get(api::list_runs).post(api::submit))
@@ -195,6 +196,8 @@ pub(crate) struct Shared {
     agents: Vec<(String, Agent)>,
     token: Option<String>,
     read_only: bool,
+    /// The live streams' pollers (see `events`).
+    hubs: events::Hubs,
 }
 
 impl Shared {

@@ -291,8 +291,12 @@ async function route() {
     countInbox();
     if (view === "run") {
       await showRun(id);
-      follow(`runs/${encodeURIComponent(id)}/events`, (event, data) => {
-        if (event === "run") showRun(id).catch((e) => problem(e.message));
+      // A burst of state events (a fan-out's branches ending) redraws the run once.
+      let redraw = null;
+      follow(`runs/${encodeURIComponent(id)}/events`, (event) => {
+        if (event !== "run" && event !== "state") return;
+        clearTimeout(redraw);
+        redraw = setTimeout(() => showRun(id).catch((e) => problem(e.message)), 50);
       });
     } else if (view === "inbox") {
       await showInbox();
