@@ -139,6 +139,14 @@ pub struct StateRecord {
     /// Milliseconds its instances waited for resources, in all (written when not 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resource_wait_ms: u64,
+    /// What its latest attempt held from a resource pool, as people read it (`cpu 2,
+    /// memory 512 MB, gpu 1`); `None` when it held nothing or never ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<String>,
+    /// The pool's GPU devices its latest attempt used, by index, ascending (devices 0 to 62
+    /// are recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_ids: Vec<usize>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -591,7 +599,19 @@ impl StateRecord {
             started_ms: None,
             finished_ms: None,
             resource_wait_ms: 0,
+            resources: None,
+            gpu_ids: Vec::new(),
         }
+    }
+
+    /// This record with what its latest attempt held: `resources` described, the GPU
+    /// devices `gpu_ids`.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_held(mut self, resources: Option<String>, gpu_ids: Vec<usize>) -> Self {
+        self.resources = resources;
+        self.gpu_ids = gpu_ids;
+        self
     }
 
     /// This record with `ms` milliseconds waited for resources.

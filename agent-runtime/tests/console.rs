@@ -413,20 +413,21 @@ async fn actions_on_postgres() {
     common::pg::drop_schema(&url, &schema).await;
 }
 
-/// Time a state waited for resources is recorded with it (checkpoints and journal deltas
-/// alike), so the console shows it: two runs of one agent on a pool of one CPU, each
-/// holding it 60 ms; the one that waited says so.
+/// Time a state waited for resources, and what it held (amounts and GPU devices), are
+/// recorded with it (checkpoints and journal deltas alike), so the console shows them: two
+/// runs of one agent on a pool of one CPU and two GPUs, each holding the CPU and one GPU
+/// 60 ms; the one that waited says so, and each names the device it used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_that_waited_for_resources_shows_how_long() {
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
-    let pool = agent_runtime::ResourcePool::builder().total_cpu(1.0).total_memory_mb(64.0).build();
+    let pool = agent_runtime::ResourcePool::builder().total_cpu(1.0).total_memory_mb(64.0).total_gpu(2.0).build();
     let mut agent = Agent::new("busy").with_resource_pool(pool).with_store(store.clone());
     agent
         .add_state("work", |_ctx: Context| async {
             tokio::time::sleep(Duration::from_millis(60)).await;
             StateResult::End
         })
-        .resources(agent_core::ResourceRequirements::new().cpu(1.0));
+        .resources(agent_core::ResourceRequirements::new().cpu(1.0).gpu(1.0));
     let (one, two) = (agent.start(RunOptions::new()).unwrap(), agent.start(RunOptions::new()).unwrap());
     let ids = [one.id().to_owned(), two.id().to_owned()];
     one.await.unwrap();
@@ -438,6 +439,9 @@ async fn a_state_that_waited_for_resources_shows_how_long() {
         let work =
             run["checkpoint"]["states"].as_array().unwrap().iter().find(|s| s["name"] == "work").unwrap().clone();
         waits.push(work["resource_wait_ms"].as_u64().unwrap_or(0));
+        assert_eq!(work["resources"], "cpu 1, gpu 1", "{run}");
+        let device = work["gpu_ids"].as_array().map(|ids| ids.iter().filter_map(Value::as_u64).collect::<Vec<_>>());
+        assert!(matches!(device.as_deref(), Some([0] | [1])), "one of the two devices: {run}");
     }
     waits.sort_unstable();
     assert_eq!(waits[0], 0, "the first took the CPU at once: {waits:?}");

@@ -28,7 +28,7 @@ use agent_core::{
 use crate::frontier::TRANSITIONS;
 use crate::program::Program;
 use crate::run::{Counts, Group, Position};
-use crate::run::{Run, NO_STATE};
+use crate::run::{Run, HELD, NO_STATE};
 use crate::store::InputRecord;
 
 pub(crate) mod delta;
@@ -74,6 +74,8 @@ pub(crate) struct StateKey {
     finished_ms: Option<i64>,
     /// Whole milliseconds waited for resources.
     resource_wait_ms: u64,
+    /// What the latest attempt held (see `StateCounters::held`).
+    held: u64,
 }
 
 impl StateKey {
@@ -89,6 +91,7 @@ impl StateKey {
             started_ms: r.started_ms,
             finished_ms: r.finished_ms,
             resource_wait_ms: r.resource_wait_ms,
+            held: held_mask(r),
         }
     }
 
@@ -105,7 +108,38 @@ impl StateKey {
         )
         .with_times(self.started_ms, self.finished_ms)
         .with_resource_wait(self.resource_wait_ms)
+        .with_held(held_resources(run, i, self.held), gpu_ids(self.held))
     }
+}
+
+/// What a record says its state's latest attempt held, as `StateCounters::held` keeps it.
+fn held_mask(r: &StateRecord) -> u64 {
+    if r.resources.is_none() && r.gpu_ids.is_empty() {
+        return 0;
+    }
+    r.gpu_ids.iter().filter(|&&d| d < 63).fold(HELD, |m, &d| m | (1 << d))
+}
+
+/// The GPU devices of a `held` mask, ascending.
+fn gpu_ids(held: u64) -> Vec<usize> {
+    (0..63).filter(|d| held & (1 << d) != 0).collect()
+}
+
+/// What state `i` of `run` holds when it runs (its declared request, as a pool counts it),
+/// described, if the `held` mask says an attempt held it.
+fn held_resources(run: &Run, i: usize, held: u64) -> Option<String> {
+    if held & HELD == 0 {
+        return None;
+    }
+    let (_, request) = run.program.states[i].guarded.as_ref()?.request.as_ref()?;
+    let [cpu, memory_mb, io, network, gpu] = request.amounts;
+    let parts: Vec<String> =
+        [("cpu", cpu, ""), ("memory", memory_mb, " MB"), ("io", io, ""), ("network", network, ""), ("gpu", gpu, "")]
+            .into_iter()
+            .filter(|&(_, amount, _)| amount > 0.0)
+            .map(|(kind, amount, unit)| format!("{kind} {amount}{unit}"))
+            .collect();
+    Some(parts.join(", "))
 }
 
 /// State `i`'s counters now.
@@ -122,6 +156,7 @@ pub(crate) fn state_key(run: &Run, i: usize) -> StateKey {
         started_ms,
         finished_ms,
         resource_wait_ms: c.resource_wait.load(Relaxed) / 1_000_000,
+        held: c.held.load(Relaxed),
     }
 }
 
@@ -217,6 +252,7 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
         c.preempted.store(record.preempted, Relaxed);
         c.resumed_attempts.store(record.attempts_made, Relaxed);
         c.resource_wait.store(record.resource_wait_ms.saturating_mul(1_000_000), Relaxed);
+        c.held.store(held_mask(record), Relaxed);
         if let Some(t) = &run.sinks.timing {
             t[at(&record.name)].restore(record.started_ms, record.finished_ms);
         }

@@ -190,7 +190,10 @@ async fn one(run: &Arc<Run>, pos: usize, g: &Guarded, attempt: u32) -> Outcome {
                 let guard = pool.acquire(request.clone(), &**run).await;
                 run.record_resource_wait(pos, asked.elapsed());
                 match guard {
-                    Ok(guard) => Some(guard),
+                    Ok(guard) => {
+                        run.record_held(pos, guard.allocation.gpu_ids());
+                        Some(guard)
+                    }
                     Err(e) => return Ok(Err(Box::new(e))),
                 }
             }

@@ -17,6 +17,9 @@ use std::time::Duration;
 use agent_core::StateStatus;
 use tokio::sync::Notify;
 
+/// The bit of [`StateCounters::held`] saying an attempt held resources.
+pub(crate) const HELD: u64 = 1 << 63;
+
 /// One state's counters (see the module docs).
 pub(crate) struct StateCounters {
     pub status: AtomicU8,
@@ -30,6 +33,9 @@ pub(crate) struct StateCounters {
     pub retries: AtomicU32,
     /// Time spent waiting for resources, in nanoseconds.
     pub resource_wait: AtomicU64,
+    /// What the latest attempt held from a pool: [`HELD`] once it held anything, and bit
+    /// `d` for each GPU device `d` below 63 it used.
+    pub held: AtomicU64,
     /// 1 + the order in which this state first completed; 0 while it never has.
     pub first_completed: AtomicU32,
     /// Tokens at this state at the top level, outside the root slot (see `frontier`).
@@ -51,6 +57,7 @@ impl StateCounters {
             cancel_epoch: AtomicU32::new(0),
             retries: AtomicU32::new(0),
             resource_wait: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             first_completed: AtomicU32::new(0),
             at_top: AtomicU32::new(0),
             attempts_made: AtomicU32::new(0),
@@ -147,6 +154,12 @@ impl Counters {
     pub(crate) fn record_resource_wait(&self, state: usize, waited: Duration) {
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.states[state].resource_wait.fetch_add(nanos, Relaxed);
+    }
+
+    /// Note what an attempt of `state` was granted: it held resources, on `gpu_ids`.
+    pub(crate) fn record_held(&self, state: usize, gpu_ids: &[usize]) {
+        let mask = gpu_ids.iter().filter(|&&d| d < 63).fold(HELD, |m, &d| m | (1 << d));
+        self.states[state].held.store(mask, Relaxed);
     }
 
     pub(crate) fn record_input_wait(&self, waited: Duration) {

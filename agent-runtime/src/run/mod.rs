@@ -41,7 +41,7 @@ use agent_core::{AgentError, AgentStatus, Context, StateStatus};
 use tokio::sync::Semaphore;
 
 pub(crate) use control::{Control, Deadline};
-pub(crate) use counters::Counters;
+pub(crate) use counters::{Counters, HELD};
 pub(crate) use gates::DepsState;
 pub(crate) use groups::{Counts, Group, Position};
 pub(crate) use positions::{Positions, NO_STATE};
@@ -185,6 +185,10 @@ impl Run {
 
     pub(crate) fn record_resource_wait(&self, state: usize, waited: Duration) {
         self.states.record_resource_wait(state, waited)
+    }
+
+    pub(crate) fn record_held(&self, state: usize, gpu_ids: &[usize]) {
+        self.states.record_held(state, gpu_ids)
     }
 
     pub(crate) fn record_input_wait(&self, waited: Duration) {

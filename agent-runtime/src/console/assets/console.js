@@ -190,11 +190,15 @@ function showStates(cp, inputs) {
     if (person) parts.push(`a person ${span(person)}`);
     return parts.join(", ");
   };
+  // What its latest attempt held from a pool, with the GPU devices it used.
+  const held = (s) => [s.resources, s.gpu_ids && s.gpu_ids.length ? `GPU ${s.gpu_ids.join(", ")}` : ""]
+    .filter(Boolean).join("; ");
   $("states").tBodies[0].replaceChildren(...states.map((s) => el("tr", { "data-state": s.name },
     el("td", { class: "mono" }, s.name), el("td", {}, badge(s.status)), el("td", {}, s.completed), el("td", {}, s.failed),
     el("td", {}, s.retries), el("td", {}, s.attempts_made),
     el("td", {}, s.started_ms != null && s.finished_ms != null ? span(s.finished_ms - s.started_ms) : ""),
     el("td", { class: "waited" }, waited(s)),
+    el("td", { class: "held" }, held(s)),
     el("td", { class: "error" }, failure && failure.state === s.name ? failure.message : ""))));
   // The timeline: each state's first start to last end on one time axis, with the time it
   // waited for resources before it started and the waits for a person over it.
