@@ -139,6 +139,7 @@ async fn runs(store: &dyn CheckpointStore, tag: &str) {
         agent: agent.map(str::to_owned),
         status,
         limit,
+        ..RunQuery::default()
     };
     let list = |query: RunQuery| async move { store.list_runs(&query).await.unwrap() };
     assert_eq!(ids(&list(q(Some(&alpha), None, None)).await), [id("r5"), id("r6"), id("r2"), id("r1")]);
@@ -152,6 +153,38 @@ async fn runs(store: &dyn CheckpointStore, tag: &str) {
     assert_eq!(ids(&list(q(None, None, Some(0))).await), Vec::<String>::new());
     assert_eq!(ids(&list(q(None, None, Some(100))).await).len(), 6);
     assert_eq!(ids(&list(q(Some(&alpha), Some(AgentStatus::Completed), Some(1))).await), [id("r5")]);
+
+    // Pages: the same order, `offset` runs skipped; counts ignore the page.
+    let page = |limit: Option<usize>, offset: usize| RunQuery { limit, offset, ..RunQuery::default() };
+    assert_eq!(ids(&list(page(Some(2), 2)).await), [id("r3"), id("r2")]);
+    assert_eq!(ids(&list(page(None, 5)).await), [id("r1")]);
+    assert_eq!(ids(&list(page(Some(3), 6)).await), Vec::<String>::new());
+    assert_eq!(store.count_runs(&page(Some(1), 4)).await.unwrap(), 6);
+    assert_eq!(store.count_runs(&q(Some(&alpha), None, None)).await.unwrap(), 4);
+    assert_eq!(store.count_runs(&q(None, Some(AgentStatus::Running), None)).await.unwrap(), 2);
+    assert_eq!(store.count_runs(&q(Some("nobody"), None, None)).await.unwrap(), 0);
+
+    // Time ranges (created from, created before, updated since) and the id search.
+    let within = |since: Option<i64>, before: Option<i64>, updated: Option<i64>| RunQuery {
+        created_since_ms: since,
+        created_before_ms: before,
+        updated_since_ms: updated,
+        ..RunQuery::default()
+    };
+    assert_eq!(ids(&list(within(Some(300), None, None)).await), [id("r5"), id("r6"), id("r3"), id("r2")]);
+    assert_eq!(ids(&list(within(None, Some(300), None)).await), [id("r4"), id("r1")]);
+    assert_eq!(ids(&list(within(Some(200), Some(400), None)).await), [id("r2"), id("r4")]);
+    assert_eq!(ids(&list(within(None, None, Some(400))).await), [id("r5"), id("r6"), id("r3")]);
+    assert_eq!(store.count_runs(&within(Some(300), None, None)).await.unwrap(), 4);
+    let search = |text: &str| RunQuery { id_contains: Some(text.to_owned()), ..RunQuery::default() };
+    assert_eq!(ids(&list(search("-r6")).await), [id("r6")]);
+    assert_eq!(ids(&list(search(&format!("{tag}-r"))).await).len(), 6);
+    assert_eq!(ids(&list(search("%")).await), Vec::<String>::new(), "no LIKE wildcards");
+    assert_eq!(ids(&list(search("-R6")).await), Vec::<String>::new(), "case matters");
+    let mixed =
+        RunQuery { agent: Some(alpha.clone()), created_since_ms: Some(300), limit: Some(1), offset: 1, ..search("-r") };
+    assert_eq!(ids(&list(mixed.clone()).await), [id("r6")]);
+    assert_eq!(store.count_runs(&mixed).await.unwrap(), 3);
 
     // Every status is written and read back as itself.
     for (i, status) in ALL_STATUSES.into_iter().enumerate() {
@@ -968,7 +1001,7 @@ mod sqlite {
         assert!(m.contains("bad-status") && m.contains("Done"), "{m}");
         corrupt(store.get_run("int-status").await.map(drop), "integer status");
         corrupt(store.list_runs(&RunQuery::default()).await.map(drop), "list");
-        let q = RunQuery { agent: Some(agent.into()), status: Some(AgentStatus::Running), limit: None };
+        let q = RunQuery { agent: Some(agent.into()), status: Some(AgentStatus::Running), ..RunQuery::default() };
         assert_eq!(
             ids(&store.list_runs(&q).await.unwrap()),
             ["bad-last", "bad-payload", "bad-snapshot", "fine"],

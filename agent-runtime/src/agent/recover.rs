@@ -519,7 +519,7 @@ impl Agent {
         let store = self.store()?;
         let mut runs = Vec::new();
         for status in [AgentStatus::Running, AgentStatus::Paused] {
-            let query = RunQuery { agent: Some(self.shared.name.clone()), status: Some(status), limit: None };
+            let query = RunQuery { agent: Some(self.shared.name.clone()), status: Some(status), ..RunQuery::default() };
             let found = store.list_runs(&query).await;
             let found = found.map_err(|e| store_error(e, Context::new()))?;
             runs.extend(found.into_iter().map(|r| r.run_id));

@@ -25,7 +25,7 @@ use crate::store::{RunQuery, RunRecord};
 use crate::text::shown;
 
 pub(super) async fn list(agent: &str, store: &Store, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
-    let query = RunQuery { agent: Some(agent.to_owned()), status: None, limit: None };
+    let query = RunQuery { agent: Some(agent.to_owned()), ..RunQuery::default() };
     let runs = store.get().list_runs(&query).await?;
     if runs.is_empty() {
         writeln!(out, "no runs of agent `{}` in the store", shown(agent))?;

@@ -76,7 +76,7 @@ pub(super) async fn start(
         Start::Auto => {
             let mut unfinished = Vec::new();
             for status in [AgentStatus::Running, AgentStatus::Paused] {
-                let query = RunQuery { agent: Some(name.clone()), status: Some(status), limit: None };
+                let query = RunQuery { agent: Some(name.clone()), status: Some(status), ..RunQuery::default() };
                 unfinished.extend(store.get().list_runs(&query).await?);
             }
             unfinished.sort_by_key(|r| std::cmp::Reverse(r.created_ms));

@@ -64,7 +64,7 @@ impl Store {
                 return Ok(record);
             }
         }
-        let query = RunQuery { agent: Some(agent.to_owned()), status: None, limit: None };
+        let query = RunQuery { agent: Some(agent.to_owned()), ..RunQuery::default() };
         let mut found: Vec<RunRecord> = store
             .list_runs(&query)
             .await?

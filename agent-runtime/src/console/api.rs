@@ -75,7 +75,7 @@ pub(super) struct ListQuery {
     agent: Option<String>,
     /// A status (`Running`, ...) or a standing (`queued`, `abandoned`, ...).
     status: Option<String>,
-    /// Runs whose id starts with this (or contains it).
+    /// Runs whose id contains this (case matters).
     q: Option<String>,
     /// Runs created at or after this time (ms since the epoch).
     since_ms: Option<i64>,
@@ -87,39 +87,48 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list_runs(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Response {
     let store_status = q.status.as_deref().and_then(|s| AgentStatus::ALL.iter().copied().find(|a| a.as_str() == s));
-    let standing_only = q.status.as_deref().filter(|_| store_status.is_none());
-    if let Some(s) = standing_only {
+    if let (Some(s), None) = (q.status.as_deref(), store_status) {
         if !["queued", "interrupted", "abandoned"].contains(&s) {
             return error(StatusCode::BAD_REQUEST, format!("no status or standing `{s}`"));
         }
     }
-    let query = RunQuery {
+    let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
+    let offset = q.offset.unwrap_or(0);
+    let filters = RunQuery {
         agent: q.agent.clone(),
-        // A standing is a status read with the owner and the lease: filtered below.
-        status: store_status.filter(|s| *s != AgentStatus::Running && *s != AgentStatus::Idle),
-        limit: None,
-    };
-    let runs = match shared.store.list_runs(&query).await {
-        Ok(runs) => runs,
-        Err(e) => return store_failed(e),
+        created_since_ms: q.since_ms,
+        created_before_ms: q.until_ms,
+        id_contains: q.q.clone().filter(|t| !t.is_empty()),
+        ..RunQuery::default()
     };
     let now = now_ms();
-    let needle = q.q.as_deref().map(str::to_lowercase);
-    let matching: Vec<RunView> = runs
-        .into_iter()
-        .filter(|r| q.since_ms.is_none_or(|t| r.created_ms >= t) && q.until_ms.is_none_or(|t| r.created_ms < t))
-        .filter(|r| needle.as_deref().is_none_or(|n| r.run_id.to_lowercase().contains(n)))
-        .map(|r| RunView::of(r, now))
-        .filter(|v| match (&q.status, store_status) {
-            (None, _) => true,
-            (Some(_), Some(s)) => v.standing == s.as_str(),
-            (Some(standing), None) => v.standing == standing,
-        })
-        .collect();
-    let total = matching.len();
-    let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
-    let offset = q.offset.unwrap_or(0).min(total);
-    let page: Vec<RunView> = matching.into_iter().skip(offset).take(limit).collect();
+    let status = match (q.status.as_deref(), store_status) {
+        // A status the row says alone: the store filters, counts and pages.
+        (None, _) => None,
+        (Some(_), Some(s)) if s != AgentStatus::Running && s != AgentStatus::Idle => Some(s),
+        // A standing is a status read with the owner and the lease, by the console's clock:
+        // the unfinished runs (`Idle`, `Running`) are read and sorted out here.
+        (Some(wanted), _) => {
+            let mut matching = Vec::new();
+            for status in [AgentStatus::Running, AgentStatus::Idle] {
+                match shared.store.list_runs(&RunQuery { status: Some(status), ..filters.clone() }).await {
+                    Ok(runs) => matching.extend(runs.into_iter().filter(|r| r.standing(now) == wanted)),
+                    Err(e) => return store_failed(e),
+                }
+            }
+            matching.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| a.run_id.cmp(&b.run_id)));
+            let total = matching.len();
+            let page: Vec<RunView> =
+                matching.into_iter().skip(offset).take(limit).map(|r| RunView::of(r, now)).collect();
+            return Json(json!({ "runs": page, "total": total, "offset": offset, "limit": limit })).into_response();
+        }
+    };
+    let query = RunQuery { status, limit: Some(limit), offset, ..filters };
+    let (runs, total) = match tokio::try_join!(shared.store.list_runs(&query), shared.store.count_runs(&query)) {
+        Ok(found) => found,
+        Err(e) => return store_failed(e),
+    };
+    let page: Vec<RunView> = runs.into_iter().map(|r| RunView::of(r, now)).collect();
     Json(json!({ "runs": page, "total": total, "offset": offset, "limit": limit })).into_response()
 }
 

@@ -36,6 +36,8 @@ use tokio::sync::broadcast;
 
 use super::api::RunView;
 use super::Shared;
+use agent_core::AgentStatus;
+
 use crate::store::{now_ms, read_checkpoint, RunQuery};
 
 /// How often a poller reads the store.
@@ -272,8 +274,13 @@ async fn poll_run(shared: Arc<Shared>, id: String, hub: Arc<Hub>) {
 
 /// Poll every run for `hub` until nobody follows: each row at each change (after the first
 /// poll, which only notes them).
+///
+/// A poll reads the unfinished runs (their standing changes with the clock: a lease that
+/// ends makes a run `abandoned` without a write) and the runs written since the previous
+/// poll, less [`SKEW_MS`] for clocks of other processes that run behind; not every run.
 async fn poll_all(shared: Arc<Shared>, hub: Arc<Hub>) {
-    let mut known: Option<HashMap<String, Seen>> = None;
+    let mut known: Option<HashMap<String, (Seen, i64)>> = None;
+    let mut since = now_ms().saturating_sub(SKEW_MS);
     loop {
         if known.is_some() {
             tokio::time::sleep(POLL).await;
@@ -286,32 +293,49 @@ async fn poll_all(shared: Arc<Shared>, hub: Arc<Hub>) {
         if abandoned(&hub, &shared.hubs.all, forget) {
             return;
         }
-        match shared.store.list_runs(&RunQuery::default()).await {
-            Ok(runs) => {
-                let now = now_ms();
-                let first = known.is_none();
-                let known = known.get_or_insert_with(HashMap::new);
-                let mut changed = Vec::new();
-                for row in runs {
-                    let view = serde_json::to_value(RunView::of(row, now)).unwrap_or_default();
-                    let key = view.get("run_id").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
-                    let now_seen = seen(&view);
-                    if known.get(&key) != Some(&now_seen) {
-                        known.insert(key, now_seen);
-                        if !first {
-                            changed.push(Update::new("run", &view));
-                        }
-                    }
-                }
-                // Oldest change first: the store lists newest first.
-                for update in changed.into_iter().rev() {
-                    hub.send(update);
+        let polled = now_ms();
+        let mut runs = Vec::new();
+        let mut failed = None;
+        for query in [
+            RunQuery { updated_since_ms: Some(since), ..RunQuery::default() },
+            RunQuery { status: Some(AgentStatus::Running), ..RunQuery::default() },
+            RunQuery { status: Some(AgentStatus::Idle), ..RunQuery::default() },
+        ] {
+            match shared.store.list_runs(&query).await {
+                Ok(found) => runs.extend(found),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            hub.send(Update::error(e));
+            continue;
+        }
+        runs.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then_with(|| a.run_id.cmp(&b.run_id)));
+        runs.dedup_by(|a, b| a.run_id == b.run_id);
+        let first = known.is_none();
+        let known = known.get_or_insert_with(HashMap::new);
+        for row in runs {
+            let updated = row.updated_ms;
+            let view = serde_json::to_value(RunView::of(row, polled)).unwrap_or_default();
+            let key = view.get("run_id").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+            let now_seen = seen(&view);
+            if known.get(&key).map(|(s, _)| s) != Some(&now_seen) {
+                known.insert(key, (now_seen, updated));
+                if !first {
+                    hub.send(Update::new("run", &view));
                 }
             }
-            Err(e) => hub.send(Update::error(e)),
         }
+        // What the next poll cannot return unchanged is forgotten: memory for the runs
+        // written lately, not for every run seen.
+        since = polled.saturating_sub(SKEW_MS);
+        known.retain(|_, (seen, updated)| *updated >= since || seen.0.contains("Running") || seen.0.contains("Idle"));
     }
 }
+
+/// How far behind the console's clock another process's may run for the all-runs stream
+/// to still see its writes.
+const SKEW_MS: i64 = 60_000;
 
 #[cfg(test)]
 mod tests {

@@ -211,20 +211,16 @@ impl CheckpointStore for MemoryStore {
     }
 
     fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>> {
-        let mut runs: Vec<RunRecord> = self
-            .lock()
-            .runs
-            .values()
-            .map(|d| &d.record)
-            .filter(|r| query.agent.as_ref().is_none_or(|a| *a == r.agent))
-            .filter(|r| query.status.is_none_or(|s| s == r.status))
-            .cloned()
-            .collect();
+        let mut runs: Vec<RunRecord> =
+            self.lock().runs.values().map(|d| &d.record).filter(|r| query.matches(r)).cloned().collect();
         runs.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| a.run_id.cmp(&b.run_id)));
-        if let Some(limit) = query.limit {
-            runs.truncate(limit);
-        }
+        let runs = runs.into_iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
         Box::pin(std::future::ready(Ok(runs)))
+    }
+
+    fn count_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, u64> {
+        let n = self.lock().runs.values().filter(|d| query.matches(&d.record)).count();
+        Box::pin(std::future::ready(Ok(n as u64)))
     }
 
     fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {

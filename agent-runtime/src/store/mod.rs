@@ -77,6 +77,8 @@ mod migrate;
 mod postgres;
 mod queue;
 mod retry;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod run_filter;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod transient;
@@ -455,7 +457,26 @@ impl std::ops::DerefMut for InputRecord {
     }
 }
 
-/// Which runs [`CheckpointStore::list_runs`] returns.
+/// Which runs [`CheckpointStore::list_runs`] returns (and [`CheckpointStore::count_runs`]
+/// counts): those matching every filter given, newest (`created_ms`, then `run_id`) first,
+/// `offset` of them skipped, at most `limit`.
+///
+/// ```
+/// use agent_runtime::store::{RunQuery, RunRecord};
+/// use agent_runtime::AgentStatus;
+/// // The second page of 50 of the report runs created since a time, that failed.
+/// let query = RunQuery {
+///     agent: Some("reports".into()),
+///     status: Some(AgentStatus::Failed),
+///     created_since_ms: Some(1_700_000_000_000),
+///     limit: Some(50),
+///     offset: 50,
+///     ..RunQuery::default()
+/// };
+/// let run = RunRecord::new("run-7", "reports", AgentStatus::Failed, 1_700_000_000_001, 0);
+/// assert!(query.matches(&run));
+/// assert!(!RunQuery { id_contains: Some("run-8".into()), ..query }.matches(&run));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunQuery {
     /// Only this agent's runs.
@@ -464,6 +485,28 @@ pub struct RunQuery {
     pub status: Option<AgentStatus>,
     /// At most this many, newest first (all when `None`).
     pub limit: Option<usize>,
+    /// Skip this many of the matching runs first (paging).
+    pub offset: usize,
+    /// Only runs created at or after this time (milliseconds since the Unix epoch).
+    pub created_since_ms: Option<i64>,
+    /// Only runs created before this time.
+    pub created_before_ms: Option<i64>,
+    /// Only runs whose row changed at or after this time (`updated_ms`).
+    pub updated_since_ms: Option<i64>,
+    /// Only runs whose id contains this text (case matters).
+    pub id_contains: Option<String>,
+}
+
+impl RunQuery {
+    /// Whether `run` passes the query's filters (all but `offset` and `limit`).
+    pub fn matches(&self, run: &RunRecord) -> bool {
+        self.agent.as_ref().is_none_or(|a| *a == run.agent)
+            && self.status.is_none_or(|s| s == run.status)
+            && self.created_since_ms.is_none_or(|t| run.created_ms >= t)
+            && self.created_before_ms.is_none_or(|t| run.created_ms < t)
+            && self.updated_since_ms.is_none_or(|t| run.updated_ms >= t)
+            && self.id_contains.as_deref().is_none_or(|needle| run.run_id.contains(needle))
+    }
 }
 
 /// How much a store keeps: see [`CheckpointStore::apply_retention`].
@@ -502,6 +545,15 @@ pub trait CheckpointStore: Send + Sync + 'static {
 
     /// Runs matching `query`, newest (`created_ms`) first.
     fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>>;
+
+    /// How many runs match `query`'s filters (its `offset` and `limit` aside). The default
+    /// lists them; the stores of this crate count in the database.
+    fn count_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let all = RunQuery { limit: None, offset: 0, ..query.clone() };
+            Ok(self.list_runs(&all).await?.len() as u64)
+        })
+    }
 
     /// Upsert `run` and append `entries` to its journal, all in one transaction; fenced by
     /// `run.epoch`.
@@ -700,6 +752,9 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
     }
     fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>> {
         (**self).list_runs(query)
+    }
+    fn count_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, u64> {
+        (**self).count_runs(query)
     }
     fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {
         (**self).append(run, entries)

@@ -47,6 +47,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, Recycli
 use tokio_postgres::{Config, NoTls, Row};
 
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
+use super::run_filter;
 use super::{
     ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
     RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
@@ -289,6 +290,20 @@ macro_rules! select_runs {
     };
 }
 
+/// PostgreSQL's pieces of a [`RunQuery`]'s statement (see `run_filter`).
+const POSTGRES: run_filter::Dialect = run_filter::Dialect {
+    placeholder: |n| format!("${n}"),
+    contains: |p| format!("strpos(run_id, {p}) > 0"),
+    run_id_order: " COLLATE \"C\"",
+};
+
+fn to_sql<'p>(p: &'p run_filter::Param<'_>) -> &'p (dyn tokio_postgres::types::ToSql + Sync) {
+    match p {
+        run_filter::Param::Text(t) => t,
+        run_filter::Param::Int(n) => n,
+    }
+}
+
 /// A lease of `$n` milliseconds from the server's `now()`.
 macro_rules! lease_sql {
     ($n:literal) => {
@@ -504,41 +519,22 @@ impl CheckpointStore for PostgresStore {
     fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>> {
         self.run(|| "list runs".to_owned(), async move {
             let conn = self.conn().await?;
-            let limit = query.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-            let status = query.status.map(|s| s.as_str());
-            let rows = match (&query.agent, status) {
-                (None, None) => {
-                    let st = conn
-                        .prepare_cached(select_runs!(" ORDER BY created_ms DESC, run_id COLLATE \"C\" LIMIT $1"))
-                        .await?;
-                    conn.query(&st, &[&limit]).await?
-                }
-                (Some(agent), None) => {
-                    let st = conn
-                        .prepare_cached(select_runs!(
-                            " WHERE agent = $1 ORDER BY created_ms DESC, run_id COLLATE \"C\" LIMIT $2"
-                        ))
-                        .await?;
-                    conn.query(&st, &[agent, &limit]).await?
-                }
-                (None, Some(status)) => {
-                    let st = conn
-                        .prepare_cached(select_runs!(
-                            " WHERE status = $1 ORDER BY created_ms DESC, run_id COLLATE \"C\" LIMIT $2"
-                        ))
-                        .await?;
-                    conn.query(&st, &[&status, &limit]).await?
-                }
-                (Some(agent), Some(status)) => {
-                    let st = conn
-                        .prepare_cached(select_runs!(
-                            " WHERE agent = $1 AND status = $2 ORDER BY created_ms DESC, run_id COLLATE \"C\" LIMIT $3"
-                        ))
-                        .await?;
-                    conn.query(&st, &[agent, &status, &limit]).await?
-                }
-            };
+            let (sql, params) = run_filter::list(select_runs!(), query, &POSTGRES);
+            let st = conn.prepare_cached(&sql).await?;
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(to_sql).collect();
+            let rows = conn.query(&st, &params).await?;
             rows.iter().map(read_run).collect()
+        })
+    }
+
+    fn count_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, u64> {
+        self.run(|| "count runs".to_owned(), async move {
+            let conn = self.conn().await?;
+            let (sql, params) = run_filter::count(query, &POSTGRES);
+            let st = conn.prepare_cached(&sql).await?;
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(to_sql).collect();
+            let n: i64 = conn.query_one(&st, &params).await?.try_get(0)?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
     }
 

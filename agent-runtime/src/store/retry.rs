@@ -217,6 +217,10 @@ impl<S: CheckpointStore> CheckpointStore for RetryingStore<S> {
         self.retried("list_runs", move |_| self.inner.list_runs(query))
     }
 
+    fn count_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, u64> {
+        self.retried("count_runs", move |_| self.inner.count_runs(query))
+    }
+
     fn append<'a>(&'a self, run: &'a RunRecord, entries: &'a [JournalEntry]) -> StoreFuture<'a, ()> {
         self.retried("append", move |retried| async move {
             let written = self.inner.append(run, entries).await;

@@ -42,6 +42,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use tokio::sync::oneshot;
 
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
+use super::run_filter;
 use super::{
     ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
     RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
@@ -283,6 +284,20 @@ macro_rules! select_runs {
             $(, $rest)*
         )
     };
+}
+
+/// SQLite's pieces of a [`RunQuery`]'s statement (see `run_filter`).
+const SQLITE: run_filter::Dialect = run_filter::Dialect {
+    placeholder: |n| format!("?{n}"),
+    contains: |p| format!("instr(run_id, {p}) > 0"),
+    run_id_order: "",
+};
+
+fn to_sql<'p>(p: &'p run_filter::Param<'_>) -> &'p dyn rusqlite::ToSql {
+    match p {
+        run_filter::Param::Text(t) => t,
+        run_filter::Param::Int(n) => n,
+    }
 }
 
 /// Now, in milliseconds since the Unix epoch, by SQLite's clock.
@@ -578,29 +593,24 @@ impl CheckpointStore for SqliteStore {
     fn list_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, Vec<RunRecord>> {
         let query = query.clone();
         self.call("list runs".to_owned(), move |conn| {
-            let limit = query.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-            // Every variant names all three parameters; the `IS NULL` ones are constant.
-            let sql = match (query.agent.is_some(), query.status.is_some()) {
-                (false, false) => {
-                    select_runs!(" WHERE ?1 IS NULL AND ?2 IS NULL", " ORDER BY created_ms DESC, run_id LIMIT ?3")
-                }
-                (true, false) => {
-                    select_runs!(" WHERE agent = ?1 AND ?2 IS NULL", " ORDER BY created_ms DESC, run_id LIMIT ?3")
-                }
-                (false, true) => {
-                    select_runs!(" WHERE ?1 IS NULL AND status = ?2", " ORDER BY created_ms DESC, run_id LIMIT ?3")
-                }
-                (true, true) => {
-                    select_runs!(" WHERE agent = ?1 AND status = ?2", " ORDER BY created_ms DESC, run_id LIMIT ?3")
-                }
-            };
-            let mut stmt = conn.prepare_cached(sql)?;
-            let mut rows = stmt.query(params![query.agent, query.status.map(|s| s.as_str()), limit])?;
+            let (sql, params) = run_filter::list(select_runs!(), &query, &SQLITE);
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(to_sql)))?;
             let mut runs = Vec::new();
             while let Some(row) = rows.next()? {
                 runs.push(read_run(row)?);
             }
             Ok(runs)
+        })
+    }
+
+    fn count_runs<'a>(&'a self, query: &'a RunQuery) -> StoreFuture<'a, u64> {
+        let query = query.clone();
+        self.call("count runs".to_owned(), move |conn| {
+            let (sql, params) = run_filter::count(&query, &SQLITE);
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let n: i64 = stmt.query_row(rusqlite::params_from_iter(params.iter().map(to_sql)), |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
     }
 
