@@ -476,3 +476,70 @@ async fn states_cancelled_through_the_store_from_another_process_end_cancelled_a
         "over already"
     );
 }
+
+/// A cancel asked of a state while nobody runs the run (its process stopped) is not lost:
+/// the claim of the run's next owner leaves it in the store, and the owner takes it at its
+/// first poll; the state, run again after the recovery, is cancelled and the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_cancel_asked_while_nobody_runs_the_run_is_done_by_its_next_owner() {
+    use agent_core::StateStatus;
+    use agent_runtime::store::cancel_state;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let entered = Arc::new(AtomicUsize::new(0));
+    let build = || {
+        let mut agent = Agent::new("blocking").with_store(SqliteStore::open(&path).unwrap());
+        agent.add_state("start", |_ctx: Context| async { StateResult::next("blocked") });
+        let entered = entered.clone();
+        agent.add_state("blocked", move |_ctx: Context| {
+            entered.fetch_add(1, SeqCst);
+            std::future::pending::<StateResult>()
+        });
+        agent
+    };
+    let until_entered = |n: usize| {
+        let entered = entered.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while entered.load(SeqCst) < n {
+                assert!(Instant::now() < deadline, "`blocked` never started");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // The first process runs it until `blocked` runs, then stops (its future dropped).
+    let first = build();
+    let running = tokio::spawn({
+        let first = first.clone();
+        async move { first.run().await }
+    });
+    until_entered(1).await;
+    let run_id = first.run_id().expect("a run is going");
+    running.abort();
+    let _ = running.await;
+
+    let other = SqliteStore::open(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while other.get_run(&run_id).await.unwrap().unwrap().owner.is_some() {
+        assert!(Instant::now() < deadline, "the stopped run's lease was never given back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel_state(&other, &run_id, "blocked").await.unwrap();
+
+    let second = build();
+    let recovering = tokio::spawn({
+        let second = second.clone();
+        let run_id = run_id.clone();
+        async move { second.recover(&run_id).await }
+    });
+    until_entered(2).await;
+    let result =
+        tokio::time::timeout(Duration::from_secs(20), recovering).await.expect("the run ended").unwrap().unwrap();
+    assert_eq!(result.status(), AgentStatus::Completed);
+    let recorded = agent_runtime::store::read_checkpoint(&other, &run_id).await.unwrap().unwrap();
+    assert_eq!(recorded.state("blocked").map(|s| s.status), Some(StateStatus::Cancelled));
+    assert_eq!(recorded.state("start").map(|s| (s.status, s.completed)), Some((StateStatus::Completed, 1)));
+}
