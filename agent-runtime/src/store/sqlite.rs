@@ -867,9 +867,19 @@ impl CheckpointStore for SqliteStore {
     fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
         let run_id = run_id.to_owned();
         self.call(format!("take the state cancels asked of run {run_id}"), move |conn| {
-            // The owner polls: without a request pending, a read and no write lock.
-            check_epoch(&run_id, stored_run(conn, &run_id)?.as_ref(), epoch)?;
-            if !conn.prepare_cached("SELECT 1 FROM agent_state_cancels WHERE run_id = ?1")?.exists([&run_id])? {
+            // The owner polls: without a request pending, one read and no write lock.
+            let found = conn
+                .prepare_cached(
+                    "SELECT epoch, EXISTS (SELECT 1 FROM agent_state_cancels WHERE run_id = ?1)
+                     FROM agent_runs WHERE run_id = ?1",
+                )?
+                .query_row([&run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)))
+                .optional()?;
+            let current = found.map(|(e, _)| u64_from_db(STORE, &format!("run {run_id}: epoch"), e)).transpose()?;
+            if current.unwrap_or(0) != epoch || (current.is_none() && epoch != 0) {
+                return Err(StoreError::fenced(STORE, &run_id, epoch, current.unwrap_or(0)).into());
+            }
+            if !found.is_some_and(|(_, pending)| pending) {
                 return Ok(Vec::new());
             }
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
