@@ -49,7 +49,10 @@
 //!   not given back (it is not ours).
 //! - Requests from other processes (`RunControl`, set on the run's row by the console):
 //!   the run reads them every `CONTROL_POLL` while it goes on, and obeys the first (cancel:
-//!   `Run::cancel`; pause: `Run::pause`), like a call on its handle in this process.
+//!   `Run::cancel`; pause: `Run::pause`), like a call on its handle in this process. In the
+//!   same poll, until then, it takes the cancels asked of single states
+//!   (`take_state_cancels`, fenced by its epoch) and cancels each (`Run::cancel_state`, as
+//!   `RunHandle::cancel_state`); a name its workflow does not have is dropped.
 //! - At its end (completed, failed, paused, cancelled, timed out) the writer commits the
 //!   final delta (a snapshot for a pause), then gives the lease back, so another process may go on at once. When
 //!   the run's future is dropped instead, its `Hold` gives the lease back (see `lease`).
@@ -519,8 +522,11 @@ impl Durable {
     }
 
     /// Read, every [`CONTROL_POLL`], what another process asked of the run through the
-    /// store (`RunControl`: the console's cancel and pause), and do it once. Pending
-    /// forever: the writer's end ends it. A failed read is tried again at the next poll.
+    /// store, and do it: a `RunControl` (the console's cancel and pause) once, then nothing
+    /// more is read; otherwise the cancels of single states, taken with the run's epoch
+    /// (see `store::cancel_state`). Pending forever: the writer's end ends it. A failed read
+    /// is tried again at the next poll; a take refused as fenced stops the run (it is no
+    /// longer ours).
     async fn obey(&self, run: &Run) {
         loop {
             tokio::time::sleep(CONTROL_POLL).await;
@@ -540,6 +546,35 @@ impl Durable {
                 }
                 Ok(None) => {}
                 Err(e) => tracing::debug!(run_id = %run.run_id(), error = %e, "could not read requests for the run"),
+            }
+            let epoch = self.epoch.load(Relaxed);
+            if epoch == 0 {
+                // Not claimed yet: nothing is ours to take.
+                continue;
+            }
+            match self.store.take_state_cancels(run.run_id(), epoch).await {
+                Ok(states) => {
+                    for state in states {
+                        match run.program.index_of(&state) {
+                            Some(i) => {
+                                tracing::info!(run_id = %run.run_id(), state, "state cancelled through the store");
+                                run.cancel_state(i);
+                            }
+                            None => tracing::debug!(
+                                run_id = %run.run_id(),
+                                state,
+                                "a cancel was asked of a state the workflow does not have; dropped"
+                            ),
+                        }
+                    }
+                }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    self.lose(run, format!("another owner took the run over ({e})"));
+                    return std::future::pending().await;
+                }
+                Err(e) => {
+                    tracing::debug!(run_id = %run.run_id(), error = %e, "could not take the state cancels asked of the run")
+                }
             }
         }
     }

@@ -865,7 +865,8 @@ fn flaky() -> Agent {
 }
 
 /// `retry` runs a failed run again from its failed state; `pause` and `retry` refuse runs
-/// they cannot act on; `cancel` cancels a queued run at once.
+/// they cannot act on; `cancel --state` asks for one state of a run (refused for a finished
+/// one); `cancel` cancels a queued run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_pause_and_retry_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -893,6 +894,17 @@ async fn cancel_pause_and_retry_from_the_command_line() {
     let (submitted, queued) = cli_run(store_arg, &["submit"], flaky).await;
     submitted.unwrap();
     let queued = queued.trim().to_owned();
+    // One state of a run (`--state`): a finished run refuses; a queued one keeps the request
+    // for its first owner, and is not cancelled itself.
+    match cli_run(store_arg, &["cancel", &id, "--state", "parse"], flaky).await.0 {
+        Err(CliError::Usage(m)) => assert!(m.contains("Completed"), "{m}"),
+        other => panic!("a finished run's state is not cancelled: {other:?}"),
+    }
+    let (asked, out) = cli_run(store_arg, &["cancel", &queued[..8], "--state", "parse"], flaky).await;
+    asked.unwrap();
+    assert!(out.contains("cancel its state parse") && out.contains("next owner"), "{out}");
+    assert_eq!(store.get_run(&queued).await.unwrap().unwrap().status, AgentStatus::Idle, "not the run");
+    assert_eq!(store.take_state_cancels(&queued, 0).await.unwrap(), ["parse"], "kept for its first owner");
     let (cancelled, out) = cli_run(store_arg, &["cancel", &queued], flaky).await;
     cancelled.unwrap();
     assert!(out.contains("cancelled run"), "{out}");

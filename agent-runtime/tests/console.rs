@@ -240,6 +240,11 @@ async fn a_token_guards_the_api_and_read_only_refuses_actions() {
     assert!(refused.json()["error"].as_str().unwrap().contains("read-only"));
     let answer = call(&looking, Method::POST, "/api/v1/runs/r/inputs/input-1", None, Some(json!({ "answer": "x" })));
     assert_eq!(answer.await.status, StatusCode::FORBIDDEN);
+    let state = call(&looking, Method::POST, "/api/v1/runs/r/states/s/cancel", None, None).await;
+    assert_eq!(state.status, StatusCode::FORBIDDEN, "cancelling a state is an action");
+    let app = Console::new(MemoryStore::new()).token("s3cret").router();
+    let state = call(&app, Method::POST, "/api/v1/runs/r/states/s/cancel", None, None).await;
+    assert_eq!(state.status, StatusCode::UNAUTHORIZED, "and needs the token");
 }
 
 #[tokio::test]
@@ -309,6 +314,22 @@ fn flaky(name: &str, broken: &Arc<AtomicBool>, fetched: &Arc<AtomicUsize>) -> Ag
     agent
 }
 
+/// `start` → in parallel `stuck/for good` (waits for what never comes: a name that needs
+/// escaping in a URL) and `go` (quick) → `start` ends, the run ends once both branches do.
+fn blocking(name: &str) -> Agent {
+    let mut agent = Agent::new(name.to_owned());
+    agent.add_state("start", |_ctx: Context| async { StateResult::parallel(["stuck/for good", "go"]) });
+    agent.add_state("stuck/for good", |_ctx: Context| async {
+        std::future::pending::<()>().await;
+        StateResult::End
+    });
+    agent.add_state("go", |ctx: Context| async move {
+        ctx.set_state("went", true);
+        StateResult::End
+    });
+    agent
+}
+
 /// Wait (bounded) until run `id`'s row satisfies `done`.
 async fn until_row(store: &dyn CheckpointStore, id: &str, done: impl Fn(&agent_runtime::store::RunRecord) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -341,6 +362,39 @@ async fn actions(store: Arc<dyn CheckpointStore>, tag: &str) {
     assert_eq!(result.status(), AgentStatus::Cancelled, "{tag}");
     assert_eq!(get(&app, &format!("/api/v1/runs/{id}")).await.json()["run"]["standing"], "Cancelled", "{tag}");
     assert_eq!(post(format!("/api/v1/runs/{id}/cancel")).await.status, StatusCode::CONFLICT, "{tag}: over already");
+
+    // One state of a run another agent owns, cancelled: the owner takes the request from
+    // the store and cancels it; the rest of the run goes on to its end.
+    let handle = blocking(&format!("block-{tag}")).with_store(store.clone()).start(RunOptions::new()).unwrap();
+    let id = handle.id().to_owned();
+    let stuck = "stuck%2Ffor%20good";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = get(&app, &format!("/api/v1/runs/{id}")).await.json();
+        let states = shown["checkpoint"]["states"].as_array().cloned().unwrap_or_default();
+        if states.iter().any(|s| s["name"] == "go" && s["status"] == "Completed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{tag}: `go` never completed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let unknown = post(format!("/api/v1/runs/{id}/states/nope/cancel")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{tag}: {}", unknown.body);
+    assert!(unknown.json()["error"].as_str().unwrap().contains("no state `nope`"), "{tag}: {}", unknown.body);
+    let missing = post(format!("/api/v1/runs/no-such-run/states/{stuck}/cancel")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{tag}: {}", missing.body);
+    let asked = post(format!("/api/v1/runs/{id}/states/{stuck}/cancel")).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{tag}: {}", asked.body);
+    assert_eq!(asked.json()["state"], "stuck/for good", "{tag}");
+    let result = tokio::time::timeout(Duration::from_secs(20), handle).await.unwrap().unwrap();
+    assert_eq!(result.status(), AgentStatus::Completed, "{tag}");
+    let done = get(&app, &format!("/api/v1/runs/{id}")).await.json();
+    let status_of = |name: &str| {
+        done["checkpoint"]["states"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["status"].clone()
+    };
+    assert_eq!((status_of("stuck/for good"), status_of("go")), (json!("Cancelled"), json!("Completed")), "{tag}");
+    let over = post(format!("/api/v1/runs/{id}/states/{stuck}/cancel")).await;
+    assert_eq!(over.status, StatusCode::CONFLICT, "{tag}: over already");
 
     // A slow run, paused from the console, then resumed by it: it goes on where it was.
     let handle = slow(&slow_name).with_store(store.clone()).start(RunOptions::new()).unwrap();

@@ -5,8 +5,9 @@
 //! without a reload; that a run's graph is coloured by its states, with a legend; that a
 //! state named `<script>` and markup in the context render as text; that answering from the
 //! inbox (confirmed) lets the run finish; that an answer given elsewhere turns a run's
-//! graph completed live, without a reload; and that Cancel (confirmed) cancels a run. Then
-//! the runs must say so: two completed, one cancelled.
+//! graph completed live, without a reload; that Cancel (confirmed) cancels a run; and that
+//! a waiting state offers Cancel (a completed one does not) which, confirmed, cancels that
+//! state. Then the runs must say so: two completed, one cancelled, one whose state was.
 //!
 //! Without Chromium or the script's packages (`npm ci --prefix tests/console`) the test says
 //! it is skipped; under CI (`CI=true`) it fails instead. `AGENT_CONSOLE_SCREENSHOT=PATH`
@@ -68,8 +69,9 @@ async fn the_page_in_headless_chromium() {
     let a = agent.start(RunOptions::new()).unwrap();
     let b = agent.start(RunOptions::new()).unwrap();
     let c = agent.start(RunOptions::new()).unwrap();
-    let (id_a, id_b, id_c) = (a.id().to_owned(), b.id().to_owned(), c.id().to_owned());
-    for id in [&id_a, &id_b, &id_c] {
+    let d = agent.start(RunOptions::new()).unwrap();
+    let (id_a, id_b, id_c, id_d) = (a.id().to_owned(), b.id().to_owned(), c.id().to_owned(), d.id().to_owned());
+    for id in [&id_a, &id_b, &id_c, &id_d] {
         until_asked(&*store, id).await;
     }
 
@@ -86,6 +88,7 @@ async fn the_page_in_headless_chromium() {
             .arg(dir.join("drive.mjs"))
             .args([&base, &id_a, &id_b, &id_c])
             .arg(&screenshot)
+            .arg(&id_d)
             .env("CHROMIUM", chromium)
             .output()
             .expect("node runs")
@@ -106,5 +109,11 @@ async fn the_page_in_headless_chromium() {
     }
     let result = tokio::time::timeout(Duration::from_secs(30), c).await.unwrap().unwrap();
     assert_eq!(result.status(), AgentStatus::Cancelled);
+    // The fourth had its waiting state cancelled from the page: that branch ended there.
+    let result = tokio::time::timeout(Duration::from_secs(30), d).await.unwrap().unwrap();
+    assert_eq!(result.status(), AgentStatus::Completed);
+    assert_eq!(result.context().get_state::<String>("verdict"), None, "review never got its answer");
+    let recorded = agent_runtime::store::read_checkpoint(&*store, result.run_id()).await.unwrap().unwrap();
+    assert_eq!(recorded.state("review").map(|s| s.status), Some(agent_core::StateStatus::Cancelled));
     server.abort();
 }

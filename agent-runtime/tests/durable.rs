@@ -341,6 +341,12 @@ impl CheckpointStore for Counting {
     fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
         self.inner.run_input(run_id)
     }
+    fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.request_state_cancel(run_id, state)
+    }
+    fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+        self.inner.take_state_cancels(run_id, epoch)
+    }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         self.inner.renew_lease(run_id, owner, epoch, ttl)
     }
@@ -406,4 +412,134 @@ async fn branches_finishing_together_share_one_commit() {
     let written = store.snapshots.load(SeqCst);
     // First, `fan`, a few for the hundred branches, `join`, the final one.
     assert!(written < WIDTH / 4, "{written} snapshots for {WIDTH} branches finishing together");
+}
+
+/// Two states of a durable run that never end on their own are cancelled from another
+/// process: through the store alone (a second `SqliteStore` on the file, no handle on the
+/// run), asked one after the other before the owner's next poll. The owner takes both and
+/// cancels them; the run goes on to its end, the two `Cancelled`, the rest completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_cancelled_through_the_store_from_another_process_end_cancelled_and_the_run_goes_on() {
+    use agent_core::StateStatus;
+    use agent_runtime::store::{cancel_state, ControlError};
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let entered = Arc::new(AtomicUsize::new(0));
+    let mut agent = Agent::new("blocking").with_store(SqliteStore::open(&path).unwrap());
+    agent.add_state("start", |_ctx: Context| async { StateResult::parallel(["blocked", "stuck", "steady"]) });
+    for name in ["blocked", "stuck"] {
+        let entered = entered.clone();
+        agent.add_state(name, move |_ctx: Context| {
+            entered.fetch_add(1, SeqCst);
+            async {
+                // Waits on what nobody will ever notify.
+                tokio::sync::Notify::new().notified().await;
+                StateResult::End
+            }
+        });
+    }
+    agent.add_state("steady", |_ctx: Context| async { StateResult::next("after") });
+    agent.add_state("after", |ctx: Context| async move {
+        ctx.set_state("after", true);
+        StateResult::End
+    });
+    let handle = agent.start(agent_runtime::RunOptions::new()).unwrap();
+    let run_id = handle.id().to_owned();
+
+    // Another process: only the store.
+    let other = SqliteStore::open(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while entered.load(SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the blocking states never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(matches!(cancel_state(&other, &run_id, "nope").await, Err(ControlError::NoState { .. })));
+    assert!(matches!(cancel_state(&other, "no-such-run", "stuck").await, Err(ControlError::NoRun(_))));
+    cancel_state(&other, &run_id, "blocked").await.unwrap();
+    cancel_state(&other, &run_id, "stuck").await.unwrap();
+
+    let result = tokio::time::timeout(Duration::from_secs(20), handle).await.expect("the run ended").unwrap();
+    assert_eq!(result.status(), AgentStatus::Completed);
+    assert_eq!(result.context().get_state::<bool>("after"), Some(true));
+    let recorded = agent_runtime::store::read_checkpoint(&other, &run_id).await.unwrap().unwrap();
+    let status = |name: &str| recorded.state(name).map(|s| s.status);
+    assert_eq!((status("blocked"), status("stuck")), (Some(StateStatus::Cancelled), Some(StateStatus::Cancelled)));
+    for done in ["start", "steady", "after"] {
+        assert_eq!(status(done), Some(StateStatus::Completed), "{done}");
+    }
+    assert_eq!(other.get_run(&run_id).await.unwrap().unwrap().status, AgentStatus::Completed);
+    assert!(
+        matches!(cancel_state(&other, &run_id, "stuck").await, Err(ControlError::NotRunning { .. })),
+        "over already"
+    );
+}
+
+/// A cancel asked of a state while nobody runs the run (its process stopped) is not lost:
+/// the claim of the run's next owner leaves it in the store, and the owner takes it at its
+/// first poll; the state, run again after the recovery, is cancelled and the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_cancel_asked_while_nobody_runs_the_run_is_done_by_its_next_owner() {
+    use agent_core::StateStatus;
+    use agent_runtime::store::cancel_state;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let entered = Arc::new(AtomicUsize::new(0));
+    let build = || {
+        let mut agent = Agent::new("blocking").with_store(SqliteStore::open(&path).unwrap());
+        agent.add_state("start", |_ctx: Context| async { StateResult::next("blocked") });
+        let entered = entered.clone();
+        agent.add_state("blocked", move |_ctx: Context| {
+            entered.fetch_add(1, SeqCst);
+            std::future::pending::<StateResult>()
+        });
+        agent
+    };
+    let until_entered = |n: usize| {
+        let entered = entered.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while entered.load(SeqCst) < n {
+                assert!(Instant::now() < deadline, "`blocked` never started");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // The first process runs it until `blocked` runs, then stops (its future dropped).
+    let first = build();
+    let running = tokio::spawn({
+        let first = first.clone();
+        async move { first.run().await }
+    });
+    until_entered(1).await;
+    let run_id = first.run_id().expect("a run is going");
+    running.abort();
+    let _ = running.await;
+
+    let other = SqliteStore::open(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while other.get_run(&run_id).await.unwrap().unwrap().owner.is_some() {
+        assert!(Instant::now() < deadline, "the stopped run's lease was never given back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel_state(&other, &run_id, "blocked").await.unwrap();
+
+    let second = build();
+    let recovering = tokio::spawn({
+        let second = second.clone();
+        let run_id = run_id.clone();
+        async move { second.recover(&run_id).await }
+    });
+    until_entered(2).await;
+    let result =
+        tokio::time::timeout(Duration::from_secs(20), recovering).await.expect("the run ended").unwrap().unwrap();
+    assert_eq!(result.status(), AgentStatus::Completed);
+    let recorded = agent_runtime::store::read_checkpoint(&other, &run_id).await.unwrap().unwrap();
+    assert_eq!(recorded.state("blocked").map(|s| s.status), Some(StateStatus::Cancelled));
+    assert_eq!(recorded.state("start").map(|s| (s.status, s.completed)), Some((StateStatus::Completed, 1)));
 }

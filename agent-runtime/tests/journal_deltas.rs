@@ -150,6 +150,12 @@ impl CheckpointStore for Checking {
     fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
         self.inner.run_input(run_id)
     }
+    fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.request_state_cancel(run_id, state)
+    }
+    fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+        self.inner.take_state_cancels(run_id, epoch)
+    }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         self.inner.renew_lease(run_id, owner, epoch, ttl)
     }

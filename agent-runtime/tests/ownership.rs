@@ -311,6 +311,12 @@ impl CheckpointStore for NoRenewals {
     fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>> {
         self.0.run_input(run_id)
     }
+    fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+        self.0.request_state_cancel(run_id, state)
+    }
+    fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+        self.0.take_state_cancels(run_id, epoch)
+    }
     fn renew_lease<'a>(&'a self, run_id: &'a str, _: &'a str, _: u64, _: Duration) -> StoreFuture<'a, i64> {
         Box::pin(async move {
             Err(StoreError::Backend { store: "test", message: format!("renew {run_id}: unreachable"), source: None })

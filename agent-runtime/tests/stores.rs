@@ -743,6 +743,61 @@ async fn control(store: &dyn CheckpointStore, tag: &str) {
     assert_eq!(store.run_control(&format!("{tag}-none")).await.unwrap(), None, "{tag}");
 }
 
+/// Cancels of single states (`request_state_cancel`, `take_state_cancels`): kept in the
+/// order they were asked, one per state, all taken at once, and once, by the owner at the
+/// run's epoch (an owner at another epoch is fenced and takes nothing); kept across claims,
+/// so the next owner takes what the last one left; refused for a finished run or none;
+/// deleted with their run, by `delete_run` and by retention.
+async fn state_cancels(store: &dyn CheckpointStore, tag: &str) {
+    let id = format!("{tag}-cancelling");
+    let create = |id: &str| claim(id, "w1").create(run(id, "a", AgentStatus::Running, 1, 1));
+    let r1 = taken(store.claim_run(&create(&id)).await.unwrap());
+    assert!(store.take_state_cancels(&id, r1.epoch).await.unwrap().is_empty(), "{tag}: nothing asked yet");
+    for state in ["review", "fetch", "review", "<b>naïve</b>"] {
+        assert!(store.request_state_cancel(&id, state).await.unwrap(), "{tag}: {state}");
+    }
+    // Another epoch takes nothing: neither a past one nor one to come.
+    assert_fenced(store.take_state_cancels(&id, r1.epoch + 1).await, &id, r1.epoch + 1, r1.epoch);
+    assert_fenced(store.take_state_cancels(&id, 0).await, &id, 0, r1.epoch);
+    let taken_now = store.take_state_cancels(&id, r1.epoch).await.unwrap();
+    assert_eq!(taken_now, ["review", "fetch", "<b>naïve</b>"], "{tag}: oldest first, one per state");
+    assert!(store.take_state_cancels(&id, r1.epoch).await.unwrap().is_empty(), "{tag}: taken once");
+
+    // The owner goes (its lease given back, or run out) with requests pending: they wait for
+    // the next owner, and the old one can no longer take them.
+    assert!(store.request_state_cancel(&id, "parse").await.unwrap(), "{tag}");
+    assert!(store.request_state_cancel(&id, "fetch").await.unwrap(), "{tag}");
+    store.release_run(&id, r1.epoch).await.unwrap();
+    let r2 = taken(store.claim_run(&claim(&id, "w2")).await.unwrap());
+    assert_fenced(store.take_state_cancels(&id, r1.epoch).await, &id, r1.epoch, r2.epoch);
+    assert_eq!(store.take_state_cancels(&id, r2.epoch).await.unwrap(), ["parse", "fetch"], "{tag}: kept by the claim");
+
+    // Finished runs and unknown ones take no requests.
+    let done = format!("{tag}-done");
+    store.upsert_run(&run(&done, "a", AgentStatus::Completed, 1, 2)).await.unwrap();
+    assert!(!store.request_state_cancel(&done, "review").await.unwrap(), "{tag}: finished");
+    assert!(store.take_state_cancels(&done, 0).await.unwrap().is_empty(), "{tag}");
+    let none = format!("{tag}-none");
+    assert!(!store.request_state_cancel(&none, "review").await.unwrap(), "{tag}: no such run");
+    assert_fenced(store.take_state_cancels(&none, 1).await, &none, 1, 0);
+
+    // Deleting a run deletes its requests: a new run of the same id has none.
+    assert!(store.request_state_cancel(&id, "review").await.unwrap(), "{tag}");
+    assert!(store.delete_run(&id).await.unwrap(), "{tag}");
+    let again = taken(store.claim_run(&create(&id)).await.unwrap());
+    assert!(store.take_state_cancels(&id, again.epoch).await.unwrap().is_empty(), "{tag}: deleted with its run");
+
+    // So does retention, dropping a finished run (asked before it finished).
+    let old = format!("{tag}-old");
+    let r = taken(store.claim_run(&create(&old)).await.unwrap());
+    assert!(store.request_state_cancel(&old, "review").await.unwrap(), "{tag}");
+    store.upsert_run(&r.clone().with_status(AgentStatus::Completed, 1_000)).await.unwrap();
+    let policy = Retention { keep_snapshots: None, drop_finished_after: Some(Duration::from_secs(5)) };
+    assert_eq!(store.apply_retention(&policy, 10_000).await.unwrap().runs, 2, "{tag}: `old` and `done`");
+    let again = taken(store.claim_run(&create(&old)).await.unwrap());
+    assert!(store.take_state_cancels(&old, again.epoch).await.unwrap().is_empty(), "{tag}: deleted by retention");
+}
+
 async fn lease_expiry(store: &dyn CheckpointStore, tag: &str) {
     let id = format!("{tag}-expiring");
     let short = Duration::from_millis(150);
@@ -834,7 +889,8 @@ mod memory {
         retention_runs,
         ownership,
         lease_expiry,
-        control
+        control,
+        state_cancels
     );
 
     #[tokio::test]
@@ -886,7 +942,8 @@ mod sqlite {
         retention_runs,
         ownership,
         lease_expiry,
-        control
+        control,
+        state_cancels
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1218,7 +1275,8 @@ mod postgres {
         retention_runs,
         ownership,
         lease_expiry,
-        control
+        control,
+        state_cancels
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

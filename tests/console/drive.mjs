@@ -1,9 +1,9 @@
 // Drives the run console's page in headless Chromium, for agent-runtime/tests/console_browser.rs.
-// Usage: node drive.mjs BASE_URL ASKED_RUN_A ASKED_RUN_B ASKED_RUN_C SCREENSHOT_PATH
+// Usage: node drive.mjs BASE_URL ASKED_RUN_A ASKED_RUN_B ASKED_RUN_C SCREENSHOT_PATH ASKED_RUN_D
 // Prints one line per step; exits 1 (with the reason on stderr) at the first check that fails.
 import { chromium } from "playwright-core";
 
-const [base, runA, runB, runC, screenshot] = process.argv.slice(2);
+const [base, runA, runB, runC, screenshot, runD] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const step = (what) => console.log(`ok: ${what}`);
 const fail = (why) => { throw new Error(why); };
@@ -39,6 +39,9 @@ try {
   const waited = await page.textContent(`#states tr[data-state="review"] td.waited`);
   if (!waited.includes("a person")) fail(`review's wait is not shown: ${waited}`);
   step("the timeline and the state's row show review waiting for a person");
+  if (!(await page.$(`#states tr[data-state="review"] [data-action="cancel-state"]`))) fail("the waiting state offers no Cancel");
+  if (await page.$(`#states tr[data-state="prepare"] [data-action="cancel-state"]`)) fail("a completed state offers Cancel");
+  step("the waiting state offers Cancel, the completed one does not");
   const hostile = "<script>alert(1)</script>";
   const row = await page.$(`#states tr[data-state="${hostile.replace(/"/g, '\\"')}"] td`);
   if (!row || (await row.textContent()) !== hostile) fail("the hostile state name is not shown as text");
@@ -67,6 +70,7 @@ try {
   await page.goto(`${base}/#run/${runA}`);
   await page.waitForSelector(`#graph [data-state="finish"][data-status="Completed"]`, { timeout });
   await page.waitForSelector(`#run-status [data-status="Completed"]`, { timeout });
+  if (await page.$(`#states [data-action="cancel-state"]`)) fail("a finished run offers to cancel a state");
   step("run A went on to its end");
 
   // Live: on run B's page, an answer given elsewhere turns its graph without a reload.
@@ -94,6 +98,16 @@ try {
   if (!dialogs.slice(before).some((d) => d.startsWith("confirm"))) fail("cancelling was not confirmed");
   if (await page.$(`#actions [data-action="cancel"]`)) fail("a cancelled run still offers Cancel");
   step("Cancel (confirmed) cancelled run C");
+
+  // A state's Cancel, confirmed, from run D's page: the run's owner cancels the state.
+  await page.goto(`${base}/#run/${runD}`);
+  const cancelState = `#states tr[data-state="review"] [data-action="cancel-state"]`;
+  await page.waitForSelector(cancelState, { timeout });
+  const asked = dialogs.length;
+  await page.click(cancelState);
+  await page.waitForSelector(`#states tr[data-state="review"] [data-status="Cancelled"]`, { timeout });
+  if (!dialogs.slice(asked).some((d) => d.startsWith("confirm") && d.includes("review"))) fail("cancelling the state was not confirmed");
+  step("a state's Cancel (confirmed) cancelled review in run D");
 
   if (dialogs.some((d) => d.includes("1") && d.startsWith("alert"))) fail(`an alert ran: ${dialogs}`);
   if (errors.length) fail(`errors on the page: ${errors.join(" | ")}`);

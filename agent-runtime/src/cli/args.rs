@@ -107,10 +107,14 @@ pub enum Command {
         value: String,
     },
     /// Cancel a run wherever it runs: its owner is asked through the store and stops it
-    /// within a second; a run nobody runs is cancelled at once.
+    /// within a second; a run nobody runs is cancelled at once. With `--state`, cancel only
+    /// that state's running and waiting instances: the rest of the run goes on.
     Cancel {
         /// The run's id, or a prefix of it that names one run.
         run: String,
+        /// Cancel this state of the run instead of the whole run.
+        #[arg(long, value_name = "NAME")]
+        state: Option<String>,
     },
     /// Pause a running run wherever it runs: running states finish, nothing new starts.
     Pause {

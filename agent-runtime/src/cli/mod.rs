@@ -34,6 +34,7 @@
 //! | `answer RUN REQUEST VALUE` | answer a pending request through the store, from any terminal |
 //! | `graph [RUN] [--format mermaid\|dot]` | the workflow's graph, coloured by a stored run if one is named |
 //! | `cancel RUN`, `pause RUN` | cancel or pause a run wherever it runs, through the store |
+//! | `cancel RUN --state NAME` | cancel one state of a run wherever it runs (its running and waiting instances); the run goes on |
 //! | `retry RUN` | run a failed run again from the states that failed ([`Agent::retry`]) |
 //! | `serve [--addr IP:PORT] [--token T] [--read-only]` | the run console ([`crate::console`]) for the store, on 127.0.0.1:8080 by default |
 //!
@@ -164,7 +165,8 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
         Command::Show { run } => inspect::show(&name, agent.graph_hash().ok(), &store, &run, out).await,
         Command::Answer { run, request, value } => answer::answer(&name, &store, &run, &request, &value, out).await,
         Command::Serve { addr, token, read_only } => serve::serve(agent, &store, addr, token, read_only, out).await,
-        Command::Cancel { run } => control::cancel(&name, &store, &run, out).await,
+        Command::Cancel { run, state: None } => control::cancel(&name, &store, &run, out).await,
+        Command::Cancel { run, state: Some(state) } => control::cancel_state(&name, &store, &run, &state, out).await,
         Command::Pause { run } => control::pause(&name, &store, &run, out).await,
         Command::Retry { run } => control::retry(agent, &store, &run, out).await,
         Command::Graph { format, run } => graph::graph(&agent, format, run.as_deref().map(|r| (&store, r)), out).await,

@@ -2,9 +2,10 @@
 //!
 //! Invariants:
 //! - Every error is JSON `{"error": "..."}` with a status that says what went wrong: 400
-//!   for a request that cannot be understood, 404 for a run, request or workflow the store
-//!   or the console does not know, 409 for an answer to a request already answered, 502
-//!   when the store fails.
+//!   for a request that cannot be understood, 404 for a run, request, state or workflow the
+//!   store or the console does not know, 409 for an answer to a request already answered
+//!   or an action the run's standing refuses (a finished run cancelled), 502 when the
+//!   store fails.
 //! - A run's standing is the one `list` and `show` print (`queued`, `interrupted`,
 //!   `abandoned` for a run nobody runs), by the console's clock.
 //! - Lists are bounded: at most [`MAX_LIMIT`](super::MAX_LIMIT) runs a page.
@@ -21,7 +22,8 @@ use serde_json::{json, Value};
 
 use super::{Shared, MAX_LIMIT};
 use crate::store::{
-    cancel_run, now_ms, pause_run, read_checkpoint, Cancelling, ControlError, InputRecord, RunQuery, RunRecord,
+    cancel_run, cancel_state, now_ms, pause_run, read_checkpoint, Cancelling, ControlError, InputRecord, RunQuery,
+    RunRecord,
 };
 use crate::SubmitOptions;
 
@@ -403,9 +405,24 @@ pub(super) async fn pause(State(shared): State<Arc<Shared>>, Path(id): Path<Stri
     }
 }
 
+/// `POST /runs/{id}/states/{state}/cancel` ([`cancel_state`]): `202` (its owner, in any
+/// process, cancels the state within a second); a state the run's checkpoint does not
+/// have is a `404`, a finished run a `409`.
+pub(super) async fn cancel_one_state(
+    State(shared): State<Arc<Shared>>,
+    Path((id, state)): Path<(String, String)>,
+) -> Response {
+    match cancel_state(&*shared.store, &id, &state).await {
+        Ok(()) => {
+            (StatusCode::ACCEPTED, Json(json!({ "run_id": id, "state": state, "requested": "cancel" }))).into_response()
+        }
+        Err(e) => control_failed(e),
+    }
+}
+
 fn control_failed(e: ControlError) -> Response {
     match e {
-        ControlError::NoRun(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        ControlError::NoRun(_) | ControlError::NoState { .. } => error(StatusCode::NOT_FOUND, e.to_string()),
         ControlError::NotRunning { .. } => error(StatusCode::CONFLICT, e.to_string()),
         e => store_failed(e),
     }

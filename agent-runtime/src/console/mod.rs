@@ -27,6 +27,7 @@
 //! | `POST /api/v1/runs` `{agent, input, key}` | submit a run for a worker; `201 {run_id}` |
 //! | `POST /api/v1/runs/{id}/inputs/{request}` `{answer}` | answer a pending request |
 //! | `POST /api/v1/runs/{id}/cancel` | cancel a run: asked of its owner through the store (`202`), or recorded at once for a run nobody runs |
+//! | `POST /api/v1/runs/{id}/states/{state}/cancel` | cancel one state of a run (its running and waiting instances), asked of its owner through the store (`202`); the rest of the run goes on |
 //! | `POST /api/v1/runs/{id}/pause` | ask a running run's owner to pause it (`202`) |
 //! | `POST /api/v1/runs/{id}/resume` | go on with a paused, interrupted or abandoned run in this process (`202`) |
 //! | `POST /api/v1/runs/{id}/retry` | run a failed run again from its failed states, in this process (`202`) |
@@ -46,7 +47,8 @@
 //!   answer (`answer_input`); a submission is `Agent::submit` of a workflow the console was
 //!   given, so a worker serving that graph runs it. Cancel and pause of a run another
 //!   process owns are requests on its row (`RunControl`) that the owner obeys within a
-//!   second; a run nobody owns is cancelled under a claim of the console's own, so no
+//!   second, and so is the cancel of one of its states (`store::cancel_state`, kept until
+//!   an owner takes it); a run nobody owns is cancelled under a claim of the console's own, so no
 //!   worker takes it meanwhile; resume is `Agent::recover` in the console's process, retry
 //!   `Agent::retry`.
 //! - No request makes the console allocate by a number it was given: `limit` is capped
@@ -152,6 +154,7 @@ impl Console {
             .route("/runs/{id}/events", get(events::run_events))
             .route("/runs/{id}/inputs/{request}", post(api::answer))
             .route("/runs/{id}/cancel", post(api::cancel))
+            .route("/runs/{id}/states/{state}/cancel", post(api::cancel_one_state))
             .route("/runs/{id}/pause", post(api::pause))
             .route("/runs/{id}/resume", post(api::resume))
             .route("/runs/{id}/retry", post(api::retry))

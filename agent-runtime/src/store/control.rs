@@ -1,7 +1,8 @@
 //! [`RunControl`]: what another process (the console, the command line) asks of a running
-//! run through the store, since it cannot reach the run's process.
+//! run through the store, since it cannot reach the run's process; and the cancels of one
+//! state of a run ([`cancel_state`]), asked the same way.
 //!
-//! Invariants:
+//! Invariants of [`RunControl`]:
 //! - A request is a column of the run's row, set only while the run is unfinished; the
 //!   run's owner reads it (within a second, see `durable`) and acts on it; any claim of the
 //!   run clears it, so a request never outlives the owner it was meant for.
@@ -10,6 +11,28 @@
 //!   cancelled), so no request to stop is lost to a gentler one.
 //! - Stored as [`RunControl::as_str`]; a stored name that is not a request reads as none
 //!   (it came from a newer build, which the owner cannot obey anyway).
+//!
+//! Invariants of state cancels ([`CheckpointStore::request_state_cancel`],
+//! [`CheckpointStore::take_state_cancels`]):
+//! - A request is a record of its own (run, state, when asked; SQL: `agent_state_cancels`),
+//!   not a column of the run's row, so requests for different states never replace one
+//!   another. One per state: asking again for a state whose request is pending changes
+//!   nothing (the first keeps its place).
+//! - Recorded only while the run exists and is unfinished; a request for a run nobody runs
+//!   (queued, paused, interrupted, abandoned) waits for its next owner.
+//! - The owner takes them at every poll (see `durable`, within a second): the pending
+//!   requests, oldest first, are returned and deleted in one step fenced by the owner's
+//!   epoch, so each is taken once, and never by an owner the run was taken from. It then
+//!   cancels the running and waiting instances of each named state (`Run::cancel_state`,
+//!   as `RunHandle::cancel_state` does), and the run goes on. A name the run's workflow does
+//!   not have is dropped; a state with no instance running when its request is taken has
+//!   nothing cancelled (later runs of the state are not affected).
+//! - Claims leave requests where they are (unlike [`RunControl`]): a request is not lost
+//!   with an owner that died before taking it; the run's next owner takes it at its first
+//!   poll. A request taken is its owner's: an owner that loses the run before its cancel is
+//!   committed loses the cancel with it (ask again).
+//! - Deleting a run (`delete_run`, retention) deletes its requests. Requests pending when
+//!   the run finishes stay, untaken, until then.
 
 /// What is asked of a running run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,7 +86,7 @@ pub enum Cancelling {
     Cancelled,
 }
 
-/// Why a run cannot be cancelled or paused.
+/// Why a run (or one of its states) cannot be cancelled, or a run paused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
@@ -77,6 +100,14 @@ pub enum ControlError {
         run_id: String,
         /// How it stands (`RunRecord::standing`).
         standing: &'static str,
+    },
+    /// The run's workflow has no such state (as its newest checkpoint says).
+    #[error("run `{run_id}` has no state `{state}`")]
+    NoState {
+        /// The run.
+        run_id: String,
+        /// The state asked for.
+        state: String,
     },
     /// The store failed.
     #[error(transparent)]
@@ -152,5 +183,52 @@ pub async fn pause_run(store: &dyn CheckpointStore, run_id: &str) -> Result<(), 
         Ok(())
     } else {
         Err(ControlError::NotRunning { run_id: run_id.to_owned(), standing: "over already" })
+    }
+}
+
+/// Cancel state `state` of run `run_id`, wherever the run runs: its owner, in any process,
+/// is asked through the store and cancels the state's running and waiting instances within
+/// a second (see the module docs); the rest of the run goes on. A run nobody runs now has
+/// the request taken by its next owner.
+///
+/// The state is checked against the run's newest checkpoint
+/// ([`read_checkpoint`](super::read_checkpoint)) when there is one that reads; a run without
+/// one (queued, not started) is asked as it is, and its owner drops a name its workflow
+/// does not have.
+///
+/// ```
+/// use agent_runtime::store::{cancel_state, CheckpointStore, ControlError, MemoryStore, RunRecord};
+/// use agent_runtime::AgentStatus;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryStore::new();
+/// store.upsert_run(&RunRecord::new("r", "a", AgentStatus::Running, 1, 1)).await?;
+/// cancel_state(&store, "r", "fetch").await?;
+/// assert!(matches!(cancel_state(&store, "none", "fetch").await, Err(ControlError::NoRun(_))));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`ControlError::NoRun`], [`ControlError::NotRunning`] for a finished run,
+/// [`ControlError::NoState`] for a state its checkpoint does not have, or the store's.
+pub async fn cancel_state(store: &dyn CheckpointStore, run_id: &str, state: &str) -> Result<(), ControlError> {
+    let row = store.get_run(run_id).await?.ok_or_else(|| ControlError::NoRun(run_id.to_owned()))?;
+    let finished = |standing| ControlError::NotRunning { run_id: run_id.to_owned(), standing };
+    if row.status.is_finished() {
+        return Err(finished(row.standing(now_ms())));
+    }
+    // A checkpoint that cannot be read is no reason to refuse: the owner checks the name.
+    if let Ok(Some(checkpoint)) = super::read_checkpoint(store, run_id).await {
+        if !checkpoint.states.iter().any(|s| s.name == state) {
+            return Err(ControlError::NoState { run_id: run_id.to_owned(), state: state.to_owned() });
+        }
+    }
+    if store.request_state_cancel(run_id, state).await? {
+        Ok(())
+    } else {
+        Err(finished("over already"))
     }
 }

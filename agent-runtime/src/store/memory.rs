@@ -69,6 +69,9 @@ struct RunData {
     input: Option<String>,
     /// What another process asked of it (cleared by a claim).
     control: Option<RunControl>,
+    /// The states whose cancel is pending, oldest request first, with when each was asked
+    /// (kept across claims: see `control`).
+    state_cancels: Vec<(String, i64)>,
 }
 
 impl RunData {
@@ -82,6 +85,7 @@ impl RunData {
             key: None,
             input: None,
             control: None,
+            state_cancels: Vec::new(),
         }
     }
 
@@ -370,6 +374,29 @@ impl CheckpointStore for MemoryStore {
     fn run_control<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunControl>> {
         let control = self.lock().runs.get(run_id).and_then(|d| d.control);
         Box::pin(std::future::ready(Ok(control)))
+    }
+
+    fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+        let marked = match self.lock().runs.get_mut(run_id) {
+            Some(d) if !d.record.status.is_finished() => {
+                if !d.state_cancels.iter().any(|(s, _)| s == state) {
+                    d.state_cancels.push((state.to_owned(), now_ms()));
+                }
+                true
+            }
+            _ => false,
+        };
+        Box::pin(std::future::ready(Ok(marked)))
+    }
+
+    fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+        let mut inner = self.lock();
+        let taken = check_epoch(&inner, run_id, epoch).map(|()| {
+            inner.runs.get_mut(run_id).map_or_else(Vec::new, |d| {
+                std::mem::take(&mut d.state_cancels).into_iter().map(|(state, _)| state).collect()
+            })
+        });
+        Box::pin(std::future::ready(taken))
     }
 
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {

@@ -56,7 +56,7 @@ macro_rules! dedupe_snapshots {
 
 /// SQLite's migrations, in order.
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4];
+pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5];
 
 #[cfg(feature = "sqlite")]
 const SQLITE_1: Migration = Migration {
@@ -170,9 +170,27 @@ const SQLITE_3: Migration = Migration {
 #[cfg(feature = "sqlite")]
 const SQLITE_4: Migration = Migration { version: 4, sql: "ALTER TABLE agent_runs ADD COLUMN control TEXT;" };
 
+/// The cancels of single states another process asked of a run (`store::cancel_state`),
+/// for its owner to take: rows of their own, not a column of the run's, so that requests
+/// for several states are all kept. One per state pending (`UNIQUE`); `id` orders them as
+/// they were asked.
+#[cfg(feature = "sqlite")]
+const SQLITE_5: Migration = Migration {
+    version: 5,
+    sql: "
+        CREATE TABLE agent_state_cancels (
+            id           INTEGER PRIMARY KEY,
+            run_id       TEXT NOT NULL,
+            state        TEXT NOT NULL,
+            requested_ms INTEGER NOT NULL,
+            UNIQUE (run_id, state)
+        );
+    ",
+};
+
 /// PostgreSQL's migrations, in order.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4];
+pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5];
 
 #[cfg(feature = "postgres")]
 const POSTGRES_1: Migration = Migration {
@@ -230,6 +248,21 @@ const POSTGRES_3: Migration = Migration { version: 3, sql: queue_index!() };
 /// As [`SQLITE_4`].
 #[cfg(feature = "postgres")]
 const POSTGRES_4: Migration = Migration { version: 4, sql: "ALTER TABLE agent_runs ADD COLUMN control TEXT;" };
+
+/// As [`SQLITE_5`].
+#[cfg(feature = "postgres")]
+const POSTGRES_5: Migration = Migration {
+    version: 5,
+    sql: "
+        CREATE TABLE agent_state_cancels (
+            id           BIGSERIAL PRIMARY KEY,
+            run_id       TEXT NOT NULL,
+            state        TEXT NOT NULL,
+            requested_ms BIGINT NOT NULL,
+            UNIQUE (run_id, state)
+        );
+    ",
+};
 
 /// As [`SQLITE_2`], with the lease end a `timestamptz` by the server's clock.
 #[cfg(feature = "postgres")]
@@ -541,6 +574,34 @@ mod tests {
         let left: i64 =
             conn.query_row("SELECT count(*) FROM agent_runs WHERE input IS NOT NULL", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 0, "the rows no longer carry the inputs");
+        let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, i64::from(latest(SQLITE)));
+    }
+
+    /// A version 4 database keeps its runs (and the requests on their rows) and gains the
+    /// table of state cancels: one request per run and state.
+    #[test]
+    #[cfg(feature = "sqlite")]
+    fn sqlite_version_5_adds_the_state_cancels_beside_the_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [&SQLITE_1, &SQLITE_2, &SQLITE_3, &SQLITE_4] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE agent_schema (version INTEGER NOT NULL);
+             INSERT INTO agent_schema (version) VALUES (4);
+             INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, epoch, control)
+                 VALUES ('r', 'a', 'Running', 1, 1, 3, 'pause');",
+        )
+        .unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        let kept: (i64, Option<String>) = conn
+            .query_row("SELECT epoch, control FROM agent_runs WHERE run_id = 'r'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!(kept, (3, Some("pause".to_owned())));
+        let ask = "INSERT INTO agent_state_cancels (run_id, state, requested_ms) VALUES ('r', 'fetch', 5)";
+        conn.execute(ask, []).unwrap();
+        assert!(conn.execute(ask, []).is_err(), "one request per run and state");
         let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
         assert_eq!(v, i64::from(latest(SQLITE)));
     }

@@ -11,7 +11,9 @@
 //!   snapshots have distinct `seq`s (a second one with a `seq` already there is refused with
 //!   [`StoreError::Conflict`]);
 //! - [`InputRecord`]s: requests for human input and their answers, so that another process
-//!   can answer a run that is waiting.
+//!   can answer a run that is waiting;
+//! - what other processes ask of the run while it goes on: a [`RunControl`] on its row, and
+//!   pending cancels of its states (see [`cancel_state`] for the rules they keep).
 //!
 //! Ownership: a run has at most one owner at a time, a worker (see
 //! [`WorkerId`](crate::WorkerId)) that holds a lease on it until a time kept by the store's
@@ -35,7 +37,9 @@
 //!   ownership existed; writes with a higher epoch never create one.
 //! - The run's own requests for human input and the answers it consumes
 //!   ([`put_input_fenced`](CheckpointStore::put_input_fenced),
-//!   [`answer_input_fenced`](CheckpointStore::answer_input_fenced)) are fenced too. Answers
+//!   [`answer_input_fenced`](CheckpointStore::answer_input_fenced)) are fenced too, and so
+//!   is the owner's taking of the cancels asked of its states
+//!   ([`take_state_cancels`](CheckpointStore::take_state_cancels)). Answers
 //!   from other processes ([`answer_input`](CheckpointStore::answer_input)) are not, nor the
 //!   administrative
 //!   [`delete_run`](CheckpointStore::delete_run) and
@@ -83,7 +87,7 @@ mod run_filter;
 mod sqlite;
 mod transient;
 
-pub use control::{cancel_run, pause_run, Cancelling, ControlError, RunControl};
+pub use control::{cancel_run, cancel_state, pause_run, Cancelling, ControlError, RunControl};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -620,6 +624,30 @@ pub trait CheckpointStore: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(None)))
     }
 
+    /// Ask the owner of run `run_id` to cancel its state `state` (see the module
+    /// `control`): recorded, after the run's other pending requests, if the run exists and
+    /// is unfinished (`true`); a state already asked for and not yet taken keeps its one
+    /// request. `false` for a finished run or none. Claims leave requests where they are:
+    /// the run's next owner takes them. Stores that cannot keep requests say so (the
+    /// default, as [`request_control`](CheckpointStore::request_control)).
+    fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+        let _ = (run_id, state);
+        Box::pin(std::future::ready(Err(StoreError::Backend {
+            store: self.kind(),
+            message: "this store keeps no requests for running runs".to_owned(),
+            source: None,
+        })))
+    }
+
+    /// The states whose cancel is pending for run `run_id`, oldest request first, taken
+    /// (deleted) by its owner at `epoch` in the same step, so each request is taken once.
+    /// [`StoreError::Fenced`] (and nothing taken) when the run is not at `epoch`. The
+    /// default takes nothing: a store without requests has none pending.
+    fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+        let _ = (run_id, epoch);
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
     /// Move the lease of `owner` at `epoch` on `run_id` to `ttl` from the store's `now`;
     /// the new lease end (milliseconds since the Unix epoch). [`StoreError::Fenced`] when
     /// the run is no longer `owner`'s at `epoch` (taken over, released or deleted).
@@ -788,6 +816,12 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
     }
     fn run_control<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<RunControl>> {
         (**self).run_control(run_id)
+    }
+    fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+        (**self).request_state_cancel(run_id, state)
+    }
+    fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+        (**self).take_state_cancels(run_id, epoch)
     }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         (**self).renew_lease(run_id, owner, epoch, ttl)

@@ -29,6 +29,12 @@
 //!   SELECT ... FOR SHARE` of the run's row at the writer's epoch, so a claim waits for it or
 //!   fences it. `answer_input` is one conditional `UPDATE`, so of concurrent answers exactly
 //!   one wins.
+//! - A request to cancel a state (`agent_state_cancels`, see `control`) is one statement:
+//!   the insert, from the run's row read unfinished and locked `FOR KEY SHARE` (so a
+//!   concurrent `delete_run` deletes it too, or it finds no run). The owner's take is one
+//!   `DELETE ... RETURNING` guarded by its epoch, which returns the epoch the run is at, so
+//!   a fenced take takes nothing and an empty poll writes nothing; of concurrent takes, a
+//!   request goes to one.
 //! - Ownership: a claim is one conditional `UPDATE` (or, for a run to create, one `INSERT ...
 //!   ON CONFLICT DO NOTHING`): PostgreSQL re-checks its condition on the row's newest version
 //!   after waiting for a concurrent claim, so of concurrent claims exactly one wins. Lease
@@ -864,6 +870,65 @@ impl CheckpointStore for PostgresStore {
         })
     }
 
+    fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+        self.run(move || format!("ask run {run_id} to cancel state {state}"), async move {
+            let conn = self.conn().await?;
+            // One statement: the run's row, locked `FOR KEY SHARE` (which owners' writes and
+            // claims do not wait for, a delete does) so it is not deleted under the insert.
+            let st = conn
+                .prepare_cached(concat!(
+                    "WITH run AS (
+                         SELECT run_id FROM agent_runs WHERE run_id = $1 AND status NOT IN ",
+                    finished_sql!(),
+                    " FOR KEY SHARE
+                     ), asked AS (
+                         INSERT INTO agent_state_cancels (run_id, state, requested_ms)
+                         SELECT run_id, $2, $3 FROM run
+                         ON CONFLICT (run_id, state) DO NOTHING
+                     )
+                     SELECT count(*) FROM run"
+                ))
+                .await?;
+            let found: i64 = conn.query_one(&st, &[&run_id, &state, &super::now_ms()]).await?.try_get(0)?;
+            Ok(found > 0)
+        })
+    }
+
+    fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+        self.run(move || format!("take the state cancels asked of run {run_id}"), async move {
+            let conn = self.conn().await?;
+            let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
+            // One statement: the requests deleted only if the run is at `epoch`, with the
+            // epoch it is at (no row: the run is gone). An empty poll writes nothing.
+            let st = conn
+                .prepare_cached(
+                    "WITH run AS (
+                         SELECT epoch FROM agent_runs WHERE run_id = $1
+                     ), taken AS (
+                         DELETE FROM agent_state_cancels
+                         WHERE run_id = $1 AND EXISTS (SELECT 1 FROM run WHERE epoch = $2)
+                         RETURNING id, state
+                     )
+                     SELECT run.epoch, taken.id, taken.state FROM run LEFT JOIN taken ON true",
+                )
+                .await?;
+            let rows = conn.query(&st, &[&run_id, &db_epoch]).await?;
+            let current = rows.first().map(|r| r.try_get::<_, i64>(0)).transpose()?.unwrap_or(0);
+            if current != db_epoch {
+                let current = u64_from_db(STORE, "epoch", current)?;
+                return Err(StoreError::fenced(STORE, run_id, epoch, current).into());
+            }
+            let mut taken = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if let Some(id) = row.try_get::<_, Option<i64>>(1)? {
+                    taken.push((id, row.try_get::<_, String>(2)?));
+                }
+            }
+            taken.sort_unstable_by_key(|(id, _)| *id);
+            Ok(taken.into_iter().map(|(_, state)| state).collect())
+        })
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         self.run(|| "claim the next runs".to_owned(), async move {
             if ask.limit == 0 || ask.serves.is_empty() {
@@ -1116,6 +1181,7 @@ impl CheckpointStore for PostgresStore {
                 "DELETE FROM agent_journal WHERE run_id = $1",
                 "DELETE FROM agent_snapshots WHERE run_id = $1",
                 "DELETE FROM agent_inputs WHERE run_id = $1",
+                "DELETE FROM agent_state_cancels WHERE run_id = $1",
             ] {
                 let st = tx.prepare_cached(sql).await?;
                 deleted += tx.execute(&st, &[&run_id]).await?;
@@ -1154,6 +1220,7 @@ impl CheckpointStore for PostgresStore {
                     report.entries += delete("DELETE FROM agent_journal WHERE run_id = ANY($1)").await?;
                     report.snapshots += delete("DELETE FROM agent_snapshots WHERE run_id = ANY($1)").await?;
                     delete("DELETE FROM agent_inputs WHERE run_id = ANY($1)").await?;
+                    delete("DELETE FROM agent_state_cancels WHERE run_id = ANY($1)").await?;
                     report.runs += delete("DELETE FROM agent_runs WHERE run_id = ANY($1)").await?;
                 }
             }

@@ -29,6 +29,9 @@
 //!   - `claim_next` is not retried: runs a lost reply claimed stay leased to this worker,
 //!     which does not know it, until their lease ends (then any worker takes them); the
 //!     worker's next poll asks again;
+//!   - `take_state_cancels` is not retried: the requests a lost reply took are lost with it
+//!     (the states they named run on), and a retry would find none; the owner's next poll
+//!     takes again;
 //!   - `delete_run` may say `false` for the run its lost attempt deleted, and
 //!     `apply_retention` reports only what its last attempt deleted;
 //!   - every other method is idempotent.
@@ -299,6 +302,17 @@ impl<S: CheckpointStore> CheckpointStore for RetryingStore<S> {
         self.inner.run_control(run_id)
     }
 
+    fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+        // Asking twice for a state is the same as once.
+        self.retried("request_state_cancel", move |_| self.inner.request_state_cancel(run_id, state))
+    }
+
+    fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+        // Not retried: the owner takes again at its next poll. (A take that landed but whose
+        // answer was lost took its requests; a retry would find none.)
+        self.inner.take_state_cancels(run_id, epoch)
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         // Not retried (see the module docs): the worker asks again at its next poll.
         self.inner.claim_next(ask)
@@ -468,6 +482,12 @@ mod tests {
         }
         fn save_run_snapshot<'a>(&'a self, run: &'a RunRecord, snapshot: &'a Snapshot) -> StoreFuture<'a, ()> {
             flaky_write!(self, self.inner.save_run_snapshot(run, snapshot))
+        }
+        fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+            self.inner.request_state_cancel(run_id, state)
+        }
+        fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+            self.inner.take_state_cancels(run_id, epoch)
         }
         fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
             flaky_write!(self, self.inner.claim_run(claim))

@@ -29,6 +29,11 @@
 //!   its `BEGIN IMMEDIATE` transaction, which holds the file's write lock, so no claim can
 //!   slip in between the check and the write. Lease ends are milliseconds by SQLite's clock
 //!   (`unixepoch('subsec')`), which processes sharing a file on one machine share.
+//! - Requests to cancel a state (`agent_state_cancels`, see `control`): asking is one
+//!   `BEGIN IMMEDIATE` transaction (the run checked unfinished, the request inserted); the
+//!   owner's poll reads the run's epoch and whether anything is pending without the write
+//!   lock, and only when something is takes it: in a `BEGIN IMMEDIATE` transaction, the
+//!   epoch checked again and the requests deleted.
 //! - Every value read back is checked: a status that is not a status, a negative `seq` or a
 //!   column of the wrong type is [`StoreError::Corrupt`].
 
@@ -530,6 +535,13 @@ fn answer_in(
     Ok(changed > 0)
 }
 
+/// The states of requests `(id, state)`, in the order they were asked (`RETURNING` gives
+/// rows in no promised order).
+fn oldest_first(mut requests: Vec<(i64, String)>) -> Vec<String> {
+    requests.sort_unstable_by_key(|(id, _)| *id);
+    requests.into_iter().map(|(_, state)| state).collect()
+}
+
 /// The epoch run `run_id` is at (0 without a row).
 fn current_epoch(conn: &Connection, run_id: &str) -> Result<u64, Fail> {
     let epoch = conn
@@ -838,6 +850,59 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
+    fn request_state_cancel<'a>(&'a self, run_id: &'a str, state: &'a str) -> StoreFuture<'a, bool> {
+        let (run_id, state) = (run_id.to_owned(), state.to_owned());
+        self.call(format!("ask run {run_id} to cancel state {state}"), move |conn| {
+            // Under the write lock: the run cannot finish or be deleted between the check
+            // and the insert.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let unfinished = tx
+                .prepare_cached(concat!(
+                    "SELECT 1 FROM agent_runs WHERE run_id = ?1 AND status NOT IN ",
+                    finished_sql!()
+                ))?
+                .exists([&run_id])?;
+            if unfinished {
+                tx.prepare_cached(
+                    "INSERT INTO agent_state_cancels (run_id, state, requested_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (run_id, state) DO NOTHING",
+                )?
+                .execute(params![run_id, state, super::now_ms()])?;
+            }
+            tx.commit()?;
+            Ok(unfinished)
+        })
+    }
+
+    fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("take the state cancels asked of run {run_id}"), move |conn| {
+            // The owner polls: without a request pending, one read and no write lock.
+            let found = conn
+                .prepare_cached(
+                    "SELECT epoch, EXISTS (SELECT 1 FROM agent_state_cancels WHERE run_id = ?1)
+                     FROM agent_runs WHERE run_id = ?1",
+                )?
+                .query_row([&run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)))
+                .optional()?;
+            let current = found.map(|(e, _)| u64_from_db(STORE, &format!("run {run_id}: epoch"), e)).transpose()?;
+            if current.unwrap_or(0) != epoch || (current.is_none() && epoch != 0) {
+                return Err(StoreError::fenced(STORE, &run_id, epoch, current.unwrap_or(0)).into());
+            }
+            if !found.is_some_and(|(_, pending)| pending) {
+                return Ok(Vec::new());
+            }
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_epoch(&run_id, stored_run(&tx, &run_id)?.as_ref(), epoch)?;
+            let states = tx
+                .prepare_cached("DELETE FROM agent_state_cancels WHERE run_id = ?1 RETURNING id, state")?
+                .query_map([&run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(oldest_first(states))
+        })
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         let ask = ask.clone();
         self.call("claim the next runs".to_owned(), move |conn| {
@@ -1074,6 +1139,7 @@ impl CheckpointStore for SqliteStore {
                 "DELETE FROM agent_snapshots WHERE run_id = ?1",
                 "DELETE FROM agent_inputs WHERE run_id = ?1",
                 "DELETE FROM agent_run_inputs WHERE run_id = ?1",
+                "DELETE FROM agent_state_cancels WHERE run_id = ?1",
                 "DELETE FROM agent_runs WHERE run_id = ?1",
             ] {
                 deleted += tx.prepare_cached(sql)?.execute([&run_id])?;
@@ -1105,6 +1171,7 @@ impl CheckpointStore for SqliteStore {
                 report.snapshots += tx.prepare_cached(of_dropped_runs!("agent_snapshots"))?.execute([cutoff])? as u64;
                 tx.prepare_cached(of_dropped_runs!("agent_inputs"))?.execute([cutoff])?;
                 tx.prepare_cached(of_dropped_runs!("agent_run_inputs"))?.execute([cutoff])?;
+                tx.prepare_cached(of_dropped_runs!("agent_state_cancels"))?.execute([cutoff])?;
                 report.runs += tx
                     .prepare_cached(concat!(
                         "DELETE FROM agent_runs WHERE status IN ",

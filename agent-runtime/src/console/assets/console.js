@@ -143,7 +143,7 @@ async function showRun(id) {
   if (data.unreadable) facts.push(["records", data.unreadable]);
   $("run-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   showActions(run, data.graph);
-  showStates(cp, data.inputs);
+  showStates(cp, data.inputs, run);
   $("context").textContent = data.context ? JSON.stringify(data.context, null, 2) : "(no checkpoint yet)";
   $("history").replaceChildren(...data.history.map((h) => el("li", {}, `#${h.seq} at ${time(h.taken_ms)} (${h.bytes} bytes)`)));
   $("run-inputs").replaceChildren(...(data.inputs.length ? data.inputs.map(inputCard) : [el("p", { class: "muted" }, "none")]));
@@ -174,7 +174,27 @@ function showActions(run, known) {
   }));
 }
 
-function showStates(cp, inputs) {
+// The states a state's Cancel stops: running (also waiting for a person), or waiting to
+// start (for resources) or to be tried again.
+const CANCELLABLE = new Set(["Running", "Ready", "Retrying"]);
+
+// A state's Cancel, asked first: its owner cancels the state's running and waiting
+// instances, the run goes on.
+function stateCancel(run, s) {
+  if (!CANCELLABLE.has(s.status) || ["Completed", "Failed", "Cancelled", "TimedOut"].includes(run.standing)) return "";
+  const button = el("button", { type: "button", class: "action cancel", "data-action": "cancel-state" }, "Cancel");
+  button.addEventListener("click", async () => {
+    if (!confirm(`Cancel state “${s.name}” of this run? Its running instances are stopped; the run goes on.`)) return;
+    try {
+      await post(`runs/${encodeURIComponent(run.run_id)}/states/${encodeURIComponent(s.name)}/cancel`, {});
+      problem("");
+      showRun(run.run_id).catch((e) => problem(e.message));
+    } catch (err) { problem(err.message); }
+  });
+  return button;
+}
+
+function showStates(cp, inputs, run) {
   const states = cp ? cp.states : [];
   const failure = cp && cp.last_error;
   // Time each state waited for a person: its requests, from asked to answered (or now).
@@ -199,7 +219,8 @@ function showStates(cp, inputs) {
     el("td", {}, s.started_ms != null && s.finished_ms != null ? span(s.finished_ms - s.started_ms) : ""),
     el("td", { class: "waited" }, waited(s)),
     el("td", { class: "held" }, held(s)),
-    el("td", { class: "error" }, failure && failure.state === s.name ? failure.message : ""))));
+    el("td", { class: "error" }, failure && failure.state === s.name ? failure.message : ""),
+    el("td", { class: "actions" }, stateCancel(run, s)))));
   // The timeline: each state's first start to last end on one time axis, with the time it
   // waited for resources before it started and the waits for a person over it.
   const timed = states.filter((s) => s.started_ms != null);
