@@ -143,6 +143,19 @@ async fn scenario(store: Arc<dyn CheckpointStore>, tag: &str) {
     });
 
     // Answer from the console: the run goes on and completes; a second answer is refused.
+    // An answer the request's validator refuses: the run asks again, and the console says so.
+    let refused = format!("/api/v1/runs/{id}/inputs/{request}");
+    let refused = call(&app, Method::POST, &refused, None, Some(json!({ "answer": "maybe" }))).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{tag}: {}", refused.body);
+    let refused = refused.json();
+    assert_eq!(refused["refused"], true, "{tag}");
+    assert!(refused["error"].as_str().unwrap().contains("maybe"), "{tag}: {refused}");
+    let request = refused["request_id"].as_str().unwrap().to_owned();
+    let pending = get(&app, "/api/v1/inputs").await.json();
+    let pending: Vec<&str> =
+        pending["inputs"].as_array().unwrap().iter().filter_map(|i| i["request_id"].as_str()).collect();
+    assert!(pending.contains(&request.as_str()), "{tag}: asked again as {request}: {pending:?}");
+
     let answer = format!("/api/v1/runs/{id}/inputs/{request}");
     let first = call(&app, Method::POST, &answer, None, Some(json!({ "answer": "approve" }))).await;
     assert_eq!(first.status, StatusCode::OK, "{tag}: {}", first.body);

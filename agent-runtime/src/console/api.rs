@@ -357,8 +357,33 @@ pub(super) async fn answer(
     if let Some(given) = &record.answer {
         return answered(&request, given);
     }
+    let row = match row_of(&shared, &id).await {
+        Ok(row) => row,
+        Err(response) => return response,
+    };
+    let pending = |c: &Option<agent_core::Checkpoint>| {
+        c.as_ref().is_some_and(|c| c.pending_inputs.iter().any(|p| p.request_id == request && p.answer.is_none()))
+    };
+    let listed = pending(&read_checkpoint(store, &id).await.unwrap_or(None));
     match store.answer_input(&id, &request, &body.answer, false, now_ms()).await {
-        Ok(true) => Json(json!({ "answered": true, "run_id": id, "request_id": request })).into_response(),
+        Ok(true) if !row.is_leased_at(now_ms()) => {
+            // Nobody runs it now: its next owner reads the answer (and its validator).
+            (StatusCode::ACCEPTED, Json(json!({ "answered": true, "run_id": id, "request_id": request })))
+                .into_response()
+        }
+        Ok(true) => match verdict(store, record, listed, pending).await {
+            Verdict::Refused { again } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": format!("the request's validator refused `{}`; the run asks again", body.answer),
+                    "refused": true,
+                    "run_id": id,
+                    "request_id": again,
+                })),
+            )
+                .into_response(),
+            Verdict::Taken => Json(json!({ "answered": true, "run_id": id, "request_id": request })).into_response(),
+        },
         Ok(false) => {
             let now = store.inputs(Some(&id), false).await.unwrap_or_default();
             let given = now.into_iter().find(|r| r.request_id == request).and_then(|r| r.request.answer);
@@ -366,6 +391,51 @@ pub(super) async fn answer(
         }
         Err(e) => store_failed(e),
     }
+}
+
+/// What the run made of an answer given through the store.
+enum Verdict {
+    /// It went on with it, or said nothing against it within [`VERDICT_WAIT`].
+    Taken,
+    /// Its validator refused it: the run asks again, as request `again`.
+    Refused { again: String },
+}
+
+/// How long an answer waits for the run's verdict: a few of the owner's polls of the store
+/// for answers (every 500 ms).
+const VERDICT_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Wait (at most [`VERDICT_WAIT`]) for the run to take `answered`'s answer or refuse it. A
+/// refusal is the owner asking again: a new pending request of the same state with the same
+/// prompt and the same ask time. The run took it when its checkpoint, which listed the
+/// request as pending (`listed`), no longer does, or when it finished.
+async fn verdict(
+    store: &dyn crate::store::CheckpointStore,
+    answered: &InputRecord,
+    listed: bool,
+    pending: impl Fn(&Option<agent_core::Checkpoint>) -> bool,
+) -> Verdict {
+    let id = &answered.run_id;
+    let give_up = tokio::time::Instant::now() + VERDICT_WAIT;
+    while tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let again = store.inputs(Some(id), true).await.unwrap_or_default().into_iter().find(|r| {
+            r.request_id != answered.request_id
+                && r.state == answered.state
+                && r.prompt == answered.prompt
+                && r.requested_ms == answered.requested_ms
+        });
+        if let Some(again) = again {
+            return Verdict::Refused { again: again.request.request_id };
+        }
+        if store.get_run(id).await.ok().flatten().is_some_and(|r| r.status.is_finished()) {
+            return Verdict::Taken;
+        }
+        if listed && !pending(&read_checkpoint(store, id).await.unwrap_or(None)) {
+            return Verdict::Taken;
+        }
+    }
+    Verdict::Taken
 }
 
 fn answered(request: &str, answer: &str) -> Response {

@@ -7,8 +7,8 @@ use agent_core::{BoxError, Context, HumanInput, StateResult};
 use agent_runtime::store::CheckpointStore;
 use agent_runtime::Agent;
 
-/// `prepare` (writes markup into `draft`) → `review` (asks a person, with `default` if
-/// given) → `<script>alert(1)</script>` (a hostile name) → `finish`.
+/// `prepare` (writes markup into `draft`) → `review` (asks a person, who may answer
+/// `approve` or `reject`, with `default` if given) → `<script>alert(1)</script>` (a hostile name) → `finish`.
 pub fn asker(name: &str, default: Option<&str>) -> Agent {
     let mut agent = Agent::new(name.to_owned()).input_from_terminal(false);
     agent
@@ -20,7 +20,8 @@ pub fn asker(name: &str, default: Option<&str>) -> Agent {
     let default = default.map(str::to_owned);
     agent
         .add_state("review", move |ctx: Context| {
-            let mut ask = HumanInput::new("Approve <b>the</b> draft?");
+            let mut ask =
+                HumanInput::new("Approve <b>the</b> draft?").validator(|a: &str| a == "approve" || a == "reject");
             if let Some(d) = &default {
                 ask = ask.default(d.clone());
             }
