@@ -197,6 +197,17 @@ async fn scenario(store: Arc<dyn CheckpointStore>, tag: &str) {
     assert_eq!(one.json()["run_id"], two["run_id"], "{tag}: one key, one run");
     let queued_ids = ids(&get(&app, "/api/v1/runs?status=queued").await.json());
     assert_eq!(queued_ids, [two["run_id"].as_str().unwrap().to_owned()], "{tag}");
+    // Started in the console's process: it runs at once (asks for its review), owned there.
+    let start = json!({ "agent": name, "input": { "n": 2 }, "start": true });
+    let started = call(&app, Method::POST, "/api/v1/runs", None, Some(start)).await;
+    assert_eq!(started.status, StatusCode::CREATED, "{tag}: {}", started.body);
+    let started = started.json()["run_id"].as_str().unwrap().to_owned();
+    common::review::until_asked(&*store, &started).await;
+    let row = get(&app, &format!("/api/v1/runs/{started}")).await.json();
+    assert_eq!(row["run"]["standing"], "Running", "{tag}: {row}");
+    assert_eq!(row["context"]["n"], 2, "{tag}: its input");
+    let keyed = json!({ "agent": name, "start": true, "key": "k" });
+    assert_eq!(call(&app, Method::POST, "/api/v1/runs", None, Some(keyed)).await.status, StatusCode::BAD_REQUEST);
     let nobody = json!({ "agent": "nobody", "input": {} });
     assert_eq!(call(&app, Method::POST, "/api/v1/runs", None, Some(nobody)).await.status, StatusCode::NOT_FOUND);
     let not_object = json!({ "agent": name, "input": [1, 2] });
@@ -206,7 +217,7 @@ async fn scenario(store: Arc<dyn CheckpointStore>, tag: &str) {
 
     // Paging: one run a page.
     let page = get(&app, "/api/v1/runs?limit=1&offset=1").await.json();
-    assert_eq!((page["total"].as_u64(), page["runs"].as_array().unwrap().len()), (Some(2), 1), "{tag}");
+    assert_eq!((page["total"].as_u64(), page["runs"].as_array().unwrap().len()), (Some(3), 1), "{tag}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

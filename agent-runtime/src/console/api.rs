@@ -295,6 +295,9 @@ pub(super) struct SubmitBody {
     /// An idempotency key.
     #[serde(default)]
     key: Option<String>,
+    /// Run it in the console's process now, instead of queueing it for a worker.
+    #[serde(default)]
+    start: bool,
 }
 
 pub(super) async fn submit(
@@ -320,6 +323,26 @@ pub(super) async fn submit(
         Some(_) => {
             return error(StatusCode::BAD_REQUEST, "the input must be a JSON object, like {\"topic\": \"rust\"}")
         }
+    }
+    if body.start {
+        if body.key.is_some() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "an idempotency key is for submitted runs: leave out `start` or `key`",
+            );
+        }
+        return match agent.start(crate::RunOptions::new().context(ctx)) {
+            Ok(handle) => {
+                let run_id = handle.id().to_owned();
+                tokio::spawn(async move {
+                    if let Err(e) = handle.await {
+                        tracing::warn!(error = %e, "a run the console started ended with an error");
+                    }
+                });
+                (StatusCode::CREATED, Json(json!({ "run_id": run_id, "started": true }))).into_response()
+            }
+            Err(e) => error(StatusCode::CONFLICT, format!("the run could not be started: {e}")),
+        };
     }
     let mut options = SubmitOptions::new().context(ctx);
     if let Some(key) = body.key {

@@ -24,7 +24,7 @@
 //! | `GET /api/v1/events` | Server-Sent Events: every run's row each time one changes (one poller shared by every client) |
 //! | `GET /api/v1/inputs` | every pending request for input, across runs |
 //! | `GET /api/v1/agents` | the workflows the console can start and draw |
-//! | `POST /api/v1/runs` `{agent, input, key}` | submit a run for a worker; `201 {run_id}` |
+//! | `POST /api/v1/runs` `{agent, input, key, start}` | submit a run for a worker; `201 {run_id}`; with `start: true`, run it in the console's process now |
 //! | `POST /api/v1/runs/{id}/inputs/{request}` `{answer}` | answer a pending request: `200` taken, `422` refused by its validator (with the request asked again), `202` for a run nobody runs now |
 //! | `POST /api/v1/runs/{id}/cancel` | cancel a run: asked of its owner through the store (`202`), or recorded at once for a run nobody runs |
 //! | `POST /api/v1/runs/{id}/states/{state}/cancel` | cancel one state of a run (its running and waiting instances), asked of its owner through the store (`202`); the rest of the run goes on |

@@ -346,9 +346,10 @@ document.addEventListener("DOMContentLoaded", () => {
     e.preventDefault();
     let input;
     try { input = $("submit-input").value.trim() ? JSON.parse($("submit-input").value) : {}; } catch (err) { problem(`the input is not JSON: ${err.message}`); return; }
-    if (!confirm(`Submit a run of ${$("submit-agent").value}?`)) return;
+    const start = $("submit-start").checked;
+    if (!confirm(`${start ? "Start" : "Submit"} a run of ${$("submit-agent").value}?`)) return;
     try {
-      const { run_id } = await post("runs", { agent: $("submit-agent").value, input });
+      const { run_id } = await post("runs", { agent: $("submit-agent").value, input, start });
       location.hash = `#run/${encodeURIComponent(run_id)}`;
     } catch (err) { problem(err.message); }
   });
