@@ -147,6 +147,10 @@ pub struct StateRecord {
     /// are recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpu_ids: Vec<usize>,
+    /// The error of its latest failed attempt (retried or not), at most 2,000 characters;
+    /// `None` while no attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -601,7 +605,16 @@ impl StateRecord {
             resource_wait_ms: 0,
             resources: None,
             gpu_ids: Vec::new(),
+            error: None,
         }
+    }
+
+    /// This record with the error of its latest failed attempt.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_error(mut self, error: Option<String>) -> Self {
+        self.error = error;
+        self
     }
 
     /// This record with what its latest attempt held: `resources` described, the GPU

@@ -348,12 +348,14 @@ fn wide() -> Agent {
 /// completion while its token still stands at it: restored, that state would run again
 /// and be counted twice (a durable run's journal took such a delta, and a process killed
 /// after it left a run whose branch completed twice on record). The completion is counted
-/// in the same transition that moves the token on.
+/// in the same transition that moves the token on: for a plain run, in every branch but
+/// the root's chain (which takes no lock: see `frontier`); for a durable run, everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_never_counts_a_completion_whose_token_has_not_moved() {
-    let agent = wide();
     let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for _ in 0..200 {
+    for i in 0..200 {
+        let durable = i % 2 == 1;
+        let agent = if durable { wide().with_store(agent_runtime::store::MemoryStore::new()) } else { wide() };
         let running = spawn_run(&agent);
         let watcher = {
             let (agent, taken) = (agent.clone(), taken.clone());
@@ -364,7 +366,7 @@ async fn a_checkpoint_never_counts_a_completion_whose_token_has_not_moved() {
                 loop {
                     let c = agent.create_checkpoint();
                     taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    for t in &c.tokens {
+                    for t in c.tokens.iter().filter(|t| durable || t.state != "start") {
                         let record = c.states.iter().find(|s| s.name == t.state).unwrap();
                         assert_eq!(
                             record.completed, 0,
@@ -382,4 +384,57 @@ async fn a_checkpoint_never_counts_a_completion_whose_token_has_not_moved() {
         watcher.join().unwrap();
     }
     assert!(taken.load(std::sync::atomic::Ordering::Relaxed) >= 200);
+}
+
+/// Each state's record keeps the error of its latest failed attempt, retried or not, cut to
+/// 2,000 characters, through a checkpoint's JSON and a restore.
+#[tokio::test(start_paused = true)]
+async fn a_state_keeps_the_error_of_its_latest_failed_attempt() {
+    use agent_core::RetryPolicy;
+    let mut agent = Agent::new("erring");
+    agent
+        .add_state("flaky", |ctx: Context| async move {
+            let n: u32 = ctx.get_state_or("tries", 0) + 1;
+            ctx.set_state("tries", n);
+            match n {
+                1 => Err(std::io::Error::other("x".repeat(5_000))),
+                2 => Err(std::io::Error::other("the second attempt fails")),
+                _ => Ok(StateResult::next("slow")),
+            }
+        })
+        .retry_policy(RetryPolicy {
+            max_retries: 5,
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(10),
+            exponential_base: 1.0,
+            jitter: false,
+        });
+    agent.add_state("slow", step("slow", 1_000, StateResult::End));
+    let error_of = |c: &Checkpoint, s: &str| c.states.iter().find(|r| r.name == s).and_then(|r| r.error.clone());
+    let running = spawn_run(&agent);
+    after(5_000).await;
+    let first = agent.create_checkpoint();
+    assert_eq!(error_of(&first, "flaky").map(|e| e.len()), Some(2_000), "cut to 2,000 characters");
+    after(10_000).await;
+    let second = through_json(agent.create_checkpoint());
+    assert_eq!(second.running_states(), ["flaky"], "waiting for its third attempt");
+    assert_eq!(error_of(&second, "flaky").as_deref(), Some("the second attempt fails"));
+    assert_eq!(error_of(&second, "slow"), None);
+    running.await.unwrap().unwrap();
+
+    let mut restored = Agent::new("erring");
+    restored
+        .add_state("flaky", |_ctx: Context| async { Ok::<_, std::io::Error>(StateResult::next("slow")) })
+        .retry_policy(RetryPolicy {
+            max_retries: 5,
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(10),
+            exponential_base: 1.0,
+            jitter: false,
+        });
+    restored.add_state("slow", step("slow", 0, StateResult::End));
+    restored.restore_from_checkpoint(second).unwrap();
+    restored.run().await.unwrap();
+    let after_restore = restored.create_checkpoint();
+    assert_eq!(error_of(&after_restore, "flaky").as_deref(), Some("the second attempt fails"), "kept by the restore");
 }

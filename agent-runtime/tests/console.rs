@@ -451,6 +451,12 @@ async fn actions(store: Arc<dyn CheckpointStore>, tag: &str) {
     let failed = tokio::time::timeout(Duration::from_secs(20), handle).await.unwrap();
     assert!(failed.is_err(), "{tag}: it fails");
     until_row(&*store, &id, |r| r.status == AgentStatus::Failed && r.owner.is_none()).await;
+    let failed = get(&fixer, &format!("/api/v1/runs/{id}")).await.json();
+    let record = |run: &Value, state: &str| {
+        run["checkpoint"]["states"].as_array().unwrap().iter().find(|s| s["name"] == state).cloned().unwrap()
+    };
+    assert_eq!(record(&failed, "parse")["error"], "the parser is broken", "{tag}: the state's own error");
+    assert_eq!(record(&failed, "fetch")["error"], Value::Null, "{tag}: fetch never failed");
     broken.store(false, Ordering::SeqCst);
     let retried = call(&fixer, Method::POST, &format!("/api/v1/runs/{id}/retry"), None, None).await;
     assert_eq!(retried.status, StatusCode::ACCEPTED, "{tag}: {}", retried.body);

@@ -76,6 +76,8 @@ pub(crate) struct StateKey {
     resource_wait_ms: u64,
     /// What the latest attempt held (see `StateCounters::held`).
     held: u64,
+    /// Errors recorded (see `StateCounters::errors`): the message is read when it changed.
+    errors: u32,
 }
 
 impl StateKey {
@@ -92,6 +94,7 @@ impl StateKey {
             finished_ms: r.finished_ms,
             resource_wait_ms: r.resource_wait_ms,
             held: held_mask(r),
+            errors: u32::from(r.error.is_some()),
         }
     }
 
@@ -109,6 +112,7 @@ impl StateKey {
         .with_times(self.started_ms, self.finished_ms)
         .with_resource_wait(self.resource_wait_ms)
         .with_held(held_resources(run, i, self.held), gpu_ids(self.held))
+        .with_error(if self.errors > 0 { run.states.error(i).map(|e| e.to_string()) } else { None })
     }
 }
 
@@ -157,6 +161,7 @@ pub(crate) fn state_key(run: &Run, i: usize) -> StateKey {
         finished_ms,
         resource_wait_ms: c.resource_wait.load(Relaxed) / 1_000_000,
         held: c.held.load(Relaxed),
+        errors: c.errors.load(Relaxed),
     }
 }
 
@@ -253,6 +258,7 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
         c.resumed_attempts.store(record.attempts_made, Relaxed);
         c.resource_wait.store(record.resource_wait_ms.saturating_mul(1_000_000), Relaxed);
         c.held.store(held_mask(record), Relaxed);
+        run.states.restore_error(at(&record.name), record.error.as_deref());
         if let Some(t) = &run.sinks.timing {
             t[at(&record.name)].restore(record.started_ms, record.finished_ms);
         }

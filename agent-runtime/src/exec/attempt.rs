@@ -124,6 +124,9 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
         if run.emitting() {
             run.emit(EventKind::Retrying { state: run.state_name(pos), attempt: attempt + 1, delay: wait });
         }
+        if let Some(error) = outcome_error(&outcome) {
+            run.record_error(pos, &error);
+        }
         drop(outcome);
         run.record_retry(pos);
         run.set_state_status(pos, StateStatus::Retrying);

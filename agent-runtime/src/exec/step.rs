@@ -70,6 +70,7 @@ pub(super) fn fail_state(run: &Run, pos: usize, outcome: attempt::Outcome, attem
 /// its dependents; its name and the error, unless the attempt did complete after all.
 fn record_failed(run: &Run, pos: usize, outcome: attempt::Outcome) -> Option<(String, BoxError)> {
     let error = failure(run, outcome)?;
+    run.record_error(pos, &error.to_string());
     let timed_out = error.is::<TimeoutError>();
     run.record_failure(pos, if timed_out { StateStatus::Timeout } else { StateStatus::Failed });
     if !run.program.states[pos].dependents.is_empty() {

@@ -12,10 +12,14 @@
 //!   run carries it); otherwise it is derived from the counters.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agent_core::StateStatus;
 use tokio::sync::Notify;
+
+/// The most characters of an attempt's error a state's record keeps.
+pub(crate) const MAX_ERROR: usize = 2_000;
 
 /// The bit of [`StateCounters::held`] saying an attempt held resources.
 pub(crate) const HELD: u64 = 1 << 63;
@@ -36,6 +40,10 @@ pub(crate) struct StateCounters {
     /// What the latest attempt held from a pool: [`HELD`] once it held anything, and bit
     /// `d` for each GPU device `d` below 63 it used.
     pub held: AtomicU64,
+    /// How many times an attempt's error was recorded (checkpoints compare it to see that
+    /// `error` changed), and the latest's message.
+    pub errors: AtomicU32,
+    pub error: Mutex<Option<Arc<str>>>,
     /// 1 + the order in which this state first completed; 0 while it never has.
     pub first_completed: AtomicU32,
     /// Tokens at this state at the top level, outside the root slot (see `frontier`).
@@ -58,6 +66,8 @@ impl StateCounters {
             retries: AtomicU32::new(0),
             resource_wait: AtomicU64::new(0),
             held: AtomicU64::new(0),
+            errors: AtomicU32::new(0),
+            error: Mutex::new(None),
             first_completed: AtomicU32::new(0),
             at_top: AtomicU32::new(0),
             attempts_made: AtomicU32::new(0),
@@ -160,6 +170,29 @@ impl Counters {
     pub(crate) fn record_held(&self, state: usize, gpu_ids: &[usize]) {
         let mask = gpu_ids.iter().filter(|&&d| d < 63).fold(HELD, |m, &d| m | (1 << d));
         self.states[state].held.store(mask, Relaxed);
+    }
+
+    /// Note the error of a failed attempt of `state` (cut to [`MAX_ERROR`] characters).
+    pub(crate) fn record_error(&self, state: usize, message: &str) {
+        let cut = match message.char_indices().nth(MAX_ERROR) {
+            Some((at, _)) => &message[..at],
+            None => message,
+        };
+        let c = &self.states[state];
+        *c.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(cut.into());
+        c.errors.fetch_add(1, Relaxed);
+    }
+
+    /// The latest error noted for `state`.
+    pub(crate) fn error(&self, state: usize) -> Option<Arc<str>> {
+        self.states[state].error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Put back the error a checkpoint recorded for `state`.
+    pub(crate) fn restore_error(&self, state: usize, message: Option<&str>) {
+        let c = &self.states[state];
+        *c.error.lock().unwrap_or_else(PoisonError::into_inner) = message.map(Into::into);
+        c.errors.store(u32::from(message.is_some()), Relaxed);
     }
 
     pub(crate) fn record_input_wait(&self, waited: Duration) {

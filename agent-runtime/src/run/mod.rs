@@ -187,6 +187,10 @@ impl Run {
         self.states.record_resource_wait(state, waited)
     }
 
+    pub(crate) fn record_error(&self, state: usize, message: &str) {
+        self.states.record_error(state, message)
+    }
+
     pub(crate) fn record_held(&self, state: usize, gpu_ids: &[usize]) {
         self.states.record_held(state, gpu_ids)
     }

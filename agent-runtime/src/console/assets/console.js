@@ -219,7 +219,7 @@ function showStates(cp, inputs, run) {
     el("td", {}, s.started_ms != null && s.finished_ms != null ? span(s.finished_ms - s.started_ms) : ""),
     el("td", { class: "waited" }, waited(s)),
     el("td", { class: "held" }, held(s)),
-    el("td", { class: "error" }, failure && failure.state === s.name ? failure.message : ""),
+    el("td", { class: "error" }, s.error || (failure && failure.state === s.name ? failure.message : "")),
     el("td", { class: "actions" }, stateCancel(run, s)))));
   // The timeline: each state's first start to last end on one time axis, with the time it
   // waited for resources before it started and the waits for a person over it.
