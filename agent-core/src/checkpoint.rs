@@ -151,6 +151,41 @@ pub struct StateRecord {
     /// `None` while no attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its latest attempts on the wall clock (at most 16, oldest first), recorded for states
+    /// that can make several (a retry policy, a timeout, resources) when the run records
+    /// timings: a timeline draws each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_spans: Vec<AttemptSpan>,
+}
+
+/// One attempt of a state on the wall clock, in a [`StateRecord`].
+///
+/// ```
+/// use agent_core::AttemptSpan;
+/// let span = AttemptSpan::new(1_000, 1_250, true);
+/// assert_eq!((span.finished_ms - span.started_ms, span.failed), (250, true));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AttemptSpan {
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_ms: i64,
+    /// When it ended.
+    pub finished_ms: i64,
+    /// Whether it failed (an error, a panic, a timeout).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub failed: bool,
+}
+
+impl AttemptSpan {
+    /// An attempt from `started_ms` to `finished_ms` that `failed` or not.
+    pub fn new(started_ms: i64, finished_ms: i64, failed: bool) -> Self {
+        AttemptSpan { started_ms, finished_ms, failed }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -606,7 +641,16 @@ impl StateRecord {
             resources: None,
             gpu_ids: Vec::new(),
             error: None,
+            attempt_spans: Vec::new(),
         }
+    }
+
+    /// This record with its latest attempts.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_attempt_spans(mut self, spans: Vec<AttemptSpan>) -> Self {
+        self.attempt_spans = spans;
+        self
     }
 
     /// This record with the error of its latest failed attempt.

@@ -33,8 +33,8 @@ mod version;
 
 pub use allocation::Allocation;
 pub use checkpoint::{
-    Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, LastErrorRecord, StateRecord, TokenRecord,
-    CHECKPOINT_VERSION,
+    AttemptSpan, Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, LastErrorRecord, StateRecord,
+    TokenRecord, CHECKPOINT_VERSION,
 };
 pub use context::Context;
 pub use diagram::{Diagram, DiagramEdge, DiagramState};

@@ -531,3 +531,48 @@ async fn a_state_that_waited_for_resources_shows_how_long() {
     assert_eq!(waits[0], 0, "the first took the CPU at once: {waits:?}");
     assert!(waits[1] >= 40, "the second waited for the first's 60 ms: {waits:?}");
 }
+
+/// A state that is retried shows each attempt on the run's timeline: its record lists the
+/// attempts on the wall clock, the failed ones marked, in order, with its own last error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_state_records_each_attempt() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let mut agent = Agent::new("retried").with_store(store.clone());
+    let tries = Arc::new(AtomicUsize::new(0));
+    let counted = tries.clone();
+    agent
+        .add_state("call", move |_ctx: Context| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if n < 3 {
+                    return Err(std::io::Error::other(format!("attempt {n} failed")));
+                }
+                Ok(StateResult::End)
+            }
+        })
+        .retry_policy(agent_core::RetryPolicy {
+            max_retries: 3,
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(20),
+            exponential_base: 1.0,
+            jitter: false,
+        });
+    let handle = agent.start(RunOptions::new()).unwrap();
+    let id = handle.id().to_owned();
+    handle.await.unwrap();
+    let app = Console::with_store(store).router();
+    let run = get(&app, &format!("/api/v1/runs/{id}")).await.json();
+    let call = run["checkpoint"]["states"].as_array().unwrap().iter().find(|s| s["name"] == "call").unwrap().clone();
+    let spans = call["attempt_spans"].as_array().unwrap_or_else(|| panic!("no attempts recorded: {call}"));
+    let failed: Vec<bool> = spans.iter().map(|s| s["failed"].as_bool().unwrap_or(false)).collect();
+    assert_eq!(failed, [true, true, false], "{call}");
+    let times: Vec<(i64, i64)> =
+        spans.iter().map(|s| (s["started_ms"].as_i64().unwrap(), s["finished_ms"].as_i64().unwrap())).collect();
+    for pair in times.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "attempts in order, apart by the retry delay: {times:?}");
+    }
+    assert!(times.iter().all(|(a, b)| a <= b), "{times:?}");
+    assert_eq!(call["error"], "attempt 2 failed", "{call}");
+    assert_eq!(call["status"], "Completed");
+}

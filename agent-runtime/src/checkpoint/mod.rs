@@ -78,6 +78,8 @@ pub(crate) struct StateKey {
     held: u64,
     /// Errors recorded (see `StateCounters::errors`): the message is read when it changed.
     errors: u32,
+    /// Attempt spans recorded (see `StateCounters::span_count`), read likewise.
+    spans: u32,
 }
 
 impl StateKey {
@@ -95,6 +97,7 @@ impl StateKey {
             resource_wait_ms: r.resource_wait_ms,
             held: held_mask(r),
             errors: u32::from(r.error.is_some()),
+            spans: u32::from(!r.attempt_spans.is_empty()),
         }
     }
 
@@ -113,6 +116,7 @@ impl StateKey {
         .with_resource_wait(self.resource_wait_ms)
         .with_held(held_resources(run, i, self.held), gpu_ids(self.held))
         .with_error(if self.errors > 0 { run.states.error(i).map(|e| e.to_string()) } else { None })
+        .with_attempt_spans(if self.spans > 0 { run.states.spans(i) } else { Vec::new() })
     }
 }
 
@@ -162,6 +166,7 @@ pub(crate) fn state_key(run: &Run, i: usize) -> StateKey {
         resource_wait_ms: c.resource_wait.load(Relaxed) / 1_000_000,
         held: c.held.load(Relaxed),
         errors: c.errors.load(Relaxed),
+        spans: c.span_count.load(Relaxed),
     }
 }
 
@@ -259,6 +264,7 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
         c.resource_wait.store(record.resource_wait_ms.saturating_mul(1_000_000), Relaxed);
         c.held.store(held_mask(record), Relaxed);
         run.states.restore_error(at(&record.name), record.error.as_deref());
+        run.states.restore_spans(at(&record.name), &record.attempt_spans);
         if let Some(t) = &run.sinks.timing {
             t[at(&record.name)].restore(record.started_ms, record.finished_ms);
         }

@@ -293,7 +293,13 @@ fn attempt_started(run: &Run, pos: usize, attempt: u32) -> Option<u64> {
 #[inline(never)]
 fn attempt_ended(run: &Run, pos: usize, attempt: u32, started: Option<u64>, outcome: &Outcome) {
     let duration = match (started, &run.sinks.timing) {
-        (Some(start), Some(t)) => Some(t.attempt_ended(pos, start)),
+        (Some(start), Some(t)) => {
+            let took = t.attempt_ended(pos, start);
+            let started_ms = t.wall_ms(start);
+            let finished_ms = started_ms.saturating_add(i64::try_from(took.as_millis()).unwrap_or(i64::MAX));
+            run.record_span(pos, agent_core::AttemptSpan::new(started_ms, finished_ms, !matches!(outcome, Ok(Ok(_)))));
+            Some(took)
+        }
         _ => None,
     };
     if run.emitting() {

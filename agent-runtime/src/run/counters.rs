@@ -11,12 +11,16 @@
 //! - `steps` counts states started only when the program has `max_steps` (or a restored
 //!   run carries it); otherwise it is derived from the counters.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use agent_core::StateStatus;
+use agent_core::{AttemptSpan, StateStatus};
 use tokio::sync::Notify;
+
+/// The most attempt spans a state's record keeps.
+pub(crate) const MAX_SPANS: usize = 16;
 
 /// The most characters of an attempt's error a state's record keeps.
 pub(crate) const MAX_ERROR: usize = 2_000;
@@ -44,6 +48,10 @@ pub(crate) struct StateCounters {
     /// `error` changed), and the latest's message.
     pub errors: AtomicU32,
     pub error: Mutex<Option<Arc<str>>>,
+    /// How many attempt spans were recorded (checkpoints compare it), and the latest
+    /// [`MAX_SPANS`].
+    pub span_count: AtomicU32,
+    pub spans: Mutex<VecDeque<AttemptSpan>>,
     /// 1 + the order in which this state first completed; 0 while it never has.
     pub first_completed: AtomicU32,
     /// Tokens at this state at the top level, outside the root slot (see `frontier`).
@@ -68,6 +76,8 @@ impl StateCounters {
             held: AtomicU64::new(0),
             errors: AtomicU32::new(0),
             error: Mutex::new(None),
+            span_count: AtomicU32::new(0),
+            spans: Mutex::new(VecDeque::new()),
             first_completed: AtomicU32::new(0),
             at_top: AtomicU32::new(0),
             attempts_made: AtomicU32::new(0),
@@ -181,6 +191,30 @@ impl Counters {
         let c = &self.states[state];
         *c.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(cut.into());
         c.errors.fetch_add(1, Relaxed);
+    }
+
+    /// Note an attempt of `state` that ended, keeping the latest [`MAX_SPANS`].
+    pub(crate) fn record_span(&self, state: usize, span: AttemptSpan) {
+        let c = &self.states[state];
+        let mut spans = c.spans.lock().unwrap_or_else(PoisonError::into_inner);
+        if spans.len() == MAX_SPANS {
+            spans.pop_front();
+        }
+        spans.push_back(span);
+        c.span_count.fetch_add(1, Relaxed);
+    }
+
+    /// The latest attempt spans of `state`, oldest first.
+    pub(crate) fn spans(&self, state: usize) -> Vec<AttemptSpan> {
+        self.states[state].spans.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect()
+    }
+
+    /// Put back the spans a checkpoint recorded for `state` (its latest [`MAX_SPANS`]).
+    pub(crate) fn restore_spans(&self, state: usize, spans: &[AttemptSpan]) {
+        let c = &self.states[state];
+        let kept = &spans[spans.len().saturating_sub(MAX_SPANS)..];
+        *c.spans.lock().unwrap_or_else(PoisonError::into_inner) = kept.iter().copied().collect();
+        c.span_count.store(u32::from(!kept.is_empty()), Relaxed);
     }
 
     /// The latest error noted for `state`.

@@ -187,6 +187,10 @@ impl Run {
         self.states.record_resource_wait(state, waited)
     }
 
+    pub(crate) fn record_span(&self, state: usize, span: agent_core::AttemptSpan) {
+        self.states.record_span(state, span)
+    }
+
     pub(crate) fn record_error(&self, state: usize, message: &str) {
         self.states.record_error(state, message)
     }

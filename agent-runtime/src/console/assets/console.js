@@ -239,10 +239,31 @@ function showStates(cp, inputs, run) {
       w.style.width = wide(s.started_ms - s.resource_wait_ms, s.started_ms);
       track.append(w);
     }
-    const bar = el("span", { class: `bar s-${s.status}`, title: `${s.name}: ${s.status}` });
-    bar.style.left = at(s.started_ms);
-    bar.style.width = wide(s.started_ms, end);
-    track.append(bar);
+    // Each attempt recorded (retries, timeouts) its own bar, a failed one marked; otherwise
+    // the state's first start to its last end.
+    const spans = s.attempt_spans && s.attempt_spans.length ? s.attempt_spans : null;
+    if (spans) {
+      spans.forEach((a, n) => {
+        const what = a.failed ? "failed" : "completed";
+        const bar = el("span", { class: `bar attempt ${a.failed ? "s-Failed" : `s-${s.status}`}`,
+          title: `${s.name}: attempt ${n + 1} of those recorded, ${what} after ${span(a.finished_ms - a.started_ms)}` });
+        bar.style.left = at(a.started_ms);
+        bar.style.width = wide(a.started_ms, a.finished_ms);
+        track.append(bar);
+      });
+      const last = spans[spans.length - 1].finished_ms;
+      if (s.finished_ms == null && last < end) {
+        const bar = el("span", { class: `bar s-${s.status}`, title: `${s.name}: ${s.status}` });
+        bar.style.left = at(last);
+        bar.style.width = wide(last, end);
+        track.append(bar);
+      }
+    } else {
+      const bar = el("span", { class: `bar s-${s.status}`, title: `${s.name}: ${s.status}` });
+      bar.style.left = at(s.started_ms);
+      bar.style.width = wide(s.started_ms, end);
+      track.append(bar);
+    }
     for (const [a, b] of asked[s.name] || []) {
       const w = el("span", { class: "bar wait-person", title: `${s.name}: waited ${span(b - a)} for a person` });
       w.style.left = at(a);
