@@ -74,6 +74,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use agent_core::{AgentStatus, BoxError, InputRequestRecord};
 
 mod control;
+mod lineage;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
@@ -88,6 +89,7 @@ mod sqlite;
 mod transient;
 
 pub use control::{cancel_run, cancel_state, pause_run, Cancelling, ControlError, RunControl};
+pub use lineage::{Lineage, LineageKind};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -648,6 +650,29 @@ pub trait CheckpointStore: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
+    /// Record where run `lineage.run_id` came from (see [`Lineage`]): once, before the run
+    /// can run. Stores that keep no lineage say so (the default).
+    fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+        let _ = lineage;
+        Box::pin(std::future::ready(Err(StoreError::Backend {
+            store: self.kind(),
+            message: "this store keeps no lineage of runs".to_owned(),
+            source: None,
+        })))
+    }
+
+    /// Where run `run_id` came from, if another run made it.
+    fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+        let _ = run_id;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// The runs made from run `parent_run_id` (forks and children), oldest first.
+    fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+        let _ = parent_run_id;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
     /// Move the lease of `owner` at `epoch` on `run_id` to `ttl` from the store's `now`;
     /// the new lease end (milliseconds since the Unix epoch). [`StoreError::Fenced`] when
     /// the run is no longer `owner`'s at `epoch` (taken over, released or deleted).
@@ -822,6 +847,15 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
     }
     fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
         (**self).take_state_cancels(run_id, epoch)
+    }
+    fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+        (**self).record_lineage(lineage)
+    }
+    fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+        (**self).lineage(run_id)
+    }
+    fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+        (**self).descendants(parent_run_id)
     }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         (**self).renew_lease(run_id, owner, epoch, ttl)
