@@ -108,3 +108,63 @@ async fn the_api_snippet_makes_a_run_durable() -> Result<(), Box<dyn std::error:
     assert_eq!(again.context().get_state::<u32>("writes"), Some(1));
     Ok(())
 }
+
+/// `write` stores a typed `Draft`; `count` adds its words to `total`.
+fn drafting() -> Agent {
+    let mut agent = Agent::new("drafting");
+    agent.add_state("write", |ctx: Context| async move {
+        ctx.set_typed("draft", Draft { title: "Hello".into(), words: 2 });
+        StateResult::next("count")
+    });
+    agent.add_state("count", |ctx: Context| async move {
+        let draft: Draft = ctx.get_typed("draft").unwrap();
+        ctx.set_state("total", draft.words * 10);
+        StateResult::End
+    });
+    agent
+}
+
+async fn cli(store: &str, args: &[&str]) -> (Result<(), agent::cli::CliError>, String) {
+    let mut argv = vec!["drafting", "--store", store];
+    argv.extend_from_slice(args);
+    let parsed = agent::cli::parse(argv).expect("arguments parse");
+    let mut out = Vec::new();
+    let result = agent::cli::execute(&parsed, drafting, &mut out).await;
+    (result, String::from_utf8(out).unwrap())
+}
+
+/// `history RUN` lists the commits; `fork RUN --before STATE --set KEY=JSON` makes a new
+/// run from one, a typed key taking only a value of its type; `resume` goes on with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_fork_on_the_command_line_keep_typed_keys_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drafting.db");
+    let store = path.to_str().unwrap();
+    cli(store, &["run"]).await.0.unwrap();
+    let runs = SqliteStore::open(&path).unwrap().list_runs(&agent::store::RunQuery::default()).await.unwrap();
+    let id = runs[0].run_id.clone();
+
+    let (listed, out) = cli(store, &["history", &id[..8]]).await;
+    listed.unwrap();
+    assert!(out.lines().next().unwrap().contains("seq"), "{out}");
+    assert!(out.lines().any(|l| l.trim_end().ends_with("count")), "a commit before count: {out}");
+    assert!(out.contains("Completed"), "{out}");
+
+    let wrong = cli(store, &["fork", &id, "--before", "count", "--set", r#"draft="a string""#]).await;
+    let message = format!("{:?}", wrong.0.expect_err("a string is not a Draft"));
+    assert!(message.contains("draft"), "{message}");
+    let good = r#"draft={"title":"Longer","words":7}"#;
+    let (forked, out) = cli(store, &["fork", &id, "--before", "count", "--set", good, "--set", "note=1"]).await;
+    forked.unwrap();
+    let fork = out.split_whitespace().nth(4).expect("the fork's id").to_owned();
+    cli(store, &["resume", &fork]).await.0.unwrap();
+    let sqlite = SqliteStore::open(&path).unwrap();
+    let done = agent::store::read_checkpoint(&sqlite, &fork).await.unwrap().unwrap();
+    let ctx = done.read_context().unwrap();
+    assert_eq!(ctx.get_typed::<Draft>("draft"), Some(Draft { title: "Longer".into(), words: 7 }), "still a Draft");
+    assert_eq!(ctx.get_state::<u32>("total"), Some(70));
+    assert_eq!(ctx.get_state::<u32>("note"), Some(1));
+    assert_eq!(done.completed_states, ["write", "count"], "write ran in the original only");
+    let original = agent::store::read_checkpoint(&sqlite, &id).await.unwrap().unwrap();
+    assert_eq!(original.read_context().unwrap().get_state::<u32>("total"), Some(20), "untouched");
+}

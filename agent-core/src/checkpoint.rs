@@ -439,6 +439,17 @@ pub enum CheckpointError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A run's checkpoint at commit `seq` was asked for, and the store keeps no such commit
+    /// of it (never made, or dropped by retention: `history` lists those kept).
+    #[error("run {run_id} has no commit {seq} kept: {reason}")]
+    NoCommit {
+        /// The run.
+        run_id: String,
+        /// The commit asked for.
+        seq: u64,
+        /// Why not: the commits that are kept.
+        reason: String,
+    },
     /// Every snapshot a store keeps of a run (of those read) is damaged: none can be
     /// recovered from.
     #[error("no snapshot of run {run_id} can be used ({tried} read); the newest: {newest}")]

@@ -29,6 +29,7 @@
 //!   diagram, cancel, pause and resume).
 
 mod builder;
+mod fork;
 mod handle;
 mod inputs;
 mod inspect;
@@ -48,6 +49,7 @@ use crate::run::Run;
 use crate::store::CheckpointStore;
 
 pub use builder::StateConfig;
+pub use fork::ForkAt;
 pub use handle::{RunFuture, RunHandle};
 pub use launch::RunOptions;
 pub use submit::SubmitOptions;

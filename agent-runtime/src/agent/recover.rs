@@ -399,13 +399,7 @@ impl Agent {
         if failed.is_empty() {
             return Err(mismatch(format!("run {run_id} failed, but none of its states did (its deadline?)")));
         }
-        for record in checkpoint.states.iter_mut().filter(|s| failed.contains(&s.name)) {
-            record.status = agent_core::StateStatus::Pending;
-            record.attempts_made = 0;
-        }
-        checkpoint.tokens = failed.into_iter().map(|state| agent_core::TokenRecord::new(state, None, 1)).collect();
-        checkpoint.agent_status = AgentStatus::Paused;
-        checkpoint.last_error = None;
+        super::fork::reopen_failed(&mut checkpoint);
         checkpoint::check(&self.shared.name, &program, &checkpoint)?;
         let ttl = lock(&self.shared.live).persist.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
         let request = ClaimRequest::new(run_id, WorkerId::current().as_str(), ttl).finished(true).reclaim(true);

@@ -126,6 +126,26 @@ pub enum Command {
         /// The run's id, or a prefix of it that names one run.
         run: String,
     },
+    /// The commits the store keeps of a run, oldest first: what `fork --at` takes.
+    History {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+    },
+    /// A new run from one commit of another (its newest by default), its context edited
+    /// first; the original is not touched. Prints the new run's id.
+    Fork {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+        /// The commit to start from (`history RUN` lists them).
+        #[arg(long, value_name = "N", conflicts_with = "before")]
+        at: Option<u64>,
+        /// Start from the newest commit at which this state was about to run.
+        #[arg(long, value_name = "STATE")]
+        before: Option<String>,
+        /// Set a context key of the fork (a typed key takes a value of its type only).
+        #[arg(long = "set", value_name = "KEY=JSON")]
+        sets: Vec<String>,
+    },
     /// Serve the run console (a web page and its JSON API under `/api/v1/`) for the
     /// store's runs, until SIGTERM or Ctrl-C.
     Serve {

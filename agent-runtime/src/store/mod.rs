@@ -74,6 +74,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use agent_core::{AgentStatus, BoxError, InputRequestRecord};
 
 mod control;
+mod history;
 mod lineage;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -89,6 +90,7 @@ mod sqlite;
 mod transient;
 
 pub use control::{cancel_run, cancel_state, pause_run, Cancelling, ControlError, RunControl};
+pub use history::{checkpoint_at, history, Commit};
 pub use lineage::{Lineage, LineageKind};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
