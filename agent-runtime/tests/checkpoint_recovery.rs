@@ -285,7 +285,7 @@ async fn sqlite_a_newer_snapshot_is_refused_not_skipped() {
 }
 
 /// The schema version this build writes.
-const SCHEMA: u32 = 5;
+const SCHEMA: u32 = 6;
 
 #[test]
 fn sqlite_a_schema_table_with_the_current_version_and_99_is_refused() {
@@ -304,7 +304,7 @@ fn sqlite_a_schema_table_with_the_current_version_and_99_is_refused() {
     }
     conn.execute("UPDATE agent_schema SET version = ?1", [SCHEMA]).unwrap();
     match SqliteStore::open(&path) {
-        Err(StoreError::SchemaAmbiguous { rows: 2, lowest: 5, highest: 5, .. }) => {}
+        Err(StoreError::SchemaAmbiguous { rows: 2, lowest: 6, highest: 6, .. }) => {}
         other => panic!("expected SchemaAmbiguous, got {other:?}"),
     }
 }
@@ -533,9 +533,9 @@ mod postgres {
                 Err(StoreError::SchemaTooNew { found: 99, supported: super::SCHEMA, .. }) => {}
                 other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
             }
-            client.execute("UPDATE agent_schema SET version = 5", &[]).await.unwrap();
+            client.execute("UPDATE agent_schema SET version = 6", &[]).await.unwrap();
             match PostgresStore::connect_with_schema(&url, &schema).await {
-                Err(StoreError::SchemaAmbiguous { rows: 2, lowest: 5, highest: 5, .. }) => {}
+                Err(StoreError::SchemaAmbiguous { rows: 2, lowest: 6, highest: 6, .. }) => {}
                 other => panic!("expected SchemaAmbiguous, got {:?}", other.map(|_| ())),
             }
             // Left untouched: still the two rows.

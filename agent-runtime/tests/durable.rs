@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_runtime::store::{
-    CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, MemoryStore, Retention, RetentionReport, RunQuery,
-    RunRecord, Snapshot, SqliteStore, StoreFuture,
+    CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Lineage, MemoryStore, Retention, RetentionReport,
+    RunQuery, RunRecord, Snapshot, SqliteStore, StoreFuture,
 };
 use agent_runtime::Agent;
 
@@ -346,6 +346,15 @@ impl CheckpointStore for Counting {
     }
     fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
         self.inner.take_state_cancels(run_id, epoch)
+    }
+    fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+        self.inner.record_lineage(lineage)
+    }
+    fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+        self.inner.lineage(run_id)
+    }
+    fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+        self.inner.descendants(parent_run_id)
     }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         self.inner.renew_lease(run_id, owner, epoch, ttl)

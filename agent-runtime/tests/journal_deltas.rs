@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use agent_core::{AgentError, AgentStatus, Checkpoint, CheckpointError, Context, RetryPolicy, StateResult};
 use agent_runtime::store::{
-    read_checkpoint, CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, MemoryStore, Retention,
+    read_checkpoint, CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Lineage, MemoryStore, Retention,
     RetentionReport, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture,
 };
 use agent_runtime::Agent;
@@ -155,6 +155,15 @@ impl CheckpointStore for Checking {
     }
     fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
         self.inner.take_state_cancels(run_id, epoch)
+    }
+    fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+        self.inner.record_lineage(lineage)
+    }
+    fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+        self.inner.lineage(run_id)
+    }
+    fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+        self.inner.descendants(parent_run_id)
     }
     fn renew_lease<'a>(&'a self, run_id: &'a str, owner: &'a str, epoch: u64, ttl: Duration) -> StoreFuture<'a, i64> {
         self.inner.renew_lease(run_id, owner, epoch, ttl)

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent_core::{AgentError, AgentStatus, Checkpoint, Context, HumanInput, StateResult};
 use agent_runtime::store::{
-    CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, MemoryStore, Retention, RetentionReport, RunQuery,
-    RunRecord, Snapshot, SqliteStore, StoreError, StoreFuture,
+    CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Lineage, MemoryStore, Retention, RetentionReport,
+    RunQuery, RunRecord, Snapshot, SqliteStore, StoreError, StoreFuture,
 };
 use agent_runtime::{Agent, WorkerId};
 
@@ -316,6 +316,15 @@ impl CheckpointStore for NoRenewals {
     }
     fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
         self.0.take_state_cancels(run_id, epoch)
+    }
+    fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+        self.0.record_lineage(lineage)
+    }
+    fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+        self.0.lineage(run_id)
+    }
+    fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+        self.0.descendants(parent_run_id)
     }
     fn renew_lease<'a>(&'a self, run_id: &'a str, _: &'a str, _: u64, _: Duration) -> StoreFuture<'a, i64> {
         Box::pin(async move {

@@ -798,6 +798,80 @@ async fn state_cancels(store: &dyn CheckpointStore, tag: &str) {
     assert!(store.take_state_cancels(&old, again.epoch).await.unwrap().is_empty(), "{tag}: deleted by retention");
 }
 
+/// Lineage (`record_lineage`, `lineage`, `descendants`): a run's is read back as recorded
+/// (before the run's row exists, too); a parent's descendants are listed oldest first
+/// (`created_ms`, then `run_id`); a second record for a run is refused and the first kept;
+/// deleting a run, or retention dropping it, deletes its own lineage and never its
+/// descendants' (they still name it); retention of other runs leaves a run's alone.
+async fn lineage(store: &dyn CheckpointStore, tag: &str) {
+    use agent_runtime::store::{Lineage, LineageKind};
+    let id = |name: &str| format!("{tag}-{name}");
+    let (parent, someone) = (id("parent"), id("someone"));
+    assert_eq!(store.lineage(&id("fork")).await.unwrap(), None, "{tag}: none before");
+    assert!(store.descendants(&parent).await.unwrap().is_empty(), "{tag}: none before");
+
+    // Recorded out of order; the twin ties the child's time (its id sorts after).
+    let fork = Lineage::new(id("fork"), &parent, LineageKind::Fork, 100).at_seq(7);
+    let child = Lineage::new(id("child"), &parent, LineageKind::Child, 200);
+    let twin = Lineage::new(id("fork-twin"), &parent, LineageKind::Fork, 200).at_seq(0);
+    let elsewhere = Lineage::new(id("elsewhere"), &someone, LineageKind::Child, 1);
+    for l in [&twin, &child, &fork, &elsewhere] {
+        store.record_lineage(l).await.unwrap();
+    }
+    assert_eq!(store.lineage(&fork.run_id).await.unwrap(), Some(fork.clone()), "{tag}");
+    assert_eq!(store.lineage(&child.run_id).await.unwrap(), Some(child.clone()), "{tag}");
+    assert_eq!(store.lineage(&twin.run_id).await.unwrap(), Some(twin.clone()), "{tag}: seq 0 is not none");
+    assert_eq!(store.lineage(&parent).await.unwrap(), None, "{tag}: the parent was made by no run");
+    let listed = store.descendants(&parent).await.unwrap();
+    assert_eq!(listed, [fork.clone(), child.clone(), twin.clone()], "{tag}: oldest first");
+    assert_eq!(store.descendants(&someone).await.unwrap(), std::slice::from_ref(&elsewhere), "{tag}");
+    assert!(store.descendants(&fork.run_id).await.unwrap().is_empty(), "{tag}: a fork has none of its own");
+
+    // Written once: another lineage for the child is refused (so is the same one again),
+    // and the first is kept.
+    let again = Lineage::new(&child.run_id, &someone, LineageKind::Fork, 300).at_seq(1);
+    match store.record_lineage(&again).await {
+        Err(e @ StoreError::Backend { .. }) => {
+            assert!(!e.is_transient(), "{tag}: {e}");
+            assert!(e.to_string().contains(&child.run_id), "{tag}: {e}");
+        }
+        other => panic!("{tag}: expected a refusal, got {other:?}"),
+    }
+    assert!(store.record_lineage(&child).await.is_err(), "{tag}: even the same one");
+    assert_eq!(store.lineage(&child.run_id).await.unwrap(), Some(child.clone()), "{tag}: the first kept");
+    assert_eq!(store.descendants(&someone).await.unwrap(), std::slice::from_ref(&elsewhere), "{tag}");
+
+    // Deleting the child deletes its lineage; the parent's other descendants stay.
+    store.upsert_run(&run(&child.run_id, "a", AgentStatus::Running, 200, 200)).await.unwrap();
+    assert!(store.delete_run(&child.run_id).await.unwrap(), "{tag}");
+    assert_eq!(store.lineage(&child.run_id).await.unwrap(), None, "{tag}: deleted with its run");
+    assert_eq!(store.descendants(&parent).await.unwrap(), [fork.clone(), twin.clone()], "{tag}");
+    // Its id starts afresh.
+    store.record_lineage(&again).await.unwrap();
+    assert_eq!(store.descendants(&someone).await.unwrap(), [elsewhere.clone(), again.clone()], "{tag}");
+
+    // Retention drops the finished parent, the finished twin and the old `elsewhere`: their
+    // own lineage goes, the fork's (unfinished) and the child's (recent) stay, and still
+    // name the dropped parent.
+    for (r, status, updated_ms) in [
+        (&parent, AgentStatus::Completed, 1_000),
+        (&fork.run_id, AgentStatus::Running, 1_000),
+        (&twin.run_id, AgentStatus::Completed, 1_000),
+        (&again.run_id, AgentStatus::Completed, 9_000),
+        (&elsewhere.run_id, AgentStatus::Failed, 1_000),
+    ] {
+        store.upsert_run(&run(r, "a", status, 1, updated_ms)).await.unwrap();
+    }
+    let policy = Retention { keep_snapshots: None, drop_finished_after: Some(Duration::from_secs(5)) };
+    assert_eq!(store.apply_retention(&policy, 10_000).await.unwrap().runs, 3, "{tag}");
+    assert_eq!(store.lineage(&fork.run_id).await.unwrap(), Some(fork.clone()), "{tag}: survives");
+    assert_eq!(store.lineage(&again.run_id).await.unwrap(), Some(again.clone()), "{tag}: survives");
+    assert_eq!(store.lineage(&twin.run_id).await.unwrap(), None, "{tag}: dropped with its run");
+    assert_eq!(store.lineage(&elsewhere.run_id).await.unwrap(), None, "{tag}: dropped with its run");
+    assert_eq!(store.descendants(&parent).await.unwrap(), std::slice::from_ref(&fork), "{tag}: a dropped parent's");
+    assert_eq!(store.descendants(&someone).await.unwrap(), std::slice::from_ref(&again), "{tag}");
+}
+
 async fn lease_expiry(store: &dyn CheckpointStore, tag: &str) {
     let id = format!("{tag}-expiring");
     let short = Duration::from_millis(150);
@@ -890,7 +964,8 @@ mod memory {
         ownership,
         lease_expiry,
         control,
-        state_cancels
+        state_cancels,
+        lineage
     );
 
     #[tokio::test]
@@ -943,7 +1018,8 @@ mod sqlite {
         ownership,
         lease_expiry,
         control,
-        state_cancels
+        state_cancels,
+        lineage
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1075,6 +1151,19 @@ mod sqlite {
         // The store still works.
         assert_eq!(store.get_run("fine").await.unwrap().map(|r| r.status), Some(AgentStatus::Running));
         assert_eq!(seqs(&store.journal("fine", 0).await.unwrap()), [1, 2]);
+
+        // Lineage: a kind that is not one, a negative parent seq; read alone or listed.
+        raw.execute_batch(
+            "INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms) VALUES
+                 ('adopted', 'p', NULL, 'adopted', 1), ('before-zero', 'q', -1, 'fork', 1);",
+        )
+        .unwrap();
+        let m = corrupt(store.lineage("adopted").await.map(drop), "unknown lineage kind");
+        assert!(m.contains("unknown lineage kind") && m.contains("adopted"), "{m}");
+        corrupt(store.descendants("p").await.map(drop), "unknown lineage kind, listed");
+        let m = corrupt(store.lineage("before-zero").await.map(drop), "negative parent seq");
+        assert!(m.contains("parent seq"), "{m}");
+        corrupt(store.descendants("q").await.map(drop), "negative parent seq, listed");
     }
 
     #[test]
@@ -1276,7 +1365,8 @@ mod postgres {
         ownership,
         lease_expiry,
         control,
-        state_cancels
+        state_cancels,
+        lineage
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1384,6 +1474,24 @@ mod postgres {
             assert_eq!(store.get_run("bad-last").await.unwrap().map(|r| r.updated_ms), Some(1), "nothing written");
             assert!(matches!(store.latest_snapshot("bad-snapshot").await, Err(StoreError::Corrupt { .. })));
             assert_eq!(seqs(&store.journal("fine", 0).await.unwrap()), [1, 2]);
+
+            // Lineage: a kind that is not one, a negative parent seq; read alone or listed.
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO \"{schema}\".agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms)
+                         VALUES ('adopted', 'p', NULL, 'adopted', 1), ('before-zero', 'q', -1, 'fork', 1);"
+                ))
+                .await
+                .unwrap();
+            match store.lineage("adopted").await {
+                Err(StoreError::Corrupt { message, .. }) => {
+                    assert!(message.contains("unknown lineage kind") && message.contains("adopted"), "{message}")
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+            assert!(matches!(store.descendants("p").await, Err(StoreError::Corrupt { .. })));
+            assert!(matches!(store.lineage("before-zero").await, Err(StoreError::Corrupt { .. })));
+            assert!(matches!(store.descendants("q").await, Err(StoreError::Corrupt { .. })));
         })
         .await;
     }

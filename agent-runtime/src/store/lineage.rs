@@ -3,10 +3,16 @@
 //!
 //! Invariants:
 //! - A run has at most one lineage, written once, when it is made, before it can run; it
-//!   is never changed. Deleting a run deletes its own lineage, not its descendants' (theirs
-//!   still name it, as history does a run that was dropped).
+//!   is never changed: a second one recorded for the same run is refused
+//!   (`recorded_already`: a [`StoreError::Backend`] without a source, so never transient)
+//!   and the first is kept. Deleting a run (`delete_run`, or retention dropping it) deletes
+//!   its own lineage, not its descendants' (theirs still name it, as history does a run
+//!   that was dropped).
+//! - A run's descendants are listed oldest first: by `created_ms`, then `run_id` (bytewise).
 //! - Stored as [`LineageKind::as_str`]; a stored kind that is not one reads as
-//!   [`StoreError::Corrupt`](super::StoreError::Corrupt), never as a guess.
+//!   [`StoreError::Corrupt`], never as a guess; so does a negative stored `parent_seq`.
+
+use super::StoreError;
 
 /// How a run was made from its parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,5 +88,15 @@ impl Lineage {
     pub fn at_seq(mut self, seq: u64) -> Lineage {
         self.parent_seq = Some(seq);
         self
+    }
+}
+
+/// The error of a second lineage recorded for run `run_id` in `store`: a run's lineage is
+/// written once (see the module docs). Not a [`StoreError::Conflict`], which is about `seq`s.
+pub(super) fn recorded_already(store: &'static str, run_id: &str) -> StoreError {
+    StoreError::Backend {
+        store,
+        message: format!("run {run_id} has a lineage already (a run's lineage is written once)"),
+        source: None,
     }
 }

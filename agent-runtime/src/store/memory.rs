@@ -7,8 +7,12 @@
 //! survives the process. It keeps the same rules as the SQL stores (see [`super`]): a run's
 //! last journal `seq` is kept with its row, so retention dropping journal entries never lets
 //! an older `seq` be appended again; every owner's write checks the epoch before it changes
-//! anything. Its clock, for leases, is the machine's (`SystemTime`).
+//! anything. Its clock, for leases, is the machine's (`SystemTime`). Lineage (see
+//! [`Lineage`]) is kept beside the runs, keyed by the run made, so it can be recorded before
+//! the run's row exists; deleting a run (or retention dropping it) removes its own lineage
+//! only.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,8 +21,9 @@ use std::time::Duration;
 use agent_core::AgentStatus;
 
 use super::{
-    now_ms, ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
-    RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
+    now_ms, ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, NextRun,
+    Retention, RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission,
+    Submitted,
 };
 
 const STORE: &str = "memory";
@@ -51,6 +56,8 @@ struct Inner {
     inputs: BTreeMap<(String, String), InputRecord>,
     /// Orders snapshots of equal `seq` and `taken_ms` by insertion.
     next_snapshot_id: u64,
+    /// Where each run made from another came from, keyed by the run made.
+    lineage: HashMap<String, Lineage>,
 }
 
 #[derive(Debug)]
@@ -399,6 +406,30 @@ impl CheckpointStore for MemoryStore {
         Box::pin(std::future::ready(taken))
     }
 
+    fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+        let mut inner = self.lock();
+        let result = match inner.lineage.entry(lineage.run_id.clone()) {
+            Entry::Occupied(_) => Err(super::lineage::recorded_already(STORE, &lineage.run_id)),
+            Entry::Vacant(slot) => {
+                slot.insert(lineage.clone());
+                Ok(())
+            }
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+        let found = self.lock().lineage.get(run_id).cloned();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+        let mut found: Vec<Lineage> =
+            self.lock().lineage.values().filter(|l| l.parent_run_id == parent_run_id).cloned().collect();
+        found.sort_by(|a, b| (a.created_ms, &a.run_id).cmp(&(b.created_ms, &b.run_id)));
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         let mut inner = self.lock();
         let now = now_ms();
@@ -540,7 +571,9 @@ impl CheckpointStore for MemoryStore {
         let before = inner.inputs.len();
         inner.inputs.retain(|(r, _), _| r != run_id);
         let had_inputs = inner.inputs.len() != before;
-        Box::pin(std::future::ready(Ok(had_run || had_inputs)))
+        // Its own lineage only: its descendants' still name it.
+        let had_lineage = inner.lineage.remove(run_id).is_some();
+        Box::pin(std::future::ready(Ok(had_run || had_inputs || had_lineage)))
     }
 
     fn apply_retention<'a>(&'a self, policy: &'a Retention, now_ms: i64) -> StoreFuture<'a, RetentionReport> {
@@ -555,6 +588,7 @@ impl CheckpointStore for MemoryStore {
                 .map(|d| d.record.run_id.clone())
                 .collect();
             for run_id in &dropped {
+                inner.lineage.remove(run_id);
                 if let Some(d) = inner.runs.remove(run_id) {
                     report.runs += 1;
                     report.entries += d.journal.len() as u64;

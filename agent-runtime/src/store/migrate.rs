@@ -56,7 +56,7 @@ macro_rules! dedupe_snapshots {
 
 /// SQLite's migrations, in order.
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5];
+pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5, SQLITE_6];
 
 #[cfg(feature = "sqlite")]
 const SQLITE_1: Migration = Migration {
@@ -188,9 +188,28 @@ const SQLITE_5: Migration = Migration {
     ",
 };
 
+/// Where runs came from (`store::Lineage`): one row per run made from another, keyed by the
+/// run made (so a second one is refused), with no foreign key to `agent_runs` (the run's
+/// row may come after it, and a descendant's row outlives its parent's). The index serves
+/// a parent's descendants, oldest first.
+#[cfg(feature = "sqlite")]
+const SQLITE_6: Migration = Migration {
+    version: 6,
+    sql: "
+        CREATE TABLE agent_lineage (
+            run_id        TEXT PRIMARY KEY NOT NULL,
+            parent_run_id TEXT NOT NULL,
+            parent_seq    INTEGER,
+            kind          TEXT NOT NULL,
+            created_ms    INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX agent_lineage_parent ON agent_lineage (parent_run_id, created_ms);
+    ",
+};
+
 /// PostgreSQL's migrations, in order.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5];
+pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5, POSTGRES_6];
 
 #[cfg(feature = "postgres")]
 const POSTGRES_1: Migration = Migration {
@@ -261,6 +280,22 @@ const POSTGRES_5: Migration = Migration {
             requested_ms BIGINT NOT NULL,
             UNIQUE (run_id, state)
         );
+    ",
+};
+
+/// As [`SQLITE_6`].
+#[cfg(feature = "postgres")]
+const POSTGRES_6: Migration = Migration {
+    version: 6,
+    sql: "
+        CREATE TABLE agent_lineage (
+            run_id        TEXT PRIMARY KEY,
+            parent_run_id TEXT NOT NULL,
+            parent_seq    BIGINT,
+            kind          TEXT NOT NULL,
+            created_ms    BIGINT NOT NULL
+        );
+        CREATE INDEX agent_lineage_parent ON agent_lineage (parent_run_id, created_ms);
     ",
 };
 
@@ -602,6 +637,48 @@ mod tests {
         let ask = "INSERT INTO agent_state_cancels (run_id, state, requested_ms) VALUES ('r', 'fetch', 5)";
         conn.execute(ask, []).unwrap();
         assert!(conn.execute(ask, []).is_err(), "one request per run and state");
+        let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, i64::from(latest(SQLITE)));
+    }
+
+    /// A version 5 database keeps its runs and their pending state cancels, and gains the
+    /// table of lineage: one row per run made, listed by parent.
+    #[test]
+    #[cfg(feature = "sqlite")]
+    fn sqlite_version_6_adds_the_lineage_beside_the_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [&SQLITE_1, &SQLITE_2, &SQLITE_3, &SQLITE_4, &SQLITE_5] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE agent_schema (version INTEGER NOT NULL);
+             INSERT INTO agent_schema (version) VALUES (5);
+             INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, epoch)
+                 VALUES ('r', 'a', 'Running', 1, 1, 2);
+             INSERT INTO agent_state_cancels (run_id, state, requested_ms) VALUES ('r', 'fetch', 5);",
+        )
+        .unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        let kept: (i64, String) = conn
+            .query_row(
+                "SELECT r.epoch, c.state FROM agent_runs AS r JOIN agent_state_cancels AS c USING (run_id)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (2, "fetch".to_owned()));
+        let record = "INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms)
+                      VALUES ('child', 'r', NULL, 'child', 7)";
+        conn.execute(record, []).unwrap();
+        assert!(conn.execute(record, []).is_err(), "one lineage per run");
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT run_id FROM agent_lineage WHERE parent_run_id = 'r' ORDER BY created_ms",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("agent_lineage_parent"), "{plan}");
         let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
         assert_eq!(v, i64::from(latest(SQLITE)));
     }

@@ -13,7 +13,8 @@
 //! - [`InputRecord`]s: requests for human input and their answers, so that another process
 //!   can answer a run that is waiting;
 //! - what other processes ask of the run while it goes on: a [`RunControl`] on its row, and
-//!   pending cancels of its states (see [`cancel_state`] for the rules they keep).
+//!   pending cancels of its states (see [`cancel_state`] for the rules they keep);
+//! - its [`Lineage`], when another run made it (a fork, a child), written once.
 //!
 //! Ownership: a run has at most one owner at a time, a worker (see
 //! [`WorkerId`](crate::WorkerId)) that holds a lease on it until a time kept by the store's
@@ -653,7 +654,10 @@ pub trait CheckpointStore: Send + Sync + 'static {
     }
 
     /// Record where run `lineage.run_id` came from (see [`Lineage`]): once, before the run
-    /// can run. Stores that keep no lineage say so (the default).
+    /// can run (the run's row need not exist yet). A second lineage for the same run is
+    /// refused with [`StoreError::Backend`] (without a source: never transient) and the
+    /// first is kept. Deleting the run deletes its lineage (not its descendants'). Stores
+    /// that keep no lineage say so (the default).
     fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
         let _ = lineage;
         Box::pin(std::future::ready(Err(StoreError::Backend {
@@ -663,13 +667,15 @@ pub trait CheckpointStore: Send + Sync + 'static {
         })))
     }
 
-    /// Where run `run_id` came from, if another run made it.
+    /// Where run `run_id` came from, if another run made it. A stored record that does not
+    /// read (an unknown kind, a negative `parent_seq`) is [`StoreError::Corrupt`].
     fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
         let _ = run_id;
         Box::pin(std::future::ready(Ok(None)))
     }
 
-    /// The runs made from run `parent_run_id` (forks and children), oldest first.
+    /// The runs made from run `parent_run_id` (forks and children), oldest first
+    /// (`created_ms`, then `run_id`), including those of a parent since deleted.
     fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
         let _ = parent_run_id;
         Box::pin(std::future::ready(Ok(Vec::new())))

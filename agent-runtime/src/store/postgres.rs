@@ -35,6 +35,11 @@
 //!   `DELETE ... RETURNING` guarded by its epoch, which returns the epoch the run is at, so
 //!   a fenced take takes nothing and an empty poll writes nothing; of concurrent takes, a
 //!   request goes to one.
+//! - Lineage (`agent_lineage`, see [`Lineage`]): recording it is one `INSERT ... ON
+//!   CONFLICT DO NOTHING` keyed by the run made, so of concurrent records for one run exactly
+//!   one is kept and the others refused. `delete_run` and retention delete the run's own row
+//!   in their transaction, never its descendants'. A stored kind that is not one, or a
+//!   negative `parent_seq`, reads as [`StoreError::Corrupt`].
 //! - Ownership: a claim is one conditional `UPDATE` (or, for a run to create, one `INSERT ...
 //!   ON CONFLICT DO NOTHING`): PostgreSQL re-checks its condition on the row's newest version
 //!   after waiting for a concurrent claim, so of concurrent claims exactly one wins. Lease
@@ -55,8 +60,9 @@ use tokio_postgres::{Config, NoTls, Row};
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
 use super::run_filter;
 use super::{
-    ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
-    RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
+    ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, LineageKind, NextRun,
+    Retention, RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission,
+    Submitted,
 };
 
 const STORE: &str = "postgres";
@@ -484,6 +490,21 @@ macro_rules! select_inputs {
             $(, $rest)*
         )
     };
+}
+
+/// A lineage as `SELECT run_id, parent_run_id, parent_seq, kind, created_ms` reads it.
+fn read_lineage(row: &Row) -> Result<Lineage, Fail> {
+    let run_id: String = row.try_get(0)?;
+    let kind: String = row.try_get(3)?;
+    let Some(kind) = LineageKind::parse(&kind) else {
+        let message = format!("run {run_id}: unknown lineage kind {kind:?}");
+        return Err(StoreError::Corrupt { store: STORE, message }.into());
+    };
+    let mut lineage = Lineage::new(String::new(), row.try_get::<_, String>(1)?, kind, row.try_get(4)?);
+    let parent_seq: Option<i64> = row.try_get(2)?;
+    lineage.parent_seq = parent_seq.map(|s| u64_from_db(STORE, &format!("run {run_id}: parent seq"), s)).transpose()?;
+    lineage.run_id = run_id;
+    Ok(lineage)
 }
 
 fn read_input(row: &Row) -> Result<InputRecord, Fail> {
@@ -929,6 +950,51 @@ impl CheckpointStore for PostgresStore {
         })
     }
 
+    fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+        self.run(move || format!("record the lineage of run {}", lineage.run_id), async move {
+            let conn = self.conn().await?;
+            let parent_seq = lineage.parent_seq.map(|s| u64_to_db(STORE, "parent seq", s)).transpose()?;
+            // One statement: of concurrent records for one run, the first committed is kept.
+            let st = conn
+                .prepare_cached(
+                    "INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO NOTHING",
+                )
+                .await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&lineage.run_id, &lineage.parent_run_id, &parent_seq, &lineage.kind.as_str(), &lineage.created_ms];
+            if conn.execute(&st, &params).await? == 0 {
+                return Err(super::lineage::recorded_already(STORE, &lineage.run_id).into());
+            }
+            Ok(())
+        })
+    }
+
+    fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+        self.run(move || format!("read the lineage of run {run_id}"), async move {
+            let conn = self.conn().await?;
+            let st = conn
+                .prepare_cached(
+                    "SELECT run_id, parent_run_id, parent_seq, kind, created_ms FROM agent_lineage WHERE run_id = $1",
+                )
+                .await?;
+            conn.query_opt(&st, &[&run_id]).await?.as_ref().map(read_lineage).transpose()
+        })
+    }
+
+    fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+        self.run(move || format!("list the runs made from run {parent_run_id}"), async move {
+            let conn = self.conn().await?;
+            let st = conn
+                .prepare_cached(
+                    "SELECT run_id, parent_run_id, parent_seq, kind, created_ms FROM agent_lineage
+                     WHERE parent_run_id = $1 ORDER BY created_ms, run_id COLLATE \"C\"",
+                )
+                .await?;
+            conn.query(&st, &[&parent_run_id]).await?.iter().map(read_lineage).collect()
+        })
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         self.run(|| "claim the next runs".to_owned(), async move {
             if ask.limit == 0 || ask.serves.is_empty() {
@@ -1182,6 +1248,8 @@ impl CheckpointStore for PostgresStore {
                 "DELETE FROM agent_snapshots WHERE run_id = $1",
                 "DELETE FROM agent_inputs WHERE run_id = $1",
                 "DELETE FROM agent_state_cancels WHERE run_id = $1",
+                // Its own lineage; its descendants' rows (`parent_run_id`) stay.
+                "DELETE FROM agent_lineage WHERE run_id = $1",
             ] {
                 let st = tx.prepare_cached(sql).await?;
                 deleted += tx.execute(&st, &[&run_id]).await?;
@@ -1221,6 +1289,7 @@ impl CheckpointStore for PostgresStore {
                     report.snapshots += delete("DELETE FROM agent_snapshots WHERE run_id = ANY($1)").await?;
                     delete("DELETE FROM agent_inputs WHERE run_id = ANY($1)").await?;
                     delete("DELETE FROM agent_state_cancels WHERE run_id = ANY($1)").await?;
+                    delete("DELETE FROM agent_lineage WHERE run_id = ANY($1)").await?;
                     report.runs += delete("DELETE FROM agent_runs WHERE run_id = ANY($1)").await?;
                 }
             }

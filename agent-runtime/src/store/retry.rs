@@ -26,6 +26,8 @@
 //!     epoch more); without, it returns [`Claim::Held`] by its own owner;
 //!   - a submission refused (its run id taken) finds the run its lost attempt made: the
 //!     same id, agent and input; it says it made it;
+//!   - a lineage refused (the run has one already) finds the one its lost attempt recorded:
+//!     equal in every field; it says it recorded it (another lineage stays refused);
 //!   - `claim_next` is not retried: runs a lost reply claimed stay leased to this worker,
 //!     which does not know it, until their lease ends (then any worker takes them); the
 //!     worker's next poll asks again;
@@ -46,8 +48,8 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable, TokioSleeper};
 
 use super::{
-    CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention, RetentionReport,
-    RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
+    CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, NextRun, Retention,
+    RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
 };
 
 /// `work`'s output, or `None` once `limit` has passed on the monotonic clock (tokio's sleeps
@@ -313,6 +315,31 @@ impl<S: CheckpointStore> CheckpointStore for RetryingStore<S> {
         self.inner.take_state_cancels(run_id, epoch)
     }
 
+    fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+        // Retried, as `request_state_cancel`; but recording twice is refused, so a refusal
+        // after a lost reply is checked against what the lost attempt may have written.
+        self.retried("record_lineage", move |retried| async move {
+            match self.inner.record_lineage(lineage).await {
+                Err(e) if retried && !e.is_transient() => {
+                    if self.inner.lineage(&lineage.run_id).await?.as_ref() == Some(lineage) {
+                        tracing::debug!(run_id = %lineage.run_id, "a retried lineage had landed");
+                        return Ok(());
+                    }
+                    Err(e)
+                }
+                other => other,
+            }
+        })
+    }
+
+    fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+        self.retried("lineage", move |_| self.inner.lineage(run_id))
+    }
+
+    fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+        self.retried("descendants", move |_| self.inner.descendants(parent_run_id))
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         // Not retried (see the module docs): the worker asks again at its next poll.
         self.inner.claim_next(ask)
@@ -488,6 +515,15 @@ mod tests {
         }
         fn take_state_cancels<'a>(&'a self, run_id: &'a str, epoch: u64) -> StoreFuture<'a, Vec<String>> {
             self.inner.take_state_cancels(run_id, epoch)
+        }
+        fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+            flaky_write!(self, self.inner.record_lineage(lineage))
+        }
+        fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+            self.inner.lineage(run_id)
+        }
+        fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+            self.inner.descendants(parent_run_id)
         }
         fn claim_run<'a>(&'a self, claim: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
             flaky_write!(self, self.inner.claim_run(claim))
@@ -681,6 +717,27 @@ mod tests {
         store.inner().fail.store(1, Relaxed);
         assert!(store.answer_input("run-1", "q", "yes", false, 5).await.unwrap());
         assert!(!store.answer_input("run-1", "q", "no", false, 6).await.unwrap(), "the first answer won");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lineage_whose_reply_was_lost_is_recorded_once() {
+        use crate::store::LineageKind;
+        let store = RetryingStore::new(Flaky::default());
+        let fork = Lineage::new("run-2", "run-1", LineageKind::Fork, 5).at_seq(3);
+        store.inner().land.store(true, Relaxed);
+        store.inner().fail.store(1, Relaxed);
+        store.record_lineage(&fork).await.unwrap();
+        assert_eq!(store.lineage("run-2").await.unwrap(), Some(fork.clone()));
+        // Another lineage for the run stays refused, after a lost reply or not, and the
+        // first is kept.
+        let other = Lineage::new("run-2", "run-9", LineageKind::Child, 6);
+        store.inner().fail.store(1, Relaxed);
+        store.inner().land.store(false, Relaxed);
+        let e = store.record_lineage(&other).await.unwrap_err();
+        assert!(matches!(e, StoreError::Backend { source: None, .. }) && !e.is_transient(), "{e}");
+        assert!(store.record_lineage(&fork).await.is_err(), "without a lost reply a refusal stands");
+        assert_eq!(store.descendants("run-1").await.unwrap(), [fork]);
+        assert!(store.descendants("run-9").await.unwrap().is_empty());
     }
 
     /// `within` counts on the real clock: paused tokio time jumping ahead does not end it.

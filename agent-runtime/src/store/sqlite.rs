@@ -34,8 +34,13 @@
 //!   owner's poll reads the run's epoch and whether anything is pending without the write
 //!   lock, and only when something is takes it: in a `BEGIN IMMEDIATE` transaction, the
 //!   epoch checked again and the requests deleted.
-//! - Every value read back is checked: a status that is not a status, a negative `seq` or a
-//!   column of the wrong type is [`StoreError::Corrupt`].
+//! - Lineage (`agent_lineage`, see [`Lineage`]): recording it is one `INSERT ... ON CONFLICT
+//!   DO NOTHING` keyed by the run made, so of two records for one run (from any process)
+//!   exactly one is kept and the other refused. `delete_run` and retention delete the run's
+//!   own row in their transaction, never its descendants'.
+//! - Every value read back is checked: a status that is not a status, a lineage kind that is
+//!   not one, a negative `seq` (or `parent_seq`) or a column of the wrong type is
+//!   [`StoreError::Corrupt`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -49,8 +54,9 @@ use tokio::sync::oneshot;
 use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u64_to_db};
 use super::run_filter;
 use super::{
-    ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention,
-    RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
+    ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, LineageKind, NextRun,
+    Retention, RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission,
+    Submitted,
 };
 
 const STORE: &str = "sqlite";
@@ -564,6 +570,21 @@ fn read_run(row: &Row<'_>) -> Result<RunRecord, Fail> {
     Ok(run)
 }
 
+/// A lineage as `SELECT run_id, parent_run_id, parent_seq, kind, created_ms` reads it.
+fn read_lineage(row: &Row<'_>) -> Result<Lineage, Fail> {
+    let run_id: String = row.get(0)?;
+    let kind: String = row.get(3)?;
+    let Some(kind) = LineageKind::parse(&kind) else {
+        let message = format!("run {run_id}: unknown lineage kind {kind:?}");
+        return Err(StoreError::Corrupt { store: STORE, message }.into());
+    };
+    let mut lineage = Lineage::new(String::new(), row.get::<_, String>(1)?, kind, row.get(4)?);
+    let parent_seq: Option<i64> = row.get(2)?;
+    lineage.parent_seq = parent_seq.map(|s| u64_from_db(STORE, &format!("run {run_id}: parent seq"), s)).transpose()?;
+    lineage.run_id = run_id;
+    Ok(lineage)
+}
+
 fn read_input(row: &Row<'_>) -> Result<InputRecord, Fail> {
     let timeout: Option<i64> = row.get(5)?;
     let mut request = agent_core::InputRequestRecord::new(row.get(1)?, row.get(3)?, row.get(4)?);
@@ -903,6 +924,57 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
+    fn record_lineage<'a>(&'a self, lineage: &'a Lineage) -> StoreFuture<'a, ()> {
+        let lineage = lineage.clone();
+        self.call(format!("record the lineage of run {}", lineage.run_id), move |conn| {
+            let parent_seq = lineage.parent_seq.map(|s| u64_to_db(STORE, "parent seq", s)).transpose()?;
+            // One statement: of two records for one run, the first is kept.
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (run_id) DO NOTHING",
+                )?
+                .execute(params![
+                    lineage.run_id,
+                    lineage.parent_run_id,
+                    parent_seq,
+                    lineage.kind.as_str(),
+                    lineage.created_ms
+                ])?;
+            if inserted == 0 {
+                return Err(super::lineage::recorded_already(STORE, &lineage.run_id).into());
+            }
+            Ok(())
+        })
+    }
+
+    fn lineage<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<Lineage>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("read the lineage of run {run_id}"), move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT run_id, parent_run_id, parent_seq, kind, created_ms FROM agent_lineage WHERE run_id = ?1",
+            )?;
+            let mut rows = stmt.query([&run_id])?;
+            rows.next()?.map(read_lineage).transpose()
+        })
+    }
+
+    fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
+        let parent_run_id = parent_run_id.to_owned();
+        self.call(format!("list the runs made from run {parent_run_id}"), move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT run_id, parent_run_id, parent_seq, kind, created_ms FROM agent_lineage
+                 WHERE parent_run_id = ?1 ORDER BY created_ms, run_id",
+            )?;
+            let mut rows = stmt.query([&parent_run_id])?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(read_lineage(row)?);
+            }
+            Ok(found)
+        })
+    }
+
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
         let ask = ask.clone();
         self.call("claim the next runs".to_owned(), move |conn| {
@@ -1140,6 +1212,8 @@ impl CheckpointStore for SqliteStore {
                 "DELETE FROM agent_inputs WHERE run_id = ?1",
                 "DELETE FROM agent_run_inputs WHERE run_id = ?1",
                 "DELETE FROM agent_state_cancels WHERE run_id = ?1",
+                // Its own lineage; its descendants' rows (`parent_run_id`) stay.
+                "DELETE FROM agent_lineage WHERE run_id = ?1",
                 "DELETE FROM agent_runs WHERE run_id = ?1",
             ] {
                 deleted += tx.prepare_cached(sql)?.execute([&run_id])?;
@@ -1172,6 +1246,7 @@ impl CheckpointStore for SqliteStore {
                 tx.prepare_cached(of_dropped_runs!("agent_inputs"))?.execute([cutoff])?;
                 tx.prepare_cached(of_dropped_runs!("agent_run_inputs"))?.execute([cutoff])?;
                 tx.prepare_cached(of_dropped_runs!("agent_state_cancels"))?.execute([cutoff])?;
+                tx.prepare_cached(of_dropped_runs!("agent_lineage"))?.execute([cutoff])?;
                 report.runs += tx
                     .prepare_cached(concat!(
                         "DELETE FROM agent_runs WHERE status IN ",
