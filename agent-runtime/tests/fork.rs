@@ -89,7 +89,8 @@ async fn scenario(store: Arc<dyn CheckpointStore>, tag: &str) {
     let row_before = store.get_run(&id).await.unwrap().unwrap();
 
     // Fork just before `total`, with another taxed price: only total and report run again.
-    let fork = agent.fork(&id, ForkAt::Checkpoint(before_total.seq), |ctx| ctx.set_state("taxed", 50u64)).await.unwrap();
+    let fork =
+        agent.fork(&id, ForkAt::Checkpoint(before_total.seq), |ctx| ctx.set_state("taxed", 50u64)).await.unwrap();
     assert_ne!(fork, id);
     let lineage = store.lineage(&fork).await.unwrap().expect("the fork's lineage");
     assert_eq!((lineage.parent_run_id.as_str(), lineage.parent_seq), (id.as_str(), Some(before_total.seq)), "{tag}");
@@ -111,7 +112,10 @@ async fn scenario(store: Arc<dyn CheckpointStore>, tag: &str) {
     // A commit that is not kept, and a state never about to run: refused, nothing written.
     let before = store.count_runs(&RunQuery::default()).await.unwrap();
     let missing = agent.fork(&id, ForkAt::Checkpoint(10_000), |_| {}).await;
-    assert!(matches!(missing, Err(AgentError::Checkpoint(CheckpointError::NoCommit { seq: 10_000, .. }))), "{tag}: {missing:?}");
+    assert!(
+        matches!(missing, Err(AgentError::Checkpoint(CheckpointError::NoCommit { seq: 10_000, .. }))),
+        "{tag}: {missing:?}"
+    );
     let unknown = agent.fork(&id, ForkAt::Before("nowhere".into()), |_| {}).await;
     assert!(matches!(unknown, Err(AgentError::Checkpoint(CheckpointError::Mismatch { .. }))), "{tag}: {unknown:?}");
     // Another workflow cannot fork it.

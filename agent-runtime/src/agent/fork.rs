@@ -22,8 +22,7 @@ use crate::checkpoint;
 use crate::durable::{store_error, DEFAULT_LEASE_TTL};
 use crate::lease::WorkerId;
 use crate::store::{
-    checkpoint_at, history, now_ms, Claim, ClaimRequest, CheckpointStore, Lineage, LineageKind, RunRecord,
-    Snapshot,
+    checkpoint_at, history, now_ms, CheckpointStore, Claim, ClaimRequest, Lineage, LineageKind, RunRecord, Snapshot,
 };
 
 /// Which commit of a run [`Agent::fork`] starts from.
@@ -175,4 +174,3 @@ pub(crate) fn reopen_failed(checkpoint: &mut Checkpoint) {
     checkpoint.agent_status = AgentStatus::Paused;
     checkpoint.last_error = None;
 }
-

@@ -85,7 +85,8 @@ fn set_keys(checkpoint: &mut Checkpoint, edits: &[(String, Value)]) -> Result<()
         return Ok(());
     }
     let bad = |e: String| AgentError::from(CheckpointError::Context(e));
-    let mut stored: Map<String, Value> = serde_json::from_str(checkpoint.context.get()).map_err(|e| bad(e.to_string()))?;
+    let mut stored: Map<String, Value> =
+        serde_json::from_str(checkpoint.context.get()).map_err(|e| bad(e.to_string()))?;
     for (key, value) in edits {
         let typed = stored.get(key).and_then(|v| v.get("typed")).and_then(|t| t.get("type")).cloned();
         let entry = match typed {
@@ -95,9 +96,8 @@ fn set_keys(checkpoint: &mut Checkpoint, edits: &[(String, Value)]) -> Result<()
         // Read back alone first: a typed value that does not fit its type is refused here.
         let mut one = Map::new();
         one.insert(key.clone(), entry.clone());
-        Context::from_json(&Value::Object(one)).map_err(|e| {
-            bad(format!("--set {key}: {e} (the key holds a typed value; give a value of its type)"))
-        })?;
+        Context::from_json(&Value::Object(one))
+            .map_err(|e| bad(format!("--set {key}: {e} (the key holds a typed value; give a value of its type)")))?;
         stored.insert(key.clone(), entry);
     }
     let ctx = Context::from_json(&Value::Object(stored)).map_err(|e| bad(e.to_string()))?;
