@@ -299,9 +299,9 @@ pub mod prelude {
     #[cfg(feature = "sqlite")]
     pub use agent_runtime::SqliteStore;
     pub use agent_runtime::{
-        Agent, AgentResult, AgentStatus, AnswerError, CheckpointStore, Event, EventKind, EventStream, MemoryStore,
-        PendingInput, QuotaScope, ResourcePool, RunHandle, RunMetrics, RunOptions, StateMetrics, StateStatus,
-        StateTiming, SubmitOptions, Worker, WorkerReport,
+        Agent, AgentResult, AgentStatus, AnswerError, CheckpointStore, Event, EventKind, EventStream, ForkAt,
+        MemoryStore, PendingInput, QuotaScope, ResourcePool, RunHandle, RunMetrics, RunOptions, StateMetrics,
+        StateStatus, StateTiming, StreamMode, SubmitOptions, Worker, WorkerReport,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -476,6 +476,34 @@ impl Context {
         broker.and_then(|b| b.execution_key())
     }
 
+    /// Stream `value` to whoever follows the run (`Agent::stream` with custom values, the
+    /// console, ...) while the state goes on: an LLM's tokens, progress. Nothing is kept in
+    /// the context or the checkpoint. When nobody follows (or outside a run) it costs a
+    /// look and `value` is not even encoded; a value serde cannot encode is dropped.
+    ///
+    /// ```
+    /// use agent_core::{Context, StateResult};
+    ///
+    /// async fn write(ctx: Context) -> StateResult {
+    ///     for token in ["Hel", "lo"] {
+    ///         ctx.emit(token); // followers see each as it comes
+    ///     }
+    ///     StateResult::End
+    /// }
+    /// Context::new().emit("nobody listens"); // outside a run: nothing happens
+    /// # let _ = write;
+    /// ```
+    pub fn emit<T: Serialize>(&self, value: T) {
+        let broker = self.inner.input.read().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(Weak::upgrade);
+        let Some(broker) = broker else { return };
+        if !broker.emitting() {
+            return;
+        }
+        if let Ok(value) = serde_json::to_value(value) {
+            broker.emit(value);
+        }
+    }
+
     /// A deep copy: a new context with the same values, sharing nothing with this one.
     pub fn deep_clone(&self) -> Context {
         let map = self.inner.values.read().unwrap_or_else(PoisonError::into_inner);

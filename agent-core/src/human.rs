@@ -172,4 +172,13 @@ pub trait InputBroker: Send + Sync {
     fn execution_key(&self) -> Option<String> {
         None
     }
+    /// Whether someone follows the run's custom values (see [`Context::emit`](crate::Context::emit)):
+    /// when not, a value is not even encoded.
+    fn emitting(&self) -> bool {
+        false
+    }
+    /// Hand `value`, emitted by the state polled now on this thread, to the run's followers.
+    fn emit(&self, value: serde_json::Value) {
+        let _ = value;
+    }
 }

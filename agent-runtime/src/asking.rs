@@ -69,4 +69,14 @@ impl InputBroker for Run {
         let ended = counters.completed.load(Relaxed).saturating_add(failed_for_good);
         Some(format!("{}/{}/{}", self.run_id(), self.program.states[pos].name, u64::from(ended) + 1))
     }
+
+    fn emitting(&self) -> bool {
+        self.emitting()
+    }
+
+    /// A custom value of the state polled now on this thread (`ctx.emit`).
+    fn emit(&self, value: serde_json::Value) {
+        let state = crate::exec::polled_state(self).map(|pos| self.state_name(pos));
+        self.emit(crate::events::EventKind::Emitted { state, value });
+    }
 }

@@ -78,9 +78,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use agent_core::{AgentError, AgentStatus, Context};
+use serde_json::value::RawValue;
 use tokio::sync::{watch, Notify};
 
 use crate::checkpoint::{self, delta};
+use crate::events::EventKind;
 use crate::lease::{self, Hold, WorkerId};
 use crate::run::Run;
 use crate::store::{
@@ -229,6 +231,32 @@ pub(crate) struct Durable {
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Tell the run's followers of a commit at `seq`: the context keys it wrote (each with its
+/// value as the checkpoint writes it, `None` when removed), then the commit itself.
+fn announce<'a>(run: &Run, keys: impl Iterator<Item = (&'a str, Option<&'a RawValue>)>, seq: u64, snapshot: bool) {
+    for (key, stored) in keys {
+        let value = stored.and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok()).map(plain);
+        run.emit(EventKind::ContextChanged { key: key.to_owned(), value });
+    }
+    run.emit(EventKind::Committed { seq, snapshot });
+}
+
+/// A context value as a checkpoint writes it (`{"plain": v}`, `{"typed": {"type", "value"}}`)
+/// as `get_state::<Value>` reads it.
+fn plain(stored: serde_json::Value) -> serde_json::Value {
+    match stored {
+        serde_json::Value::Object(mut m) if m.len() == 1 => match m.remove("plain") {
+            Some(v) => v,
+            None => match m.remove("typed") {
+                Some(serde_json::Value::Object(mut t)) => t.remove("value").unwrap_or(serde_json::Value::Null),
+                Some(other) => other,
+                None => serde_json::Value::Object(m),
+            },
+        },
+        other => other,
+    }
 }
 
 impl Durable {
@@ -399,6 +427,10 @@ impl Durable {
         let entry = JournalEntry { seq, state: String::new(), payload, at_ms: delta.at_ms };
         self.writes.fetch_add(1, Relaxed);
         self.store.append(&self.record(run), std::slice::from_ref(&entry)).await?;
+        if run.emitting() {
+            let set = delta.set.iter().map(|(k, v)| (&**k, Some(&**v)));
+            announce(run, set.chain(delta.removed.iter().map(|k| (&**k, None))), seq, false);
+        }
         let mut cadence = locked(&self.cadence);
         cadence.0 += 1;
         cadence.1 += bytes;
@@ -408,7 +440,7 @@ impl Durable {
     /// Commit a whole snapshot; the next delta follows it.
     async fn commit_snapshot(&self, run: &Run) -> Result<(), Stop> {
         // Taken before the capture: a key written from now on is in the next delta.
-        drop(agent_core::__private::context::take_changes(&run.ctx));
+        let changed = agent_core::__private::context::take_changes(&run.ctx);
         let checkpoint = checkpoint::capture(run, &self.agent);
         let data = checkpoint.to_json().map_err(|e| {
             Stop::Store(StoreError::Corrupt {
@@ -429,6 +461,12 @@ impl Durable {
             self.store.save_snapshot(run.run_id(), self.epoch.load(Relaxed), &snapshot).await
         };
         written?;
+        if run.emitting() {
+            // Followers see the keys written since the previous commit, valued as now.
+            if let Ok(keys) = agent_core::__private::context::encode_keys(&run.ctx, &changed) {
+                announce(run, keys.iter().map(|(k, v)| (&**k, v.as_deref())), seq, true);
+            }
+        }
         *locked(&self.cadence) = (0, 0, snapshot.data.len() as u64);
         self.snapshots.fetch_add(1, Relaxed);
         *locked(&self.frame) = Some(delta::Frame::of(run, &checkpoint));

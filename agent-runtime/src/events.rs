@@ -173,6 +173,32 @@ pub enum EventKind {
         /// Why it could not be used.
         reason: String,
     },
+    /// A state streamed a value while it ran (`Context::emit`): an LLM's tokens, progress.
+    Emitted {
+        /// The state, when known (`None` for a value emitted outside a state's poll, such as
+        /// from a task the state spawned).
+        state: Option<String>,
+        /// The value, as JSON.
+        value: serde_json::Value,
+    },
+    /// A durable run committed keys of its context: each key written since its previous
+    /// commit, with its value then (`None`: removed). Several writes of one key between two
+    /// commits are one change, with the last value.
+    ContextChanged {
+        /// The key.
+        key: String,
+        /// Its value, as `get_state::<serde_json::Value>` reads it (a typed value as its
+        /// fields).
+        value: Option<serde_json::Value>,
+    },
+    /// A durable run committed: a checkpoint (a whole snapshot or the changes of one
+    /// transition) is in its store, at `seq` of its history.
+    Committed {
+        /// Its place in the run's history (`store::history`, `Agent::fork`).
+        seq: u64,
+        /// A whole snapshot, rather than the changes since the previous commit.
+        snapshot: bool,
+    },
     /// This stream fell behind and lost `missed` events; the next item is the oldest kept.
     Lagged {
         /// Events lost.
@@ -230,6 +256,7 @@ impl EventHub {
             last_run: Arc::from(""),
             done: false,
             only: None,
+            mode: StreamMode::ALL,
         }
     }
 
@@ -284,6 +311,8 @@ pub struct EventStream {
     done: bool,
     /// Only this run's events, ending with it.
     only: Option<Only>,
+    /// The kinds of events it gives.
+    mode: StreamMode,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -299,7 +328,24 @@ impl EventStream {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
+    /// The same stream, giving only the events of `mode` (the run's start and end, and
+    /// [`EventKind::Lagged`], always).
+    #[must_use]
+    pub fn with_mode(mut self, mode: StreamMode) -> EventStream {
+        self.mode = mode;
+        self
+    }
+
     fn poll_event(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Event>> {
+        loop {
+            match std::task::ready!(self.poll_unfiltered(cx)) {
+                Some(event) if !self.mode.includes(&event.kind) => continue,
+                event => return Poll::Ready(event),
+            }
+        }
+    }
+
+    fn poll_unfiltered(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Event>> {
         if self.only.is_none() {
             return self.poll_any(cx);
         }
@@ -361,6 +407,59 @@ impl EventStream {
         })
     }
 }
+
+/// Which events a stream gives ([`Agent::stream`](crate::Agent::stream),
+/// [`EventStream::with_mode`]): modes combine with `|`. A run's start and end, and
+/// [`EventKind::Lagged`], come in every mode.
+///
+/// ```
+/// use agent_runtime::{EventKind, StreamMode};
+/// let mode = StreamMode::STATES | StreamMode::CUSTOM;
+/// assert!(mode.includes(&EventKind::Emitted { state: None, value: serde_json::json!("Hel") }));
+/// assert!(!mode.includes(&EventKind::Committed { seq: 3, snapshot: false }));
+/// assert!(StreamMode::ALL.includes(&EventKind::Committed { seq: 3, snapshot: false }));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamMode(u8);
+
+impl StreamMode {
+    /// States starting, ending (completed, failed, timed out, cancelled), retrying, waiting
+    /// for resources or dependencies, preempted.
+    pub const STATES: StreamMode = StreamMode(1);
+    /// Context keys a durable run committed, with their values ([`EventKind::ContextChanged`]).
+    pub const CONTEXT: StreamMode = StreamMode(2);
+    /// Values states emit while they run ([`EventKind::Emitted`], `Context::emit`).
+    pub const CUSTOM: StreamMode = StreamMode(4);
+    /// A durable run's commits ([`EventKind::Committed`]) and snapshots skipped on recovery.
+    pub const CHECKPOINTS: StreamMode = StreamMode(8);
+    /// Requests for human input, asked and answered.
+    pub const INPUTS: StreamMode = StreamMode(16);
+    /// Everything.
+    pub const ALL: StreamMode = StreamMode(31);
+
+    /// Whether a stream of this mode gives events of `kind`.
+    pub fn includes(self, kind: &EventKind) -> bool {
+        let needs = match kind {
+            EventKind::RunStarted | EventKind::RunFinished { .. } | EventKind::Lagged { .. } => return true,
+            EventKind::ContextChanged { .. } => StreamMode::CONTEXT,
+            EventKind::Emitted { .. } => StreamMode::CUSTOM,
+            EventKind::Committed { .. } | EventKind::CheckpointSkipped { .. } => StreamMode::CHECKPOINTS,
+            EventKind::WaitingForInput { .. } | EventKind::InputAnswered { .. } => StreamMode::INPUTS,
+            _ => StreamMode::STATES,
+        };
+        self.0 & needs.0 != 0
+    }
+}
+
+impl std::ops::BitOr for StreamMode {
+    type Output = StreamMode;
+    fn bitor(self, other: StreamMode) -> StreamMode {
+        StreamMode(self.0 | other.0)
+    }
+}
+
+/// What a stream gives: an [`Event`] (the name `agent.stream` uses).
+pub type StreamItem = Event;
 
 impl futures_util::Stream for EventStream {
     type Item = Event;

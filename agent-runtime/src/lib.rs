@@ -74,7 +74,7 @@ pub mod worker;
 
 pub use agent::{Agent, ForkAt, RunFuture, RunHandle, RunOptions, StateConfig, SubmitOptions};
 pub use agent_core::{AgentStatus, StateStatus};
-pub use events::{Event, EventKind, EventStream};
+pub use events::{Event, EventKind, EventStream, StreamItem, StreamMode};
 pub use human::{AnswerError, PendingInput};
 pub use lease::WorkerId;
 pub use pool::{

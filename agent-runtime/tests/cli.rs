@@ -910,3 +910,52 @@ async fn cancel_pause_and_retry_from_the_command_line() {
     assert!(out.contains("cancelled run"), "{out}");
     assert_eq!(store.get_run(&queued).await.unwrap().unwrap().status, AgentStatus::Cancelled);
 }
+
+/// `follow RUN` prints the run's standing and each state's changes from the store, and ends
+/// with the run: 0 for a completed run, the status for one that did not complete; a run
+/// going on in another task is followed to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_prints_a_runs_changes_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steps.db");
+    let store_arg = path.to_str().unwrap();
+    cli_run(store_arg, &["run"], two_steps).await.0.unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    let id = store.list_runs(&RunQuery::default()).await.unwrap()[0].run_id.clone();
+    let (followed, out) = cli_run(store_arg, &["follow", &id[..8]], two_steps).await;
+    followed.unwrap();
+    assert!(out.contains(&format!("run {id} Completed")), "{out}");
+    for state in ["one", "two"] {
+        assert!(out.contains(&format!("state {state} Completed (completed 1, failed 0)")), "{out}");
+    }
+
+    // A run still going: followed from Running to its end.
+    let slow = || {
+        let mut agent = Agent::new("steps");
+        agent.add_state("one", |ctx: Context| async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            ctx.set_state("n", 1);
+            StateResult::next("two")
+        });
+        agent.add_state("two", |_ctx: Context| async { StateResult::End });
+        agent
+    };
+    let running = tokio::spawn({
+        let store_arg = store_arg.to_owned();
+        async move { cli_run(&store_arg, &["run"], slow).await.0 }
+    });
+    let newest = loop {
+        let runs = store.list_runs(&RunQuery::default()).await.unwrap();
+        if let Some(r) = runs.into_iter().find(|r| r.run_id != id && r.status == AgentStatus::Running) {
+            break r.run_id;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (followed, out) = cli_run(store_arg, &["follow", &newest], slow).await;
+    followed.unwrap();
+    running.await.unwrap().unwrap();
+    let running_at = out.find(&format!("run {newest} Running")).unwrap_or_else(|| panic!("{out}"));
+    let done_at = out.find(&format!("run {newest} Completed")).unwrap_or_else(|| panic!("{out}"));
+    assert!(running_at < done_at, "{out}");
+    assert!(out.contains("state one Completed"), "{out}");
+}

@@ -300,3 +300,95 @@ async fn resource_waits_and_preemption_have_events() {
         ]
     );
 }
+
+/// The kinds of every event of `stream` up to its run's end.
+async fn kinds_until_finished(stream: &mut EventStream) -> Vec<EventKind> {
+    until_finished(stream).await.into_iter().map(|e| e.kind).collect()
+}
+
+/// Values a state emits reach the streams asking for custom values, in order, named by
+/// their state; a stream of states only never sees them; emitting with nobody listening
+/// costs nothing and changes nothing.
+#[tokio::test]
+async fn emitted_values_reach_custom_streams_in_order() {
+    use agent_runtime::StreamMode;
+    let mut agent = Agent::new("emitting");
+    agent.add_state("write", |ctx: Context| async move {
+        for token in ["Hel", "lo", ", ", "world"] {
+            ctx.emit(token);
+            tokio::task::yield_now().await;
+        }
+        ctx.emit(serde_json::json!({ "progress": 1.0 }));
+        StateResult::next("done")
+    });
+    agent.add_state("done", |_ctx: Context| async { StateResult::End });
+    agent.run().await.unwrap(); // nobody follows: the emits are no-ops
+
+    let mut custom = agent.stream(StreamMode::CUSTOM);
+    let mut states = agent.stream(StreamMode::STATES);
+    agent.run().await.unwrap();
+    let custom = kinds_until_finished(&mut custom).await;
+    let emitted: Vec<(Option<String>, serde_json::Value)> = custom
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::Emitted { state, value } => Some((state.clone(), value.clone())),
+            _ => None,
+        })
+        .collect();
+    let texts: String = emitted.iter().filter_map(|(_, v)| v.as_str()).collect();
+    assert_eq!(texts, "Hello, world");
+    assert_eq!(emitted.last().unwrap().1, serde_json::json!({ "progress": 1.0 }));
+    assert!(emitted.iter().all(|(s, _)| s.as_deref() == Some("write")), "{emitted:?}");
+    assert!(
+        custom
+            .iter()
+            .all(|k| matches!(k, EventKind::Emitted { .. } | EventKind::RunStarted | EventKind::RunFinished { .. })),
+        "{custom:?}"
+    );
+    let states = kinds_until_finished(&mut states).await;
+    assert!(!states.iter().any(|k| matches!(k, EventKind::Emitted { .. })), "{states:?}");
+    assert!(states.iter().any(|k| matches!(k, EventKind::StateCompleted { state, .. } if state == "write")));
+}
+
+/// A durable run's followers see each commit and the context keys it wrote, with their
+/// values; the commits are the run's history, in order.
+#[tokio::test]
+async fn a_durable_run_streams_its_commits_and_context_changes() {
+    use agent_runtime::store::{history, MemoryStore};
+    use agent_runtime::StreamMode;
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let mut agent = Agent::new("committing").with_store(store.clone());
+    agent.add_state("a", |ctx: Context| async move {
+        ctx.set_state("n", 1);
+        ctx.set_state("scratch", "x");
+        StateResult::next("b")
+    });
+    agent.add_state("b", |ctx: Context| async move {
+        ctx.update_state("n", |n: &mut i32| *n += 41).unwrap();
+        ctx.remove_state("scratch");
+        StateResult::End
+    });
+    let mut stream = agent.stream(StreamMode::CONTEXT | StreamMode::CHECKPOINTS);
+    let result = agent.run().await.unwrap();
+    let kinds = kinds_until_finished(&mut stream).await;
+    let changes: Vec<(String, Option<serde_json::Value>)> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::ContextChanged { key, value } => Some((key.clone(), value.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(changes.contains(&("n".into(), Some(serde_json::json!(1)))), "{changes:?}");
+    assert!(changes.contains(&("n".into(), Some(serde_json::json!(42)))), "{changes:?}");
+    assert!(changes.contains(&("scratch".into(), None)), "removed: {changes:?}");
+    let seqs: Vec<u64> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::Committed { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    let recorded: Vec<u64> = history(&*store, result.run_id()).await.unwrap().iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, recorded, "each commit of the history, in order");
+    assert!(!kinds.iter().any(|k| matches!(k, EventKind::StateStarted { .. })), "no states in this mode");
+}

@@ -252,6 +252,11 @@ impl RunHandle {
         self.agent.shared.links.events.subscribe_run(self.first.clone())
     }
 
+    /// This run's events of `mode` ([`RunHandle::events`] filtered; see [`Agent::stream`]).
+    pub fn stream(&self, mode: crate::StreamMode) -> EventStream {
+        self.events().with_mode(mode)
+    }
+
     /// Pause the run: nothing new starts, states waiting to start leave their queues,
     /// running states finish (see [`Agent::pause`]). Returns the checkpoint of the paused
     /// run once every branch has stopped; awaiting the handle then gives a result with

@@ -15,7 +15,7 @@
 use agent_core::{AgentError, AgentStatus, Checkpoint, Diagram, StateStatus};
 
 use super::{lock, Agent};
-use crate::events::EventStream;
+use crate::events::{EventStream, StreamMode};
 use crate::result::{AgentResult, RunMetrics};
 
 impl Agent {
@@ -55,6 +55,42 @@ impl Agent {
     /// ```
     pub fn events(&self) -> EventStream {
         self.shared.links.events.subscribe()
+    }
+
+    /// A stream of this agent's runs' events of `mode` from now on ([`Agent::events`]
+    /// filtered): states, context keys committed, values states emit, commits, requests for
+    /// input. A slow consumer never holds a run back: it gets an [`EventKind::Lagged`](crate::EventKind::Lagged) item
+    /// telling how many it missed.
+    ///
+    /// ```
+    /// use agent_core::{Context, StateResult};
+    /// use agent_runtime::{Agent, EventKind, StreamMode};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("writer");
+    /// agent.add_state("write", |ctx: Context| async move {
+    ///     for token in ["Hel", "lo"] {
+    ///         ctx.emit(token);
+    ///     }
+    ///     StateResult::End
+    /// });
+    /// let mut tokens = agent.stream(StreamMode::CUSTOM);
+    /// agent.run().await?;
+    /// let mut said = String::new();
+    /// while let Some(event) = tokens.next().await {
+    ///     match event.kind {
+    ///         EventKind::Emitted { value, .. } => said.push_str(value.as_str().unwrap()),
+    ///         EventKind::RunFinished { .. } => break,
+    ///         _ => {}
+    ///     }
+    /// }
+    /// assert_eq!(said, "Hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stream(&self, mode: StreamMode) -> EventStream {
+        self.events().with_mode(mode)
     }
 
     /// The status of the most recent run; `Idle` before the first.

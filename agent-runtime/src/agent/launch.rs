@@ -373,7 +373,7 @@ async fn drive(
         });
         let overran = until_deadline(run, all, cleanup_timeout).await;
         std::mem::forget(cancel_on_drop);
-        let error = finish(run);
+        let error = run.finish();
         // The writer commits the final snapshot, with the final status, and stops.
         stop_writer.notify_one();
         (error, overran)
@@ -381,10 +381,16 @@ async fn drive(
     match durable {
         Some(d) => {
             let ((error, overran), ()) = tokio::join!(main, d.writer(run, &stop_writer));
+            // The end is told once the final commit is in (or failed).
+            announce_end(run);
             // A final snapshot that could not be written is the run's error.
             (error.or_else(|| d.late_error()), overran)
         }
-        None => main.await,
+        None => {
+            let ended = main.await;
+            announce_end(run);
+            ended
+        }
     }
 }
 
@@ -436,6 +442,14 @@ async fn until_deadline(
 /// another run asks. The error that ended the run, if any.
 pub(super) fn finish(run: &Run) -> Option<AgentError> {
     let error = run.finish();
+    announce_end(run);
+    error
+}
+
+/// Tell subscribers the run, marked over, has ended (`RunFinished`), then say they were
+/// told (see `run::control`). A durable run does so after its final commit, so that its
+/// followers see that commit before the end.
+fn announce_end(run: &Run) {
     let links = &run.sinks.links;
     // Looked for after the run is marked over (`SeqCst`): a stream of this run's events
     // made meanwhile is seen here, or sees the run over.
@@ -448,7 +462,6 @@ pub(super) fn finish(run: &Run) -> Option<AgentError> {
             links.inputs.ended(id);
         }
     }
-    error
 }
 
 /// How to run: see [`Agent::run_with`] and [`Agent::start`].

@@ -126,6 +126,12 @@ pub enum Command {
         /// The run's id, or a prefix of it that names one run.
         run: String,
     },
+    /// Follow a run wherever it runs: a line per change of its standing or of a state, until
+    /// it ends (exit 0 if it completed).
+    Follow {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+    },
     /// The commits the store keeps of a run, oldest first: what `fork --at` takes.
     History {
         /// The run's id, or a prefix of it that names one run.

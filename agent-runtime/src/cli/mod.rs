@@ -36,6 +36,7 @@
 //! | `cancel RUN`, `pause RUN` | cancel or pause a run wherever it runs, through the store |
 //! | `cancel RUN --state NAME` | cancel one state of a run wherever it runs (its running and waiting instances); the run goes on |
 //! | `retry RUN` | run a failed run again from the states that failed ([`Agent::retry`]) |
+//! | `follow RUN` | a run's progress wherever it runs, a line per change, until it ends (exit 0 if it completed) |
 //! | `history RUN` | the commits the store keeps of a run ([`crate::store::history`]): what `fork --at` takes |
 //! | `fork RUN [--at N \| --before STATE] [--set KEY=JSON]...` | a new run from one commit of another, its context edited ([`Agent::fork`]); prints its id |
 //! | `serve [--addr IP:PORT] [--token T] [--read-only]` | the run console ([`crate::console`]) for the store, on 127.0.0.1:8080 by default |
@@ -68,6 +69,7 @@ mod answer;
 mod args;
 mod control;
 mod error;
+mod follow;
 mod graph;
 mod history;
 mod inspect;
@@ -172,6 +174,7 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
         Command::Cancel { run, state: Some(state) } => control::cancel_state(&name, &store, &run, &state, out).await,
         Command::Pause { run } => control::pause(&name, &store, &run, out).await,
         Command::Retry { run } => control::retry(agent, &store, &run, out).await,
+        Command::Follow { run } => follow::follow(&name, &store, &run, out).await,
         Command::History { run } => history::history(&name, &store, &run, out).await,
         Command::Fork { run, at, before, sets } => {
             let at = match (at, before) {
