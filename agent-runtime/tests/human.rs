@@ -568,3 +568,41 @@ async fn a_request_for_input_names_the_state_that_asked() {
         assert_eq!(result.context().get_state::<String>("answer").as_deref(), Some("yes"));
     }
 }
+
+/// Two parallel branches of a durable run asking at once get distinct ids in the store, and
+/// answers given through the store (as another process gives them), the later request
+/// first, each reach the branch that asked (LangGraph's parallel interrupts once shared an
+/// id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_requests_of_a_durable_run_are_answered_through_the_store_in_either_order() {
+    use agent_runtime::store::{CheckpointStore, MemoryStore};
+    let store = Arc::new(MemoryStore::new());
+    let mut agent = agent("fan-durable").with_store(store.clone());
+    agent.add_state("start", |_ctx: Context| async { StateResult::parallel(["left", "right"]) });
+    agent.add_state("left", asking(HumanInput::new("Left?"), "left"));
+    agent.add_state("right", asking(HumanInput::new("Right?"), "right"));
+    let handle = agent.start(agent_runtime::RunOptions::new()).unwrap();
+    let id = handle.id().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let asked = loop {
+        let asked = store.inputs(Some(&id), true).await.unwrap();
+        if asked.len() == 2 {
+            break asked;
+        }
+        assert!(std::time::Instant::now() < deadline, "never two requests: {asked:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut ids: Vec<&str> = asked.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "distinct ids: {asked:?}");
+    // The newer request first, each answered with its own prompt's side.
+    let mut by_newest = asked.clone();
+    by_newest.sort_by(|a, b| b.request_id.cmp(&a.request_id));
+    for r in &by_newest {
+        let side = if r.prompt == "Left?" { "L" } else { "R" };
+        assert!(store.answer_input(&id, &r.request_id, side, false, 1).await.unwrap());
+    }
+    let result = tokio::time::timeout(Duration::from_secs(20), handle).await.unwrap().unwrap();
+    assert_eq!((answer_of(&result, "left").as_deref(), answer_of(&result, "right").as_deref()), (Some("L"), Some("R")));
+}
