@@ -300,7 +300,7 @@ pub mod prelude {
     pub use agent_runtime::SqliteStore;
     pub use agent_runtime::{
         Agent, AgentResult, AgentStatus, AnswerError, CheckpointStore, Event, EventKind, EventStream, ForkAt,
-        MemoryStore, PendingInput, QuotaScope, ResourcePool, RunHandle, RunMetrics, RunOptions, StateMetrics,
+        MemoryStore, PendingInput, QuotaScope, ResourcePool, RunChild, RunHandle, RunMetrics, RunOptions, StateMetrics,
         StateStatus, StateTiming, StreamMode, SubmitOptions, Worker, WorkerReport,
     };
     pub use serde::{Deserialize, Serialize};

@@ -165,6 +165,12 @@ async fn history_and_fork_on_the_command_line_keep_typed_keys_typed() {
     assert_eq!(ctx.get_state::<u32>("total"), Some(70));
     assert_eq!(ctx.get_state::<u32>("note"), Some(1));
     assert_eq!(done.completed_states, ["write", "count"], "write ran in the original only");
+    let (shown, out) = cli(store, &["show", &fork]).await;
+    shown.unwrap();
+    assert!(out.contains(&format!("parent   {id} (forked at commit ")), "{out}");
+    let (shown, out) = cli(store, &["show", &id]).await;
+    shown.unwrap();
+    assert!(out.contains(&format!("made     {fork} (fork)")), "{out}");
     let original = agent::store::read_checkpoint(&sqlite, &id).await.unwrap().unwrap();
     assert_eq!(original.read_context().unwrap().get_state::<u32>("total"), Some(20), "untouched");
 }

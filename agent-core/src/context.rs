@@ -627,6 +627,13 @@ pub mod runtime {
     /// A key and its value as a checkpoint writes it (`None`: the key holds nothing).
     pub type EncodedKey = (Box<str>, Option<Box<serde_json::value::RawValue>>);
 
+    /// What the run this context belongs to gives a child run its state starts (see
+    /// `InputBroker::child_link`); `None` outside a run's state.
+    pub fn child_link(ctx: &Context) -> Option<Box<dyn std::any::Any + Send>> {
+        let broker = ctx.inner.input.read().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(Weak::upgrade);
+        broker.and_then(|b| b.child_link())
+    }
+
     /// Start recording the keys written from now on (see the module docs); the keys
     /// recorded so far, if it was on already, are dropped.
     pub fn track_changes(ctx: &Context) {

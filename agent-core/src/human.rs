@@ -181,4 +181,9 @@ pub trait InputBroker: Send + Sync {
     fn emit(&self, value: serde_json::Value) {
         let _ = value;
     }
+    /// What a child run started by the state polled now on this thread needs of its
+    /// parent (the runtime's own type, opaque here); `None` outside a state.
+    fn child_link(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        None
+    }
 }

@@ -74,6 +74,12 @@ impl InputBroker for Run {
         self.emitting()
     }
 
+    fn child_link(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        let key = InputBroker::execution_key(self)?;
+        let store = self.sinks.durable.as_ref().map(|d| (d.store(), d.lease_ttl()));
+        Some(Box::new(crate::agent::ChildLink { parent: self.run_id().to_owned(), key, store }))
+    }
+
     /// A custom value of the state polled now on this thread (`ctx.emit`).
     fn emit(&self, value: serde_json::Value) {
         let state = crate::exec::polled_state(self).map(|pos| self.state_name(pos));

@@ -726,6 +726,14 @@ impl Durable {
 }
 
 impl crate::run::Recorder for Durable {
+    fn store(&self) -> Arc<dyn CheckpointStore> {
+        self.store.clone()
+    }
+
+    fn lease_ttl(&self) -> Duration {
+        self.ttl
+    }
+
     fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
         Box::pin(Durable::sync(self))
     }

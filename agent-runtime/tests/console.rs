@@ -576,3 +576,26 @@ async fn a_retried_state_records_each_attempt() {
     assert_eq!(call["error"], "attempt 2 failed", "{call}");
     assert_eq!(call["status"], "Completed");
 }
+
+/// A run's page links where it came from and what was made from it: a fork names its
+/// parent and commit, and the parent lists the fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_links_its_parent_and_the_runs_made_from_it() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let mut agent = Agent::new("linked").with_store(store.clone());
+    agent.add_state("a", |_ctx: Context| async { StateResult::next("b") });
+    agent.add_state("b", |_ctx: Context| async { StateResult::End });
+    let first = agent.run().await.unwrap();
+    let id = first.run_id().to_owned();
+    let fork = agent.fork(&id, agent_runtime::ForkAt::Before("b".into()), |_| {}).await.unwrap();
+    let app = Console::with_store(store).router();
+    let forked = get(&app, &format!("/api/v1/runs/{fork}")).await.json();
+    assert_eq!(forked["lineage"]["parent_run_id"], id.as_str(), "{forked}");
+    assert_eq!(forked["lineage"]["kind"], "fork");
+    assert!(forked["lineage"]["parent_seq"].as_u64().is_some());
+    let parent = get(&app, &format!("/api/v1/runs/{id}")).await.json();
+    assert_eq!(parent["lineage"], Value::Null);
+    let made: Vec<&str> =
+        parent["descendants"].as_array().unwrap().iter().filter_map(|d| d["run_id"].as_str()).collect();
+    assert_eq!(made, [fork.as_str()]);
+}

@@ -29,6 +29,7 @@
 //!   diagram, cancel, pause and resume).
 
 mod builder;
+mod child;
 mod fork;
 mod handle;
 mod inputs;
@@ -49,6 +50,8 @@ use crate::run::Run;
 use crate::store::CheckpointStore;
 
 pub use builder::StateConfig;
+pub(crate) use child::ChildLink;
+pub use child::{ChildError, RunChild};
 pub use fork::ForkAt;
 pub use handle::{RunFuture, RunHandle};
 pub use launch::RunOptions;

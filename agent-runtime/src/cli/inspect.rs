@@ -89,6 +89,17 @@ pub(super) async fn show(
     writeln!(out, "owner    {}  epoch {}", owner(&run, now), run.epoch)?;
     writeln!(out, "started  {}", utc(run.created_ms))?;
     writeln!(out, "updated  {}", utc(run.updated_ms))?;
+    if let Some(l) = db.lineage(&run.run_id).await? {
+        match (l.kind, l.parent_seq) {
+            (crate::store::LineageKind::Fork, Some(seq)) => {
+                writeln!(out, "parent   {} (forked at commit {seq})", shown(&l.parent_run_id))?
+            }
+            (kind, _) => writeln!(out, "parent   {} ({})", shown(&l.parent_run_id), kind.as_str())?,
+        }
+    }
+    for d in db.descendants(&run.run_id).await? {
+        writeln!(out, "made     {} ({})", shown(&d.run_id), d.kind.as_str())?;
+    }
     match (checkpoint.graph_hash(), ours) {
         (None, _) => writeln!(out, "graph    not recorded (a checkpoint from before graph hashes)")?,
         (Some(h), Some(o)) if h == o => writeln!(out, "graph    {h} (this binary's)")?,

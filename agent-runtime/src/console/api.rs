@@ -191,6 +191,14 @@ pub(super) async fn run(State(shared): State<Arc<Shared>>, Path(id): Path<String
             .collect::<Vec<Value>>(),
         Err(e) => return store_failed(e),
     };
+    let lineage = match store.lineage(&id).await {
+        Ok(l) => l.map(|l| LineageView::of(&l)),
+        Err(e) => return store_failed(e),
+    };
+    let descendants = match store.descendants(&id).await {
+        Ok(d) => d.iter().map(LineageView::of).collect::<Vec<_>>(),
+        Err(e) => return store_failed(e),
+    };
     let drawable = shared.agent(&row.agent).is_some();
     let context = checkpoint.as_ref().map(|c| plain_context(c.context.get()));
     Json(json!({
@@ -200,9 +208,34 @@ pub(super) async fn run(State(shared): State<Arc<Shared>>, Path(id): Path<String
         "unreadable": unreadable,
         "inputs": inputs.iter().map(InputView::of).collect::<Vec<_>>(),
         "history": history,
+        "lineage": lineage,
+        "descendants": descendants,
         "graph": drawable,
     }))
     .into_response()
+}
+
+/// Where a run came from, or a run made from it, as the API gives it.
+#[derive(Serialize)]
+struct LineageView {
+    run_id: String,
+    parent_run_id: String,
+    parent_seq: Option<u64>,
+    /// `fork` or `child`.
+    kind: &'static str,
+    created_ms: i64,
+}
+
+impl LineageView {
+    fn of(l: &crate::store::Lineage) -> LineageView {
+        LineageView {
+            run_id: l.run_id.clone(),
+            parent_run_id: l.parent_run_id.clone(),
+            parent_seq: l.parent_seq,
+            kind: l.kind.as_str(),
+            created_ms: l.created_ms,
+        }
+    }
 }
 
 /// A checkpoint's context as people read it: each key's value, without the checkpoint's

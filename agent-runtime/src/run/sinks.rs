@@ -50,6 +50,10 @@ pub(crate) trait Recorder: Send + Sync {
     /// The run is about to pause to be handed over (a worker draining): record it as a
     /// running run nobody owns, for another worker to go on with, not as paused.
     fn hand_over(&self) {}
+    /// The store the run records itself in (a child run it starts records itself there).
+    fn store(&self) -> Arc<dyn crate::store::CheckpointStore>;
+    /// The length of the run's lease (a child run it starts takes the same, unless set).
+    fn lease_ttl(&self) -> std::time::Duration;
 }
 
 /// See the module docs.

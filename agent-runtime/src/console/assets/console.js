@@ -141,6 +141,17 @@ async function showRun(id) {
     ["started", time(run.created_ms)], ["updated", time(run.updated_ms)], ["epoch", run.epoch]];
   if (cp && cp.last_error) facts.push(["last error", `${cp.last_error.state || ""}: ${cp.last_error.message || JSON.stringify(cp.last_error)}`]);
   if (data.unreadable) facts.push(["records", data.unreadable]);
+  // Lineage: the run it was forked from or started by, and the runs made from it.
+  const link = (runId) => el("a", { href: `#run/${encodeURIComponent(runId)}`, class: "mono" }, runId);
+  if (data.lineage) {
+    const l = data.lineage;
+    const how = l.kind === "fork" ? `forked at commit ${l.parent_seq ?? "?"} from ` : "child of ";
+    facts.push(["made from", el("span", {}, how, link(l.parent_run_id))]);
+  }
+  if (data.descendants && data.descendants.length) {
+    facts.push(["made from it", el("span", {}, ...data.descendants.flatMap((d, i) =>
+      [i ? ", " : "", link(d.run_id), ` (${d.kind})`]))]);
+  }
   $("run-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   showActions(run, data.graph);
   showStates(cp, data.inputs, run);
