@@ -21,6 +21,17 @@ fn chain() -> Agent {
     agent
 }
 
+/// `retries` retries, 10 s apart (no backoff, no jitter).
+fn every_ten_seconds(retries: u32) -> agent_core::RetryPolicy {
+    agent_core::RetryPolicy {
+        max_retries: retries,
+        initial_delay: Duration::from_secs(10),
+        max_delay: Duration::from_secs(10),
+        exponential_base: 1.0,
+        jitter: false,
+    }
+}
+
 /// Let the run spawned before go on for `ms` of virtual time.
 async fn after(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -147,7 +158,6 @@ async fn pause_lets_running_states_finish_and_resume_goes_on_to_the_end() {
 
 #[tokio::test(start_paused = true)]
 async fn pause_takes_states_out_of_their_retry_wait() {
-    use agent_core::RetryPolicy;
     let mut agent = Agent::new("flaky");
     agent.add_state("a", step("a", 0, "flaky".into()));
     agent
@@ -160,13 +170,7 @@ async fn pause_takes_states_out_of_their_retry_wait() {
                 Ok(StateResult::End)
             }
         })
-        .retry_policy(RetryPolicy {
-            max_retries: 5,
-            initial_delay: Duration::from_secs(10),
-            max_delay: Duration::from_secs(10),
-            exponential_base: 1.0,
-            jitter: false,
-        });
+        .retry_policy(every_ten_seconds(5));
     let running = spawn_run(&agent);
     after(1_000).await;
     // `flaky` failed once and waits 10 s to retry: pausing does not wait for that.
@@ -302,20 +306,13 @@ async fn a_timed_out_run_carries_a_checkpoint_that_goes_on_from_the_states_cut_o
 
 #[tokio::test(start_paused = true)]
 async fn a_state_paused_while_waiting_to_retry_keeps_its_retry_budget() {
-    use agent_core::RetryPolicy;
     let mut agent = Agent::new("always_failing");
     agent
         .add_state("down", |ctx: Context| async move {
             ctx.update_state_or_default("tries", |n: &mut u32| *n += 1).unwrap();
             Err::<StateResult, _>(std::io::Error::other("still down"))
         })
-        .retry_policy(RetryPolicy {
-            max_retries: 3,
-            initial_delay: Duration::from_secs(10),
-            max_delay: Duration::from_secs(10),
-            exponential_base: 1.0,
-            jitter: false,
-        });
+        .retry_policy(every_ten_seconds(3));
     let running = spawn_run(&agent);
     // Attempts at 0 s and 10 s have failed; the third waits for 20 s.
     after(15_000).await;
@@ -390,7 +387,6 @@ async fn a_checkpoint_never_counts_a_completion_whose_token_has_not_moved() {
 /// 2,000 characters, through a checkpoint's JSON and a restore.
 #[tokio::test(start_paused = true)]
 async fn a_state_keeps_the_error_of_its_latest_failed_attempt() {
-    use agent_core::RetryPolicy;
     let mut agent = Agent::new("erring");
     agent
         .add_state("flaky", |ctx: Context| async move {
@@ -402,13 +398,7 @@ async fn a_state_keeps_the_error_of_its_latest_failed_attempt() {
                 _ => Ok(StateResult::next("slow")),
             }
         })
-        .retry_policy(RetryPolicy {
-            max_retries: 5,
-            initial_delay: Duration::from_secs(10),
-            max_delay: Duration::from_secs(10),
-            exponential_base: 1.0,
-            jitter: false,
-        });
+        .retry_policy(every_ten_seconds(5));
     agent.add_state("slow", step("slow", 1_000, StateResult::End));
     let error_of = |c: &Checkpoint, s: &str| c.states.iter().find(|r| r.name == s).and_then(|r| r.error.clone());
     let running = spawn_run(&agent);
@@ -425,13 +415,7 @@ async fn a_state_keeps_the_error_of_its_latest_failed_attempt() {
     let mut restored = Agent::new("erring");
     restored
         .add_state("flaky", |_ctx: Context| async { Ok::<_, std::io::Error>(StateResult::next("slow")) })
-        .retry_policy(RetryPolicy {
-            max_retries: 5,
-            initial_delay: Duration::from_secs(10),
-            max_delay: Duration::from_secs(10),
-            exponential_base: 1.0,
-            jitter: false,
-        });
+        .retry_policy(every_ten_seconds(5));
     restored.add_state("slow", step("slow", 0, StateResult::End));
     restored.restore_from_checkpoint(second).unwrap();
     restored.run().await.unwrap();
