@@ -205,3 +205,178 @@ async fn cancelling_the_parent_cancels_the_child() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A parent and its child in a real process, killed with SIGKILL at random instants.
+// ---------------------------------------------------------------------------------------
+
+const CHILD_STEPS: usize = 12;
+
+/// Append `state` and this process's id to the log at `AGENT_CHILD_LOG`.
+fn logged(state: &str) {
+    use std::io::Write;
+    let path = std::env::var("AGENT_CHILD_LOG").unwrap();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    writeln!(f, "{state} {}", std::process::id()).unwrap();
+}
+
+/// A child of `CHILD_STEPS` states, each working 15 ms and adding its number to `sum`.
+fn steps() -> Agent {
+    let mut agent = Agent::new("steps");
+    for i in 0..CHILD_STEPS {
+        let next = if i + 1 == CHILD_STEPS { StateResult::End } else { StateResult::next(format!("c{}", i + 1)) };
+        agent.add_state(format!("c{i}"), move |ctx: Context| {
+            let next = next.clone();
+            async move {
+                logged(&format!("c{i}"));
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                let sum: usize = ctx.get_state_or("sum", 0);
+                ctx.set_state("sum", sum + i);
+                next
+            }
+        });
+    }
+    agent
+}
+
+#[derive(Serialize)]
+struct Start {
+    sum: usize,
+}
+
+#[derive(Deserialize)]
+struct Total {
+    sum: usize,
+}
+
+/// `prepare` → `delegate` (runs `steps` from 1,000) → `finish`, each logged.
+fn parent() -> Agent {
+    let mut agent = Agent::new("parent");
+    agent.add_state("prepare", |_ctx: Context| async {
+        logged("prepare");
+        StateResult::next("delegate")
+    });
+    agent.add_state("delegate", |ctx: Context| async move {
+        logged("delegate");
+        let total: Total = ctx.run_child(steps(), Start { sum: 1_000 }).await?;
+        ctx.set_state("total", total.sum);
+        Ok::<_, BoxError>(StateResult::next("finish"))
+    });
+    agent.add_state("finish", |_ctx: Context| async {
+        logged("finish");
+        StateResult::End
+    });
+    agent
+}
+
+/// The process: go on with the unfinished parent run, or start one.
+#[tokio::test]
+async fn child_kill_process() {
+    let Ok(path) = std::env::var("AGENT_CHILD_KILL") else { return };
+    let store = SqliteStore::open(path).unwrap();
+    let agent = parent().with_store(store.clone()).lease_ttl(Duration::from_millis(300));
+    let query = agent_runtime::store::RunQuery { agent: Some("parent".into()), ..Default::default() };
+    let runs = store.list_runs(&query).await.unwrap();
+    match runs.first() {
+        None => {
+            agent.run().await.unwrap();
+        }
+        Some(run) if !run.status.is_finished() => {
+            common::recover_once_free(&agent, &run.run_id, Duration::from_secs(30)).await.unwrap();
+        }
+        Some(_) => {}
+    }
+}
+
+/// SIGKILL the process running a parent and its child at random instants (a printed seed
+/// replays them), five times, each time going on in a new process: the parent and the one
+/// child complete, every state completed once on record, the total is an uninterrupted
+/// run's, and a state ran more than once only in a process that was killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_parent_and_child_go_on_and_complete_each_state_once() {
+    if std::env::var("AGENT_CHILD_KILL").is_ok() {
+        return;
+    }
+    let seed = std::env::var("AGENT_CHILD_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("child kills: seed {seed} (AGENT_CHILD_SEED={seed} replays it)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, log) = (dir.path().join("runs.db"), dir.path().join("log"));
+    let store = SqliteStore::open(&db).unwrap();
+    let (db, log) = (db.clone(), log.clone());
+    let spawn = move || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["child_kill_process", "--exact", "--nocapture", "--test-threads", "1"])
+            .env("AGENT_CHILD_KILL", &db)
+            .env("AGENT_CHILD_LOG", &log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How many states, parent's and child's, are recorded completed.
+    let progress = |store: SqliteStore| async move {
+        let mut done = 0;
+        for run in store.list_runs(&agent_runtime::store::RunQuery::default()).await.unwrap() {
+            if let Ok(Some(cp)) = read_checkpoint(&store, &run.run_id).await {
+                done += cp.completed_states.len();
+            }
+        }
+        done
+    };
+    let mut killed = std::collections::HashSet::new();
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    while killed.len() < 5 {
+        assert!(std::time::Instant::now() < give_up, "five kills took too long (seed {seed})");
+        let before = progress(store.clone()).await;
+        let mut child = spawn();
+        // Until a random amount of further progress (none: a kill at the start counts too).
+        let wanted = before + rng.usize(0..4);
+        while progress(store.clone()).await < wanted && child.try_wait().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for _ in 0..rng.usize(0..5_000) {
+            std::thread::yield_now();
+        }
+        let _ = child.kill();
+        if child.wait().unwrap().success() {
+            break; // it finished first: the rest is checked as it is
+        }
+        killed.insert(child.id());
+    }
+    let last = spawn.clone();
+    let status = tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || last().wait()))
+        .await
+        .expect("the last process ended in time")
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the last process failed (seed {seed})");
+
+    let runs = store.list_runs(&agent_runtime::store::RunQuery::default()).await.unwrap();
+    let parent_run = runs.iter().find(|r| r.agent == "parent").expect("the parent run");
+    assert_eq!(parent_run.status, AgentStatus::Completed, "seed {seed}");
+    let children = store.descendants(&parent_run.run_id).await.unwrap();
+    assert_eq!(children.len(), 1, "one child, never a second (seed {seed})");
+    assert_eq!(runs.iter().filter(|r| r.agent == "steps").count(), 1, "seed {seed}");
+    for id in [&parent_run.run_id, &children[0].run_id] {
+        let cp = read_checkpoint(&store, id).await.unwrap().unwrap();
+        assert_eq!(cp.agent_status, AgentStatus::Completed, "seed {seed}");
+        for s in &cp.states {
+            assert_eq!(s.completed, 1, "{id}: {} completed {} times on record (seed {seed})", s.name, s.completed);
+        }
+    }
+    let total = read_checkpoint(&store, &parent_run.run_id).await.unwrap().unwrap().read_context().unwrap();
+    assert_eq!(total.get_state::<usize>("total"), Some(1_000 + (0..CHILD_STEPS).sum::<usize>()), "seed {seed}");
+    // Executions beyond one of each state were all in killed processes.
+    let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let mut by_state: HashMap<&str, Vec<u32>> = HashMap::new();
+    for line in text.lines() {
+        let (state, pid) = line.split_once(' ').unwrap();
+        by_state.entry(state).or_default().push(pid.parse().unwrap());
+    }
+    for (state, pids) in &by_state {
+        let survivors = pids.iter().filter(|p| !killed.contains(p)).count();
+        assert!(survivors <= 1, "{state} ran {survivors} times in processes never killed (seed {seed})");
+    }
+    eprintln!("child kills: {} kills, {} executions logged", killed.len(), text.lines().count());
+}
