@@ -236,11 +236,36 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Tell the run's followers of a commit at `seq`: the context keys it wrote (each with its
 /// value as the checkpoint writes it, `None` when removed), then the commit itself.
 fn announce<'a>(run: &Run, keys: impl Iterator<Item = (&'a str, Option<&'a RawValue>)>, seq: u64, snapshot: bool) {
+    announce_keys(run, keys);
+    run.emit(EventKind::Committed { seq, snapshot });
+}
+
+/// Tell the run's followers of context keys written (each with its value as the checkpoint
+/// writes it, `None` when removed).
+fn announce_keys<'a>(run: &Run, keys: impl Iterator<Item = (&'a str, Option<&'a RawValue>)>) {
     for (key, stored) in keys {
         let value = stored.and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok()).map(plain);
         run.emit(EventKind::ContextChanged { key: key.to_owned(), value });
     }
-    run.emit(EventKind::Committed { seq, snapshot });
+}
+
+/// A plain (not durable) run that someone follows tells of the context keys written since
+/// the last state ended, as a state ends; it records the keys written from the first time
+/// this is called (a follower that came late sees the changes from then on). A durable run
+/// tells at each commit instead.
+pub(crate) fn announce_changes(run: &Run) {
+    if run.sinks.durable.is_some() || !run.emitting() {
+        return;
+    }
+    use agent_core::__private::context as hooks;
+    let changed = hooks::take_changes(&run.ctx);
+    hooks::track_changes(&run.ctx);
+    if changed.is_empty() {
+        return;
+    }
+    if let Ok(keys) = hooks::encode_keys(&run.ctx, &changed) {
+        announce_keys(run, keys.iter().map(|(k, v)| (&**k, v.as_deref())));
+    }
 }
 
 /// A context value as a checkpoint writes it (`{"plain": v}`, `{"typed": {"type", "value"}}`)

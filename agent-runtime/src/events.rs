@@ -181,9 +181,11 @@ pub enum EventKind {
         /// The value, as JSON.
         value: serde_json::Value,
     },
-    /// A durable run committed keys of its context: each key written since its previous
-    /// commit, with its value then (`None`: removed). Several writes of one key between two
-    /// commits are one change, with the last value.
+    /// Keys of the run's context were written: a durable run tells at each commit (each key
+    /// written since its previous commit), a plain run that someone follows as each state
+    /// ends (each key written since the previous state ended); each with its value then
+    /// (`None`: removed). Several writes of one key in between are one change, with the last
+    /// value.
     ContextChanged {
         /// The key.
         key: String,
@@ -426,7 +428,8 @@ impl StreamMode {
     /// States starting, ending (completed, failed, timed out, cancelled), retrying, waiting
     /// for resources or dependencies, preempted.
     pub const STATES: StreamMode = StreamMode(1);
-    /// Context keys a durable run committed, with their values ([`EventKind::ContextChanged`]).
+    /// Context keys written, with their values ([`EventKind::ContextChanged`]): at each commit
+    /// of a durable run, as each state ends in a plain one.
     pub const CONTEXT: StreamMode = StreamMode(2);
     /// Values states emit while they run ([`EventKind::Emitted`], `Context::emit`).
     pub const CUSTOM: StreamMode = StreamMode(4);

@@ -392,3 +392,34 @@ async fn a_durable_run_streams_its_commits_and_context_changes() {
     assert_eq!(seqs, recorded, "each commit of the history, in order");
     assert!(!kinds.iter().any(|k| matches!(k, EventKind::StateStarted { .. })), "no states in this mode");
 }
+
+/// A plain run followed from its start tells of each context key written as each state
+/// ends, with its value (`None` when removed).
+#[tokio::test]
+async fn a_plain_run_streams_its_context_changes_as_states_end() {
+    use agent_runtime::StreamMode;
+    let mut agent = Agent::new("plain-context");
+    agent.add_state("a", |ctx: Context| async move {
+        ctx.set_state("n", 1);
+        ctx.set_state("scratch", true);
+        StateResult::next("b")
+    });
+    agent.add_state("b", |ctx: Context| async move {
+        ctx.update_state("n", |n: &mut i32| *n += 1).unwrap();
+        ctx.remove_state("scratch");
+        StateResult::End
+    });
+    let mut stream = agent.stream(StreamMode::CONTEXT);
+    agent.run().await.unwrap();
+    let changes: Vec<(String, Option<serde_json::Value>)> = kinds_until_finished(&mut stream)
+        .await
+        .into_iter()
+        .filter_map(|k| match k {
+            EventKind::ContextChanged { key, value } => Some((key, value)),
+            _ => None,
+        })
+        .collect();
+    let n: Vec<&Option<serde_json::Value>> = changes.iter().filter(|(k, _)| k == "n").map(|(_, v)| v).collect();
+    assert_eq!(n, [&Some(serde_json::json!(1)), &Some(serde_json::json!(2))], "{changes:?}");
+    assert!(changes.contains(&("scratch".into(), None)), "{changes:?}");
+}

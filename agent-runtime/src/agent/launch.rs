@@ -309,6 +309,11 @@ pub(super) struct Launch {
 fn announce(run: &Run, rooted: bool) {
     if run.emitting() {
         run.emit(EventKind::RunStarted);
+        if run.sinks.durable.is_none() {
+            // Followed from the start: a plain run tells of its context writes as states
+            // end (see `durable::announce_changes`); a durable one, at its commits.
+            agent_core::__private::context::track_changes(&run.ctx);
+        }
     }
     if rooted {
         // The root token stands at the start from now on (a first snapshot has it).

@@ -303,6 +303,7 @@ fn attempt_ended(run: &Run, pos: usize, attempt: u32, started: Option<u64>, outc
         _ => None,
     };
     if run.emitting() {
+        crate::durable::announce_changes(run);
         run.emit(ended_event(run, pos, attempt, outcome, duration));
     }
 }

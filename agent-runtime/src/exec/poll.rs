@@ -136,6 +136,7 @@ fn watch_end(run: &Run, pos: usize, started: u64, outcome: &attempt::Outcome) {
         _ => None,
     };
     if run.emitting() {
+        crate::durable::announce_changes(run);
         run.emit(attempt::ended_event(run, pos, 1, outcome, duration));
     }
 }
