@@ -315,7 +315,7 @@ pub mod __private {
         ResourceRequirements, RetryPolicy, StateFuture, StateHandler, StateName, StateResult, StateSpec,
         TypedContextData, WorkflowGraph,
     };
-    pub use agent_runtime::Agent;
+    pub use agent_runtime::{Agent, Child};
     pub use serde_json;
     pub use std::boxed::Box;
     pub use std::option::Option;

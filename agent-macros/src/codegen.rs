@@ -269,6 +269,21 @@ pub fn context_keys(keys: &[ContextKey], module: &Ident) -> TokenStream {
     }
 }
 
+/// `fn child()`: the workflow as a typed child of another's state, its types the aliases
+/// `input` and `output` beside the module.
+pub fn child(input: &Ident, output: &Ident, name: &str) -> TokenStream {
+    let doc = format!(
+        " Workflow `{name}` to run as a child from another workflow's state, its input and output \
+         checked by the compiler: `ctx.run_child(child(), input).await?`."
+    );
+    quote! {
+        #[doc = #doc]
+        pub fn child() -> ::agent::__private::Child<super::#input, super::#output> {
+            ::agent::__private::Child::new(agent())
+        }
+    }
+}
+
 /// The whole module.
 pub fn workflow(ir: &WorkflowIr) -> TokenStream {
     let mut module = ir.module.clone();
@@ -282,10 +297,30 @@ pub fn workflow(ir: &WorkflowIr) -> TokenStream {
         .collect();
     items.push(Item::Verbatim(graph(&ir.graph, &module.ident)));
     items.push(Item::Verbatim(context_keys(&ir.context, &module.ident)));
+    // The child's types are named where the attribute is, outside the module: aliases there
+    // (private, hidden) carry them in as `super::…`.
+    let mut outside = TokenStream::new();
+    if let Some((input, output)) = &ir.child {
+        let (i, o) = child_aliases(&module.ident);
+        items.push(Item::Verbatim(child(&i, &o, &ir.graph.name)));
+        outside = quote! {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types)]
+            type #i = #input;
+            #[doc(hidden)]
+            #[allow(non_camel_case_types)]
+            type #o = #output;
+        };
+    }
     if let Some((_, content)) = &mut module.content {
         *content = items;
     }
-    quote!(#module)
+    quote!(#module #outside)
+}
+
+/// The names of the aliases of module `module`'s child input and output types.
+fn child_aliases(module: &Ident) -> (Ident, Ident) {
+    (format_ident!("__agent_child_input_{}", module), format_ident!("__agent_child_output_{}", module))
 }
 
 /// What a module with errors expands to, beside the errors.

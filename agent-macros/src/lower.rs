@@ -102,6 +102,8 @@ pub struct WorkflowIr {
     pub graph: GraphIr,
     /// Typed context keys.
     pub context: Vec<ContextKey>,
+    /// The input and output types of `child()`, when given.
+    pub child: Option<(syn::Type, syn::Type)>,
 }
 
 /// Lower a workflow whose model has no problems.
@@ -133,6 +135,7 @@ pub fn workflow(raw: &WorkflowMod, model: &Workflow) -> WorkflowIr {
             states,
         },
         context: raw.options.context.clone(),
+        child: raw.options.child.clone(),
     }
 }
 

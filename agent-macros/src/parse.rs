@@ -13,6 +13,7 @@
 //!   error at its second occurrence.
 
 use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -191,6 +192,8 @@ pub struct WorkflowOptions {
     pub max_concurrent: Option<usize>,
     /// `context(...)`, in source order.
     pub context: Vec<ContextKey>,
+    /// `input = Type` and `output = Type`, given together: the module gets `child()`.
+    pub child: Option<(Type, Type)>,
 }
 
 /// How a state receives its context.
@@ -380,7 +383,13 @@ impl Parse for Opt {
         let name = input.call(syn::Path::parse_mod_style)?;
         let value = if input.peek(Token![=]) {
             input.parse::<Token![=]>()?;
-            OptValue::Value(input.parse()?)
+            if name.is_ident(symbol::INPUT.as_str()) || name.is_ident(symbol::OUTPUT.as_str()) {
+                // A type, which as an expression would not parse past `<` (`Vec<String>`).
+                let ty: Type = input.parse()?;
+                OptValue::Value(Expr::Verbatim(ty.into_token_stream()))
+            } else {
+                OptValue::Value(input.parse()?)
+            }
         } else if input.peek(syn::token::Paren) {
             let content;
             syn::parenthesized!(content in input);
@@ -461,6 +470,7 @@ fn flag(opt: &Opt, option: Symbol, errors: &mut Errors) -> bool {
 fn workflow_options(args: TokenStream, errors: &mut Errors) -> WorkflowOptions {
     let mut out = WorkflowOptions::default();
     let mut seen = Vec::new();
+    let (mut input, mut output): (Option<(Type, Span)>, Option<(Type, Span)>) = (None, None);
     for opt in opts(args, errors) {
         let Some(option) = option_of(&opt, symbol::WORKFLOW_OPTIONS, "`#[workflow]`", &mut seen, errors) else {
             continue;
@@ -481,12 +491,30 @@ fn workflow_options(args: TokenStream, errors: &mut Errors) -> WorkflowOptions {
                     out.max_concurrent = positive_int::<usize>(v, option, errors);
                 }
             }
+            symbol::INPUT | symbol::OUTPUT => {
+                let example = if option == symbol::INPUT { "input = Article" } else { "output = Summary" };
+                if let Some(v) = value(&opt, option, example, errors) {
+                    match syn::parse2::<Type>(v.to_token_stream()) {
+                        Ok(ty) if option == symbol::INPUT => input = Some((ty, opt.name.span())),
+                        Ok(ty) => output = Some((ty, opt.name.span())),
+                        Err(_) => {
+                            errors.push(syn::Error::new_spanned(v, format!("`{option}` takes a type: `{example}`")))
+                        }
+                    }
+                }
+            }
             _ => {
                 if let Some(tokens) = list(&opt, option, "context(greeting: String, …)", errors) {
                     out.context = context_keys(tokens, errors);
                 }
             }
         }
+    }
+    match (input, output) {
+        (Some((i, _)), Some((o, _))) => out.child = Some((i, o)),
+        (Some((_, span)), None) => errors.at(span, "`input` needs `output` too: `input = Article, output = Summary`"),
+        (None, Some((_, span))) => errors.at(span, "`output` needs `input` too: `input = Article, output = Summary`"),
+        (None, None) => {}
     }
     out
 }

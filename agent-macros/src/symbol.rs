@@ -49,8 +49,13 @@ pub const MAX_CONCURRENT: Symbol = Symbol("max_concurrent");
 /// `context(key: Type, …)`: typed context keys.
 pub const CONTEXT: Symbol = Symbol("context");
 
+/// `input = Type`: what a parent gives the workflow run as its child.
+pub const INPUT: Symbol = Symbol("input");
+/// `output = Type`: what the workflow gives back to a parent, read from its context.
+pub const OUTPUT: Symbol = Symbol("output");
+
 /// Every `#[workflow(...)]` option, in the order messages list them.
-pub const WORKFLOW_OPTIONS: &[Symbol] = &[NAME, START, MAX_CONCURRENT, CONTEXT];
+pub const WORKFLOW_OPTIONS: &[Symbol] = &[NAME, START, MAX_CONCURRENT, CONTEXT, INPUT, OUTPUT];
 
 // ----- #[state(...)] -----------------------------------------------------------------------
 
@@ -162,7 +167,7 @@ pub const RESULT_TYPE: Symbol = Symbol("Result");
 
 /// Items `#[workflow]` generates in the module. A state of one of these names is given a
 /// struct of another name (see `lower`), so any function name is a state name.
-pub const GENERATED_ITEMS: &[Symbol] = &[Symbol("agent"), Symbol("GRAPH"), Symbol("ContextKeys")];
+pub const GENERATED_ITEMS: &[Symbol] = &[Symbol("agent"), Symbol("GRAPH"), Symbol("ContextKeys"), Symbol("child")];
 
 /// Methods a `Context` already has (inherent in `agent-core`, or from traits it implements),
 /// which a typed key's accessor must not shadow or be shadowed by. Keep in step with

@@ -72,7 +72,9 @@ mod timing;
 mod version;
 pub mod worker;
 
-pub use agent::{Agent, ChildError, ForkAt, RunChild, RunFuture, RunHandle, RunOptions, StateConfig, SubmitOptions};
+pub use agent::{
+    Agent, Child, ChildError, ForkAt, IntoChild, RunChild, RunFuture, RunHandle, RunOptions, StateConfig, SubmitOptions,
+};
 pub use agent_core::{AgentStatus, StateStatus};
 pub use events::{Event, EventKind, EventStream, StreamItem, StreamMode};
 pub use human::{AnswerError, PendingInput};

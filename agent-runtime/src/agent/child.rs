@@ -77,6 +77,45 @@ pub enum ChildError {
     },
 }
 
+/// A workflow to run as a child whose input and output types are fixed: what
+/// `#[workflow(input = I, output = O)]` gives as its module's `child()`. Passing it to
+/// [`RunChild::run_child`] with another input, or reading another output, does not compile.
+pub struct Child<I, O> {
+    agent: Agent,
+    types: std::marker::PhantomData<fn(I) -> O>,
+}
+
+impl<I, O> Child<I, O> {
+    /// `agent`, as a child taking `I` and giving `O`.
+    pub fn new(agent: Agent) -> Child<I, O> {
+        Child { agent, types: std::marker::PhantomData }
+    }
+
+    /// The workflow.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+}
+
+/// What [`RunChild::run_child`] runs: an [`Agent`] (any input and output that serde
+/// reads), or a [`Child`] (only its own).
+pub trait IntoChild<I, O> {
+    /// The workflow to run.
+    fn into_agent(self) -> Agent;
+}
+
+impl<I, O> IntoChild<I, O> for Agent {
+    fn into_agent(self) -> Agent {
+        self
+    }
+}
+
+impl<I, O> IntoChild<I, O> for Child<I, O> {
+    fn into_agent(self) -> Agent {
+        self.agent
+    }
+}
+
 /// Running another workflow from a state: `ctx.run_child(agent, input)`.
 pub trait RunChild {
     /// Run `child` as a child run with `input` (its keys become the child's context) and
@@ -118,7 +157,7 @@ pub trait RunChild {
     /// ```
     fn run_child<I, O>(
         &self,
-        child: Agent,
+        child: impl IntoChild<I, O> + Send,
         input: I,
     ) -> impl std::future::Future<Output = Result<O, ChildError>> + Send
     where
@@ -127,11 +166,12 @@ pub trait RunChild {
 }
 
 impl RunChild for Context {
-    async fn run_child<I, O>(&self, child: Agent, input: I) -> Result<O, ChildError>
+    async fn run_child<I, O>(&self, child: impl IntoChild<I, O> + Send, input: I) -> Result<O, ChildError>
     where
         I: Serialize + Send,
         O: DeserializeOwned,
     {
+        let child = child.into_agent();
         let input = serde_json::to_value(input).map_err(|e| ChildError::Input(e.to_string()))?;
         let serde_json::Value::Object(keys) = input else {
             return Err(ChildError::Input(format!("got {input}")));

@@ -51,7 +51,7 @@ use crate::store::CheckpointStore;
 
 pub use builder::StateConfig;
 pub(crate) use child::ChildLink;
-pub use child::{ChildError, RunChild};
+pub use child::{Child, ChildError, IntoChild, RunChild};
 pub use fork::ForkAt;
 pub use handle::{RunFuture, RunHandle};
 pub use launch::RunOptions;
