@@ -470,7 +470,9 @@ fn flag(opt: &Opt, option: Symbol, errors: &mut Errors) -> bool {
 fn workflow_options(args: TokenStream, errors: &mut Errors) -> WorkflowOptions {
     let mut out = WorkflowOptions::default();
     let mut seen = Vec::new();
-    let (mut input, mut output): (Option<(Type, Span)>, Option<(Type, Span)>) = (None, None);
+    // `input = …` and `output = …`, each with where it was written.
+    let mut input: Option<(Type, Span)> = None;
+    let mut output: Option<(Type, Span)> = None;
     for opt in opts(args, errors) {
         let Some(option) = option_of(&opt, symbol::WORKFLOW_OPTIONS, "`#[workflow]`", &mut seen, errors) else {
             continue;
