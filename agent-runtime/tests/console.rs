@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use agent_core::{AgentStatus, Context, StateResult};
 use agent_runtime::console::Console;
-use agent_runtime::store::{CheckpointStore, MemoryStore, SqliteStore};
+use agent_runtime::store::{CheckpointStore, MemoryStore};
 use agent_runtime::{Agent, RunOptions};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
@@ -227,17 +227,12 @@ async fn the_api_on_the_memory_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    scenario(Arc::new(SqliteStore::open(dir.path().join("runs.db")).unwrap()), "sqlite").await;
+    common::on_sqlite(|store| scenario(store, "sqlite")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_on_postgres() {
-    let Some(url) = common::pg::url("the_api_on_postgres") else { return };
-    let (schema, _) = common::pg::own_schema(&url, "console");
-    let store = agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
-    scenario(Arc::new(store), "postgres").await;
-    common::pg::drop_schema(&url, &schema).await;
+    common::pg::on_postgres("the_api_on_postgres", "console", |store| scenario(store, "postgres")).await;
 }
 
 #[tokio::test]
@@ -484,17 +479,12 @@ async fn actions_on_the_memory_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    actions(Arc::new(SqliteStore::open(dir.path().join("runs.db")).unwrap()), "sqlite").await;
+    common::on_sqlite(|store| actions(store, "sqlite")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_on_postgres() {
-    let Some(url) = common::pg::url("actions_on_postgres") else { return };
-    let (schema, _) = common::pg::own_schema(&url, "console_act");
-    let store = agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
-    actions(Arc::new(store), "postgres").await;
-    common::pg::drop_schema(&url, &schema).await;
+    common::pg::on_postgres("actions_on_postgres", "console_act", |store| actions(store, "postgres")).await;
 }
 
 /// Time a state waited for resources, and what it held (amounts and GPU devices), are

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use agent_core::{AgentError, CheckpointError, Context, StateResult};
-use agent_runtime::store::{checkpoint_at, history, CheckpointStore, LineageKind, MemoryStore, RunQuery, SqliteStore};
+use agent_runtime::store::{checkpoint_at, history, CheckpointStore, LineageKind, MemoryStore, RunQuery};
 use agent_runtime::{Agent, AgentStatus, ForkAt};
 
 mod common;
@@ -153,15 +153,10 @@ async fn forks_on_the_memory_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forks_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    scenario(Arc::new(SqliteStore::open(dir.path().join("runs.db")).unwrap()), "sqlite").await;
+    common::on_sqlite(|store| scenario(store, "sqlite")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forks_on_postgres() {
-    let Some(url) = common::pg::url("forks_on_postgres") else { return };
-    let (schema, _) = common::pg::own_schema(&url, "fork");
-    let store = agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
-    scenario(Arc::new(store), "postgres").await;
-    common::pg::drop_schema(&url, &schema).await;
+    common::pg::on_postgres("forks_on_postgres", "fork", |store| scenario(store, "postgres")).await;
 }

@@ -84,3 +84,13 @@ pub async fn recover_once_free(
         }
     }
 }
+
+/// Run `scenario` on a `SqliteStore` in a file of a temporary directory, removed afterwards.
+pub async fn on_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(std::sync::Arc<dyn agent_runtime::store::CheckpointStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    scenario(std::sync::Arc::new(agent_runtime::store::SqliteStore::open(dir.path().join("runs.db")).unwrap())).await;
+}

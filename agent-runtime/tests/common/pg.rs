@@ -63,3 +63,19 @@ pub async fn drop_schema(url: &str, schema: &str) {
     tokio::spawn(connection);
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
 }
+
+/// Run `scenario` on a `PostgresStore` in a schema of its own, dropped afterwards; skipped
+/// (or failed under CI) without a server, as [`url`] says. `test` names the test, `tag` the
+/// schema (see [`own_schema`]).
+#[cfg(feature = "postgres")]
+pub async fn on_postgres<F, Fut>(test: &str, tag: &str, scenario: F)
+where
+    F: FnOnce(std::sync::Arc<dyn agent_runtime::store::CheckpointStore>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(url) = url(test) else { return };
+    let (schema, _) = own_schema(&url, tag);
+    let store = agent_runtime::store::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+    scenario(std::sync::Arc::new(store)).await;
+    drop_schema(&url, &schema).await;
+}
