@@ -199,9 +199,9 @@ impl RunChild for Context {
                 }
             }
             _ => {
-                let guard = CancelOnDrop(child.clone());
-                let result = child.run_with(RunOptions::new().context(ctx)).await.map_err(failed)?;
-                std::mem::forget(guard);
+                let result = stopping_with_parent(&child, child.run_with(RunOptions::new().context(ctx)))
+                    .await
+                    .map_err(failed)?;
                 let id = result.run_id().to_owned();
                 if result.status() != AgentStatus::Completed {
                     return Err(ChildError::NotCompleted {
@@ -258,6 +258,15 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Await `run`, a run of `child`; should this future be dropped first (its parent's state
+/// was), cancel the child's run.
+async fn stopping_with_parent<T>(child: &Agent, run: impl std::future::IntoFuture<Output = T>) -> T {
+    let guard = CancelOnDrop(child.clone());
+    let out = run.await;
+    std::mem::forget(guard);
+    out
+}
+
 /// Run (or go on with, or wait for) the durable child `id` of `parent` to its end.
 async fn durable_child(
     child: &Agent,
@@ -270,7 +279,7 @@ async fn durable_child(
     let mut pause = Duration::from_millis(50);
     loop {
         let row = store.get_run(id).await.map_err(failed)?;
-        match row {
+        let ran = match row {
             None => {
                 let lineage = Lineage::new(id, parent, LineageKind::Child, now_ms());
                 match store.record_lineage(&lineage).await {
@@ -283,17 +292,7 @@ async fn durable_child(
                 options.run_id = Some(id.to_owned());
                 // A task of its own, so that a child cancelled with its parent's state still
                 // records its end.
-                let handle = child.start(options)?;
-                let guard = CancelOnDrop(child.clone());
-                let result = handle.await;
-                std::mem::forget(guard);
-                match result {
-                    Ok(r) if r.status() == AgentStatus::Completed => return Ok(Ended::Completed(r.context().clone())),
-                    Ok(r) => return Ok(Ended::Not(r.status(), None)),
-                    // Taken meanwhile by another process (a worker serving the child): wait.
-                    Err(AgentError::Owned { .. }) => {}
-                    Err(e) => return Err(e),
-                }
+                stopping_with_parent(child, child.start(options)?).await
             }
             Some(row) if row.status.is_finished() => {
                 let checkpoint = read_checkpoint(store, id).await?;
@@ -308,24 +307,25 @@ async fn durable_child(
                 // Another process runs it (or its dead owner's lease has not run out yet).
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
             }
             Some(_) => {
+                // A task of its own too, for the same reason.
                 let recovering = tokio::spawn({
                     let (child, id) = (child.clone(), id.to_owned());
                     async move { child.recover(&id).await }
                 });
-                let guard = CancelOnDrop(child.clone());
-                let result = recovering.await.unwrap_or_else(|e| {
+                stopping_with_parent(child, recovering).await.unwrap_or_else(|e| {
                     Err(crate::durable::store_error(format!("the child's task ended: {e}"), Context::new()))
-                });
-                std::mem::forget(guard);
-                match result {
-                    Ok(r) if r.status() == AgentStatus::Completed => return Ok(Ended::Completed(r.context().clone())),
-                    Ok(r) => return Ok(Ended::Not(r.status(), None)),
-                    Err(AgentError::Owned { .. }) => tokio::time::sleep(pause).await,
-                    Err(e) => return Err(e),
-                }
+                })
             }
+        };
+        match ran {
+            Ok(r) if r.status() == AgentStatus::Completed => return Ok(Ended::Completed(r.context().clone())),
+            Ok(r) => return Ok(Ended::Not(r.status(), None)),
+            // Taken meanwhile by another process (a worker serving the child): wait for it.
+            Err(AgentError::Owned { .. }) => tokio::time::sleep(pause).await,
+            Err(e) => return Err(e),
         }
     }
 }
