@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use agent_core::AgentStatus;
+use agent_core::{AgentStatus, StateStatus};
 
 use super::store::Store;
 use super::time::utc;
@@ -35,7 +35,7 @@ pub(super) async fn follow(
     let id = record.run_id.clone();
     let store = store.get();
     let mut seen_row: Option<(String, Option<String>, i64)> = None;
-    let mut seen_states: HashMap<String, (String, u32, u32)> = HashMap::new();
+    let mut seen_states: HashMap<String, (StateStatus, u32, u32)> = HashMap::new();
     loop {
         let Some(row) = store.get_run(&id).await? else {
             return Err(CliError::RunNotFound { agent: agent.to_owned(), run: id });
@@ -51,8 +51,8 @@ pub(super) async fn follow(
             seen_row = Some(this);
             if let Some(checkpoint) = read_checkpoint(&*store, &id).await? {
                 for s in &checkpoint.states {
-                    let now_seen = (format!("{:?}", s.status), s.completed, s.failed);
-                    let before = seen_states.insert(s.name.clone(), now_seen.clone());
+                    let now_seen = (s.status, s.completed, s.failed);
+                    let before = seen_states.insert(s.name.clone(), now_seen);
                     let started = s.started_ms.is_some() || s.completed > 0 || s.failed > 0;
                     if before.as_ref() != Some(&now_seen) && (before.is_some() || started) {
                         let at = s.finished_ms.or(s.started_ms).map_or_else(|| utc(now), utc);
