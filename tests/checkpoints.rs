@@ -124,6 +124,12 @@ fn drafting() -> Agent {
     agent
 }
 
+/// The `seq` of the last commit `history` lists with `next` as what runs next.
+fn out_of_history(history: &str, next: &str) -> String {
+    let line = history.lines().filter(|l| l.trim_end().ends_with(next)).last().expect("a commit before it");
+    line.split_whitespace().next().unwrap().to_owned()
+}
+
 async fn cli(store: &str, args: &[&str]) -> (Result<(), agent::cli::CliError>, String) {
     let mut argv = vec!["drafting", "--store", store];
     argv.extend_from_slice(args);
@@ -171,6 +177,14 @@ async fn history_and_fork_on_the_command_line_keep_typed_keys_typed() {
     let (shown, out) = cli(store, &["show", &id]).await;
     shown.unwrap();
     assert!(out.contains(&format!("made     {fork} (fork)")), "{out}");
+    // `fork --at N` (API.md's form), N read off `history`: the commit before `count` ran.
+    let at = out_of_history(&cli(store, &["history", &id]).await.1, "count");
+    let (forked, out) = cli(store, &["fork", &id, "--at", &at, "--set", "note=2"]).await;
+    forked.unwrap();
+    let by_seq = out.split_whitespace().nth(4).unwrap().to_owned();
+    cli(store, &["resume", &by_seq]).await.0.unwrap();
+    let again = agent::store::read_checkpoint(&sqlite, &by_seq).await.unwrap().unwrap().read_context().unwrap();
+    assert_eq!((again.get_state::<u32>("total"), again.get_state::<u32>("note")), (Some(20), Some(2)));
     let original = agent::store::read_checkpoint(&sqlite, &id).await.unwrap().unwrap();
     assert_eq!(original.read_context().unwrap().get_state::<u32>("total"), Some(20), "untouched");
 }

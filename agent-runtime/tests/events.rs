@@ -326,6 +326,7 @@ async fn emitted_values_reach_custom_streams_in_order() {
 
     let mut custom = agent.stream(StreamMode::CUSTOM);
     let mut states = agent.stream(StreamMode::STATES);
+    let mut all = agent.stream(StreamMode::ALL);
     agent.run().await.unwrap();
     let custom = kinds_until_finished(&mut custom).await;
     let emitted: Vec<(Option<String>, serde_json::Value)> = custom
@@ -348,6 +349,10 @@ async fn emitted_values_reach_custom_streams_in_order() {
     let states = kinds_until_finished(&mut states).await;
     assert!(!states.iter().any(|k| matches!(k, EventKind::Emitted { .. })), "{states:?}");
     assert!(states.iter().any(|k| matches!(k, EventKind::StateCompleted { state, .. } if state == "write")));
+    let all = kinds_until_finished(&mut all).await;
+    let emitted = all.iter().filter(|k| matches!(k, EventKind::Emitted { .. })).count();
+    assert_eq!(emitted, 5, "ALL gives the custom values: {all:?}");
+    assert!(all.iter().any(|k| matches!(k, EventKind::StateStarted { .. })), "and the states: {all:?}");
 }
 
 /// A durable run's followers see each commit and the context keys it wrote, with their
