@@ -126,7 +126,7 @@ fn drafting() -> Agent {
 
 /// The `seq` of the last commit `history` lists with `next` as what runs next.
 fn out_of_history(history: &str, next: &str) -> String {
-    let line = history.lines().filter(|l| l.trim_end().ends_with(next)).last().expect("a commit before it");
+    let line = history.lines().rev().find(|l| l.trim_end().ends_with(next)).expect("a commit before it");
     line.split_whitespace().next().unwrap().to_owned()
 }
 
