@@ -13,7 +13,9 @@
 //! `last_error` (the failure an `on_error` handler reads), `deadline_ms` (the run's
 //! deadline) and each group's `width` (older versions have none of them: `None`); 4 adds
 //! `graph`, the signature of the graph the run ran (older versions have none: `None`, and
-//! the runtime restores them without comparing graphs, as it did before).
+//! the runtime restores them without comparing graphs, as it did before); 5 adds each
+//! group's `branches` (a map's items, results and per-branch places, and the writes held
+//! for reducers; older versions have none: `None`).
 //! - [`Checkpoint::from_json`] checks only what any checkpoint must satisfy on its own
 //!   (groups and tokens name groups that exist, parents before children); whether it fits
 //!   an agent (its states, its counts, its retry budgets) is checked by the runtime when
@@ -37,7 +39,7 @@ use crate::{Context, ContextError, GraphChange, GraphHash, GraphRecord, Restored
 use crate::status::{AgentStatus, StateStatus};
 
 /// The checkpoint format this build writes.
-pub const CHECKPOINT_VERSION: u32 = 4;
+pub const CHECKPOINT_VERSION: u32 = 5;
 
 /// Marks a JSON document as an `agent` checkpoint, so that a foreign one is told apart.
 const FORMAT: &str = "agent-checkpoint";
@@ -219,6 +221,83 @@ pub struct GroupRecord {
     /// (`None` in checkpoints before version 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
+    /// Each branch's own place, for a group that keeps one per branch (a map's, or any
+    /// fan-out's in an agent with reducers); `None` for the others and before version 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branches: Option<BranchesRecord>,
+}
+
+/// The branches of a group that keeps an identity per branch (see [`GroupRecord::branches`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BranchesRecord {
+    /// Where each branch stands, by its index, as runs of equal places: `(how many, where)`.
+    /// The counts add up to the group's width.
+    pub at: Vec<(u32, BranchAt)>,
+    /// The index, in the enclosing group, of the branch whose fan-out opened this group
+    /// (`None` at the top, or when the enclosing group keeps no identity per branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_branch: Option<u32>,
+    /// What each branch's completed states wrote to keys with a reducer, not yet folded in
+    /// (that happens in branch order when the group closes): `(branch, [(key, value)])`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<(u32, Vec<(String, serde_json::Value)>)>,
+    /// A map's items and the results of its finished branches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapRecord>,
+}
+
+/// Where one branch of a group stands (see [`BranchesRecord::at`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BranchAt {
+    /// Running the state (or not started yet, at a map's target): it runs again on restore.
+    Running(String),
+    /// Waiting at the state for its siblings (a fan-in).
+    Waiting(String),
+    /// Over: it ended, or merged into a sibling at a fan-in.
+    Done,
+}
+
+/// A map's part of a [`BranchesRecord`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MapRecord {
+    /// The state every branch started at.
+    pub target: String,
+    /// The key the results go to.
+    pub into: String,
+    /// The items, one per branch, in order.
+    pub items: Vec<serde_json::Value>,
+    /// The results of the branches that set one: `(branch, result)`, by branch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<(u32, serde_json::Value)>,
+}
+
+impl MapRecord {
+    /// A map's record.
+    #[doc(hidden)]
+    pub fn new(
+        target: String,
+        into: String,
+        items: Vec<serde_json::Value>,
+        results: Vec<(u32, serde_json::Value)>,
+    ) -> Self {
+        MapRecord { target, into, items, results }
+    }
+}
+
+impl BranchesRecord {
+    /// A record of a group's branches.
+    #[doc(hidden)]
+    pub fn new(
+        at: Vec<(u32, BranchAt)>,
+        origin_branch: Option<u32>,
+        writes: Vec<(u32, Vec<(String, serde_json::Value)>)>,
+        map: Option<MapRecord>,
+    ) -> Self {
+        BranchesRecord { at, origin_branch, writes, map }
+    }
 }
 
 /// The failure an `on_error` handler is handling, in a [`Checkpoint`]: what
@@ -711,7 +790,14 @@ impl GroupRecord {
     /// A record of a group.
     #[doc(hidden)]
     pub fn new(parent: Option<usize>, origin: String, waiting: Vec<(String, u32)>) -> Self {
-        GroupRecord { parent, origin, waiting, width: None }
+        GroupRecord { parent, origin, waiting, width: None, branches: None }
+    }
+
+    /// The same record with its branches' places.
+    #[doc(hidden)]
+    pub fn with_branches(mut self, branches: BranchesRecord) -> Self {
+        self.branches = Some(branches);
+        self
     }
 
     /// The same record with the fan-out's width.
@@ -835,9 +921,31 @@ mod tests {
         // A version-3 one has no graph.
         let v3 = v2.replace("\"schema_version\":2", "\"schema_version\":3");
         assert_eq!(Checkpoint::from_json(&v3).unwrap().graph, None);
+        // A version-4 one has no branches in its groups.
+        let v4 = v2.replace("\"schema_version\":2", "\"schema_version\":4");
+        assert_eq!(Checkpoint::from_json(&v4).unwrap().groups[0].branches, None);
         // A newer one is refused whatever it holds.
-        let v5 = v2.replace("\"schema_version\":2", "\"schema_version\":5");
-        assert!(matches!(Checkpoint::from_json(&v5), Err(CheckpointError::TooNew { found: 5, supported: 4 })));
+        let v6 = v2.replace("\"schema_version\":2", "\"schema_version\":6");
+        assert!(matches!(Checkpoint::from_json(&v6), Err(CheckpointError::TooNew { found: 6, supported: 5 })));
+    }
+
+    #[test]
+    fn version_5_records_a_groups_branches_and_round_trips() {
+        let mut c = sample();
+        let map = MapRecord::new(
+            "work".into(),
+            "results".into(),
+            vec![serde_json::json!(1)],
+            vec![(0, serde_json::json!("r"))],
+        );
+        let at =
+            vec![(1, BranchAt::Waiting("join".into())), (2, BranchAt::Running("work".into())), (1, BranchAt::Done)];
+        let branches =
+            BranchesRecord::new(at, Some(3), vec![(0, vec![("log".into(), serde_json::json!([1]))])], Some(map));
+        c.groups[0].branches = Some(branches.clone());
+        let back = Checkpoint::from_json(&c.to_json().unwrap()).unwrap();
+        assert_eq!(back.groups[0].branches, Some(branches));
+        assert!(!sample().to_json().unwrap().contains("\"branches\""), "no branches, no field");
     }
 
     #[test]

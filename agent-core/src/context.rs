@@ -2,7 +2,14 @@
 //!
 //! Invariants:
 //! - One `Context` per run, shared by every branch of every fan-out: a `Context` is an `Arc`
-//!   handle, and cloning it never copies data.
+//!   handle, and cloning it never copies data. A branch of a map (or of any fan-out of an
+//!   agent with reducers) gets a handle of its own on the same data, with a [`Scope`]: its
+//!   ordinal, the map's items, and what its running state contributed.
+//! - A key with a reducer (`runtime::set_reducers`) is not replaced by `set_state`: the
+//!   write is a contribution. Outside a branch it folds in at once; inside one it is held
+//!   in the scope until the state completes, when the runtime takes it
+//!   (`runtime::take_pending`) and folds it, with its siblings', in branch order where the
+//!   branches meet. A new attempt (`runtime::begin_attempt`) drops what an earlier one held.
 //! - Each key has its own lock, so `update_state` / `update_typed` are atomic per key and
 //!   concurrent writers to different keys never wait for each other. The map lock is held
 //!   only to find or insert a key, never while user code runs, so a closure given to
@@ -28,13 +35,14 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustc_hash::FxHashSet;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::ContextError;
+use crate::reduce::Reduce;
 use crate::typed::TypedContextData;
 
 /// One stored value.
@@ -106,6 +114,29 @@ struct Inner {
     tracking: AtomicBool,
     /// Keys written since the runtime last took them, when tracking.
     changed: Mutex<FxHashSet<Box<str>>>,
+    /// The keys whose writes combine through a reducer (set once by the runtime).
+    reducers: OnceLock<Arc<Reducers>>,
+}
+
+/// The reducers of a run's context keys, by key.
+pub type Reducers = FxHashMap<Box<str>, Reduce>;
+
+/// What a branch of a fan-out holds for itself: its position among the fan-out's branches,
+/// a map's items, and the contributions (to reducer keys) and result of the state it runs,
+/// kept apart until the state completes (see `runtime::take_pending`).
+pub struct Scope {
+    ordinal: u32,
+    items: Option<Arc<[serde_json::Value]>>,
+    pending: Mutex<Pending>,
+}
+
+/// What a branch's running state contributed, handed to the runtime when it completes.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Contributions to reducer keys, in the order they were made.
+    pub writes: Vec<(Box<str>, serde_json::Value)>,
+    /// The map branch's result (`set_result`), if it set one.
+    pub result: Option<serde_json::Value>,
 }
 
 /// The data shared by the states of one run.
@@ -124,6 +155,8 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct Context {
     inner: Arc<Inner>,
+    /// The branch of a fan-out this handle was given to, if any (see [`Scope`]).
+    scope: Option<Arc<Scope>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -205,8 +238,92 @@ impl Context {
     pub fn try_set_state<T: Serialize>(&self, key: &str, value: T) -> Result<(), ContextError> {
         let value = serde_json::to_value(&value)
             .map_err(|source| ContextError::Serialize { key: key.to_owned(), message: source.to_string() })?;
+        if let Some(reduce) = self.reducer(key) {
+            return self.contribute(key, reduce, value);
+        }
         self.put(key, Slot::Json { value, set_as: type_name::<T>() });
         Ok(())
+    }
+
+    /// The reducer of `key`, if it has one.
+    #[inline]
+    fn reducer(&self, key: &str) -> Option<&Reduce> {
+        self.inner.reducers.get().and_then(|r| r.get(key))
+    }
+
+    /// A write to a reducer key: held by the branch until its state completes, or folded in
+    /// at once outside any fan-out.
+    fn contribute(&self, key: &str, reduce: &Reduce, value: serde_json::Value) -> Result<(), ContextError> {
+        match &self.scope {
+            Some(scope) => {
+                lock(&scope.pending).writes.push((key.into(), value));
+                Ok(())
+            }
+            None => self.fold(key, reduce, value),
+        }
+    }
+
+    /// Fold `value` into `key` through `reduce`, now.
+    fn fold(&self, key: &str, reduce: &Reduce, value: serde_json::Value) -> Result<(), ContextError> {
+        let fail = |message: String| ContextError::Reduce { key: key.to_owned(), reducer: reduce.name(), message };
+        let slot =
+            self.slot_or_insert(key, || Ok(Slot::Json { value: serde_json::Value::Null, set_as: "a reduced value" }))?;
+        let mut guard = lock(&slot);
+        let current = match guard.json() {
+            Ok(v) if v.is_null() => None,
+            Ok(v) => Some(v.into_owned()),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let value = reduce.apply(current, value).map_err(fail)?;
+        *guard = Slot::Json { value, set_as: "a reduced value" };
+        drop(guard);
+        self.changed(key);
+        Ok(())
+    }
+
+    // ----- the branches of a fan-out ------------------------------------------------------
+
+    /// This branch's item, in a branch of [`StateResult::map`](crate::StateResult::map):
+    /// every state of the branch reads it, until the branch meets the others.
+    ///
+    /// Outside a map's branch it is [`ContextError::NoItem`]; an item that does not decode
+    /// as `T` is [`ContextError::TypeMismatch`].
+    pub fn item<T: DeserializeOwned>(&self) -> Result<T, ContextError> {
+        let Some((ordinal, items)) = self.scope.as_ref().and_then(|s| s.items.as_ref().map(|i| (s.ordinal, i))) else {
+            return Err(ContextError::NoItem);
+        };
+        let item = items.get(ordinal as usize).ok_or(ContextError::NoItem)?;
+        T::deserialize(item).map_err(|e| ContextError::mismatch::<T>("item", "the map's item".into(), e.to_string()))
+    }
+
+    /// Which branch of its fan-out this is: the index of its target in
+    /// [`StateResult::parallel`](crate::StateResult::parallel)'s list, or of its item in a
+    /// map; `None` outside a fan-out (and in a fan-out of an agent without reducers or maps,
+    /// which keeps no identity per branch).
+    pub fn branch_index(&self) -> Option<u32> {
+        self.scope.as_ref().map(|s| s.ordinal)
+    }
+
+    /// This map branch's result: the join reads every branch's, in item order, with
+    /// [`Context::results`] (or from the key the map named, through that key's reducer).
+    /// The last one set by the branch's completed states counts.
+    ///
+    /// Outside a map's branch it is [`ContextError::NoItem`].
+    pub fn set_result<T: Serialize>(&self, value: T) -> Result<(), ContextError> {
+        let Some(scope) = self.scope.as_ref().filter(|s| s.items.is_some()) else {
+            return Err(ContextError::NoItem);
+        };
+        let value = serde_json::to_value(&value)
+            .map_err(|e| ContextError::Serialize { key: crate::RESULTS_KEY.to_owned(), message: e.to_string() })?;
+        lock(&scope.pending).result = Some(value);
+        Ok(())
+    }
+
+    /// The results of the map that joined here, in item order: the list under
+    /// [`RESULTS_KEY`](crate::RESULTS_KEY), where a map without
+    /// [`results_into`](crate::StateResult::results_into) puts them.
+    pub fn results<T: DeserializeOwned>(&self) -> Result<Vec<T>, ContextError> {
+        self.try_get_state(crate::RESULTS_KEY)
     }
 
     /// The value under `key` as a `T`; `None` when absent or not a `T`.
@@ -509,7 +626,7 @@ impl Context {
         let map = self.inner.values.read().unwrap_or_else(PoisonError::into_inner);
         let copy: FxHashMap<Box<str>, SlotRef> =
             map.iter().map(|(k, v)| (k.clone(), Arc::new(Mutex::new(lock(v).clone())))).collect();
-        Context { inner: Arc::new(Inner { values: RwLock::new(copy), ..Inner::default() }) }
+        Context { inner: Arc::new(Inner { values: RwLock::new(copy), ..Inner::default() }), scope: None }
     }
 
     /// Every value as JSON: plain values as stored, typed values tagged with their type.
@@ -602,7 +719,7 @@ impl Context {
 /// `agent_core::__private::context::…`; not public API.
 pub mod runtime {
     use std::sync::atomic::Ordering;
-    use std::sync::{PoisonError, Weak};
+    use std::sync::{Arc, PoisonError, Weak};
 
     use super::{lock, Context};
     use crate::error::ContextError;
@@ -632,6 +749,49 @@ pub mod runtime {
     pub fn child_link(ctx: &Context) -> Option<Box<dyn std::any::Any + Send>> {
         let broker = ctx.inner.input.read().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(Weak::upgrade);
         broker.and_then(|b| b.child_link())
+    }
+
+    /// Give the context its keys' reducers (once; later calls change nothing).
+    pub fn set_reducers(ctx: &Context, reducers: Arc<super::Reducers>) {
+        let _ = ctx.inner.reducers.set(reducers);
+    }
+
+    /// Whether `key` has a reducer.
+    pub fn has_reducer(ctx: &Context, key: &str) -> bool {
+        ctx.reducer(key).is_some()
+    }
+
+    /// A handle on the same context for branch `ordinal` of a fan-out (with a map's items).
+    pub fn scoped(ctx: &Context, ordinal: u32, items: Option<Arc<[serde_json::Value]>>) -> Context {
+        let scope = super::Scope { ordinal, items, pending: Default::default() };
+        Context { inner: ctx.inner.clone(), scope: Some(Arc::new(scope)) }
+    }
+
+    /// Forget what the branch's state contributed so far (a new attempt begins).
+    pub fn begin_attempt(ctx: &Context) {
+        if let Some(s) = &ctx.scope {
+            *lock(&s.pending) = super::Pending::default();
+        }
+    }
+
+    /// What the branch's state contributed (its attempt completed), taken out.
+    pub fn take_pending(ctx: &Context) -> super::Pending {
+        match &ctx.scope {
+            Some(s) => std::mem::take(&mut *lock(&s.pending)),
+            None => super::Pending::default(),
+        }
+    }
+
+    /// Fold a contribution into `key` now: through its reducer, or as a plain write if it
+    /// has none.
+    pub fn apply(ctx: &Context, key: &str, value: serde_json::Value) -> Result<(), ContextError> {
+        match ctx.reducer(key) {
+            Some(reduce) => ctx.fold(key, reduce, value),
+            None => {
+                ctx.put(key, super::Slot::Json { value, set_as: "a map's results" });
+                Ok(())
+            }
+        }
     }
 
     /// Start recording the keys written from now on (see the module docs); the keys

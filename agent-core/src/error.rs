@@ -43,6 +43,20 @@ pub enum ContextError {
         /// What serde said.
         message: String,
     },
+    /// A contribution to a key with a reducer did not fit it (`Extend` given a non-list,
+    /// a custom reducer's type that does not decode, ...): the value is left as it was.
+    #[error("context key `{key}`: its `{reducer}` reducer could not fold the value in: {message}")]
+    Reduce {
+        /// The key written.
+        key: String,
+        /// The reducer's name.
+        reducer: &'static str,
+        /// What did not fit.
+        message: String,
+    },
+    /// `item` or `set_result` called outside a branch of a map (`StateResult::map`).
+    #[error("this state runs outside a map's branch: it has no item and no result to set")]
+    NoItem,
     /// A stored context could not be decoded.
     #[error("context key `{key}`: the stored value could not be decoded: {message}")]
     Decode {

@@ -24,6 +24,7 @@ mod graph;
 mod handler;
 mod human;
 mod options;
+mod reduce;
 mod result;
 mod status;
 #[cfg(test)]
@@ -33,10 +34,10 @@ mod version;
 
 pub use allocation::Allocation;
 pub use checkpoint::{
-    AttemptSpan, Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, LastErrorRecord, StateRecord,
-    TokenRecord, CHECKPOINT_VERSION,
+    AttemptSpan, BranchAt, BranchesRecord, Checkpoint, CheckpointError, GroupRecord, InputRequestRecord,
+    LastErrorRecord, MapRecord, StateRecord, TokenRecord, CHECKPOINT_VERSION,
 };
-pub use context::Context;
+pub use context::{Context, Reducers};
 pub use diagram::{Diagram, DiagramEdge, DiagramState};
 pub use error::{
     AgentError, ContextError, DependencyTimeout, PanicError, ResourceError, RestoredError, StateError, TimeoutError,
@@ -50,7 +51,8 @@ pub use options::{
     Condition, DependencyConfig, DependencyLifecycle, DependencyType, Priority, RateLimit, ResourceRequirements,
     ResourceType, ResourceTypes, RetryPolicy, StateSpec,
 };
-pub use result::{BoxError, IntoStateOutcome, StateName, StateResult};
+pub use reduce::Reduce;
+pub use result::{BoxError, IntoStateOutcome, MapSpec, StateName, StateResult, RESULTS_KEY};
 pub use status::{AgentStatus, StateStatus, UnknownStatus};
 pub use typed::TypedContextData;
 pub use version::{DependencySignature, GraphChange, GraphHash, GraphRecord, GraphSignature, StateSignature};

@@ -131,6 +131,28 @@ pub enum StateResult {
     Next(StateName),
     /// Start every named state at once; where they meet again is a fan-in.
     Parallel(Vec<StateName>),
+    /// One branch per item, each at the same state with its own item (see
+    /// [`StateResult::map`]). Boxed, so that a `StateResult` stays as small as a name: the
+    /// runtime keeps one in every waiting branch.
+    Map(Box<MapSpec>),
+}
+
+/// The key a map's results go to unless it names another
+/// ([`StateResult::results_into`]); [`Context::results`](crate::Context::results) reads it.
+pub const RESULTS_KEY: &str = "results";
+
+/// A map: the state each branch runs first, the items (one branch each, in order, as JSON),
+/// and the key the branches' results go to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    /// The state every branch starts at.
+    pub target: StateName,
+    /// The items, encoded; `Err` if one could not be (the state that returned the map fails
+    /// with it).
+    pub items: Result<std::sync::Arc<[serde_json::Value]>, String>,
+    /// Where the results go, in item order: set as a list, or folded one by one through the
+    /// key's reducer if it has one.
+    pub into: Cow<'static, str>,
 }
 
 impl StateResult {
@@ -150,12 +172,64 @@ impl StateResult {
         StateResult::Parallel(states.into_iter().map(Into::into).collect())
     }
 
-    /// Every target named, in order (empty for `End`).
+    /// A branch per item of `items`, each starting at `target` with its own item
+    /// ([`Context::item`](crate::Context::item)); the branches' results
+    /// ([`Context::set_result`](crate::Context::set_result)) reach the state where they meet,
+    /// in item order, under [`RESULTS_KEY`] ([`Context::results`](crate::Context::results)).
+    ///
+    /// Items run at most [`MAP_WINDOW`](Self::MAP_WINDOW) at a time, so a map over 100,000
+    /// items holds the items and their results, not 100,000 futures. In a durable run each
+    /// branch's end is recorded on its own: after a crash only the unfinished items run
+    /// again. An empty list ends the branch, like [`StateResult::End`].
+    ///
+    /// A branch is one execution of `target` (with its own resources, timeout and retries);
+    /// the state `target` names next is where the branches meet, and it runs once, after
+    /// all of them, as any fan-in does. Several steps per item belong in `target` itself,
+    /// or in a child workflow it runs (`ctx.run_child`). Writes to keys with a reducer
+    /// (`Agent::reduce`) fold in item order there too.
+    ///
+    /// ```
+    /// use agent_core::StateResult;
+    /// let map = StateResult::map("score", vec![3, 1, 2]);
+    /// assert_eq!(map.targets()[0].as_str(), "score");
+    /// let StateResult::Map(spec) = &map else { unreachable!() };
+    /// assert_eq!(spec.items.as_ref().unwrap().len(), 3);
+    /// ```
+    pub fn map<T, I>(target: impl Into<StateName>, items: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: serde::Serialize,
+    {
+        let items = items.into_iter().map(|i| serde_json::to_value(i).map_err(|e| e.to_string())).collect();
+        StateResult::Map(Box::new(MapSpec { target: target.into(), items, into: Cow::Borrowed(RESULTS_KEY) }))
+    }
+
+    /// How many of a map's items run at once, at most.
+    pub const MAP_WINDOW: u32 = 1024;
+
+    /// A map's results go to `key` instead of [`RESULTS_KEY`]: folded one by one, in item
+    /// order, through the key's reducer if the agent declares one (`Agent::reduce`), or set
+    /// as the list of them. No effect on anything but a map.
+    ///
+    /// ```
+    /// use agent_core::StateResult;
+    /// let StateResult::Map(spec) = StateResult::map("score", [1]).results_into("best") else { unreachable!() };
+    /// assert_eq!(spec.into, "best");
+    /// ```
+    pub fn results_into(self, key: impl Into<Cow<'static, str>>) -> Self {
+        match self {
+            StateResult::Map(spec) => StateResult::Map(Box::new(MapSpec { into: key.into(), ..*spec })),
+            other => other,
+        }
+    }
+
+    /// Every target named, in order (empty for `End`; a map's one target).
     pub fn targets(&self) -> &[StateName] {
         match self {
             StateResult::End => &[],
             StateResult::Next(n) => std::slice::from_ref(n),
             StateResult::Parallel(v) => v,
+            StateResult::Map(m) => std::slice::from_ref(&m.target),
         }
     }
 }
@@ -230,6 +304,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_result_stays_as_small_as_a_name() {
+        // Every waiting branch holds one: a map's spec is boxed.
+        assert_eq!(std::mem::size_of::<StateResult>(), std::mem::size_of::<StateName>());
+    }
 
     #[test]
     fn conversions_build_the_documented_variants() {

@@ -174,6 +174,8 @@ pub(crate) struct Definition {
     pub tag_rate_limits: Vec<(Cow<'static, str>, RateLimit)>,
     /// Exactly what `#[workflow]` generated: nothing changed since (see `Agent::program`).
     pub pristine: bool,
+    /// The context keys whose parallel writes combine, and how (`Agent::reduce`).
+    pub reducers: Vec<(Cow<'static, str>, agent_core::Reduce)>,
 }
 
 pub(crate) struct CompiledState {
@@ -228,6 +230,9 @@ pub(crate) struct Program {
     last_target: Box<[AtomicU32]>,
     /// The graph literal targets may point into (see `resolve`).
     graph: Option<&'static WorkflowGraph>,
+    /// The reducers of context keys (`None`: the agent declares none, and its fan-outs keep
+    /// no identity per branch unless they are maps).
+    pub reducers: Option<Arc<agent_core::Reducers>>,
     /// The graph signature, its hash and its JSON, once asked for (see `Program::signature`).
     version: OnceLock<GraphRecord>,
 }
@@ -393,6 +398,8 @@ impl Program {
             reach,
             max_steps: def.max_steps,
             max_concurrent: def.max_concurrent,
+            reducers: (!def.reducers.is_empty())
+                .then(|| Arc::new(def.reducers.iter().map(|(k, r)| (k.as_ref().into(), r.clone())).collect())),
             version: OnceLock::new(),
         })
     }

@@ -88,6 +88,49 @@ impl Agent {
         self
     }
 
+    /// Writes to context key `key` combine through `reduce` instead of replacing the
+    /// value: inside a fan-out's branches they are held, and folded in branch order (the
+    /// order of the fan-out's targets, or of a map's items) when the branches meet, so two
+    /// runs on one input end with one value whichever branch finished first. Outside a
+    /// fan-out a write folds in at once. Only `set_state` contributes; `update_state`,
+    /// `set_typed` and `remove_state` act on the key directly.
+    ///
+    /// A key declared again replaces its reducer. See [`Reduce`](agent_core::Reduce).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::Agent;
+    /// use agent_core::{Context, Reduce, StateResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), agent_core::AgentError> {
+    /// let mut agent = Agent::new("reduce").reduce("log", Reduce::Append);
+    /// agent.add_state("fan", |_c: Context| async { StateResult::parallel(["slow", "fast"]) });
+    /// agent.add_state("slow", |c: Context| async move {
+    ///     tokio::time::sleep(Duration::from_millis(10)).await;
+    ///     c.set_state("log", "slow");
+    ///     StateResult::next("join")
+    /// });
+    /// agent.add_state("fast", |c: Context| async move {
+    ///     c.set_state("log", "fast");
+    ///     StateResult::next("join")
+    /// });
+    /// agent.add_state("join", |_c: Context| async { StateResult::End });
+    /// let ctx = agent.run().await?.context().clone();
+    /// // In branch order, though `fast` finished first.
+    /// assert_eq!(ctx.get_state::<Vec<String>>("log").unwrap(), ["slow", "fast"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reduce(self, key: impl Into<Cow<'static, str>>, reduce: agent_core::Reduce) -> Self {
+        let key = key.into();
+        self.edit(|def| {
+            def.reducers.retain(|(k, _)| *k != key);
+            def.reducers.push((key, reduce));
+        });
+        self
+    }
+
     /// Run at most `n` states at once.
     pub fn max_concurrent(self, n: usize) -> Self {
         self.edit(|def| def.max_concurrent = Some(n.max(1)));

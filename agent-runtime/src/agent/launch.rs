@@ -351,9 +351,7 @@ async fn drive(
         }
         if let Some(branches) = restored {
             // A restored run goes on from every token of its checkpoint.
-            for (group, state) in branches {
-                exec::spawn_branch(run, state, group);
-            }
+            exec::spawn_restored(run, branches);
         }
         if rooted && run.deadline().is_some() {
             // Under a deadline the root branch is a task of its own: a state that blocks
@@ -370,7 +368,7 @@ async fn drive(
                 exec::root_started(run);
                 tokio::select! {
                     biased;
-                    _ = exec::drive(run, start, None, true) => exec::branch_ended(run),
+                    _ = exec::drive(run, start, None, crate::run::NO_BRANCH, true) => exec::branch_ended(run),
                     _ = run.stopped() => {}
                 }
             }

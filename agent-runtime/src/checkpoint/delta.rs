@@ -114,13 +114,24 @@ impl Frame {
 /// since the last commit are taken from the context (it tracks them from the run's first
 /// commit on). `Err` names a context value that could not be encoded.
 pub(crate) fn capture(run: &Run, frame: &mut Frame) -> Result<Delta, String> {
-    // Taken before anything is read: a key written from now on is in the next delta.
-    let changed = ctx_hooks::take_changes(&run.ctx);
+    let mut changed = Vec::new();
+    // Keys with a reducer, read with the positions: a group closing folds its branches'
+    // writes into them in the transition that removes the group, so read apart, a restore
+    // could find both the writes held and folded in, and fold them twice.
+    let mut reduced = Ok(Vec::new());
     let mut states = Vec::new();
     let mut first: Vec<(u32, usize)> = Vec::new();
     let mut status = AgentStatus::Idle;
     let mut steps = 0;
     let (tokens, groups) = read_positions(run, || {
+        // Taken before anything is read: a key written from now on is in the next delta.
+        changed = ctx_hooks::take_changes(&run.ctx);
+        if run.program.reducers.is_some() {
+            let keys: Vec<Box<str>> =
+                (changed.iter()).filter(|k| ctx_hooks::has_reducer(&run.ctx, k)).cloned().collect();
+            changed.retain(|k| !ctx_hooks::has_reducer(&run.ctx, k));
+            reduced = ctx_hooks::encode_keys(&run.ctx, &keys);
+        }
         status = run.status();
         for (i, known) in frame.keys.iter_mut().enumerate() {
             let key = state_key(run, i);
@@ -147,7 +158,9 @@ pub(crate) fn capture(run: &Run, frame: &mut Frame) -> Result<Delta, String> {
     frame.status = status;
     let mut set = Vec::new();
     let mut removed = Vec::new();
-    for (key, value) in ctx_hooks::encode_keys(&run.ctx, &changed).map_err(|e| e.to_string())? {
+    let mut encoded = reduced.map_err(|e| e.to_string())?;
+    encoded.extend(ctx_hooks::encode_keys(&run.ctx, &changed).map_err(|e| e.to_string())?);
+    for (key, value) in encoded {
         match value {
             Some(v) => set.push((key, v)),
             None => removed.push(key),

@@ -21,13 +21,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use agent_core::{
-    Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, LastErrorRecord, StateRecord, StateStatus,
-    TokenRecord,
+    BranchesRecord, Checkpoint, CheckpointError, GroupRecord, InputRequestRecord, LastErrorRecord, MapRecord,
+    StateRecord, StateStatus, TokenRecord,
 };
 
 use crate::frontier::TRANSITIONS;
 use crate::program::Program;
-use crate::run::{Counts, Group, Position};
+use crate::run::{Branches, Counts, Group, Ident, MapMeta, Position, NO_BRANCH};
 use crate::run::{Run, HELD, NO_STATE};
 use crate::store::InputRecord;
 
@@ -39,11 +39,17 @@ mod validate;
 pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     let prog = &*run.program;
     let mut checkpoint = Checkpoint::new(agent, run.run_id());
+    let reducers = prog.reducers.is_some();
     let (tokens, groups) = read_positions(run, || {
         checkpoint.agent_status = run.status();
         checkpoint.states = (0..prog.states.len()).map(|i| state_key(run, i).record(run, i)).collect();
         checkpoint.completed_states = run.completed_states();
         checkpoint.steps = run.states.steps();
+        if reducers {
+            // With the positions: a group closing folds the writes it holds into the
+            // context in the transition that removes it (see `delta::capture`).
+            checkpoint.set_context(&run.ctx);
+        }
     });
     checkpoint.tokens = tokens;
     checkpoint.groups = groups;
@@ -52,7 +58,9 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     // A recovered run ends when the original would have (see `agent::launch`).
     checkpoint.deadline_ms = run.deadline().map(|d| d.wall_ms);
     checkpoint.graph = Some(prog.graph_record().clone());
-    checkpoint.set_context(&run.ctx);
+    if !reducers {
+        checkpoint.set_context(&run.ctx);
+    }
     checkpoint
 }
 
@@ -179,8 +187,14 @@ pub(crate) fn read_positions(run: &Run, also: impl FnOnce()) -> (Vec<TokenRecord
         let root = run.positions.root();
         let top: Vec<u32> = run.states.iter().map(|c| c.at_top.load(Relaxed)).collect();
         let registered: Vec<Arc<Group>> = run.positions.groups();
-        let groups: Vec<(Arc<Group>, Counts, Counts)> =
-            registered.into_iter().filter_map(|g| g.tokens().map(|(running, waiting)| (g, running, waiting))).collect();
+        let name = |s: usize| prog.states[s].name.to_string();
+        let groups: Vec<(Arc<Group>, Counts, Counts, Option<_>)> = (registered.into_iter())
+            .filter_map(|g| {
+                let (running, waiting) = g.tokens()?;
+                let branches = g.branches(name);
+                Some((g, running, waiting, branches))
+            })
+            .collect();
         also();
         (root, top, groups)
     };
@@ -190,12 +204,12 @@ pub(crate) fn read_positions(run: &Run, also: impl FnOnce()) -> (Vec<TokenRecord
     // Parents before children: order by depth, then by when they were opened.
     let depth = |g: &Arc<Group>| std::iter::successors(g.place().0, |p| p.place().0).count();
     let mut groups = groups;
-    groups.sort_by_key(|(g, _, _)| depth(g));
+    groups.sort_by_key(|(g, _, _, _)| depth(g));
     let index: HashMap<*const Group, usize> =
-        groups.iter().enumerate().map(|(i, (g, _, _))| (Arc::as_ptr(g), i)).collect();
-    let mut running: Vec<Vec<(usize, u32)>> = groups.iter().map(|(_, r, _)| r.clone()).collect();
+        groups.iter().enumerate().map(|(i, (g, _, _, _))| (Arc::as_ptr(g), i)).collect();
+    let mut running: Vec<Vec<(usize, u32)>> = groups.iter().map(|(_, r, _, _)| r.clone()).collect();
     let mut records = Vec::with_capacity(groups.len());
-    for (g, _, waiting) in &groups {
+    for (g, _, waiting, branches) in &groups {
         let (parent, origin) = g.place();
         // The token that fanned out is the child group, not a token to run again.
         let parent = parent.and_then(|p| index.get(&Arc::as_ptr(p)).copied());
@@ -204,10 +218,17 @@ pub(crate) fn read_positions(run: &Run, also: impl FnOnce()) -> (Vec<TokenRecord
             None => top[origin] = top[origin].saturating_sub(1),
         }
         let name = |s: usize| prog.states[s].name.to_string();
-        records.push(
-            GroupRecord::new(parent, name(origin), waiting.iter().map(|&(s, n)| (name(s), n)).collect())
-                .with_width(g.width()),
-        );
+        let mut record = GroupRecord::new(parent, name(origin), waiting.iter().map(|&(s, n)| (name(s), n)).collect())
+            .with_width(g.width());
+        if let (Some((at, writes, results)), Some(ident)) = (branches.clone(), g.ident()) {
+            let map = ident
+                .map
+                .as_ref()
+                .map(|m| MapRecord::new(name(m.target as usize), m.into.to_string(), m.items.to_vec(), results));
+            let origin_branch = (ident.origin_branch != NO_BRANCH).then_some(ident.origin_branch);
+            record = record.with_branches(BranchesRecord::new(at, origin_branch, writes, map));
+        }
+        records.push(record);
     }
     let mut tokens = Vec::new();
     for (s, &n) in top.iter().enumerate() {
@@ -293,7 +314,8 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
         let live = running[i].iter().map(|&(_, n)| u64::from(n)).sum::<u64>()
             + g.waiting.iter().map(|&(_, n)| u64::from(n)).sum::<u64>();
         let width = g.width.unwrap_or_else(|| u32::try_from(live).unwrap_or(u32::MAX));
-        groups.push(Group::restore(run, parent, at(&g.origin), width, running[i].clone(), waiting));
+        let identity = g.branches.as_ref().and_then(|b| restore_branches(prog, b));
+        groups.push(Group::restore(run, parent, at(&g.origin), width, running[i].clone(), waiting, identity));
     }
     if let Some(e) = &checkpoint.last_error {
         agent_core::__private::context::set_last_error(&run.ctx, e.to_state_error());
@@ -301,9 +323,41 @@ pub(crate) fn seed(run: &Run, checkpoint: &Checkpoint) -> Vec<Position> {
     let mut branches = Vec::new();
     for t in &checkpoint.tokens {
         let group = t.group.map(|g| groups[g].clone());
+        if group.as_ref().is_some_and(|g| g.keeps_branches()) {
+            continue; // its branches go on from their own places, below
+        }
         for _ in 0..t.count {
-            branches.push((group.clone(), at(&t.state)));
+            branches.push((group.clone(), at(&t.state), NO_BRANCH));
+        }
+    }
+    for (i, g) in groups.iter().enumerate().filter(|(_, g)| g.keeps_branches()) {
+        // A branch that opened a child group is that group, not a branch to run again.
+        let opened: Vec<u32> = (checkpoint.groups.iter())
+            .filter(|h| h.parent == Some(i))
+            .filter_map(|h| h.branches.as_ref().and_then(|b| b.origin_branch))
+            .collect();
+        for (ord, state) in g.running_branches() {
+            if !opened.contains(&ord) {
+                branches.push((Some(g.clone()), state, ord));
+            }
         }
     }
     branches
+}
+
+/// A group's identity and branches, from its record (validated: every state it names is
+/// one of the program's).
+fn restore_branches(prog: &Program, b: &BranchesRecord) -> Option<(Ident, Branches)> {
+    let index = |s: &str| prog.index_of(s);
+    let results = b.map.as_ref().map_or(&[][..], |m| &m.results[..]);
+    let branches = Branches::restore(b, results, index)?;
+    let map = match &b.map {
+        Some(m) => Some(MapMeta {
+            target: index(&m.target)? as u32,
+            items: m.items.clone().into(),
+            into: m.into.as_str().into(),
+        }),
+        None => None,
+    };
+    Some((Ident { origin_branch: b.origin_branch.unwrap_or(NO_BRANCH), map }, branches))
 }

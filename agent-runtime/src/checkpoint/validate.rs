@@ -48,6 +48,12 @@
 //!   soon as nothing runs); a group `width` below 2 (a fan-out opens a group only for two
 //!   branches or more); a group holding more tokens (running, waiting and child groups)
 //!   than its `width`;
+//! - a group's `branches` (version 5) whose places do not add up to its width or disagree
+//!   with its token counts (running per state, counting a child group at its origin, and
+//!   waiting per state), a run of 0 branches, held writes or a map's results naming a
+//!   branch beyond the width or out of order, a map whose item count is not the width (a
+//!   map's group may have width 1), a child naming a branch beyond its parent's width, or
+//!   an `origin_branch` under a parent that keeps no branches;
 //! - more than [`MAX_TOKENS`] tokens and groups in all (no run restores more branches than
 //!   this; it bounds the memory a restore allocates);
 //! - `attempts_made` above 0 at a state where no token stands (only an instance waiting to
@@ -91,6 +97,73 @@ pub(crate) const MAX_TOKENS: u64 = 1 << 22;
 
 /// The latest time a checkpoint may name: the last millisecond of the year 9999.
 const MAX_MS: i64 = 253_402_300_799_999;
+
+/// The rules of a group's branches (see the module docs): their places add up to the
+/// group's width and agree with its token counts, and every index they name is one of its
+/// branches. Nothing is allocated by a count the record states.
+fn branches(
+    c: &Checkpoint,
+    i: usize,
+    b: &agent_core::BranchesRecord,
+    at: &impl Fn(&str) -> Result<usize, CheckpointError>,
+) -> Result<(), CheckpointError> {
+    use agent_core::BranchAt;
+    use std::collections::BTreeMap;
+    let g = &c.groups[i];
+    let bad = |what: String| invalid(format!("group {i} (opened by {:?}): {what}", g.origin));
+    let width = g.width.ok_or_else(|| bad("its branches are recorded without its width".into()))?;
+    let (mut running, mut waiting) = (BTreeMap::new(), BTreeMap::new());
+    let mut sum = 0u64;
+    for (n, place) in &b.at {
+        if *n == 0 {
+            return Err(bad("a run of 0 branches".into()));
+        }
+        sum = sum.saturating_add(u64::from(*n));
+        match place {
+            BranchAt::Running(s) => *running.entry(at(s)?).or_insert(0u64) += u64::from(*n),
+            BranchAt::Waiting(s) => *waiting.entry(at(s)?).or_insert(0u64) += u64::from(*n),
+            BranchAt::Done => {}
+        }
+    }
+    if sum != u64::from(width) {
+        return Err(bad(format!("its branches' places count {sum} branches, not its width of {width}")));
+    }
+    // The counts: token records of the group, and a child group for the token at its origin.
+    let mut counted = BTreeMap::new();
+    for t in c.tokens.iter().filter(|t| t.group == Some(i)) {
+        *counted.entry(at(&t.state)?).or_insert(0u64) += u64::from(t.count);
+    }
+    for child in c.groups.iter().filter(|h| h.parent == Some(i)) {
+        *counted.entry(at(&child.origin)?).or_insert(0u64) += 1;
+        if child.branches.as_ref().and_then(|cb| cb.origin_branch).is_some_and(|o| o >= width) {
+            return Err(bad(format!("a child group names branch {:?}, beyond its width", child.branches)));
+        }
+    }
+    let mut held = BTreeMap::new();
+    for (state, n) in &g.waiting {
+        *held.entry(at(state)?).or_insert(0u64) += u64::from(*n);
+    }
+    if counted != running || held != waiting {
+        return Err(bad("its branches' places do not agree with its token counts".into()));
+    }
+    if b.origin_branch.is_some() && g.parent.and_then(|p| c.groups[p].branches.as_ref()).is_none() {
+        return Err(bad("it names the branch that opened it, in a parent that keeps no branches".into()));
+    }
+    let ascending = |ords: Vec<u32>| ords.iter().all(|&o| o < width) && ords.windows(2).all(|w| w[0] < w[1]);
+    if !ascending(b.writes.iter().map(|(o, _)| *o).collect()) {
+        return Err(bad("held writes name branches out of order or beyond its width".into()));
+    }
+    if let Some(m) = &b.map {
+        at(&m.target)?;
+        if m.items.len() as u64 != u64::from(width) {
+            return Err(bad(format!("a map of {} items in a group of width {width}", m.items.len())));
+        }
+        if !ascending(m.results.iter().map(|(o, _)| *o).collect()) {
+            return Err(bad("results name branches out of order or beyond its width".into()));
+        }
+    }
+    Ok(())
+}
 
 /// Check `checkpoint` against the rules of the module docs, for agent `agent` running `prog`.
 pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<(), CheckpointError> {
@@ -158,7 +231,9 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
             None => top += 1,
         }
         if let Some(w) = g.width {
-            if w < 2 {
+            // A map opens a group for one item too.
+            let map = g.branches.as_ref().is_some_and(|b| b.map.is_some());
+            if w < 2 && !(map && w == 1) {
                 return Err(invalid(format!("group {i} (opened by {:?}) has width {w}, below 2", g.origin)));
             }
         }
@@ -222,6 +297,11 @@ pub(crate) fn validate(agent: &str, prog: &Program, c: &Checkpoint) -> Result<()
         }
         // A child group stands for a token at its origin: that state holds a token too.
         holds_token[at(&g.origin)?] = true;
+    }
+    for (i, g) in c.groups.iter().enumerate() {
+        if let Some(b) = &g.branches {
+            branches(c, i, b, &at)?;
+        }
     }
     if let Some(reach) = &prog.reach {
         blocked_waiting(c, prog, reach, agent)?;

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use agent_core::__private::{with_allocation, with_allocation_sync};
 use std::time::Duration;
 
-use agent_core::{BoxError, ResourceError, RetryPolicy, StateResult, TimeoutError};
+use agent_core::__private::context as ctx_hooks;
+use agent_core::{BoxError, Context, ResourceError, RetryPolicy, StateResult, TimeoutError};
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -55,7 +56,7 @@ pub(crate) enum Attempted {
 
 /// Run state `pos`: wait at its dependency gate, then make attempts until one completes or
 /// its retries are spent.
-pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
+pub(crate) async fn run(run: &Arc<Run>, ctx: &Context, pos: usize, g: &Guarded) -> Attempted {
     if g.has_dependencies {
         if run.emitting() {
             run.emit(EventKind::WaitingForDependencies { state: run.state_name(pos) });
@@ -93,9 +94,9 @@ pub(crate) async fn run(run: &Arc<Run>, pos: usize, g: &Guarded) -> Attempted {
                 ),
                 None => tracing::info_span!("state", state = &*run.program.states[pos].name, attempt),
             };
-            one(run, pos, g, attempt).instrument(span).await
+            one(run, ctx, pos, g, attempt).instrument(span).await
         } else {
-            one(run, pos, g, attempt).await
+            one(run, ctx, pos, g, attempt).await
         };
         if run.is_stopping() && matches!(&outcome, Ok(Err(e)) if e.is::<ResourceError>()) {
             // The run stopped while this attempt waited for resources: its request was
@@ -170,7 +171,7 @@ pub(crate) fn delay(policy: &RetryPolicy, n: u32) -> Duration {
 
 /// One attempt: its rate limits first, then a `max_concurrent` permit, then its resources
 /// (again after each preemption).
-async fn one(run: &Arc<Run>, pos: usize, g: &Guarded, attempt: u32) -> Outcome {
+async fn one(run: &Arc<Run>, ctx: &Context, pos: usize, g: &Guarded, attempt: u32) -> Outcome {
     if !g.limiters.is_empty() {
         run.set_state_status(pos, StateStatus::Ready);
         for limiter in &g.limiters {
@@ -205,7 +206,7 @@ async fn one(run: &Arc<Run>, pos: usize, g: &Guarded, attempt: u32) -> Outcome {
         run.set_state_status(pos, StateStatus::Running);
         let preempted = guard.as_ref().and_then(|g| g.preempted.clone());
         let started = if run.watched() { Some(attempt_started(run, pos, attempt)) } else { None };
-        let body = body(run, pos, g, guard);
+        let body = body(run, ctx, pos, g, guard);
         let outcome = match preempted {
             None => body.await,
             Some(token) => {
@@ -232,12 +233,14 @@ async fn one(run: &Arc<Run>, pos: usize, g: &Guarded, attempt: u32) -> Outcome {
 }
 
 /// The body under its timeout, holding `guard` until it ends.
-async fn body(run: &Arc<Run>, pos: usize, g: &Guarded, guard: Option<ResourceGuard>) -> Outcome {
+async fn body(run: &Arc<Run>, ctx: &Context, pos: usize, g: &Guarded, guard: Option<ResourceGuard>) -> Outcome {
     let call = async {
+        // A new attempt: what an earlier one of this branch contributed does not count.
+        ctx_hooks::begin_attempt(ctx);
         if g.blocking {
-            return blocking(run, pos, guard).await;
+            return blocking(run, ctx, pos, guard).await;
         }
-        let fut = AssertUnwindSafe(run.program.states[pos].handler.call(&run.ctx)).catch_unwind();
+        let fut = AssertUnwindSafe(run.program.states[pos].handler.call(ctx)).catch_unwind();
         match (guard, &g.request) {
             // Held in a slot a request for human input can empty while it waits.
             (Some(guard), Some((pool, request))) => {
@@ -344,14 +347,15 @@ fn outcome_error(outcome: &Outcome) -> Option<String> {
 
 /// Run the body on tokio's blocking pool. Dropping this future stops the body at its next
 /// `.await`; the guard is released on the blocking thread once the body has returned.
-async fn blocking(run: &Arc<Run>, pos: usize, guard: Option<ResourceGuard>) -> Outcome {
+async fn blocking(run: &Arc<Run>, ctx: &Context, pos: usize, guard: Option<ResourceGuard>) -> Outcome {
     let run = Arc::clone(run);
+    let ctx = ctx.clone();
     let handle = tokio::runtime::Handle::current();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::task::spawn_blocking(move || {
         let allocation = guard.as_ref().map(|g| g.allocation.clone());
         let body = async {
-            let fut = AssertUnwindSafe(run.program.states[pos].handler.call(&run.ctx)).catch_unwind();
+            let fut = AssertUnwindSafe(run.program.states[pos].handler.call(&ctx)).catch_unwind();
             tokio::select! {
                 biased;
                 outcome = fut => Some(outcome),

@@ -35,7 +35,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
 
-use agent_core::{AgentError, StateName, StateResult, StateStatus};
+use agent_core::__private::context as ctx_hooks;
+use agent_core::{AgentError, Context, MapSpec, StateName, StateResult, StateStatus};
 use futures_util::FutureExt;
 
 use super::attempt::{self, Attempted, Outcome};
@@ -46,7 +47,7 @@ use super::step::{fail_state, start_state, to_on_error};
 use crate::events::EventKind;
 use crate::frontier::TRANSITIONS;
 use crate::program::{CompiledState, Guarded};
-use crate::run::{Group, Position, Run, NO_STATE};
+use crate::run::{Group, Ident, MapMeta, Position, Run, NO_BRANCH, NO_STATE};
 
 /// Where a step leaves the branch.
 enum Step {
@@ -80,6 +81,12 @@ struct Branch<'a> {
     pos: usize,
     /// The fan-out group the token is in, if any.
     group: Option<Cow<'a, Arc<Group>>>,
+    /// The branch's ordinal in its group, if the group keeps an identity per branch
+    /// (`NO_BRANCH` otherwise; see `run::branches`).
+    ord: u32,
+    /// The context handle the branch's states get, when it has an identity (a map's item,
+    /// reducer writes held until the state completes); `None`: the run's own.
+    scope: Option<Box<Context>>,
     /// The root task, whose position is published in the root slot (see [`drive`]).
     rooted: bool,
     /// A durable run's completion not yet recorded: recorded before any successor starts.
@@ -103,8 +110,10 @@ struct Branch<'a> {
 /// position published: that is where the run goes on when restored.
 ///
 /// Borrows the run (no reference-count traffic per branch on the run's shared `Arc`).
-pub(crate) async fn drive(run: &Arc<Run>, pos: usize, group: Option<Cow<'_, Arc<Group>>>, rooted: bool) {
-    let mut b = Branch { pos, group, rooted, unrecorded: false, go_on: false, next: Vec::new(), fan: None };
+pub(crate) async fn drive(run: &Arc<Run>, pos: usize, group: Option<Cow<'_, Arc<Group>>>, ord: u32, rooted: bool) {
+    let mut b =
+        Branch { pos, group, ord, scope: None, rooted, unrecorded: false, go_on: false, next: Vec::new(), fan: None };
+    b.scope_in(run);
     loop {
         // 1. Record: a durable run's completion, before any successor starts (one await
         // point, boxed, so that the branch future stays small); then go on from `next`.
@@ -133,7 +142,8 @@ pub(crate) async fn drive(run: &Arc<Run>, pos: usize, group: Option<Cow<'_, Arc<
             // future; polled through `Cancellable`, which takes the budget as the plain path
             // does and races `cancel_state`.
             Gated::Guarded(guarded) => {
-                match Cancellable::new(run, b.pos, epoch, Box::pin(attempt::run(run, b.pos, guarded))).await {
+                let tried = Box::pin(attempt::run(run, b.scope.as_deref().unwrap_or(&run.ctx), b.pos, guarded));
+                match Cancellable::new(run, b.pos, epoch, tried).await {
                     Some(Attempted::Done(outcome, n)) => {
                         attempts = n;
                         outcome
@@ -159,7 +169,11 @@ pub(crate) async fn drive(run: &Arc<Run>, pos: usize, group: Option<Cow<'_, Arc<
                 }
                 // `call` never panics (a closure's synchronous panic is deferred into its
                 // future), so one catch around the poll sees every panic of the state.
-                let mut fut = AssertUnwindSafe(state.handler.call(&run.ctx)).catch_unwind();
+                if let Some(scope) = &b.scope {
+                    ctx_hooks::begin_attempt(scope);
+                }
+                let mut fut =
+                    AssertUnwindSafe(state.handler.call(b.scope.as_deref().unwrap_or(&run.ctx))).catch_unwind();
                 // The block's value, not a local moved out after the permit's drop: that move
                 // was a 32-byte copy reloading, as two 16-byte loads, the 8-byte stores just
                 // made (a failed store-to-load forwarding, about a third of this loop's own
@@ -274,13 +288,27 @@ impl Branch<'_> {
     #[inline(always)]
     fn take_next(&mut self, run: &Arc<Run>) -> bool {
         match take_next(run, &mut self.next, &mut self.fan) {
-            Some((g, s)) => {
+            Some((g, s, ord)) => {
                 self.group = g.map(Cow::Owned);
                 self.pos = s;
+                self.ord = ord;
+                self.scope_in(run);
                 true
             }
             None => false,
         }
+    }
+
+    /// Give the branch the context handle of its place: its own (with its ordinal and a
+    /// map's item) in a group that keeps an identity per branch, else the run's.
+    #[inline(always)]
+    fn scope_in(&mut self, run: &Run) {
+        self.scope = match self.group.as_deref() {
+            Some(g) if g.keeps_branches() && self.ord != NO_BRANCH => {
+                Some(Box::new(ctx_hooks::scoped(&run.ctx, self.ord, g.items())))
+            }
+            _ => None,
+        };
     }
 
     /// Settle: what the outcome of state `state` (at `self.pos`) means.
@@ -307,6 +335,13 @@ impl Branch<'_> {
         }
         if !agent_core::__private::context::has_write_error(&run.ctx) {
             if let Ok(Ok(result)) = outcome {
+                if let (Some(scope), Some(g)) = (&self.scope, &self.group) {
+                    // The branch's contributions count from now, with its token's move.
+                    let pending = ctx_hooks::take_pending(scope);
+                    if !pending.writes.is_empty() || pending.result.is_some() {
+                        g.commit(self.ord, pending.writes, pending.result);
+                    }
+                }
                 run.record_completion(self.pos, self.rooted && run.runs_alone());
                 self.unrecorded = run.sinks.durable.is_some();
                 if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
@@ -337,7 +372,7 @@ impl Branch<'_> {
         self.next.clear();
         match self.group.take() {
             Some(g) => {
-                g.end(run, pos, &mut self.next);
+                g.end(run, pos, self.ord, &mut self.next);
                 Step::GoOn
             }
             None => {
@@ -367,7 +402,7 @@ impl Branch<'_> {
                 Step::Continue { to: handler, forget: false }
             }
             Some(g) => {
-                arrive(run, g, pos, handler, &mut self.next);
+                arrive(run, g, pos, handler, self.ord, &mut self.next);
                 Step::GoOn
             }
         }
@@ -403,7 +438,7 @@ impl Branch<'_> {
                 };
                 self.next.clear();
                 _entered = TRANSITIONS.enter();
-                arrive(run, g, pos, to, &mut self.next);
+                arrive(run, g, pos, to, self.ord, &mut self.next);
             }
             StateResult::End => {
                 self.next.clear();
@@ -417,11 +452,18 @@ impl Branch<'_> {
                     return Step::Return;
                 }
             }
+            StateResult::Map(map) => {
+                self.next.clear();
+                _entered = TRANSITIONS.enter();
+                if !self.map(run, state, map) {
+                    return Step::Return;
+                }
+            }
         }
         if !state.dependents.is_empty() {
             // Where this branch goes is marked first, so the completion does not activate
             // it twice.
-            for &(_, s) in &self.next {
+            for &(_, s, _) in &self.next {
                 run.set_state_status(s, StateStatus::Ready);
             }
             completed(run, pos);
@@ -434,7 +476,7 @@ impl Branch<'_> {
     fn end(&mut self, run: &Run) {
         let pos = self.pos;
         match self.group.take() {
-            Some(g) => g.end(run, pos, &mut self.next),
+            Some(g) => g.end(run, pos, self.ord, &mut self.next),
             None => leave_top(run, pos, self.rooted),
         }
     }
@@ -473,30 +515,72 @@ impl Branch<'_> {
                 match &self.group {
                     None => {
                         move_top(run, pos, to, self.rooted);
-                        self.next.push((None, to));
+                        self.next.push((None, to, NO_BRANCH));
                     }
-                    Some(g) => g.arrive(run, pos, to, &mut self.next),
+                    Some(g) => g.arrive(run, pos, to, self.ord, &mut self.next),
                 }
             }
             _ => {
-                if self.group.is_none() && std::mem::take(&mut self.rooted) {
-                    // The token that fans out stays at `pos` until its group is over:
-                    // counted from now on, like every token but the root's.
-                    run.positions.set_root(NO_STATE);
-                    run.top_enter(pos);
-                }
-                let parent = self.group.take().map(Cow::into_owned);
+                let parent = self.open(run);
+                let ident = self.ident(run, parent.as_ref(), None);
                 match Group::deferred(&run.program, parent.as_ref(), pos, &targets) {
                     None => {
                         for same in targets.chunk_by(|a, b| a == b) {
                             run.set_state_status(same[0] as usize, StateStatus::Ready);
                         }
-                        self.fan = Some(Fan::open(run, parent, pos, targets));
+                        self.fan = Some(Fan::open(run, parent, pos, targets, ident, None));
                     }
-                    Some(defer) => fan_out_deferred(run, parent, pos, &targets, &defer, &mut self.next, &mut self.fan),
+                    Some(defer) => {
+                        fan_out_deferred(run, parent, pos, (&targets, &defer), ident, &mut self.next, &mut self.fan)
+                    }
                 }
             }
         }
+        true
+    }
+
+    /// The token at `pos` fans out: it leaves the root slot, if it held it (counted from
+    /// now on, like every token but the root's, at `pos` until its group is over), and its
+    /// group, which becomes the parent of the one it opens (returned).
+    fn open(&mut self, run: &Run) -> Option<Arc<Group>> {
+        if self.group.is_none() && std::mem::take(&mut self.rooted) {
+            run.positions.set_root(NO_STATE);
+            run.top_enter(self.pos);
+        }
+        self.group.take().map(Cow::into_owned)
+    }
+
+    /// The identity the group this branch opens keeps per branch: for a map, always; for
+    /// any fan-out of an agent with reducers, or inside a group that keeps one.
+    fn ident(&self, run: &Run, parent: Option<&Arc<Group>>, map: Option<MapMeta>) -> Option<Ident> {
+        let inherited = parent.is_some_and(|p| p.keeps_branches());
+        let origin_branch = if inherited { self.ord } else { NO_BRANCH };
+        (map.is_some() || inherited || run.program.reducers.is_some()).then_some(Ident { origin_branch, map })
+    }
+
+    /// A map over `map.items` at `map.target`: a group with one branch per item, spawned
+    /// at most `MAP_WINDOW` at a time (see `spawn::Fan`). `false` if the target is unknown
+    /// or undeclared, or an item could not be encoded (the run fails).
+    fn map(&mut self, run: &Arc<Run>, state: &CompiledState, map: &MapSpec) -> bool {
+        let pos = self.pos;
+        let Some(to) = target(run, state, pos, &map.target) else { return false };
+        let items = match &map.items {
+            Ok(items) => items.clone(),
+            Err(e) => {
+                bad_item(run, pos, e);
+                return false;
+            }
+        };
+        if items.is_empty() {
+            self.end(run);
+            return true;
+        }
+        let parent = self.open(run);
+        let meta = MapMeta { target: to as u32, items: items.clone(), into: map.into.as_ref().into() };
+        let ident = self.ident(run, parent.as_ref(), Some(meta));
+        run.set_state_status(to, StateStatus::Ready);
+        let targets = vec![to as u32; items.len()];
+        self.fan = Some(Fan::open(run, parent, pos, targets, ident, Some(StateResult::MAP_WINDOW)));
         true
     }
 }
@@ -531,9 +615,9 @@ fn completed(run: &Arc<Run>, pos: usize) {
     start_ready(run, &mut ready);
 }
 
-/// A branch of `g` moves from `from` to `to`; a join may hold it there.
-fn arrive(run: &Run, g: &Arc<Group>, from: usize, to: usize, next: &mut Vec<Position>) {
-    g.arrive(run, from, to, next);
+/// Branch `ord` of `g` moves from `from` to `to`; a join may hold it there.
+fn arrive(run: &Run, g: &Arc<Group>, from: usize, to: usize, ord: u32, next: &mut Vec<Position>) {
+    g.arrive(run, from, to, ord, next);
     if next.is_empty() {
         run.set_state_status(to, StateStatus::Blocked);
     }
@@ -569,6 +653,17 @@ fn undeclared(run: &Run, from: usize, to: &str) {
         from: run.program.states[from].name.to_string(),
         to: to.to_owned(),
         context: run.ctx.clone(),
+    });
+}
+
+#[cold]
+fn bad_item(run: &Run, from: usize, error: &str) {
+    run.fail(AgentError::StateFailed {
+        state: run.program.states[from].name.to_string(),
+        attempts: 1,
+        source: format!("a map's item could not be encoded: {error}").into(),
+        context: run.ctx.clone(),
+        checkpoint: None,
     });
 }
 

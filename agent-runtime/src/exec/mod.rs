@@ -39,4 +39,4 @@ mod step;
 pub(crate) use drive::drive;
 pub(crate) use gate::{branch_ended, root_started};
 pub(crate) use poll::polled_state;
-pub(crate) use spawn::{spawn as spawn_branch, spawn_root};
+pub(crate) use spawn::{spawn_restored, spawn_root};

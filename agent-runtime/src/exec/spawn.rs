@@ -17,26 +17,62 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use agent_core::StateStatus;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::drive::drive;
 use super::gate;
-use crate::run::{Group, Position, Run, TaskGuard};
+use crate::run::{Group, Ident, Position, Run, TaskGuard, NO_BRANCH};
 
-/// Spawn a branch task that starts at `state`.
-pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>) {
+/// Spawn a branch task that starts at `state` (branch `ord` of `group`).
+pub(crate) fn spawn(run: &Arc<Run>, state: usize, group: Option<Arc<Group>>, ord: u32) {
     run.tasks_started(1);
     if run.program.has_dependencies {
         run.deps.branches_made(1);
     }
-    spawn_task(branch_task(TaskGuard::new(run.clone()), state, group));
+    spawn_task(branch_task(TaskGuard::new(run.clone()), state, group, ord));
+}
+
+/// Start a restored run's branches: each position in a task of its own, except the
+/// branches of a map, which go on through a windowed fan (see [`Fan`]) as they did before.
+pub(crate) fn spawn_restored(run: &Arc<Run>, positions: Vec<Position>) {
+    let mut maps: Vec<(Arc<Group>, Vec<u32>, Vec<u32>)> = Vec::new();
+    for (group, state, ord) in positions {
+        match group {
+            Some(g) if g.ident().is_some_and(|i| i.map.is_some()) && ord != NO_BRANCH => {
+                match maps.iter_mut().find(|(m, _, _)| Arc::ptr_eq(m, &g)) {
+                    Some((_, targets, ords)) => {
+                        targets.push(state as u32);
+                        ords.push(ord);
+                    }
+                    None => maps.push((g, vec![state as u32], vec![ord])),
+                }
+            }
+            group => spawn(run, state, group, ord),
+        }
+    }
+    for (group, targets, ords) in maps {
+        let n = targets.len() as u32;
+        run.tasks_started(1);
+        if run.program.has_dependencies {
+            run.deps.branches_made(n as usize);
+        }
+        let fan = Arc::new(Fan {
+            group,
+            targets: targets.into_boxed_slice(),
+            ords: Some(ords.into_boxed_slice()),
+            slots: Some(Arc::new(Semaphore::new(agent_core::StateResult::MAP_WINDOW as usize))),
+            guard: TaskGuard::new(run.clone()),
+        });
+        spawn_task(fan_task(fan, 0, n));
+    }
 }
 
 /// Start a branch at the top level at each of `states` (activated by their dependencies, and
 /// counted there by `gate`), emptying it.
 pub(crate) fn start_ready(run: &Arc<Run>, states: &mut Vec<usize>) {
     for state in states.drain(..) {
-        spawn(run, state, None);
+        spawn(run, state, None, NO_BRANCH);
     }
 }
 
@@ -51,7 +87,7 @@ pub(crate) fn spawn_root(run: &Arc<Run>, start: usize) {
         let run = &guard.run;
         tokio::select! {
             biased;
-            _ = drive(run, start, None, true) => gate::branch_ended(run),
+            _ = drive(run, start, None, NO_BRANCH, true) => gate::branch_ended(run),
             _ = run.stopped() => {}
         }
     });
@@ -68,14 +104,14 @@ fn spawn_task(task: impl Future<Output = ()> + Send + 'static) {
 }
 
 /// The future of one spawned branch: the branch raced against the run's cancellation.
-async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) {
+async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>, ord: u32) {
     let run = &guard.run;
     // The branch is polled first: one that finishes in its first poll never registers with
     // the cancellation token (a lock), so a fan-out of quick branches pays nothing for
     // cancellation. A cancelled run wakes pending branches, which then stop.
     tokio::select! {
         biased;
-        _ = drive(run, state, group.map(Cow::Owned), false) => gate::branch_ended(run),
+        _ = drive(run, state, group.map(Cow::Owned), ord, false) => gate::branch_ended(run),
         _ = run.stopped() => {}
     }
 }
@@ -86,21 +122,54 @@ async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>) 
 /// runs (each holds the `Fan` to its end, even after its branch has left the group): so a
 /// branch of a fan-out touches no shared reference count but the `Fan`'s, once when its
 /// task is spawned and once when it ends, not the run's nor the run's task counter.
+///
+/// A map's fan has a *window*: at most that many of its branches are started and not over
+/// at once (a semaphore's permits, taken before a branch starts and given back when it is
+/// over; see `fan_task`), so the memory of a map over 100,000 items is its items and
+/// results, not 100,000 futures. A plain fan-out's window is unbounded.
 pub(super) struct Fan {
     pub(super) group: Arc<Group>,
     /// The fan-out's targets, one per branch, in order.
     pub(super) targets: Box<[u32]>,
+    /// The ordinal of each branch in its group, when it is not its index here (a restored
+    /// map's unfinished branches, or a fan-out whose other targets wait); `None`: the
+    /// index, or no identity at all (a group that keeps none).
+    pub(super) ords: Option<Box<[u32]>>,
+    /// A map's window: a permit per branch started and not over. `None`: unbounded.
+    slots: Option<Arc<Semaphore>>,
     guard: TaskGuard,
 }
 
 impl Fan {
-    /// A fan-out of `origin` (in `parent`) to `targets` (at least two): its group opened,
-    /// its tasks counted in the run.
-    pub(super) fn open(run: &Arc<Run>, parent: Option<Arc<Group>>, origin: usize, targets: Vec<u32>) -> Arc<Fan> {
-        debug_assert!(targets.len() > 1);
-        let group = Group::open(run, parent, origin, &targets);
+    /// A fan-out of `origin` (in `parent`) to `targets` (at least two, or a map's one or
+    /// more): its group opened, its tasks counted in the run.
+    pub(super) fn open(
+        run: &Arc<Run>,
+        parent: Option<Arc<Group>>,
+        origin: usize,
+        targets: Vec<u32>,
+        ident: Option<Ident>,
+        window: Option<u32>,
+    ) -> Arc<Fan> {
+        let group = Group::open(run, parent, origin, &targets, ident);
         run.tasks_started(1);
-        Arc::new(Fan { group, targets: targets.into_boxed_slice(), guard: TaskGuard::new(run.clone()) })
+        Arc::new(Fan {
+            group,
+            targets: targets.into_boxed_slice(),
+            ords: None,
+            // The first branch runs in the task that fanned out (see `take_next`).
+            slots: window.map(|w| Arc::new(Semaphore::new(w.saturating_sub(1).max(1) as usize))),
+            guard: TaskGuard::new(run.clone()),
+        })
+    }
+
+    /// The ordinal of the branch at index `i`.
+    pub(super) fn ord(&self, i: u32) -> u32 {
+        match &self.ords {
+            Some(ords) => ords[i as usize],
+            None if self.group.keeps_branches() => i,
+            None => NO_BRANCH,
+        }
     }
 }
 
@@ -111,29 +180,35 @@ pub(super) fn fan_out_deferred(
     run: &Arc<Run>,
     parent: Option<Arc<Group>>,
     origin: usize,
-    targets: &[u32],
-    defer: &[bool],
+    (targets, defer): (&[u32], &[bool]),
+    ident: Option<Ident>,
     next: &mut Vec<Position>,
     fan: &mut Option<Arc<Fan>>,
 ) {
-    let (mut running, mut waiting) = (Vec::new(), Vec::new());
-    for (&t, &d) in targets.iter().zip(defer) {
+    let keeps = ident.is_some();
+    let (mut running, mut ords) = (Vec::new(), Vec::new());
+    for (i, (&t, &d)) in targets.iter().zip(defer).enumerate() {
         if d {
             run.set_state_status(t as usize, StateStatus::Blocked);
-            waiting.push(t);
         } else {
             run.set_state_status(t as usize, StateStatus::Ready);
             running.push(t);
+            ords.push(if keeps { i as u32 } else { NO_BRANCH });
         }
     }
-    let group = Group::open_deferred(run, parent, origin, &running, &waiting, next);
+    let group = Group::open_deferred(run, parent, origin, (targets, defer), ident, next);
     match running.len() {
         0 => {}
-        1 => next.push((Some(group), running[0] as usize)),
+        1 => next.push((Some(group), running[0] as usize, ords[0])),
         _ => {
             run.tasks_started(1);
-            *fan =
-                Some(Arc::new(Fan { group, targets: running.into_boxed_slice(), guard: TaskGuard::new(run.clone()) }));
+            *fan = Some(Arc::new(Fan {
+                group,
+                targets: running.into_boxed_slice(),
+                ords: Some(ords.into_boxed_slice()),
+                slots: None,
+                guard: TaskGuard::new(run.clone()),
+            }));
         }
     }
 }
@@ -166,6 +241,7 @@ const HEAVY: Duration = Duration::from_micros(5);
 /// tokens in the group, where a checkpoint finds them.
 async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
     let run = &fan.guard.run;
+    let windowed = fan.slots.is_some();
     // When this slice began, and when the last branch began.
     let mut slice = Instant::now();
     let mut last = slice;
@@ -173,19 +249,38 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
         if run.is_stopping() {
             return;
         }
+        // A map's branch starts once its window has room (waiting for it holds no branch).
+        // The permit is forgotten and given back by hand (`free`): a flag, not a permit,
+        // lives in this task's future, which stays within tokio's 128-byte step.
+        if let Some(slots) = &fan.slots {
+            match slots.try_acquire() {
+                Ok(p) => p.forget(),
+                // Boxed: only a map whose window is full waits here.
+                Err(_) if Box::pin(room(slots, run)).await => {}
+                Err(_) => return,
+            }
+        }
         let state = fan.targets[lo as usize] as usize;
+        let ord = fan.ord(lo);
         lo += 1;
         // Boxed: the task's future stays small (tokio moves it by `memcpy` several times
         // between `spawn` and its task cell, and sizes the cell in steps of 128 bytes, which
         // a waiting branch holds); the box is not moved.
-        let mut branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), false));
+        let mut branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), ord, false));
         let waits = std::future::poll_fn(|cx| Poll::Ready(branch.as_mut().poll(cx).is_pending())).await;
         if !waits {
+            free(&fan);
             gate::branch_ended(run);
         } else {
             // Siblings must not wait behind this branch: the rest of the range goes on in
-            // other tasks, and this one waits for the branch, or for the run to stop.
-            hand_off(&fan, lo, hi);
+            // other tasks, and this one waits for the branch, or for the run to stop. A
+            // map's fan whose window is full keeps its range instead, and goes on with it
+            // once this branch is over: tasks holding a range are not made faster than
+            // branches end.
+            let keep = fan.slots.as_ref().is_some_and(|s| s.available_permits() == 0);
+            if !keep {
+                hand_off(&fan, lo, hi);
+            }
             // Boxed too: most branches of a wide fan-out never wait, and this task's cell
             // stays in a smaller step for those that do.
             let mut stopped = Box::pin(run.stopped());
@@ -199,16 +294,24 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
                 stopped.as_mut().poll(cx).map(|()| false)
             })
             .await;
-            if ended {
-                gate::branch_ended(run);
+            free(&fan);
+            if !ended {
+                return;
             }
-            return;
+            gate::branch_ended(run);
+            if !keep {
+                return;
+            }
+            slice = Instant::now();
+            last = slice;
+            continue;
         }
         if hi - lo > 1 {
             let now = Instant::now();
-            if now - last >= HEAVY {
+            if now - last >= HEAVY && !windowed {
                 // Branches this long pay little for a task each, and tasks spread best
-                // over the workers: split the rest down to one branch a task.
+                // over the workers: split the rest down to one branch a task (not a map's:
+                // its window bounds its tasks, so it halves as below).
                 while hi - lo > 1 {
                     hi = split_off(&fan, lo, hi);
                 }
@@ -221,6 +324,22 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
             }
             last = now;
         }
+    }
+}
+
+/// Take a permit of a map's window once it has room (forgotten: see [`free`]); `false` if
+/// the run stops first.
+async fn room(slots: &Semaphore, run: &Run) -> bool {
+    tokio::select! {
+        p = slots.acquire() => p.map(|p| p.forget()).is_ok(),
+        _ = run.stopped() => false,
+    }
+}
+
+/// Give back the window's permit a branch of `fan` held (a map's).
+fn free(fan: &Fan) {
+    if let Some(slots) = &fan.slots {
+        slots.add_permits(1);
     }
 }
 
@@ -248,7 +367,7 @@ fn hand_off(fan: &Arc<Fan>, lo: u32, hi: u32) {
 pub(super) fn take_next(run: &Arc<Run>, next: &mut Vec<Position>, fan: &mut Option<Arc<Fan>>) -> Option<Position> {
     if let Some(fan) = fan.take() {
         // This branch goes on with the first target; one task spawns the others.
-        let first = (Some(fan.group.clone()), fan.targets[0] as usize);
+        let first = (Some(fan.group.clone()), fan.targets[0] as usize, fan.ord(0));
         let n = fan.targets.len() as u32;
         if run.program.has_dependencies {
             run.deps.branches_made(n as usize - 1);
@@ -265,8 +384,8 @@ pub(super) fn take_next(run: &Arc<Run>, next: &mut Vec<Position>, fan: &mut Opti
     }
     let mut released = next.drain(..);
     let first = released.next()?;
-    for (g, s) in released {
-        spawn_task(branch_task(TaskGuard::new(run.clone()), s, g));
+    for (g, s, ord) in released {
+        spawn_task(branch_task(TaskGuard::new(run.clone()), s, g, ord));
     }
     Some(first)
 }
@@ -295,14 +414,16 @@ mod tests {
         });
         let prog = Arc::new(crate::program::Program::compile("x", &def).unwrap());
         let run = Arc::new(crate::run::Run::new(prog, agent_core::Context::new()));
-        let fut = super::drive(&run, 0, None, true);
-        assert!(size_of_val(&fut) <= 264, "the branch future grew to {} bytes", size_of_val(&fut));
-        let task = super::branch_task(crate::run::TaskGuard::new(run.clone()), 0, None);
-        assert!(size_of_val(&task) <= 416, "the spawned branch task grew to {} bytes", size_of_val(&task));
+        let fut = super::drive(&run, 0, None, crate::run::NO_BRANCH, true);
+        // 280 since branches carry an identity (their ordinal and, in a group that keeps
+        // one, their context handle): 264 before.
+        assert!(size_of_val(&fut) <= 280, "the branch future grew to {} bytes", size_of_val(&fut));
+        let task = super::branch_task(crate::run::TaskGuard::new(run.clone()), 0, None, crate::run::NO_BRANCH);
+        assert!(size_of_val(&task) <= 432, "the spawned branch task grew to {} bytes", size_of_val(&task));
         // A fan-out's task boxes its branch: tokio moves the spawned future several times.
         // Only a waiting branch races the run's stop, in a box of its own: tokio sizes a
         // task's cell in steps of 128 bytes, and a pending branch pays for the whole step.
-        let task = super::fan_task(super::Fan::open(&run, None, 0, vec![0, 0]), 1, 2);
+        let task = super::fan_task(super::Fan::open(&run, None, 0, vec![0, 0], None, None), 1, 2);
         assert!(size_of_val(&task) <= 128, "a fan-out's branch task grew to {} bytes", size_of_val(&task));
     }
 }

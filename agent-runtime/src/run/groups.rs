@@ -52,15 +52,38 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use agent_core::__private::context as ctx_hooks;
 use crossbeam_utils::CachePadded;
 use rustc_hash::FxHashMap;
+use serde_json::Value;
 
+use super::branches::{Branches, Flush, Recorded, Writes, NO_BRANCH};
 use super::Run;
 use crate::program::Program;
 
-/// Where a token stands after an event: the group it belongs to (none at the top level) and
-/// the state it runs.
-pub(crate) type Position = (Option<Arc<Group>>, usize);
+/// Where a token stands after an event: the group it belongs to (none at the top level),
+/// the state it runs, and its branch's ordinal in the group (`NO_BRANCH` in a group that
+/// keeps no identity per branch, see `run::branches`).
+pub(crate) type Position = (Option<Arc<Group>>, usize, u32);
+
+/// What a group that keeps an identity per branch knows of itself (see `run::branches`).
+pub(crate) struct Ident {
+    /// The ordinal, in the parent group, of the branch whose fan-out opened this group
+    /// (`NO_BRANCH` at the top or under a group that keeps no identity).
+    pub origin_branch: u32,
+    /// A map's items, its target and where its results go.
+    pub map: Option<MapMeta>,
+}
+
+/// A map's part of a group's identity.
+pub(crate) struct MapMeta {
+    /// The state each branch starts at.
+    pub target: u32,
+    /// One item per branch, in order.
+    pub items: Arc<[Value]>,
+    /// The key its results go to.
+    pub into: Box<str>,
+}
 
 /// Token counts by state, ascending by state.
 pub(crate) type Counts = Vec<(usize, u32)>;
@@ -71,6 +94,8 @@ pub(crate) struct Group {
     origin: usize,
     /// How many branches the fan-out opened (saturating), for checkpoints.
     width: u32,
+    /// Set when the group keeps an identity per branch (its places are in `Tokens`).
+    ident: Option<Ident>,
     /// Cache-padded: away from the `Arc` count, which every spawned branch of the group
     /// bumps on its worker while the others take this lock on theirs.
     tokens: CachePadded<Mutex<Tokens>>,
@@ -86,15 +111,19 @@ struct Tokens {
     released: Vec<(u32, u32)>,
     /// The group is over: its last token ended or went back to the parent.
     closed: bool,
+    /// Each branch's place, when the group keeps an identity per branch.
+    branches: Option<Branches>,
 }
 
 enum Event {
     Arrive {
         from: usize,
         to: usize,
+        ord: u32,
     },
     End {
         at: usize,
+        ord: u32,
     },
     /// Nothing moved: evaluate the rule as it stands.
     Settle,
@@ -236,11 +265,22 @@ impl Group {
         run: &Run,
         parent: Option<Arc<Group>>,
         origin: usize,
-        running: &[u32],
-        waiting: &[u32],
+        (targets, defer): (&[u32], &[bool]),
+        ident: Option<Ident>,
         out: &mut Vec<Position>,
     ) -> Arc<Group> {
+        let (mut running, mut waiting) = (Vec::new(), Vec::new());
+        for (&t, &d) in targets.iter().zip(defer) {
+            if d {
+                waiting.push(t)
+            } else {
+                running.push(t)
+            }
+        }
         let mut t = Tokens::default();
+        if ident.is_some() {
+            t.branches = Some(Branches::open(targets, Some(defer)));
+        }
         for same in running.chunk_by(|a, b| a == b) {
             add(&mut t.running, same[0] as usize, same.len() as u32);
         }
@@ -250,7 +290,7 @@ impl Group {
         t.running_total = running.len();
         t.live = running.len() + waiting.len();
         let width = u32::try_from(running.len() + waiting.len()).unwrap_or(u32::MAX);
-        let group = Group::create(run, parent, origin, width, t);
+        let group = Group::create(run, parent, origin, width, ident, t);
         if running.is_empty() {
             settle(&group, run, out);
         }
@@ -259,15 +299,24 @@ impl Group {
 
     /// A group whose tokens start running at `targets`, opened by `origin`'s fan-out
     /// (inside a transition: see `frontier`).
-    pub(crate) fn open(run: &Run, parent: Option<Arc<Group>>, origin: usize, targets: &[u32]) -> Arc<Group> {
+    pub(crate) fn open(
+        run: &Run,
+        parent: Option<Arc<Group>>,
+        origin: usize,
+        targets: &[u32],
+        ident: Option<Ident>,
+    ) -> Arc<Group> {
         let mut t = Tokens::default();
+        if ident.is_some() {
+            t.branches = Some(Branches::open(targets, None));
+        }
         // Targets often repeat one state: count each run of equal ones with one map update.
         for same in targets.chunk_by(|a, b| a == b) {
             add(&mut t.running, same[0] as usize, same.len() as u32);
         }
         t.running_total = targets.len();
         t.live = targets.len();
-        Group::create(run, parent, origin, u32::try_from(targets.len()).unwrap_or(u32::MAX), t)
+        Group::create(run, parent, origin, u32::try_from(targets.len()).unwrap_or(u32::MAX), ident, t)
     }
 
     /// A group with these tokens running and waiting (a checkpoint's, or a new one's),
@@ -279,8 +328,10 @@ impl Group {
         width: u32,
         running: impl IntoIterator<Item = (usize, u32)>,
         waiting: impl IntoIterator<Item = (usize, u32)>,
+        identity: Option<(Ident, Branches)>,
     ) -> Arc<Group> {
-        let mut t = Tokens::default();
+        let (ident, branches) = identity.unzip();
+        let mut t = Tokens { branches, ..Tokens::default() };
         for (s, n) in running {
             add(&mut t.running, s, n);
             t.running_total += n as usize;
@@ -290,23 +341,70 @@ impl Group {
             add(&mut t.waiting, s, n);
             t.live += n as usize;
         }
-        Group::create(run, parent, origin, width, t)
+        Group::create(run, parent, origin, width, ident, t)
     }
 
-    fn create(run: &Run, parent: Option<Arc<Group>>, origin: usize, width: u32, t: Tokens) -> Arc<Group> {
-        let group = Arc::new(Group { parent, origin, width, tokens: CachePadded::new(Mutex::new(t)) });
+    fn create(
+        run: &Run,
+        parent: Option<Arc<Group>>,
+        origin: usize,
+        width: u32,
+        ident: Option<Ident>,
+        t: Tokens,
+    ) -> Arc<Group> {
+        let group = Arc::new(Group { parent, origin, width, ident, tokens: CachePadded::new(Mutex::new(t)) });
         run.positions.register_group(&group);
         group
     }
 
-    /// The token running `from` moved to `to`. Pushes onto `out` every state to run now.
-    pub(crate) fn arrive(self: &Arc<Self>, run: &Run, from: usize, to: usize, out: &mut Vec<Position>) {
-        apply(self, run, Event::Arrive { from, to }, out)
+    /// The token of branch `ord` running `from` moved to `to`. Pushes onto `out` every
+    /// state to run now.
+    pub(crate) fn arrive(self: &Arc<Self>, run: &Run, from: usize, to: usize, ord: u32, out: &mut Vec<Position>) {
+        apply(self, run, Event::Arrive { from, to, ord }, out)
     }
 
-    /// The token running `at` ended (its branch ended or failed for good).
-    pub(crate) fn end(self: &Arc<Self>, run: &Run, at: usize, out: &mut Vec<Position>) {
-        apply(self, run, Event::End { at }, out)
+    /// The token of branch `ord` running `at` ended (its branch ended or failed for good).
+    pub(crate) fn end(self: &Arc<Self>, run: &Run, at: usize, ord: u32, out: &mut Vec<Position>) {
+        apply(self, run, Event::End { at, ord }, out)
+    }
+
+    /// Branch `ord`'s state completed with these contributions and result (inside the
+    /// transition that moves its token on).
+    pub(crate) fn commit(&self, ord: u32, writes: Writes, result: Option<Value>) {
+        if let Some(b) = &mut self.lock().branches {
+            b.commit(ord, writes, result);
+        }
+    }
+
+    /// Whether the group keeps an identity per branch.
+    pub(crate) fn keeps_branches(&self) -> bool {
+        self.ident.is_some()
+    }
+
+    /// The group's identity, if it keeps one per branch.
+    pub(crate) fn ident(&self) -> Option<&Ident> {
+        self.ident.as_ref()
+    }
+
+    /// A map's items, for its branches' contexts.
+    pub(crate) fn items(&self) -> Option<Arc<[Value]>> {
+        self.ident.as_ref().and_then(|i| i.map.as_ref()).map(|m| m.items.clone())
+    }
+
+    /// Each branch's place, held contributions and results, unless the group is over or
+    /// keeps no identity (for checkpoints; `name` gives a state's name).
+    pub(crate) fn branches(&self, name: impl Fn(usize) -> String) -> Option<Recorded> {
+        let t = self.lock();
+        if t.closed {
+            return None;
+        }
+        t.branches.as_ref().map(|b| b.record(name))
+    }
+
+    /// Every branch running (or not started), with its state: where a restored group goes
+    /// on.
+    pub(crate) fn running_branches(&self) -> Vec<(u32, usize)> {
+        self.lock().branches.as_ref().map(|b| b.running().collect()).unwrap_or_default()
     }
 
     /// Whether the group is over.
@@ -356,20 +454,28 @@ fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posi
     loop {
         let mut t = group.lock();
         match event {
-            Event::Arrive { from, to } => {
+            Event::Arrive { from, to, ord } => {
                 t.stop_running(from);
                 add(&mut t.waiting, to, 1);
+                if let Some(b) = &mut t.branches {
+                    b.arrive(ord, to);
+                }
             }
             Event::Settle => {}
-            Event::End { at } => {
+            Event::End { at, ord } => {
                 t.stop_running(at);
                 t.live -= 1;
+                if let Some(b) = &mut t.branches {
+                    b.end(ord);
+                }
                 if t.live == 0 {
                     t.closed = true;
+                    let flush = t.branches.as_mut().map(Branches::take_flush);
                     drop(t);
+                    deliver(group, run, flush);
                     match &group.parent {
                         Some(parent) => {
-                            event = Event::End { at: group.origin };
+                            event = Event::End { at: group.origin, ord: origin_branch(group) };
                             group = parent;
                             continue;
                         }
@@ -392,10 +498,15 @@ fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posi
             // The group is down to one token: it rejoins the parent at the released state.
             let to = t.released[0].0 as usize;
             t.closed = true;
+            let flush = t.branches.as_mut().map(|b| {
+                b.release(to);
+                b.take_flush()
+            });
             drop(t);
+            deliver(group, run, flush);
             match &group.parent {
                 Some(parent) => {
-                    event = Event::Arrive { from: group.origin, to };
+                    event = Event::Arrive { from: group.origin, to, ord: origin_branch(group) };
                     group = parent;
                     continue;
                 }
@@ -403,7 +514,7 @@ fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posi
                     // The token that fanned out at the top level moves on to `to`.
                     run.top_leave(group.origin);
                     run.top_enter(to);
-                    out.push((None, to));
+                    out.push((None, to, NO_BRANCH));
                     return;
                 }
             }
@@ -411,9 +522,57 @@ fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posi
         let released = std::mem::take(&mut t.released);
         for &(s, _) in &released {
             t.start_running(s as usize);
-            out.push((Some(group.clone()), s as usize));
+            let ord = t.branches.as_mut().map_or(NO_BRANCH, |b| b.release(s as usize));
+            out.push((Some(group.clone()), s as usize, ord));
         }
         t.released = released;
         return;
     }
+}
+
+/// The ordinal, in its parent, of the branch whose fan-out opened `group`.
+fn origin_branch(group: &Group) -> u32 {
+    group.ident.as_ref().map_or(NO_BRANCH, |i| i.origin_branch)
+}
+
+/// A group that keeps an identity per branch closed (inside a transition, no lock held):
+/// its branches' contributions, in ordinal order, go to the branch that opened it, if its
+/// group keeps an identity too, or are folded into the context now; a map's results go to
+/// its key, folded one by one through the key's reducer or set as the list of them. A
+/// contribution that does not fit its reducer fails the run.
+fn deliver(group: &Arc<Group>, run: &Run, flush: Option<Flush>) {
+    let (Some(mut flush), Some(ident)) = (flush, &group.ident) else { return };
+    if let Some(map) = &ident.map {
+        let results = std::mem::take(&mut flush.results);
+        if ctx_hooks::has_reducer(&run.ctx, &map.into) {
+            flush.writes.extend(results.into_iter().map(|r| (map.into.clone(), r)));
+        } else if let Err(e) = ctx_hooks::apply(&run.ctx, &map.into, Value::Array(results)) {
+            return reduce_failed(run, group, e);
+        }
+    }
+    if flush.writes.is_empty() {
+        return;
+    }
+    if let Some(parent) = group.parent.as_ref().filter(|_| ident.origin_branch != NO_BRANCH) {
+        if let Some(b) = &mut parent.lock().branches {
+            b.absorb(ident.origin_branch, flush);
+            return;
+        }
+    }
+    for (key, value) in flush.writes {
+        if let Err(e) = ctx_hooks::apply(&run.ctx, &key, value) {
+            return reduce_failed(run, group, e);
+        }
+    }
+}
+
+#[cold]
+fn reduce_failed(run: &Run, group: &Group, error: agent_core::ContextError) {
+    run.fail(agent_core::AgentError::StateFailed {
+        state: run.program.states[group.origin].name.to_string(),
+        attempts: 1,
+        source: Box::new(error),
+        context: run.ctx.clone(),
+        checkpoint: None,
+    });
 }

@@ -26,6 +26,7 @@
 //! - Parts never call each other; transitions that touch several parts are the methods of
 //!   [`Run`] here.
 
+mod branches;
 mod control;
 mod counters;
 mod gates;
@@ -40,10 +41,11 @@ use std::time::Duration;
 use agent_core::{AgentError, AgentStatus, Context, StateStatus};
 use tokio::sync::Semaphore;
 
+pub(crate) use branches::{Branches, NO_BRANCH};
 pub(crate) use control::{Control, Deadline};
 pub(crate) use counters::{Counters, HELD};
 pub(crate) use gates::DepsState;
-pub(crate) use groups::{Counts, Group, Position};
+pub(crate) use groups::{Counts, Group, Ident, MapMeta, Position};
 pub(crate) use positions::{Positions, NO_STATE};
 pub(crate) use sinks::{Links, Recorder, Sinks};
 pub(crate) use successor::{latest, Successor};
@@ -78,6 +80,9 @@ impl Run {
     /// A run sharing `links` with its agent (and with the agent's other runs).
     pub(crate) fn with_links(program: Arc<Program>, ctx: Context, links: Arc<Links>) -> Run {
         let n = program.states.len();
+        if let Some(reducers) = &program.reducers {
+            agent_core::__private::context::set_reducers(&ctx, reducers.clone());
+        }
         Run {
             deps: DepsState::new(n, program.has_dependencies),
             semaphore: program.max_concurrent.map(Semaphore::new),
