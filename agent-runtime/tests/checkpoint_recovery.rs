@@ -278,7 +278,7 @@ async fn sqlite_every_snapshot_damaged_is_a_typed_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_newer_snapshot_is_refused_not_skipped() {
     let (_dir, path, store) = sqlite_file();
-    let damage = Damage::ReplaceNewest("\"schema_version\":4", "\"schema_version\":99");
+    let damage = Damage::ReplaceNewest("\"schema_version\":5", "\"schema_version\":99");
     let Outcome { result, seen, ran, .. } = crash_damage_recover(store, sqlite_damage(path, damage)).await;
     assert!(matches!(result, Err(AgentError::Checkpoint(CheckpointError::TooNew { found: 99, .. }))), "{result:?}");
     assert!(ran.is_empty() && seen.is_empty());
