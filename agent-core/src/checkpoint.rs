@@ -272,6 +272,15 @@ pub struct MapRecord {
     /// The results of the branches that set one: `(branch, result)`, by branch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<(u32, serde_json::Value)>,
+    /// The map's identity within its run, so that a journal entry can refer to what an
+    /// earlier one wrote of it (`None` in checkpoints written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// Only in a journal entry: the items are those of the map with the same `id` in the
+    /// commit before, and `results` holds only the results added since. Never set in a
+    /// checkpoint (replaying the journal resolves it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub elided: bool,
 }
 
 impl MapRecord {
@@ -283,7 +292,14 @@ impl MapRecord {
         items: Vec<serde_json::Value>,
         results: Vec<(u32, serde_json::Value)>,
     ) -> Self {
-        MapRecord { target, into, items, results }
+        MapRecord { target, into, items, results, id: None, elided: false }
+    }
+
+    /// The same record with the map's identity.
+    #[doc(hidden)]
+    pub fn with_id(mut self, id: u64) -> Self {
+        self.id = Some(id);
+        self
     }
 }
 

@@ -126,8 +126,12 @@ pub type Reducers = FxHashMap<Box<str>, Reduce>;
 /// kept apart until the state completes (see `runtime::take_pending`).
 pub struct Scope {
     ordinal: u32,
-    items: Option<Arc<[serde_json::Value]>>,
+    /// A map branch's item (its own copy: no reference count shared by the branches).
+    item: Option<serde_json::Value>,
     pending: Mutex<Pending>,
+    /// Whether `pending` holds anything: set after a write to it, so that a branch that
+    /// contributes nothing (most) never takes the lock.
+    dirty: AtomicBool,
 }
 
 /// What a branch's running state contributed, handed to the runtime when it completes.
@@ -257,6 +261,7 @@ impl Context {
         match &self.scope {
             Some(scope) => {
                 lock(&scope.pending).writes.push((key.into(), value));
+                scope.dirty.store(true, Ordering::Release);
                 Ok(())
             }
             None => self.fold(key, reduce, value),
@@ -289,10 +294,9 @@ impl Context {
     /// Outside a map's branch it is [`ContextError::NoItem`]; an item that does not decode
     /// as `T` is [`ContextError::TypeMismatch`].
     pub fn item<T: DeserializeOwned>(&self) -> Result<T, ContextError> {
-        let Some((ordinal, items)) = self.scope.as_ref().and_then(|s| s.items.as_ref().map(|i| (s.ordinal, i))) else {
+        let Some(item) = self.scope.as_ref().and_then(|s| s.item.as_ref()) else {
             return Err(ContextError::NoItem);
         };
-        let item = items.get(ordinal as usize).ok_or(ContextError::NoItem)?;
         T::deserialize(item).map_err(|e| ContextError::mismatch::<T>("item", "the map's item".into(), e.to_string()))
     }
 
@@ -310,12 +314,13 @@ impl Context {
     ///
     /// Outside a map's branch it is [`ContextError::NoItem`].
     pub fn set_result<T: Serialize>(&self, value: T) -> Result<(), ContextError> {
-        let Some(scope) = self.scope.as_ref().filter(|s| s.items.is_some()) else {
+        let Some(scope) = self.scope.as_ref().filter(|s| s.item.is_some()) else {
             return Err(ContextError::NoItem);
         };
         let value = serde_json::to_value(&value)
             .map_err(|e| ContextError::Serialize { key: crate::RESULTS_KEY.to_owned(), message: e.to_string() })?;
         lock(&scope.pending).result = Some(value);
+        scope.dirty.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -761,15 +766,55 @@ pub mod runtime {
         ctx.reducer(key).is_some()
     }
 
-    /// A handle on the same context for branch `ordinal` of a fan-out (with a map's items).
-    pub fn scoped(ctx: &Context, ordinal: u32, items: Option<Arc<[serde_json::Value]>>) -> Context {
-        let scope = super::Scope { ordinal, items, pending: Default::default() };
-        Context { inner: ctx.inner.clone(), scope: Some(Arc::new(scope)) }
+    /// A handle on the same context for branch `ordinal` of a fan-out (with a map's item).
+    /// Its scope comes from this thread's recycled ones when there is one (see
+    /// [`recycle`]): a map's branch then allocates nothing for it.
+    pub fn scoped(ctx: &Context, ordinal: u32, item: Option<serde_json::Value>) -> Context {
+        let recycled = SCOPES.try_with(|s| s.borrow_mut().pop()).ok().flatten();
+        let scope = match recycled {
+            Some(mut scope) => match Arc::get_mut(&mut scope) {
+                Some(s) => {
+                    s.ordinal = ordinal;
+                    s.item = item;
+                    scope
+                }
+                None => {
+                    Arc::new(super::Scope { ordinal, item, pending: Default::default(), dirty: Default::default() })
+                }
+            },
+            None => Arc::new(super::Scope { ordinal, item, pending: Default::default(), dirty: Default::default() }),
+        };
+        Context { inner: ctx.inner.clone(), scope: Some(scope) }
+    }
+
+    /// Give a branch's handle back when the branch is done with it: its scope, if nothing
+    /// else holds it, is kept for this thread's next [`scoped`] (up to a few dozen).
+    pub fn recycle(ctx: Context) {
+        let Some(mut scope) = ctx.scope else { return };
+        let Some(s) = Arc::get_mut(&mut scope) else { return };
+        s.item = None;
+        if *s.dirty.get_mut() {
+            *s.dirty.get_mut() = false;
+            *s.pending.get_mut().unwrap_or_else(PoisonError::into_inner) = super::Pending::default();
+        }
+        // Not at all while this thread's locals are being destroyed (a runtime shutting
+        // down drops its tasks then).
+        let _ = SCOPES.try_with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() < 64 {
+                cache.push(scope);
+            }
+        });
+    }
+
+    thread_local! {
+        /// Scopes of ended branches, for the next ones on this thread.
+        static SCOPES: std::cell::RefCell<Vec<Arc<super::Scope>>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
     /// Forget what the branch's state contributed so far (a new attempt begins).
     pub fn begin_attempt(ctx: &Context) {
-        if let Some(s) = &ctx.scope {
+        if let Some(s) = ctx.scope.as_ref().filter(|s| s.dirty.swap(false, Ordering::Acquire)) {
             *lock(&s.pending) = super::Pending::default();
         }
     }
@@ -777,7 +822,8 @@ pub mod runtime {
     /// What the branch's state contributed (its attempt completed), taken out.
     pub fn take_pending(ctx: &Context) -> super::Pending {
         match &ctx.scope {
-            Some(s) => std::mem::take(&mut *lock(&s.pending)),
+            Some(s) if s.dirty.swap(false, Ordering::Acquire) => std::mem::take(&mut *lock(&s.pending)),
+            Some(_) => super::Pending::default(),
             None => super::Pending::default(),
         }
     }

@@ -7,11 +7,15 @@
 //!   program; names resolve to indices.
 //! - `run`: the plain shared state of one run (control, counters, positions, groups,
 //!   dependency bookkeeping, sinks); `run::groups`: a fan-out opens a group of tokens, and
-//!   the group decides when a join runs. It starts no task and imports nothing from `exec`.
+//!   the group decides when a join runs; `run::branches`: the groups of a map, or of an
+//!   agent with reducers, also keep each branch's place, held writes and result, by its
+//!   ordinal, so a map's items recover one by one and writes fold in branch order. It
+//!   starts no task and imports nothing from `exec`.
 //! - `exec`: the execution layer, the only one that runs states and starts tasks.
 //!   `exec::drive`: one task runs a branch's states in sequence, each turn as steps
 //!   (record, gate, poll, settle, route); `exec::spawn`: a fan-out's other branches go to
-//!   tasks on the current tokio runtime (work-stealing on a multi-thread one);
+//!   tasks on the current tokio runtime (work-stealing on a multi-thread one; a map's
+//!   through a window of at most `MAP_WINDOW` branches at once);
 //!   `exec::attempt`: the attempts of a state that holds resources, has a timeout, retries
 //!   or runs on the blocking pool; `exec::gate`: dependencies.
 //! - `pool`: the resource pool.

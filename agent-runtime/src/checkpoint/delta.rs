@@ -90,6 +90,9 @@ pub(crate) struct Frame {
     completed: Vec<bool>,
     /// The requests for human input.
     inputs: Vec<InputRequestRecord>,
+    /// The maps written so far, by id: which branches' results are written (their items
+    /// are, whole, in the first entry that had the map).
+    maps: HashMap<u64, Vec<bool>>,
 }
 
 impl Frame {
@@ -106,7 +109,57 @@ impl Frame {
             keys: checkpoint.states.iter().map(StateKey::of).collect(),
             completed,
             inputs: checkpoint.pending_inputs.clone(),
+            maps: HashMap::new(),
         }
+        .with_maps(&checkpoint.groups)
+    }
+
+    /// The frame, knowing the maps of `groups` as written whole.
+    fn with_maps(mut self, groups: &[GroupRecord]) -> Frame {
+        for m in groups.iter().filter_map(|g| g.branches.as_ref()?.map.as_ref()) {
+            if let Some(id) = m.id {
+                let mut written = vec![false; m.items.len()];
+                for &(ord, _) in &m.results {
+                    if let Some(w) = written.get_mut(ord as usize) {
+                        *w = true;
+                    }
+                }
+                self.maps.insert(id, written);
+            }
+        }
+        self
+    }
+
+    /// Leave out of `groups` what an earlier entry wrote of their maps (their items, and
+    /// the results already written), and remember what is written now; forget maps that
+    /// are over. A map's record then costs its new results, not its items and all its
+    /// results, at each commit.
+    fn elide_maps(&mut self, groups: &mut [GroupRecord]) {
+        let mut seen = Vec::new();
+        for m in groups.iter_mut().filter_map(|g| g.branches.as_mut()?.map.as_mut()) {
+            let Some(id) = m.id else { continue };
+            seen.push(id);
+            match self.maps.get_mut(&id) {
+                Some(written) => {
+                    m.items = Vec::new();
+                    m.elided = true;
+                    m.results.retain(|&(ord, _)| match written.get_mut(ord as usize) {
+                        Some(w) => !std::mem::replace(w, true),
+                        None => true,
+                    });
+                }
+                None => {
+                    let mut written = vec![false; m.items.len()];
+                    for &(ord, _) in &m.results {
+                        if let Some(w) = written.get_mut(ord as usize) {
+                            *w = true;
+                        }
+                    }
+                    self.maps.insert(id, written);
+                }
+            }
+        }
+        self.maps.retain(|id, _| seen.contains(id));
     }
 }
 
@@ -123,7 +176,7 @@ pub(crate) fn capture(run: &Run, frame: &mut Frame) -> Result<Delta, String> {
     let mut first: Vec<(u32, usize)> = Vec::new();
     let mut status = AgentStatus::Idle;
     let mut steps = 0;
-    let (tokens, groups) = read_positions(run, || {
+    let (tokens, mut groups) = read_positions(run, || {
         // Taken before anything is read: a key written from now on is in the next delta.
         changed = ctx_hooks::take_changes(&run.ctx);
         if run.program.reducers.is_some() {
@@ -150,6 +203,7 @@ pub(crate) fn capture(run: &Run, frame: &mut Frame) -> Result<Delta, String> {
         steps = run.states.steps();
     });
     first.sort_unstable();
+    frame.elide_maps(&mut groups);
     let inputs = pending_inputs(run);
     let inputs = (inputs != frame.inputs).then(|| {
         frame.inputs.clone_from(&inputs);
@@ -181,6 +235,27 @@ pub(crate) fn capture(run: &Run, frame: &mut Frame) -> Result<Delta, String> {
         set,
         removed,
     })
+}
+
+/// Give every map of `groups` (a delta's) that an earlier entry wrote its items and its
+/// results from `before` (the groups of the commit before); `Err` names one whose earlier
+/// record is missing.
+fn resolve_maps(before: &[GroupRecord], groups: &mut [GroupRecord]) -> Result<(), String> {
+    for m in groups.iter_mut().filter_map(|g| g.branches.as_mut()?.map.as_mut()) {
+        if !m.elided {
+            continue;
+        }
+        let earlier = (before.iter())
+            .filter_map(|g| g.branches.as_ref()?.map.as_ref())
+            .find(|e| e.id.is_some() && e.id == m.id)
+            .ok_or_else(|| format!("map {:?} refers to an earlier record that is not there", m.id))?;
+        m.items = earlier.items.clone();
+        let mut results: BTreeMap<u32, serde_json::Value> = earlier.results.iter().cloned().collect();
+        results.extend(std::mem::take(&mut m.results));
+        m.results = results.into_iter().collect();
+        m.elided = false;
+    }
+    Ok(())
 }
 
 /// `checkpoint` with the deltas of `entries` (ascending `seq`) applied in order: the
@@ -220,7 +295,9 @@ pub(crate) fn replay(mut checkpoint: Checkpoint, entries: &[JournalEntry]) -> Re
         checkpoint.timestamp = UNIX_EPOCH + Duration::from_millis(ms);
         checkpoint.agent_status = delta.status;
         checkpoint.tokens = delta.tokens;
-        checkpoint.groups = delta.groups;
+        let mut groups = delta.groups;
+        resolve_maps(&checkpoint.groups, &mut groups).map_err(bad)?;
+        checkpoint.groups = groups;
         checkpoint.steps = delta.steps;
         if let Some(inputs) = delta.inputs {
             checkpoint.pending_inputs = inputs;
@@ -245,4 +322,53 @@ pub(crate) fn replay(mut checkpoint: Checkpoint, entries: &[JournalEntry]) -> Re
         checkpoint.context = serde_json::value::to_raw_value(&context)?;
     }
     Ok(checkpoint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_core::{BranchAt, BranchesRecord, MapRecord};
+    use serde_json::json;
+
+    fn map_group(id: u64, results: &[u32]) -> GroupRecord {
+        let items = (0..4).map(|i| json!(i * 10)).collect();
+        let results = results.iter().map(|&o| (o, json!(o * 100))).collect();
+        let map = MapRecord::new("work".into(), "results".into(), items, results).with_id(id);
+        let at = vec![(4, BranchAt::Running("work".into()))];
+        GroupRecord::new(None, "split".into(), Vec::new())
+            .with_width(4)
+            .with_branches(BranchesRecord::new(at, None, Vec::new(), Some(map)))
+    }
+
+    /// A map's items are written once and each result once; replaying the entries gives
+    /// the whole record back, and an entry whose earlier record is missing is refused.
+    #[test]
+    fn map_records_are_written_once_and_replay_whole() {
+        let first = vec![map_group(7, &[1])];
+        let mut frame = Frame {
+            status: AgentStatus::Running,
+            keys: Vec::new(),
+            completed: Vec::new(),
+            inputs: Vec::new(),
+            maps: HashMap::new(),
+        }
+        .with_maps(&first);
+        let mut next = vec![map_group(7, &[1, 3])];
+        frame.elide_maps(&mut next);
+        let m = next[0].branches.as_ref().unwrap().map.as_ref().unwrap();
+        assert!(m.elided && m.items.is_empty());
+        assert_eq!(m.results, vec![(3, json!(300))], "only the new result");
+        let mut again = vec![map_group(7, &[1, 3])];
+        frame.elide_maps(&mut again);
+        assert!(again[0].branches.as_ref().unwrap().map.as_ref().unwrap().results.is_empty());
+
+        resolve_maps(&first, &mut next).unwrap();
+        assert_eq!(next, vec![map_group(7, &[1, 3])]);
+        let mut orphan = vec![map_group(8, &[])];
+        orphan[0].branches.as_mut().unwrap().map.as_mut().unwrap().elided = true;
+        assert!(resolve_maps(&first, &mut orphan).unwrap_err().contains("earlier record"));
+        // A map that closed is forgotten: if it came back, it would be written whole.
+        frame.elide_maps(&mut []);
+        assert!(frame.maps.is_empty());
+    }
 }

@@ -221,10 +221,9 @@ pub(crate) fn read_positions(run: &Run, also: impl FnOnce()) -> (Vec<TokenRecord
         let mut record = GroupRecord::new(parent, name(origin), waiting.iter().map(|&(s, n)| (name(s), n)).collect())
             .with_width(g.width());
         if let (Some((at, writes, results)), Some(ident)) = (branches.clone(), g.ident()) {
-            let map = ident
-                .map
-                .as_ref()
-                .map(|m| MapRecord::new(name(m.target as usize), m.into.to_string(), m.items.to_vec(), results));
+            let map = ident.map.as_ref().map(|m| {
+                MapRecord::new(name(m.target as usize), m.into.to_string(), m.items.to_vec(), results).with_id(m.id)
+            });
             let origin_branch = (ident.origin_branch != NO_BRANCH).then_some(ident.origin_branch);
             record = record.with_branches(BranchesRecord::new(at, origin_branch, writes, map));
         }
@@ -356,6 +355,7 @@ fn restore_branches(prog: &Program, b: &BranchesRecord) -> Option<(Ident, Branch
             target: index(&m.target)? as u32,
             items: m.items.clone().into(),
             into: m.into.as_str().into(),
+            id: m.id.unwrap_or_else(|| fastrand::u64(..)),
         }),
         None => None,
     };

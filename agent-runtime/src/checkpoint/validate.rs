@@ -50,7 +50,7 @@
 //!   than its `width`;
 //! - a group's `branches` (version 5) whose places do not add up to its width or disagree
 //!   with its token counts (running per state, counting a child group at its origin, and
-//!   waiting per state), a run of 0 branches, held writes or a map's results naming a
+//!   waiting per state), a width above [`MAX_TOKENS`], a run of 0 branches, held writes or a map's results naming a
 //!   branch beyond the width or out of order, a map whose item count is not the width (a
 //!   map's group may have width 1), a child naming a branch beyond its parent's width, or
 //!   an `origin_branch` under a parent that keeps no branches;
@@ -112,6 +112,10 @@ fn branches(
     let g = &c.groups[i];
     let bad = |what: String| invalid(format!("group {i} (opened by {:?}): {what}", g.origin));
     let width = g.width.ok_or_else(|| bad("its branches are recorded without its width".into()))?;
+    if u64::from(width) > MAX_TOKENS {
+        // Restored, each branch's place takes memory, whatever the record spells out.
+        return Err(bad(format!("{width} branches, above the limit of {MAX_TOKENS}")));
+    }
     let (mut running, mut waiting) = (BTreeMap::new(), BTreeMap::new());
     let mut sum = 0u64;
     for (n, place) in &b.at {
@@ -155,6 +159,9 @@ fn branches(
     }
     if let Some(m) = &b.map {
         at(&m.target)?;
+        if m.elided {
+            return Err(bad("a map whose items are left to an earlier journal entry, in a checkpoint".into()));
+        }
         if m.items.len() as u64 != u64::from(width) {
             return Err(bad(format!("a map of {} items in a group of width {width}", m.items.len())));
         }

@@ -86,7 +86,7 @@ struct Branch<'a> {
     ord: u32,
     /// The context handle the branch's states get, when it has an identity (a map's item,
     /// reducer writes held until the state completes); `None`: the run's own.
-    scope: Option<Box<Context>>,
+    scope: Option<Context>,
     /// The root task, whose position is published in the root slot (see [`drive`]).
     rooted: bool,
     /// A durable run's completion not yet recorded: recorded before any successor starts.
@@ -97,6 +97,15 @@ struct Branch<'a> {
     next: Vec<Position>,
     /// A fan-out just made, whose branches are to be spawned (see `take_next`).
     fan: Option<Arc<Fan>>,
+}
+
+/// A branch's scope goes back for the next branch on this thread.
+impl Drop for Branch<'_> {
+    fn drop(&mut self) {
+        if let Some(scope) = self.scope.take() {
+            ctx_hooks::recycle(scope);
+        }
+    }
 }
 
 /// Run states from `pos` until this branch ends, waits at a join, or the run stops.
@@ -142,7 +151,7 @@ pub(crate) async fn drive(run: &Arc<Run>, pos: usize, group: Option<Cow<'_, Arc<
             // future; polled through `Cancellable`, which takes the budget as the plain path
             // does and races `cancel_state`.
             Gated::Guarded(guarded) => {
-                let tried = Box::pin(attempt::run(run, b.scope.as_deref().unwrap_or(&run.ctx), b.pos, guarded));
+                let tried = Box::pin(attempt::run(run, b.scope.as_ref().unwrap_or(&run.ctx), b.pos, guarded));
                 match Cancellable::new(run, b.pos, epoch, tried).await {
                     Some(Attempted::Done(outcome, n)) => {
                         attempts = n;
@@ -172,8 +181,7 @@ pub(crate) async fn drive(run: &Arc<Run>, pos: usize, group: Option<Cow<'_, Arc<
                 if let Some(scope) = &b.scope {
                     ctx_hooks::begin_attempt(scope);
                 }
-                let mut fut =
-                    AssertUnwindSafe(state.handler.call(b.scope.as_deref().unwrap_or(&run.ctx))).catch_unwind();
+                let mut fut = AssertUnwindSafe(state.handler.call(b.scope.as_ref().unwrap_or(&run.ctx))).catch_unwind();
                 // The block's value, not a local moved out after the permit's drop: that move
                 // was a 32-byte copy reloading, as two 16-byte loads, the 8-byte stores just
                 // made (a failed store-to-load forwarding, about a third of this loop's own
@@ -303,9 +311,12 @@ impl Branch<'_> {
     /// map's item) in a group that keeps an identity per branch, else the run's.
     #[inline(always)]
     fn scope_in(&mut self, run: &Run) {
+        if let Some(old) = self.scope.take() {
+            ctx_hooks::recycle(old);
+        }
         self.scope = match self.group.as_deref() {
             Some(g) if g.keeps_branches() && self.ord != NO_BRANCH => {
-                Some(Box::new(ctx_hooks::scoped(&run.ctx, self.ord, g.items())))
+                Some(ctx_hooks::scoped(&run.ctx, self.ord, g.item(self.ord)))
             }
             _ => None,
         };
@@ -335,13 +346,6 @@ impl Branch<'_> {
         }
         if !agent_core::__private::context::has_write_error(&run.ctx) {
             if let Ok(Ok(result)) = outcome {
-                if let (Some(scope), Some(g)) = (&self.scope, &self.group) {
-                    // The branch's contributions count from now, with its token's move.
-                    let pending = ctx_hooks::take_pending(scope);
-                    if !pending.writes.is_empty() || pending.result.is_some() {
-                        g.commit(self.ord, pending.writes, pending.result);
-                    }
-                }
                 run.record_completion(self.pos, self.rooted && run.runs_alone());
                 self.unrecorded = run.sinks.durable.is_some();
                 if state.dependents.is_empty() && run.deps.waiting.load(Relaxed) > 0 {
@@ -372,7 +376,8 @@ impl Branch<'_> {
         self.next.clear();
         match self.group.take() {
             Some(g) => {
-                g.end(run, pos, self.ord, &mut self.next);
+                // A cancelled state's writes do not count.
+                g.end(run, pos, self.ord, None, &mut self.next);
                 Step::GoOn
             }
             None => {
@@ -402,7 +407,8 @@ impl Branch<'_> {
                 Step::Continue { to: handler, forget: false }
             }
             Some(g) => {
-                arrive(run, g, pos, handler, self.ord, &mut self.next);
+                // The failed state's writes do not count.
+                arrive(run, g, pos, handler, self.ord, None, &mut self.next);
                 Step::GoOn
             }
         }
@@ -438,7 +444,7 @@ impl Branch<'_> {
                 };
                 self.next.clear();
                 _entered = TRANSITIONS.enter();
-                arrive(run, g, pos, to, self.ord, &mut self.next);
+                arrive(run, g, pos, to, self.ord, self.scope.as_ref(), &mut self.next);
             }
             StateResult::End => {
                 self.next.clear();
@@ -476,7 +482,7 @@ impl Branch<'_> {
     fn end(&mut self, run: &Run) {
         let pos = self.pos;
         match self.group.take() {
-            Some(g) => g.end(run, pos, self.ord, &mut self.next),
+            Some(g) => g.end(run, pos, self.ord, self.scope.as_ref(), &mut self.next),
             None => leave_top(run, pos, self.rooted),
         }
     }
@@ -517,7 +523,7 @@ impl Branch<'_> {
                         move_top(run, pos, to, self.rooted);
                         self.next.push((None, to, NO_BRANCH));
                     }
-                    Some(g) => g.arrive(run, pos, to, self.ord, &mut self.next),
+                    Some(g) => g.arrive(run, pos, to, self.ord, self.scope.as_ref(), &mut self.next),
                 }
             }
             _ => {
@@ -543,6 +549,10 @@ impl Branch<'_> {
     /// now on, like every token but the root's, at `pos` until its group is over), and its
     /// group, which becomes the parent of the one it opens (returned).
     fn open(&mut self, run: &Run) -> Option<Arc<Group>> {
+        if let (Some(g), Some(scope)) = (&self.group, &self.scope) {
+            // What the state that fans out contributed counts for its branch from now.
+            g.commit(self.ord, scope);
+        }
         if self.group.is_none() && std::mem::take(&mut self.rooted) {
             run.positions.set_root(NO_STATE);
             run.top_enter(self.pos);
@@ -576,7 +586,8 @@ impl Branch<'_> {
             return true;
         }
         let parent = self.open(run);
-        let meta = MapMeta { target: to as u32, items: items.clone(), into: map.into.as_ref().into() };
+        let meta =
+            MapMeta { target: to as u32, items: items.clone(), into: map.into.as_ref().into(), id: fastrand::u64(..) };
         let ident = self.ident(run, parent.as_ref(), Some(meta));
         run.set_state_status(to, StateStatus::Ready);
         let targets = vec![to as u32; items.len()];
@@ -615,9 +626,18 @@ fn completed(run: &Arc<Run>, pos: usize) {
     start_ready(run, &mut ready);
 }
 
-/// Branch `ord` of `g` moves from `from` to `to`; a join may hold it there.
-fn arrive(run: &Run, g: &Arc<Group>, from: usize, to: usize, ord: u32, next: &mut Vec<Position>) {
-    g.arrive(run, from, to, ord, next);
+/// Branch `ord` of `g` moves from `from` to `to`; a join may hold it there. `done`: its
+/// context handle, when the state completed (its writes count).
+fn arrive(
+    run: &Run,
+    g: &Arc<Group>,
+    from: usize,
+    to: usize,
+    ord: u32,
+    done: Option<&Context>,
+    next: &mut Vec<Position>,
+) {
+    g.arrive(run, from, to, ord, done, next);
     if next.is_empty() {
         run.set_state_status(to, StateStatus::Blocked);
     }

@@ -239,26 +239,29 @@ const HEAVY: Duration = Duration::from_micros(5);
 ///
 /// A task that finds the run stopping starts nothing more: the branches it held keep their
 /// tokens in the group, where a checkpoint finds them.
+///
+/// A map's task holds one permit of its window from its first branch to its end: its
+/// branches run one after another, so that bounds the branches started and not over (and
+/// costs a permit per task, not per branch).
 async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
     let run = &fan.guard.run;
-    let windowed = fan.slots.is_some();
+    let mut held = false;
     // When this slice began, and when the last branch began.
     let mut slice = Instant::now();
     let mut last = slice;
     while lo < hi {
         if run.is_stopping() {
-            return;
+            break;
         }
         // A map's branch starts once its window has room (waiting for it holds no branch).
-        // The permit is forgotten and given back by hand (`free`): a flag, not a permit,
-        // lives in this task's future, which stays within tokio's 128-byte step.
-        if let Some(slots) = &fan.slots {
+        if let (Some(slots), false) = (&fan.slots, held) {
             match slots.try_acquire() {
                 Ok(p) => p.forget(),
                 // Boxed: only a map whose window is full waits here.
                 Err(_) if Box::pin(room(slots, run)).await => {}
-                Err(_) => return,
+                Err(_) => break,
             }
+            held = true;
         }
         let state = fan.targets[lo as usize] as usize;
         let ord = fan.ord(lo);
@@ -269,7 +272,6 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
         let mut branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), ord, false));
         let waits = std::future::poll_fn(|cx| Poll::Ready(branch.as_mut().poll(cx).is_pending())).await;
         if !waits {
-            free(&fan);
             gate::branch_ended(run);
         } else {
             // Siblings must not wait behind this branch: the rest of the range goes on in
@@ -294,13 +296,12 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
                 stopped.as_mut().poll(cx).map(|()| false)
             })
             .await;
-            free(&fan);
             if !ended {
-                return;
+                break;
             }
             gate::branch_ended(run);
             if !keep {
-                return;
+                break;
             }
             slice = Instant::now();
             last = slice;
@@ -308,7 +309,7 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
         }
         if hi - lo > 1 {
             let now = Instant::now();
-            if now - last >= HEAVY && !windowed {
+            if now - last >= HEAVY && fan.slots.is_none() {
                 // Branches this long pay little for a task each, and tasks spread best
                 // over the workers: split the rest down to one branch a task (not a map's:
                 // its window bounds its tasks, so it halves as below).
@@ -325,21 +326,19 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
             last = now;
         }
     }
+    if held {
+        if let Some(slots) = &fan.slots {
+            slots.add_permits(1);
+        }
+    }
 }
 
-/// Take a permit of a map's window once it has room (forgotten: see [`free`]); `false` if
-/// the run stops first.
+/// Take a permit of a map's window once it has room (forgotten: the task gives it back
+/// when it ends, see [`fan_task`]); `false` if the run stops first.
 async fn room(slots: &Semaphore, run: &Run) -> bool {
     tokio::select! {
         p = slots.acquire() => p.map(|p| p.forget()).is_ok(),
         _ = run.stopped() => false,
-    }
-}
-
-/// Give back the window's permit a branch of `fan` held (a map's).
-fn free(fan: &Fan) {
-    if let Some(slots) = &fan.slots {
-        slots.add_permits(1);
     }
 }
 
@@ -415,9 +414,10 @@ mod tests {
         let prog = Arc::new(crate::program::Program::compile("x", &def).unwrap());
         let run = Arc::new(crate::run::Run::new(prog, agent_core::Context::new()));
         let fut = super::drive(&run, 0, None, crate::run::NO_BRANCH, true);
-        // 280 since branches carry an identity (their ordinal and, in a group that keeps
-        // one, their context handle): 264 before.
-        assert!(size_of_val(&fut) <= 280, "the branch future grew to {} bytes", size_of_val(&fut));
+        // 288 since branches carry an identity (their ordinal and, in a group that keeps
+        // one, their context handle, inline: a box cost an allocation per map item): 264
+        // before.
+        assert!(size_of_val(&fut) <= 288, "the branch future grew to {} bytes", size_of_val(&fut));
         let task = super::branch_task(crate::run::TaskGuard::new(run.clone()), 0, None, crate::run::NO_BRANCH);
         assert!(size_of_val(&task) <= 432, "the spawned branch task grew to {} bytes", size_of_val(&task));
         // A fan-out's task boxes its branch: tokio moves the spawned future several times.

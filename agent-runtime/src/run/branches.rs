@@ -17,7 +17,9 @@
 //!   running at its first state), waiting at a state, or done (it ended, or merged into a
 //!   sibling at a fan-in). The counts of running and waiting places per state equal the
 //!   group's token counts.
-//! - `waiting[s]` lists exactly the branches whose place is "waiting at `s`".
+//! - `last` is the branch that arrived last, and where: a release of one token at that
+//!   state (a token moving on at once, the common case) takes it without a search; any
+//!   other release scans the places, once per release (a fan-in's join is released once).
 //! - When tokens waiting at a state are released, they merge into the branch with the
 //!   lowest ordinal among them, which runs the state; the others are done. So which branch
 //!   goes on is a function of which branches waited, never of their arrival order.
@@ -30,7 +32,6 @@
 use std::collections::BTreeMap;
 
 use agent_core::{BranchAt, BranchesRecord};
-use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 /// No branch: a token of a group that keeps no identity, or of the top level.
@@ -53,9 +54,11 @@ pub(crate) type Recorded = (Vec<(u32, BranchAt)>, Vec<(u32, Vec<(String, Value)>
 #[derive(Default)]
 pub(crate) struct Branches {
     at: Vec<u32>,
-    waiting: FxHashMap<u32, Vec<u32>>,
+    /// The branch that arrived last, and the state it waits at.
+    last: Option<(u32, u32)>,
     writes: BTreeMap<u32, Writes>,
-    results: BTreeMap<u32, Value>,
+    /// By ordinal (sized on the first result: a map's branches all set one, usually).
+    results: Vec<Option<Value>>,
 }
 
 /// What a closing group hands to where it goes back to, in ordinal order.
@@ -73,7 +76,6 @@ impl Branches {
         if let Some(deferred) = deferred {
             for (i, _) in deferred.iter().enumerate().filter(|(_, &d)| d) {
                 b.at[i] |= WAITING;
-                b.waiting.entry(targets[i]).or_default().push(i as u32);
             }
         }
         b
@@ -83,7 +85,7 @@ impl Branches {
     pub(crate) fn arrive(&mut self, ord: u32, to: usize) {
         if let Some(place) = self.at.get_mut(ord as usize) {
             *place = to as u32 | WAITING;
-            self.waiting.entry(to as u32).or_default().push(ord);
+            self.last = Some((ord, to as u32));
         }
     }
 
@@ -94,13 +96,27 @@ impl Branches {
         }
     }
 
-    /// The branches waiting at `s` are released: they merge into the lowest, which runs `s`
-    /// and is returned (`NO_BRANCH` if none waited there, which the counts rule out).
-    pub(crate) fn release(&mut self, s: usize) -> u32 {
-        let Some(waiting) = self.waiting.remove(&(s as u32)) else { return NO_BRANCH };
-        let keep = waiting.iter().copied().min().unwrap_or(NO_BRANCH);
-        for ord in waiting {
-            self.at[ord as usize] = if ord == keep { s as u32 } else { DONE };
+    /// The `count` branches waiting at `s` are released: they merge into the lowest, which
+    /// runs `s` and is returned (`NO_BRANCH` if none waited there, which the counts rule
+    /// out).
+    pub(crate) fn release(&mut self, s: usize, count: u32) -> u32 {
+        let waiting = s as u32 | WAITING;
+        if let Some((ord, at)) = self.last.take() {
+            if count == 1 && at == s as u32 && self.at[ord as usize] == waiting {
+                self.at[ord as usize] = s as u32;
+                return ord;
+            }
+        }
+        let mut keep = NO_BRANCH;
+        for (ord, place) in self.at.iter_mut().enumerate() {
+            if *place == waiting {
+                *place = if keep == NO_BRANCH {
+                    keep = ord as u32;
+                    s as u32
+                } else {
+                    DONE
+                };
+            }
         }
         keep
     }
@@ -114,7 +130,10 @@ impl Branches {
             self.writes.entry(ord).or_default().extend(writes);
         }
         if let Some(r) = result {
-            self.results.insert(ord, r);
+            if self.results.is_empty() {
+                self.results.resize(self.at.len(), None);
+            }
+            self.results[ord as usize] = Some(r);
         }
     }
 
@@ -127,7 +146,7 @@ impl Branches {
     pub(crate) fn take_flush(&mut self) -> Flush {
         Flush {
             writes: std::mem::take(&mut self.writes).into_values().flatten().collect(),
-            results: std::mem::take(&mut self.results).into_values().collect(),
+            results: std::mem::take(&mut self.results).into_iter().flatten().collect(),
         }
     }
 
@@ -152,7 +171,7 @@ impl Branches {
         let writes = (self.writes.iter())
             .map(|(&ord, w)| (ord, w.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()))
             .collect();
-        let results = self.results.iter().map(|(&ord, v)| (ord, v.clone())).collect();
+        let results = (self.results.iter().enumerate()).filter_map(|(ord, v)| Some((ord as u32, v.clone()?))).collect();
         (at, writes, results)
     }
 
@@ -170,18 +189,14 @@ impl Branches {
                 BranchAt::Running(s) => index(s)? as u32,
                 BranchAt::Waiting(s) => index(s)? as u32 | WAITING,
             };
-            for _ in 0..*n {
-                let ord = b.at.len() as u32;
-                if code != DONE && code & WAITING != 0 {
-                    b.waiting.entry(code & !WAITING).or_default().push(ord);
-                }
-                b.at.push(code);
-            }
+            b.at.extend(std::iter::repeat_n(code, *n as usize));
         }
         for (ord, writes) in &record.writes {
             b.writes.entry(*ord).or_default().extend(writes.iter().map(|(k, v)| (k.as_str().into(), v.clone())));
         }
-        b.results = results.iter().cloned().collect();
+        for (ord, r) in results {
+            b.commit(*ord, Vec::new(), Some(r.clone()));
+        }
         Some(b)
     }
 }
@@ -202,9 +217,12 @@ mod tests {
         b.arrive(0, 5);
         b.end(1);
         assert_eq!(b.running().count(), 0);
-        assert_eq!(b.release(5), 0);
-        assert_eq!(b.release(5), NO_BRANCH, "released once");
-        assert_eq!(b.running().collect::<Vec<_>>(), vec![(0, 5)]);
+        assert_eq!(b.release(5, 2), 0);
+        assert_eq!(b.release(5, 2), NO_BRANCH, "released once");
+        // One token moving on at once is the one that arrived.
+        b.arrive(0, 6);
+        assert_eq!(b.release(6, 1), 0);
+        assert_eq!(b.running().collect::<Vec<_>>(), vec![(0, 6)]);
         let flush = b.take_flush();
         assert_eq!(flush.writes, vec![("k".into(), json!("early")), ("k".into(), json!("late"))]);
         assert_eq!(flush.results, vec![json!(0), json!(2)]);
@@ -232,8 +250,8 @@ mod tests {
         let index = |s: &str| s.strip_prefix('s').and_then(|n| n.parse().ok());
         let mut back = Branches::restore(&record, &results, index).unwrap();
         assert_eq!(back.running().collect::<Vec<_>>(), vec![(2, 2)]);
-        assert_eq!(back.release(3), 0);
-        assert_eq!(back.release(2), 3);
+        assert_eq!(back.release(3, 1), 0);
+        assert_eq!(back.release(2, 1), 3);
         let flush = back.take_flush();
         assert_eq!((flush.writes.len(), flush.results), (1, vec![json!("r")]));
         assert!(Branches::restore(&record, &[], |_| None).is_none(), "an unknown state is refused");

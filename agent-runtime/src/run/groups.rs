@@ -53,11 +53,12 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use agent_core::__private::context as ctx_hooks;
+use agent_core::Context;
 use crossbeam_utils::CachePadded;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 
-use super::branches::{Branches, Flush, Recorded, Writes, NO_BRANCH};
+use super::branches::{Branches, Flush, Recorded, NO_BRANCH};
 use super::Run;
 use crate::program::Program;
 
@@ -83,6 +84,8 @@ pub(crate) struct MapMeta {
     pub items: Arc<[Value]>,
     /// The key its results go to.
     pub into: Box<str>,
+    /// Its identity within the run, kept across restores (see `MapRecord::id`).
+    pub id: u64,
 }
 
 /// Token counts by state, ascending by state.
@@ -358,21 +361,38 @@ impl Group {
     }
 
     /// The token of branch `ord` running `from` moved to `to`. Pushes onto `out` every
-    /// state to run now.
-    pub(crate) fn arrive(self: &Arc<Self>, run: &Run, from: usize, to: usize, ord: u32, out: &mut Vec<Position>) {
-        apply(self, run, Event::Arrive { from, to, ord }, out)
+    /// state to run now. `done`: the branch's context handle, whose state completed: what
+    /// it contributed is committed to the branch under the same lock.
+    pub(crate) fn arrive(
+        self: &Arc<Self>,
+        run: &Run,
+        from: usize,
+        to: usize,
+        ord: u32,
+        done: Option<&Context>,
+        out: &mut Vec<Position>,
+    ) {
+        apply(self, run, Event::Arrive { from, to, ord }, done, out)
     }
 
-    /// The token of branch `ord` running `at` ended (its branch ended or failed for good).
-    pub(crate) fn end(self: &Arc<Self>, run: &Run, at: usize, ord: u32, out: &mut Vec<Position>) {
-        apply(self, run, Event::End { at, ord }, out)
+    /// The token of branch `ord` running `at` ended (its branch ended, or failed for good).
+    /// `done`: as for [`Group::arrive`].
+    pub(crate) fn end(
+        self: &Arc<Self>,
+        run: &Run,
+        at: usize,
+        ord: u32,
+        done: Option<&Context>,
+        out: &mut Vec<Position>,
+    ) {
+        apply(self, run, Event::End { at, ord }, done, out)
     }
 
-    /// Branch `ord`'s state completed with these contributions and result (inside the
-    /// transition that moves its token on).
-    pub(crate) fn commit(&self, ord: u32, writes: Writes, result: Option<Value>) {
+    /// Branch `ord`'s state completed and its token stays (it fans out): what it
+    /// contributed is committed to it (inside the transition that moves it on).
+    pub(crate) fn commit(&self, ord: u32, done: &Context) {
         if let Some(b) = &mut self.lock().branches {
-            b.commit(ord, writes, result);
+            commit(b, ord, done);
         }
     }
 
@@ -386,9 +406,9 @@ impl Group {
         self.ident.as_ref()
     }
 
-    /// A map's items, for its branches' contexts.
-    pub(crate) fn items(&self) -> Option<Arc<[Value]>> {
-        self.ident.as_ref().and_then(|i| i.map.as_ref()).map(|m| m.items.clone())
+    /// Branch `ord`'s item, if this is a map's group, for its context.
+    pub(crate) fn item(&self, ord: u32) -> Option<Value> {
+        self.ident.as_ref()?.map.as_ref()?.items.get(ord as usize).cloned()
     }
 
     /// Each branch's place, held contributions and results, unless the group is over or
@@ -444,15 +464,29 @@ impl Group {
 /// Evaluate the release rule of a group no event has touched yet (one opened with no
 /// running token): the same as after an event, through [`apply`].
 fn settle(group: &Arc<Group>, run: &Run, out: &mut Vec<Position>) {
-    apply(group, run, Event::Settle, out)
+    apply(group, run, Event::Settle, None, out)
+}
+
+/// What branch `ord`'s completed state contributed (held in its context handle `done`),
+/// committed to it.
+fn commit(b: &mut Branches, ord: u32, done: &Context) {
+    let pending = ctx_hooks::take_pending(done);
+    if !pending.writes.is_empty() || pending.result.is_some() {
+        b.commit(ord, pending.writes, pending.result);
+    }
 }
 
 /// Walks up the groups by reference (each holds its parent): an event costs no reference
 /// count traffic on the groups, which every branch of a wide fan-out would contend on.
-fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Position>) {
+fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, mut done: Option<&Context>, out: &mut Vec<Position>) {
     let prog = &*run.program;
     loop {
         let mut t = group.lock();
+        if let (Some(done), Some(b), Event::Arrive { ord, .. } | Event::End { ord, .. }) =
+            (done.take(), &mut t.branches, &event)
+        {
+            commit(b, *ord, done);
+        }
         match event {
             Event::Arrive { from, to, ord } => {
                 t.stop_running(from);
@@ -496,10 +530,11 @@ fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posi
         t.live -= merged;
         if t.live == 1 && t.released.len() == 1 {
             // The group is down to one token: it rejoins the parent at the released state.
-            let to = t.released[0].0 as usize;
+            let (to, count) = t.released[0];
+            let to = to as usize;
             t.closed = true;
             let flush = t.branches.as_mut().map(|b| {
-                b.release(to);
+                b.release(to, count);
                 b.take_flush()
             });
             drop(t);
@@ -520,9 +555,9 @@ fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, out: &mut Vec<Posi
             }
         }
         let released = std::mem::take(&mut t.released);
-        for &(s, _) in &released {
+        for &(s, count) in &released {
             t.start_running(s as usize);
-            let ord = t.branches.as_mut().map_or(NO_BRANCH, |b| b.release(s as usize));
+            let ord = t.branches.as_mut().map_or(NO_BRANCH, |b| b.release(s as usize, count));
             out.push((Some(group.clone()), s as usize, ord));
         }
         t.released = released;
