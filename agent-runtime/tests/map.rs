@@ -441,7 +441,7 @@ async fn a_durable_map_killed_at_half_resumes_only_unfinished_items() {
                             break;
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             });
             drop(handle);
