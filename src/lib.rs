@@ -44,6 +44,18 @@
 //! line: `agent::cli::main(my_workflow::agent).await` in its `main` provides `run`,
 //! `resume`, `list`, `show`, `answer` and `graph` on a durable store.
 //!
+//! Composition, beside the names the design gave (`ctx.run_child`, `StateResult::map`,
+//! `ctx.item`, `ctx.results`, `ctx.emit`, `agent.stream`, `agent.fork`):
+//! - a map's branch gives its result with `ctx.set_result(value)` (a state returns where
+//!   the run goes, so the result needs a call of its own); `ctx.branch_index()` says which
+//!   branch of a fan-out a state runs in; `StateResult::map(..).results_into(key)` sends
+//!   the results to another key, through its reducer;
+//! - `Agent::reduce(key, Reduce::Append)` declares how parallel writes to a key combine
+//!   ([`Reduce`]: append, extend, merge, max, min, or a function);
+//! - `ForkAt::Latest` and `ForkAt::Before(state)` beside `ForkAt::Checkpoint(seq)`; and
+//!   `run_child` comes from the [`RunChild`] trait, since `Context` lives in a crate that
+//!   cannot name `Agent`.
+//!
 //! Features (all on by default): `cli`; `sqlite` (`SqliteStore`, SQLite compiled in from C;
 //! `cli` needs it); `postgres` (`PostgresStore`). `otel` and `prometheus` are off by default.
 #![warn(missing_docs)]
@@ -289,9 +301,9 @@ pub mod prelude {
     pub use agent_core::BoxError;
     pub use agent_core::{
         AgentError, Allocation, Checkpoint, CheckpointError, Context, ContextError, DependencyConfig,
-        DependencyLifecycle, DependencyType, Diagram, HumanInput, HumanInputError, Priority, RateLimit, ResourceError,
-        ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult, TimeoutError, TypedContextData,
-        WorkflowGraph,
+        DependencyLifecycle, DependencyType, Diagram, HumanInput, HumanInputError, Priority, RateLimit, Reduce,
+        ResourceError, ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult, TimeoutError,
+        TypedContextData, WorkflowGraph,
     };
     pub use agent_macros::{state, workflow, TypedContextData};
     #[cfg(feature = "postgres")]
