@@ -335,9 +335,12 @@ mod tests {
         let results = results.iter().map(|&o| (o, json!(o * 100))).collect();
         let map = MapRecord::new("work".into(), "results".into(), items, results).with_id(id);
         let at = vec![(4, BranchAt::Running("work".into()))];
-        GroupRecord::new(None, "split".into(), Vec::new())
-            .with_width(4)
-            .with_branches(BranchesRecord::new(at, None, Vec::new(), Some(map)))
+        GroupRecord::new(None, "split".into(), Vec::new()).with_width(4).with_branches(BranchesRecord::new(
+            at,
+            None,
+            Vec::new(),
+            Some(map),
+        ))
     }
 
     /// A map's items are written once and each result once; replaying the entries gives
