@@ -276,16 +276,7 @@ async fn child_kill_process() {
     let store = SqliteStore::open(path).unwrap();
     let agent = parent().with_store(store.clone()).lease_ttl(Duration::from_millis(300));
     let query = agent_runtime::store::RunQuery { agent: Some("parent".into()), ..Default::default() };
-    let runs = store.list_runs(&query).await.unwrap();
-    match runs.first() {
-        None => {
-            agent.run().await.unwrap();
-        }
-        Some(run) if !run.status.is_finished() => {
-            common::recover_once_free(&agent, &run.run_id, Duration::from_secs(30)).await.unwrap();
-        }
-        Some(_) => {}
-    }
+    common::kills::go_on(&agent, &store, &query).await;
 }
 
 /// SIGKILL the process running a parent and its child at random instants (a printed seed
@@ -297,25 +288,17 @@ async fn a_killed_parent_and_child_go_on_and_complete_each_state_once() {
     if std::env::var("AGENT_CHILD_KILL").is_ok() {
         return;
     }
-    let seed = std::env::var("AGENT_CHILD_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("child kills: seed {seed} (AGENT_CHILD_SEED={seed} replays it)");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let seed = common::kills::seed("AGENT_CHILD_SEED", "child kills");
     let dir = tempfile::tempdir().unwrap();
     let (db, log) = (dir.path().join("runs.db"), dir.path().join("log"));
     let store = SqliteStore::open(&db).unwrap();
-    let (db, log) = (db.clone(), log.clone());
-    let spawn = move || {
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["child_kill_process", "--exact", "--nocapture", "--test-threads", "1"])
-            .env("AGENT_CHILD_KILL", &db)
-            .env("AGENT_CHILD_LOG", &log)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+    let spawn = || {
+        common::kills::worker("child_kill_process", &[("AGENT_CHILD_KILL", &db), ("AGENT_CHILD_LOG", &log)])
             .spawn()
             .unwrap()
     };
     // How many states, parent's and child's, are recorded completed.
-    let progress = |store: SqliteStore| async move {
+    let progress = || async {
         let mut done = 0;
         for run in store.list_runs(&agent_runtime::store::RunQuery::default()).await.unwrap() {
             if let Ok(Some(cp)) = read_checkpoint(&store, &run.run_id).await {
@@ -324,33 +307,7 @@ async fn a_killed_parent_and_child_go_on_and_complete_each_state_once() {
         }
         done
     };
-    let mut killed = std::collections::HashSet::new();
-    let give_up = std::time::Instant::now() + Duration::from_secs(60);
-    while killed.len() < 5 {
-        assert!(std::time::Instant::now() < give_up, "five kills took too long (seed {seed})");
-        let before = progress(store.clone()).await;
-        let mut child = spawn();
-        // Until a random amount of further progress (none: a kill at the start counts too).
-        let wanted = before + rng.usize(0..4);
-        while progress(store.clone()).await < wanted && child.try_wait().unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        for _ in 0..rng.usize(0..5_000) {
-            std::thread::yield_now();
-        }
-        let _ = child.kill();
-        if child.wait().unwrap().success() {
-            break; // it finished first: the rest is checked as it is
-        }
-        killed.insert(child.id());
-    }
-    let last = spawn.clone();
-    let status = tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || last().wait()))
-        .await
-        .expect("the last process ended in time")
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "the last process failed (seed {seed})");
+    let killed = common::kills::kill_then_finish(seed, 5, 4, Duration::from_secs(60), spawn, progress).await;
 
     let runs = store.list_runs(&agent_runtime::store::RunQuery::default()).await.unwrap();
     let parent_run = runs.iter().find(|r| r.agent == "parent").expect("the parent run");
@@ -369,14 +326,6 @@ async fn a_killed_parent_and_child_go_on_and_complete_each_state_once() {
     assert_eq!(total.get_state::<usize>("total"), Some(1_000 + (0..CHILD_STEPS).sum::<usize>()), "seed {seed}");
     // Executions beyond one of each state were all in killed processes.
     let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
-    let mut by_state: HashMap<&str, Vec<u32>> = HashMap::new();
-    for line in text.lines() {
-        let (state, pid) = line.split_once(' ').unwrap();
-        by_state.entry(state).or_default().push(pid.parse().unwrap());
-    }
-    for (state, pids) in &by_state {
-        let survivors = pids.iter().filter(|p| !killed.contains(p)).count();
-        assert!(survivors <= 1, "{state} ran {survivors} times in processes never killed (seed {seed})");
-    }
+    common::kills::ran_once_outside(&text, &killed, seed);
     eprintln!("child kills: {} kills, {} executions logged", killed.len(), text.lines().count());
 }

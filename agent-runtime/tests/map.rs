@@ -493,16 +493,7 @@ async fn map_kill_process() {
     let Ok(path) = std::env::var("AGENT_MAP_KILL") else { return };
     let store = SqliteStore::open(path).unwrap();
     let agent = thousand(Arc::default()).with_store(store.clone()).lease_ttl(Duration::from_millis(300));
-    let runs = store.list_runs(&agent_runtime::store::RunQuery::default()).await.unwrap();
-    match runs.first() {
-        None => {
-            agent.run().await.unwrap();
-        }
-        Some(run) if !run.status.is_finished() => {
-            common::recover_once_free(&agent, &run.run_id, Duration::from_secs(30)).await.unwrap();
-        }
-        Some(_) => {}
-    }
+    common::kills::go_on(&agent, &store, &agent_runtime::store::RunQuery::default()).await;
 }
 
 /// SIGKILL the process running a 1,000-item map at random instants (a printed seed replays
@@ -514,54 +505,20 @@ async fn a_killed_map_goes_on_and_completes_each_item_once() {
     if std::env::var("AGENT_MAP_KILL").is_ok() {
         return;
     }
-    let seed = std::env::var("AGENT_MAP_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("map kills: seed {seed} (AGENT_MAP_SEED={seed} replays it)");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let seed = common::kills::seed("AGENT_MAP_SEED", "map kills");
     let dir = tempfile::tempdir().unwrap();
     let (db, log) = (dir.path().join("runs.db"), dir.path().join("log"));
     let store = SqliteStore::open(&db).unwrap();
-    let spawn = move || {
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["map_kill_process", "--exact", "--nocapture", "--test-threads", "1"])
-            .env("AGENT_MAP_KILL", &db)
-            .env("AGENT_MAP_LOG", &log)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+    let spawn = || {
+        common::kills::worker("map_kill_process", &[("AGENT_MAP_KILL", &db), ("AGENT_MAP_LOG", &log)]).spawn().unwrap()
     };
-    let done = |store: SqliteStore| async move {
+    let done = || async {
         let runs = store.list_runs(&agent_runtime::store::RunQuery::default()).await.unwrap();
         let Some(run) = runs.first() else { return 0 };
         let Ok(Some(cp)) = read_checkpoint(&store, &run.run_id).await else { return 0 };
-        cp.states.iter().find(|s| s.name == "work").map_or(0, |s| s.completed)
+        cp.states.iter().find(|s| s.name == "work").map_or(0, |s| s.completed as usize)
     };
-    let mut killed = std::collections::HashSet::new();
-    let give_up = std::time::Instant::now() + Duration::from_secs(90);
-    while killed.len() < 4 {
-        assert!(std::time::Instant::now() < give_up, "four kills took too long (seed {seed})");
-        let before = done(store.clone()).await;
-        let mut child = spawn();
-        let wanted = before + rng.u32(0..300);
-        while done(store.clone()).await < wanted && child.try_wait().unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        for _ in 0..rng.usize(0..5_000) {
-            std::thread::yield_now();
-        }
-        let _ = child.kill();
-        if child.wait().unwrap().success() {
-            break; // it finished first: the rest is checked as it is
-        }
-        killed.insert(child.id());
-    }
-    let last = spawn.clone();
-    let status = tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || last().wait()))
-        .await
-        .expect("the last process ended in time")
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "the last process failed (seed {seed})");
+    let killed = common::kills::kill_then_finish(seed, 4, 300, Duration::from_secs(90), spawn, done).await;
 
     let runs = store.list_runs(&agent_runtime::store::RunQuery::default()).await.unwrap();
     assert_eq!(runs.len(), 1, "seed {seed}");
@@ -573,15 +530,7 @@ async fn a_killed_map_goes_on_and_completes_each_item_once() {
     assert_eq!(ctx.get_state::<u64>("squares"), Some(expected_squares()), "seed {seed}");
     assert_eq!(ctx.get_state::<u64>("sum"), Some((0..u64::from(ITEMS)).sum()), "seed {seed}");
     let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
-    let mut by_item: HashMap<&str, Vec<u32>> = HashMap::new();
-    for line in text.lines() {
-        let (item, pid) = line.rsplit_once(' ').unwrap();
-        by_item.entry(item).or_default().push(pid.parse().unwrap());
-    }
-    assert_eq!(by_item.len(), ITEMS as usize, "every item ran (seed {seed})");
-    for (item, pids) in &by_item {
-        let survivors = pids.iter().filter(|p| !killed.contains(p)).count();
-        assert!(survivors <= 1, "{item} ran {survivors} times in processes never killed (seed {seed})");
-    }
+    let items = common::kills::ran_once_outside(&text, &killed, seed);
+    assert_eq!(items, ITEMS as usize, "every item ran (seed {seed})");
     eprintln!("map kills: {} kills, {} executions for {ITEMS} items", killed.len(), text.lines().count());
 }
