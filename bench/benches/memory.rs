@@ -4,8 +4,15 @@
 //!
 //! Baseline, measured in the same run: `tokio::spawn` of W tasks parked the same way.
 //!
+//! Second workload: a map over the same W items (`StateResult::map`), whose branches park
+//! the same way; at most `StateResult::MAP_WINDOW` of them start, so the heap in use once
+//! that many have parked, divided by W, is what a map costs per item (its items, its
+//! record of branches, the window's futures). Beside it: the fan-out's bytes per pending
+//! branch above, measured in the same run.
+//!
 //! Reproduce: `cargo bench -p agent-bench --bench memory`. Target: at most 1 KiB per
-//! pending branch. (Not a criterion bench: criterion measures time; this prints bytes.)
+//! pending branch; a map's items cost what the items and their results do, not a future
+//! each. (Not a criterion bench: criterion measures time; this prints bytes.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,6 +81,44 @@ async fn agent_bytes_per_branch() -> f64 {
     (during.saturating_sub(before)) as f64 / W as f64
 }
 
+async fn map_bytes_per_item() -> f64 {
+    let started = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Notify::new());
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut agent = Agent::new("parked_map");
+    agent.add_state("fan", |_ctx: Context| async { StateResult::map("park", 0..W as u64) });
+    let (s, g, h) = (started.clone(), gate.clone(), hold.clone());
+    agent.add_state("park", move |ctx: Context| {
+        let (s, g, h) = (s.clone(), g.clone(), h.clone());
+        async move {
+            let wait = g.notified();
+            s.fetch_add(1, Ordering::SeqCst);
+            if h.load(Ordering::SeqCst) {
+                wait.await;
+            }
+            ctx.set_result(ctx.item::<u64>().unwrap()).unwrap();
+            StateResult::next("merge")
+        }
+    });
+    agent.add_state("merge", |_ctx: Context| async { StateResult::End });
+    let before = IN_USE.load(Ordering::SeqCst);
+    let run = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    // The window is full: every branch it lets start has parked.
+    while started.load(Ordering::SeqCst) < StateResult::MAP_WINDOW as usize {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let during = IN_USE.load(Ordering::SeqCst);
+    assert!(started.load(Ordering::SeqCst) <= StateResult::MAP_WINDOW as usize, "the window let more start");
+    hold.store(false, Ordering::SeqCst);
+    gate.notify_waiters();
+    run.await.unwrap().unwrap();
+    (during.saturating_sub(before)) as f64 / W as f64
+}
+
 async fn baseline_bytes_per_task() -> f64 {
     let started = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Notify::new());
@@ -103,8 +148,11 @@ fn main() {
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (agent, tokio) = rt.block_on(async { (agent_bytes_per_branch().await, baseline_bytes_per_task().await) });
+    let (agent, tokio, map) = rt.block_on(async {
+        (agent_bytes_per_branch().await, baseline_bytes_per_task().await, map_bytes_per_item().await)
+    });
     println!("memory/pending_branch/agent:        {agent:>8.0} bytes");
     println!("memory/pending_branch/tokio_spawn:  {tokio:>8.0} bytes (baseline)");
     println!("memory/pending_branch/ratio:        {:>8.2}x", agent / tokio);
+    println!("memory/map_item/agent:              {map:>8.0} bytes (a map of {W} items, its window full)");
 }
