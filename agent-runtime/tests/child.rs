@@ -214,10 +214,7 @@ const CHILD_STEPS: usize = 12;
 
 /// Append `state` and this process's id to the log at `AGENT_CHILD_LOG`.
 fn logged(state: &str) {
-    use std::io::Write;
-    let path = std::env::var("AGENT_CHILD_LOG").unwrap();
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
-    writeln!(f, "{state} {}", std::process::id()).unwrap();
+    common::kills::log_execution("AGENT_CHILD_LOG", state);
 }
 
 /// A child of `CHILD_STEPS` states, each working 15 ms and adding its number to `sum`.

@@ -375,11 +375,7 @@ const ITEMS: u32 = 1_000;
 
 /// Append `line` to the log at `AGENT_MAP_LOG`, if set.
 fn logged(line: String) {
-    use std::io::Write;
-    if let Ok(path) = std::env::var("AGENT_MAP_LOG") {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
-        writeln!(f, "{line} {}", std::process::id()).unwrap();
-    }
+    common::kills::log_execution("AGENT_MAP_LOG", &line);
 }
 
 /// `split` maps `work` over 1,000 items, 50 at a time; each works 1 to 40 ms, adds its item

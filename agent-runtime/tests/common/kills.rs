@@ -80,6 +80,17 @@ where
     killed
 }
 
+/// Append `what` and this process's id, as one line, to the log at `$var`, if it is set.
+/// One `write` call: the file is opened to append, so lines from concurrent branches, and
+/// from a process killed mid-way, never mix (`writeln!` writes a line in pieces).
+pub fn log_execution(var: &str, what: &str) {
+    use std::io::Write;
+    let Ok(path) = std::env::var(var) else { return };
+    let line = format!("{what} {}\n", std::process::id());
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    f.write_all(line.as_bytes()).unwrap();
+}
+
 /// Lines `<what> <pid>` of an execution log, by `what`; each `what` ran at most once in
 /// processes never killed. How many distinct `what`s there were.
 pub fn ran_once_outside(log: &str, killed: &HashSet<u32>, seed: u64) -> usize {
