@@ -176,32 +176,36 @@ pub(crate) fn capture(run: &Run, frame: &mut Frame) -> Result<Delta, String> {
     let mut first: Vec<(u32, usize)> = Vec::new();
     let mut status = AgentStatus::Idle;
     let mut steps = 0;
-    let (tokens, mut groups) = read_positions(run, || {
-        // Taken before anything is read: a key written from now on is in the next delta.
-        changed = ctx_hooks::take_changes(&run.ctx);
-        if run.program.reducers.is_some() {
-            let keys: Vec<Box<str>> =
-                (changed.iter()).filter(|k| ctx_hooks::has_reducer(&run.ctx, k)).cloned().collect();
-            changed.retain(|k| !ctx_hooks::has_reducer(&run.ctx, k));
-            reduced = ctx_hooks::encode_keys(&run.ctx, &keys);
-        }
-        status = run.status();
-        for (i, known) in frame.keys.iter_mut().enumerate() {
-            let key = state_key(run, i);
-            if key != *known {
-                *known = key;
-                states.push(key.record(run, i));
+    let (tokens, mut groups) = read_positions(
+        run,
+        || {
+            // Taken before anything is read: a key written from now on is in the next delta.
+            changed = ctx_hooks::take_changes(&run.ctx);
+            if run.program.reducers.is_some() {
+                let keys: Vec<Box<str>> =
+                    (changed.iter()).filter(|k| ctx_hooks::has_reducer(&run.ctx, k)).cloned().collect();
+                changed.retain(|k| !ctx_hooks::has_reducer(&run.ctx, k));
+                reduced = ctx_hooks::encode_keys(&run.ctx, &keys);
             }
-            if !frame.completed[i] {
-                let seq = run.states[i].first_completed.load(std::sync::atomic::Ordering::Relaxed);
-                if seq != 0 {
-                    frame.completed[i] = true;
-                    first.push((seq, i));
+            status = run.status();
+            for (i, known) in frame.keys.iter_mut().enumerate() {
+                let key = state_key(run, i);
+                if key != *known {
+                    *known = key;
+                    states.push(key.record(run, i));
+                }
+                if !frame.completed[i] {
+                    let seq = run.states[i].first_completed.load(std::sync::atomic::Ordering::Relaxed);
+                    if seq != 0 {
+                        frame.completed[i] = true;
+                        first.push((seq, i));
+                    }
                 }
             }
-        }
-        steps = run.states.steps();
-    });
+            steps = run.states.steps();
+        },
+        |id| frame.maps.contains_key(&id),
+    );
     first.sort_unstable();
     frame.elide_maps(&mut groups);
     let inputs = pending_inputs(run);

@@ -40,17 +40,21 @@ pub(crate) fn capture(run: &Run, agent: &str) -> Checkpoint {
     let prog = &*run.program;
     let mut checkpoint = Checkpoint::new(agent, run.run_id());
     let reducers = prog.reducers.is_some();
-    let (tokens, groups) = read_positions(run, || {
-        checkpoint.agent_status = run.status();
-        checkpoint.states = (0..prog.states.len()).map(|i| state_key(run, i).record(run, i)).collect();
-        checkpoint.completed_states = run.completed_states();
-        checkpoint.steps = run.states.steps();
-        if reducers {
-            // With the positions: a group closing folds the writes it holds into the
-            // context in the transition that removes it (see `delta::capture`).
-            checkpoint.set_context(&run.ctx);
-        }
-    });
+    let (tokens, groups) = read_positions(
+        run,
+        || {
+            checkpoint.agent_status = run.status();
+            checkpoint.states = (0..prog.states.len()).map(|i| state_key(run, i).record(run, i)).collect();
+            checkpoint.completed_states = run.completed_states();
+            checkpoint.steps = run.states.steps();
+            if reducers {
+                // With the positions: a group closing folds the writes it holds into the
+                // context in the transition that removes it (see `delta::capture`).
+                checkpoint.set_context(&run.ctx);
+            }
+        },
+        |_| false,
+    );
     checkpoint.tokens = tokens;
     checkpoint.groups = groups;
     checkpoint.pending_inputs = pending_inputs(run);
@@ -180,7 +184,14 @@ pub(crate) fn state_key(run: &Run, i: usize) -> StateKey {
 
 /// Read the run's positions under the transition lock, calling `also` inside it (to read
 /// the counters consistently with them): the tokens and groups a checkpoint holds.
-pub(crate) fn read_positions(run: &Run, also: impl FnOnce()) -> (Vec<TokenRecord>, Vec<GroupRecord>) {
+///
+/// `written(id)`: whether the map of that id had its items written already (a journal
+/// entry leaves them out): they are then not copied.
+pub(crate) fn read_positions(
+    run: &Run,
+    also: impl FnOnce(),
+    written: impl Fn(u64) -> bool,
+) -> (Vec<TokenRecord>, Vec<GroupRecord>) {
     let prog = &*run.program;
     let (root, mut top, groups) = {
         let _w = TRANSITIONS.write();
@@ -222,7 +233,13 @@ pub(crate) fn read_positions(run: &Run, also: impl FnOnce()) -> (Vec<TokenRecord
             .with_width(g.width());
         if let (Some((at, writes, results)), Some(ident)) = (branches.clone(), g.ident()) {
             let map = ident.map.as_ref().map(|m| {
-                MapRecord::new(name(m.target as usize), m.into.to_string(), m.items.to_vec(), results).with_id(m.id)
+                MapRecord::new(
+                    name(m.target as usize),
+                    m.into.to_string(),
+                    if written(m.id) { Vec::new() } else { m.items.to_vec() },
+                    results,
+                )
+                .with_id(m.id)
             });
             let origin_branch = (ident.origin_branch != NO_BRANCH).then_some(ident.origin_branch);
             record = record.with_branches(BranchesRecord::new(at, origin_branch, writes, map));
