@@ -47,46 +47,27 @@ static GLOBAL: Counting = Counting;
 
 const W: usize = 100_000;
 
-async fn wait_until(started: &AtomicUsize) {
-    while started.load(Ordering::SeqCst) < W {
+async fn wait_until(started: &AtomicUsize, n: usize) {
+    while started.load(Ordering::SeqCst) < n {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
-async fn agent_bytes_per_branch() -> f64 {
-    let started = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Notify::new());
-    let mut agent = Agent::new("parked");
-    agent.add_state("fan", |_ctx: Context| async { StateResult::parallel(vec!["park"; W]) });
-    let (s, g) = (started.clone(), gate.clone());
-    agent.add_state("park", move |_ctx: Context| {
-        let (s, g) = (s.clone(), g.clone());
-        async move {
-            let wait = g.notified();
-            s.fetch_add(1, Ordering::SeqCst);
-            wait.await;
-            StateResult::next("merge")
-        }
-    });
-    agent.add_state("merge", |_ctx: Context| async { StateResult::End });
-    let before = IN_USE.load(Ordering::SeqCst);
-    let run = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.run().await }
-    });
-    wait_until(&started).await;
-    let during = IN_USE.load(Ordering::SeqCst);
-    gate.notify_waiters();
-    run.await.unwrap().unwrap();
-    (during.saturating_sub(before)) as f64 / W as f64
-}
-
-async fn map_bytes_per_item() -> f64 {
+/// Heap in use per branch, for W branches that park on a gate: opened by a plain fan-out
+/// once all W have parked, or by a map (each then sets its item as its result) once its
+/// window is full.
+async fn parked_bytes_per_branch(map: bool) -> f64 {
     let started = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Notify::new());
     let hold = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let mut agent = Agent::new("parked_map");
-    agent.add_state("fan", |_ctx: Context| async { StateResult::map("park", 0..W as u64) });
+    let mut agent = Agent::new("parked");
+    agent.add_state("fan", move |_ctx: Context| async move {
+        if map {
+            StateResult::map("park", 0..W as u64)
+        } else {
+            StateResult::parallel(vec!["park"; W])
+        }
+    });
     let (s, g, h) = (started.clone(), gate.clone(), hold.clone());
     agent.add_state("park", move |ctx: Context| {
         let (s, g, h) = (s.clone(), g.clone(), h.clone());
@@ -96,7 +77,9 @@ async fn map_bytes_per_item() -> f64 {
             if h.load(Ordering::SeqCst) {
                 wait.await;
             }
-            ctx.set_result(ctx.item::<u64>().unwrap()).unwrap();
+            if map {
+                ctx.set_result(ctx.item::<u64>().unwrap()).unwrap();
+            }
             StateResult::next("merge")
         }
     });
@@ -106,13 +89,14 @@ async fn map_bytes_per_item() -> f64 {
         let agent = agent.clone();
         async move { agent.run().await }
     });
-    // The window is full: every branch it lets start has parked.
-    while started.load(Ordering::SeqCst) < StateResult::MAP_WINDOW as usize {
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let window = StateResult::MAP_WINDOW as usize;
+    wait_until(&started, if map { window } else { W }).await;
+    if map {
+        // Time for the window to let more start, if it would.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
     let during = IN_USE.load(Ordering::SeqCst);
-    assert!(started.load(Ordering::SeqCst) <= StateResult::MAP_WINDOW as usize, "the window let more start");
+    assert!(!map || started.load(Ordering::SeqCst) <= window, "the window let more start");
     hold.store(false, Ordering::SeqCst);
     gate.notify_waiters();
     run.await.unwrap().unwrap();
@@ -133,7 +117,7 @@ async fn baseline_bytes_per_task() -> f64 {
             })
         })
         .collect();
-    wait_until(&started).await;
+    wait_until(&started, W).await;
     let during = IN_USE.load(Ordering::SeqCst);
     gate.notify_waiters();
     for h in handles {
@@ -149,7 +133,7 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (agent, tokio, map) = rt.block_on(async {
-        (agent_bytes_per_branch().await, baseline_bytes_per_task().await, map_bytes_per_item().await)
+        (parked_bytes_per_branch(false).await, baseline_bytes_per_task().await, parked_bytes_per_branch(true).await)
     });
     println!("memory/pending_branch/agent:        {agent:>8.0} bytes");
     println!("memory/pending_branch/tokio_spawn:  {tokio:>8.0} bytes (baseline)");
