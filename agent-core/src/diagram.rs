@@ -18,8 +18,17 @@
 //!   every exit is the end (no transition known and none computed at run time). A join is
 //!   a hexagon. What a run showed is marked on the state: its status by colour, requests
 //!   for human input and retries by a line under its name and a border style.
-//! - Every picture carries a legend (a Mermaid subgraph, a Graphviz cluster) naming the
-//!   shapes, colours and marks it uses.
+//! - Every picture carries one legend (a Mermaid subgraph, a Graphviz cluster), at its top
+//!   level, naming the shapes, colours and marks it uses anywhere, child runs included.
+//! - A state that started a child run may carry the child's own diagram
+//!   ([`DiagramState::child`], [`Diagram::with_child`]), drawn inside the picture: a Mermaid
+//!   subgraph `<id>_child`, a Graphviz cluster `cluster_<id>`, an SVG frame `<id>_child`,
+//!   reached from the state by a dashed arrow labelled `runs`. A child's node ids are its
+//!   state's id, `_`, then its own ids (a child of `s2` has `s2_s0`, `s2_start`, `s2_stop`;
+//!   a grandchild under `s2_s1` has `s2_s1_s0`; a child with no node at all gets a node
+//!   `s2_empty` saying so), so ids stay unique and still never come from names. Children
+//!   are drawn [`MAX_DEPTH`] levels below the top at most: deeper ones are left out (so the
+//!   drawing code's recursion stays bounded whatever the input).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -47,6 +56,9 @@ pub struct DiagramState {
     pub asked: u32,
     /// Whether one of those requests waits for an answer.
     pub waiting: bool,
+    /// The diagram of the child run this state started (the latest one, when several),
+    /// drawn inside this picture; `None` when it started none or it was not expanded.
+    pub child: Option<Box<Diagram>>,
 }
 
 /// One edge in a [`Diagram`].
@@ -90,6 +102,10 @@ pub struct Diagram {
     /// Every known edge.
     pub edges: Vec<DiagramEdge>,
 }
+
+/// How many levels of child runs a picture draws below its top: the children of a picture
+/// [`MAX_DEPTH`] levels down are left out.
+const MAX_DEPTH: usize = 4;
 
 /// How a node is drawn: its id, its label's lines (unescaped), its shape and its marks.
 struct Node<'a> {
@@ -156,6 +172,7 @@ impl Diagram {
             retries: 0,
             asked: 0,
             waiting: false,
+            child: None,
         });
         let last = self.states.len() - 1;
         &mut self.states[last]
@@ -234,6 +251,40 @@ impl Diagram {
         self
     }
 
+    /// The same picture with `child`, the diagram of a child run, drawn inside it and
+    /// attached to the first state named `state` (replacing any child it had; a name of no
+    /// state is ignored). The child's ids are the state's id, `_`, then its own; it may
+    /// have children of its own, drawn down to a depth limit.
+    ///
+    /// ```
+    /// use agent_core::{Diagram, EdgeKind, StateStatus};
+    /// let mut parent = Diagram::new("order", Some("pay".into()));
+    /// parent.add_state("pay", false);
+    /// parent.add_state("ship", false);
+    /// parent.add_edge("pay", "ship", EdgeKind::Transition);
+    /// let mut child = Diagram::new("shipping", Some("pack".into()));
+    /// child.add_state("pack", false);
+    /// let picture = parent.with_child("ship", child.with_statuses([("pack", StateStatus::Failed)]));
+    ///
+    /// let mermaid = picture.to_mermaid();
+    /// assert!(mermaid.contains("    subgraph s1_child[\"child run: shipping\"]\n        s1_start((\"start\"))\n"));
+    /// assert!(mermaid.contains("        s1_s0(\"pack\")\n") && mermaid.contains("    s1 -. runs .-> s1_start\n"));
+    /// assert!(mermaid.contains("    class s1_s0 failed\n") && mermaid.contains("legend_failed(\"Failed\")"));
+    /// let dot = picture.to_dot();
+    /// assert!(dot.contains("    subgraph cluster_s1 {\n        label=\"child run: shipping\";\n"));
+    /// assert!(dot.contains("        s1_start -> s1_s0;\n"));
+    /// assert!(dot.contains("    s1 -> s1_start [style=dashed, label=\"runs\"];\n"));
+    /// let svg = picture.to_svg();
+    /// assert!(svg.contains("<g class=\"child\" data-state=\"ship\" data-child=\"shipping\" id=\"s1_child\""));
+    /// assert!(svg.contains("<g class=\"state status-failed\" data-state=\"pack\" data-status=\"Failed\" id=\"s1_s0\" "));
+    /// assert!(svg.contains("<path class=\"edge runs\" data-from=\"s1\" data-to=\"s1_child\""));
+    /// assert_eq!(svg.matches("<g class=\"legend\"").count(), 1);
+    /// ```
+    pub fn with_child(mut self, state: &str, child: Diagram) -> Diagram {
+        self.update([(state, child)], |s, child| s.child = Some(Box::new(child)));
+        self
+    }
+
     /// The same picture coloured by what a checkpoint records: statuses, retries, and the
     /// requests for human input (those whose state is known).
     pub fn with_checkpoint(self, checkpoint: &Checkpoint) -> Diagram {
@@ -286,71 +337,78 @@ impl Diagram {
         (nodes, index)
     }
 
-    /// The statuses drawn, in status order.
+    /// Where a child's picture is entered by the arrow from the state that ran it: its start,
+    /// else its first node; `None` when it has no node at all.
+    fn entry(&self) -> Option<&'static str> {
+        if self.start.is_some() {
+            Some("start")
+        } else if !self.states.is_empty() || !self.edges.is_empty() {
+            Some("s0")
+        } else {
+            None
+        }
+    }
+
+    /// The children drawn inside this picture when it lies `depth` levels below the top
+    /// (none at [`MAX_DEPTH`]), each with its state and the index of that state's node in
+    /// [`Diagram::nodes`] (a state whose name an earlier state has is not drawn, nor is its
+    /// child).
+    fn expanded(&self, depth: usize) -> Vec<(usize, &DiagramState, &Diagram)> {
+        let mut out = Vec::new();
+        if depth >= MAX_DEPTH {
+            return out;
+        }
+        let mut seen: HashSet<&str> = HashSet::with_capacity(self.states.len());
+        for st in &self.states {
+            if seen.insert(st.name.as_str()) {
+                if let Some(child) = &st.child {
+                    out.push((seen.len() - 1, st, &**child));
+                }
+            }
+        }
+        out
+    }
+
+    /// This picture and every child drawn inside it, at any depth (iteratively).
+    fn drawn(&self) -> Vec<&Diagram> {
+        let mut out = Vec::new();
+        let mut todo = vec![(self, 0)];
+        while let Some((d, depth)) = todo.pop() {
+            out.push(d);
+            todo.extend(d.expanded(depth).into_iter().map(|(_, _, child)| (child, depth + 1)));
+        }
+        out
+    }
+
+    /// Whether a join is drawn anywhere in the picture.
+    fn any_join(&self) -> bool {
+        self.drawn().iter().any(|d| d.states.iter().any(|st| st.join))
+    }
+
+    /// The statuses drawn anywhere in the picture, in status order.
     fn used_statuses(&self) -> Vec<StateStatus> {
-        let mut used: Vec<StateStatus> = self.states.iter().filter_map(|s| s.status).collect();
+        let mut used: Vec<StateStatus> = self.drawn().iter().flat_map(|d| &d.states).filter_map(|s| s.status).collect();
         used.sort_by_key(|&st| st as u8);
         used.dedup();
         used
     }
 
-    /// The marks drawn, in legend order.
+    /// The marks drawn anywhere in the picture, in legend order.
     fn used_marks(&self) -> Vec<Mark> {
+        let drawn = self.drawn();
         [Mark::Asked, Mark::Retried]
             .into_iter()
-            .filter(|m| self.states.iter().any(|s| Mark::of(s).contains(m)))
+            .filter(|m| drawn.iter().flat_map(|d| &d.states).any(|s| Mark::of(s).contains(m)))
             .collect()
     }
 
     /// A Mermaid flowchart: `-->` for transitions, dotted labelled arrows for `on_error`
-    /// and dependencies, a class per status and per mark, and a legend.
+    /// and dependencies, a class per status and per mark, and a legend. A child run's
+    /// picture is a subgraph `<id>_child` after the nodes, reached by `<id> -. runs .->`.
     pub fn to_mermaid(&self) -> String {
-        let (nodes, index) = self.nodes();
-        let id = |name: &str| nodes[index[name]].id.as_str();
-        let finals = self.finals();
         let mut s = String::from("flowchart TD\n");
-        if self.start.is_some() {
-            s.push_str("    start((\"start\"))\n");
-        }
-        if !finals.is_empty() {
-            s.push_str("    stop(((\"end\")))\n");
-        }
-        for node in &nodes {
-            let mut label = node.lines.iter().map(|l| mermaid_text(l)).collect::<Vec<_>>().join("<br>");
-            if label.is_empty() {
-                // Mermaid refuses `("")`; it reads `(" ")` as the empty label.
-                label.push(' ');
-            }
-            let join = node.state.is_some_and(|st| st.join);
-            let (open, close) = if join { ("{{", "}}") } else { ("(", ")") };
-            let _ = writeln!(s, "    {}{open}\"{label}\"{close}", node.id);
-        }
-        if let Some(start) = &self.start {
-            let _ = writeln!(s, "    start --> {}", id(start));
-        }
-        for e in &self.edges {
-            let arrow = match e.kind {
-                EdgeKind::Transition => "-->",
-                EdgeKind::OnError => "-. on_error .->",
-                EdgeKind::Dependency(_) => "-. depends .->",
-            };
-            let _ = writeln!(s, "    {} {arrow} {}", id(&e.from), id(&e.to));
-        }
-        for st in &finals {
-            let _ = writeln!(s, "    {} --> stop", id(&st.name));
-        }
-        if self.start.is_some() {
-            s.push_str("    style start fill:#212529,stroke:#212529,color:#ffffff\n");
-        }
-        for node in &nodes {
-            let Some(st) = node.state else { continue };
-            if let Some(status) = st.status {
-                let _ = writeln!(s, "    class {} {}", node.id, class_of(status));
-            }
-            for mark in Mark::of(st) {
-                let _ = writeln!(s, "    class {} {}", node.id, mark.class());
-            }
-        }
+        self.mermaid_flow("", 0, &mut s);
+        self.mermaid_classes("", 0, &mut s);
         self.mermaid_legend(&mut s);
         for status in self.used_statuses() {
             let (fill, stroke) = colours(status);
@@ -366,10 +424,82 @@ impl Diagram {
         s
     }
 
+    /// The nodes and edges of this picture, `depth` levels below the top (indented one more
+    /// level each), with ids prefixed by `prefix`; each child's subgraph after the nodes.
+    fn mermaid_flow(&self, prefix: &str, depth: usize, s: &mut String) {
+        let (nodes, index) = self.nodes();
+        let id = |name: &str| nodes[index[name]].id.as_str();
+        let finals = self.finals();
+        let pad = "    ".repeat(depth + 1);
+        if self.start.is_some() {
+            let _ = writeln!(s, "{pad}{prefix}start((\"start\"))");
+        }
+        if !finals.is_empty() {
+            let _ = writeln!(s, "{pad}{prefix}stop(((\"end\")))");
+        }
+        for node in &nodes {
+            let mut label = node.lines.iter().map(|l| mermaid_text(l)).collect::<Vec<_>>().join("<br>");
+            if label.is_empty() {
+                // Mermaid refuses `("")`; it reads `(" ")` as the empty label.
+                label.push(' ');
+            }
+            let join = node.state.is_some_and(|st| st.join);
+            let (open, close) = if join { ("{{", "}}") } else { ("(", ")") };
+            let _ = writeln!(s, "{pad}{prefix}{}{open}\"{label}\"{close}", node.id);
+        }
+        for (i, _, child) in self.expanded(depth) {
+            let parent = format!("{prefix}{}", nodes[i].id);
+            let _ = writeln!(s, "{pad}subgraph {parent}_child[\"child run: {}\"]", mermaid_text(&visible(&child.name)));
+            child.mermaid_flow(&format!("{parent}_"), depth + 1, s);
+            // A child without a node gets one saying so, for the arrow to reach.
+            let entry = child.entry().unwrap_or_else(|| {
+                let _ = writeln!(s, "{pad}    {parent}_empty(\"no state\")");
+                "empty"
+            });
+            let _ = writeln!(s, "{pad}end");
+            let _ = writeln!(s, "{pad}{parent} -. runs .-> {parent}_{entry}");
+        }
+        if let Some(start) = &self.start {
+            let _ = writeln!(s, "{pad}{prefix}start --> {prefix}{}", id(start));
+        }
+        for e in &self.edges {
+            let arrow = match e.kind {
+                EdgeKind::Transition => "-->",
+                EdgeKind::OnError => "-. on_error .->",
+                EdgeKind::Dependency(_) => "-. depends .->",
+            };
+            let _ = writeln!(s, "{pad}{prefix}{} {arrow} {prefix}{}", id(&e.from), id(&e.to));
+        }
+        for st in &finals {
+            let _ = writeln!(s, "{pad}{prefix}{} --> {prefix}stop", id(&st.name));
+        }
+    }
+
+    /// The start's style and the class of each status and mark of this picture (ids
+    /// prefixed by `prefix`), then of its children's.
+    fn mermaid_classes(&self, prefix: &str, depth: usize, s: &mut String) {
+        if self.start.is_some() {
+            let _ = writeln!(s, "    style {prefix}start fill:#212529,stroke:#212529,color:#ffffff");
+        }
+        let (nodes, _) = self.nodes();
+        for node in &nodes {
+            let Some(st) = node.state else { continue };
+            if let Some(status) = st.status {
+                let _ = writeln!(s, "    class {prefix}{} {}", node.id, class_of(status));
+            }
+            for mark in Mark::of(st) {
+                let _ = writeln!(s, "    class {prefix}{} {}", node.id, mark.class());
+            }
+        }
+        for (i, _, child) in self.expanded(depth) {
+            child.mermaid_classes(&format!("{prefix}{}_", nodes[i].id), depth + 1, s);
+        }
+    }
+
     fn mermaid_legend(&self, s: &mut String) {
         s.push_str("    subgraph legend[\"legend\"]\n        direction LR\n");
         s.push_str("        legend_state(\"state\")\n");
-        if self.states.iter().any(|st| st.join) {
+        if self.any_join() {
             s.push_str("        legend_join{{\"join: waits for every branch\"}}\n");
         }
         for status in self.used_statuses() {
@@ -389,47 +519,15 @@ impl Diagram {
 
     /// A Graphviz digraph: a filled circle for the start, a double circle for the end,
     /// hexagons for joins, dashed `on_error`, dotted dependencies, states filled by status
-    /// and bordered by marks, and a legend cluster.
+    /// and bordered by marks, and a legend cluster. A child run's picture is a cluster
+    /// `cluster_<id>`, reached by a dashed edge labelled `runs`.
     pub fn to_dot(&self) -> String {
-        let (nodes, index) = self.nodes();
-        let id = |name: &str| nodes[index[name]].id.as_str();
-        let finals = self.finals();
         let mut s = format!("digraph \"{}\" {{\n", dot_text(&visible(&self.name)));
         s.push_str("    node [shape=box, style=rounded];\n");
-        if self.start.is_some() {
-            s.push_str(
-                "    start [label=\"start\", shape=circle, style=filled, fillcolor=\"#212529\", fontcolor=\"#ffffff\"];\n",
-            );
-        }
-        if !finals.is_empty() {
-            s.push_str("    stop [label=\"end\", shape=doublecircle];\n");
-        }
-        for node in &nodes {
-            let label = node.lines.iter().map(|l| dot_text(l)).collect::<Vec<_>>().join("\\n");
-            let _ = write!(s, "    {} [label=\"{label}\"", node.id);
-            if let Some(st) = node.state {
-                let attrs = dot_style(st.join, st.status, &Mark::of(st));
-                s.push_str(&attrs);
-            }
-            s.push_str("];\n");
-        }
-        if let Some(start) = &self.start {
-            let _ = writeln!(s, "    start -> {};", id(start));
-        }
-        for e in &self.edges {
-            let style = match e.kind {
-                EdgeKind::Transition => "",
-                EdgeKind::OnError => " [style=dashed, label=\"on_error\"]",
-                EdgeKind::Dependency(_) => " [style=dotted, label=\"depends\"]",
-            };
-            let _ = writeln!(s, "    {} -> {}{style};", id(&e.from), id(&e.to));
-        }
-        for st in &finals {
-            let _ = writeln!(s, "    {} -> stop;", id(&st.name));
-        }
+        self.dot_flow("", 0, &mut s);
         s.push_str("    subgraph cluster_legend {\n        label=\"legend\";\n");
         s.push_str("        legend_state [label=\"state\"];\n");
-        if self.states.iter().any(|st| st.join) {
+        if self.any_join() {
             let _ = writeln!(
                 s,
                 "        legend_join [label=\"join: waits for every branch\"{}];",
@@ -448,6 +546,66 @@ impl Diagram {
         s
     }
 
+    /// The nodes and edges of this picture, `depth` levels below the top (indented one more
+    /// level each), with ids prefixed by `prefix`; then each child's cluster.
+    fn dot_flow(&self, prefix: &str, depth: usize, s: &mut String) {
+        let (nodes, index) = self.nodes();
+        let id = |name: &str| nodes[index[name]].id.as_str();
+        let finals = self.finals();
+        let pad = "    ".repeat(depth + 1);
+        if self.start.is_some() {
+            let _ = writeln!(
+                s,
+                "{pad}{prefix}start [label=\"start\", shape=circle, style=filled, fillcolor=\"#212529\", \
+                 fontcolor=\"#ffffff\"];"
+            );
+        }
+        if !finals.is_empty() {
+            let _ = writeln!(s, "{pad}{prefix}stop [label=\"end\", shape=doublecircle];");
+        }
+        for node in &nodes {
+            let label = node.lines.iter().map(|l| dot_text(l)).collect::<Vec<_>>().join("\\n");
+            let _ = write!(s, "{pad}{prefix}{} [label=\"{label}\"", node.id);
+            if let Some(st) = node.state {
+                let attrs = dot_style(st.join, st.status, &Mark::of(st));
+                s.push_str(&attrs);
+            }
+            s.push_str("];\n");
+        }
+        if let Some(start) = &self.start {
+            let _ = writeln!(s, "{pad}{prefix}start -> {prefix}{};", id(start));
+        }
+        for e in &self.edges {
+            let style = match e.kind {
+                EdgeKind::Transition => "",
+                EdgeKind::OnError => " [style=dashed, label=\"on_error\"]",
+                EdgeKind::Dependency(_) => " [style=dotted, label=\"depends\"]",
+            };
+            let _ = writeln!(s, "{pad}{prefix}{} -> {prefix}{}{style};", id(&e.from), id(&e.to));
+        }
+        for st in &finals {
+            let _ = writeln!(s, "{pad}{prefix}{} -> {prefix}stop;", id(&st.name));
+        }
+        for (i, _, child) in self.expanded(depth) {
+            let parent = format!("{prefix}{}", nodes[i].id);
+            let _ = writeln!(s, "{pad}subgraph cluster_{parent} {{");
+            let _ = writeln!(
+                s,
+                "{pad}    label=\"child run: {}\";\n{pad}    style=dashed;",
+                dot_text(&visible(&child.name))
+            );
+            child.dot_flow(&format!("{parent}_"), depth + 1, s);
+            // An empty cluster is not drawn, nor can an edge reach it: a node says it is empty.
+            let entry = child.entry().unwrap_or_else(|| {
+                let _ = writeln!(s, "{pad}    {parent}_empty [label=\"no state\", shape=plaintext];");
+                "empty"
+            });
+            let _ = writeln!(s, "{pad}}}");
+            // Outside the cluster, or Graphviz would draw the parent's state inside it.
+            let _ = writeln!(s, "{pad}{parent} -> {parent}_{entry} [style=dashed, label=\"runs\"];");
+        }
+    }
+
     /// A standalone SVG picture, laid out top to bottom in layers (longest path from the
     /// start, back edges curving around the side), for a page to serve or show inline.
     ///
@@ -458,6 +616,11 @@ impl Diagram {
     /// mark of its own (Failed: a thick border and a ✕, Completed: a ✓, Running: dashed,
     /// Retrying: double, Cancelled: struck through, ...), named in the legend. Labels are
     /// cut with an ellipsis past 32 columns; every text is escaped for XML.
+    ///
+    /// A child run's picture is drawn right of its parent's, without a legend of its own, in
+    /// a frame `<g class="child" data-state=… data-child=… id="<id>_child">` headed
+    /// `child run: <name>`, which a dashed `<path class="edge runs">` from the state
+    /// reaches; the picture grows to hold every frame, and its one legend covers them all.
     ///
     /// ```
     /// use agent_core::{Diagram, EdgeKind, StateStatus};
@@ -720,5 +883,355 @@ mod tests {
              s0 --> s1\n    s1 --> stop\n    style start fill:#212529,stroke:#212529,color:#ffffff\n    \
              subgraph legend[\"legend\"]\n        direction LR\n        legend_state(\"state\")\n    end\n"
         );
+    }
+
+    /// `order`: `pay` (completed), then `ship`.
+    fn order() -> Diagram {
+        two_named("order", "pay", "ship").with_statuses([("pay", StateStatus::Completed)])
+    }
+
+    /// `name`: `a` (the start), then `b`.
+    fn two_named(name: &str, a: &str, b: &str) -> Diagram {
+        let mut d = Diagram::new(name, Some(a.into()));
+        d.add_state(a, false);
+        d.add_state(b, false);
+        d.add_edge(a, b, EdgeKind::Transition);
+        d
+    }
+
+    /// The ids of the nodes a Mermaid flowchart declares (in order, repeats kept).
+    fn mermaid_ids(m: &str) -> Vec<&str> {
+        let skip = ["subgraph ", "class ", "classDef ", "style ", "direction ", "end", "flowchart "];
+        m.lines()
+            .map(str::trim)
+            .filter(|l| !skip.iter().any(|k| l.starts_with(k)) && !l.contains("-->") && !l.contains(" -. "))
+            .map(|l| &l[..l.find(['(', '{']).unwrap_or_else(|| panic!("not a node: {l}"))])
+            .collect()
+    }
+
+    /// The ids of the nodes a Graphviz digraph declares (in order, repeats kept).
+    fn dot_ids(dot: &str) -> Vec<&str> {
+        dot.lines()
+            .map(str::trim)
+            .filter(|l| !l.contains(" -> "))
+            .filter_map(|l| l.split_once(" [label="))
+            .map(|p| p.0)
+            .collect()
+    }
+
+    /// Every `id` attribute of an SVG picture (in order, repeats kept).
+    fn svg_ids(svg: &str) -> Vec<&str> {
+        svg.split(" id=\"").skip(1).map(|rest| &rest[..rest.find('"').unwrap()]).collect()
+    }
+
+    fn unique(ids: &[&str]) -> bool {
+        ids.iter().collect::<HashSet<_>>().len() == ids.len()
+    }
+
+    /// Checks that `svg` parses as XML: tags balanced and properly nested, attributes
+    /// quoted, no markup character nor `&` out of place.
+    fn well_formed(svg: &str) {
+        assert!(svg.starts_with("<svg xmlns=") && svg.ends_with("</svg>\n"));
+        let mut open: Vec<&str> = Vec::new();
+        let mut rest = svg;
+        while let Some(lt) = rest.find('<') {
+            let text = &rest[..lt];
+            assert!(!text.contains('>'), "a bare > in {text:?}");
+            for (i, _) in text.match_indices('&') {
+                let known = ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#10;"];
+                assert!(known.iter().any(|e| text[i..].starts_with(e)), "a bare & in {text:?}");
+            }
+            let gt = lt + rest[lt..].find('>').expect("an unclosed tag");
+            let tag = &rest[lt + 1..gt];
+            assert!(tag.matches('"').count().is_multiple_of(2) && !tag.contains('<'), "<{tag}>");
+            if let Some(name) = tag.strip_prefix('/') {
+                assert_eq!(open.pop(), Some(name), "</{name}> closes another element");
+            } else if !tag.ends_with('/') {
+                open.push(tag.split([' ', '\n']).next().unwrap());
+            }
+            rest = &rest[gt + 1..];
+        }
+        assert!(open.is_empty() && rest == "\n", "unclosed: {open:?}");
+        assert_eq!(svg.matches("<g ").count() + svg.matches("<g>").count(), svg.matches("</g>").count());
+    }
+
+    /// The numbers of `attr="..."` (for `translate(`: its two) after `at` in `svg`.
+    fn numbers(svg: &str, at: usize, attr: &str) -> Vec<i64> {
+        let rest = &svg[at + svg[at..].find(attr).unwrap_or_else(|| panic!("no {attr}")) + attr.len()..];
+        rest[..rest.find(['"', ')']).unwrap()].split([',', ' ']).map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_child_has_ids_prefixed_by_its_state_in_every_format() {
+        let mut grandchild = Diagram::new("grand", Some("g".into()));
+        grandchild.add_state("g", false);
+        let child = two_named("a\"b<c>", "pack", "label").with_child("label", grandchild);
+        let other = two_named("other", "x", "y");
+        let d = order().with_child("ship", child).with_child("pay", other);
+
+        let m = d.to_mermaid();
+        let ids = mermaid_ids(&m);
+        for id in ["s1_start", "s1_stop", "s1_s0", "s1_s1", "s1_s1_start", "s1_s1_s0", "s0_s0", "s0_s1", "legend_state"]
+        {
+            assert!(ids.contains(&id), "{id}: {m}");
+        }
+        assert!(unique(&ids), "{ids:?}\n{m}");
+        assert!(
+            m.contains("    subgraph s1_child[\"child run: a#quot;b#lt;c#gt;\"]\n        s1_start((\"start\"))\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("        subgraph s1_s1_child[\"child run: grand\"]\n            s1_s1_start((\"start\"))\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("        s1_s0(\"pack\")\n        s1_s1(\"label\")\n")
+                && m.contains("        s1_s0 --> s1_s1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("        s1_start --> s1_s0\n") && m.contains("            s1_s1_s0 --> s1_s1_stop\n"),
+            "{m}"
+        );
+        // Children follow the parent's nodes, in the order of their states.
+        assert!(m.find("    s1(\"ship\")\n").unwrap() < m.find("subgraph s0_child").unwrap(), "{m}");
+        assert!(m.find("subgraph s0_child").unwrap() < m.find("subgraph s1_child").unwrap(), "{m}");
+
+        let dot = d.to_dot();
+        let ids = dot_ids(&dot);
+        for id in ["s1_start", "s1_stop", "s1_s0", "s1_s1", "s1_s1_start", "s1_s1_s0", "s0_s0", "s0_s1"] {
+            assert!(ids.contains(&id), "{id}: {dot}");
+        }
+        assert!(unique(&ids), "{ids:?}\n{dot}");
+        assert!(dot.contains("    subgraph cluster_s1 {\n        label=\"child run: a\\\"b<c>\";\n"), "{dot}");
+        assert!(dot.contains("        subgraph cluster_s1_s1 {\n            label=\"child run: grand\";\n"), "{dot}");
+        assert!(
+            dot.contains("        s1_s0 -> s1_s1;\n") && dot.contains("            s1_s1_s0 -> s1_s1_stop;\n"),
+            "{dot}"
+        );
+        assert_eq!(dot.matches("digraph").count(), 1, "{dot}");
+
+        let svg = d.to_svg();
+        well_formed(&svg);
+        let ids = svg_ids(&svg);
+        for id in [
+            "s1_child",
+            "s1_start",
+            "s1_stop",
+            "s1_s0",
+            "s1_s1",
+            "s1_s1_child",
+            "s1_s1_start",
+            "s1_s1_s0",
+            "s0_child",
+            "s0_s1",
+        ] {
+            assert!(ids.contains(&id), "{id}: {svg}");
+        }
+        assert!(unique(&ids), "{ids:?}");
+        assert!(
+            svg.contains("<g class=\"child\" data-state=\"ship\" data-child=\"a&quot;b&lt;c&gt;\" id=\"s1_child\" "),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("data-from=\"s1_s0\" data-to=\"s1_s1\"")
+                && svg.contains("data-from=\"s1_s1_s0\" data-to=\"s1_s1_stop\"")
+        );
+        assert!(!svg.contains("<b") && svg.contains("child run: a&quot;b&lt;c&gt;</text>"), "{svg}");
+        // The markers are defined once, at the top.
+        assert_eq!(svg.matches("<defs>").count(), 1);
+        assert_eq!(svg.matches("id=\"agent-arrow-runs\"").count(), 1);
+    }
+
+    #[test]
+    fn the_one_legend_covers_what_children_show_and_their_states_have_classes() {
+        let mut child = two_named("shipping", "pack", "merge");
+        child.states[1].join = true;
+        let child = child.with_statuses([("pack", StateStatus::Timeout)]).with_retries([("merge", 1)]);
+        let d = order().with_child("ship", child);
+
+        let m = d.to_mermaid();
+        assert!(m.contains("    class s1_s0 timeout\n    class s1_s1 retried\n"), "{m}");
+        assert!(m.contains("        s1_s1{{\"merge<br>retried once\"}}\n"), "{m}");
+        assert!(m.contains("    style s1_start fill:#212529"), "{m}");
+        assert!(m.contains("    classDef timeout fill:#ffe5d0") && m.contains("    classDef retried "), "{m}");
+        for entry in ["legend_timeout(\"Timeout\")", "legend_retried(", "legend_join{{", "legend_completed("] {
+            assert_eq!(m.matches(entry).count(), 1, "{entry}: {m}");
+        }
+        assert_eq!(m.matches("subgraph legend[").count(), 1, "{m}");
+
+        let dot = d.to_dot();
+        assert!(
+            dot.contains("        s1_s0 [label=\"pack\", style=\"rounded,filled\", fillcolor=\"#ffe5d0\""),
+            "{dot}"
+        );
+        for entry in ["legend_timeout [", "legend_retried [", "legend_join [", "legend_completed [", "cluster_legend"] {
+            assert_eq!(dot.matches(entry).count(), 1, "{entry}: {dot}");
+        }
+
+        let svg = d.to_svg();
+        assert!(
+            svg.contains("<g class=\"state status-timeout\" data-state=\"pack\" data-status=\"Timeout\" id=\"s1_s0\"")
+        );
+        for entry in ["legend-entry status-timeout", "legend-entry retried", "legend-entry join", "legend-entry runs"] {
+            assert_eq!(svg.matches(entry).count(), 1, "{entry}: {svg}");
+        }
+        assert_eq!(svg.matches("<g class=\"legend\"").count(), 1);
+        // Without the child, none of it is in the legend.
+        let alone = order().to_svg();
+        assert!(!alone.contains("status-timeout") && !alone.contains("legend-entry runs") && !alone.contains("join"));
+    }
+
+    #[test]
+    fn a_runs_edge_goes_from_the_state_to_the_child() {
+        let d = order().with_child("ship", two_named("c", "a", "b"));
+        assert!(d.to_mermaid().contains("\n    end\n    s1 -. runs .-> s1_start\n    start --> s0\n"));
+        assert!(d.to_dot().contains("\n    }\n    s1 -> s1_start [style=dashed, label=\"runs\"];\n"));
+        let svg = d.to_svg();
+        let runs = svg.find("<path class=\"edge runs\" data-from=\"s1\" data-to=\"s1_child\" d=\"M").unwrap();
+        assert!(
+            svg[runs..].starts_with("<path class=\"edge runs\"")
+                && svg[runs..].contains("marker-end=\"url(#agent-arrow-runs)\"")
+        );
+        assert!(runs < svg.find("<g class=\"states\"").unwrap(), "drawn with the edges, under the nodes");
+
+        // Without a start, the arrow reaches the child's first node; without a node, one saying so.
+        let mut no_start = Diagram::new("c", None);
+        no_start.add_state("q", false);
+        let d = order().with_child("ship", no_start).with_child("pay", Diagram::new("", None));
+        let m = d.to_mermaid();
+        assert!(m.contains("    s1 -. runs .-> s1_s0\n"), "{m}");
+        let empty = "    subgraph s0_child[\"child run: \"]\n        s0_empty(\"no state\")\n    end\n";
+        assert!(m.contains(&format!("{empty}    s0 -. runs .-> s0_empty\n")), "{m}");
+        let dot = d.to_dot();
+        assert!(dot.contains("    s1 -> s1_s0 [style=dashed, label=\"runs\"];\n"), "{dot}");
+        assert!(
+            dot.contains(
+                "        s0_empty [label=\"no state\", shape=plaintext];\n    }\n    s0 -> s0_empty [style=dashed"
+            ),
+            "{dot}"
+        );
+        let svg = d.to_svg();
+        well_formed(&svg);
+        assert!(svg.contains("data-from=\"s0\" data-to=\"s0_child\"") && svg.contains(">no state</text>"), "{svg}");
+    }
+
+    #[test]
+    fn a_picture_is_unchanged_but_for_its_child() {
+        // The child shows no status the parent does not, so the legend stays the same.
+        let child = two_named("c", "a", "b").with_statuses([("b", StateStatus::Completed)]);
+        let with = order().with_child("ship", child);
+        let mut without = with.clone();
+        without.states[1].child = None;
+        assert_eq!(without, order());
+
+        let (m1, m0) = (with.to_mermaid(), without.to_mermaid());
+        let (open, close) = (m1.find("    subgraph s1_child").unwrap(), m1.find("\n    end\n").unwrap() + 9);
+        let rest = format!("{}{}", &m1[..open], &m1[close..]);
+        let rest: Vec<&str> = rest.lines().filter(|l| !l.contains("s1_")).collect();
+        assert_eq!(rest.join("\n") + "\n", m0, "{m1}");
+
+        let (d1, d0) = (with.to_dot(), without.to_dot());
+        let (open, close) = (d1.find("    subgraph cluster_s1 {").unwrap(), d1.find("\n    }\n").unwrap() + 7);
+        let rest = format!("{}{}", &d1[..open], &d1[close..]);
+        let rest: Vec<&str> = rest.lines().filter(|l| !l.contains("s1_")).collect();
+        assert_eq!(rest.join("\n") + "\n", d0, "{d1}");
+
+        // The parent's drawing is laid out as before: only the runs edge and the frame are new.
+        let (s1, s0) = (with.to_svg(), without.to_svg());
+        let drawn0 = &s0[s0.find("</defs>\n").unwrap()..s0.find("<g class=\"legend\"").unwrap()];
+        let drawn1 = &s1[s1.find("</defs>\n").unwrap()..s1.find("<g class=\"child\"").unwrap()];
+        let drawn1: Vec<&str> = drawn1.lines().filter(|l| !l.starts_with("<path class=\"edge runs\"")).collect();
+        assert_eq!(drawn1.join("\n") + "\n", drawn0);
+        assert_eq!(without.to_svg(), order().to_svg());
+    }
+
+    #[test]
+    fn with_child_attaches_to_the_first_state_of_the_name_and_replaces() {
+        assert_eq!(order().with_child("nobody", two_named("c", "a", "b")), order());
+        let d = order().with_child("ship", two_named("c", "a", "b")).with_child("ship", Diagram::new("again", None));
+        assert_eq!(d.states[1].child.as_deref().map(|c| c.name.as_str()), Some("again"));
+        assert!(d.states[0].child.is_none());
+        let mut twice = order();
+        twice.add_state("ship", false);
+        let twice = twice.with_child("ship", Diagram::new("c", None));
+        assert!(twice.states[1].child.is_some() && twice.states[2].child.is_none());
+    }
+
+    /// Children `levels` deep under a top picture, each of one state `x`, the one 5 levels
+    /// down cancelled and the others running.
+    fn chain(levels: usize) -> Diagram {
+        let mut d: Option<Diagram> = None;
+        for level in (0..=levels).rev() {
+            let mut here = Diagram::new(format!("level {level}"), Some("x".into()));
+            let status = if level == 5 { StateStatus::Cancelled } else { StateStatus::Running };
+            here.add_state("x", false).status = Some(status);
+            if let Some(child) = d.take() {
+                here = here.with_child("x", child);
+            }
+            d = Some(here);
+        }
+        d.unwrap()
+    }
+
+    #[test]
+    fn nesting_is_drawn_down_to_the_depth_limit_only() {
+        assert_eq!(MAX_DEPTH, 4);
+        let d = chain(6);
+        let deepest = "s0_s0_s0_s0_s0"; // 4 levels down
+        let (m, dot, svg) = (d.to_mermaid(), d.to_dot(), d.to_svg());
+        assert!(m.contains(&format!("                    {deepest}(\"x\")\n")), "{m}");
+        assert!(dot.contains(&format!("                    {deepest} [label=\"x\"")), "{dot}");
+        assert!(svg.contains(&format!(" id=\"{deepest}\" ")), "{svg}");
+        for out in [&m, &dot, &svg] {
+            assert!(!out.contains(&format!("{deepest}_")), "nothing 5 levels down: {out}");
+            assert!(!out.contains("level 5") && !out.contains("ancelled"), "{out}");
+        }
+        assert_eq!(m.matches("subgraph s0").count(), 4, "{m}");
+        assert_eq!(dot.matches("subgraph cluster_s0").count(), 4, "{dot}");
+        assert_eq!(svg.matches("<g class=\"child\"").count(), 4, "{svg}");
+        well_formed(&svg);
+        assert!(unique(&svg_ids(&svg)));
+        // What lies past the limit is never looked at: a far deeper chain draws the same.
+        let deep = chain(500);
+        assert_eq!((deep.to_mermaid(), deep.to_dot(), deep.to_svg()), (m, dot, svg));
+    }
+
+    #[test]
+    fn the_svg_grows_to_hold_every_frame() {
+        let mut tall = Diagram::new("tall", Some("t0".into()));
+        for i in 0..8 {
+            tall.add_state(format!("t{i}"), false);
+            if i > 0 {
+                tall.add_edge(format!("t{}", i - 1), format!("t{i}"), EdgeKind::Transition);
+            }
+        }
+        let wide = two_named("a rather long name for a workflow, cut in the heading", "a", "b");
+        let d = order().with_child("pay", tall.with_child("t7", wide.clone())).with_child("ship", wide);
+        let svg = d.to_svg();
+        well_formed(&svg);
+        assert!(unique(&svg_ids(&svg)));
+        let head = svg.find("<svg ").unwrap();
+        let (width, height) = (numbers(&svg, head, " width=\"")[0], numbers(&svg, head, " height=\"")[0]);
+        assert_eq!(numbers(&svg, head, " viewBox=\"0 0 ")[0], width);
+        let legend_x = numbers(&svg, svg.find("<g class=\"legend\"").unwrap(), "translate(")[0];
+        let mut lowest = 0;
+        for id in ["s0_child", "s1_child"] {
+            let at = svg.find(&format!(" id=\"{id}\" ")).unwrap();
+            let (xy, size) = (numbers(&svg, at, "translate("), numbers(&svg, at, "<rect class=\"frame\" width=\""));
+            let h = numbers(&svg, at, "\" height=\"")[0];
+            assert!(xy[0] + size[0] <= width && xy[1] + h <= height, "{id} at {xy:?} {size:?}x{h} in {width}x{height}");
+            assert!(xy[0] + size[0] < legend_x, "the legend is right of {id}");
+            // The frames are stacked, not overlapping.
+            assert!(xy[1] >= lowest, "{id}");
+            lowest = xy[1] + h;
+        }
+        // The grandchild's frame lies inside its parent's.
+        let outer = svg.find(" id=\"s0_child\" ").unwrap();
+        let inner = svg.find(" id=\"s0_s7_child\" ").unwrap();
+        let outer_w = numbers(&svg, outer, "<rect class=\"frame\" width=\"")[0];
+        let inner_x = numbers(&svg, inner, "translate(")[0];
+        let inner_w = numbers(&svg, inner, "<rect class=\"frame\" width=\"")[0];
+        assert!(inner_x + inner_w <= outer_w, "{inner_x} + {inner_w} > {outer_w}");
     }
 }

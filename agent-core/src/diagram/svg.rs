@@ -12,7 +12,8 @@
 //!   (`\x1b`, `\u{202e}`) and writes `&`, `<`, `>`, `"`, `'` and newlines as references. A
 //!   drawn label is cut to [`MAX_UNITS`] columns and [`MAX_NAME_LINES`] lines, ending in an
 //!   ellipsis; the node's `<title>` and `data-state` keep the whole name.
-//! - Node ids are the other writers': `s<i>` in definition order, `start`, `stop`. A state is
+//! - Node ids are the other writers': `s<i>` in definition order, `start`, `stop`, and in a
+//!   child run's picture its state's id and `_` before them (`s2_s0`, `s2_start`). A state is
 //!   `<g class="state status-<status>" data-state=… data-status=… id="s<i>">` (no `status-`
 //!   class nor `data-status` without a run's status). Styles are presentation attributes
 //!   only, never a `<style>` element (which, inline, would style the whole page), so a
@@ -30,7 +31,16 @@
 //!   from above, turning only in the gaps between layers.
 //! - A status is told by its fill (the palette of [`colours`]) and also by a border or mark
 //!   of its own ([`look`]), so colour is never the only cue; the legend names every status,
-//!   shape, mark and edge style the picture uses.
+//!   shape, mark and edge style the picture uses, in its child runs' pictures too.
+//! - A child run's picture ([`Diagram::with_child`]) is laid out by the same code ([`draw`]),
+//!   without a legend or `<defs>` of its own (its arrowheads are the top's), and framed in a
+//!   `<g class="child" data-state=… data-child=… id="<id>_child">` under a heading
+//!   `child run: <name>` (cut like a label). A picture's children's frames are stacked in one
+//!   column right of everything it draws, each level with its state where the one above
+//!   leaves room, and reached by a dashed `<path class="edge runs">` (its arrowhead,
+//!   `agent-arrow-runs`, is defined only in a picture that draws one). The legend, then the
+//!   picture's size, make room for them all. Children are drawn
+//!   [`MAX_DEPTH`](super::MAX_DEPTH) levels deep at most.
 
 use std::fmt::Write as _;
 
@@ -54,6 +64,10 @@ const NODE_GAP: i64 = 32;
 const MARGIN: i64 = 20;
 /// Barycenter sweeps: down, up, down.
 const SWEEPS: usize = 3;
+/// Height of a child run's frame's heading.
+const HEADING_H: i64 = 24;
+/// Space between a drawing and its children's frames (the frames are half as far apart).
+const CHILD_GAP: i64 = 40;
 /// How far a back edge bulges past the layers it spans.
 const BULGE: i64 = 40;
 
@@ -63,6 +77,8 @@ enum Line {
     Transition,
     OnError,
     Dependency,
+    /// From a state to the frame of the child run it started (not a layout edge).
+    Runs,
 }
 
 impl Line {
@@ -72,6 +88,7 @@ impl Line {
             Line::Transition => ("transition", "#495057", ""),
             Line::OnError => ("on-error", "#dc3545", " stroke-dasharray=\"6 4\""),
             Line::Dependency => ("dependency", "#6c757d", " stroke-dasharray=\"2 4\" stroke-linecap=\"round\""),
+            Line::Runs => ("runs", "#6f42c1", " stroke-dasharray=\"8 4\""),
         }
     }
 }
@@ -266,6 +283,54 @@ fn place(row: &[usize], w: &[i64], cx: &mut [i64]) {
 
 /// The SVG picture of `d`: see the module's documentation.
 pub(super) fn render(d: &Diagram) -> String {
+    let drawing = draw(d, "", 0);
+    // The legend, right of everything drawn.
+    let lx = if drawing.count == 0 { MARGIN } else { drawing.right + 30 };
+    let (legend, lw, lh) = legend(d, &drawing.lines, lx);
+    let width = lx + lw + MARGIN;
+    let height = (drawing.bottom + MARGIN).max(lh + 2 * MARGIN);
+    let name = xml(&d.name);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"agent-diagram\" viewBox=\"0 0 {width} {height}\" \
+         width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"workflow {name}\" \
+         font-family=\"ui-monospace, monospace\" font-size=\"12\">\n<title>workflow {name}</title>\n<defs>\n"
+    );
+    // The child runs' arrowhead only where a child is drawn, so that a picture without one
+    // stays as it was.
+    let runs = drawing.lines.contains(&Line::Runs).then_some(Line::Runs);
+    for line in [Line::Transition, Line::OnError, Line::Dependency].into_iter().chain(runs) {
+        let (class, colour, _) = line.style();
+        let _ = writeln!(
+            s,
+            "<marker id=\"agent-arrow-{class}\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"6\" \
+             markerHeight=\"6\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"{colour}\"/></marker>"
+        );
+    }
+    s.push_str("</defs>\n");
+    s.push_str(&drawing.svg);
+    s.push_str(&legend);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// A picture drawn without its legend and `<defs>`: the whole picture's, or a child run's
+/// (to be framed in its parent's).
+struct Drawing {
+    /// Its edges, its states, then its children's frames.
+    svg: String,
+    /// The right edge of all that is drawn, its children's frames included (no margin).
+    right: i64,
+    /// The bottom edge of all that is drawn, its children's frames included (no margin).
+    bottom: i64,
+    /// How many nodes it has (not counting its children's).
+    count: usize,
+    /// The kinds of edges drawn in it or in its children, for the legend.
+    lines: Vec<Line>,
+}
+
+/// The drawing of `d`, `depth` levels of child runs below the top, with `prefix` before
+/// every id; its children's pictures framed right of it (see the module's documentation).
+fn draw(d: &Diagram, prefix: &str, depth: usize) -> Drawing {
     let (nodes, index) = d.nodes();
     let n = nodes.len();
     let start = d.start.as_ref().map(|_| n);
@@ -379,8 +444,13 @@ pub(super) fn render(d: &Diagram) -> String {
     }
 
     // Edges, drawn first so that nodes cover their ends.
-    let ids: Vec<&str> =
-        nodes.iter().map(|node| node.id.as_str()).chain(start.map(|_| "start")).chain(["stop"]).collect();
+    let ids: Vec<String> = nodes
+        .iter()
+        .map(|node| node.id.as_str())
+        .chain(start.map(|_| "start"))
+        .chain(["stop"])
+        .map(|id| format!("{prefix}{id}"))
+        .collect();
     let mut reach = bands.iter().map(|b| b.2).max().unwrap_or(0);
     let mut edges = String::from("<g class=\"edges\" fill=\"none\" stroke-width=\"1.5\">\n");
     for l in &links {
@@ -413,6 +483,15 @@ pub(super) fn render(d: &Diagram) -> String {
             ids[u], ids[v]
         );
     }
+    let mut kinds: Vec<Line> = Vec::new();
+    for l in &links {
+        if !kinds.contains(&l.line) {
+            kinds.push(l.line);
+        }
+    }
+    let placement = Placement { cx: &cx, cy: &cy, w: &w, h: &h, layer: &layer, bands: &bands };
+    let (frames, right, frames_bottom) = children(d, &ids, depth, &placement, reach, &mut edges, &mut kinds);
+    let bottom = (top - LAYER_GAP).max(frames_bottom);
     edges.push_str("</g>\n");
 
     // Nodes.
@@ -420,17 +499,17 @@ pub(super) fn render(d: &Diagram) -> String {
     if let Some(s) = start {
         let _ = writeln!(
             body,
-            "<g class=\"start\" id=\"start\" transform=\"translate({},{})\"><title>start</title>\
+            "<g class=\"start\" id=\"{}\" transform=\"translate({},{})\"><title>start</title>\
              <circle r=\"10\" fill=\"#212529\"/></g>",
-            cx[s], cy[s]
+            ids[s], cx[s], cy[s]
         );
     }
     if let Some(s) = stop {
         let _ = writeln!(
             body,
-            "<g class=\"end\" id=\"stop\" transform=\"translate({},{})\" fill=\"#ffffff\" stroke=\"#212529\" \
+            "<g class=\"end\" id=\"{}\" transform=\"translate({},{})\" fill=\"#ffffff\" stroke=\"#212529\" \
              stroke-width=\"1.5\"><title>end</title><circle r=\"14\"/><circle r=\"10\"/></g>",
-            cx[s], cy[s]
+            ids[s], cx[s], cy[s]
         );
     }
     for (i, (node, (lines, name_lines))) in nodes.iter().zip(&labels).enumerate() {
@@ -458,7 +537,7 @@ pub(super) fn render(d: &Diagram) -> String {
             body,
             "<g class=\"{class}\" data-state=\"{}\"{data_status} id=\"{}\" transform=\"translate({},{})\">\n<title>{}</title>",
             xml(name),
-            node.id,
+            ids[i],
             cx[i],
             cy[i],
             xml(&title)
@@ -474,43 +553,108 @@ pub(super) fn render(d: &Diagram) -> String {
     }
     body.push_str("</g>\n");
 
-    // The legend, right of everything drawn.
-    let lx = if count == 0 { MARGIN } else { reach + 30 };
-    let (legend, lw, lh) = legend(d, &links, lx);
-    let width = lx + lw + MARGIN;
-    let height = (top - LAYER_GAP + MARGIN).max(lh + 2 * MARGIN);
-    let name = xml(&d.name);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"agent-diagram\" viewBox=\"0 0 {width} {height}\" \
-         width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"workflow {name}\" \
-         font-family=\"ui-monospace, monospace\" font-size=\"12\">\n<title>workflow {name}</title>\n<defs>\n"
-    );
-    for line in [Line::Transition, Line::OnError, Line::Dependency] {
-        let (class, colour, _) = line.style();
+    let mut svg = edges;
+    svg.push_str(&body);
+    svg.push_str(&frames);
+    Drawing { svg, right, bottom, count, lines: kinds }
+}
+
+/// Where the nodes of a drawing lie (indexed as its layout's nodes): centres, sizes, layers,
+/// and each layer's top, bottom and right edge.
+struct Placement<'a> {
+    cx: &'a [i64],
+    cy: &'a [i64],
+    w: &'a [i64],
+    h: &'a [i64],
+    layer: &'a [usize],
+    bands: &'a [(i64, i64, i64)],
+}
+
+/// The frames of the children of `d` (`depth` levels below the top, its nodes' ids `ids`
+/// and positions `at`), in a column right of `right`, where its drawing ends: each child
+/// drawn by [`draw`] under a heading, reached by a `runs` path added to `edges` (the kinds of
+/// edges drawn added to `lines`). Returns the frames, the right edge of all, and the bottom
+/// edge of the frames (`i64::MIN` without any).
+fn children(
+    d: &Diagram,
+    ids: &[String],
+    depth: usize,
+    at: &Placement<'_>,
+    right: i64,
+    edges: &mut String,
+    lines: &mut Vec<Line>,
+) -> (String, i64, i64) {
+    let Placement { cx, cy, w, h, layer, bands } = *at;
+    let (mut frames, mut far, mut low) = (String::new(), right, i64::MIN);
+    let fx = right + CHILD_GAP;
+    let mut free = MARGIN;
+    for (k, (i, parent, child)) in d.expanded(depth).into_iter().enumerate() {
+        let id = &ids[i];
+        let inner = draw(child, &format!("{id}_"), depth + 1);
+        for line in inner.lines.iter().copied().chain([Line::Runs]) {
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        let heading = format!("child run: {}", clip(&visible(&child.name).replace('\n', " "), false));
+        let heading_w = i64::try_from(heading.chars().map(units).sum::<usize>()).unwrap_or(0) * CHAR_W + 20;
+        let fw = (inner.right + MARGIN).max(heading_w);
+        let fh = HEADING_H + (inner.bottom + MARGIN).max(MARGIN);
+        // Level with its state where the frames above leave room.
+        let fy = free.max(cy[i] - h[i] / 2);
+        free = fy + fh + CHILD_GAP / 2;
+        (far, low) = (far.max(fx + fw), low.max(fy + fh));
+
+        // Out of the state's right side; when a node of its layer lies right of it, first
+        // down into the gap below the layer; then right, and along a lane of its own (one of
+        // four, in the gap and beside the frames) to the frame's heading.
+        let (x, y) = (cx[i] + w[i] / 2, cy[i]);
+        let offset = 4 * i64::try_from(k % 4).unwrap_or(0);
+        let (lane, ty) = (fx - 12 - offset, fy + HEADING_H / 2);
+        let path = if bands[layer[i]].2 > x {
+            format!("M{x},{y} H{} V{} H{lane} V{ty} H{fx}", x + 10, bands[layer[i]].1 + LAYER_GAP / 4 + offset)
+        } else {
+            format!("M{x},{y} H{lane} V{ty} H{fx}")
+        };
+        let (class, colour, dash) = Line::Runs.style();
         let _ = writeln!(
-            s,
-            "<marker id=\"agent-arrow-{class}\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"6\" \
-             markerHeight=\"6\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"{colour}\"/></marker>"
+            edges,
+            "<path class=\"edge {class}\" data-from=\"{id}\" data-to=\"{id}_child\" d=\"{path}\" \
+             stroke=\"{colour}\"{dash} marker-end=\"url(#agent-arrow-{class})\"/>"
+        );
+
+        let name = xml(&child.name);
+        let empty = if inner.count == 0 {
+            format!("<text class=\"note\" x=\"10\" y=\"{}\" font-style=\"italic\">no state</text>\n", HEADING_H + 14)
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            frames,
+            "<g class=\"child\" data-state=\"{}\" data-child=\"{name}\" id=\"{id}_child\" \
+             transform=\"translate({fx},{fy})\">\n<title>child run: {name}</title>\n\
+             <rect class=\"frame\" width=\"{fw}\" height=\"{fh}\" rx=\"6\" fill=\"#f8f9fa\" stroke=\"#adb5bd\"/>\n\
+             <text class=\"heading\" x=\"10\" y=\"{}\" font-weight=\"bold\">{}</text>\n{empty}\
+             <g transform=\"translate(0,{HEADING_H})\">\n{}</g>\n</g>\n",
+            xml(&parent.name),
+            HEADING_H / 2 + 4,
+            xml(&heading),
+            inner.svg
         );
     }
-    s.push_str("</defs>\n");
-    s.push_str(&edges);
-    s.push_str(&body);
-    s.push_str(&legend);
-    s.push_str("</svg>\n");
-    s
+    (frames, far, low)
 }
 
 /// The legend at `x`: a sample and a name for every shape, status, mark and edge style
 /// drawn. Returns it with its width and height.
-fn legend(d: &Diagram, links: &[Link], x: i64) -> (String, i64, i64) {
+fn legend(d: &Diagram, lines: &[Line], x: i64) -> (String, i64, i64) {
     enum Sample {
         Node(bool, Option<StateStatus>),
         Edge(Line),
         Note,
     }
     let mut entries = vec![("state".to_owned(), Sample::Node(false, None), "state".to_owned())];
-    if d.states.iter().any(|st| st.join) {
+    if d.any_join() {
         entries.push(("join".into(), Sample::Node(true, None), "join: waits for every branch".into()));
     }
     for st in d.used_statuses() {
@@ -519,8 +663,8 @@ fn legend(d: &Diagram, links: &[Link], x: i64) -> (String, i64, i64) {
     for mark in d.used_marks() {
         entries.push((mark.class().into(), Sample::Note, format!("second line: {}", mark.legend())));
     }
-    for (line, text) in [(Line::OnError, "on_error"), (Line::Dependency, "depends on")] {
-        if links.iter().any(|l| l.line == line) {
+    for (line, text) in [(Line::OnError, "on_error"), (Line::Dependency, "depends on"), (Line::Runs, "runs a child")] {
+        if lines.contains(&line) {
             entries.push((line.style().0.into(), Sample::Edge(line), text.into()));
         }
     }
