@@ -76,8 +76,9 @@ impl InputBroker for Run {
 
     fn child_link(&self) -> Option<Box<dyn std::any::Any + Send>> {
         let key = InputBroker::execution_key(self)?;
+        let state = crate::exec::polled_state(self).map(|pos| self.program.states[pos].name.to_string())?;
         let store = self.sinks.durable.as_ref().map(|d| (d.store(), d.lease_ttl()));
-        Some(Box::new(crate::agent::ChildLink { parent: self.run_id().to_owned(), key, store }))
+        Some(Box::new(crate::agent::ChildLink { parent: self.run_id().to_owned(), state, key, store }))
     }
 
     /// A custom value of the state polled now on this thread (`ctx.emit`).

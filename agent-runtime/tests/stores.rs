@@ -812,7 +812,7 @@ async fn lineage(store: &dyn CheckpointStore, tag: &str) {
 
     // Recorded out of order; the twin ties the child's time (its id sorts after).
     let fork = Lineage::new(id("fork"), &parent, LineageKind::Fork, 100).at_seq(7);
-    let child = Lineage::new(id("child"), &parent, LineageKind::Child, 200);
+    let child = Lineage::new(id("child"), &parent, LineageKind::Child, 200).in_state("delegate");
     let twin = Lineage::new(id("fork-twin"), &parent, LineageKind::Fork, 200).at_seq(0);
     let elsewhere = Lineage::new(id("elsewhere"), &someone, LineageKind::Child, 1);
     for l in [&twin, &child, &fork, &elsewhere] {

@@ -33,6 +33,8 @@ use crate::RunOptions;
 pub(crate) struct ChildLink {
     /// The parent run.
     pub parent: String,
+    /// The parent's state that starts the child.
+    pub state: String,
     /// The execution key of the parent's state that starts the child.
     pub key: String,
     /// The parent's store and lease length, when it is durable.
@@ -185,12 +187,12 @@ impl RunChild for Context {
         let name = child.name().to_owned();
         let failed = |source: AgentError| ChildError::Run { agent: name.clone(), source: Box::new(source) };
         let (run_id, context) = match link.map(|l| *l) {
-            Some(ChildLink { parent, key, store: Some((store, ttl)) }) => {
+            Some(ChildLink { parent, state, key, store: Some((store, ttl)) }) => {
                 let inherits = super::lock(&child.shared.live).persist.lease_ttl.is_none();
                 let child = if inherits { child.lease_ttl(ttl) } else { child };
                 let child = child.with_store(store.clone());
                 let id = child_id(&key, &name);
-                let done = durable_child(&child, &*store, &parent, &id, ctx).await.map_err(failed)?;
+                let done = durable_child(&child, &*store, (&parent, &state), &id, ctx).await.map_err(failed)?;
                 match done {
                     Ended::Completed(context) => (id, context),
                     Ended::Not(status, error) => {
@@ -267,11 +269,12 @@ async fn stopping_with_parent<T>(child: &Agent, run: impl std::future::IntoFutur
     out
 }
 
-/// Run (or go on with, or wait for) the durable child `id` of `parent` to its end.
+/// Run (or go on with, or wait for) the durable child `id` that `parent`'s `state` starts,
+/// to its end.
 async fn durable_child(
     child: &Agent,
     store: &dyn CheckpointStore,
-    parent: &str,
+    (parent, state): (&str, &str),
     id: &str,
     input: Context,
 ) -> Result<Ended, AgentError> {
@@ -281,7 +284,7 @@ async fn durable_child(
         let row = store.get_run(id).await.map_err(failed)?;
         let ran = match row {
             None => {
-                let lineage = Lineage::new(id, parent, LineageKind::Child, now_ms());
+                let lineage = Lineage::new(id, parent, LineageKind::Child, now_ms()).in_state(state);
                 match store.record_lineage(&lineage).await {
                     Ok(()) => {}
                     // A previous execution recorded it, and died before the child's row.

@@ -66,6 +66,9 @@ pub struct Lineage {
     pub parent_run_id: String,
     /// The parent's commit (`seq`) it was made at: the checkpoint a fork started from.
     pub parent_seq: Option<u64>,
+    /// The parent's state that started it, for a child run: what a picture of the parent
+    /// expands into the child's (`graph RUN --expand`, the console).
+    pub parent_state: Option<String>,
     /// How.
     pub kind: LineageKind,
     /// When, in milliseconds since the Unix epoch.
@@ -80,7 +83,27 @@ impl Lineage {
         kind: LineageKind,
         created_ms: i64,
     ) -> Lineage {
-        Lineage { run_id: run_id.into(), parent_run_id: parent_run_id.into(), parent_seq: None, kind, created_ms }
+        Lineage {
+            run_id: run_id.into(),
+            parent_run_id: parent_run_id.into(),
+            parent_seq: None,
+            parent_state: None,
+            kind,
+            created_ms,
+        }
+    }
+
+    /// The same, started by the parent's state `state`.
+    ///
+    /// ```
+    /// use agent_runtime::store::{Lineage, LineageKind};
+    /// let child = Lineage::new("run-c", "run-p", LineageKind::Child, 1_700_000_000_000).in_state("summarise");
+    /// assert_eq!(child.parent_state.as_deref(), Some("summarise"));
+    /// ```
+    #[must_use]
+    pub fn in_state(mut self, state: impl Into<String>) -> Lineage {
+        self.parent_state = Some(state.into());
+        self
     }
 
     /// The same, made at the parent's commit `seq`.

@@ -56,7 +56,7 @@ macro_rules! dedupe_snapshots {
 
 /// SQLite's migrations, in order.
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5, SQLITE_6];
+pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5, SQLITE_6, SQLITE_7];
 
 #[cfg(feature = "sqlite")]
 const SQLITE_1: Migration = Migration {
@@ -207,9 +207,15 @@ const SQLITE_6: Migration = Migration {
     ",
 };
 
+/// The parent's state that started a child run (`Lineage::parent_state`), so a picture of
+/// the parent can expand the child where it was started. Rows from before have none.
+#[cfg(feature = "sqlite")]
+const SQLITE_7: Migration = Migration { version: 7, sql: "ALTER TABLE agent_lineage ADD COLUMN parent_state TEXT;" };
+
 /// PostgreSQL's migrations, in order.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5, POSTGRES_6];
+pub(crate) const POSTGRES: &[Migration] =
+    &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5, POSTGRES_6, POSTGRES_7];
 
 #[cfg(feature = "postgres")]
 const POSTGRES_1: Migration = Migration {
@@ -298,6 +304,10 @@ const POSTGRES_6: Migration = Migration {
         CREATE INDEX agent_lineage_parent ON agent_lineage (parent_run_id, created_ms);
     ",
 };
+
+/// As [`SQLITE_7`].
+#[cfg(feature = "postgres")]
+const POSTGRES_7: Migration = Migration { version: 7, sql: "ALTER TABLE agent_lineage ADD COLUMN parent_state TEXT;" };
 
 /// As [`SQLITE_2`], with the lease end a `timestamptz` by the server's clock.
 #[cfg(feature = "postgres")]
@@ -681,6 +691,39 @@ mod tests {
         assert!(plan.contains("agent_lineage_parent"), "{plan}");
         let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
         assert_eq!(v, i64::from(latest(SQLITE)));
+    }
+
+    #[test]
+    #[cfg(feature = "sqlite")]
+    fn sqlite_version_7_keeps_the_lineages_before_it_without_a_parent_state() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [&SQLITE_1, &SQLITE_2, &SQLITE_3, &SQLITE_4, &SQLITE_5, &SQLITE_6] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE agent_schema (version INTEGER NOT NULL);
+             INSERT INTO agent_schema (version) VALUES (6);
+             INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms)
+                 VALUES ('old', 'r', NULL, 'child', 7);",
+        )
+        .unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms, parent_state)
+             VALUES ('new', 'r', NULL, 'child', 8, 'summarise')",
+            [],
+        )
+        .unwrap();
+        let states: Vec<(String, Option<String>)> = conn
+            .prepare("SELECT run_id, parent_state FROM agent_lineage ORDER BY created_ms")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(states, [("old".to_owned(), None), ("new".to_owned(), Some("summarise".to_owned()))]);
+        let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, 7);
     }
 
     #[test]

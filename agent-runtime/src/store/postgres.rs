@@ -492,7 +492,7 @@ macro_rules! select_inputs {
     };
 }
 
-/// A lineage as `SELECT run_id, parent_run_id, parent_seq, kind, created_ms` reads it.
+/// A lineage as `SELECT run_id, parent_run_id, parent_seq, kind, created_ms, parent_state` reads it.
 fn read_lineage(row: &Row) -> Result<Lineage, Fail> {
     let run_id: String = row.try_get(0)?;
     let kind: String = row.try_get(3)?;
@@ -503,6 +503,7 @@ fn read_lineage(row: &Row) -> Result<Lineage, Fail> {
     let mut lineage = Lineage::new(String::new(), row.try_get::<_, String>(1)?, kind, row.try_get(4)?);
     let parent_seq: Option<i64> = row.try_get(2)?;
     lineage.parent_seq = parent_seq.map(|s| u64_from_db(STORE, &format!("run {run_id}: parent seq"), s)).transpose()?;
+    lineage.parent_state = row.try_get(5)?;
     lineage.run_id = run_id;
     Ok(lineage)
 }
@@ -957,12 +958,18 @@ impl CheckpointStore for PostgresStore {
             // One statement: of concurrent records for one run, the first committed is kept.
             let st = conn
                 .prepare_cached(
-                    "INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO NOTHING",
+                    "INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms, parent_state)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id) DO NOTHING",
                 )
                 .await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                [&lineage.run_id, &lineage.parent_run_id, &parent_seq, &lineage.kind.as_str(), &lineage.created_ms];
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                &lineage.run_id,
+                &lineage.parent_run_id,
+                &parent_seq,
+                &lineage.kind.as_str(),
+                &lineage.created_ms,
+                &lineage.parent_state,
+            ];
             if conn.execute(&st, &params).await? == 0 {
                 return Err(super::lineage::recorded_already(STORE, &lineage.run_id).into());
             }
@@ -975,7 +982,7 @@ impl CheckpointStore for PostgresStore {
             let conn = self.conn().await?;
             let st = conn
                 .prepare_cached(
-                    "SELECT run_id, parent_run_id, parent_seq, kind, created_ms FROM agent_lineage WHERE run_id = $1",
+                    "SELECT run_id, parent_run_id, parent_seq, kind, created_ms, parent_state FROM agent_lineage WHERE run_id = $1",
                 )
                 .await?;
             conn.query_opt(&st, &[&run_id]).await?.as_ref().map(read_lineage).transpose()
@@ -987,7 +994,7 @@ impl CheckpointStore for PostgresStore {
             let conn = self.conn().await?;
             let st = conn
                 .prepare_cached(
-                    "SELECT run_id, parent_run_id, parent_seq, kind, created_ms FROM agent_lineage
+                    "SELECT run_id, parent_run_id, parent_seq, kind, created_ms, parent_state FROM agent_lineage
                      WHERE parent_run_id = $1 ORDER BY created_ms, run_id COLLATE \"C\"",
                 )
                 .await?;

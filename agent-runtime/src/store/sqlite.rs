@@ -570,7 +570,7 @@ fn read_run(row: &Row<'_>) -> Result<RunRecord, Fail> {
     Ok(run)
 }
 
-/// A lineage as `SELECT run_id, parent_run_id, parent_seq, kind, created_ms` reads it.
+/// A lineage as `SELECT run_id, parent_run_id, parent_seq, kind, created_ms, parent_state` reads it.
 fn read_lineage(row: &Row<'_>) -> Result<Lineage, Fail> {
     let run_id: String = row.get(0)?;
     let kind: String = row.get(3)?;
@@ -581,6 +581,7 @@ fn read_lineage(row: &Row<'_>) -> Result<Lineage, Fail> {
     let mut lineage = Lineage::new(String::new(), row.get::<_, String>(1)?, kind, row.get(4)?);
     let parent_seq: Option<i64> = row.get(2)?;
     lineage.parent_seq = parent_seq.map(|s| u64_from_db(STORE, &format!("run {run_id}: parent seq"), s)).transpose()?;
+    lineage.parent_state = row.get(5)?;
     lineage.run_id = run_id;
     Ok(lineage)
 }
@@ -931,15 +932,16 @@ impl CheckpointStore for SqliteStore {
             // One statement: of two records for one run, the first is kept.
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (run_id) DO NOTHING",
+                    "INSERT INTO agent_lineage (run_id, parent_run_id, parent_seq, kind, created_ms, parent_state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id) DO NOTHING",
                 )?
                 .execute(params![
                     lineage.run_id,
                     lineage.parent_run_id,
                     parent_seq,
                     lineage.kind.as_str(),
-                    lineage.created_ms
+                    lineage.created_ms,
+                    lineage.parent_state
                 ])?;
             if inserted == 0 {
                 return Err(super::lineage::recorded_already(STORE, &lineage.run_id).into());
@@ -952,7 +954,7 @@ impl CheckpointStore for SqliteStore {
         let run_id = run_id.to_owned();
         self.call(format!("read the lineage of run {run_id}"), move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT run_id, parent_run_id, parent_seq, kind, created_ms FROM agent_lineage WHERE run_id = ?1",
+                "SELECT run_id, parent_run_id, parent_seq, kind, created_ms, parent_state FROM agent_lineage WHERE run_id = ?1",
             )?;
             let mut rows = stmt.query([&run_id])?;
             rows.next()?.map(read_lineage).transpose()
@@ -963,7 +965,7 @@ impl CheckpointStore for SqliteStore {
         let parent_run_id = parent_run_id.to_owned();
         self.call(format!("list the runs made from run {parent_run_id}"), move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT run_id, parent_run_id, parent_seq, kind, created_ms FROM agent_lineage
+                "SELECT run_id, parent_run_id, parent_seq, kind, created_ms, parent_state FROM agent_lineage
                  WHERE parent_run_id = ?1 ORDER BY created_ms, run_id",
             )?;
             let mut rows = stmt.query([&parent_run_id])?;
