@@ -124,6 +124,7 @@ async fn a_durable_parents_child_is_recorded_and_linked() {
     let children = store.descendants(result.run_id()).await.unwrap();
     assert_eq!(children.len(), 1);
     assert_eq!(children[0].kind, LineageKind::Child);
+    assert_eq!(children[0].parent_state.as_deref(), Some("delegate"), "the state that started it");
     let child = store.get_run(&children[0].run_id).await.unwrap().unwrap();
     assert_eq!((child.agent.as_str(), child.status), ("summarise", AgentStatus::Completed));
 }
@@ -325,4 +326,76 @@ async fn a_killed_parent_and_child_go_on_and_complete_each_state_once() {
     let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
     common::kills::ran_once_outside(&text, &killed, seed);
     eprintln!("child kills: {} kills, {} executions logged", killed.len(), text.lines().count());
+}
+
+/// GET `uri` of the console `app`: its status and body.
+async fn console_get(app: &axum::Router, uri: &str) -> (axum::http::StatusCode, String) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(uri).body(axum::body::Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// A parent's picture expands the child run its state started, on that state: from the
+/// child's definition where the console knows it, from the child's snapshot where it does
+/// not; and `graph RUN --expand` on the command line. Unexpanded, it is the parent alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parents_picture_expands_the_child_its_state_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let (runs, hold) = (Runs::default(), Arc::new(AtomicBool::new(false)));
+    let result = publish(&runs, &hold).with_store(store.clone()).run_with(input("one two")).await.unwrap();
+    let id = result.run_id().to_owned();
+    let child = store.descendants(&id).await.unwrap().remove(0).run_id;
+
+    // Both workflows known: the child's own picture, coloured by its run, inside `delegate`
+    // (the parent's second state, `s1`).
+    let console = agent_runtime::console::Console::new(store.clone())
+        .agent(publish(&runs, &hold))
+        .agent(summarise(&runs, &hold))
+        .router();
+    let (status, dot) = console_get(&console, &format!("/api/v1/runs/{id}/graph.dot?expand=1")).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{dot}");
+    assert!(dot.contains("    subgraph cluster_s1 {\n        label=\"child run: summarise\";\n"), "{dot}");
+    for (node, name) in [("s1_s0", "count"), ("s1_s1", "pick")] {
+        let line = dot.lines().find(|l| l.trim_start().starts_with(&format!("{node} ["))).unwrap_or_default();
+        assert!(line.contains(&format!("label=\"{name}\"")) && line.contains("tooltip=\"Completed\""), "{dot}");
+    }
+    assert!(dot.contains("    s1 -> s1_start [style=dashed, label=\"runs\"];\n"), "{dot}");
+    let (_, svg) = console_get(&console, &format!("/api/v1/runs/{id}/graph.svg?expand=1")).await;
+    assert!(
+        svg.contains("<g class=\"child\" data-state=\"delegate\" data-child=\"summarise\" id=\"s1_child\""),
+        "{svg}"
+    );
+    let (_, mermaid) = console_get(&console, &format!("/api/v1/runs/{id}/graph.mmd?expand=true")).await;
+    assert!(mermaid.contains("    subgraph s1_child[\"child run: summarise\"]\n"), "{mermaid}");
+    let (_, plain) = console_get(&console, &format!("/api/v1/runs/{id}/graph.dot")).await;
+    assert!(!plain.contains("cluster_s1") && !plain.contains("summarise"), "not expanded unless asked: {plain}");
+
+    // Only the parent known: the child from its snapshot (its states, statuses, no edges).
+    let console = agent_runtime::console::Console::new(store.clone()).agent(publish(&runs, &hold)).router();
+    let (_, dot) = console_get(&console, &format!("/api/v1/runs/{id}/graph.dot?expand=1")).await;
+    assert!(dot.contains("label=\"child run: summarise\""), "{dot}");
+    assert!(dot.contains("s1_s0 [label=\"count\"") && dot.contains("s1_s1 [label=\"pick\""), "{dot}");
+    // The child alone is a workflow this console cannot draw.
+    let (status, _) = console_get(&console, &format!("/api/v1/runs/{child}/graph.dot?expand=1")).await;
+    assert_eq!(status, axum::http::StatusCode::NOT_FOUND);
+
+    // The command line: the parent's own workflow, the child from its snapshot.
+    let argv = ["publish", "--store", path.to_str().unwrap(), "graph", &id[..8], "--expand", "--format", "dot"];
+    let cli = agent_runtime::cli::parse(argv).unwrap();
+    let mut out = Vec::new();
+    agent_runtime::cli::execute(&cli, || publish(&runs, &hold), &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("subgraph cluster_s1 {") && out.contains("s1_s1 [label=\"pick\""), "{out}");
+    let argv = ["publish", "--store", path.to_str().unwrap(), "graph", &id[..8], "--format", "dot"];
+    let mut out = Vec::new();
+    agent_runtime::cli::execute(&agent_runtime::cli::parse(argv).unwrap(), || publish(&runs, &hold), &mut out)
+        .await
+        .unwrap();
+    assert!(!String::from_utf8(out).unwrap().contains("cluster_s1"), "not expanded unless asked");
 }

@@ -7,7 +7,9 @@
 //! inbox (confirmed) lets the run finish; that an answer given elsewhere turns a run's
 //! graph completed live, without a reload; that Cancel (confirmed) cancels a run; and that
 //! a waiting state offers Cancel (a completed one does not) which, confirmed, cancels that
-//! state. Then the runs must say so: two completed, one cancelled, one whose state was.
+//! state; and that a parent run's graph draws the child run its state started inside that
+//! state, unless unticked. Then the runs must say so: two completed, one cancelled, one
+//! whose state was.
 //!
 //! Without Chromium or the script's packages (`npm ci --prefix tests/console`) the test says
 //! it is skipped; under CI (`CI=true`) it fails instead. `AGENT_CONSOLE_SCREENSHOT=PATH`
@@ -30,6 +32,28 @@ use common::review::until_asked;
 /// The workflow under test: a review that defaults to approve.
 fn asker() -> Agent {
     common::review::asker("review", Some("approve"))
+}
+
+/// A one-state child workflow.
+fn counter() -> Agent {
+    let mut agent = Agent::new("count-words");
+    agent.add_state("count", |ctx: agent_core::Context| async move {
+        ctx.set_state("words", 2);
+        agent_core::StateResult::End
+    });
+    agent
+}
+
+/// A parent whose `delegate` runs `counter` as a child run.
+fn delegating() -> Agent {
+    let mut agent = Agent::new("delegating");
+    agent.add_state("delegate", |ctx: agent_core::Context| async move {
+        use agent_runtime::RunChild;
+        let out: serde_json::Value = ctx.run_child(counter(), serde_json::json!({ "text": "two words" })).await?;
+        ctx.set_state("words", out["words"].clone());
+        Ok::<_, agent_core::BoxError>(agent_core::StateResult::End)
+    });
+    agent
 }
 
 fn workspace() -> PathBuf {
@@ -74,8 +98,11 @@ async fn the_page_in_headless_chromium() {
     for id in [&id_a, &id_b, &id_c, &id_d] {
         until_asked(&*store, id).await;
     }
+    let parent = delegating().with_store(store.clone()).run().await.unwrap();
+    assert_eq!(parent.status(), AgentStatus::Completed);
+    let parent = parent.run_id().to_owned();
 
-    let app = Console::with_store(store.clone()).agent(asker()).router();
+    let app = Console::with_store(store.clone()).agent(asker()).agent(delegating()).agent(counter()).router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -89,6 +116,7 @@ async fn the_page_in_headless_chromium() {
             .args([&base, &id_a, &id_b, &id_c])
             .arg(&screenshot)
             .arg(&id_d)
+            .arg(&parent)
             .env("CHROMIUM", chromium)
             .output()
             .expect("node runs")

@@ -1,9 +1,9 @@
 // Drives the run console's page in headless Chromium, for agent-runtime/tests/console_browser.rs.
-// Usage: node drive.mjs BASE_URL ASKED_RUN_A ASKED_RUN_B ASKED_RUN_C SCREENSHOT_PATH ASKED_RUN_D
+// Usage: node drive.mjs BASE_URL ASKED_RUN_A ASKED_RUN_B ASKED_RUN_C SCREENSHOT_PATH ASKED_RUN_D PARENT_RUN
 // Prints one line per step; exits 1 (with the reason on stderr) at the first check that fails.
 import { chromium } from "playwright-core";
 
-const [base, runA, runB, runC, screenshot, runD] = process.argv.slice(2);
+const [base, runA, runB, runC, screenshot, runD, parent] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const step = (what) => console.log(`ok: ${what}`);
 const fail = (why) => { throw new Error(why); };
@@ -108,6 +108,23 @@ try {
   await page.waitForSelector(`#states tr[data-state="review"] [data-status="Cancelled"]`, { timeout });
   if (!dialogs.slice(asked).some((d) => d.startsWith("confirm") && d.includes("review"))) fail("cancelling the state was not confirmed");
   step("a state's Cancel (confirmed) cancelled review in run D");
+
+  // A parent run's graph draws the child run its state started inside that state, and
+  // does not once unticked.
+  await page.goto(`${base}/#run/${parent}`);
+  const child = `#graph g.child[data-state="delegate"]`;
+  await page.waitForSelector(`${child} [data-state="count"][data-status="Completed"]`, { timeout });
+  if (!(await page.isVisible("#expand-children"))) fail("a run with a child offers no way to expand it");
+  if (!(await page.$(`#graph .edge.runs[data-from]`))) fail("no arrow from the state to its child");
+  step("the parent's graph draws its child run, completed, inside delegate");
+  await page.uncheck("#expand");
+  await page.waitForSelector(child, { state: "detached", timeout });
+  await page.check("#expand");
+  await page.waitForSelector(child, { timeout });
+  step("unticked, the child is not drawn; ticked again, it is");
+  await page.goto(`${base}/#run/${runD}`);
+  await page.waitForSelector(`#graph [data-state="review"]`, { timeout });
+  if (await page.isVisible("#expand-children")) fail("a run without children offers to expand them");
 
   if (dialogs.some((d) => d.includes("1") && d.startsWith("alert"))) fail(`an alert ran: ${dialogs}`);
   if (errors.length) fail(`errors on the page: ${errors.join(" | ")}`);

@@ -172,6 +172,10 @@ pub enum Command {
         /// Mermaid (paste into Markdown) or Graphviz dot (`| dot -Tsvg`).
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
+        /// Draw the child runs the run's states started inside those states (from the
+        /// store: their definitions are known only when they are this workflow).
+        #[arg(long, requires = "run")]
+        expand: bool,
     },
 }
 

@@ -11,6 +11,9 @@
 //! - A builder agent has no compile-time graph: what is known without running is drawn
 //!   (its states, the start, declared targets, dependencies and `on_error` routes), headed
 //!   by a comment naming the states whose transitions are computed at run time, if any.
+//! - With `--expand`, the child runs the run's states started are drawn inside those
+//!   states (see `diagram::expand_children`): a child of this same workflow from its
+//!   definition, any other from its newest snapshot (its states and statuses).
 //! - Text in comments is escaped (control characters, and `%`, which could open a Mermaid
 //!   directive): a comment stays one line, and only a comment.
 
@@ -27,6 +30,7 @@ pub(super) async fn graph(
     agent: &Agent,
     format: GraphFormat,
     run: Option<(&Store, &str)>,
+    expand: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let mut notes = Vec::new();
@@ -56,6 +60,10 @@ pub(super) async fn graph(
         diagram = diagram
             .with_checkpoint(&checkpoint)
             .with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))));
+        if expand {
+            let known = |name: &str| (name == agent.name()).then(|| crate::diagram::unrun(agent));
+            diagram = crate::diagram::expand_children(&*db, &record.run_id, diagram, &known).await?;
+        }
         notes.push(format!(
             "run {} ({}), as recorded at {}",
             record.run_id,

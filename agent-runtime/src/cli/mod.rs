@@ -32,7 +32,7 @@
 //! | `list` | the agent's runs: id, status, owner and lease, start, last update |
 //! | `show RUN` | a run's owner and lease, timeline (states, statuses, counts, durations) and requests for input |
 //! | `answer RUN REQUEST VALUE` | answer a pending request through the store, from any terminal |
-//! | `graph [RUN] [--format mermaid\|dot]` | the workflow's graph, coloured by a stored run if one is named |
+//! | `graph [RUN] [--format mermaid\|dot] [--expand]` | the workflow's graph, coloured by a stored run if one is named; `--expand` draws the child runs its states started inside them |
 //! | `cancel RUN`, `pause RUN` | cancel or pause a run wherever it runs, through the store |
 //! | `cancel RUN --state NAME` | cancel one state of a run wherever it runs (its running and waiting instances); the run goes on |
 //! | `retry RUN` | run a failed run again from the states that failed ([`Agent::retry`]) |
@@ -98,9 +98,12 @@ use run::{Start, Watch};
 /// ```
 /// use agent_runtime::cli::{parse, Command, GraphFormat};
 /// let cli = parse(["documents", "graph", "--format", "dot"]).unwrap();
-/// assert_eq!(cli.command(), Command::Graph { run: None, format: GraphFormat::Dot });
+/// assert_eq!(cli.command(), Command::Graph { run: None, format: GraphFormat::Dot, expand: false });
 /// let cli = parse(["documents", "graph", "4f2a"]).unwrap();
-/// assert_eq!(cli.command(), Command::Graph { run: Some("4f2a".into()), format: GraphFormat::Mermaid });
+/// assert_eq!(cli.command(), Command::Graph { run: Some("4f2a".into()), format: GraphFormat::Mermaid, expand: false });
+/// let cli = parse(["documents", "graph", "4f2a", "--expand"]).unwrap();
+/// assert!(matches!(cli.command(), Command::Graph { expand: true, .. }));
+/// assert!(parse(["documents", "graph", "--expand"]).is_err()); // expands a run's children
 /// assert!(parse(["documents", "answer", "run-1"]).is_err()); // REQUEST and VALUE missing
 /// ```
 pub fn parse<I, T>(args: I) -> Result<Cli, CliError>
@@ -153,9 +156,9 @@ pub async fn execute(
 
 async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let command = cli.command();
-    if let Command::Graph { format, run: None } = command {
+    if let Command::Graph { format, run: None, .. } = command {
         // No run to colour by: the store is not opened (nor created).
-        return graph::graph(&agent, format, None, out).await;
+        return graph::graph(&agent, format, None, false, out).await;
     }
     let name = agent.name().to_owned();
     let store = store::Store::open(cli.store.as_deref(), &name).await?;
@@ -184,7 +187,9 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
             };
             history::fork(agent, &store, &run, at, &sets, out).await
         }
-        Command::Graph { format, run } => graph::graph(&agent, format, run.as_deref().map(|r| (&store, r)), out).await,
+        Command::Graph { format, run, expand } => {
+            graph::graph(&agent, format, run.as_deref().map(|r| (&store, r)), expand, out).await
+        }
     };
     out.flush()?;
     result

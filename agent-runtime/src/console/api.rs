@@ -272,8 +272,22 @@ pub(super) async fn agents(State(shared): State<Arc<Shared>>) -> Response {
     Json(json!({ "agents": names })).into_response()
 }
 
-/// The run's workflow's diagram, coloured by its stored checkpoint and requests.
-async fn diagram(shared: &Shared, id: &str) -> Result<Diagram, Response> {
+/// `?expand=1` on a run's graph: draw the child runs its states started inside it.
+#[derive(Deserialize, Default)]
+pub(super) struct GraphQuery {
+    #[serde(default)]
+    expand: Option<String>,
+}
+
+impl GraphQuery {
+    fn expand(&self) -> bool {
+        matches!(self.expand.as_deref(), Some("1" | "true" | "yes" | ""))
+    }
+}
+
+/// The run's workflow's diagram, coloured by its stored checkpoint and requests; with
+/// `expand`, the child runs its states started drawn inside it.
+async fn diagram(shared: &Shared, id: &str, expand: bool) -> Result<Diagram, Response> {
     let store = &*shared.store;
     let row = row_of(shared, id).await?;
     let Some(agent) = shared.agent(&row.agent) else {
@@ -282,37 +296,51 @@ async fn diagram(shared: &Shared, id: &str) -> Result<Diagram, Response> {
             format!("this console does not know workflow `{}` to draw it", row.agent),
         ));
     };
-    let mut diagram = match agent.graph() {
-        Some(graph) => graph.diagram(),
-        None => agent.diagram(),
-    };
+    let mut diagram = crate::diagram::unrun(agent);
     if let Ok(Some(checkpoint)) = read_checkpoint(store, id).await {
         diagram = diagram.with_checkpoint(&checkpoint);
     }
     let inputs = store.inputs(Some(id), false).await.map_err(store_failed)?;
-    Ok(diagram.with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some())))))
+    let diagram = diagram.with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))));
+    if !expand {
+        return Ok(diagram);
+    }
+    let known = |name: &str| shared.agent(name).map(crate::diagram::unrun);
+    crate::diagram::expand_children(store, &row.run_id, diagram, &known).await.map_err(store_failed)
 }
 
 fn text(content_type: &'static str, body: String) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
-pub(super) async fn graph_svg(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match diagram(&shared, &id).await {
+pub(super) async fn graph_svg(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<GraphQuery>,
+) -> Response {
+    match diagram(&shared, &id, q.expand()).await {
         Ok(d) => text("image/svg+xml", d.to_svg()),
         Err(response) => response,
     }
 }
 
-pub(super) async fn graph_dot(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match diagram(&shared, &id).await {
+pub(super) async fn graph_dot(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<GraphQuery>,
+) -> Response {
+    match diagram(&shared, &id, q.expand()).await {
         Ok(d) => text("text/vnd.graphviz; charset=utf-8", d.to_dot()),
         Err(response) => response,
     }
 }
 
-pub(super) async fn graph_mermaid(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match diagram(&shared, &id).await {
+pub(super) async fn graph_mermaid(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<GraphQuery>,
+) -> Response {
+    match diagram(&shared, &id, q.expand()).await {
         Ok(d) => text("text/vnd.mermaid; charset=utf-8", d.to_mermaid()),
         Err(response) => response,
     }

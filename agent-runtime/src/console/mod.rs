@@ -19,7 +19,7 @@
 //! | `GET /` | the page (`console.js`, `console.css` beside it) |
 //! | `GET /api/v1/runs?agent=&status=&q=&limit=&offset=` | runs, newest first: `{runs, total, offset, limit}` |
 //! | `GET /api/v1/runs/{id}` | a run: its row, standing, owner and lease, checkpoint (context, states), requests for input, snapshot history |
-//! | `GET /api/v1/runs/{id}/graph.svg`, `.dot`, `.mmd` | its workflow's graph coloured by the run (workflows given with [`Console::agent`]) |
+//! | `GET /api/v1/runs/{id}/graph.svg`, `.dot`, `.mmd` `?expand=1` | its workflow's graph coloured by the run (workflows given with [`Console::agent`]); with `expand`, the child runs its states started drawn inside the states (from their definitions when given, else from their snapshots) |
 //! | `GET /api/v1/runs/{id}/events` | Server-Sent Events: the run's row (`run`) and each state's record (`state`) at once, then each time one changes; ends with the finished run |
 //! | `GET /api/v1/events` | Server-Sent Events: every run's row each time one changes (one poller shared by every client) |
 //! | `GET /api/v1/inputs` | every pending request for input, across runs |

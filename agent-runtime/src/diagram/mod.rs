@@ -56,3 +56,6 @@ pub(crate) fn of_definition(name: &str, def: &Definition, run: Option<&Run>) -> 
         .with_retries(states().map(|(s, c)| (&*s.name, c.retries.load(Relaxed))))
         .with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))))
 }
+
+mod stored;
+pub(crate) use stored::{expand_children, unrun};

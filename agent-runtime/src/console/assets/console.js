@@ -158,7 +158,11 @@ async function showRun(id) {
   $("context").textContent = data.context ? JSON.stringify(data.context, null, 2) : "(no checkpoint yet)";
   $("history").replaceChildren(...data.history.map((h) => el("li", {}, `#${h.seq} at ${time(h.taken_ms)} (${h.bytes} bytes)`)));
   $("run-inputs").replaceChildren(...(data.inputs.length ? data.inputs.map(inputCard) : [el("p", { class: "muted" }, "none")]));
-  if (data.graph) await showGraph(run.run_id); else $("graph").replaceChildren(el("p", { class: "muted" }, "this console was not given the workflow to draw it"));
+  // A run whose states started child runs can draw them inside those states.
+  const children = (data.descendants || []).some((d) => d.kind === "child");
+  $("expand-children").hidden = !children;
+  $("expand").dataset.run = run.run_id;
+  if (data.graph) await showGraph(run.run_id, children && $("expand").checked); else $("graph").replaceChildren(el("p", { class: "muted" }, "this console was not given the workflow to draw it"));
 }
 
 // The buttons a run's standing allows; each asks first.
@@ -286,8 +290,8 @@ function showStates(cp, inputs, run) {
   $("timeline-legend").hidden = timed.length === 0;
 }
 
-async function showGraph(id) {
-  const text = await (await get(`runs/${encodeURIComponent(id)}/graph.svg`)).text();
+async function showGraph(id, expand) {
+  const text = await (await get(`runs/${encodeURIComponent(id)}/graph.svg${expand ? "?expand=1" : ""}`)).text();
   const doc = new DOMParser().parseFromString(text, "image/svg+xml");
   const svg = doc.documentElement;
   if (svg.nodeName !== "svg") throw new Error("the graph could not be read");
@@ -374,6 +378,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("status-filter").addEventListener("change", () => showRuns().catch((e) => problem(e.message)));
   $("search").addEventListener("input", () => showRuns().catch((e) => problem(e.message)));
   $("filters").addEventListener("submit", (e) => e.preventDefault());
+  $("expand").addEventListener("change", () => showGraph($("expand").dataset.run, $("expand").checked).catch((e) => problem(e.message)));
   $("submit-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     let input;
