@@ -729,6 +729,8 @@ pub mod runtime {
     use super::{lock, Context};
     use crate::error::ContextError;
 
+    pub use super::Pending;
+
     /// Record the failure an `on_error` handler is about to handle.
     pub fn set_last_error(ctx: &Context, error: crate::StateError) {
         *lock(&ctx.inner.last_error) = Some(error);
@@ -785,6 +787,26 @@ pub mod runtime {
             None => Arc::new(super::Scope { ordinal, item, pending: Default::default(), dirty: Default::default() }),
         };
         Context { inner: ctx.inner.clone(), scope: Some(scope) }
+    }
+
+    /// Point `ctx`, a branch's handle, at branch `ordinal` (with a map's item) in place,
+    /// when nothing else holds its scope: a task running one branch after another reuses
+    /// one handle, with no allocation and no reference count moved on the shared context.
+    /// Gives the item back when the scope is shared (a clone of the handle outlived its
+    /// branch) or `ctx` has none: then make a new one with [`scoped`].
+    pub fn rescope(
+        ctx: &mut Context,
+        ordinal: u32,
+        item: Option<serde_json::Value>,
+    ) -> Result<(), Option<serde_json::Value>> {
+        let Some(s) = ctx.scope.as_mut().and_then(Arc::get_mut) else { return Err(item) };
+        s.ordinal = ordinal;
+        s.item = item;
+        if *s.dirty.get_mut() {
+            *s.dirty.get_mut() = false;
+            *s.pending.get_mut().unwrap_or_else(PoisonError::into_inner) = super::Pending::default();
+        }
+        Ok(())
     }
 
     /// Give a branch's handle back when the branch is done with it: its scope, if nothing

@@ -368,7 +368,7 @@ async fn drive(
                 exec::root_started(run);
                 tokio::select! {
                     biased;
-                    _ = exec::drive(run, start, None, crate::run::NO_BRANCH, true) => exec::branch_ended(run),
+                    _ = exec::drive(run, start, None, crate::run::NO_BRANCH, true, None) => exec::branch_ended(run),
                     _ = run.stopped() => {}
                 }
             }

@@ -87,6 +87,9 @@ struct Branch<'a> {
     /// The context handle the branch's states get, when it has an identity (a map's item,
     /// reducer writes held until the state completes); `None`: the run's own.
     scope: Option<Context>,
+    /// Where the scope goes when the branch is done, for the caller's next branch (a fan
+    /// task's); without it, to this thread's recycled scopes.
+    keep: Option<&'a mut Option<Context>>,
     /// The root task, whose position is published in the root slot (see [`drive`]).
     rooted: bool,
     /// A durable run's completion not yet recorded: recorded before any successor starts.
@@ -99,11 +102,14 @@ struct Branch<'a> {
     fan: Option<Arc<Fan>>,
 }
 
-/// A branch's scope goes back for the next branch on this thread.
+/// A branch's scope goes back for the caller's next branch, or this thread's.
 impl Drop for Branch<'_> {
     fn drop(&mut self) {
         if let Some(scope) = self.scope.take() {
-            ctx_hooks::recycle(scope);
+            match self.keep.as_deref_mut() {
+                Some(slot) => *slot = Some(scope),
+                None => ctx_hooks::recycle(scope),
+            }
         }
     }
 }
@@ -119,9 +125,30 @@ impl Drop for Branch<'_> {
 /// position published: that is where the run goes on when restored.
 ///
 /// Borrows the run (no reference-count traffic per branch on the run's shared `Arc`).
-pub(crate) async fn drive(run: &Arc<Run>, pos: usize, group: Option<Cow<'_, Arc<Group>>>, ord: u32, rooted: bool) {
-    let mut b =
-        Branch { pos, group, ord, scope: None, rooted, unrecorded: false, go_on: false, next: Vec::new(), fan: None };
+///
+/// `keep`: a branch's context handle to start from, and where the branch leaves its own
+/// when it is done (see [`Branch::scope_in`]).
+pub(crate) async fn drive<'a>(
+    run: &'a Arc<Run>,
+    pos: usize,
+    group: Option<Cow<'a, Arc<Group>>>,
+    ord: u32,
+    rooted: bool,
+    keep: Option<&'a mut Option<Context>>,
+) {
+    let mut b = Branch {
+        pos,
+        group,
+        ord,
+        scope: None,
+        keep,
+        rooted,
+        unrecorded: false,
+        go_on: false,
+        next: Vec::new(),
+        fan: None,
+    };
+    b.scope = b.keep.as_deref_mut().and_then(Option::take);
     b.scope_in(run);
     loop {
         // 1. Record: a durable run's completion, before any successor starts (one await
@@ -308,18 +335,30 @@ impl Branch<'_> {
     }
 
     /// Give the branch the context handle of its place: its own (with its ordinal and a
-    /// map's item) in a group that keeps an identity per branch, else the run's.
+    /// map's item) in a group that keeps an identity per branch, else the run's. The
+    /// handle it holds is pointed there in place when nothing else holds it.
     #[inline(always)]
     fn scope_in(&mut self, run: &Run) {
-        if let Some(old) = self.scope.take() {
-            ctx_hooks::recycle(old);
-        }
-        self.scope = match self.group.as_deref() {
-            Some(g) if g.keeps_branches() && self.ord != NO_BRANCH => {
-                Some(ctx_hooks::scoped(&run.ctx, self.ord, g.item(self.ord)))
+        let item = match self.group.as_deref() {
+            Some(g) if g.keeps_branches() && self.ord != NO_BRANCH => g.item(self.ord),
+            _ => {
+                if let Some(old) = self.scope.take() {
+                    ctx_hooks::recycle(old);
+                }
+                return;
             }
-            _ => None,
         };
+        let item = match self.scope.as_mut() {
+            Some(held) => match ctx_hooks::rescope(held, self.ord, item) {
+                Ok(()) => return,
+                Err(item) => {
+                    ctx_hooks::recycle(self.scope.take().expect("held"));
+                    item
+                }
+            },
+            None => item,
+        };
+        self.scope = Some(ctx_hooks::scoped(&run.ctx, self.ord, item));
     }
 
     /// Settle: what the outcome of state `state` (at `self.pos`) means.

@@ -87,7 +87,7 @@ pub(crate) fn spawn_root(run: &Arc<Run>, start: usize) {
         let run = &guard.run;
         tokio::select! {
             biased;
-            _ = drive(run, start, None, NO_BRANCH, true) => gate::branch_ended(run),
+            _ = drive(run, start, None, NO_BRANCH, true, None) => gate::branch_ended(run),
             _ = run.stopped() => {}
         }
     });
@@ -111,7 +111,7 @@ async fn branch_task(guard: TaskGuard, state: usize, group: Option<Arc<Group>>, 
     // cancellation. A cancelled run wakes pending branches, which then stop.
     tokio::select! {
         biased;
-        _ = drive(run, state, group.map(Cow::Owned), ord, false) => gate::branch_ended(run),
+        _ = drive(run, state, group.map(Cow::Owned), ord, false, None) => gate::branch_ended(run),
         _ = run.stopped() => {}
     }
 }
@@ -246,9 +246,13 @@ const HEAVY: Duration = Duration::from_micros(5);
 async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
     let run = &fan.guard.run;
     let mut held = false;
-    // When this slice began, and when the last branch began.
+    // The context handle of the last branch, for the next (see `drive`): boxed, only for a
+    // group whose branches have handles, so that the task stays in tokio's smallest cell.
+    let mut spare: Option<Box<Option<agent_core::Context>>> = fan.group.keeps_branches().then(Box::default);
+    // When this slice began, and when the last branch began (nanoseconds into the slice:
+    // an `Instant` would take the task out of tokio's smallest cell).
     let mut slice = Instant::now();
-    let mut last = slice;
+    let mut last = 0u32;
     while lo < hi {
         if run.is_stopping() {
             break;
@@ -269,7 +273,8 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
         // Boxed: the task's future stays small (tokio moves it by `memcpy` several times
         // between `spawn` and its task cell, and sizes the cell in steps of 128 bytes, which
         // a waiting branch holds); the box is not moved.
-        let mut branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), ord, false));
+        let keep = spare.as_deref_mut();
+        let mut branch = Box::pin(drive(run, state, Some(Cow::Borrowed(&fan.group)), ord, false, keep));
         let waits = std::future::poll_fn(|cx| Poll::Ready(branch.as_mut().poll(cx).is_pending())).await;
         if !waits {
             gate::branch_ended(run);
@@ -304,26 +309,27 @@ async fn fan_task(fan: Arc<Fan>, mut lo: u32, mut hi: u32) {
                 break;
             }
             slice = Instant::now();
-            last = slice;
+            last = 0;
             continue;
         }
         if hi - lo > 1 {
-            let now = Instant::now();
-            if now - last >= HEAVY && fan.slots.is_none() {
+            let into = Instant::now().saturating_duration_since(slice);
+            let into_ns = u32::try_from(into.as_nanos()).unwrap_or(u32::MAX);
+            if Duration::from_nanos(u64::from(into_ns.saturating_sub(last))) >= HEAVY && fan.slots.is_none() {
                 // Branches this long pay little for a task each, and tasks spread best
                 // over the workers: split the rest down to one branch a task (not a map's:
                 // its window bounds its tasks, so it halves as below).
                 while hi - lo > 1 {
                     hi = split_off(&fan, lo, hi);
                 }
-            } else if now - slice >= SLICE {
+            } else if into >= SLICE {
                 hi = split_off(&fan, lo, hi);
                 tokio::task::yield_now().await;
                 slice = Instant::now();
-                last = slice;
+                last = 0;
                 continue;
             }
-            last = now;
+            last = into_ns;
         }
     }
     if held {
@@ -413,13 +419,15 @@ mod tests {
         });
         let prog = Arc::new(crate::program::Program::compile("x", &def).unwrap());
         let run = Arc::new(crate::run::Run::new(prog, agent_core::Context::new()));
-        let fut = super::drive(&run, 0, None, crate::run::NO_BRANCH, true);
+        let fut = super::drive(&run, 0, None, crate::run::NO_BRANCH, true, None);
         // 288 since branches carry an identity (their ordinal and, in a group that keeps
         // one, their context handle, inline: a box cost an allocation per map item): 264
-        // before.
-        assert!(size_of_val(&fut) <= 288, "the branch future grew to {} bytes", size_of_val(&fut));
+        // before. 304 since a fan task hands its branches one handle to reuse (`keep`): two
+        // contended reference counts on the run's context fewer per map item.
+        assert!(size_of_val(&fut) <= 304, "the branch future grew to {} bytes", size_of_val(&fut));
         let task = super::branch_task(crate::run::TaskGuard::new(run.clone()), 0, None, crate::run::NO_BRANCH);
-        assert!(size_of_val(&task) <= 440, "the spawned branch task grew to {} bytes", size_of_val(&task));
+        // 456 with `keep`: still inside the same 512-byte step of tokio's task cells.
+        assert!(size_of_val(&task) <= 456, "the spawned branch task grew to {} bytes", size_of_val(&task));
         // A fan-out's task boxes its branch: tokio moves the spawned future several times.
         // Only a waiting branch races the run's stop, in a box of its own: tokio sizes a
         // task's cell in steps of 128 bytes, and a pending branch pays for the whole step.

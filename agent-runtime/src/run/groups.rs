@@ -391,8 +391,9 @@ impl Group {
     /// Branch `ord`'s state completed and its token stays (it fans out): what it
     /// contributed is committed to it (inside the transition that moves it on).
     pub(crate) fn commit(&self, ord: u32, done: &Context) {
+        let pending = ctx_hooks::take_pending(done);
         if let Some(b) = &mut self.lock().branches {
-            commit(b, ord, done);
+            commit(b, ord, pending);
         }
     }
 
@@ -467,10 +468,9 @@ fn settle(group: &Arc<Group>, run: &Run, out: &mut Vec<Position>) {
     apply(group, run, Event::Settle, None, out)
 }
 
-/// What branch `ord`'s completed state contributed (held in its context handle `done`),
+/// What branch `ord`'s completed state contributed (taken out of its context handle),
 /// committed to it.
-fn commit(b: &mut Branches, ord: u32, done: &Context) {
-    let pending = ctx_hooks::take_pending(done);
+fn commit(b: &mut Branches, ord: u32, pending: ctx_hooks::Pending) {
     if !pending.writes.is_empty() || pending.result.is_some() {
         b.commit(ord, pending.writes, pending.result);
     }
@@ -478,14 +478,18 @@ fn commit(b: &mut Branches, ord: u32, done: &Context) {
 
 /// Walks up the groups by reference (each holds its parent): an event costs no reference
 /// count traffic on the groups, which every branch of a wide fan-out would contend on.
-fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, mut done: Option<&Context>, out: &mut Vec<Position>) {
+///
+/// What the branch's state contributed is taken out of its handle before the group's lock
+/// (which every branch of the group contends on) and committed under it.
+fn apply(mut group: &Arc<Group>, run: &Run, mut event: Event, done: Option<&Context>, out: &mut Vec<Position>) {
     let prog = &*run.program;
+    let mut done = done.filter(|_| group.keeps_branches()).map(ctx_hooks::take_pending);
     loop {
         let mut t = group.lock();
-        if let (Some(done), Some(b), Event::Arrive { ord, .. } | Event::End { ord, .. }) =
+        if let (Some(pending), Some(b), Event::Arrive { ord, .. } | Event::End { ord, .. }) =
             (done.take(), &mut t.branches, &event)
         {
-            commit(b, *ord, done);
+            commit(b, *ord, pending);
         }
         match event {
             Event::Arrive { from, to, ord } => {

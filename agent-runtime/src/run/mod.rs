@@ -127,7 +127,8 @@ impl Run {
 
     /// The name of state `pos`, owned (for events).
     pub(crate) fn state_name(&self, pos: usize) -> String {
-        self.program.states[pos].name.to_string()
+        // Copied, not formatted: `to_string` would go through `Display` (an event costs it).
+        String::from(&*self.program.states[pos].name)
     }
 
     /// Whether someone subscribed to events: one relaxed load (see `events`).
