@@ -54,7 +54,10 @@
 //!   ([`Reduce`]: append, extend, merge, max, min, or a function);
 //! - `ForkAt::Latest` and `ForkAt::Before(state)` beside `ForkAt::Checkpoint(seq)`; and
 //!   `run_child` comes from the [`RunChild`] trait, since `Context` lives in a crate that
-//!   cannot name `Agent`.
+//!   cannot name `Agent`;
+//! - a parent's picture draws a child run inside the state that started it:
+//!   [`Diagram::with_child`], `graph RUN --expand`, the console's `graph.svg?expand=1`
+//!   (a child's lineage records that state, `store::Lineage::parent_state`).
 //!
 //! Features (all on by default): `cli`; `sqlite` (`SqliteStore`, SQLite compiled in from C;
 //! `cli` needs it); `postgres` (`PostgresStore`). `otel` and `prometheus` are off by default.
