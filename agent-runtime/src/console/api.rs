@@ -313,15 +313,26 @@ fn text(content_type: &'static str, body: String) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
+/// A run's graph drawn by `draw`, served as `content_type`.
+async fn graph(
+    shared: &Shared,
+    id: &str,
+    q: &GraphQuery,
+    content_type: &'static str,
+    draw: fn(&Diagram) -> String,
+) -> Response {
+    match diagram(shared, id, q.expand()).await {
+        Ok(d) => text(content_type, draw(&d)),
+        Err(response) => response,
+    }
+}
+
 pub(super) async fn graph_svg(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     Query(q): Query<GraphQuery>,
 ) -> Response {
-    match diagram(&shared, &id, q.expand()).await {
-        Ok(d) => text("image/svg+xml", d.to_svg()),
-        Err(response) => response,
-    }
+    graph(&shared, &id, &q, "image/svg+xml", Diagram::to_svg).await
 }
 
 pub(super) async fn graph_dot(
@@ -329,10 +340,7 @@ pub(super) async fn graph_dot(
     Path(id): Path<String>,
     Query(q): Query<GraphQuery>,
 ) -> Response {
-    match diagram(&shared, &id, q.expand()).await {
-        Ok(d) => text("text/vnd.graphviz; charset=utf-8", d.to_dot()),
-        Err(response) => response,
-    }
+    graph(&shared, &id, &q, "text/vnd.graphviz; charset=utf-8", Diagram::to_dot).await
 }
 
 pub(super) async fn graph_mermaid(
@@ -340,10 +348,7 @@ pub(super) async fn graph_mermaid(
     Path(id): Path<String>,
     Query(q): Query<GraphQuery>,
 ) -> Response {
-    match diagram(&shared, &id, q.expand()).await {
-        Ok(d) => text("text/vnd.mermaid; charset=utf-8", d.to_mermaid()),
-        Err(response) => response,
-    }
+    graph(&shared, &id, &q, "text/vnd.mermaid; charset=utf-8", Diagram::to_mermaid).await
 }
 
 /// `POST /runs`'s body.
