@@ -185,3 +185,24 @@ fn remove_and_has() {
     assert!(ctx.remove_state("x"));
     assert!(ctx.is_empty());
 }
+
+/// A branch's handle pointed at the next item in place: only when nothing else holds its
+/// scope, and then nothing of the branch before it (its item, its held result) is left.
+#[test]
+fn a_handle_is_rescoped_in_place_only_when_nobody_else_holds_it() {
+    use agent_core::__private::context as hooks;
+    let run = agent_core::Context::new();
+    let mut handle = hooks::scoped(&run, 0, Some(serde_json::json!("first")));
+    handle.set_result("from the first").unwrap();
+    assert!(hooks::rescope(&mut handle, 1, Some(serde_json::json!("second"))).is_ok());
+    assert_eq!(handle.branch_index(), Some(1));
+    assert_eq!(handle.item::<String>().unwrap(), "second");
+    assert!(hooks::take_pending(&handle).result.is_none(), "the first branch's result was dropped");
+
+    // A clone outlives its branch: the scope is not reused, the item comes back.
+    let kept = handle.clone();
+    let back = hooks::rescope(&mut handle, 2, Some(serde_json::json!("third")));
+    assert_eq!(back, Err(Some(serde_json::json!("third"))));
+    assert_eq!(kept.item::<String>().unwrap(), "second", "the clone still sees its own item");
+    assert!(hooks::rescope(&mut run.clone(), 3, None).is_err(), "the run's own handle has no scope");
+}

@@ -348,11 +348,14 @@ impl Branch<'_> {
                 return;
             }
         };
-        let item = match self.scope.as_mut() {
-            Some(held) => match ctx_hooks::rescope(held, self.ord, item) {
-                Ok(()) => return,
+        let item = match self.scope.take() {
+            Some(mut held) => match ctx_hooks::rescope(&mut held, self.ord, item) {
+                Ok(()) => {
+                    self.scope = Some(held);
+                    return;
+                }
                 Err(item) => {
-                    ctx_hooks::recycle(self.scope.take().expect("held"));
+                    ctx_hooks::recycle(held);
                     item
                 }
             },
