@@ -57,5 +57,7 @@ pub(crate) fn of_definition(name: &str, def: &Definition, run: Option<&Run>) -> 
         .with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))))
 }
 
+#[cfg(feature = "console")]
 mod stored;
+#[cfg(feature = "console")]
 pub(crate) use stored::{expand_children, unrun};
