@@ -36,7 +36,7 @@ use std::fmt::Write as _;
 mod svg;
 
 use crate::graph::{EdgeKind, WorkflowGraph};
-use crate::{Checkpoint, StateStatus};
+use crate::{Checkpoint, InputRequestRecord, StateStatus};
 
 /// One state in a [`Diagram`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -285,13 +285,29 @@ impl Diagram {
         self
     }
 
+    /// The same picture with a run's requests for human input as their records give them
+    /// (each marked on the state that asked, answered or not): [`Diagram::with_inputs`] of
+    /// the records whose state is known.
+    ///
+    /// ```
+    /// use agent_core::{Diagram, InputRequestRecord};
+    /// let mut d = Diagram::new("w", Some("review".into()));
+    /// d.add_state("review", true);
+    /// let mut asked = InputRequestRecord::new("input-1".into(), "Approve?".into(), 0);
+    /// asked.state = Some("review".into());
+    /// let d = d.with_requests([&asked]);
+    /// assert_eq!((d.states[0].asked, d.states[0].waiting), (1, true));
+    /// ```
+    pub fn with_requests<'a>(self, requests: impl IntoIterator<Item = &'a InputRequestRecord>) -> Diagram {
+        self.with_inputs(requests.into_iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))))
+    }
+
     /// The same picture coloured by what a checkpoint records: statuses, retries, and the
     /// requests for human input (those whose state is known).
     pub fn with_checkpoint(self, checkpoint: &Checkpoint) -> Diagram {
         let statuses = checkpoint.states.iter().map(|s| (s.name.as_str(), s.status));
         let retries = checkpoint.states.iter().map(|s| (s.name.as_str(), s.retries));
-        let inputs = checkpoint.pending_inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some())));
-        self.with_statuses(statuses).with_retries(retries).with_inputs(inputs)
+        self.with_statuses(statuses).with_retries(retries).with_requests(&checkpoint.pending_inputs)
     }
 
     /// The states whose every exit is the end: no transition from them is known, and none

@@ -57,9 +57,7 @@ pub(super) async fn graph(
         let checkpoint = crate::store::read_checkpoint(&*db, &record.run_id).await?;
         let checkpoint = checkpoint.ok_or_else(|| CliError::NoSnapshot { run: record.run_id.clone() })?;
         let inputs = db.inputs(Some(&record.run_id), false).await?;
-        diagram = diagram
-            .with_checkpoint(&checkpoint)
-            .with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))));
+        diagram = diagram.with_checkpoint(&checkpoint).with_requests(inputs.iter().map(|r| &r.request));
         if expand {
             let known = |name: &str| (name == agent.name()).then(|| crate::diagram::unrun(agent));
             diagram = crate::diagram::expand_children(&*db, &record.run_id, diagram, &known).await?;

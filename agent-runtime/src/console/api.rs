@@ -301,7 +301,7 @@ async fn diagram(shared: &Shared, id: &str, expand: bool) -> Result<Diagram, Res
         diagram = diagram.with_checkpoint(&checkpoint);
     }
     let inputs = store.inputs(Some(id), false).await.map_err(store_failed)?;
-    let diagram = diagram.with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))));
+    let diagram = diagram.with_requests(inputs.iter().map(|r| &r.request));
     if !expand {
         return Ok(diagram);
     }

@@ -54,7 +54,7 @@ pub(crate) fn of_definition(name: &str, def: &Definition, run: Option<&Run>) -> 
     };
     d.with_statuses(states().map(|(s, c)| (&*s.name, StateStatus::from_u8(c.status.load(Relaxed)))))
         .with_retries(states().map(|(s, c)| (&*s.name, c.retries.load(Relaxed))))
-        .with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))))
+        .with_requests(inputs.iter().map(|r| &r.request))
 }
 
 #[cfg(feature = "console")]

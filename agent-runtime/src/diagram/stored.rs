@@ -107,5 +107,5 @@ async fn child_picture(
         None => picture,
     };
     let inputs = store.inputs(Some(run_id), false).await?;
-    Ok(Some(picture.with_inputs(inputs.iter().filter_map(|r| Some((r.state.as_deref()?, r.answer.is_some()))))))
+    Ok(Some(picture.with_requests(inputs.iter().map(|r| &r.request))))
 }
