@@ -328,17 +328,6 @@ async fn a_killed_parent_and_child_go_on_and_complete_each_state_once() {
     eprintln!("child kills: {} kills, {} executions logged", killed.len(), text.lines().count());
 }
 
-/// GET `uri` of the console `app`: its status and body.
-async fn console_get(app: &axum::Router, uri: &str) -> (axum::http::StatusCode, String) {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-    let request = axum::http::Request::get(uri).body(axum::body::Body::empty()).unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
-
 /// A parent's picture expands the child run its state started, on that state: from the
 /// child's definition where the console knows it, from the child's snapshot where it does
 /// not; and `graph RUN --expand` on the command line. Unexpanded, it is the parent alone.
@@ -358,7 +347,8 @@ async fn a_parents_picture_expands_the_child_its_state_started() {
         .agent(publish(&runs, &hold))
         .agent(summarise(&runs, &hold))
         .router();
-    let (status, dot) = console_get(&console, &format!("/api/v1/runs/{id}/graph.dot?expand=1")).await;
+    let reply = common::http::get(&console, &format!("/api/v1/runs/{id}/graph.dot?expand=1")).await;
+    let (status, dot) = (reply.status, reply.body);
     assert_eq!(status, axum::http::StatusCode::OK, "{dot}");
     assert!(dot.contains("    subgraph cluster_s1 {\n        label=\"child run: summarise\";\n"), "{dot}");
     for (node, name) in [("s1_s0", "count"), ("s1_s1", "pick")] {
@@ -366,23 +356,24 @@ async fn a_parents_picture_expands_the_child_its_state_started() {
         assert!(line.contains(&format!("label=\"{name}\"")) && line.contains("tooltip=\"Completed\""), "{dot}");
     }
     assert!(dot.contains("    s1 -> s1_start [style=dashed, label=\"runs\"];\n"), "{dot}");
-    let (_, svg) = console_get(&console, &format!("/api/v1/runs/{id}/graph.svg?expand=1")).await;
+    let svg = common::http::get(&console, &format!("/api/v1/runs/{id}/graph.svg?expand=1")).await.body;
     assert!(
         svg.contains("<g class=\"child\" data-state=\"delegate\" data-child=\"summarise\" id=\"s1_child\""),
         "{svg}"
     );
-    let (_, mermaid) = console_get(&console, &format!("/api/v1/runs/{id}/graph.mmd?expand=true")).await;
+    let mermaid = common::http::get(&console, &format!("/api/v1/runs/{id}/graph.mmd?expand=true")).await.body;
     assert!(mermaid.contains("    subgraph s1_child[\"child run: summarise\"]\n"), "{mermaid}");
-    let (_, plain) = console_get(&console, &format!("/api/v1/runs/{id}/graph.dot")).await;
+    let plain = common::http::get(&console, &format!("/api/v1/runs/{id}/graph.dot")).await.body;
     assert!(!plain.contains("cluster_s1") && !plain.contains("summarise"), "not expanded unless asked: {plain}");
 
     // Only the parent known: the child from its snapshot (its states, statuses, no edges).
     let console = agent_runtime::console::Console::new(store.clone()).agent(publish(&runs, &hold)).router();
-    let (_, dot) = console_get(&console, &format!("/api/v1/runs/{id}/graph.dot?expand=1")).await;
+    let dot = common::http::get(&console, &format!("/api/v1/runs/{id}/graph.dot?expand=1")).await.body;
     assert!(dot.contains("label=\"child run: summarise\""), "{dot}");
     assert!(dot.contains("s1_s0 [label=\"count\"") && dot.contains("s1_s1 [label=\"pick\""), "{dot}");
     // The child alone is a workflow this console cannot draw.
-    let (status, _) = console_get(&console, &format!("/api/v1/runs/{child}/graph.dot?expand=1")).await;
+    let reply = common::http::get(&console, &format!("/api/v1/runs/{child}/graph.dot?expand=1")).await;
+    let (status, _) = (reply.status, reply.body);
     assert_eq!(status, axum::http::StatusCode::NOT_FOUND);
 
     // The command line: the parent's own workflow, the child from its snapshot.

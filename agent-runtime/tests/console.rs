@@ -14,48 +14,16 @@ use agent_core::{AgentStatus, Context, StateResult};
 use agent_runtime::console::Console;
 use agent_runtime::store::{CheckpointStore, MemoryStore};
 use agent_runtime::{Agent, RunOptions};
-use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt;
+use axum::http::{header, Method, StatusCode};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 mod common;
 
+use common::http::{call, get};
 use common::review::until_asked;
 
 fn asker(name: &str) -> Agent {
     common::review::asker(name, None)
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-async fn call(app: &Router, method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-    let mut request = Request::builder().method(method).uri(uri);
-    if let Some(token) = token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = match body {
-        Some(b) => request.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
-        None => request.body(Body::empty()),
-    }
-    .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Reply { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
 }
 
 /// The data of each Server-Sent Event of kind `kind` in `body`, as JSON.
@@ -67,10 +35,6 @@ fn sse_data(body: &str, kind: &str) -> Vec<Value> {
             serde_json::from_str(lines.next()?.strip_prefix("data: ")?).ok()
         })
         .collect()
-}
-
-async fn get(app: &Router, uri: &str) -> Reply {
-    call(app, Method::GET, uri, None, None).await
 }
 
 fn ids(list: &Value) -> Vec<String> {

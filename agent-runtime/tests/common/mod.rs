@@ -2,6 +2,7 @@
 //! not every file uses every helper).
 #![allow(dead_code)]
 
+pub mod http;
 pub mod kills;
 pub mod pg;
 pub mod review;
