@@ -14,7 +14,9 @@
 //!   can answer a run that is waiting;
 //! - what other processes ask of the run while it goes on: a [`RunControl`] on its row, and
 //!   pending cancels of its states (see [`cancel_state`] for the rules they keep);
-//! - its [`Lineage`], when another run made it (a fork, a child), written once.
+//! - its [`Lineage`], when another run made it (a fork, a child), written once;
+//! - the [`SignalRecord`]s sent to it and the [`TimerRecord`]s of its durable waits (see
+//!   the module `signals` for the rules they keep).
 //!
 //! Ownership: a run has at most one owner at a time, a worker (see
 //! [`WorkerId`](crate::WorkerId)) that holds a lease on it until a time kept by the store's
@@ -86,6 +88,7 @@ mod queue;
 mod retry;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod run_filter;
+mod signals;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod transient;
@@ -98,6 +101,7 @@ pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use queue::{ClaimNext, NextRun, Served, Submission, Submitted};
 pub use retry::{RetryingStore, DEFAULT_STORE_RETRY};
+pub use signals::{SignalRecord, SignalSent, TimerRecord};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -748,6 +752,59 @@ pub trait CheckpointStore: Send + Sync + 'static {
         epoch: u64,
     ) -> StoreFuture<'a, bool>;
 
+    /// Keep `signal` for its run (see the module `signals`): in one transaction, unless the
+    /// run is unknown or finished, or already has a signal with its id. The stored `seq`
+    /// is the store's. Stores that keep no signals say so (the default).
+    fn send_signal<'a>(&'a self, signal: &'a SignalRecord) -> StoreFuture<'a, SignalSent> {
+        let _ = signal;
+        Box::pin(std::future::ready(Err(StoreError::Backend {
+            store: self.kind(),
+            message: "this store keeps no signals".to_owned(),
+            source: None,
+        })))
+    }
+
+    /// The signal named `name` for the wait `wait_key` of run `run_id`, taken by its owner
+    /// at `epoch`: the one this wait took before, else the oldest not taken, now taken by
+    /// it (`taken_ms` = `now_ms`); `None` when there is none. [`StoreError::Fenced`] (and
+    /// nothing taken) when the run is not at `epoch`.
+    fn take_signal<'a>(
+        &'a self,
+        run_id: &'a str,
+        name: &'a str,
+        wait_key: &'a str,
+        now_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, Option<SignalRecord>> {
+        let _ = (run_id, name, wait_key, now_ms, epoch);
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Run `run_id`'s signals, taken or not, in the order they were kept (`seq`).
+    fn signals<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<SignalRecord>> {
+        let _ = run_id;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
+    /// Arm the timer `timer.key` of its run to wake at `timer.wake_ms`, by the run's owner
+    /// at `epoch`, unless it is armed already: the wake time stored (the first one armed).
+    /// [`StoreError::Fenced`] when the run is not at `epoch`. Stores that keep no timers
+    /// say so (the default).
+    fn arm_timer<'a>(&'a self, timer: &'a TimerRecord, epoch: u64) -> StoreFuture<'a, i64> {
+        let _ = (timer, epoch);
+        Box::pin(std::future::ready(Err(StoreError::Backend {
+            store: self.kind(),
+            message: "this store keeps no timers".to_owned(),
+            source: None,
+        })))
+    }
+
+    /// Run `run_id`'s timers, by key.
+    fn timers<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<TimerRecord>> {
+        let _ = run_id;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
     /// Delete a run and everything recorded for it; `false` if there was none.
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool>;
 
@@ -909,6 +966,28 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
         epoch: u64,
     ) -> StoreFuture<'a, bool> {
         (**self).answer_input_fenced(run_id, request_id, answer, defaulted, at_ms, epoch)
+    }
+    fn send_signal<'a>(&'a self, signal: &'a SignalRecord) -> StoreFuture<'a, SignalSent> {
+        (**self).send_signal(signal)
+    }
+    fn take_signal<'a>(
+        &'a self,
+        run_id: &'a str,
+        name: &'a str,
+        wait_key: &'a str,
+        now_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, Option<SignalRecord>> {
+        (**self).take_signal(run_id, name, wait_key, now_ms, epoch)
+    }
+    fn signals<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<SignalRecord>> {
+        (**self).signals(run_id)
+    }
+    fn arm_timer<'a>(&'a self, timer: &'a TimerRecord, epoch: u64) -> StoreFuture<'a, i64> {
+        (**self).arm_timer(timer, epoch)
+    }
+    fn timers<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<TimerRecord>> {
+        (**self).timers(run_id)
     }
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
         (**self).delete_run(run_id)

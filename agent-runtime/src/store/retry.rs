@@ -49,7 +49,8 @@ use backon::{ExponentialBuilder, Retryable, TokioSleeper};
 
 use super::{
     CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, NextRun, Retention,
-    RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission, Submitted,
+    RetentionReport, RunControl, RunQuery, RunRecord, SignalRecord, SignalSent, Snapshot, StoreError, StoreFuture,
+    Submission, Submitted, TimerRecord,
 };
 
 /// `work`'s output, or `None` once `limit` has passed on the monotonic clock (tokio's sleeps
@@ -338,6 +339,37 @@ impl<S: CheckpointStore> CheckpointStore for RetryingStore<S> {
 
     fn descendants<'a>(&'a self, parent_run_id: &'a str) -> StoreFuture<'a, Vec<Lineage>> {
         self.retried("descendants", move |_| self.inner.descendants(parent_run_id))
+    }
+
+    fn send_signal<'a>(&'a self, signal: &'a SignalRecord) -> StoreFuture<'a, SignalSent> {
+        // Retried: a second send with one id keeps nothing (a send whose reply was lost
+        // then says `Duplicate`: the signal is kept either way).
+        self.retried("send_signal", move |_| self.inner.send_signal(signal))
+    }
+
+    fn take_signal<'a>(
+        &'a self,
+        run_id: &'a str,
+        name: &'a str,
+        wait_key: &'a str,
+        now_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, Option<SignalRecord>> {
+        // Retried: a take that landed but whose reply was lost is found again by its wait.
+        self.retried("take_signal", move |_| self.inner.take_signal(run_id, name, wait_key, now_ms, epoch))
+    }
+
+    fn signals<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<SignalRecord>> {
+        self.retried("signals", move |_| self.inner.signals(run_id))
+    }
+
+    fn arm_timer<'a>(&'a self, timer: &'a TimerRecord, epoch: u64) -> StoreFuture<'a, i64> {
+        // Retried: arming twice keeps the first wake time.
+        self.retried("arm_timer", move |_| self.inner.arm_timer(timer, epoch))
+    }
+
+    fn timers<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<TimerRecord>> {
+        self.retried("timers", move |_| self.inner.timers(run_id))
     }
 
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
