@@ -56,7 +56,8 @@ macro_rules! dedupe_snapshots {
 
 /// SQLite's migrations, in order.
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5, SQLITE_6, SQLITE_7];
+pub(crate) const SQLITE: &[Migration] =
+    &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5, SQLITE_6, SQLITE_7, SQLITE_8];
 
 #[cfg(feature = "sqlite")]
 const SQLITE_1: Migration = Migration {
@@ -212,10 +213,44 @@ const SQLITE_6: Migration = Migration {
 #[cfg(feature = "sqlite")]
 const SQLITE_7: Migration = Migration { version: 7, sql: "ALTER TABLE agent_lineage ADD COLUMN parent_state TEXT;" };
 
+/// The signals sent to runs and the timers of their durable waits (`store::SignalRecord`,
+/// `store::TimerRecord`; see the module `signals` for their rules). A signal is kept once
+/// per `(run_id, signal_id)` (`UNIQUE`); `seq`, the rowid, orders a run's signals as they
+/// were kept (assigned under the write lock, so in the order of commits). The partial
+/// index serves a wait's take: the oldest signal of a name not taken (the rowid is its last
+/// column); the unique one the signal a wait took before, and keeps a wait to one signal.
+/// A timer is one row per `(run_id, timer_key)`: the first wake time armed. Neither table
+/// has a foreign key to `agent_runs`: a run's rows are deleted with it.
+#[cfg(feature = "sqlite")]
+const SQLITE_8: Migration = Migration {
+    version: 8,
+    sql: "
+        CREATE TABLE agent_signals (
+            seq       INTEGER PRIMARY KEY,
+            run_id    TEXT NOT NULL,
+            signal_id TEXT NOT NULL,
+            name      TEXT NOT NULL,
+            payload   TEXT NOT NULL,
+            sent_ms   INTEGER NOT NULL,
+            taken_by  TEXT,
+            taken_ms  INTEGER,
+            UNIQUE (run_id, signal_id)
+        );
+        CREATE INDEX agent_signals_pending ON agent_signals (run_id, name) WHERE taken_by IS NULL;
+        CREATE UNIQUE INDEX agent_signals_taken ON agent_signals (run_id, taken_by) WHERE taken_by IS NOT NULL;
+        CREATE TABLE agent_timers (
+            run_id    TEXT NOT NULL,
+            timer_key TEXT NOT NULL,
+            wake_ms   INTEGER NOT NULL,
+            PRIMARY KEY (run_id, timer_key)
+        ) WITHOUT ROWID;
+    ",
+};
+
 /// PostgreSQL's migrations, in order.
 #[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &[Migration] =
-    &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5, POSTGRES_6, POSTGRES_7];
+    &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5, POSTGRES_6, POSTGRES_7, POSTGRES_8];
 
 #[cfg(feature = "postgres")]
 const POSTGRES_1: Migration = Migration {
@@ -308,6 +343,35 @@ const POSTGRES_6: Migration = Migration {
 /// As [`SQLITE_7`].
 #[cfg(feature = "postgres")]
 const POSTGRES_7: Migration = Migration { version: 7, sql: "ALTER TABLE agent_lineage ADD COLUMN parent_state TEXT;" };
+
+/// As [`SQLITE_8`], keyed by `(run_id, signal_id)`, with `seq` from a sequence (so in the
+/// order the sends took their numbers: of two concurrent sends, the later number may commit
+/// first). The partial index lists a run's signals of a name not taken in `seq` order.
+#[cfg(feature = "postgres")]
+const POSTGRES_8: Migration = Migration {
+    version: 8,
+    sql: "
+        CREATE TABLE agent_signals (
+            run_id    TEXT NOT NULL,
+            signal_id TEXT NOT NULL,
+            seq       BIGSERIAL,
+            name      TEXT NOT NULL,
+            payload   TEXT NOT NULL,
+            sent_ms   BIGINT NOT NULL,
+            taken_by  TEXT,
+            taken_ms  BIGINT,
+            PRIMARY KEY (run_id, signal_id)
+        );
+        CREATE INDEX agent_signals_pending ON agent_signals (run_id, name, seq) WHERE taken_by IS NULL;
+        CREATE UNIQUE INDEX agent_signals_taken ON agent_signals (run_id, taken_by) WHERE taken_by IS NOT NULL;
+        CREATE TABLE agent_timers (
+            run_id    TEXT NOT NULL,
+            timer_key TEXT NOT NULL,
+            wake_ms   BIGINT NOT NULL,
+            PRIMARY KEY (run_id, timer_key)
+        );
+    ",
+};
 
 /// As [`SQLITE_2`], with the lease end a `timestamptz` by the server's clock.
 #[cfg(feature = "postgres")]
@@ -723,7 +787,64 @@ mod tests {
             .unwrap();
         assert_eq!(states, [("old".to_owned(), None), ("new".to_owned(), Some("summarise".to_owned()))]);
         let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
-        assert_eq!(v, 7);
+        assert_eq!(v, i64::from(latest(SQLITE)));
+    }
+
+    /// A version 7 database keeps its runs and gains the tables of signals and timers: a
+    /// signal once per run and id, a wait taking one signal at most, a timer once per run
+    /// and key; a wait's take is served by the index of signals not taken.
+    #[test]
+    #[cfg(feature = "sqlite")]
+    fn sqlite_version_8_adds_signals_and_timers_beside_the_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [&SQLITE_1, &SQLITE_2, &SQLITE_3, &SQLITE_4, &SQLITE_5, &SQLITE_6, &SQLITE_7] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE agent_schema (version INTEGER NOT NULL);
+             INSERT INTO agent_schema (version) VALUES (7);
+             INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, epoch)
+                 VALUES ('r', 'a', 'Running', 1, 1, 2);",
+        )
+        .unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        let epoch: i64 = conn.query_row("SELECT epoch FROM agent_runs WHERE run_id = 'r'", [], |r| r.get(0)).unwrap();
+        assert_eq!(epoch, 2);
+        let send = |id: &str| {
+            conn.execute(
+                "INSERT INTO agent_signals (run_id, signal_id, name, payload, sent_ms) VALUES ('r', ?1, 'go', '{}', 5)",
+                [id],
+            )
+        };
+        send("s1").unwrap();
+        send("s2").unwrap();
+        assert!(send("s1").is_err(), "one signal per run and id");
+        let seqs: Vec<i64> = conn
+            .prepare("SELECT seq FROM agent_signals ORDER BY signal_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(seqs[0] < seqs[1], "{seqs:?}");
+        let take =
+            |id: &str| conn.execute("UPDATE agent_signals SET taken_by = 'w/signal/0' WHERE signal_id = ?1", [id]);
+        take("s1").unwrap();
+        assert!(take("s2").is_err(), "a wait takes one signal");
+        let arm = "INSERT INTO agent_timers (run_id, timer_key, wake_ms) VALUES ('r', 'w/sleep/0', 9)";
+        conn.execute(arm, []).unwrap();
+        assert!(conn.execute(arm, []).is_err(), "one timer per run and key");
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT seq FROM agent_signals
+                 WHERE run_id = 'r' AND name = 'go' AND taken_by IS NULL ORDER BY seq LIMIT 1",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("agent_signals_pending"), "{plan}");
+        let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, i64::from(latest(SQLITE)));
     }
 
     #[test]

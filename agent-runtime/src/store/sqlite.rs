@@ -38,9 +38,19 @@
 //!   DO NOTHING` keyed by the run made, so of two records for one run (from any process)
 //!   exactly one is kept and the other refused. `delete_run` and retention delete the run's
 //!   own row in their transaction, never its descendants'.
+//! - Signals and timers (`agent_signals`, `agent_timers`, see [`SignalRecord`]): a send is
+//!   one `BEGIN IMMEDIATE` transaction (the run read, unfinished, and the signal inserted
+//!   unless its id is there), so the run cannot finish or be deleted in between. A wait's
+//!   take first reads, without the write lock, the run's epoch and whether the wait took a
+//!   signal before or one of its name waits (a wait that polls costs one read), and only
+//!   then takes the lock: in a `BEGIN IMMEDIATE` transaction, the epoch checked again, the
+//!   signal the wait took before read, else the oldest not taken marked taken by it in one
+//!   `UPDATE`. Arming a timer is one `BEGIN IMMEDIATE` transaction: the epoch checked, the
+//!   timer inserted unless armed, its stored wake time read back. `delete_run` and
+//!   retention delete a run's signals and timers in their transaction.
 //! - Every value read back is checked: a status that is not a status, a lineage kind that is
-//!   not one, a negative `seq` (or `parent_seq`) or a column of the wrong type is
-//!   [`StoreError::Corrupt`].
+//!   not one, a negative `seq` (of an entry, a snapshot or a signal; or `parent_seq`) or a
+//!   column of the wrong type is [`StoreError::Corrupt`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -55,8 +65,8 @@ use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u
 use super::run_filter;
 use super::{
     ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, LineageKind, NextRun,
-    Retention, RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission,
-    Submitted,
+    Retention, RetentionReport, RunControl, RunQuery, RunRecord, SignalRecord, SignalSent, Snapshot, StoreError,
+    StoreFuture, Submission, Submitted, TimerRecord,
 };
 
 const STORE: &str = "sqlite";
@@ -327,6 +337,15 @@ macro_rules! select_inputs {
     };
 }
 
+macro_rules! select_signals {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT run_id, signal_id, name, payload, sent_ms, seq, taken_by, taken_ms FROM agent_signals"
+            $(, $rest)*
+        )
+    };
+}
+
 /// A run's row as stored, to decide how to write it.
 struct StoredRun {
     agent: String,
@@ -584,6 +603,51 @@ fn read_lineage(row: &Row<'_>) -> Result<Lineage, Fail> {
     lineage.parent_state = row.get(5)?;
     lineage.run_id = run_id;
     Ok(lineage)
+}
+
+/// A signal as `select_signals!` reads it.
+fn read_signal(row: &Row<'_>) -> Result<SignalRecord, Fail> {
+    let run_id: String = row.get(0)?;
+    let signal_id: String = row.get(1)?;
+    let seq = u64_from_db(STORE, &format!("run {run_id}: signal {signal_id}: seq"), row.get(5)?)?;
+    Ok(SignalRecord {
+        name: row.get(2)?,
+        payload: row.get(3)?,
+        sent_ms: row.get(4)?,
+        seq,
+        taken_by: row.get(6)?,
+        taken_ms: row.get(7)?,
+        run_id,
+        signal_id,
+    })
+}
+
+/// The signal named `name` for the wait `wait_key` of run `run_id` (its epoch checked by
+/// the caller, under the write lock): the one the wait took before, else the oldest not
+/// taken, now taken by it at `now_ms`.
+fn take_signal_in(
+    conn: &Connection,
+    run_id: &str,
+    name: &str,
+    wait_key: &str,
+    now_ms: i64,
+) -> Result<Option<SignalRecord>, Fail> {
+    let before = {
+        let mut stmt = conn.prepare_cached(select_signals!(" WHERE run_id = ?1 AND taken_by = ?2"))?;
+        let mut rows = stmt.query(params![run_id, wait_key])?;
+        rows.next()?.map(read_signal).transpose()?
+    };
+    if before.is_some() {
+        return Ok(before);
+    }
+    let mut stmt = conn.prepare_cached(
+        "UPDATE agent_signals SET taken_by = ?3, taken_ms = ?4 WHERE seq = (
+             SELECT seq FROM agent_signals WHERE run_id = ?1 AND name = ?2 AND taken_by IS NULL
+             ORDER BY seq LIMIT 1)
+         RETURNING run_id, signal_id, name, payload, sent_ms, seq, taken_by, taken_ms",
+    )?;
+    let mut rows = stmt.query(params![run_id, name, wait_key, now_ms])?;
+    rows.next()?.map(read_signal).transpose()
 }
 
 fn read_input(row: &Row<'_>) -> Result<InputRecord, Fail> {
@@ -1203,6 +1267,112 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
+    fn send_signal<'a>(&'a self, signal: &'a SignalRecord) -> StoreFuture<'a, SignalSent> {
+        let signal = signal.clone();
+        self.call(format!("send signal {} to run {}", signal.signal_id, signal.run_id), move |conn| {
+            // Under the write lock: the run cannot finish or be deleted between the check
+            // and the insert.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let status = tx
+                .prepare_cached("SELECT status FROM agent_runs WHERE run_id = ?1")?
+                .query_row([&signal.run_id], |r| r.get::<_, String>(0))
+                .optional()?;
+            let Some(status) = status else { return Ok(SignalSent::UnknownRun) };
+            let status = status_from_db(STORE, &signal.run_id, &status)?;
+            if status.is_finished() {
+                return Ok(SignalSent::Finished(status));
+            }
+            let kept = tx
+                .prepare_cached(
+                    "INSERT INTO agent_signals (run_id, signal_id, name, payload, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (run_id, signal_id) DO NOTHING",
+                )?
+                .execute(params![signal.run_id, signal.signal_id, signal.name, signal.payload, signal.sent_ms])?;
+            tx.commit()?;
+            Ok(if kept > 0 { SignalSent::Kept } else { SignalSent::Duplicate })
+        })
+    }
+
+    fn take_signal<'a>(
+        &'a self,
+        run_id: &'a str,
+        name: &'a str,
+        wait_key: &'a str,
+        now_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, Option<SignalRecord>> {
+        let (run_id, name, wait_key) = (run_id.to_owned(), name.to_owned(), wait_key.to_owned());
+        self.call(format!("take signal {name} of run {run_id} for wait {wait_key}"), move |conn| {
+            // The wait polls: unless it took a signal before or one of its name waits, one
+            // read and no write lock.
+            let found = conn
+                .prepare_cached(
+                    "SELECT epoch,
+                         EXISTS (SELECT 1 FROM agent_signals WHERE run_id = ?1 AND taken_by = ?3)
+                         OR EXISTS (SELECT 1 FROM agent_signals WHERE run_id = ?1 AND name = ?2 AND taken_by IS NULL)
+                     FROM agent_runs WHERE run_id = ?1",
+                )?
+                .query_row(params![run_id, name, wait_key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)))
+                .optional()?;
+            let current = found.map(|(e, _)| u64_from_db(STORE, &format!("run {run_id}: epoch"), e)).transpose()?;
+            if current.unwrap_or(0) != epoch {
+                return Err(StoreError::fenced(STORE, &run_id, epoch, current.unwrap_or(0)).into());
+            }
+            if !found.is_some_and(|(_, any)| any) {
+                return Ok(None);
+            }
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_epoch(&run_id, stored_run(&tx, &run_id)?.as_ref(), epoch)?;
+            let taken = take_signal_in(&tx, &run_id, &name, &wait_key, now_ms)?;
+            tx.commit()?;
+            Ok(taken)
+        })
+    }
+
+    fn signals<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<SignalRecord>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("list the signals of run {run_id}"), move |conn| {
+            let mut stmt = conn.prepare_cached(select_signals!(" WHERE run_id = ?1 ORDER BY seq"))?;
+            let mut rows = stmt.query([&run_id])?;
+            let mut signals = Vec::new();
+            while let Some(row) = rows.next()? {
+                signals.push(read_signal(row)?);
+            }
+            Ok(signals)
+        })
+    }
+
+    fn arm_timer<'a>(&'a self, timer: &'a TimerRecord, epoch: u64) -> StoreFuture<'a, i64> {
+        let timer = timer.clone();
+        self.call(format!("arm timer {} of run {}", timer.key, timer.run_id), move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_epoch(&timer.run_id, stored_run(&tx, &timer.run_id)?.as_ref(), epoch)?;
+            tx.prepare_cached(
+                "INSERT INTO agent_timers (run_id, timer_key, wake_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id, timer_key) DO NOTHING",
+            )?
+            .execute(params![timer.run_id, timer.key, timer.wake_ms])?;
+            // The first armed wins: a timer armed before keeps its wake time.
+            let wake_ms = tx
+                .prepare_cached("SELECT wake_ms FROM agent_timers WHERE run_id = ?1 AND timer_key = ?2")?
+                .query_row(params![timer.run_id, timer.key], |r| r.get::<_, i64>(0))?;
+            tx.commit()?;
+            Ok(wake_ms)
+        })
+    }
+
+    fn timers<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<TimerRecord>> {
+        let run_id = run_id.to_owned();
+        self.call(format!("list the timers of run {run_id}"), move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT run_id, timer_key, wake_ms FROM agent_timers WHERE run_id = ?1 ORDER BY timer_key",
+            )?;
+            let rows = stmt
+                .query_map([&run_id], |r| Ok(TimerRecord { run_id: r.get(0)?, key: r.get(1)?, wake_ms: r.get(2)? }))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
         let run_id = run_id.to_owned();
         self.call(format!("delete run {run_id}"), move |conn| {
@@ -1216,6 +1386,8 @@ impl CheckpointStore for SqliteStore {
                 "DELETE FROM agent_state_cancels WHERE run_id = ?1",
                 // Its own lineage; its descendants' rows (`parent_run_id`) stay.
                 "DELETE FROM agent_lineage WHERE run_id = ?1",
+                "DELETE FROM agent_signals WHERE run_id = ?1",
+                "DELETE FROM agent_timers WHERE run_id = ?1",
                 "DELETE FROM agent_runs WHERE run_id = ?1",
             ] {
                 deleted += tx.prepare_cached(sql)?.execute([&run_id])?;
@@ -1249,6 +1421,8 @@ impl CheckpointStore for SqliteStore {
                 tx.prepare_cached(of_dropped_runs!("agent_run_inputs"))?.execute([cutoff])?;
                 tx.prepare_cached(of_dropped_runs!("agent_state_cancels"))?.execute([cutoff])?;
                 tx.prepare_cached(of_dropped_runs!("agent_lineage"))?.execute([cutoff])?;
+                tx.prepare_cached(of_dropped_runs!("agent_signals"))?.execute([cutoff])?;
+                tx.prepare_cached(of_dropped_runs!("agent_timers"))?.execute([cutoff])?;
                 report.runs += tx
                     .prepare_cached(concat!(
                         "DELETE FROM agent_runs WHERE status IN ",
