@@ -570,6 +570,76 @@ impl Context {
         }
     }
 
+    /// Sleep for `duration`, durably: the wake time is recorded when the sleep first starts,
+    /// and a state run again after its process stopped (recovered, or taken over by another
+    /// worker) wakes at that time, not a full `duration` after its restart. The state holds
+    /// no resources while it sleeps. Under `tokio::time::pause()` it sleeps in virtual time.
+    ///
+    /// A state's sleeps are told apart by their order within its activation (the first
+    /// sleep, the second, ...), as [`execution_key`](Context::execution_key) tells the
+    /// activation apart: a state that sleeps must make its sleeps in the same order each
+    /// time it runs.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use agent_core::{Context, StateResult, WaitError};
+    /// async fn remind(ctx: Context) -> Result<StateResult, WaitError> {
+    ///     ctx.sleep(Duration::from_secs(86_400)).await?; // a day, across restarts
+    ///     Ok(StateResult::next("send_reminder"))
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::NotInRun`] outside an agent's run; [`WaitError::Resources`] when the
+    /// state cannot take its resources back; [`WaitError::Fenced`] when another worker took
+    /// the run over meanwhile; [`WaitError::Store`] when the wake time cannot be recorded.
+    pub async fn sleep(&self, duration: std::time::Duration) -> Result<(), crate::WaitError> {
+        self.sleep_to(crate::wait::Wake::After(duration)).await
+    }
+
+    /// Sleep until the wall-clock time `at`, durably (as [`sleep`](Context::sleep)); a time
+    /// already past returns at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`sleep`](Context::sleep).
+    pub async fn sleep_until(&self, at: std::time::SystemTime) -> Result<(), crate::WaitError> {
+        self.sleep_to(crate::wait::Wake::At(at)).await
+    }
+
+    async fn sleep_to(&self, wake: crate::wait::Wake) -> Result<(), crate::WaitError> {
+        match self.broker() {
+            Some(broker) => broker.sleep(wake).await,
+            None => Err(crate::WaitError::NotInRun { what: "a sleep".to_owned() }),
+        }
+    }
+
+    /// Wait for the run's next signal named `name` (sent with `Agent::signal` from any
+    /// process sharing the run's store, the command line's `signal`, or the console), and
+    /// decode its payload as `T`. Each signal is delivered once: to the first wait on its
+    /// name after it was sent, or, if it was sent before any wait, kept until one comes. A
+    /// state run again after a restart gets the same signal its first run got. The state
+    /// holds no resources while it waits. Bound the wait with
+    /// [`SignalWait::timeout`](crate::SignalWait::timeout).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use agent_core::{Context, StateResult, WaitError};
+    /// async fn approve(ctx: Context) -> Result<StateResult, WaitError> {
+    ///     let approved: bool = ctx.wait_for_signal("approval").timeout(Duration::from_secs(3600)).await?;
+    ///     Ok(if approved { StateResult::next("ship") } else { StateResult::End })
+    /// }
+    /// ```
+    pub fn wait_for_signal<T: serde::de::DeserializeOwned>(&self, name: impl Into<String>) -> crate::SignalWait<'_, T> {
+        crate::SignalWait::new(self, name.into())
+    }
+
+    /// The run's broker, if this context is inside a run.
+    pub(crate) fn broker(&self) -> Option<Arc<dyn crate::human::InputBroker>> {
+        self.inner.input.read().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(Weak::upgrade)
+    }
+
     /// A key naming the state activation that calls it, the same every time that
     /// activation's body runs: when it is retried, and when it runs again after its worker
     /// died and another took the run over. Hand it to external systems as an idempotency key

@@ -186,4 +186,15 @@ pub trait InputBroker: Send + Sync {
     fn child_link(&self) -> Option<Box<dyn std::any::Any + Send>> {
         None
     }
+    /// Sleep until `wake`, durably (see [`Context::sleep`](crate::Context::sleep)).
+    fn sleep(&self, wake: crate::wait::Wake) -> crate::wait::WaitFuture<'_, ()> {
+        let _ = wake;
+        Box::pin(std::future::ready(Err(crate::WaitError::NotInRun { what: "a sleep".to_owned() })))
+    }
+    /// Wait for the next signal `name` of the run, at most `timeout` (see
+    /// [`Context::wait_for_signal`](crate::Context::wait_for_signal)): its payload.
+    fn signal(&self, name: String, timeout: Option<Duration>) -> crate::wait::WaitFuture<'_, serde_json::Value> {
+        let _ = timeout;
+        Box::pin(std::future::ready(Err(crate::WaitError::NotInRun { what: format!("the signal `{name}`") })))
+    }
 }

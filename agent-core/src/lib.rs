@@ -31,6 +31,7 @@ mod status;
 mod test_util;
 mod typed;
 mod version;
+mod wait;
 
 pub use allocation::Allocation;
 pub use checkpoint::{
@@ -56,6 +57,7 @@ pub use result::{BoxError, IntoStateOutcome, MapSpec, StateName, StateResult, RE
 pub use status::{AgentStatus, StateStatus, UnknownStatus};
 pub use typed::TypedContextData;
 pub use version::{DependencySignature, GraphChange, GraphHash, GraphRecord, GraphSignature, StateSignature};
+pub use wait::{SignalWait, WaitError};
 
 /// What the runtime and macro-generated code reach in here. Not public API: nothing in it is
 /// covered by semver.
@@ -66,5 +68,6 @@ pub mod __private {
     /// broker, its failed writes).
     pub use crate::context::runtime as context;
     pub use crate::human::{InputBroker, InputFuture};
+    pub use crate::wait::{WaitFuture, Wake};
     pub use typetag;
 }
