@@ -305,8 +305,8 @@ pub mod prelude {
     pub use agent_core::{
         AgentError, Allocation, Checkpoint, CheckpointError, Context, ContextError, DependencyConfig,
         DependencyLifecycle, DependencyType, Diagram, HumanInput, HumanInputError, Priority, RateLimit, Reduce,
-        ResourceError, ResourceRequirements, ResourceType, RetryPolicy, StateName, StateResult, TimeoutError,
-        TypedContextData, WorkflowGraph,
+        ResourceError, ResourceRequirements, ResourceType, RetryPolicy, SignalWait, StateName, StateResult,
+        TimeoutError, TypedContextData, WaitError, WorkflowGraph,
     };
     pub use agent_macros::{state, workflow, TypedContextData};
     #[cfg(feature = "postgres")]
@@ -315,8 +315,8 @@ pub mod prelude {
     pub use agent_runtime::SqliteStore;
     pub use agent_runtime::{
         Agent, AgentResult, AgentStatus, AnswerError, CheckpointStore, Event, EventKind, EventStream, ForkAt,
-        MemoryStore, PendingInput, QuotaScope, ResourcePool, RunChild, RunHandle, RunMetrics, RunOptions, StateMetrics,
-        StateStatus, StateTiming, StreamMode, SubmitOptions, Worker, WorkerReport,
+        MemoryStore, PendingInput, QuotaScope, ResourcePool, RunChild, RunHandle, RunMetrics, RunOptions, SignalError,
+        SignalReceipt, StateMetrics, StateStatus, StateTiming, StreamMode, SubmitOptions, Worker, WorkerReport,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -8,6 +8,8 @@
 //!   `exec::polled_state`); with a store, the run's row is nudged so the store shows the
 //!   state waiting for a person, and the run's writes of its requests and answers carry the
 //!   epoch of its claim (see `durable`).
+//! - The same link makes a state's durable waits (`ctx.sleep`, `ctx.wait_for_signal`: see
+//!   `signal`), named by the state polled now and its execution key.
 //! - The same link gives a state its execution key (`Context::execution_key`): the state
 //!   this thread polls, and how many of its activations ended before, both of which a
 //!   checkpoint keeps, so the key survives retries and take-overs.
@@ -15,8 +17,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use agent_core::__private::{InputBroker, InputFuture};
-use agent_core::HumanInput;
+use agent_core::__private::{InputBroker, InputFuture, WaitFuture, Wake};
+use agent_core::{HumanInput, WaitError};
 use tokio::time::Instant;
 
 use crate::human::ask;
@@ -81,9 +83,48 @@ impl InputBroker for Run {
         Some(Box::new(crate::agent::ChildLink { parent: self.run_id().to_owned(), state, key, store }))
     }
 
+    /// A durable sleep of the state polled now on this thread (see `signal::sleep`).
+    fn sleep(&self, wake: Wake) -> WaitFuture<'_, ()> {
+        let waiter = self.waiter("sleep");
+        Box::pin(async move { crate::signal::sleep(waiter?, wake).await })
+    }
+
+    /// A signal wait of the state polled now on this thread (see `signal::receive`).
+    fn signal(&self, name: String, timeout: Option<std::time::Duration>) -> WaitFuture<'_, serde_json::Value> {
+        let waiter = self.waiter("signal");
+        Box::pin(async move {
+            let waited_from = Instant::now();
+            let outcome = crate::signal::receive(waiter?, name, timeout).await;
+            self.record_input_wait(waited_from.elapsed());
+            outcome
+        })
+    }
+
     /// A custom value of the state polled now on this thread (`ctx.emit`).
     fn emit(&self, value: serde_json::Value) {
         let state = crate::exec::polled_state(self).map(|pos| self.state_name(pos));
         self.emit(crate::events::EventKind::Emitted { state, value });
+    }
+}
+
+impl Run {
+    /// What a durable wait of `kind` made now, inside the state this thread polls, needs
+    /// (see `signal`). Made when the wait is called, inside the poll: the state is known
+    /// only there.
+    fn waiter(&self, kind: &str) -> Result<crate::signal::Waiter<'_>, WaitError> {
+        let pos = crate::exec::polled_state(self);
+        let (Some(pos), Some(execution_key)) = (pos, InputBroker::execution_key(self)) else {
+            // Outside a state's poll (a task the state spawned): no activation to name it by.
+            return Err(WaitError::NotInRun { what: format!("a {kind} outside a state of the run") });
+        };
+        let key = self.sinks.waits.next(pos, execution_key, kind);
+        let durable = self.sinks.durable.as_ref().map(|d| (d.store(), d.epoch()));
+        Ok(crate::signal::Waiter {
+            durable,
+            run_id: self.run_id(),
+            key,
+            state: Some(self.state_name(pos)),
+            events: &self.sinks,
+        })
     }
 }

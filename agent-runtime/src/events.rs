@@ -149,6 +149,29 @@ pub enum EventKind {
         /// Whether its default was taken at the timeout.
         defaulted: bool,
     },
+    /// A state sleeps (`Context::sleep`) until `until`.
+    Sleeping {
+        /// The state, when known.
+        state: Option<String>,
+        /// When it wakes (wall clock; the time its first run armed, after a restart).
+        until: SystemTime,
+    },
+    /// A state waits for a signal (`Context::wait_for_signal`) that has not come yet.
+    WaitingForSignal {
+        /// The state, when known.
+        state: Option<String>,
+        /// The signal's name.
+        name: String,
+    },
+    /// A state's signal wait took its message.
+    SignalReceived {
+        /// The state, when known.
+        state: Option<String>,
+        /// The signal's name.
+        name: String,
+        /// The signal's id.
+        signal_id: String,
+    },
     /// A running instance of `state` was cancelled (`cancel_state`, or a failed dependency).
     StateCancelled {
         /// The state.
@@ -435,7 +458,7 @@ impl StreamMode {
     pub const CUSTOM: StreamMode = StreamMode(4);
     /// A durable run's commits ([`EventKind::Committed`]) and snapshots skipped on recovery.
     pub const CHECKPOINTS: StreamMode = StreamMode(8);
-    /// Requests for human input, asked and answered.
+    /// Requests for human input, asked and answered; signals waited for and received.
     pub const INPUTS: StreamMode = StreamMode(16);
     /// Everything.
     pub const ALL: StreamMode = StreamMode(31);
@@ -447,7 +470,10 @@ impl StreamMode {
             EventKind::ContextChanged { .. } => StreamMode::CONTEXT,
             EventKind::Emitted { .. } => StreamMode::CUSTOM,
             EventKind::Committed { .. } | EventKind::CheckpointSkipped { .. } => StreamMode::CHECKPOINTS,
-            EventKind::WaitingForInput { .. } | EventKind::InputAnswered { .. } => StreamMode::INPUTS,
+            EventKind::WaitingForInput { .. }
+            | EventKind::InputAnswered { .. }
+            | EventKind::WaitingForSignal { .. }
+            | EventKind::SignalReceived { .. } => StreamMode::INPUTS,
             _ => StreamMode::STATES,
         };
         self.0 & needs.0 != 0

@@ -48,6 +48,7 @@ mod asking;
 #[doc(hidden)]
 pub mod bench;
 mod checkpoint;
+mod clock;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "console")]
@@ -69,6 +70,7 @@ mod ratelimit;
 mod reach;
 mod result;
 mod run;
+mod signal;
 pub mod store;
 mod sync;
 mod text;
@@ -82,6 +84,7 @@ pub use agent::{
 pub use agent_core::{AgentStatus, StateStatus};
 pub use events::{Event, EventKind, EventStream, StreamItem, StreamMode};
 pub use human::{AnswerError, PendingInput};
+pub use signal::{SignalError, SignalReceipt};
 pub use lease::WorkerId;
 pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,

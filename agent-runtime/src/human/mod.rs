@@ -42,7 +42,7 @@ mod wait;
 use std::time::{Duration, SystemTime};
 
 pub(crate) use hub::InputHub;
-pub(crate) use resources::with_resources;
+pub(crate) use resources::{release as release_resources, with_resources};
 #[cfg(feature = "cli")]
 pub(crate) use terminal::{end_prompt, watch_prompts, NO_LONGER_ASKED};
 pub(crate) use wait::ask;

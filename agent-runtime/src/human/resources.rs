@@ -90,7 +90,7 @@ pub(crate) async fn with_resources<F: Future>(
 
 /// Resources given back while a request waits; take them again with
 /// [`Released::reacquire`].
-pub(super) struct Released {
+pub(crate) struct Released {
     held: Arc<Held>,
     /// Whether `reacquire` ran (if not, the count is corrected on drop).
     done: bool,
@@ -98,7 +98,7 @@ pub(super) struct Released {
 
 /// Give back what the calling state holds, if it holds anything (and it is not given back
 /// already by another request of the same state).
-pub(super) fn release() -> Option<Released> {
+pub(crate) fn release() -> Option<Released> {
     let held = HELD.try_with(Arc::clone).ok()?;
     let holding = {
         let mut slot = held.slot();
@@ -115,7 +115,7 @@ pub(super) fn release() -> Option<Released> {
 
 impl Released {
     /// Take the resources again, once no other request of the state is waiting.
-    pub(super) async fn reacquire(mut self) -> Result<(), ResourceError> {
+    pub(crate) async fn reacquire(mut self) -> Result<(), ResourceError> {
         self.done = true;
         let last = {
             let mut slot = self.held.slot();

@@ -70,6 +70,8 @@ pub(crate) struct Sinks {
     pub durable: Option<Arc<dyn Recorder>>,
     /// Per-state timings, when recorded (see `timing`).
     pub timing: Option<Timings>,
+    /// The keys of the run's durable waits (see `signal::keys`).
+    pub waits: crate::signal::WaitKeys,
 }
 
 impl Sinks {
@@ -82,6 +84,7 @@ impl Sinks {
             links,
             durable: None,
             timing: None,
+            waits: crate::signal::WaitKeys::default(),
         }
     }
 
