@@ -106,6 +106,19 @@ pub enum Command {
         /// The answer.
         value: String,
     },
+    /// Send a run a signal through the store: the run's next wait on NAME
+    /// (`ctx.wait_for_signal`) takes it, in whichever process runs it; kept until then.
+    Signal {
+        /// The run's id, or a prefix of it that names one run.
+        run: String,
+        /// The signal's name.
+        name: String,
+        /// Its payload, as JSON (`'{"cents": 1200}'`, `true`, `'"text"'`).
+        payload: String,
+        /// An id for it: a second send with one id keeps nothing (a new one by default).
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Cancel a run wherever it runs: its owner is asked through the store and stops it
     /// within a second; a run nobody runs is cancelled at once. With `--state`, cancel only
     /// that state's running and waiting instances: the rest of the run goes on.

@@ -92,6 +92,17 @@ pub enum CliError {
         /// The run.
         run: String,
     },
+    /// A signal was not sent (a payload that is not JSON, a finished run, ...).
+    #[error(transparent)]
+    Signal(#[from] crate::signal::SignalError),
+    /// A signal's payload is not JSON.
+    #[error("the payload of signal `{name}` is not JSON: {message}")]
+    BadPayload {
+        /// The signal.
+        name: String,
+        /// What the JSON parser said.
+        message: String,
+    },
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Io(#[from] std::io::Error),

@@ -76,6 +76,7 @@ mod inspect;
 mod progress;
 mod run;
 mod serve;
+mod signal;
 mod store;
 mod submit;
 #[cfg(test)]
@@ -172,6 +173,9 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
         Command::List => inspect::list(&name, &store, out).await,
         Command::Show { run } => inspect::show(&name, agent.graph_hash().ok(), &store, &run, out).await,
         Command::Answer { run, request, value } => answer::answer(&name, &store, &run, &request, &value, out).await,
+        Command::Signal { run, name: signal, payload, id } => {
+            signal::signal(&name, &store, &run, &signal, &payload, id.as_deref(), out).await
+        }
         Command::Serve { addr, token, read_only } => serve::serve(agent, &store, addr, token, read_only, out).await,
         Command::Cancel { run, state: None } => control::cancel(&name, &store, &run, out).await,
         Command::Cancel { run, state: Some(state) } => control::cancel_state(&name, &store, &run, &state, out).await,

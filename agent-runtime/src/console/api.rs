@@ -632,3 +632,39 @@ pub(super) async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<Stri
     });
     (StatusCode::ACCEPTED, Json(json!({ "run_id": id, "retried": true }))).into_response()
 }
+
+/// `POST /runs/{id}/signals/{name}`'s query: an id for the signal, to send it at most once.
+#[derive(Deserialize)]
+pub(super) struct SignalQuery {
+    id: Option<String>,
+}
+
+/// `POST /runs/{id}/signals/{name}` with the payload as the JSON body: the signal is kept
+/// for the run's next wait on `name` (see `signal::send`). 201 with its id when kept, 200
+/// when the run already had a signal with the id given; 404 for an unknown run, 409 for a
+/// finished one, 400 for a body that is not JSON or a bad name or id.
+pub(super) async fn signal(
+    State(shared): State<Arc<Shared>>,
+    Path((id, name)): Path<(String, String)>,
+    Query(query): Query<SignalQuery>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    use crate::signal::SignalError;
+    let Json(payload) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match crate::signal::send(&*shared.store, &id, &name, query.id.as_deref(), payload).await {
+        Ok(receipt) => {
+            let status = if receipt.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+            let body =
+                json!({ "run_id": id, "name": name, "signal_id": receipt.signal_id, "duplicate": receipt.duplicate });
+            (status, Json(body)).into_response()
+        }
+        Err(e @ SignalError::UnknownRun { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ SignalError::Finished { .. }) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ SignalError::Invalid { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(SignalError::Store(e)) => store_failed(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

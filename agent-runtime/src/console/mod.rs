@@ -26,6 +26,7 @@
 //! | `GET /api/v1/agents` | the workflows the console can start and draw |
 //! | `POST /api/v1/runs` `{agent, input, key, start}` | submit a run for a worker; `201 {run_id}`; with `start: true`, run it in the console's process now |
 //! | `POST /api/v1/runs/{id}/inputs/{request}` `{answer}` | answer a pending request: `200` taken, `422` refused by its validator (with the request asked again), `202` for a run nobody runs now |
+//! | `POST /api/v1/runs/{id}/signals/{name}[?id=ID]` payload as JSON | send the run a signal: `201` kept (with its `signal_id`), `200` when the run has one with that id already, `404` unknown run, `409` finished run |
 //! | `POST /api/v1/runs/{id}/cancel` | cancel a run: asked of its owner through the store (`202`), or recorded at once for a run nobody runs |
 //! | `POST /api/v1/runs/{id}/states/{state}/cancel` | cancel one state of a run (its running and waiting instances), asked of its owner through the store (`202`); the rest of the run goes on |
 //! | `POST /api/v1/runs/{id}/pause` | ask a running run's owner to pause it (`202`) |
@@ -153,6 +154,7 @@ impl Console {
             .route("/runs/{id}/graph.mmd", get(api::graph_mermaid))
             .route("/runs/{id}/events", get(events::run_events))
             .route("/runs/{id}/inputs/{request}", post(api::answer))
+            .route("/runs/{id}/signals/{name}", post(api::signal))
             .route("/runs/{id}/cancel", post(api::cancel))
             .route("/runs/{id}/states/{state}/cancel", post(api::cancel_one_state))
             .route("/runs/{id}/pause", post(api::pause))
