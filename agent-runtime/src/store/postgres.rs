@@ -40,6 +40,20 @@
 //!   one is kept and the others refused. `delete_run` and retention delete the run's own row
 //!   in their transaction, never its descendants'. A stored kind that is not one, or a
 //!   negative `parent_seq`, reads as [`StoreError::Corrupt`].
+//! - Signals and timers (`agent_signals`, `agent_timers`, see [`SignalRecord`]): a send is
+//!   one statement, the insert (`ON CONFLICT DO NOTHING` on the run and signal id) from the
+//!   run's row read unfinished and locked `FOR KEY SHARE`, so a concurrent `delete_run`
+//!   deletes the signal too, or the send finds no run; a send that races the run's last
+//!   write is kept as if sent just before it. A wait's take first reads, without a lock,
+//!   the run's epoch and whether the wait took a signal before or one of its name waits (a
+//!   wait that polls costs one read and writes nothing); then, in a transaction that
+//!   checks the epoch (the run's row locked `FOR SHARE`, as every fenced write here), the
+//!   signal the wait took before, else one `UPDATE` of the oldest signal of its name not
+//!   taken, chosen `FOR UPDATE SKIP LOCKED`: of concurrent takes each gets its own signal
+//!   or none. Arming a timer is one such fenced transaction: the insert (`ON CONFLICT DO
+//!   NOTHING`), then the stored wake time read in a statement of its own (so it sees a
+//!   concurrent arm the insert waited for). `delete_run` and retention delete a run's
+//!   signals and timers in their transaction.
 //! - Ownership: a claim is one conditional `UPDATE` (or, for a run to create, one `INSERT ...
 //!   ON CONFLICT DO NOTHING`): PostgreSQL re-checks its condition on the row's newest version
 //!   after waiting for a concurrent claim, so of concurrent claims exactly one wins. Lease
@@ -61,8 +75,8 @@ use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u
 use super::run_filter;
 use super::{
     ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, LineageKind, NextRun,
-    Retention, RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission,
-    Submitted,
+    Retention, RetentionReport, RunControl, RunQuery, RunRecord, SignalRecord, SignalSent, Snapshot, StoreError,
+    StoreFuture, Submission, Submitted, TimerRecord,
 };
 
 const STORE: &str = "postgres";
@@ -506,6 +520,29 @@ fn read_lineage(row: &Row) -> Result<Lineage, Fail> {
     lineage.parent_state = row.try_get(5)?;
     lineage.run_id = run_id;
     Ok(lineage)
+}
+
+/// A signal's columns as [`read_signal`] reads them.
+macro_rules! signal_columns {
+    () => {
+        "run_id, signal_id, name, payload, sent_ms, seq, taken_by, taken_ms"
+    };
+}
+
+fn read_signal(row: &Row) -> Result<SignalRecord, Fail> {
+    let run_id: String = row.try_get(0)?;
+    let signal_id: String = row.try_get(1)?;
+    let seq = u64_from_db(STORE, &format!("run {run_id}: signal {signal_id}: seq"), row.try_get(5)?)?;
+    Ok(SignalRecord {
+        name: row.try_get(2)?,
+        payload: row.try_get(3)?,
+        sent_ms: row.try_get(4)?,
+        seq,
+        taken_by: row.try_get(6)?,
+        taken_ms: row.try_get(7)?,
+        run_id,
+        signal_id,
+    })
 }
 
 fn read_input(row: &Row) -> Result<InputRecord, Fail> {
@@ -1244,6 +1281,151 @@ impl CheckpointStore for PostgresStore {
         })
     }
 
+    fn send_signal<'a>(&'a self, signal: &'a SignalRecord) -> StoreFuture<'a, SignalSent> {
+        self.run(move || format!("send signal {} to run {}", signal.signal_id, signal.run_id), async move {
+            let conn = self.conn().await?;
+            // One statement: the run's row, locked `FOR KEY SHARE` (which owners' writes and
+            // claims do not wait for, a delete does) so it is not deleted under the insert,
+            // and the signal inserted only if the run is unfinished and has none of its id.
+            let st = conn
+                .prepare_cached(concat!(
+                    "WITH run AS (
+                         SELECT status FROM agent_runs WHERE run_id = $1 FOR KEY SHARE
+                     ), kept AS (
+                         INSERT INTO agent_signals (run_id, signal_id, name, payload, sent_ms)
+                         SELECT $1, $2, $3, $4, $5 FROM run WHERE status NOT IN ",
+                    finished_sql!(),
+                    " ON CONFLICT (run_id, signal_id) DO NOTHING
+                         RETURNING 1
+                     )
+                     SELECT run.status, (SELECT count(*) FROM kept) FROM run"
+                ))
+                .await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&signal.run_id, &signal.signal_id, &signal.name, &signal.payload, &signal.sent_ms];
+            let Some(row) = conn.query_opt(&st, &params).await? else { return Ok(SignalSent::UnknownRun) };
+            let status = status_from_db(STORE, &signal.run_id, &row.try_get::<_, String>(0)?)?;
+            if status.is_finished() {
+                return Ok(SignalSent::Finished(status));
+            }
+            Ok(if row.try_get::<_, i64>(1)? > 0 { SignalSent::Kept } else { SignalSent::Duplicate })
+        })
+    }
+
+    fn take_signal<'a>(
+        &'a self,
+        run_id: &'a str,
+        name: &'a str,
+        wait_key: &'a str,
+        now_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, Option<SignalRecord>> {
+        self.run(move || format!("take signal {name} of run {run_id} for wait {wait_key}"), async move {
+            let mut conn = self.conn().await?;
+            let db_epoch = u64_to_db(STORE, "epoch", epoch)?;
+            // The wait polls: unless it took a signal before or one of its name waits, one
+            // read, which locks and writes nothing.
+            let st = conn
+                .prepare_cached(
+                    "SELECT epoch,
+                         EXISTS (SELECT 1 FROM agent_signals WHERE run_id = $1 AND taken_by = $3)
+                         OR EXISTS (SELECT 1 FROM agent_signals WHERE run_id = $1 AND name = $2 AND taken_by IS NULL)
+                     FROM agent_runs WHERE run_id = $1",
+                )
+                .await?;
+            let found = conn.query_opt(&st, &[&run_id, &name, &wait_key]).await?;
+            let current = found.as_ref().map(|r| r.try_get::<_, i64>(0)).transpose()?.unwrap_or(0);
+            if current != db_epoch {
+                let current = u64_from_db(STORE, "epoch", current)?;
+                return Err(StoreError::fenced(STORE, run_id, epoch, current).into());
+            }
+            if !found.map(|r| r.try_get::<_, bool>(1)).transpose()?.unwrap_or(false) {
+                return Ok(None);
+            }
+            let tx = conn.transaction().await?;
+            check_epoch_in(&tx, run_id, epoch).await?;
+            let st = tx
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    signal_columns!(),
+                    " FROM agent_signals WHERE run_id = $1 AND taken_by = $2"
+                ))
+                .await?;
+            if let Some(row) = tx.query_opt(&st, &[&run_id, &wait_key]).await? {
+                let before = read_signal(&row)?;
+                tx.commit().await?;
+                return Ok(Some(before));
+            }
+            // A signal another take locked is skipped, not waited for: of concurrent takes,
+            // each gets its own or none.
+            let st = tx
+                .prepare_cached(concat!(
+                    "UPDATE agent_signals SET taken_by = $3, taken_ms = $4
+                     WHERE run_id = $1 AND signal_id = (
+                         SELECT signal_id FROM agent_signals WHERE run_id = $1 AND name = $2 AND taken_by IS NULL
+                         ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING ",
+                    signal_columns!()
+                ))
+                .await?;
+            let taken = tx.query_opt(&st, &[&run_id, &name, &wait_key, &now_ms]).await?;
+            let taken = taken.as_ref().map(read_signal).transpose()?;
+            tx.commit().await?;
+            Ok(taken)
+        })
+    }
+
+    fn signals<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<SignalRecord>> {
+        self.run(move || format!("list the signals of run {run_id}"), async move {
+            let conn = self.conn().await?;
+            let st = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    signal_columns!(),
+                    " FROM agent_signals WHERE run_id = $1 ORDER BY seq"
+                ))
+                .await?;
+            conn.query(&st, &[&run_id]).await?.iter().map(read_signal).collect()
+        })
+    }
+
+    fn arm_timer<'a>(&'a self, timer: &'a TimerRecord, epoch: u64) -> StoreFuture<'a, i64> {
+        self.run(move || format!("arm timer {} of run {}", timer.key, timer.run_id), async move {
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await?;
+            check_epoch_in(&tx, &timer.run_id, epoch).await?;
+            let arm = tx
+                .prepare_cached(
+                    "INSERT INTO agent_timers (run_id, timer_key, wake_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (run_id, timer_key) DO NOTHING",
+                )
+                .await?;
+            tx.execute(&arm, &[&timer.run_id, &timer.key, &timer.wake_ms]).await?;
+            // The first armed wins. A statement of its own, so it sees the timer of a
+            // concurrent arm that the insert waited for.
+            let read =
+                tx.prepare_cached("SELECT wake_ms FROM agent_timers WHERE run_id = $1 AND timer_key = $2").await?;
+            let wake_ms: i64 = tx.query_one(&read, &[&timer.run_id, &timer.key]).await?.try_get(0)?;
+            tx.commit().await?;
+            Ok(wake_ms)
+        })
+    }
+
+    fn timers<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<TimerRecord>> {
+        self.run(move || format!("list the timers of run {run_id}"), async move {
+            let conn = self.conn().await?;
+            let st = conn
+                .prepare_cached(
+                    "SELECT run_id, timer_key, wake_ms FROM agent_timers WHERE run_id = $1 ORDER BY timer_key COLLATE \"C\"",
+                )
+                .await?;
+            let rows = conn.query(&st, &[&run_id]).await?;
+            rows.iter()
+                .map(|r| Ok(TimerRecord { run_id: r.try_get(0)?, key: r.try_get(1)?, wake_ms: r.try_get(2)? }))
+                .collect()
+        })
+    }
+
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
         self.run(move || format!("delete run {run_id}"), async move {
             let mut conn = self.conn().await?;
@@ -1257,6 +1439,8 @@ impl CheckpointStore for PostgresStore {
                 "DELETE FROM agent_state_cancels WHERE run_id = $1",
                 // Its own lineage; its descendants' rows (`parent_run_id`) stay.
                 "DELETE FROM agent_lineage WHERE run_id = $1",
+                "DELETE FROM agent_signals WHERE run_id = $1",
+                "DELETE FROM agent_timers WHERE run_id = $1",
             ] {
                 let st = tx.prepare_cached(sql).await?;
                 deleted += tx.execute(&st, &[&run_id]).await?;
@@ -1297,6 +1481,8 @@ impl CheckpointStore for PostgresStore {
                     delete("DELETE FROM agent_inputs WHERE run_id = ANY($1)").await?;
                     delete("DELETE FROM agent_state_cancels WHERE run_id = ANY($1)").await?;
                     delete("DELETE FROM agent_lineage WHERE run_id = ANY($1)").await?;
+                    delete("DELETE FROM agent_signals WHERE run_id = ANY($1)").await?;
+                    delete("DELETE FROM agent_timers WHERE run_id = ANY($1)").await?;
                     report.runs += delete("DELETE FROM agent_runs WHERE run_id = ANY($1)").await?;
                 }
             }
