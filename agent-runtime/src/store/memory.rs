@@ -10,7 +10,10 @@
 //! anything. Its clock, for leases, is the machine's (`SystemTime`). Lineage (see
 //! [`Lineage`]) is kept beside the runs, keyed by the run made, so it can be recorded before
 //! the run's row exists; deleting a run (or retention dropping it) removes its own lineage
-//! only.
+//! only. Signals and timers (see [`SignalRecord`]) are kept beside the runs too, keyed by
+//! run: a signal only for a run whose row exists and is unfinished, numbered by one counter
+//! of the store (so `seq` follows the order of sends); deleting a run (or retention
+//! dropping it) removes its signals and timers.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -22,8 +25,8 @@ use agent_core::AgentStatus;
 
 use super::{
     now_ms, ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, NextRun,
-    Retention, RetentionReport, RunControl, RunQuery, RunRecord, Snapshot, StoreError, StoreFuture, Submission,
-    Submitted,
+    Retention, RetentionReport, RunControl, RunQuery, RunRecord, SignalRecord, SignalSent, Snapshot, StoreError,
+    StoreFuture, Submission, Submitted, TimerRecord,
 };
 
 const STORE: &str = "memory";
@@ -58,6 +61,12 @@ struct Inner {
     next_snapshot_id: u64,
     /// Where each run made from another came from, keyed by the run made.
     lineage: HashMap<String, Lineage>,
+    /// The signals sent to each run, keyed by run id, in the order they were kept (`seq`).
+    signals: HashMap<String, Vec<SignalRecord>>,
+    /// The `seq` of the last signal kept (of any run).
+    last_signal_seq: u64,
+    /// The timers of the runs' durable waits, keyed by (run id, timer key).
+    timers: BTreeMap<(String, String), TimerRecord>,
 }
 
 #[derive(Debug)]
@@ -565,6 +574,74 @@ impl CheckpointStore for MemoryStore {
         Box::pin(std::future::ready(result))
     }
 
+    fn send_signal<'a>(&'a self, signal: &'a SignalRecord) -> StoreFuture<'a, SignalSent> {
+        let mut inner = self.lock();
+        let sent = match inner.runs.get(&signal.run_id).map(|d| d.record.status) {
+            None => SignalSent::UnknownRun,
+            Some(status) if status.is_finished() => SignalSent::Finished(status),
+            Some(_) => {
+                let seq = inner.last_signal_seq + 1;
+                let kept = inner.signals.entry(signal.run_id.clone()).or_default();
+                if kept.iter().any(|s| s.signal_id == signal.signal_id) {
+                    SignalSent::Duplicate
+                } else {
+                    let mut record = signal.clone();
+                    (record.seq, record.taken_by, record.taken_ms) = (seq, None, None);
+                    kept.push(record);
+                    inner.last_signal_seq = seq;
+                    SignalSent::Kept
+                }
+            }
+        };
+        Box::pin(std::future::ready(Ok(sent)))
+    }
+
+    fn take_signal<'a>(
+        &'a self,
+        run_id: &'a str,
+        name: &'a str,
+        wait_key: &'a str,
+        now_ms: i64,
+        epoch: u64,
+    ) -> StoreFuture<'a, Option<SignalRecord>> {
+        let mut inner = self.lock();
+        let taken = check_epoch(&inner, run_id, epoch).map(|()| {
+            let kept = inner.signals.get_mut(run_id)?;
+            if let Some(before) = kept.iter().find(|s| s.taken_by.as_deref() == Some(wait_key)) {
+                return Some(before.clone());
+            }
+            let next = kept.iter_mut().find(|s| s.name == name && s.taken_by.is_none())?;
+            (next.taken_by, next.taken_ms) = (Some(wait_key.to_owned()), Some(now_ms));
+            Some(next.clone())
+        });
+        Box::pin(std::future::ready(taken))
+    }
+
+    fn signals<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<SignalRecord>> {
+        let kept = self.lock().signals.get(run_id).cloned().unwrap_or_default();
+        Box::pin(std::future::ready(Ok(kept)))
+    }
+
+    fn arm_timer<'a>(&'a self, timer: &'a TimerRecord, epoch: u64) -> StoreFuture<'a, i64> {
+        let mut inner = self.lock();
+        // The first armed wins: a timer armed before keeps its wake time.
+        let armed = check_epoch(&inner, &timer.run_id, epoch).map(|()| {
+            inner.timers.entry((timer.run_id.clone(), timer.key.clone())).or_insert_with(|| timer.clone()).wake_ms
+        });
+        Box::pin(std::future::ready(armed))
+    }
+
+    fn timers<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<TimerRecord>> {
+        let found = self
+            .lock()
+            .timers
+            .range((run_id.to_owned(), String::new())..)
+            .take_while(|((r, _), _)| r == run_id)
+            .map(|(_, t)| t.clone())
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
         let mut inner = self.lock();
         let had_run = inner.runs.remove(run_id).is_some();
@@ -573,7 +650,11 @@ impl CheckpointStore for MemoryStore {
         let had_inputs = inner.inputs.len() != before;
         // Its own lineage only: its descendants' still name it.
         let had_lineage = inner.lineage.remove(run_id).is_some();
-        Box::pin(std::future::ready(Ok(had_run || had_inputs || had_lineage)))
+        let had_signals = inner.signals.remove(run_id).is_some();
+        let before = inner.timers.len();
+        inner.timers.retain(|(r, _), _| r != run_id);
+        let had_timers = inner.timers.len() != before;
+        Box::pin(std::future::ready(Ok(had_run || had_inputs || had_lineage || had_signals || had_timers)))
     }
 
     fn apply_retention<'a>(&'a self, policy: &'a Retention, now_ms: i64) -> StoreFuture<'a, RetentionReport> {
@@ -589,6 +670,7 @@ impl CheckpointStore for MemoryStore {
                 .collect();
             for run_id in &dropped {
                 inner.lineage.remove(run_id);
+                inner.signals.remove(run_id);
                 if let Some(d) = inner.runs.remove(run_id) {
                     report.runs += 1;
                     report.entries += d.journal.len() as u64;
@@ -598,6 +680,7 @@ impl CheckpointStore for MemoryStore {
             if !dropped.is_empty() {
                 let dropped: std::collections::HashSet<&str> = dropped.iter().map(String::as_str).collect();
                 inner.inputs.retain(|(r, _), _| !dropped.contains(r.as_str()));
+                inner.timers.retain(|(r, _), _| !dropped.contains(r.as_str()));
             }
         }
         if let Some(keep) = policy.keep_snapshots {
