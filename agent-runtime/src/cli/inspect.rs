@@ -2,7 +2,8 @@
 //!
 //! Invariants:
 //! - Neither command writes to the store nor needs the run's process: they read the run
-//!   rows, the newest snapshot and the requests for human input.
+//!   rows, the newest snapshot, the requests for human input, and the run's durable waits
+//!   and signals (`show`).
 //! - `show`'s timeline is the newest snapshot's: states that started, by first start time,
 //!   then those with no recorded time, in definition order. A duration is shown only when
 //!   the snapshot recorded both ends (`started_ms`, `finished_ms`); otherwise it says
@@ -135,6 +136,26 @@ pub(super) async fn show(
             at,
             took
         )?;
+    }
+
+    let (timers, signals) = (db.timers(&run.run_id).await?, db.signals(&run.run_id).await?);
+    if !timers.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "durable waits (sleeps, signal timeouts)")?;
+        for t in &timers {
+            writeln!(out, "  {:<50} wakes {}", shown(&t.key), utc(t.wake_ms))?;
+        }
+    }
+    if !signals.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "signals")?;
+        for g in &signals {
+            let fate = match (&g.taken_by, g.taken_ms) {
+                (Some(by), Some(at)) => format!("taken {} by {}", utc(at), shown(by)),
+                _ => "kept, for the next wait on its name".to_owned(),
+            };
+            writeln!(out, "  {:<20} {:<38} sent {}  {}", shown(&g.name), shown(&g.signal_id), utc(g.sent_ms), fate)?;
+        }
     }
 
     let inputs = db.inputs(Some(&run.run_id), false).await?;
