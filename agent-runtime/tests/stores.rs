@@ -872,6 +872,182 @@ async fn lineage(store: &dyn CheckpointStore, tag: &str) {
     assert_eq!(store.descendants(&someone).await.unwrap(), std::slice::from_ref(&again), "{tag}");
 }
 
+/// Signals (`send_signal`, `take_signal`, `signals`): kept once per id, for a run that is
+/// queued, running or paused, never for a finished run or none; taken oldest first by name
+/// (names never mix), once each, a wait getting again the signal it took (also after the
+/// run was taken over) and a second wait the next; fenced by the run's epoch (a fenced take
+/// takes nothing); of concurrent takes each gets its own signal or none; deleted with their
+/// run, by `delete_run` and by retention.
+async fn signals(store: &dyn CheckpointStore, tag: &str) {
+    use agent_runtime::store::{SignalRecord, SignalSent};
+    let id = format!("{tag}-signalled");
+    let create = |id: &str| claim(id, "w1").create(run(id, "a", AgentStatus::Running, 1, 1));
+    let signal = |run_id: &str, signal_id: &str, name: &str, n: i64| {
+        SignalRecord::new(run_id, signal_id, name, format!(r#"{{"n":{n},"text":"naïve \"quoted\""}}"#), 100 + n)
+    };
+    let r1 = taken(store.claim_run(&create(&id)).await.unwrap());
+    assert!(store.signals(&id).await.unwrap().is_empty(), "{tag}: none yet");
+    assert_eq!(store.take_signal(&id, "pay", "s/signal/0", 1, r1.epoch).await.unwrap(), None, "{tag}: none yet");
+
+    // Kept once per id: a second send of an id keeps nothing, whatever it carries.
+    for (signal_id, name, n) in [("a", "pay", 1), ("b", "ship", 2), ("c", "pay", 3), ("d", "pay", 4)] {
+        assert_eq!(store.send_signal(&signal(&id, signal_id, name, n)).await.unwrap(), SignalSent::Kept, "{tag}");
+    }
+    let again = signal(&id, "a", "ship", 9);
+    assert_eq!(store.send_signal(&again).await.unwrap(), SignalSent::Duplicate, "{tag}");
+    let kept = store.signals(&id).await.unwrap();
+    assert!(kept.windows(2).all(|w| w[0].seq < w[1].seq) && kept[0].seq > 0, "{tag}: seqs {kept:?}");
+    let expected: Vec<SignalRecord> = [("a", "pay", 1), ("b", "ship", 2), ("c", "pay", 3), ("d", "pay", 4)]
+        .into_iter()
+        .zip(&kept)
+        .map(|((signal_id, name, n), k)| {
+            let mut sent = signal(&id, signal_id, name, n);
+            sent.seq = k.seq;
+            sent
+        })
+        .collect();
+    assert_eq!(kept, expected, "{tag}: kept as sent, in the order sent");
+
+    // Taken oldest first by name, each once; the same wait gets its signal again (whatever
+    // name it asks), another wait the next.
+    let take = |name: &'static str, wait: &'static str, epoch: u64| store.take_signal(&id, name, wait, 500, epoch);
+    let took = |s: Option<SignalRecord>| s.map(|s| (s.signal_id, s.taken_by, s.taken_ms));
+    let by = |signal_id: &str, wait: &str| Some((signal_id.to_owned(), Some(wait.to_owned()), Some(500)));
+    assert_eq!(took(take("pay", "s/signal/0", r1.epoch).await.unwrap()), by("a", "s/signal/0"), "{tag}");
+    assert_eq!(took(take("pay", "s/signal/0", r1.epoch).await.unwrap()), by("a", "s/signal/0"), "{tag}: again");
+    assert_eq!(took(take("ship", "s/signal/0", r1.epoch).await.unwrap()), by("a", "s/signal/0"), "{tag}: its own");
+    assert_eq!(took(take("pay", "s/signal/1", r1.epoch).await.unwrap()), by("c", "s/signal/1"), "{tag}: the next");
+    assert_eq!(took(take("ship", "t/signal/0", r1.epoch).await.unwrap()), by("b", "t/signal/0"), "{tag}: by name");
+    assert_eq!(take("ship", "t/signal/1", r1.epoch).await.unwrap(), None, "{tag}: no ship left");
+    assert_eq!(took(take("pay", "s/signal/2", r1.epoch).await.unwrap()), by("d", "s/signal/2"), "{tag}");
+    assert_eq!(take("pay", "s/signal/3", r1.epoch).await.unwrap(), None, "{tag}: no pay left");
+    assert_eq!(take("refund", "s/signal/3", r1.epoch).await.unwrap(), None, "{tag}: no such name");
+    let waits: Vec<_> = store.signals(&id).await.unwrap().into_iter().map(|s| (s.signal_id, s.taken_by)).collect();
+    let expected = [("a", "s/signal/0"), ("b", "t/signal/0"), ("c", "s/signal/1"), ("d", "s/signal/2")];
+    assert_eq!(waits, expected.map(|(s, w)| (s.to_owned(), Some(w.to_owned()))), "{tag}: kept as taken");
+
+    // Another epoch takes nothing, not even the signal its wait took before.
+    assert_eq!(store.send_signal(&signal(&id, "e", "pay", 5)).await.unwrap(), SignalSent::Kept, "{tag}");
+    assert_fenced(take("pay", "s/signal/3", r1.epoch + 1).await, &id, r1.epoch + 1, r1.epoch);
+    assert_fenced(take("pay", "s/signal/3", 0).await, &id, 0, r1.epoch);
+    assert_fenced(take("pay", "s/signal/0", 0).await, &id, 0, r1.epoch);
+    assert_eq!(store.signals(&id).await.unwrap().last().map(|s| s.taken_by.clone()), Some(None), "{tag}: untaken");
+
+    // Taken over: the old owner is fenced; the new one's waits get what the old one's took.
+    store.release_run(&id, r1.epoch).await.unwrap();
+    let r2 = taken(store.claim_run(&claim(&id, "w2")).await.unwrap());
+    assert_fenced(take("pay", "s/signal/3", r1.epoch).await, &id, r1.epoch, r2.epoch);
+    assert_eq!(took(take("pay", "s/signal/0", r2.epoch).await.unwrap()), by("a", "s/signal/0"), "{tag}: the same");
+    assert_eq!(took(take("pay", "s/signal/3", r2.epoch).await.unwrap()), by("e", "s/signal/3"), "{tag}");
+
+    // Of concurrent takes, each gets a signal of its own or none.
+    for (signal_id, n) in [("f", 6), ("g", 7), ("h", 8)] {
+        assert_eq!(store.send_signal(&signal(&id, signal_id, "pay", n)).await.unwrap(), SignalSent::Kept, "{tag}");
+    }
+    let (one, two, three, four, five) = tokio::join!(
+        take("pay", "p/signal/1", r2.epoch),
+        take("pay", "p/signal/2", r2.epoch),
+        take("pay", "p/signal/3", r2.epoch),
+        take("pay", "p/signal/4", r2.epoch),
+        take("pay", "p/signal/5", r2.epoch),
+    );
+    let mut got: Vec<String> =
+        [one, two, three, four, five].into_iter().filter_map(|t| t.unwrap().map(|s| s.signal_id)).collect();
+    got.sort();
+    assert_eq!(got, ["f", "g", "h"], "{tag}: each taken once");
+
+    // Unknown runs take no signals; a wait of one at epoch 0 finds none.
+    let none = format!("{tag}-none");
+    assert_eq!(store.send_signal(&signal(&none, "a", "pay", 1)).await.unwrap(), SignalSent::UnknownRun, "{tag}");
+    assert!(store.signals(&none).await.unwrap().is_empty(), "{tag}: nothing kept");
+    assert_fenced(store.take_signal(&none, "pay", "s/signal/0", 1, 1).await, &none, 1, 0);
+    assert_eq!(store.take_signal(&none, "pay", "s/signal/0", 1, 0).await.unwrap(), None, "{tag}");
+
+    // Queued, running and paused runs take signals; finished ones keep none, whether they
+    // were written finished or finished by their owner.
+    for (i, status) in ALL_STATUSES.into_iter().enumerate() {
+        let r = format!("{tag}-status-{i}");
+        store.upsert_run(&run(&r, "a", status, 1, 1)).await.unwrap();
+        let sent = store.send_signal(&signal(&r, "a", "pay", 1)).await.unwrap();
+        let expected = if status.is_finished() { SignalSent::Finished(status) } else { SignalSent::Kept };
+        assert_eq!(sent, expected, "{tag}: {status}");
+        assert_eq!(store.signals(&r).await.unwrap().len(), usize::from(!status.is_finished()), "{tag}: {status}");
+    }
+    let done = format!("{tag}-done");
+    let d = taken(store.claim_run(&create(&done)).await.unwrap());
+    assert_eq!(store.send_signal(&signal(&done, "a", "pay", 1)).await.unwrap(), SignalSent::Kept, "{tag}");
+    store.upsert_run(&d.clone().with_status(AgentStatus::Completed, 1_000)).await.unwrap();
+    let finished = SignalSent::Finished(AgentStatus::Completed);
+    assert_eq!(store.send_signal(&signal(&done, "b", "pay", 2)).await.unwrap(), finished, "{tag}");
+    assert_eq!(store.send_signal(&signal(&done, "a", "pay", 1)).await.unwrap(), finished, "{tag}: finished first");
+
+    // Deleting a run deletes its signals: a new run of the same id has none, taken or not.
+    assert!(store.delete_run(&id).await.unwrap(), "{tag}");
+    assert!(store.signals(&id).await.unwrap().is_empty(), "{tag}: deleted with its run");
+    let fresh = taken(store.claim_run(&create(&id)).await.unwrap());
+    assert_eq!(store.take_signal(&id, "pay", "s/signal/0", 1, fresh.epoch).await.unwrap(), None, "{tag}");
+    assert_eq!(store.send_signal(&signal(&id, "a", "pay", 1)).await.unwrap(), SignalSent::Kept, "{tag}: id free");
+
+    // So does retention, dropping a finished run; the others keep theirs.
+    let policy = Retention { keep_snapshots: None, drop_finished_after: Some(Duration::from_secs(5)) };
+    store.apply_retention(&policy, 10_000).await.unwrap();
+    assert!(store.signals(&done).await.unwrap().is_empty(), "{tag}: dropped with its run");
+    assert_eq!(store.signals(&id).await.unwrap().len(), 1, "{tag}: unfinished, kept");
+}
+
+/// Timers (`arm_timer`, `timers`): armed once per run and key, every later arm getting the
+/// first wake time (also after the run was taken over); listed by key, bytewise; fenced by
+/// the run's epoch (a fenced arm arms nothing); deleted with their run, by `delete_run` and
+/// by retention.
+async fn timers(store: &dyn CheckpointStore, tag: &str) {
+    use agent_runtime::store::TimerRecord;
+    let id = format!("{tag}-sleeping");
+    let other = format!("{tag}-other");
+    let create = |id: &str| claim(id, "w1").create(run(id, "a", AgentStatus::Running, 1, 1));
+    let r1 = taken(store.claim_run(&create(&id)).await.unwrap());
+    assert!(store.timers(&id).await.unwrap().is_empty(), "{tag}: none yet");
+    let timer = |key: &str, wake_ms: i64| TimerRecord::new(&id, key, wake_ms);
+    assert_eq!(store.arm_timer(&timer("s/sleep/1", 5_000), r1.epoch).await.unwrap(), 5_000, "{tag}");
+    assert_eq!(store.arm_timer(&timer("s/sleep/1", 9_000), r1.epoch).await.unwrap(), 5_000, "{tag}: the first");
+    for (key, wake_ms) in [("a/sleep/0", 7_000), ("Z/sleep/0", 8_000)] {
+        assert_eq!(store.arm_timer(&timer(key, wake_ms), r1.epoch).await.unwrap(), wake_ms, "{tag}: {key}");
+    }
+    let armed = [timer("Z/sleep/0", 8_000), timer("a/sleep/0", 7_000), timer("s/sleep/1", 5_000)];
+    assert_eq!(store.timers(&id).await.unwrap(), armed, "{tag}: by key, bytewise");
+
+    // Another epoch arms nothing.
+    assert_fenced(store.arm_timer(&timer("s/sleep/2", 1), r1.epoch + 1).await, &id, r1.epoch + 1, r1.epoch);
+    assert_fenced(store.arm_timer(&timer("s/sleep/2", 1), 0).await, &id, 0, r1.epoch);
+    assert_eq!(store.timers(&id).await.unwrap(), armed, "{tag}: nothing armed");
+
+    // Taken over: the old owner is fenced; the new one wakes when the first arm said.
+    store.release_run(&id, r1.epoch).await.unwrap();
+    let r2 = taken(store.claim_run(&claim(&id, "w2")).await.unwrap());
+    assert_fenced(store.arm_timer(&timer("s/sleep/2", 1), r1.epoch).await, &id, r1.epoch, r2.epoch);
+    assert_eq!(store.arm_timer(&timer("s/sleep/1", 1), r2.epoch).await.unwrap(), 5_000, "{tag}: the first");
+
+    // A run's timers are its own; an unknown run arms none at an epoch.
+    let o = taken(store.claim_run(&create(&other)).await.unwrap());
+    assert_eq!(store.arm_timer(&TimerRecord::new(&other, "s/sleep/1", 42), o.epoch).await.unwrap(), 42, "{tag}");
+    assert_eq!(store.timers(&id).await.unwrap(), armed, "{tag}: not the other run's");
+    let none = format!("{tag}-none");
+    assert_fenced(store.arm_timer(&TimerRecord::new(&none, "s/sleep/0", 1), 1).await, &none, 1, 0);
+    assert!(store.timers(&none).await.unwrap().is_empty(), "{tag}");
+
+    // Deleting a run deletes its timers: a new run of the same id arms afresh.
+    assert!(store.delete_run(&id).await.unwrap(), "{tag}");
+    assert!(store.timers(&id).await.unwrap().is_empty(), "{tag}: deleted with its run");
+    let fresh = taken(store.claim_run(&create(&id)).await.unwrap());
+    assert_eq!(store.arm_timer(&timer("s/sleep/1", 6_000), fresh.epoch).await.unwrap(), 6_000, "{tag}: afresh");
+
+    // So does retention, dropping a finished run; the others keep theirs.
+    store.upsert_run(&o.clone().with_status(AgentStatus::Completed, 1_000)).await.unwrap();
+    let policy = Retention { keep_snapshots: None, drop_finished_after: Some(Duration::from_secs(5)) };
+    assert_eq!(store.apply_retention(&policy, 10_000).await.unwrap().runs, 1, "{tag}");
+    assert!(store.timers(&other).await.unwrap().is_empty(), "{tag}: dropped with its run");
+    assert_eq!(store.timers(&id).await.unwrap(), [timer("s/sleep/1", 6_000)], "{tag}: unfinished, kept");
+}
+
 async fn lease_expiry(store: &dyn CheckpointStore, tag: &str) {
     let id = format!("{tag}-expiring");
     let short = Duration::from_millis(150);
@@ -965,7 +1141,9 @@ mod memory {
         lease_expiry,
         control,
         state_cancels,
-        lineage
+        lineage,
+        signals,
+        timers
     );
 
     #[tokio::test]
@@ -1019,7 +1197,9 @@ mod sqlite {
         lease_expiry,
         control,
         state_cancels,
-        lineage
+        lineage,
+        signals,
+        timers
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1164,6 +1344,22 @@ mod sqlite {
         let m = corrupt(store.lineage("before-zero").await.map(drop), "negative parent seq");
         assert!(m.contains("parent seq"), "{m}");
         corrupt(store.descendants("q").await.map(drop), "negative parent seq, listed");
+
+        // Signals and timers: a negative seq, a wake time that is not a number. A take that
+        // reads a bad signal takes nothing.
+        raw.execute_batch(
+            "INSERT INTO agent_signals (seq, run_id, signal_id, name, payload, sent_ms)
+                 VALUES (-1, 'fine', 'bad-seq', 'pay', '{}', 1);
+             INSERT INTO agent_timers (run_id, timer_key, wake_ms) VALUES ('fine', 's/sleep/0', 'soon');",
+        )
+        .unwrap();
+        let m = corrupt(store.signals("fine").await.map(drop), "negative signal seq");
+        assert!(m.contains("bad-seq") && m.contains("seq"), "{m}");
+        corrupt(store.take_signal("fine", "pay", "s/signal/0", 1, 0).await.map(drop), "negative signal seq, taken");
+        let taken: Option<String> =
+            raw.query_row("SELECT taken_by FROM agent_signals WHERE signal_id = 'bad-seq'", [], |r| r.get(0)).unwrap();
+        assert_eq!(taken, None, "nothing taken");
+        corrupt(store.timers("fine").await.map(drop), "a wake time of text");
     }
 
     #[test]
@@ -1366,7 +1562,9 @@ mod postgres {
         lease_expiry,
         control,
         state_cancels,
-        lineage
+        lineage,
+        signals,
+        timers
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1492,6 +1690,29 @@ mod postgres {
             assert!(matches!(store.descendants("p").await, Err(StoreError::Corrupt { .. })));
             assert!(matches!(store.lineage("before-zero").await, Err(StoreError::Corrupt { .. })));
             assert!(matches!(store.descendants("q").await, Err(StoreError::Corrupt { .. })));
+
+            // Signals: a negative seq, listed or taken (a take that reads it takes nothing).
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO \"{schema}\".agent_signals (run_id, signal_id, seq, name, payload, sent_ms)
+                         VALUES ('fine', 'bad-seq', -1, 'pay', '{{}}', 1);"
+                ))
+                .await
+                .unwrap();
+            match store.signals("fine").await {
+                Err(StoreError::Corrupt { message, .. }) => {
+                    assert!(message.contains("bad-seq") && message.contains("seq"), "{message}")
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+            let take = store.take_signal("fine", "pay", "s/signal/0", 1, 0).await;
+            assert!(matches!(take, Err(StoreError::Corrupt { .. })), "{take:?}");
+            let taken: Option<String> = client
+                .query_one(&format!("SELECT taken_by FROM \"{schema}\".agent_signals WHERE signal_id = 'bad-seq'"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(taken, None, "nothing taken");
         })
         .await;
     }
