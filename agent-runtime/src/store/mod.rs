@@ -18,6 +18,9 @@
 //! - the [`SignalRecord`]s sent to it and the [`TimerRecord`]s of its durable waits (see
 //!   the module `signals` for the rules they keep).
 //!
+//! Beside runs, a store keeps [`ScheduleRecord`]s: cron schedules of an agent and their
+//! cursors, moved by guarded writes (see the module `schedules`).
+//!
 //! Ownership: a run has at most one owner at a time, a worker (see
 //! [`WorkerId`](crate::WorkerId)) that holds a lease on it until a time kept by the store's
 //! own clock (PostgreSQL's `now()`, SQLite's and the memory store's clock of the machine).
@@ -88,6 +91,7 @@ mod queue;
 mod retry;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod run_filter;
+mod schedules;
 mod signals;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -101,6 +105,7 @@ pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use queue::{ClaimNext, NextRun, Served, Submission, Submitted};
 pub use retry::{RetryingStore, DEFAULT_STORE_RETRY};
+pub use schedules::{ScheduleAdvance, ScheduleRecord};
 pub use signals::{SignalRecord, SignalSent, TimerRecord};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -805,6 +810,53 @@ pub trait CheckpointStore: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
+    /// Add `schedule`, or replace the definition and cursor of the agent's schedule of that
+    /// name (keeping its `created_ms` and `last_run_id`); either way its version goes up.
+    /// Whether it was added. Stores that keep no schedules say so (the default).
+    fn put_schedule<'a>(&'a self, schedule: &'a ScheduleRecord) -> StoreFuture<'a, bool> {
+        let _ = schedule;
+        Box::pin(std::future::ready(Err(StoreError::Backend {
+            store: self.kind(),
+            message: "this store keeps no schedules".to_owned(),
+            source: None,
+        })))
+    }
+
+    /// The schedules of `agent` (of every agent when `None`), by agent then name.
+    fn schedules<'a>(&'a self, agent: Option<&'a str>) -> StoreFuture<'a, Vec<ScheduleRecord>> {
+        let _ = agent;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
+    /// Pause (or resume) the agent's schedule `name`, setting its cursor to `next_tick_ms`
+    /// (on resume: the first tick after now, so the ticks of the pause are not caught up);
+    /// its version goes up. Whether it exists.
+    fn pause_schedule<'a>(
+        &'a self,
+        agent: &'a str,
+        name: &'a str,
+        paused: bool,
+        next_tick_ms: i64,
+        now_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        let _ = (agent, name, paused, next_tick_ms, now_ms);
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
+    /// Delete the agent's schedule `name` (its runs stay). Whether it existed.
+    fn delete_schedule<'a>(&'a self, agent: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        let _ = (agent, name);
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
+    /// Move a schedule's cursor (see [`ScheduleAdvance`]) if its version is still
+    /// `advance.version`, bumping it; `false` (and nothing written) otherwise, or when the
+    /// schedule is gone.
+    fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool> {
+        let _ = advance;
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
     /// Delete a run and everything recorded for it; `false` if there was none.
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool>;
 
@@ -988,6 +1040,28 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
     }
     fn timers<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<TimerRecord>> {
         (**self).timers(run_id)
+    }
+    fn put_schedule<'a>(&'a self, schedule: &'a ScheduleRecord) -> StoreFuture<'a, bool> {
+        (**self).put_schedule(schedule)
+    }
+    fn schedules<'a>(&'a self, agent: Option<&'a str>) -> StoreFuture<'a, Vec<ScheduleRecord>> {
+        (**self).schedules(agent)
+    }
+    fn pause_schedule<'a>(
+        &'a self,
+        agent: &'a str,
+        name: &'a str,
+        paused: bool,
+        next_tick_ms: i64,
+        now_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        (**self).pause_schedule(agent, name, paused, next_tick_ms, now_ms)
+    }
+    fn delete_schedule<'a>(&'a self, agent: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        (**self).delete_schedule(agent, name)
+    }
+    fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool> {
+        (**self).advance_schedule(advance)
     }
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
         (**self).delete_run(run_id)

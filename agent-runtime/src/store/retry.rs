@@ -49,8 +49,8 @@ use backon::{ExponentialBuilder, Retryable, TokioSleeper};
 
 use super::{
     CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, NextRun, Retention,
-    RetentionReport, RunControl, RunQuery, RunRecord, SignalRecord, SignalSent, Snapshot, StoreError, StoreFuture,
-    Submission, Submitted, TimerRecord,
+    RetentionReport, RunControl, RunQuery, RunRecord, ScheduleAdvance, ScheduleRecord, SignalRecord, SignalSent,
+    Snapshot, StoreError, StoreFuture, Submission, Submitted, TimerRecord,
 };
 
 /// `work`'s output, or `None` once `limit` has passed on the monotonic clock (tokio's sleeps
@@ -370,6 +370,38 @@ impl<S: CheckpointStore> CheckpointStore for RetryingStore<S> {
 
     fn timers<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Vec<TimerRecord>> {
         self.retried("timers", move |_| self.inner.timers(run_id))
+    }
+
+    fn put_schedule<'a>(&'a self, schedule: &'a ScheduleRecord) -> StoreFuture<'a, bool> {
+        // Retried: putting the same definition twice leaves it as once (a put whose reply
+        // was lost then says `false`, "replaced").
+        self.retried("put_schedule", move |_| self.inner.put_schedule(schedule))
+    }
+
+    fn schedules<'a>(&'a self, agent: Option<&'a str>) -> StoreFuture<'a, Vec<ScheduleRecord>> {
+        self.retried("schedules", move |_| self.inner.schedules(agent))
+    }
+
+    fn pause_schedule<'a>(
+        &'a self,
+        agent: &'a str,
+        name: &'a str,
+        paused: bool,
+        next_tick_ms: i64,
+        now_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        self.retried("pause_schedule", move |_| self.inner.pause_schedule(agent, name, paused, next_tick_ms, now_ms))
+    }
+
+    fn delete_schedule<'a>(&'a self, agent: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        self.retried("delete_schedule", move |_| self.inner.delete_schedule(agent, name))
+    }
+
+    fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool> {
+        // Not retried: an advance that landed but whose reply was lost would be refused on
+        // a retry (the version moved), which the caller reads as "another worker moved it";
+        // the next pass reads the cursor again either way.
+        self.inner.advance_schedule(advance)
     }
 
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>> {
