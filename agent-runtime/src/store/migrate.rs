@@ -57,7 +57,7 @@ macro_rules! dedupe_snapshots {
 /// SQLite's migrations, in order.
 #[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: &[Migration] =
-    &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5, SQLITE_6, SQLITE_7, SQLITE_8];
+    &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5, SQLITE_6, SQLITE_7, SQLITE_8, SQLITE_9];
 
 #[cfg(feature = "sqlite")]
 const SQLITE_1: Migration = Migration {
@@ -247,10 +247,39 @@ const SQLITE_8: Migration = Migration {
     ",
 };
 
+/// The schedules of agents (`store::ScheduleRecord`; see the module `schedules` for their
+/// rules): one row per `(agent, name)`, its definition and its cursor, with the `version`
+/// every write bumps and a cursor's move is guarded by. The key serves the listing (by
+/// agent, then name) and every write. No foreign key: a schedule is not a run's, and its
+/// runs outlive it.
+#[cfg(feature = "sqlite")]
+const SQLITE_9: Migration = Migration {
+    version: 9,
+    sql: "
+        CREATE TABLE agent_schedules (
+            agent            TEXT NOT NULL,
+            name             TEXT NOT NULL,
+            cron             TEXT NOT NULL,
+            timezone         TEXT NOT NULL,
+            overlap          TEXT NOT NULL,
+            catch_up_ms      INTEGER NOT NULL,
+            input            TEXT NOT NULL,
+            paused           INTEGER NOT NULL,
+            created_ms       INTEGER NOT NULL,
+            updated_ms       INTEGER NOT NULL,
+            next_tick_ms     INTEGER NOT NULL,
+            buffered_tick_ms INTEGER,
+            last_run_id      TEXT,
+            version          INTEGER NOT NULL,
+            PRIMARY KEY (agent, name)
+        ) WITHOUT ROWID;
+    ",
+};
+
 /// PostgreSQL's migrations, in order.
 #[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &[Migration] =
-    &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5, POSTGRES_6, POSTGRES_7, POSTGRES_8];
+    &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5, POSTGRES_6, POSTGRES_7, POSTGRES_8, POSTGRES_9];
 
 #[cfg(feature = "postgres")]
 const POSTGRES_1: Migration = Migration {
@@ -369,6 +398,31 @@ const POSTGRES_8: Migration = Migration {
             timer_key TEXT NOT NULL,
             wake_ms   BIGINT NOT NULL,
             PRIMARY KEY (run_id, timer_key)
+        );
+    ",
+};
+
+/// As [`SQLITE_9`].
+#[cfg(feature = "postgres")]
+const POSTGRES_9: Migration = Migration {
+    version: 9,
+    sql: "
+        CREATE TABLE agent_schedules (
+            agent            TEXT NOT NULL,
+            name             TEXT NOT NULL,
+            cron             TEXT NOT NULL,
+            timezone         TEXT NOT NULL,
+            overlap          TEXT NOT NULL,
+            catch_up_ms      BIGINT NOT NULL,
+            input            TEXT NOT NULL,
+            paused           BOOLEAN NOT NULL,
+            created_ms       BIGINT NOT NULL,
+            updated_ms       BIGINT NOT NULL,
+            next_tick_ms     BIGINT NOT NULL,
+            buffered_tick_ms BIGINT,
+            last_run_id      TEXT,
+            version          BIGINT NOT NULL,
+            PRIMARY KEY (agent, name)
         );
     ",
 };
@@ -843,6 +897,65 @@ mod tests {
             )
             .unwrap();
         assert!(plan.contains("agent_signals_pending"), "{plan}");
+        let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, i64::from(latest(SQLITE)));
+    }
+
+    /// A version 8 database keeps its runs and signals and gains the table of schedules: one
+    /// per agent and name, its buffered tick and last run empty until written, listed by
+    /// agent then name from its key.
+    #[test]
+    #[cfg(feature = "sqlite")]
+    fn sqlite_version_9_adds_schedules_beside_the_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [&SQLITE_1, &SQLITE_2, &SQLITE_3, &SQLITE_4, &SQLITE_5, &SQLITE_6, &SQLITE_7, &SQLITE_8] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE agent_schema (version INTEGER NOT NULL);
+             INSERT INTO agent_schema (version) VALUES (8);
+             INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, epoch)
+                 VALUES ('r', 'a', 'Running', 1, 1, 2);
+             INSERT INTO agent_signals (run_id, signal_id, name, payload, sent_ms) VALUES ('r', 's1', 'go', '{}', 5);",
+        )
+        .unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        let kept: (i64, String) = conn
+            .query_row(
+                "SELECT r.epoch, s.signal_id FROM agent_runs AS r JOIN agent_signals AS s USING (run_id)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (2, "s1".to_owned()));
+        let add = |agent: &str, name: &str| {
+            conn.execute(
+                "INSERT INTO agent_schedules (agent, name, cron, timezone, overlap, catch_up_ms, input, paused,
+                     created_ms, updated_ms, next_tick_ms, version)
+                 VALUES (?1, ?2, '0 3 * * *', 'UTC', 'skip', 0, '{}', 0, 1, 1, 1, 1)",
+                [agent, name],
+            )
+        };
+        add("a", "nightly").unwrap();
+        add("a", "hourly").unwrap();
+        add("b", "nightly").unwrap();
+        assert!(add("a", "nightly").is_err(), "one schedule per agent and name");
+        let (buffered, last): (Option<i64>, Option<String>) = conn
+            .query_row(
+                "SELECT buffered_tick_ms, last_run_id FROM agent_schedules WHERE agent = 'a' AND name = 'nightly'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((buffered, last), (None, None));
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT name FROM agent_schedules WHERE agent = 'a' ORDER BY agent, name",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("PRIMARY KEY") && !plan.contains("TEMP B-TREE"), "listed from the key: {plan}");
         let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
         assert_eq!(v, i64::from(latest(SQLITE)));
     }

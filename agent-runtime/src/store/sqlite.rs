@@ -48,9 +48,16 @@
 //!   `UPDATE`. Arming a timer is one `BEGIN IMMEDIATE` transaction: the epoch checked, the
 //!   timer inserted unless armed, its stored wake time read back. `delete_run` and
 //!   retention delete a run's signals and timers in their transaction.
+//! - Schedules (`agent_schedules`, see [`ScheduleRecord`]): one row per agent and name.
+//!   Adding or replacing one is one `BEGIN IMMEDIATE` transaction (the insert, unless the
+//!   row is there; else the update of its definition and cursor, keeping `created_ms` and
+//!   `last_run_id`). Pausing, deleting and moving a cursor are one statement each; a move
+//!   is an `UPDATE` guarded by the version its worker read, so of concurrent moves exactly
+//!   one matches (the others find the version bumped). Every write bumps the version.
+//!   Schedules belong to no run: `delete_run` and retention leave them.
 //! - Every value read back is checked: a status that is not a status, a lineage kind that is
-//!   not one, a negative `seq` (of an entry, a snapshot or a signal; or `parent_seq`) or a
-//!   column of the wrong type is [`StoreError::Corrupt`].
+//!   not one, a negative `seq` (of an entry, a snapshot or a signal; or `parent_seq`), a
+//!   negative schedule version or a column of the wrong type is [`StoreError::Corrupt`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -65,8 +72,8 @@ use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u
 use super::run_filter;
 use super::{
     ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, LineageKind, NextRun,
-    Retention, RetentionReport, RunControl, RunQuery, RunRecord, SignalRecord, SignalSent, Snapshot, StoreError,
-    StoreFuture, Submission, Submitted, TimerRecord,
+    Retention, RetentionReport, RunControl, RunQuery, RunRecord, ScheduleAdvance, ScheduleRecord, SignalRecord,
+    SignalSent, Snapshot, StoreError, StoreFuture, Submission, Submitted, TimerRecord,
 };
 
 const STORE: &str = "sqlite";
@@ -341,6 +348,16 @@ macro_rules! select_signals {
     ($($rest:literal),*) => {
         concat!(
             "SELECT run_id, signal_id, name, payload, sent_ms, seq, taken_by, taken_ms FROM agent_signals"
+            $(, $rest)*
+        )
+    };
+}
+
+macro_rules! select_schedules {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT agent, name, cron, timezone, overlap, catch_up_ms, input, paused, created_ms, updated_ms,
+                next_tick_ms, buffered_tick_ms, last_run_id, version FROM agent_schedules"
             $(, $rest)*
         )
     };
@@ -648,6 +665,29 @@ fn take_signal_in(
     )?;
     let mut rows = stmt.query(params![run_id, name, wait_key, now_ms])?;
     rows.next()?.map(read_signal).transpose()
+}
+
+/// A schedule as `select_schedules!` reads it.
+fn read_schedule(row: &Row<'_>) -> Result<ScheduleRecord, Fail> {
+    let agent: String = row.get(0)?;
+    let name: String = row.get(1)?;
+    let version = u64_from_db(STORE, &format!("agent {agent}: schedule {name}: version"), row.get(13)?)?;
+    Ok(ScheduleRecord {
+        cron: row.get(2)?,
+        timezone: row.get(3)?,
+        overlap: row.get(4)?,
+        catch_up_ms: row.get(5)?,
+        input: row.get(6)?,
+        paused: row.get(7)?,
+        created_ms: row.get(8)?,
+        updated_ms: row.get(9)?,
+        next_tick_ms: row.get(10)?,
+        buffered_tick_ms: row.get(11)?,
+        last_run_id: row.get(12)?,
+        version,
+        agent,
+        name,
+    })
 }
 
 fn read_input(row: &Row<'_>) -> Result<InputRecord, Fail> {
@@ -1370,6 +1410,138 @@ impl CheckpointStore for SqliteStore {
             let rows = stmt
                 .query_map([&run_id], |r| Ok(TimerRecord { run_id: r.get(0)?, key: r.get(1)?, wake_ms: r.get(2)? }))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn put_schedule<'a>(&'a self, schedule: &'a ScheduleRecord) -> StoreFuture<'a, bool> {
+        let schedule = schedule.clone();
+        self.call(format!("put schedule {} of agent {}", schedule.name, schedule.agent), move |conn| {
+            // Under the write lock: the row cannot appear or go between the insert and the
+            // update.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let added =
+                tx.prepare_cached(
+                    "INSERT INTO agent_schedules (agent, name, cron, timezone, overlap, catch_up_ms, input, paused,
+                         created_ms, updated_ms, next_tick_ms, buffered_tick_ms, last_run_id, version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)
+                     ON CONFLICT (agent, name) DO NOTHING",
+                )?
+                .execute(params![
+                    schedule.agent,
+                    schedule.name,
+                    schedule.cron,
+                    schedule.timezone,
+                    schedule.overlap,
+                    schedule.catch_up_ms,
+                    schedule.input,
+                    schedule.paused,
+                    schedule.created_ms,
+                    schedule.updated_ms,
+                    schedule.next_tick_ms,
+                    schedule.buffered_tick_ms,
+                    schedule.last_run_id,
+                ])? > 0;
+            if !added {
+                // Its definition and cursor replaced; `created_ms` and `last_run_id` kept.
+                tx.prepare_cached(
+                    "UPDATE agent_schedules SET cron = ?3, timezone = ?4, overlap = ?5, catch_up_ms = ?6, input = ?7,
+                         paused = ?8, updated_ms = ?9, next_tick_ms = ?10, buffered_tick_ms = ?11,
+                         version = version + 1
+                     WHERE agent = ?1 AND name = ?2",
+                )?
+                .execute(params![
+                    schedule.agent,
+                    schedule.name,
+                    schedule.cron,
+                    schedule.timezone,
+                    schedule.overlap,
+                    schedule.catch_up_ms,
+                    schedule.input,
+                    schedule.paused,
+                    schedule.updated_ms,
+                    schedule.next_tick_ms,
+                    schedule.buffered_tick_ms,
+                ])?;
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+    }
+
+    fn schedules<'a>(&'a self, agent: Option<&'a str>) -> StoreFuture<'a, Vec<ScheduleRecord>> {
+        let agent = agent.map(str::to_owned);
+        let what = agent
+            .as_ref()
+            .map_or_else(|| "list the schedules".to_owned(), |a| format!("list the schedules of agent {a}"));
+        self.call(what, move |conn| {
+            // By agent, then name: the key's order (bytewise, SQLite's `BINARY` collation).
+            let sql = match agent {
+                Some(_) => select_schedules!(" WHERE agent = ?1 ORDER BY agent, name"),
+                None => select_schedules!(" ORDER BY agent, name"),
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(&agent))?;
+            let mut schedules = Vec::new();
+            while let Some(row) = rows.next()? {
+                schedules.push(read_schedule(row)?);
+            }
+            Ok(schedules)
+        })
+    }
+
+    fn pause_schedule<'a>(
+        &'a self,
+        agent: &'a str,
+        name: &'a str,
+        paused: bool,
+        next_tick_ms: i64,
+        now_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        let (agent, name) = (agent.to_owned(), name.to_owned());
+        let what = format!("{} schedule {name} of agent {agent}", if paused { "pause" } else { "resume" });
+        self.call(what, move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE agent_schedules SET paused = ?3, next_tick_ms = ?4, updated_ms = ?5, version = version + 1
+                     WHERE agent = ?1 AND name = ?2",
+                )?
+                .execute(params![agent, name, paused, next_tick_ms, now_ms])?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn delete_schedule<'a>(&'a self, agent: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        let (agent, name) = (agent.to_owned(), name.to_owned());
+        self.call(format!("delete schedule {name} of agent {agent}"), move |conn| {
+            let deleted = conn
+                .prepare_cached("DELETE FROM agent_schedules WHERE agent = ?1 AND name = ?2")?
+                .execute(params![agent, name])?;
+            Ok(deleted > 0)
+        })
+    }
+
+    fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool> {
+        let advance = advance.clone();
+        self.call(format!("advance schedule {} of agent {}", advance.name, advance.agent), move |conn| {
+            let version = u64_to_db(STORE, "schedule version", advance.version)?;
+            // One statement, guarded by the version read: of concurrent moves, the first to
+            // take the write lock matches; it bumps the version, so the others match nothing.
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE agent_schedules SET next_tick_ms = ?4, buffered_tick_ms = ?5, last_run_id = ?6,
+                         updated_ms = ?7, version = version + 1
+                     WHERE agent = ?1 AND name = ?2 AND version = ?3",
+                )?
+                .execute(params![
+                    advance.agent,
+                    advance.name,
+                    version,
+                    advance.next_tick_ms,
+                    advance.buffered_tick_ms,
+                    advance.last_run_id,
+                    advance.now_ms
+                ])?;
+            Ok(changed > 0)
         })
     }
 
