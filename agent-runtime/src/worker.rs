@@ -23,6 +23,10 @@
 //!   further claim; every run going on pauses (nothing new starts, running states finish),
 //!   commits its final snapshot with its row `Running` and unowned, and gives its lease
 //!   back, so another worker goes on with it at once; then `run_until` returns.
+//! - Beside its claims, a worker runs a [`Scheduler`](crate::schedule::Scheduler) for the
+//!   agents it serves, a pass every `SCHEDULE_EVERY`: their schedules' due ticks are
+//!   submitted as runs (once per tick whatever the number of workers: see `schedule`),
+//!   which the fleet's claims then take. It stops when the worker starts draining.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,6 +45,8 @@ use crate::{Agent, WorkerId};
 const DEFAULT_CONCURRENCY: usize = 8;
 /// How often an idle worker looks for runs, unless [`Worker::poll_interval`] says otherwise.
 const DEFAULT_POLL: Duration = Duration::from_millis(500);
+/// How often a worker's scheduler looks for due ticks.
+const SCHEDULE_EVERY: Duration = Duration::from_secs(1);
 
 /// A process's share of a fleet: it runs the durable runs of the workflows it serves, taken
 /// from a store that any number of workers on any number of machines share. Runs come from
@@ -193,6 +199,9 @@ impl Worker {
             }
         }
         let mut serving = Serving { report: WorkerReport::default(), tasks: JoinSet::new(), going: HashMap::new() };
+        let stop_scheduling = tokio_util::sync::CancellationToken::new();
+        let scheduler = crate::schedule::Scheduler::with_agents(self.store.clone(), served.values().cloned().collect());
+        let scheduling = tokio::spawn(scheduler.run_until(SCHEDULE_EVERY, stop_scheduling.clone().cancelled_owned()));
         tracing::info!(worker = %owner, serves = served.len(), concurrency = self.concurrency, "worker started");
         let mut shutdown = std::pin::pin!(shutdown);
         let mut wake = self.wake_ups().await;
@@ -233,6 +242,8 @@ impl Worker {
             }
         }
         tracing::info!(worker = %owner, runs = serving.tasks.len(), "worker draining");
+        stop_scheduling.cancel();
+        let _ = scheduling.await;
         for run in serving.going.values() {
             hand_over(run);
         }

@@ -36,6 +36,7 @@ mod inputs;
 mod inspect;
 mod launch;
 mod recover;
+mod schedule;
 mod signal;
 mod submit;
 
