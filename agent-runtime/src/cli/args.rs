@@ -119,6 +119,10 @@ pub enum Command {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Manage the workflow's schedules, kept in the store: workers (`worker`) start a run
+    /// at each tick.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Cancel a run wherever it runs: its owner is asked through the store and stops it
     /// within a second; a run nobody runs is cancelled at once. With `--state`, cancel only
     /// that state's running and waiting instances: the rest of the run goes on.
@@ -190,6 +194,73 @@ pub enum Command {
         #[arg(long, requires = "run")]
         expand: bool,
     },
+}
+
+/// A `schedule` subcommand.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule (or replace the one of that name): a run at each tick of CRON (5
+    /// fields, or 6 with seconds first; `@daily` ...).
+    Add {
+        /// Its name.
+        name: String,
+        /// The cron expression (quote it: `'0 3 * * *'`).
+        cron: String,
+        /// What a tick does while the previous run goes on.
+        #[arg(long, value_enum, default_value = "skip")]
+        overlap: OverlapArg,
+        /// The IANA time zone the expression is read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// After downtime, start the ticks missed within this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        catch_up: u64,
+        /// The context each run starts from, as a JSON object.
+        #[arg(long)]
+        input: Option<String>,
+    },
+    /// List the schedules: cron, time zone, policy, next tick, last run.
+    List,
+    /// Pause a schedule: its ticks start nothing until resumed.
+    Pause {
+        /// Its name.
+        name: String,
+    },
+    /// Resume a schedule from its next tick (the ticks of the pause are not caught up).
+    Resume {
+        /// Its name.
+        name: String,
+    },
+    /// Remove a schedule (its runs stay).
+    Remove {
+        /// Its name.
+        name: String,
+    },
+    /// Start the runs of the ticks from FROM to TO (RFC 3339 times, both included); a tick
+    /// that has a run already gets none.
+    Backfill {
+        /// Its name.
+        name: String,
+        /// The first time (`2026-12-01T00:00:00Z`).
+        #[arg(long)]
+        from: String,
+        /// The last time.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// `--overlap`: see [`Overlap`](crate::schedule::Overlap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OverlapArg {
+    /// Skip the tick.
+    Skip,
+    /// Hold one tick until the previous run ends.
+    BufferOne,
+    /// Start it anyway.
+    Allow,
+    /// Cancel the previous run and start it.
+    Cancel,
 }
 
 /// How `graph` draws.

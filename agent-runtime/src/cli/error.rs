@@ -103,6 +103,9 @@ pub enum CliError {
         /// What the JSON parser said.
         message: String,
     },
+    /// A schedule could not be added, changed or used.
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Io(#[from] std::io::Error),

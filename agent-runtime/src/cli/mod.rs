@@ -75,6 +75,7 @@ mod history;
 mod inspect;
 mod progress;
 mod run;
+mod schedule;
 mod serve;
 mod signal;
 mod store;
@@ -83,7 +84,7 @@ mod submit;
 mod tests;
 mod time;
 
-pub use args::{Cli, Command, GraphFormat};
+pub use args::{Cli, Command, GraphFormat, OverlapArg, ScheduleCommand};
 pub use error::CliError;
 
 use crate::text::shown;
@@ -173,6 +174,7 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
         Command::List => inspect::list(&name, &store, out).await,
         Command::Show { run } => inspect::show(&name, agent.graph_hash().ok(), &store, &run, out).await,
         Command::Answer { run, request, value } => answer::answer(&name, &store, &run, &request, &value, out).await,
+        Command::Schedule(action) => schedule::schedule(agent, &store, &action, out).await,
         Command::Signal { run, name: signal, payload, id } => {
             signal::signal(&name, &store, &run, &signal, &payload, id.as_deref(), out).await
         }

@@ -70,7 +70,7 @@ pub(super) async fn submit(
 }
 
 /// The context `--input` gives: each key of the JSON object, set to its value.
-fn context_of(json: &str) -> Result<Context, CliError> {
+pub(super) fn context_of(json: &str) -> Result<Context, CliError> {
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| CliError::Usage(format!("--input is not JSON: {e}")))?;
     let serde_json::Value::Object(map) = value else {
