@@ -1,10 +1,12 @@
-//! A run asleep in a worker process that is killed (SIGKILL, at a random instant of its
-//! sleep, from a printed seed) is woken by the worker that claims it next, at the wake time
-//! the first one armed: not earlier, and not a whole sleep after the take-over.
-//!
-//! The workers are this test binary, re-run with `AGENT_SLEEP_CHILD` naming the SQLite file
-//! (see `sleeper_child`); each logs `start PID` to the test's log when `nap` starts. The test
-//! is bounded, and kills its children however it ends.
+//! Time across worker processes (this test binary, re-run as a worker with an environment
+//! variable naming the SQLite file; each test is bounded and kills its children however it
+//! ends):
+//! - a run asleep in a worker process that is killed (SIGKILL, at a random instant of its
+//!   sleep, from a printed seed) is woken by the worker that claims it next, at the wake
+//!   time the first one armed: not earlier, and not a whole sleep after the take-over
+//!   (`sleeper_child` logs `start PID` when `nap` starts);
+//! - two worker processes running the schedulers of one schedule start each tick once
+//!   (`scheduler_child`).
 
 use std::io::Write;
 use std::process::Child;
@@ -119,4 +121,44 @@ async fn a_run_asleep_in_a_killed_worker_wakes_at_its_armed_time_in_the_next() {
     assert!(woke < whole_nap_after_take_over, "not a whole nap after the take-over (seed {seed})");
     let timers = store.timers(&run_id).await.unwrap();
     assert_eq!((timers.len(), timers[0].wake_ms), (1, armed), "the next worker kept the armed time");
+}
+
+/// A worker process: serves `ticking` (and so runs its schedules) on the SQLite file
+/// `AGENT_TICK_CHILD` until killed.
+#[tokio::test]
+async fn scheduler_child() {
+    let Ok(path) = std::env::var("AGENT_TICK_CHILD") else { return };
+    let store = SqliteStore::open(path).unwrap();
+    let worker = Worker::new(store).serve(ticking).lease_ttl(LEASE).poll_interval(Duration::from_millis(50));
+    let _ = worker.run().await;
+}
+
+fn ticking() -> Agent {
+    let mut agent = Agent::new("ticking");
+    agent.add_state("tick", |_ctx: Context| async { StateResult::End });
+    agent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_start_each_tick_once() {
+    use agent_runtime::schedule::{Overlap, Schedule};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    let store: Arc<dyn CheckpointStore> = Arc::new(SqliteStore::open(&db).unwrap());
+    let agent = ticking().with_store(store.clone());
+    agent.add_schedule(Schedule::new("every-second", "* * * * * *").overlap(Overlap::Allow)).await.unwrap();
+    let first_tick = agent.schedules().await.unwrap()[0].next_tick_ms;
+    let spawn = || common::kills::worker("scheduler_child", &[("AGENT_TICK_CHILD", db.as_path())]).spawn().unwrap();
+    let mut children = Children(vec![spawn(), spawn()]);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    for c in &mut children.0 {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let cursor = agent.schedules().await.unwrap()[0].next_tick_ms;
+    let handled = (cursor - first_tick) / 1000;
+    let query = agent_runtime::store::RunQuery { agent: Some("ticking".into()), ..Default::default() };
+    let runs = store.list_runs(&query).await.unwrap();
+    assert!(handled >= 2, "the schedulers handled ticks (cursor {cursor}, first {first_tick})");
+    assert_eq!(runs.len() as i64, handled, "one run per tick handled, none twice, none lost: {runs:?}");
 }
