@@ -54,6 +54,15 @@
 //!   NOTHING`), then the stored wake time read in a statement of its own (so it sees a
 //!   concurrent arm the insert waited for). `delete_run` and retention delete a run's
 //!   signals and timers in their transaction.
+//! - Schedules (`agent_schedules`, see [`ScheduleRecord`]): adding or replacing one is one
+//!   `INSERT ... ON CONFLICT DO UPDATE` (keeping `created_ms` and `last_run_id`), whose
+//!   `RETURNING (xmax = 0)` says whether the row was inserted: concurrent puts of one
+//!   schedule are applied one after the other, each whole. Pausing, deleting and moving a
+//!   cursor are one statement each; a move is an `UPDATE` guarded by the version its worker
+//!   read, which PostgreSQL re-checks on the row's newest version after waiting for a
+//!   concurrent write, so of concurrent moves exactly one matches. Every write bumps the
+//!   version; a negative one reads as [`StoreError::Corrupt`]. Schedules belong to no run:
+//!   `delete_run` and retention leave them.
 //! - Ownership: a claim is one conditional `UPDATE` (or, for a run to create, one `INSERT ...
 //!   ON CONFLICT DO NOTHING`): PostgreSQL re-checks its condition on the row's newest version
 //!   after waiting for a concurrent claim, so of concurrent claims exactly one wins. Lease
@@ -75,8 +84,8 @@ use super::migrate::{self, backend, finished_sql, status_from_db, u64_from_db, u
 use super::run_filter;
 use super::{
     ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, LineageKind, NextRun,
-    Retention, RetentionReport, RunControl, RunQuery, RunRecord, SignalRecord, SignalSent, Snapshot, StoreError,
-    StoreFuture, Submission, Submitted, TimerRecord,
+    Retention, RetentionReport, RunControl, RunQuery, RunRecord, ScheduleAdvance, ScheduleRecord, SignalRecord,
+    SignalSent, Snapshot, StoreError, StoreFuture, Submission, Submitted, TimerRecord,
 };
 
 const STORE: &str = "postgres";
@@ -542,6 +551,36 @@ fn read_signal(row: &Row) -> Result<SignalRecord, Fail> {
         taken_ms: row.try_get(7)?,
         run_id,
         signal_id,
+    })
+}
+
+/// A schedule's columns as [`read_schedule`] reads them.
+macro_rules! schedule_columns {
+    () => {
+        "agent, name, cron, timezone, overlap, catch_up_ms, input, paused, created_ms, updated_ms,
+         next_tick_ms, buffered_tick_ms, last_run_id, version"
+    };
+}
+
+fn read_schedule(row: &Row) -> Result<ScheduleRecord, Fail> {
+    let agent: String = row.try_get(0)?;
+    let name: String = row.try_get(1)?;
+    let version = u64_from_db(STORE, &format!("agent {agent}: schedule {name}: version"), row.try_get(13)?)?;
+    Ok(ScheduleRecord {
+        cron: row.try_get(2)?,
+        timezone: row.try_get(3)?,
+        overlap: row.try_get(4)?,
+        catch_up_ms: row.try_get(5)?,
+        input: row.try_get(6)?,
+        paused: row.try_get(7)?,
+        created_ms: row.try_get(8)?,
+        updated_ms: row.try_get(9)?,
+        next_tick_ms: row.try_get(10)?,
+        buffered_tick_ms: row.try_get(11)?,
+        last_run_id: row.try_get(12)?,
+        version,
+        agent,
+        name,
     })
 }
 
@@ -1423,6 +1462,144 @@ impl CheckpointStore for PostgresStore {
             rows.iter()
                 .map(|r| Ok(TimerRecord { run_id: r.try_get(0)?, key: r.try_get(1)?, wake_ms: r.try_get(2)? }))
                 .collect()
+        })
+    }
+
+    fn put_schedule<'a>(&'a self, schedule: &'a ScheduleRecord) -> StoreFuture<'a, bool> {
+        self.run(move || format!("put schedule {} of agent {}", schedule.name, schedule.agent), async move {
+            let conn = self.conn().await?;
+            // One statement: the insert, or the replacement of the definition and cursor
+            // (`created_ms` and `last_run_id` kept). `xmax` is 0 on a row this statement
+            // inserted, the updating transaction's id on a row it updated.
+            let st = conn
+                .prepare_cached(
+                    "INSERT INTO agent_schedules (agent, name, cron, timezone, overlap, catch_up_ms, input, paused,
+                         created_ms, updated_ms, next_tick_ms, buffered_tick_ms, last_run_id, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)
+                     ON CONFLICT (agent, name) DO UPDATE SET
+                         cron = excluded.cron, timezone = excluded.timezone, overlap = excluded.overlap,
+                         catch_up_ms = excluded.catch_up_ms, input = excluded.input, paused = excluded.paused,
+                         updated_ms = excluded.updated_ms, next_tick_ms = excluded.next_tick_ms,
+                         buffered_tick_ms = excluded.buffered_tick_ms, version = agent_schedules.version + 1
+                     RETURNING (xmax = 0)",
+                )
+                .await?;
+            let row = conn
+                .query_one(
+                    &st,
+                    &[
+                        &schedule.agent,
+                        &schedule.name,
+                        &schedule.cron,
+                        &schedule.timezone,
+                        &schedule.overlap,
+                        &schedule.catch_up_ms,
+                        &schedule.input,
+                        &schedule.paused,
+                        &schedule.created_ms,
+                        &schedule.updated_ms,
+                        &schedule.next_tick_ms,
+                        &schedule.buffered_tick_ms,
+                        &schedule.last_run_id,
+                    ],
+                )
+                .await?;
+            Ok(row.try_get::<_, bool>(0)?)
+        })
+    }
+
+    fn schedules<'a>(&'a self, agent: Option<&'a str>) -> StoreFuture<'a, Vec<ScheduleRecord>> {
+        let what = move || {
+            agent.map_or_else(|| "list the schedules".to_owned(), |a| format!("list the schedules of agent {a}"))
+        };
+        self.run(what, async move {
+            let conn = self.conn().await?;
+            // By agent, then name, bytewise.
+            let rows = match agent {
+                Some(agent) => {
+                    let st = conn
+                        .prepare_cached(concat!(
+                            "SELECT ",
+                            schedule_columns!(),
+                            " FROM agent_schedules WHERE agent = $1 ORDER BY name COLLATE \"C\""
+                        ))
+                        .await?;
+                    conn.query(&st, &[&agent]).await?
+                }
+                None => {
+                    let st = conn
+                        .prepare_cached(concat!(
+                            "SELECT ",
+                            schedule_columns!(),
+                            " FROM agent_schedules ORDER BY agent COLLATE \"C\", name COLLATE \"C\""
+                        ))
+                        .await?;
+                    conn.query(&st, &[]).await?
+                }
+            };
+            rows.iter().map(read_schedule).collect()
+        })
+    }
+
+    fn pause_schedule<'a>(
+        &'a self,
+        agent: &'a str,
+        name: &'a str,
+        paused: bool,
+        next_tick_ms: i64,
+        now_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        let what = move || format!("{} schedule {name} of agent {agent}", if paused { "pause" } else { "resume" });
+        self.run(what, async move {
+            let conn = self.conn().await?;
+            let st = conn
+                .prepare_cached(
+                    "UPDATE agent_schedules SET paused = $3, next_tick_ms = $4, updated_ms = $5, version = version + 1
+                     WHERE agent = $1 AND name = $2",
+                )
+                .await?;
+            let changed = conn.execute(&st, &[&agent, &name, &paused, &next_tick_ms, &now_ms]).await?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn delete_schedule<'a>(&'a self, agent: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        self.run(move || format!("delete schedule {name} of agent {agent}"), async move {
+            let conn = self.conn().await?;
+            let st = conn.prepare_cached("DELETE FROM agent_schedules WHERE agent = $1 AND name = $2").await?;
+            Ok(conn.execute(&st, &[&agent, &name]).await? > 0)
+        })
+    }
+
+    fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool> {
+        self.run(move || format!("advance schedule {} of agent {}", advance.name, advance.agent), async move {
+            let version = u64_to_db(STORE, "schedule version", advance.version)?;
+            let conn = self.conn().await?;
+            // One statement, guarded by the version read: a concurrent move that commits
+            // first bumps it, and this one, re-checked on the row's newest version, matches
+            // nothing.
+            let st = conn
+                .prepare_cached(
+                    "UPDATE agent_schedules SET next_tick_ms = $4, buffered_tick_ms = $5, last_run_id = $6,
+                         updated_ms = $7, version = version + 1
+                     WHERE agent = $1 AND name = $2 AND version = $3",
+                )
+                .await?;
+            let changed = conn
+                .execute(
+                    &st,
+                    &[
+                        &advance.agent,
+                        &advance.name,
+                        &version,
+                        &advance.next_tick_ms,
+                        &advance.buffered_tick_ms,
+                        &advance.last_run_id,
+                        &advance.now_ms,
+                    ],
+                )
+                .await?;
+            Ok(changed > 0)
         })
     }
 
