@@ -13,10 +13,13 @@
 //! only. Signals and timers (see [`SignalRecord`]) are kept beside the runs too, keyed by
 //! run: a signal only for a run whose row exists and is unfinished, numbered by one counter
 //! of the store (so `seq` follows the order of sends); deleting a run (or retention
-//! dropping it) removes its signals and timers.
+//! dropping it) removes its signals and timers. Schedules (see [`ScheduleRecord`]) are kept
+//! apart from the runs, keyed by agent and name (so listed in that order, bytewise); a
+//! cursor's move checks the version and bumps it under the lock, so of concurrent moves
+//! from one version exactly one wins; deleting a run (or retention) leaves them.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{btree_map, BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::time::Duration;
@@ -25,8 +28,8 @@ use agent_core::AgentStatus;
 
 use super::{
     now_ms, ttl_ms, CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, Lineage, NextRun,
-    Retention, RetentionReport, RunControl, RunQuery, RunRecord, SignalRecord, SignalSent, Snapshot, StoreError,
-    StoreFuture, Submission, Submitted, TimerRecord,
+    Retention, RetentionReport, RunControl, RunQuery, RunRecord, ScheduleAdvance, ScheduleRecord, SignalRecord,
+    SignalSent, Snapshot, StoreError, StoreFuture, Submission, Submitted, TimerRecord,
 };
 
 const STORE: &str = "memory";
@@ -67,6 +70,8 @@ struct Inner {
     last_signal_seq: u64,
     /// The timers of the runs' durable waits, keyed by (run id, timer key).
     timers: BTreeMap<(String, String), TimerRecord>,
+    /// The schedules, keyed by (agent, name).
+    schedules: BTreeMap<(String, String), ScheduleRecord>,
 }
 
 #[derive(Debug)]
@@ -640,6 +645,70 @@ impl CheckpointStore for MemoryStore {
             .map(|(_, t)| t.clone())
             .collect();
         Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn put_schedule<'a>(&'a self, schedule: &'a ScheduleRecord) -> StoreFuture<'a, bool> {
+        let mut inner = self.lock();
+        let mut record = schedule.clone();
+        let added = match inner.schedules.entry((schedule.agent.clone(), schedule.name.clone())) {
+            btree_map::Entry::Vacant(slot) => {
+                record.version = 1;
+                slot.insert(record);
+                true
+            }
+            btree_map::Entry::Occupied(mut slot) => {
+                // Its definition and cursor replaced; `created_ms` and `last_run_id` kept.
+                let stored = slot.get_mut();
+                record.created_ms = stored.created_ms;
+                record.last_run_id = stored.last_run_id.take();
+                record.version = stored.version + 1;
+                *stored = record;
+                false
+            }
+        };
+        Box::pin(std::future::ready(Ok(added)))
+    }
+
+    fn schedules<'a>(&'a self, agent: Option<&'a str>) -> StoreFuture<'a, Vec<ScheduleRecord>> {
+        let found = self.lock().schedules.values().filter(|s| agent.is_none_or(|a| a == s.agent)).cloned().collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn pause_schedule<'a>(
+        &'a self,
+        agent: &'a str,
+        name: &'a str,
+        paused: bool,
+        next_tick_ms: i64,
+        now_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        let found = match self.lock().schedules.get_mut(&(agent.to_owned(), name.to_owned())) {
+            Some(s) => {
+                (s.paused, s.next_tick_ms, s.updated_ms, s.version) = (paused, next_tick_ms, now_ms, s.version + 1);
+                true
+            }
+            None => false,
+        };
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn delete_schedule<'a>(&'a self, agent: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        let deleted = self.lock().schedules.remove(&(agent.to_owned(), name.to_owned())).is_some();
+        Box::pin(std::future::ready(Ok(deleted)))
+    }
+
+    fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool> {
+        let moved = match self.lock().schedules.get_mut(&(advance.agent.clone(), advance.name.clone())) {
+            Some(s) if s.version == advance.version => {
+                s.next_tick_ms = advance.next_tick_ms;
+                s.buffered_tick_ms = advance.buffered_tick_ms;
+                s.last_run_id.clone_from(&advance.last_run_id);
+                (s.updated_ms, s.version) = (advance.now_ms, s.version + 1);
+                true
+            }
+            _ => false,
+        };
+        Box::pin(std::future::ready(Ok(moved)))
     }
 
     fn delete_run<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, bool> {
