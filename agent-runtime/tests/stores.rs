@@ -1048,6 +1048,167 @@ async fn timers(store: &dyn CheckpointStore, tag: &str) {
     assert_eq!(store.timers(&id).await.unwrap(), [timer("s/sleep/1", 6_000)], "{tag}: unfinished, kept");
 }
 
+/// Schedules (`put_schedule`, `schedules`, `pause_schedule`, `delete_schedule`,
+/// `advance_schedule`): one per agent and name, listed by agent then name (bytewise), all
+/// or one agent's; added whole at version 1; put again, the definition and cursor replaced,
+/// `created_ms` and `last_run_id` kept, the version bumped; a cursor moved only from the
+/// version read (a stale one moves nothing) and, of concurrent moves from one version, by
+/// exactly one; paused and resumed with their cursor set, the version bumped; deleted
+/// alone (the agent's runs stay, and deleting a run leaves the schedules); a missing
+/// schedule `false` everywhere, nothing written.
+async fn schedules(store: &dyn CheckpointStore, tag: &str) {
+    use agent_runtime::store::{ScheduleAdvance, ScheduleRecord};
+    /// The agent's schedule `name`, as listed.
+    async fn one(store: &dyn CheckpointStore, agent: &str, name: &str) -> ScheduleRecord {
+        let listed = store.schedules(Some(agent)).await.unwrap();
+        listed.into_iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no schedule {name} of {agent}"))
+    }
+    // Bytewise, "ETL" comes before "etl" and "Hourly" before "hourly" (most collations of
+    // a language put them the other way round).
+    let (etl, upper) = (format!("{tag}-etl"), format!("{tag}-ETL"));
+    let schedule = |agent: &str, name: &str, now_ms: i64| {
+        let mut s = ScheduleRecord::new(agent, name, "0 3 * * *", now_ms);
+        s.timezone = "Europe/Paris".to_owned();
+        s.overlap = "buffer-one".to_owned();
+        s.catch_up_ms = 3_600_000;
+        s.input = format!(r#"{{"name":"{name}","text":"naïve \"quoted\""}}"#);
+        s.next_tick_ms = now_ms + 1_000;
+        s
+    };
+    let at = |s: &ScheduleRecord, version: u64| {
+        let mut s = s.clone();
+        s.version = version;
+        s
+    };
+    assert!(store.schedules(None).await.unwrap().is_empty(), "{tag}: none yet");
+
+    // Added whole, at version 1 (whatever the record said); listed by agent, then name.
+    let nightly = schedule(&etl, "nightly", 100);
+    let mut hourly = schedule(&etl, "hourly", 110);
+    hourly.version = 42;
+    let mut upper_hourly = schedule(&etl, "Hourly", 120);
+    (upper_hourly.paused, upper_hourly.buffered_tick_ms) = (true, Some(90));
+    upper_hourly.last_run_id = Some(format!("{tag}-run-0"));
+    let other = schedule(&upper, "nightly", 130);
+    for s in [&nightly, &hourly, &upper_hourly, &other] {
+        assert!(store.put_schedule(s).await.unwrap(), "{tag}: {} added", s.name);
+    }
+    let all = [at(&other, 1), at(&upper_hourly, 1), at(&hourly, 1), at(&nightly, 1)];
+    assert_eq!(store.schedules(None).await.unwrap(), all, "{tag}: by agent then name, bytewise, whole");
+    assert_eq!(store.schedules(Some(&etl)).await.unwrap(), all[1..], "{tag}: one agent's");
+    assert_eq!(store.schedules(Some(&upper)).await.unwrap(), all[..1], "{tag}: the other's");
+    assert!(store.schedules(Some("nobody")).await.unwrap().is_empty(), "{tag}: nobody's");
+
+    // A cursor moves from the version read, bumping it; the same move again (now stale)
+    // or from a version not reached yet moves nothing.
+    let mut first = ScheduleAdvance::of(&one(store, &etl, "nightly").await, 5_000, 200);
+    first.last_run_id = Some(format!("{tag}-run-1"));
+    assert!(store.advance_schedule(&first).await.unwrap(), "{tag}: moved");
+    let mut moved = at(&nightly, 2);
+    (moved.next_tick_ms, moved.last_run_id, moved.updated_ms) = (5_000, first.last_run_id.clone(), 200);
+    assert_eq!(one(store, &etl, "nightly").await, moved, "{tag}: the cursor and the version, nothing else");
+    let before = store.schedules(None).await.unwrap();
+    assert!(!store.advance_schedule(&first).await.unwrap(), "{tag}: stale");
+    let mut ahead = ScheduleAdvance::of(&moved, 7_000, 300);
+    ahead.version += 1;
+    assert!(!store.advance_schedule(&ahead).await.unwrap(), "{tag}: not reached");
+    assert_eq!(store.schedules(None).await.unwrap(), before, "{tag}: nothing changed");
+    let mut buffered = ScheduleAdvance::of(&moved, 6_000, 250);
+    (buffered.buffered_tick_ms, buffered.last_run_id) = (Some(5_000), None);
+    assert!(store.advance_schedule(&buffered).await.unwrap(), "{tag}");
+    (moved.next_tick_ms, moved.buffered_tick_ms, moved.last_run_id, moved.updated_ms) = (6_000, Some(5_000), None, 250);
+    moved.version = 3;
+    assert_eq!(one(store, &etl, "nightly").await, moved, "{tag}: buffered, its last run cleared");
+    let mut last = ScheduleAdvance::of(&moved, 7_000, 260);
+    last.last_run_id = Some(format!("{tag}-run-2"));
+    assert!(store.advance_schedule(&last).await.unwrap(), "{tag}");
+
+    // Put again: the definition and cursor replaced, `created_ms` and `last_run_id` kept
+    // (whatever the record said), the version bumped; a move planned before is refused.
+    let planned = ScheduleAdvance::of(&one(store, &etl, "nightly").await, 8_000, 300);
+    let mut changed = schedule(&etl, "nightly", 999);
+    changed.cron = "*/5 * * * *".to_owned();
+    (changed.timezone, changed.overlap) = ("UTC".to_owned(), "allow".to_owned());
+    (changed.catch_up_ms, changed.input, changed.paused) = (0, "{}".to_owned(), true);
+    (changed.updated_ms, changed.next_tick_ms, changed.buffered_tick_ms) = (1_000, 2_000, Some(1_500));
+    changed.last_run_id = Some("not kept".to_owned());
+    assert!(!store.put_schedule(&changed).await.unwrap(), "{tag}: replaced, not added");
+    let mut replaced = at(&changed, 5);
+    (replaced.created_ms, replaced.last_run_id) = (100, last.last_run_id.clone());
+    assert_eq!(one(store, &etl, "nightly").await, replaced, "{tag}: replaced");
+    assert!(!store.advance_schedule(&planned).await.unwrap(), "{tag}: planned on the old definition");
+    changed.buffered_tick_ms = None;
+    assert!(!store.put_schedule(&changed).await.unwrap(), "{tag}");
+    (replaced.buffered_tick_ms, replaced.version) = (None, 6);
+    assert_eq!(one(store, &etl, "nightly").await, replaced, "{tag}: its buffered tick cleared");
+    assert_eq!(store.schedules(None).await.unwrap().len(), 4, "{tag}: still one per agent and name");
+
+    // Of concurrent moves from one version, exactly one is made: the stored cursor is its.
+    let read = one(store, &etl, "hourly").await;
+    let step = |n: i64| {
+        let mut s = ScheduleAdvance::of(&read, 10_000 + n, 400 + n);
+        s.last_run_id = Some(format!("{tag}-race-{n}"));
+        s
+    };
+    let steps = [step(1), step(2), step(3), step(4), step(5)];
+    let (a, b, c, d, e) = tokio::join!(
+        store.advance_schedule(&steps[0]),
+        store.advance_schedule(&steps[1]),
+        store.advance_schedule(&steps[2]),
+        store.advance_schedule(&steps[3]),
+        store.advance_schedule(&steps[4]),
+    );
+    let won: Vec<&ScheduleAdvance> =
+        [a, b, c, d, e].into_iter().zip(&steps).filter(|(won, _)| *won.as_ref().unwrap()).map(|(_, s)| s).collect();
+    assert_eq!(won.len(), 1, "{tag}: exactly one wins: {won:?}");
+    let after = one(store, &etl, "hourly").await;
+    assert_eq!(
+        (after.next_tick_ms, after.last_run_id.as_ref(), after.updated_ms, after.version),
+        (won[0].next_tick_ms, won[0].last_run_id.as_ref(), won[0].now_ms, read.version + 1),
+        "{tag}: the winner's cursor"
+    );
+
+    // Paused and resumed: the cursor set, the version bumped, the rest kept.
+    let read = one(store, &etl, "Hourly").await;
+    assert!(store.pause_schedule(&etl, "Hourly", false, 20_000, 500).await.unwrap(), "{tag}: resumed");
+    let mut resumed = read.clone();
+    (resumed.paused, resumed.next_tick_ms, resumed.updated_ms, resumed.version) = (false, 20_000, 500, 2);
+    assert_eq!(one(store, &etl, "Hourly").await, resumed, "{tag}");
+    assert!(store.pause_schedule(&etl, "Hourly", true, 21_000, 600).await.unwrap(), "{tag}: paused");
+    (resumed.paused, resumed.next_tick_ms, resumed.updated_ms, resumed.version) = (true, 21_000, 600, 3);
+    assert_eq!(one(store, &etl, "Hourly").await, resumed, "{tag}");
+    assert!(!store.advance_schedule(&ScheduleAdvance::of(&read, 1, 1)).await.unwrap(), "{tag}: stale after pause");
+
+    // Missing: `false` everywhere, nothing written (a name of one agent is not another's).
+    let before = store.schedules(None).await.unwrap();
+    assert!(!store.pause_schedule(&etl, "nope", true, 1, 1).await.unwrap(), "{tag}");
+    assert!(!store.pause_schedule(&upper, "hourly", false, 1, 1).await.unwrap(), "{tag}");
+    assert!(!store.delete_schedule(&etl, "nope").await.unwrap(), "{tag}");
+    assert!(!store.delete_schedule("nobody", "nightly").await.unwrap(), "{tag}");
+    let mut elsewhere = ScheduleAdvance::of(&one(store, &etl, "hourly").await, 1, 1);
+    elsewhere.agent.clone_from(&upper);
+    assert!(!store.advance_schedule(&elsewhere).await.unwrap(), "{tag}");
+    elsewhere.agent = "nobody".to_owned();
+    assert!(!store.advance_schedule(&elsewhere).await.unwrap(), "{tag}");
+    assert_eq!(store.schedules(None).await.unwrap(), before, "{tag}: nothing written");
+
+    // Deleted alone: the others and the agent's runs stay; deleting a run leaves the
+    // schedules.
+    let r = run(&format!("{tag}-scheduled"), &etl, AgentStatus::Completed, 1, 1);
+    store.upsert_run(&r).await.unwrap();
+    assert!(store.delete_schedule(&etl, "hourly").await.unwrap(), "{tag}: deleted");
+    assert!(!store.delete_schedule(&etl, "hourly").await.unwrap(), "{tag}: once");
+    let kept: Vec<ScheduleRecord> =
+        before.iter().filter(|s| (s.agent.as_str(), s.name.as_str()) != (&etl, "hourly")).cloned().collect();
+    assert_eq!(store.schedules(None).await.unwrap(), kept, "{tag}: the others stay");
+    assert_eq!(store.get_run(&r.run_id).await.unwrap(), Some(r.clone()), "{tag}: its runs stay");
+    assert!(store.delete_run(&r.run_id).await.unwrap(), "{tag}");
+    let policy = Retention { keep_snapshots: None, drop_finished_after: Some(Duration::from_secs(5)) };
+    store.apply_retention(&policy, i64::MAX).await.unwrap();
+    assert_eq!(store.schedules(None).await.unwrap(), kept, "{tag}: runs deleted, schedules kept");
+    assert!(store.put_schedule(&hourly).await.unwrap(), "{tag}: added again");
+}
+
 async fn lease_expiry(store: &dyn CheckpointStore, tag: &str) {
     let id = format!("{tag}-expiring");
     let short = Duration::from_millis(150);
@@ -1143,7 +1304,8 @@ mod memory {
         state_cancels,
         lineage,
         signals,
-        timers
+        timers,
+        schedules
     );
 
     #[tokio::test]
@@ -1199,7 +1361,8 @@ mod sqlite {
         state_cancels,
         lineage,
         signals,
-        timers
+        timers,
+        schedules
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1360,6 +1523,28 @@ mod sqlite {
             raw.query_row("SELECT taken_by FROM agent_signals WHERE signal_id = 'bad-seq'", [], |r| r.get(0)).unwrap();
         assert_eq!(taken, None, "nothing taken");
         corrupt(store.timers("fine").await.map(drop), "a wake time of text");
+
+        // Schedules: a negative version, a cursor that is not a number; listed alone or with
+        // the others. A move from the bad version moves nothing.
+        raw.execute_batch(
+            "INSERT INTO agent_schedules (agent, name, cron, timezone, overlap, catch_up_ms, input, paused,
+                 created_ms, updated_ms, next_tick_ms, version) VALUES
+                 ('minus', 'bad-version', '0 3 * * *', 'UTC', 'skip', 0, '{}', 0, 1, 1, 1, -1),
+                 ('text', 'bad-tick', '0 3 * * *', 'UTC', 'skip', 0, '{}', 0, 1, 1, 'soon', 1);",
+        )
+        .unwrap();
+        let m = corrupt(store.schedules(Some("minus")).await.map(drop), "negative schedule version");
+        assert!(m.contains("bad-version") && m.contains("version"), "{m}");
+        corrupt(store.schedules(Some("text")).await.map(drop), "a tick of text");
+        corrupt(store.schedules(None).await.map(drop), "bad schedules, listed");
+        let mut moved = agent_runtime::store::ScheduleRecord::new("minus", "bad-version", "0 3 * * *", 1);
+        moved.version = 1;
+        let moved = agent_runtime::store::ScheduleAdvance::of(&moved, 2, 2);
+        assert!(!store.advance_schedule(&moved).await.unwrap(), "not its version");
+        let tick: i64 = raw
+            .query_row("SELECT next_tick_ms FROM agent_schedules WHERE name = 'bad-version'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tick, 1, "nothing moved");
     }
 
     #[test]
@@ -1564,7 +1749,8 @@ mod postgres {
         state_cancels,
         lineage,
         signals,
-        timers
+        timers,
+        schedules
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1713,6 +1899,23 @@ mod postgres {
                 .unwrap()
                 .get(0);
             assert_eq!(taken, None, "nothing taken");
+
+            // Schedules: a negative version, listed alone or with the others.
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO \"{schema}\".agent_schedules (agent, name, cron, timezone, overlap, catch_up_ms,
+                         input, paused, created_ms, updated_ms, next_tick_ms, version)
+                         VALUES ('minus', 'bad-version', '0 3 * * *', 'UTC', 'skip', 0, '{{}}', FALSE, 1, 1, 1, -1);"
+                ))
+                .await
+                .unwrap();
+            match store.schedules(Some("minus")).await {
+                Err(StoreError::Corrupt { message, .. }) => {
+                    assert!(message.contains("bad-version") && message.contains("version"), "{message}")
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+            assert!(matches!(store.schedules(None).await, Err(StoreError::Corrupt { .. })));
         })
         .await;
     }
