@@ -268,4 +268,15 @@ async fn the_command_line_manages_schedules() {
     let (gone, _) = run(&["schedule", "remove", "nightly"]).await;
     assert!(matches!(gone, Err(cli::CliError::Schedule(ScheduleError::Unknown { .. }))), "{gone:?}");
     assert!(cli::parse(["prog", "schedule", "add", "x", "* * * * *", "--overlap", "queue"]).is_err());
+
+    // The console lists what the command line added.
+    run(&["schedule", "add", "hourly", "0 * * * *", "--catch-up", "600"]).await.0.unwrap();
+    let store = agent_runtime::SqliteStore::open(&db).unwrap();
+    let app = agent_runtime::console::router(store);
+    let reply = common::http::get(&app, "/api/v1/schedules").await;
+    assert_eq!(reply.status, axum::http::StatusCode::OK, "{}", reply.body);
+    let listed = reply.json()["schedules"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!((listed[0]["name"].as_str(), listed[0]["catch_up_ms"].as_i64()), (Some("hourly"), Some(600_000)));
+    assert!(listed[0]["next_tick_ms"].as_i64().is_some());
 }

@@ -668,3 +668,32 @@ pub(super) async fn signal(
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+/// `GET /schedules`: every agent's schedules in the store, with their cursors (times in
+/// milliseconds since the Unix epoch; `next_tick_ms` absent when the expression has no tick
+/// left).
+pub(super) async fn schedules(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.store.schedules(None).await {
+        Ok(all) => {
+            let list: Vec<Value> = all
+                .iter()
+                .map(|s| {
+                    json!({
+                        "agent": s.agent,
+                        "name": s.name,
+                        "cron": s.cron,
+                        "timezone": s.timezone,
+                        "overlap": s.overlap,
+                        "catch_up_ms": s.catch_up_ms,
+                        "paused": s.paused,
+                        "next_tick_ms": (s.next_tick_ms != i64::MAX).then_some(s.next_tick_ms),
+                        "buffered_tick_ms": s.buffered_tick_ms,
+                        "last_run_id": s.last_run_id,
+                    })
+                })
+                .collect();
+            Json(json!({ "schedules": list })).into_response()
+        }
+        Err(e) => store_failed(e),
+    }
+}

@@ -27,6 +27,7 @@
 //! | `POST /api/v1/runs` `{agent, input, key, start}` | submit a run for a worker; `201 {run_id}`; with `start: true`, run it in the console's process now |
 //! | `POST /api/v1/runs/{id}/inputs/{request}` `{answer}` | answer a pending request: `200` taken, `422` refused by its validator (with the request asked again), `202` for a run nobody runs now |
 //! | `POST /api/v1/runs/{id}/signals/{name}[?id=ID]` payload as JSON | send the run a signal: `201` kept (with its `signal_id`), `200` when the run has one with that id already, `404` unknown run, `409` finished run |
+//! | `GET /api/v1/schedules` | every agent's schedules: cron, time zone, overlap policy, paused, next tick, last run |
 //! | `POST /api/v1/runs/{id}/cancel` | cancel a run: asked of its owner through the store (`202`), or recorded at once for a run nobody runs |
 //! | `POST /api/v1/runs/{id}/states/{state}/cancel` | cancel one state of a run (its running and waiting instances), asked of its owner through the store (`202`); the rest of the run goes on |
 //! | `POST /api/v1/runs/{id}/pause` | ask a running run's owner to pause it (`202`) |
@@ -162,6 +163,7 @@ impl Console {
             .route("/runs/{id}/retry", post(api::retry))
             .route("/events", get(events::all_events))
             .route("/inputs", get(api::inputs))
+            .route("/schedules", get(api::schedules))
             .route("/agents", get(api::agents))
             .fallback(api::not_found)
             .layer(middleware::from_fn_with_state(shared.clone(), guard));

@@ -3,8 +3,9 @@
 //!
 //! Rules, in order:
 //! 1. A tick held by `buffer-one` starts once the previous run is over.
-//! 2. Ticks from the cursor to now: those older than the catch-up window (`now - window`)
-//!    are missed (counted, not started; the first due one is found from the window's start,
+//! 2. Ticks from the cursor to now: those older than the catch-up window (`now - window`,
+//!    the window being at least `GRACE_MS`: a pass comes every second or so, and a tick a
+//!    little late is not downtime) are missed (counted, not started; the first due one is found from the window's start,
 //!    so years of downtime cost one search, not one step per missed tick); each other tick,
 //!    oldest first, starts a run if nothing goes on, else does what the overlap policy says
 //!    (skip it; hold it if nothing is held, else skip it; start it anyway; cancel the
@@ -52,6 +53,9 @@ pub(crate) struct Plan {
     pub buffered_tick_ms: Option<i64>,
 }
 
+/// Ticks this late always start: the least catch-up window.
+pub(crate) const GRACE_MS: i64 = 60_000;
+
 /// Missed ticks are counted up to this many (a report, not a bound on anything).
 const MISSED_COUNTED: u32 = 1000;
 
@@ -66,7 +70,7 @@ pub(crate) fn plan(rule: &Rule, cursor: Cursor, now_ms: i64, limit: usize) -> Pl
         held = None;
     }
     let mut tick = rule.tick_at_or_after(cursor.next_tick_ms);
-    let window_start = now_ms.saturating_sub(rule.catch_up_ms);
+    let window_start = now_ms.saturating_sub(rule.catch_up_ms.max(GRACE_MS));
     if let Some(first) = tick.filter(|&t| t < window_start && t <= now_ms) {
         let mut count = 0;
         let mut t = Some(first);
@@ -129,8 +133,8 @@ mod tests {
 
     #[test]
     fn three_missed_ticks_with_a_window_covering_two_start_two() {
-        // Ticks at 1h, 2h, 3h were missed; now is 3h30; the window reaches back 2h30 (to 1h).
-        let rule = Rule::new("0 * * * *", "UTC", Overlap::Allow, Duration::from_secs(9000)).unwrap();
+        // Ticks at 1h, 2h, 3h were missed; now is 3h30; the window reaches back 2h (to 1h30).
+        let rule = Rule::new("0 * * * *", "UTC", Overlap::Allow, Duration::from_secs(7200)).unwrap();
         let p = plan(&rule, at(T0 + HOUR, false), T0 + 3 * HOUR + HOUR / 2, 10);
         assert_eq!(
             p.actions,
@@ -172,7 +176,16 @@ mod tests {
         let p = plan(&every_second, at(T0, false), T0 + year, 3);
         assert_eq!(p.actions[0], Action::Missed { first: T0, count: MISSED_COUNTED });
         assert_eq!(p.actions.len(), 4);
-        assert_eq!(p.actions[1], Action::Start(T0 + year - 5000));
-        assert_eq!(p.next_tick_ms, T0 + year - 2000);
+        // A window of 5 s is widened to the grace: the ticks of the last minute are due.
+        assert_eq!(p.actions[1], Action::Start(T0 + year - GRACE_MS));
+        assert_eq!(p.next_tick_ms, T0 + year - GRACE_MS + 3000);
+    }
+
+    #[test]
+    fn a_tick_a_little_late_is_not_missed_without_a_window() {
+        let p = plan(&hourly(Overlap::Skip, 0), at(T0 + HOUR, false), T0 + HOUR + 1500, 10);
+        assert_eq!(p.actions, vec![Action::Start(T0 + HOUR)]);
+        let p = plan(&hourly(Overlap::Skip, 0), at(T0 + HOUR, false), T0 + HOUR + GRACE_MS + 1, 10);
+        assert_eq!(p.actions, vec![Action::Missed { first: T0 + HOUR, count: 1 }]);
     }
 }

@@ -119,7 +119,8 @@ impl Schedule {
     }
 
     /// After downtime (no worker running the schedules), start the ticks missed within
-    /// `window` before now; older ones are skipped. Zero (the default): none.
+    /// `window` before now; older ones are skipped. The window is at least a minute (a tick
+    /// that late is not downtime: a scheduler passes every second); that is the default.
     pub fn catch_up(mut self, window: Duration) -> Schedule {
         self.catch_up = window;
         self
@@ -266,6 +267,9 @@ impl Rule {
     }
 
     fn tick(&self, ms: i64, inclusive: bool) -> Option<i64> {
+        // Cron ticks fall on whole seconds, and the parser reads a time by its second: a
+        // time within a second is "at or after" only the ticks of the seconds after it.
+        let ms = if inclusive && ms.rem_euclid(1000) != 0 { ms.checked_add(1000 - ms.rem_euclid(1000))? } else { ms };
         let from: DateTime<Tz> = Utc.timestamp_millis_opt(ms).single()?.with_timezone(&self.tz);
         let next = self.cron.find_next_occurrence(&from, inclusive).ok()?;
         Some(next.timestamp_millis())
@@ -292,6 +296,10 @@ mod tests {
         assert_eq!(utc.tick_after(winter + 9 * HOUR), Some(winter + 33 * HOUR));
         let seconds = Rule::new("*/10 * * * * *", "UTC", Overlap::Skip, Duration::ZERO).unwrap();
         assert_eq!(seconds.tick_after(winter), Some(winter + 10_000));
+        // Within a second: a tick at the second's start is before it, not at or after it.
+        assert_eq!(seconds.tick_at_or_after(winter + 1), Some(winter + 10_000));
+        assert_eq!(seconds.tick_after(winter + 9_999), Some(winter + 10_000));
+        assert_eq!(seconds.tick_at_or_after(winter + 10_000), Some(winter + 10_000));
     }
 
     #[test]
