@@ -3,12 +3,20 @@
 //! Invariants:
 //! - Signals go through the agent's store (`signal::send`): any process sharing the store
 //!   reaches any of its runs, this agent's or not; an agent without a store sends none.
+//! - A signal to the agent's newest run, started in this process and not yet recorded (its
+//!   claim writes its row as its task starts), waits for the row (bounded) rather than
+//!   calling the run unknown: `start` then `signal` works.
 //! - A query reads the run's last commit in the store and changes nothing.
 
 use agent_core::{AgentError, Context};
 use serde::Serialize;
 
 use super::{lock, Agent};
+
+/// How often, and how many times, a signal to this agent's run that is starting looks for
+/// the run's row (its claim writes it as the run's task starts): two seconds at most.
+const STARTING_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+const STARTING_POLLS: u32 = 200;
 use crate::signal::{SignalError, SignalReceipt};
 
 impl Agent {
@@ -80,7 +88,25 @@ impl Agent {
         let Some(store) = store else { return Err(SignalError::NoStore { agent: self.shared.name.clone() }) };
         let payload = serde_json::to_value(payload)
             .map_err(|e| SignalError::Invalid { name: name.chars().take(64).collect(), reason: e.to_string() })?;
-        crate::signal::send(&*store, run_id, name, id, payload).await
+        match crate::signal::send(&*store, run_id, name, id, payload.clone()).await {
+            Err(SignalError::UnknownRun { .. }) if self.starting(run_id) => {
+                // This agent's newest run, just started: its row is written by its claim,
+                // which its task makes in a moment. Wait for it (bounded), then send.
+                for _ in 0..STARTING_POLLS {
+                    if store.get_run(run_id).await?.is_some() || !self.starting(run_id) {
+                        break;
+                    }
+                    tokio::time::sleep(STARTING_POLL).await;
+                }
+                crate::signal::send(&*store, run_id, name, id, payload).await
+            }
+            sent => sent,
+        }
+    }
+
+    /// Whether `run_id` is this agent's newest run, going on in this process.
+    fn starting(&self, run_id: &str) -> bool {
+        self.current().is_some_and(|r| r.sinks.made_run_id() == Some(run_id) && !r.status().is_finished())
     }
 
     /// Run `run_id`'s context as of its last commit in the agent's store, read only: what
