@@ -48,9 +48,9 @@ mod asking;
 #[doc(hidden)]
 pub mod bench;
 mod checkpoint;
-mod clock;
 #[cfg(feature = "cli")]
 pub mod cli;
+mod clock;
 #[cfg(feature = "console")]
 pub mod console;
 mod diagram;
@@ -84,12 +84,12 @@ pub use agent::{
 pub use agent_core::{AgentStatus, StateStatus};
 pub use events::{Event, EventKind, EventStream, StreamItem, StreamMode};
 pub use human::{AnswerError, PendingInput};
-pub use signal::{SignalError, SignalReceipt};
 pub use lease::WorkerId;
 pub use pool::{
     QuotaScope, ResourcePool, ResourcePoolBuilder, ResourceUsage, StateAllocation, UsageStats, WaitingState,
 };
 pub use result::{AgentResult, RunMetrics, StateMetrics};
+pub use signal::{SignalError, SignalReceipt};
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
