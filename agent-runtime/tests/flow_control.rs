@@ -278,7 +278,8 @@ async fn debounce(store: Arc<dyn CheckpointStore>, tag: &str) {
     let mut last = Instant::now();
     for n in 1..=3u64 {
         let ctx = input("customer-7");
-        (ctx.set_state("sleep_ms", 0u64), ctx.set_state("version", n));
+        ctx.set_state("sleep_ms", 0u64);
+        ctx.set_state("version", n);
         last = Instant::now();
         ids.push(client.submit(SubmitOptions::new().context(ctx).debounce(window)).await.unwrap());
         tokio::time::sleep(Duration::from_millis(100)).await;
