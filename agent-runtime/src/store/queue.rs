@@ -37,7 +37,9 @@
 //!   0); a candidate without a key ranks 0. Candidates are taken lowest rank first, then
 //!   oldest (`created_ms`, then `run_id`): with keys A, B, C queued in that order, claims
 //!   take A, B, C, A, B, C, ... . Runs started before and orphaned (their lease ended) are
-//!   candidates as before, under the same rules.
+//!   candidates as before, under the same rules. "Oldest" is by `created_ms`, the
+//!   submission's millisecond: runs submitted within one millisecond are ordered by their
+//!   ids (random), also within one key.
 //! - The count and the take are one step for every worker: the memory store under its
 //!   lock, SQLite under `BEGIN IMMEDIATE` (the file's write lock), PostgreSQL in one
 //!   transaction holding a transaction-scoped advisory lock per agent served that has
