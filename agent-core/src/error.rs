@@ -411,6 +411,21 @@ pub enum AgentError {
         /// The agent's name.
         agent: String,
     },
+    /// A submission was refused before anything was written: its options do not go
+    /// together (debounce without a flow key, say). Nothing was queued.
+    ///
+    /// ```
+    /// use agent_core::AgentError;
+    /// let e = AgentError::InvalidSubmission { agent: "mail".into(), reason: "debounce needs a flow key".into() };
+    /// assert_eq!(e.to_string(), "a run of agent `mail` cannot be submitted: debounce needs a flow key");
+    /// ```
+    #[error("a run of agent `{agent}` cannot be submitted: {reason}")]
+    InvalidSubmission {
+        /// The agent's name.
+        agent: String,
+        /// What is wrong with the submission.
+        reason: String,
+    },
     /// The run's checkpoint store failed, so the durable run stopped (it never goes on
     /// unrecorded); it can be recovered from what the store holds.
     #[error("the checkpoint store failed: {message}")]

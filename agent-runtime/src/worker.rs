@@ -9,6 +9,11 @@
 //!   From then on the run is an ordinary durable run of this process (see `durable`): it
 //!   renews its lease, every write is fenced by its epoch, and it stops at once if it
 //!   loses the run.
+//! - Flow control (runs with flow keys, see `store::queue`) is the store's: the worker only
+//!   asks for as many runs as it has room for, and the store decides which, round robin
+//!   between keys and within each key's limit, counted across every worker. A run held back
+//!   by its key's limit, or by its start time, is found at a later claim (a poll, at the
+//!   latest): nothing wakes a worker when another worker's run of the key ends.
 //! - At most `concurrency` runs go on at once; the worker claims again as soon as one ends,
 //!   when a run is submitted in this process, when the store wakes it (PostgreSQL
 //!   `LISTEN`/`NOTIFY`: a run submitted or handed back elsewhere), and otherwise every

@@ -285,7 +285,7 @@ async fn sqlite_a_newer_snapshot_is_refused_not_skipped() {
 }
 
 /// The schema version this build writes.
-const SCHEMA: u32 = 9;
+const SCHEMA: u32 = 10;
 
 #[test]
 fn sqlite_a_schema_table_with_the_current_version_and_99_is_refused() {

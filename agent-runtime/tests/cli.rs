@@ -719,6 +719,15 @@ async fn worker_submit_and_wait_between_processes() {
     assert_eq!(again.trim(), id, "the same key, the same run");
     let (result, bad) = cli_run(store_arg, &["submit", "--input", "[1]"], || child_agent("slow")).await;
     assert!(matches!(result, Err(CliError::Usage(_))), "{bad}");
+    // Debounced submissions of one flow key within the window: one run, the same id printed.
+    let debounced = ["submit", "--flow-key", "customer-7", "--debounce-ms", "60000"];
+    let (result, one) = cli_run(store_arg, &debounced, || child_agent("slow")).await;
+    result.unwrap();
+    let (result, two) = cli_run(store_arg, &debounced, || child_agent("slow")).await;
+    result.unwrap();
+    assert_eq!((one.trim().len(), one.trim()), (36, two.trim()), "one debounced run");
+    let (result, bad) = cli_run(store_arg, &["submit", "--debounce-ms", "10"], || child_agent("slow")).await;
+    assert!(matches!(result, Err(CliError::Usage(_))), "debounce needs a key: {bad}");
 
     let wait_args = ["wait", &id[..8]];
     let waited = tokio::time::timeout(Duration::from_secs(60), cli_run(store_arg, &wait_args, || child_agent("slow")));

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use agent_core::InputRequestRecord;
 use agent_runtime::store::{
-    CheckpointStore, Claim, ClaimRequest, InputRecord, JournalEntry, Retention, RetentionReport, RunQuery, RunRecord,
-    Snapshot, StoreError,
+    CheckpointStore, Claim, ClaimNext, ClaimRequest, InputRecord, JournalEntry, NextRun, Retention, RetentionReport,
+    RunQuery, RunRecord, Served, Snapshot, StoreError, Submission,
 };
 use agent_runtime::AgentStatus;
 
@@ -1240,6 +1240,194 @@ async fn lease_expiry(store: &dyn CheckpointStore, tag: &str) {
     assert_eq!(store.get_run(&id).await.unwrap().map(|r| r.status), Some(AgentStatus::Running));
 }
 
+// Flow control (see `store::queue`): per-key limits, round robin between keys, start times
+// and debounce.
+
+/// `n` runs each of keys `keys` of `agent`, submitted key after key (A×n, then B×n, ...),
+/// each key limited to `limit` at once; their ids, `{agent}-{key}{i}`.
+async fn submit_keyed(store: &dyn CheckpointStore, agent: &str, keys: &[&str], n: usize, limit: u32) {
+    let mut created = 1_000;
+    for key in keys {
+        for i in 1..=n {
+            let mut s = Submission::new(format!("{agent}-{key}{i}"), agent, "h", format!("{{\"key\":\"{key}\"}}"))
+                .flow_key(*key)
+                .flow_limit(limit);
+            s.created_ms = created;
+            created += 1;
+            assert!(store.submit_run(&s).await.unwrap().created);
+        }
+    }
+}
+
+fn ask(owner: &str, agent: &str, limit: usize) -> ClaimNext {
+    ClaimNext::new(owner, Duration::from_secs(60), limit)
+        .serving(Served { agent: agent.into(), graph_hash: "h".into() })
+}
+
+/// The ids of runs claimed, without their agent's prefix.
+fn claimed(agent: &str, runs: &[NextRun]) -> Vec<String> {
+    runs.iter().map(|r| r.row.run_id.trim_start_matches(&format!("{agent}-")).to_owned()).collect()
+}
+
+async fn finish(store: &dyn CheckpointStore, run: &NextRun) {
+    let done = run.row.clone().with_status(AgentStatus::Completed, now_ms());
+    store.upsert_run(&done).await.unwrap();
+}
+
+async fn flow(store: &dyn CheckpointStore, tag: &str) {
+    // One at a time, nothing ending: round robin between keys, each key stopping at its
+    // limit of 2, whatever the order of submission.
+    let agent = format!("{tag}-rr");
+    submit_keyed(store, &agent, &["A", "B", "C"], 5, 2).await;
+    let mut order = Vec::new();
+    let mut held = Vec::new();
+    loop {
+        let got = store.claim_next(&ask(&format!("w{}", order.len()), &agent, 1)).await.unwrap();
+        let Some(next) = got.into_iter().next() else { break };
+        order.extend(claimed(&agent, std::slice::from_ref(&next)));
+        held.push(next);
+    }
+    assert_eq!(order, ["A1", "B1", "C1", "A2", "B2", "C2"], "{tag}");
+    // A run ending makes room for its key's next, and only that key's.
+    finish(store, &held[0]).await;
+    let got = store.claim_next(&ask("w-next", &agent, 10)).await.unwrap();
+    assert_eq!(claimed(&agent, &got), ["A3"], "{tag}");
+    // A run whose lease ended no longer counts, and is taken again before the key's queued
+    // runs (it is older).
+    store.release_run(&held[1].row.run_id, held[1].row.epoch).await.unwrap();
+    let got = store.claim_next(&ask("w-again", &agent, 10)).await.unwrap();
+    assert_eq!(claimed(&agent, &got), ["B1"], "{tag}");
+    assert_eq!(got[0].row.epoch, 2, "{tag}");
+
+    // One claim of many at once takes the same order and keeps the limits.
+    let agent = format!("{tag}-batch");
+    submit_keyed(store, &agent, &["A", "B", "C"], 5, 2).await;
+    let got = store.claim_next(&ask("w", &agent, 100)).await.unwrap();
+    assert_eq!(claimed(&agent, &got), ["A1", "B1", "C1", "A2", "B2", "C2"], "{tag}");
+
+    // A run without a key ranks first among its age (position 0): interleaved with the
+    // keys' first runs.
+    let agent = format!("{tag}-mixed");
+    submit_keyed(store, &agent, &["A"], 3, 1).await;
+    let mut plain = Submission::new(format!("{agent}-plain"), &agent, "h", "{}");
+    plain.created_ms = 2_000;
+    store.submit_run(&plain).await.unwrap();
+    let got = store.claim_next(&ask("w", &agent, 100)).await.unwrap();
+    assert_eq!(claimed(&agent, &got), ["A1", "plain"], "{tag}");
+
+    // A singleton per key: limit 1.
+    let agent = format!("{tag}-single");
+    submit_keyed(store, &agent, &["K"], 3, 1).await;
+    let first = store.claim_next(&ask("w1", &agent, 10)).await.unwrap();
+    assert_eq!(claimed(&agent, &first), ["K1"], "{tag}");
+    assert!(store.claim_next(&ask("w2", &agent, 10)).await.unwrap().is_empty(), "{tag}: one at a time");
+    finish(store, &first[0]).await;
+    assert_eq!(claimed(&agent, &store.claim_next(&ask("w2", &agent, 10)).await.unwrap()), ["K2"], "{tag}");
+
+    // A start time: not taken before it, by the store's clock.
+    let agent = format!("{tag}-later");
+    let later = Submission::new(format!("{agent}-1"), &agent, "h", "{}").start_after(Duration::from_millis(300));
+    let t0 = Instant::now();
+    store.submit_run(&later).await.unwrap();
+    assert!(store.claim_next(&ask("w", &agent, 10)).await.unwrap().is_empty(), "{tag}: not yet");
+    let got = claim_within(store, &ask("w", &agent, 10), Duration::from_secs(5)).await;
+    assert!(t0.elapsed() >= Duration::from_millis(290), "{tag}: taken after {:?}", t0.elapsed());
+    assert_eq!(claimed(&agent, &got), ["1"], "{tag}");
+
+    // Debounce: submissions within the window make one run, with the last input, whose start
+    // each pushes to a window from it.
+    let agent = format!("{tag}-debounce");
+    let window = Duration::from_millis(400);
+    let debounced = |n: u32| {
+        Submission::new(format!("{agent}-{n}"), &agent, "h", format!("{{\"n\":{n}}}")).flow_key("D").debounce(window)
+    };
+    let t0 = Instant::now();
+    let one = store.submit_run(&debounced(1)).await.unwrap();
+    assert!(one.created, "{tag}");
+    let two = store.submit_run(&debounced(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let three = store.submit_run(&debounced(3)).await.unwrap();
+    let t3 = Instant::now();
+    assert_eq!((two.created, three.created), (false, false), "{tag}");
+    assert_eq!(
+        (two.run.run_id.as_str(), three.run.run_id.as_str()),
+        (one.run.run_id.as_str(), one.run.run_id.as_str())
+    );
+    assert_eq!(store.run_input(&one.run.run_id).await.unwrap().as_deref(), Some("{\"n\":3}"), "{tag}");
+    // Past the first submission's window, not past the last's: still waiting.
+    while t0.elapsed() < Duration::from_millis(450) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if t3.elapsed() < Duration::from_millis(350) {
+        assert!(store.claim_next(&ask("w", &agent, 10)).await.unwrap().is_empty(), "{tag}: pushed");
+    }
+    let got = claim_within(store, &ask("w", &agent, 10), Duration::from_secs(5)).await;
+    assert!(t3.elapsed() >= Duration::from_millis(390), "{tag}: taken {:?} after the last", t3.elapsed());
+    assert_eq!(claimed(&agent, &got), ["1"], "{tag}");
+    assert_eq!(got[0].input.as_deref(), Some("{\"n\":3}"), "{tag}: the last input");
+    let runs = store.list_runs(&RunQuery { agent: Some(agent.clone()), ..RunQuery::default() }).await.unwrap();
+    assert_eq!(runs.len(), 1, "{tag}: one run");
+    // Once started, a debounced submission makes a new run.
+    let four = store.submit_run(&debounced(4)).await.unwrap();
+    assert!(four.created && four.run.run_id != one.run.run_id, "{tag}");
+    // Debounce without a key cannot find its run: refused, nothing written.
+    let keyless = Submission::new(format!("{agent}-5"), &agent, "h", "{}").debounce(window);
+    assert!(store.submit_run(&keyless).await.is_err(), "{tag}");
+    assert_eq!(store.get_run(&format!("{agent}-5")).await.unwrap(), None, "{tag}");
+}
+
+/// The runs `ask` takes, polling until some come (at most `within`).
+async fn claim_within(store: &dyn CheckpointStore, ask: &ClaimNext, within: Duration) -> Vec<NextRun> {
+    let give_up = Instant::now() + within;
+    loop {
+        let got = store.claim_next(ask).await.unwrap();
+        if !got.is_empty() {
+            return got;
+        }
+        assert!(Instant::now() < give_up, "nothing to take within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Concurrent claims of many workers never put a key over its limit: 4 workers, 12 runs
+/// of one key limited to 3, each worker claiming 2 at a time and finishing what it took
+/// after a short while; at no claim are more than 3 running.
+async fn flow_concurrent(handles: Vec<Arc<dyn CheckpointStore>>, tag: &str) {
+    let agent = format!("{tag}-flow-concurrent");
+    submit_keyed(&*handles[0], &agent, &["K"], 12, 3).await;
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (w, h) in handles.iter().enumerate() {
+        let (h, agent, running, most, done) = (h.clone(), agent.clone(), running.clone(), most.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let give_up = Instant::now() + Duration::from_secs(30);
+            while done.load(std::sync::atomic::Ordering::SeqCst) < 12 {
+                assert!(Instant::now() < give_up, "the runs never all ran");
+                let got = h.claim_next(&ask(&format!("w{w}"), &agent, 2)).await.unwrap();
+                let now = running.fetch_add(got.len(), std::sync::atomic::Ordering::SeqCst) + got.len();
+                most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                for next in &got {
+                    // Counted out before the store hears of it: the count never lags behind.
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    finish(&*h, next).await;
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                if got.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=3).contains(&most), "{tag}: at most 3 at once, saw {most}");
+}
+
 /// Handles on one store (clones, files opened twice, several pools): rounds of concurrent
 /// claims of one released run, one per handle and owner; exactly one wins each round.
 async fn exclusive(handles: Vec<Arc<dyn CheckpointStore>>, tag: &str) {
@@ -1305,7 +1493,8 @@ mod memory {
         lineage,
         signals,
         timers,
-        schedules
+        schedules,
+        flow
     );
 
     #[tokio::test]
@@ -1321,6 +1510,13 @@ mod memory {
         let store = MemoryStore::new();
         let handles = (0..8).map(|_| Arc::new(store.clone()) as Arc<dyn CheckpointStore>).collect();
         super::exclusive(handles, "memory").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_claims_keep_a_keys_limit() {
+        let store = MemoryStore::new();
+        let handles = (0..4).map(|_| Arc::new(store.clone()) as Arc<dyn CheckpointStore>).collect();
+        super::flow_concurrent(handles, "memory").await;
     }
 }
 
@@ -1362,7 +1558,8 @@ mod sqlite {
         lineage,
         signals,
         timers,
-        schedules
+        schedules,
+        flow
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1371,6 +1568,14 @@ mod sqlite {
         let mut handles: Vec<Arc<dyn CheckpointStore>> = vec![Arc::new(store)];
         handles.extend((0..7).map(|_| Arc::new(SqliteStore::open(&path).unwrap()) as Arc<dyn CheckpointStore>));
         super::exclusive(handles, "sqlite").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_claims_through_several_connections_keep_a_keys_limit() {
+        let (store, _dir, path) = temp_store();
+        let mut handles: Vec<Arc<dyn CheckpointStore>> = vec![Arc::new(store)];
+        handles.extend((0..3).map(|_| Arc::new(SqliteStore::open(&path).unwrap()) as Arc<dyn CheckpointStore>));
+        super::flow_concurrent(handles, "sqlite").await;
     }
 
     #[tokio::test]
@@ -1750,7 +1955,8 @@ mod postgres {
         lineage,
         signals,
         timers,
-        schedules
+        schedules,
+        flow
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1774,6 +1980,18 @@ mod postgres {
                 handles.push(Arc::new(PostgresStore::connect_with_schema(&url, &schema).await.unwrap()));
             }
             super::exclusive(handles, "postgres").await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_claims_through_several_pools_keep_a_keys_limit() {
+        with_schema("flow_concurrent", |url, schema| async move {
+            let mut handles: Vec<Arc<dyn CheckpointStore>> = Vec::new();
+            for _ in 0..4 {
+                handles.push(Arc::new(PostgresStore::connect_with_schema(&url, &schema).await.unwrap()));
+            }
+            super::flow_concurrent(handles, "postgres").await;
         })
         .await;
     }

@@ -81,7 +81,10 @@ async fn a_run_killed_while_it_sleeps_and_recovered_half_an_hour_later_wakes_at_
     let woke = woke.lock().unwrap().clone();
     assert_eq!(woke.len(), 1);
     let slept = woke[0] - t0;
-    assert!(slept >= HOUR - Duration::from_millis(1) && slept < HOUR + Duration::from_secs(1), "woke {slept:?} after the start, not at the hour");
+    assert!(
+        slept >= HOUR - Duration::from_millis(1) && slept < HOUR + Duration::from_secs(1),
+        "woke {slept:?} after the start, not at the hour"
+    );
     let timers = store.timers(&run_id).await.unwrap();
     assert_eq!((timers.len(), timers[0].wake_ms), (1, armed), "the recovery kept the first wake time");
     assert_eq!(result.context().get_state::<bool>("prepared"), Some(true));

@@ -99,7 +99,14 @@ struct Persist {
     retrying: Option<Arc<crate::store::RetryingStore<Arc<dyn CheckpointStore>>>>,
     /// How long a store call is retried through an outage (`store_retry`).
     store_retry: Option<Duration>,
+    /// The flow key of a submitted run, from its input (`flow_key`).
+    flow_key: Option<FlowKeyFn>,
+    /// At most this many runs of one flow key at once (`max_per_key`).
+    max_per_key: Option<u32>,
 }
+
+/// What [`Agent::flow_key`] computes a run's key with.
+type FlowKeyFn = Arc<dyn Fn(&agent_core::Context) -> Option<String> + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)

@@ -11,6 +11,12 @@
 //!   at their next poll.
 //! - `wait` only reads: it polls the run's row (backing off from 50 ms to 1 s) until the
 //!   run is finished or paused, then reads its newest checkpoint (snapshot and journal).
+//! - Flow control is the store's (see `store::queue`): a submission records its flow key
+//!   ([`SubmitOptions::flow_key`], else [`Agent::flow_key`] of its input), the agent's
+//!   [`Agent::max_per_key`] and its debounce window with the run, and every worker sharing
+//!   the store claims by them, whatever its own configuration. A submission whose options
+//!   do not go together (debounce without a key) is refused before anything is written
+//!   ([`AgentError::InvalidSubmission`]).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -39,6 +45,8 @@ pub(crate) static SUBMITTED: LazyLock<Notify> = LazyLock::new(Notify::new);
 pub struct SubmitOptions {
     context: Option<Context>,
     key: Option<String>,
+    flow_key: Option<String>,
+    debounce: Option<Duration>,
 }
 
 impl SubmitOptions {
@@ -57,6 +65,31 @@ impl SubmitOptions {
     /// same run instead of making another. Unique per agent.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> SubmitOptions {
         self.key = Some(key.into());
+        self
+    }
+
+    /// The run's flow key (see [`Agent::flow_key`]), instead of the one the agent computes
+    /// from the input.
+    pub fn flow_key(mut self, key: impl Into<String>) -> SubmitOptions {
+        self.flow_key = Some(key.into());
+        self
+    }
+
+    /// Debounce over `window`: if a run of this agent and flow key submitted with debounce
+    /// is queued and has not started, this submission replaces its input, pushes its start
+    /// to `window` from now (by the store's clock) and returns its id; otherwise it queues a
+    /// run that no worker takes before `window` has passed. So several submissions less than
+    /// `window` apart make one run, with the last input. Needs a flow key
+    /// ([`AgentError::InvalidSubmission`] otherwise).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::SubmitOptions;
+    /// let options = SubmitOptions::new().flow_key("customer-7").debounce(Duration::from_secs(2));
+    /// # let _ = options;
+    /// ```
+    pub fn debounce(mut self, window: Duration) -> SubmitOptions {
+        self.debounce = Some(window);
         self
     }
 }
@@ -105,25 +138,79 @@ impl Agent {
     /// # }
     /// ```
     ///
+    /// With a flow key (see [`Agent::flow_key`]), the store takes the run only while fewer
+    /// than [`Agent::max_per_key`] runs of its key run, round robin between keys; with
+    /// [`SubmitOptions::debounce`] it may return a queued run's id instead of a new one.
+    ///
     /// # Errors
     ///
     /// [`AgentError::Store`] without a store or when the store fails; the definition's
     /// validation errors (its graph's hash is recorded with the run); a context that cannot
-    /// be written as JSON.
+    /// be written as JSON; [`AgentError::InvalidSubmission`] for debounce without a flow
+    /// key.
     pub async fn submit(&self, options: SubmitOptions) -> Result<String, AgentError> {
+        let (key_of, max_per_key) = {
+            let live = super::lock(&self.shared.live);
+            (live.persist.flow_key.clone(), live.persist.max_per_key)
+        };
+        let ctx = options.context.unwrap_or_default();
+        let flow_key = options.flow_key.or_else(|| key_of.and_then(|f| f(&ctx)));
+        if options.debounce.is_some() && flow_key.is_none() {
+            return Err(AgentError::InvalidSubmission {
+                agent: self.name().to_owned(),
+                reason: "debounce needs a flow key (SubmitOptions::flow_key, or Agent::flow_key giving one)".into(),
+            });
+        }
         let store = self.store()?;
         let hash = self.graph_hash()?;
-        let ctx = options.context.unwrap_or_default();
         let input = ctx.to_json_string().map_err(|e| store_error(format!("the run's context: {e}"), Context::new()))?;
         let run_id = uuid::Uuid::new_v4().to_string();
         let mut submission = Submission::new(run_id, self.name(), hash.to_string(), input);
         submission.idempotency_key = options.key;
+        if let Some(key) = flow_key {
+            submission = submission.flow_key(key);
+            if let Some(n) = max_per_key {
+                submission = submission.flow_limit(n);
+            }
+        }
+        if let Some(window) = options.debounce {
+            submission = submission.debounce(window);
+        }
         let submitted = store.submit_run(&submission).await.map_err(|e| store_error(e, Context::new()))?;
         if submitted.created {
             tracing::debug!(run_id = %submitted.run.run_id, agent = %self.name(), "submitted a run");
             SUBMITTED.notify_waiters();
         }
         Ok(submitted.run.run_id)
+    }
+
+    /// Compute each submitted run's flow key from its input context, at submission (see
+    /// [`Agent::submit`]); `None` leaves the run without a key. A key set with
+    /// [`SubmitOptions::flow_key`] wins. Runs of one key are claimed round robin with other
+    /// keys' (so one busy customer does not starve the others) and, with
+    /// [`Agent::max_per_key`], at most that many at once across every worker sharing the
+    /// store.
+    ///
+    /// ```
+    /// use agent_runtime::Agent;
+    /// let agent = Agent::new("invoices")
+    ///     .flow_key(|ctx| ctx.get_state::<String>("customer"))
+    ///     .max_per_key(2);
+    /// # let _ = agent;
+    /// ```
+    pub fn flow_key(self, key: impl Fn(&Context) -> Option<String> + Send + Sync + 'static) -> Self {
+        super::lock(&self.shared.live).persist.flow_key = Some(std::sync::Arc::new(key));
+        self
+    }
+
+    /// At most `n` (at least 1) runs of one flow key run at once, across every worker
+    /// sharing the store: recorded with each run submitted from here on (so workers need not
+    /// agree on it) and kept by the store's claims. `max_per_key(1)` makes a singleton per
+    /// key: a key's runs run one after the other, never two at once. Runs without a key are
+    /// not limited.
+    pub fn max_per_key(self, n: u32) -> Self {
+        super::lock(&self.shared.live).persist.max_per_key = Some(n.max(1));
+        self
     }
 
     /// Follow run `run_id` in this agent's store (from any process) until it is finished

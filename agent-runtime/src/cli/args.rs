@@ -82,6 +82,16 @@ pub enum Command {
         /// An idempotency key: submitting again with it prints the same run's id.
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
+        /// The run's flow key (instead of the one the agent computes from the input): runs
+        /// of one key are taken round robin with other keys', and at most the agent's
+        /// `max_per_key` at once.
+        #[arg(long, value_name = "KEY")]
+        flow_key: Option<String>,
+        /// Debounce over N milliseconds: a queued, not yet started run of the same flow key
+        /// submitted with debounce gets this input and starts N ms from now (its id is
+        /// printed); otherwise a run is queued that starts in N ms. Needs a flow key.
+        #[arg(long, value_name = "N")]
+        debounce_ms: Option<u64>,
     },
     /// Follow a run in the store until it ends; exit 0 if it completed.
     Wait {

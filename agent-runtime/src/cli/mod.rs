@@ -169,7 +169,10 @@ async fn dispatch(cli: &Cli, agent: Agent, watch: Watch, out: &mut (dyn Write + 
         Command::Run => run::start(agent, &store, Start::New, watch, out).await,
         Command::Resume { run, wait } => run::start(agent, &store, Start::Resume { run, wait }, watch, out).await,
         Command::Worker { concurrency, lease_ttl } => submit::worker(agent, &store, concurrency, lease_ttl, out).await,
-        Command::Submit { input, key } => submit::submit(agent, &store, input.as_deref(), key, out).await,
+        Command::Submit { input, key, flow_key, debounce_ms } => {
+            let flow = submit::Flow { key: flow_key, debounce: debounce_ms.map(std::time::Duration::from_millis) };
+            submit::submit(agent, &store, input.as_deref(), key, flow, out).await
+        }
         Command::Wait { run } => submit::wait(agent, &store, &run, out).await,
         Command::List => inspect::list(&name, &store, out).await,
         Command::Show { run } => inspect::show(&name, agent.graph_hash().ok(), &store, &run, out).await,

@@ -49,12 +49,19 @@ pub(super) async fn worker(
     Ok(())
 }
 
-/// `submit --input JSON --key KEY`.
+/// `submit --flow-key KEY --debounce-ms N`.
+pub(super) struct Flow {
+    pub(super) key: Option<String>,
+    pub(super) debounce: Option<Duration>,
+}
+
+/// `submit --input JSON --key KEY --flow-key KEY --debounce-ms N`.
 pub(super) async fn submit(
     agent: Agent,
     store: &Store,
     input: Option<&str>,
     key: Option<String>,
+    flow: Flow,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let mut options = SubmitOptions::new();
@@ -64,7 +71,17 @@ pub(super) async fn submit(
     if let Some(key) = key {
         options = options.idempotency_key(key);
     }
-    let run_id = store.attach(agent).submit(options).await?;
+    if let Some(key) = flow.key {
+        options = options.flow_key(key);
+    }
+    if let Some(window) = flow.debounce {
+        options = options.debounce(window);
+    }
+    let run_id = store.attach(agent).submit(options).await.map_err(|e| match e {
+        // Options that do not go together: the command line was wrong.
+        agent_core::AgentError::InvalidSubmission { reason, .. } => CliError::Usage(reason),
+        e => e.into(),
+    })?;
     writeln!(out, "{}", shown(&run_id))?;
     Ok(())
 }

@@ -93,6 +93,12 @@ struct RunData {
     /// The states whose cancel is pending, oldest request first, with when each was asked
     /// (kept across claims: see `control`).
     state_cancels: Vec<(String, i64)>,
+    /// Its flow key and limit, when to take it at the earliest, and whether it was
+    /// submitted with debounce (see `queue`).
+    flow_key: Option<String>,
+    flow_limit: Option<u32>,
+    not_before_ms: Option<i64>,
+    debounce: bool,
 }
 
 impl RunData {
@@ -107,7 +113,16 @@ impl RunData {
             input: None,
             control: None,
             state_cancels: Vec::new(),
+            flow_key: None,
+            flow_limit: None,
+            not_before_ms: None,
+            debounce: false,
         }
+    }
+
+    /// Whether it counts against its key's limit at `now`: unfinished and leased.
+    fn is_running_at(&self, now: i64) -> bool {
+        !self.record.status.is_finished() && self.record.is_leased_at(now)
     }
 
     /// Sort key of a snapshot: newest first is the greatest.
@@ -346,13 +361,35 @@ impl CheckpointStore for MemoryStore {
     }
 
     fn submit_run<'a>(&'a self, submission: &'a Submission) -> StoreFuture<'a, Submitted> {
+        if let Err(e) = submission.check(STORE) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         let mut inner = self.lock();
+        let now = now_ms();
         let existing = submission.idempotency_key.as_ref().and_then(|key| {
             inner.runs.values().find(|d| d.record.agent == submission.agent && d.key.as_ref() == Some(key))
         });
-        let outcome = match (existing, inner.runs.get(&submission.run_id)) {
-            (Some(d), _) => Ok(Submitted { run: d.record.clone(), created: false }),
-            (None, Some(d)) => Err(StoreError::Backend {
+        if let Some(d) = existing {
+            return Box::pin(std::future::ready(Ok(Submitted { run: d.record.clone(), created: false })));
+        }
+        let not_before = submission.start_after.map(|_| now.saturating_add(submission.delay_ms()));
+        if submission.debounce {
+            let pending = inner.runs.values_mut().find(|d| {
+                d.debounce
+                    && d.record.agent == submission.agent
+                    && d.flow_key == submission.flow_key
+                    && d.record.status == AgentStatus::Idle
+                    && d.record.epoch == 0
+                    && d.record.owner.is_none()
+            });
+            if let Some(d) = pending {
+                d.input = Some(submission.input.clone());
+                d.not_before_ms = not_before;
+                return Box::pin(std::future::ready(Ok(Submitted { run: d.record.clone(), created: false })));
+            }
+        }
+        let outcome = match inner.runs.get(&submission.run_id) {
+            Some(d) => Err(StoreError::Backend {
                 store: STORE,
                 message: format!(
                     "submit run {}: a run with that id exists already ({})",
@@ -361,12 +398,16 @@ impl CheckpointStore for MemoryStore {
                 ),
                 source: None,
             }),
-            (None, None) => {
+            None => {
                 let row = submission.row();
                 let mut data = RunData::new(row.clone());
                 data.graph_hash = Some(submission.graph_hash.clone());
                 data.key.clone_from(&submission.idempotency_key);
                 data.input = Some(submission.input.clone());
+                data.flow_key.clone_from(&submission.flow_key);
+                data.flow_limit = submission.flow_limit;
+                data.not_before_ms = not_before;
+                data.debounce = submission.debounce;
                 inner.runs.insert(row.run_id.clone(), data);
                 Ok(Submitted { run: row, created: true })
             }
@@ -448,22 +489,48 @@ impl CheckpointStore for MemoryStore {
         let mut inner = self.lock();
         let now = now_ms();
         let until = now.saturating_add(ttl_ms(ask.ttl));
-        let mut candidates: Vec<&mut RunData> = inner
-            .runs
-            .values_mut()
-            .filter(|d| {
-                let r = &d.record;
-                matches!(r.status, AgentStatus::Idle | AgentStatus::Running)
-                    && !r.is_leased_at(now)
-                    && ask.serves.iter().any(|s| s.agent == r.agent && d.graph_hash.as_ref() == Some(&s.graph_hash))
-            })
-            .collect();
-        candidates
-            .sort_by(|a, b| (a.record.created_ms, &a.record.run_id).cmp(&(b.record.created_ms, &b.record.run_id)));
+        // Runs of each (agent, key) running now (see `queue`); only counted when a candidate
+        // has a key.
+        let mut running: HashMap<(String, String), u64> = HashMap::new();
+        let mut candidates: Vec<(u64, &mut RunData)> = Vec::new();
+        let mut keyed = false;
+        for d in inner.runs.values_mut() {
+            let r = &d.record;
+            if let (Some(key), true) = (&d.flow_key, d.is_running_at(now)) {
+                *running.entry((r.agent.clone(), key.clone())).or_default() += 1;
+            }
+            let claimable = matches!(r.status, AgentStatus::Idle | AgentStatus::Running)
+                && !r.is_leased_at(now)
+                && d.not_before_ms.is_none_or(|t| t <= now)
+                && ask.serves.iter().any(|s| s.agent == r.agent && d.graph_hash.as_ref() == Some(&s.graph_hash));
+            if claimable {
+                keyed |= d.flow_key.is_some();
+                candidates.push((0, d));
+            }
+        }
+        candidates.sort_by(|(_, a), (_, b)| {
+            (a.record.created_ms, &a.record.run_id).cmp(&(b.record.created_ms, &b.record.run_id))
+        });
+        if keyed {
+            // Rank each keyed candidate by its key's running runs plus its place among the
+            // key's candidates; drop those beyond their limit; lowest rank first.
+            let mut seen: HashMap<(String, String), u64> = HashMap::new();
+            for (rank, d) in &mut candidates {
+                if let Some(key) = &d.flow_key {
+                    let id = (d.record.agent.clone(), key.clone());
+                    let place = seen.entry(id.clone()).or_default();
+                    *rank = running.get(&id).copied().unwrap_or(0) + *place;
+                    *place += 1;
+                }
+            }
+            candidates.retain(|(rank, d)| d.flow_limit.is_none_or(|n| *rank < u64::from(n)));
+            // Stable: among equal ranks, oldest first still.
+            candidates.sort_by_key(|(rank, _)| *rank);
+        }
         let taken = candidates
             .into_iter()
             .take(ask.limit)
-            .map(|d| {
+            .map(|(_, d)| {
                 d.control = None;
                 let r = &mut d.record;
                 (r.owner, r.lease_until_ms, r.epoch) = (Some(ask.owner.clone()), Some(until), r.epoch + 1);

@@ -57,7 +57,7 @@ macro_rules! dedupe_snapshots {
 /// SQLite's migrations, in order.
 #[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: &[Migration] =
-    &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5, SQLITE_6, SQLITE_7, SQLITE_8, SQLITE_9];
+    &[SQLITE_1, SQLITE_2, SQLITE_3, SQLITE_4, SQLITE_5, SQLITE_6, SQLITE_7, SQLITE_8, SQLITE_9, SQLITE_10];
 
 #[cfg(feature = "sqlite")]
 const SQLITE_1: Migration = Migration {
@@ -276,10 +276,52 @@ const SQLITE_9: Migration = Migration {
     ",
 };
 
+/// The index of flow control (see `queue`): the unfinished runs with a flow key, by agent
+/// and key, which serves a claim's count of a key's running runs, the look-up of a
+/// debounced run, and the check of whether any keyed run is unfinished at all (the claim of
+/// runs without keys stays as it was when none is).
+macro_rules! flow_index {
+    () => {
+        concat!(
+            "CREATE INDEX agent_runs_flow ON agent_runs (agent, flow_key) WHERE flow_key IS NOT NULL AND status NOT IN ",
+            finished_sql!(),
+            ";"
+        )
+    };
+}
+
+/// Flow control (see `queue`): a run's flow key, the limit of its key's runs running at
+/// once (recorded with each run, so workers need not agree on it), when it may be taken at
+/// the earliest (milliseconds by the store's clock) and whether it was submitted with
+/// debounce. Runs from before have none of these and are claimed as before.
+#[cfg(feature = "sqlite")]
+const SQLITE_10: Migration = Migration {
+    version: 10,
+    sql: concat!(
+        "
+        ALTER TABLE agent_runs ADD COLUMN flow_key TEXT;
+        ALTER TABLE agent_runs ADD COLUMN flow_limit INTEGER;
+        ALTER TABLE agent_runs ADD COLUMN not_before_ms INTEGER;
+        ALTER TABLE agent_runs ADD COLUMN debounce INTEGER NOT NULL DEFAULT 0;
+        ",
+        flow_index!()
+    ),
+};
+
 /// PostgreSQL's migrations, in order.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] =
-    &[POSTGRES_1, POSTGRES_2, POSTGRES_3, POSTGRES_4, POSTGRES_5, POSTGRES_6, POSTGRES_7, POSTGRES_8, POSTGRES_9];
+pub(crate) const POSTGRES: &[Migration] = &[
+    POSTGRES_1,
+    POSTGRES_2,
+    POSTGRES_3,
+    POSTGRES_4,
+    POSTGRES_5,
+    POSTGRES_6,
+    POSTGRES_7,
+    POSTGRES_8,
+    POSTGRES_9,
+    POSTGRES_10,
+];
 
 #[cfg(feature = "postgres")]
 const POSTGRES_1: Migration = Migration {
@@ -425,6 +467,21 @@ const POSTGRES_9: Migration = Migration {
             PRIMARY KEY (agent, name)
         );
     ",
+};
+
+/// As [`SQLITE_10`]; `not_before_ms` by the server's clock.
+#[cfg(feature = "postgres")]
+const POSTGRES_10: Migration = Migration {
+    version: 10,
+    sql: concat!(
+        "
+        ALTER TABLE agent_runs ADD COLUMN flow_key TEXT;
+        ALTER TABLE agent_runs ADD COLUMN flow_limit BIGINT;
+        ALTER TABLE agent_runs ADD COLUMN not_before_ms BIGINT;
+        ALTER TABLE agent_runs ADD COLUMN debounce BOOLEAN NOT NULL DEFAULT FALSE;
+        ",
+        flow_index!()
+    ),
 };
 
 /// As [`SQLITE_2`], with the lease end a `timestamptz` by the server's clock.
@@ -956,6 +1013,45 @@ mod tests {
             )
             .unwrap();
         assert!(plan.contains("PRIMARY KEY") && !plan.contains("TEMP B-TREE"), "listed from the key: {plan}");
+        let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, i64::from(latest(SQLITE)));
+    }
+
+    /// A version 9 database keeps its runs, which gain no flow key, no limit, no start time
+    /// and no debounce (claimed as before); a claim's count of a key's running runs is
+    /// served by the flow index.
+    #[test]
+    #[cfg(feature = "sqlite")]
+    fn sqlite_version_10_adds_flow_control_to_the_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in &SQLITE[..9] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE agent_schema (version INTEGER NOT NULL);
+             INSERT INTO agent_schema (version) VALUES (9);
+             INSERT INTO agent_runs (run_id, agent, status, created_ms, updated_ms, epoch)
+                 VALUES ('r', 'a', 'Idle', 1, 1, 0);",
+        )
+        .unwrap();
+        migrate_sqlite(&mut conn).unwrap();
+        let kept: (Option<String>, Option<i64>, Option<i64>, bool) = conn
+            .query_row(
+                "SELECT flow_key, flow_limit, not_before_ms, debounce FROM agent_runs WHERE run_id = 'r'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (None, None, None, false));
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM agent_runs
+                 WHERE agent = 'a' AND flow_key = 'k' AND status NOT IN ('Completed', 'Failed', 'Cancelled', 'TimedOut')",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("agent_runs_flow"), "{plan}");
         let v: i64 = conn.query_row("SELECT version FROM agent_schema", [], |r| r.get(0)).unwrap();
         assert_eq!(v, i64::from(latest(SQLITE)));
     }

@@ -597,7 +597,9 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// ([`claim_next`](CheckpointStore::claim_next)). With an idempotency key another run
     /// of the agent already has, nothing is written and that run is returned
     /// ([`Submitted::created`] `false`); of concurrent submissions with one key exactly one
-    /// creates the run.
+    /// creates the run. With debounce, the pending debounced run of its agent and flow key,
+    /// if any, gets its input and a later start instead (returned, `created` `false`); a
+    /// debounce without a flow key is refused ([`StoreError::Backend`]) and writes nothing.
     fn submit_run<'a>(&'a self, submission: &'a Submission) -> StoreFuture<'a, Submitted>;
 
     /// The context a submitted run starts from (JSON), as [`submit_run`](CheckpointStore::submit_run)
@@ -605,9 +607,11 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn run_input<'a>(&'a self, run_id: &'a str) -> StoreFuture<'a, Option<String>>;
 
     /// Take up to `ask.limit` runs a worker serving `ask.serves` can run: unfinished, not
-    /// paused, recorded under a served graph hash, with no owner or an ended lease; oldest
-    /// first, each claimed as [`claim_run`](CheckpointStore::claim_run) does (see the
-    /// module `queue`). Fewer (or none) when there are no more.
+    /// paused, recorded under a served graph hash, with no owner or an ended lease, and past
+    /// their start time; oldest first, or round robin between flow keys and within their
+    /// keys' limits when runs have keys, each claimed as
+    /// [`claim_run`](CheckpointStore::claim_run) does (see the module `queue`). Fewer (or
+    /// none) when there are no more.
     fn claim_next<'a>(&'a self, ask: &'a ClaimNext) -> StoreFuture<'a, Vec<NextRun>>;
 
     /// Wake-ups for workers: a message whenever a run may have become claimable (submitted,

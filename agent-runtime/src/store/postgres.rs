@@ -346,6 +346,13 @@ macro_rules! lease_sql {
     };
 }
 
+/// Now, in milliseconds since the Unix epoch, by the server's clock.
+macro_rules! now_ms_pg {
+    () => {
+        "floor(extract(epoch FROM now()) * 1000)::BIGINT"
+    };
+}
+
 /// The channel wake-ups go on: submissions and runs handed back, in any schema of the
 /// database (a wake-up from another schema costs a worker one claim that finds nothing).
 macro_rules! wake_channel {
@@ -491,6 +498,162 @@ async fn answer_in(
         .await?;
     let changed = client.execute(&st, &[&run_id, &request_id, &answer, &defaulted, &at_ms]).await?;
     Ok(changed > 0)
+}
+
+/// Insert a submitted run's row: the row, or `None` when its idempotency key names another
+/// run (a concurrent submission with the same key makes this insert wait for it, then do
+/// nothing).
+async fn insert_submission(
+    client: &impl deadpool_postgres::GenericClient,
+    submission: &Submission,
+) -> Result<Option<Row>, Fail> {
+    let row = submission.row();
+    let delay = submission.start_after.map(|_| submission.delay_ms());
+    let flow_limit = submission.flow_limit.map(i64::from);
+    let st = client
+        .prepare_cached(concat!(
+            "INSERT INTO agent_runs
+                 (run_id, agent, status, created_ms, updated_ms, epoch, graph_hash, idempotency_key, input,
+                  flow_key, flow_limit, debounce, not_before_ms)
+             VALUES ($1, $2, $3, $4, $4, 0, $5, $6, $7, $8, $9, $10, ",
+            now_ms_pg!(),
+            " + $11)
+             ON CONFLICT (agent, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING ",
+            run_columns!()
+        ))
+        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+        &row.run_id,
+        &row.agent,
+        &row.status.as_str(),
+        &row.created_ms,
+        &submission.graph_hash,
+        &submission.idempotency_key,
+        &submission.input,
+        &submission.flow_key,
+        &flow_limit,
+        &submission.debounce,
+        &delay,
+    ];
+    Ok(client.query_opt(&st, &params).await?)
+}
+
+/// A debounced submission's look-up, in `tx` holding its key's advisory lock: the run its
+/// idempotency key names, else the key's pending debounced run with its input replaced and
+/// its start pushed; `None`: make the run.
+async fn debounce_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    submission: &Submission,
+) -> Result<Option<Submitted>, Fail> {
+    let st = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('agent_debounce:' || $1 || chr(1) || $2, 0))")
+        .await?;
+    tx.execute(&st, &[&submission.agent, &submission.flow_key]).await?;
+    if submission.idempotency_key.is_some() {
+        let st = tx.prepare_cached(select_runs!(" WHERE agent = $1 AND idempotency_key = $2")).await?;
+        if let Some(existing) = tx.query_opt(&st, &[&submission.agent, &submission.idempotency_key]).await? {
+            return Ok(Some(Submitted { run: read_run(&existing)?, created: false }));
+        }
+    }
+    let st = tx
+        .prepare_cached(concat!(
+            "UPDATE agent_runs SET input = $3, not_before_ms = ",
+            now_ms_pg!(),
+            " + $4
+             WHERE run_id = (
+                 SELECT run_id FROM agent_runs
+                 WHERE agent = $1 AND flow_key = $2 AND debounce AND status = 'Idle' AND epoch = 0
+                   AND owner IS NULL AND status NOT IN ",
+            finished_sql!(),
+            " ORDER BY created_ms, run_id COLLATE \"C\" LIMIT 1
+             ) AND status = 'Idle' AND epoch = 0 AND owner IS NULL
+             RETURNING ",
+            run_columns!()
+        ))
+        .await?;
+    let delay = submission.delay_ms();
+    let pushed = tx.query_opt(&st, &[&submission.agent, &submission.flow_key, &submission.input, &delay]).await?;
+    Ok(pushed.map(|r| read_run(&r)).transpose()?.map(|run| Submitted { run, created: false }))
+}
+
+/// A claim under flow control (see `queue`), in one transaction: the advisory lock of each
+/// agent served (in name order, so two claims never wait on each other in a cycle), held to
+/// the commit, so the runs each key has running are counted and taken in one step for
+/// every worker; then the candidates ranked in one statement and taken in another. The
+/// rows taken, best first (as `claim_next`'s statement returns them).
+async fn claim_flow(
+    conn: &mut Object,
+    ask: &ClaimNext,
+    agents: &[&str],
+    hashes: &[&str],
+    limit: i64,
+) -> Result<Vec<Row>, Fail> {
+    let tx = conn.transaction().await?;
+    let mut locks: Vec<&str> = agents.to_vec();
+    locks.sort_unstable();
+    locks.dedup();
+    let st = tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('agent_flow:' || $1, 0))").await?;
+    for agent in locks {
+        tx.execute(&st, &[&agent]).await?;
+    }
+    let st = tx
+        .prepare_cached(concat!(
+            "WITH cand AS (
+                 SELECT run_id, agent, created_ms, flow_key, flow_limit FROM agent_runs
+                 WHERE status IN ('Idle', 'Running')
+                   AND (owner IS NULL OR lease_until IS NULL OR lease_until <= now())
+                   AND (not_before_ms IS NULL OR not_before_ms <= ",
+            now_ms_pg!(),
+            ") AND (agent, graph_hash) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))
+             ),
+             busy AS (
+                 SELECT agent, flow_key, count(*) AS n FROM agent_runs
+                 WHERE agent = ANY($1::TEXT[]) AND flow_key IS NOT NULL AND status NOT IN ",
+            finished_sql!(),
+            " AND owner IS NOT NULL AND lease_until > now()
+                 GROUP BY agent, flow_key
+             ),
+             ranked AS (
+                 SELECT c.run_id, c.created_ms, c.flow_limit,
+                     CASE WHEN c.flow_key IS NULL THEN 0
+                          ELSE coalesce(b.n, 0) - 1 + row_number() OVER (
+                              PARTITION BY c.agent, c.flow_key ORDER BY c.created_ms, c.run_id COLLATE \"C\")
+                     END AS rank
+                 FROM cand AS c LEFT JOIN busy AS b ON b.agent = c.agent AND b.flow_key = c.flow_key
+             )
+             SELECT run_id FROM ranked WHERE flow_limit IS NULL OR rank < flow_limit
+             ORDER BY rank, created_ms, run_id COLLATE \"C\" LIMIT $3"
+        ))
+        .await?;
+    let ids: Vec<String> =
+        tx.query(&st, &[&agents, &hashes, &limit]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    // Runs without keys among them may be taken meanwhile by a claim that does not rank
+    // (it skips keyed runs): the condition is checked again on each row's newest version.
+    let st = tx
+        .prepare_cached(concat!(
+            "UPDATE agent_runs SET owner = $2, lease_until = ",
+            lease_sql!(3),
+            ", epoch = epoch + 1, control = NULL
+             WHERE run_id = ANY($1::TEXT[]) AND status IN ('Idle', 'Running')
+               AND (owner IS NULL OR lease_until IS NULL OR lease_until <= now())
+             RETURNING ",
+            run_columns!(),
+            ", graph_hash, input"
+        ))
+        .await?;
+    let mut rows = tx.query(&st, &[&ids, &ask.owner, &ttl_ms(ask.ttl)]).await?;
+    tx.commit().await?;
+    let place = |row: &Row| {
+        let id: Option<String> = row.try_get(0).ok();
+        ids.iter().position(|i| Some(i) == id.as_ref()).unwrap_or(usize::MAX)
+    };
+    rows.sort_by_key(|r| place(r));
+    Ok(rows)
 }
 
 fn read_run(row: &Row) -> Result<RunRecord, Fail> {
@@ -848,30 +1011,23 @@ impl CheckpointStore for PostgresStore {
 
     fn submit_run<'a>(&'a self, submission: &'a Submission) -> StoreFuture<'a, Submitted> {
         self.run(move || format!("submit run {}", submission.run_id), async move {
-            let conn = self.conn().await?;
-            let row = submission.row();
-            // A concurrent submission with the same key makes this insert wait for it, then
-            // do nothing; the select that follows sees the run it committed.
-            let st = conn
-                .prepare_cached(concat!(
-                    "INSERT INTO agent_runs
-                         (run_id, agent, status, created_ms, updated_ms, epoch, graph_hash, idempotency_key, input)
-                     VALUES ($1, $2, $3, $4, $4, 0, $5, $6, $7)
-                     ON CONFLICT (agent, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                     RETURNING ",
-                    run_columns!()
-                ))
-                .await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-                &row.run_id,
-                &row.agent,
-                &row.status.as_str(),
-                &row.created_ms,
-                &submission.graph_hash,
-                &submission.idempotency_key,
-                &submission.input,
-            ];
-            if let Some(made) = conn.query_opt(&st, &params).await? {
+            submission.check(STORE)?;
+            let mut conn = self.conn().await?;
+            let made = if submission.debounce {
+                // One transaction holding the key's advisory lock: of concurrent debounced
+                // submissions of one key, one makes the run and the others find it.
+                let tx = conn.transaction().await?;
+                if let Some(found) = debounce_in(&tx, submission).await? {
+                    tx.commit().await?;
+                    return Ok(found);
+                }
+                let made = insert_submission(&tx, submission).await?;
+                tx.commit().await?;
+                made
+            } else {
+                insert_submission(&conn, submission).await?
+            };
+            if let Some(made) = made {
                 notify(&conn).await;
                 return Ok(Submitted { run: read_run(&made)?, created: true });
             }
@@ -1083,12 +1239,13 @@ impl CheckpointStore for PostgresStore {
             if ask.limit == 0 || ask.serves.is_empty() {
                 return Ok(Vec::new());
             }
-            let conn = self.conn().await?;
+            let mut conn = self.conn().await?;
             let agents: Vec<&str> = ask.serves.iter().map(|s| s.agent.as_str()).collect();
             let hashes: Vec<&str> = ask.serves.iter().map(|s| s.graph_hash.as_str()).collect();
             let limit = i64::try_from(ask.limit).unwrap_or(i64::MAX);
             // Candidates locked by a concurrent claim are skipped, not waited for; a locked
-            // row's condition is checked again on its newest version.
+            // row's condition is checked again on its newest version. Only while no served
+            // agent has an unfinished run with a flow key: then the claim ranks by keys.
             let st = conn
                 .prepare_cached(concat!(
                     "WITH next AS (
@@ -1096,6 +1253,13 @@ impl CheckpointStore for PostgresStore {
                          WHERE status IN ('Idle', 'Running')
                            AND (owner IS NULL OR lease_until IS NULL OR lease_until <= now())
                            AND (agent, graph_hash) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))
+                           AND flow_key IS NULL
+                           AND (not_before_ms IS NULL OR not_before_ms <= ",
+                    now_ms_pg!(),
+                    ") AND NOT EXISTS (SELECT 1 FROM agent_runs AS k
+                               WHERE k.agent = ANY($1::TEXT[]) AND k.flow_key IS NOT NULL AND k.status NOT IN ",
+                    finished_sql!(),
+                    ")
                          ORDER BY created_ms, run_id COLLATE \"C\"
                          LIMIT $3
                          FOR UPDATE SKIP LOCKED
@@ -1109,7 +1273,22 @@ impl CheckpointStore for PostgresStore {
                     ", graph_hash, input"
                 ))
                 .await?;
-            let rows = conn.query(&st, &[&agents, &hashes, &limit, &ask.owner, &ttl_ms(ask.ttl)]).await?;
+            let mut rows = conn.query(&st, &[&agents, &hashes, &limit, &ask.owner, &ttl_ms(ask.ttl)]).await?;
+            let mut ranked = false;
+            if rows.is_empty() {
+                let st = conn
+                    .prepare_cached(concat!(
+                        "SELECT EXISTS (SELECT 1 FROM agent_runs
+                             WHERE agent = ANY($1::TEXT[]) AND flow_key IS NOT NULL AND status NOT IN ",
+                        finished_sql!(),
+                        ")"
+                    ))
+                    .await?;
+                if conn.query_one(&st, &[&agents]).await?.try_get::<_, bool>(0)? {
+                    rows = claim_flow(&mut conn, ask, &agents, &hashes, limit).await?;
+                    ranked = true;
+                }
+            }
             let mut taken = rows
                 .iter()
                 .map(|r| {
@@ -1117,7 +1296,9 @@ impl CheckpointStore for PostgresStore {
                     Ok(NextRun { row: read_run(r)?, graph_hash: graph_hash.unwrap_or_default(), input: r.try_get(9)? })
                 })
                 .collect::<Result<Vec<_>, Fail>>()?;
-            taken.sort_by(|a, b| (a.row.created_ms, &a.row.run_id).cmp(&(b.row.created_ms, &b.row.run_id)));
+            if !ranked {
+                taken.sort_by(|a, b| (a.row.created_ms, &a.row.run_id).cmp(&(b.row.created_ms, &b.row.run_id)));
+            }
             Ok(taken)
         })
     }

@@ -19,6 +19,40 @@
 //!   LOCKED`) instead of waiting. A run recorded under another hash, or none, is never
 //!   taken: it stays as it is, for a worker that serves its graph (or an explicit
 //!   `recover`).
+//!
+//! Flow control (runs submitted with a [`Submission::flow_key`]; the conformance tests check
+//! these too):
+//! - A run submitted with [`Submission::start_after`] is not taken before that long after
+//!   the store's clock at its submission (its `not_before_ms`, by the store's clock: the
+//!   machine's for the memory store and SQLite, the server's `now()` on PostgreSQL).
+//! - A run of a key is *running* while it is unfinished and owned under a lease that has not
+//!   ended by the store's clock, whatever its status (a run just claimed is still `Idle`
+//!   until its owner's first write: it counts from its claim, or two claims in a row could
+//!   both take the key's last place). A run with a key and a [`Submission::flow_limit`]
+//!   `n` is taken only while fewer than `n` runs of its agent and key are running,
+//!   counting the runs taken before it in the same claim. Each run carries its own limit
+//!   (recorded at submission), so workers need not agree on configuration.
+//! - Order, round robin between keys: a candidate with a key ranks as the number of its
+//!   key's runs running plus its position among its key's candidates (oldest first, from
+//!   0); a candidate without a key ranks 0. Candidates are taken lowest rank first, then
+//!   oldest (`created_ms`, then `run_id`): with keys A, B, C queued in that order, claims
+//!   take A, B, C, A, B, C, ... . Runs started before and orphaned (their lease ended) are
+//!   candidates as before, under the same rules. "Oldest" is by `created_ms`, the
+//!   submission's millisecond: runs submitted within one millisecond are ordered by their
+//!   ids (random), also within one key.
+//! - The count and the take are one step for every worker: the memory store under its
+//!   lock, SQLite under `BEGIN IMMEDIATE` (the file's write lock), PostgreSQL in one
+//!   transaction holding a transaction-scoped advisory lock per agent served that has
+//!   unfinished runs with keys (claims of runs without keys, when no keyed run is
+//!   unfinished, stay the one `FOR UPDATE SKIP LOCKED` statement they were).
+//! - Debounce ([`Submission::debounce`]): in the same step as the insert (a per-(agent,
+//!   key) advisory lock on PostgreSQL, the write lock on SQLite), a submission finds the
+//!   run of its agent and key that was submitted with debounce and has never been claimed
+//!   (`Idle`, epoch 0); if there is one, its input is replaced and its `not_before_ms`
+//!   moved to the store's now plus the window, and it is returned ([`Submitted::created`]
+//!   `false`); otherwise the run is made, not to be taken before the window has passed.
+//!   An idempotency key the agent already has wins over debounce (its run is returned,
+//!   untouched).
 
 use std::time::Duration;
 
@@ -51,6 +85,18 @@ pub struct Submission {
     pub idempotency_key: Option<String>,
     /// When it was submitted, in milliseconds since the Unix epoch.
     pub created_ms: i64,
+    /// Its flow key (see the module docs): runs of one agent and key share a limit on how
+    /// many run at once, and claims go round robin between keys.
+    pub flow_key: Option<String>,
+    /// At most this many runs of its agent and flow key run at once (across every worker
+    /// of the store); `None`: no limit (the key only orders claims). Needs a flow key.
+    pub flow_limit: Option<u32>,
+    /// Not taken by a worker before this long after the store's clock at submission.
+    pub start_after: Option<Duration>,
+    /// Debounce: replace the input of the queued, never claimed, debounced run of the same
+    /// agent and flow key, if there is one, and push its start to `start_after` from now
+    /// (see the module docs). Needs a flow key and `start_after`.
+    pub debounce: bool,
 }
 
 impl Submission {
@@ -69,7 +115,64 @@ impl Submission {
             input: input.into(),
             idempotency_key: None,
             created_ms: super::now_ms(),
+            flow_key: None,
+            flow_limit: None,
+            start_after: None,
+            debounce: false,
         }
+    }
+
+    /// Give the run the flow key `key` (see the module docs).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_runtime::store::Submission;
+    /// let s = Submission::new("run-1", "mail", "ab12", "{}")
+    ///     .flow_key("customer-7")
+    ///     .flow_limit(1)
+    ///     .debounce(Duration::from_secs(2));
+    /// assert_eq!((s.flow_key.as_deref(), s.flow_limit, s.debounce), (Some("customer-7"), Some(1), true));
+    /// assert_eq!(s.start_after, Some(Duration::from_secs(2)));
+    /// ```
+    pub fn flow_key(mut self, key: impl Into<String>) -> Submission {
+        self.flow_key = Some(key.into());
+        self
+    }
+
+    /// At most `n` runs of its agent and flow key at once.
+    pub fn flow_limit(mut self, n: u32) -> Submission {
+        self.flow_limit = Some(n);
+        self
+    }
+
+    /// Not taken before `delay` from the store's now.
+    pub fn start_after(mut self, delay: Duration) -> Submission {
+        self.start_after = Some(delay);
+        self
+    }
+
+    /// Debounce over `window`: see [`Submission::debounce`](Submission#structfield.debounce).
+    pub fn debounce(mut self, window: Duration) -> Submission {
+        self.start_after = Some(window);
+        self.debounce = true;
+        self
+    }
+
+    /// `start_after` in milliseconds (0 without one), as the stores add it to their clock.
+    pub(crate) fn delay_ms(&self) -> i64 {
+        self.start_after.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// A debounce without a key cannot find its run: refused before anything is written.
+    pub(crate) fn check(&self, store: &'static str) -> Result<(), super::StoreError> {
+        if self.debounce && self.flow_key.is_none() {
+            return Err(super::StoreError::Backend {
+                store,
+                message: format!("submit run {}: debounce needs a flow key", self.run_id),
+                source: None,
+            });
+        }
+        Ok(())
     }
 
     /// Name the request with `key` (unique per agent).

@@ -363,6 +363,62 @@ macro_rules! select_schedules {
     };
 }
 
+/// The runs a flow-controlled claim takes (see `queue`), best first: `?1` the graphs served
+/// (a JSON array of `[agent, graph_hash]`), `?2` how many at most. A candidate with a key
+/// ranks as its key's running runs plus its place among the key's candidates; one beyond its
+/// limit is left.
+const FLOW_CANDIDATES: &str = concat!(
+    "WITH served (agent, graph_hash) AS (
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)
+     ),
+     cand AS (
+         SELECT run_id, agent, created_ms, flow_key, flow_limit FROM agent_runs
+         WHERE status IN ('Idle', 'Running')
+           AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ",
+    now_ms_sql!(),
+    ") AND (not_before_ms IS NULL OR not_before_ms <= ",
+    now_ms_sql!(),
+    ") AND (agent, graph_hash) IN (SELECT agent, graph_hash FROM served)
+     ),
+     busy AS (
+         SELECT agent, flow_key, count(*) AS n FROM agent_runs
+         WHERE flow_key IS NOT NULL AND status NOT IN ",
+    finished_sql!(),
+    " AND agent IN (SELECT agent FROM served) AND owner IS NOT NULL AND lease_until > ",
+    now_ms_sql!(),
+    " GROUP BY agent, flow_key
+     ),
+     ranked AS (
+         SELECT c.run_id, c.created_ms, c.flow_limit,
+             CASE WHEN c.flow_key IS NULL THEN 0
+                  ELSE coalesce(b.n, 0) - 1
+                      + row_number() OVER (PARTITION BY c.agent, c.flow_key ORDER BY c.created_ms, c.run_id)
+             END AS rank
+         FROM cand AS c LEFT JOIN busy AS b ON b.agent = c.agent AND b.flow_key = c.flow_key
+     )
+     SELECT run_id FROM ranked WHERE flow_limit IS NULL OR rank < flow_limit
+     ORDER BY rank, created_ms, run_id LIMIT ?2"
+);
+
+/// Whether an agent `ask` serves has an unfinished run with a flow key (the flow index
+/// answers): only then does a claim rank by keys.
+fn any_keyed(conn: &Connection, ask: &ClaimNext) -> Result<bool, Fail> {
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT EXISTS (SELECT 1 FROM agent_runs WHERE agent = ?1 AND flow_key IS NOT NULL AND status NOT IN ",
+        finished_sql!(),
+        ")"
+    ))?;
+    for (i, served) in ask.serves.iter().enumerate() {
+        if ask.serves[..i].iter().any(|s| s.agent == served.agent) {
+            continue;
+        }
+        if stmt.query_row([&served.agent], |r| r.get::<_, bool>(0))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// A run's row as stored, to decide how to write it.
 struct StoredRun {
     agent: String,
@@ -906,6 +962,7 @@ impl CheckpointStore for SqliteStore {
     fn submit_run<'a>(&'a self, submission: &'a Submission) -> StoreFuture<'a, Submitted> {
         let submission = submission.clone();
         self.call(format!("submit run {}", submission.run_id), move |conn| {
+            submission.check(STORE)?;
             // The write lock, held to the commit, makes look-up and insert one step for every
             // process sharing the file (the unique index would refuse a second run anyway).
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -920,12 +977,44 @@ impl CheckpointStore for SqliteStore {
                     return Ok(Submitted { run, created: false });
                 }
             }
+            let delay = submission.start_after.map(|_| submission.delay_ms());
+            if submission.debounce {
+                // The pending debounced run of the key, if any: its input replaced and its
+                // start pushed, under the same write lock.
+                let pending = {
+                    let mut stmt = tx.prepare_cached(concat!(
+                        select_runs!(
+                            " WHERE agent = ?1 AND flow_key = ?2 AND debounce AND status = 'Idle' AND epoch = 0
+                               AND owner IS NULL AND status NOT IN "
+                        ),
+                        finished_sql!(),
+                        " ORDER BY created_ms, run_id LIMIT 1"
+                    ))?;
+                    let mut rows = stmt.query(params![submission.agent, submission.flow_key])?;
+                    rows.next()?.map(read_run).transpose()?
+                };
+                if let Some(run) = pending {
+                    tx.prepare_cached(concat!(
+                        "UPDATE agent_runs SET not_before_ms = ",
+                        now_ms_sql!(),
+                        " + ?2 WHERE run_id = ?1"
+                    ))?
+                    .execute(params![run.run_id, delay.unwrap_or(0)])?;
+                    put_run_input(&tx, &run.run_id, Some(&submission.input))?;
+                    tx.commit()?;
+                    return Ok(Submitted { run, created: false });
+                }
+            }
             let row = submission.row();
-            tx.prepare_cached(
+            let flow_limit = submission.flow_limit.map(i64::from);
+            tx.prepare_cached(concat!(
                 "INSERT INTO agent_runs
-                     (run_id, agent, status, created_ms, updated_ms, epoch, graph_hash, idempotency_key)
-                 VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5, ?6)",
-            )?
+                     (run_id, agent, status, created_ms, updated_ms, epoch, graph_hash, idempotency_key,
+                      flow_key, flow_limit, debounce, not_before_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5, ?6, ?7, ?8, ?9, ",
+                now_ms_sql!(),
+                " + ?10)"
+            ))?
             .execute(params![
                 row.run_id,
                 row.agent,
@@ -933,6 +1022,10 @@ impl CheckpointStore for SqliteStore {
                 row.created_ms,
                 submission.graph_hash,
                 submission.idempotency_key,
+                submission.flow_key,
+                flow_limit,
+                submission.debounce,
+                delay,
             ])?;
             put_run_input(&tx, &row.run_id, Some(&submission.input))?;
             tx.commit()?;
@@ -1092,11 +1185,27 @@ impl CheckpointStore for SqliteStore {
             // Candidates of every graph served, oldest first; under the write lock nobody
             // else claims meanwhile, so each update below takes its run.
             let mut found: Vec<(i64, String)> = Vec::new();
-            {
+            if any_keyed(&tx, &ask)? {
+                // Flow control (see `queue`): ranked in one statement, under the same lock.
+                let served: Vec<[&str; 2]> =
+                    ask.serves.iter().map(|s| [s.agent.as_str(), s.graph_hash.as_str()]).collect();
+                let served = serde_json::to_string(&served).map_err(|e| StoreError::Backend {
+                    store: STORE,
+                    message: e.to_string(),
+                    source: None,
+                })?;
+                let mut stmt = tx.prepare_cached(FLOW_CANDIDATES)?;
+                let rows = stmt.query_map(params![served, limit], |r| Ok((0, r.get::<_, String>(0)?)))?;
+                for row in rows {
+                    found.push(row?);
+                }
+            } else {
                 let mut stmt = tx.prepare_cached(concat!(
                     "SELECT created_ms, run_id FROM agent_runs
                      WHERE agent = ?1 AND graph_hash = ?2 AND status IN ('Idle', 'Running')
                        AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ",
+                    now_ms_sql!(),
+                    ") AND (not_before_ms IS NULL OR not_before_ms <= ",
                     now_ms_sql!(),
                     ") ORDER BY created_ms, run_id LIMIT ?3"
                 ))?;
@@ -1108,8 +1217,8 @@ impl CheckpointStore for SqliteStore {
                         found.push(row?);
                     }
                 }
+                found.sort();
             }
-            found.sort();
             found.truncate(ask.limit);
             let mut taken = Vec::with_capacity(found.len());
             for (_, run_id) in found {
