@@ -1206,6 +1206,18 @@ async fn schedules(store: &dyn CheckpointStore, tag: &str) {
     let policy = Retention { keep_snapshots: None, drop_finished_after: Some(Duration::from_secs(5)) };
     store.apply_retention(&policy, i64::MAX).await.unwrap();
     assert_eq!(store.schedules(None).await.unwrap(), kept, "{tag}: runs deleted, schedules kept");
+    // Removed and added again, a schedule starts its versions again: a move planned on the
+    // schedule before (same version, another `created_ms`) is refused.
+    let read_before = one(store, &etl, "nightly").await;
+    assert!(store.delete_schedule(&etl, "nightly").await.unwrap(), "{tag}");
+    let mut again = read_before.clone();
+    again.created_ms += 1;
+    assert!(store.put_schedule(&again).await.unwrap(), "{tag}: added again");
+    let fresh = one(store, &etl, "nightly").await;
+    let mut stale = ScheduleAdvance::of(&read_before, read_before.next_tick_ms + 5, 9);
+    stale.version = fresh.version;
+    assert!(!store.advance_schedule(&stale).await.unwrap(), "{tag}: planned on the removed schedule");
+    assert!(store.advance_schedule(&ScheduleAdvance::of(&fresh, fresh.next_tick_ms + 5, 9)).await.unwrap(), "{tag}");
     assert!(store.put_schedule(&hourly).await.unwrap(), "{tag}: added again");
 }
 

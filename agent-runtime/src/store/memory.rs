@@ -766,7 +766,7 @@ impl CheckpointStore for MemoryStore {
 
     fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool> {
         let moved = match self.lock().schedules.get_mut(&(advance.agent.clone(), advance.name.clone())) {
-            Some(s) if s.version == advance.version => {
+            Some(s) if s.version == advance.version && s.created_ms == advance.created_ms => {
                 s.next_tick_ms = advance.next_tick_ms;
                 s.buffered_tick_ms = advance.buffered_tick_ms;
                 s.last_run_id.clone_from(&advance.last_run_id);

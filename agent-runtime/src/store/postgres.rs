@@ -1763,7 +1763,7 @@ impl CheckpointStore for PostgresStore {
                 .prepare_cached(
                     "UPDATE agent_schedules SET next_tick_ms = $4, buffered_tick_ms = $5, last_run_id = $6,
                          updated_ms = $7, version = version + 1
-                     WHERE agent = $1 AND name = $2 AND version = $3",
+                     WHERE agent = $1 AND name = $2 AND version = $3 AND created_ms = $8",
                 )
                 .await?;
             let changed = conn
@@ -1777,6 +1777,7 @@ impl CheckpointStore for PostgresStore {
                         &advance.buffered_tick_ms,
                         &advance.last_run_id,
                         &advance.now_ms,
+                        &advance.created_ms,
                     ],
                 )
                 .await?;

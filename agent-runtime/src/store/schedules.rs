@@ -8,7 +8,9 @@
 //! - [`advance_schedule`](super::CheckpointStore::advance_schedule) writes the new cursor
 //!   only if the record's `version` is still the one the worker read, and bumps it: of
 //!   workers handling the same ticks at once, exactly one moves the cursor; the others
-//!   see `false` and stop. (The runs a tick starts are submitted with an idempotency key
+//!   see `false` and stop. The guard also names the record's `created_ms`, so a worker's
+//!   move planned on a schedule since removed and added again (whose versions start again)
+//!   is refused too. (The runs a tick starts are submitted with an idempotency key
 //!   naming the schedule and the tick, before the cursor moves: a worker that dies in
 //!   between leaves the tick to the next, which finds the run already made.)
 //! - [`put_schedule`](super::CheckpointStore::put_schedule) creates a record, or replaces
@@ -96,6 +98,9 @@ pub struct ScheduleAdvance {
     pub name: String,
     /// The version the worker read: the move is made only if it is still the record's.
     pub version: u64,
+    /// When the schedule the worker read was added: the move is made only if it is still
+    /// that schedule (a schedule removed and added again starts its versions again).
+    pub created_ms: i64,
     /// The new first tick not yet handled.
     pub next_tick_ms: i64,
     /// The new buffered tick.
@@ -113,6 +118,7 @@ impl ScheduleAdvance {
             agent: record.agent.clone(),
             name: record.name.clone(),
             version: record.version,
+            created_ms: record.created_ms,
             next_tick_ms,
             buffered_tick_ms: record.buffered_tick_ms,
             last_run_id: record.last_run_id.clone(),
