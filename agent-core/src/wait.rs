@@ -11,6 +11,10 @@
 //! - Outside a run (a context made with `Context::new()`), a sleep or a signal wait fails at
 //!   once with [`WaitError::NotInRun`]: nothing would record the sleep, nor could send to it
 //!   (and this crate has no timer of its own: it needs no async runtime).
+//! - A durable wait (a run with a store) ends with [`WaitError::Interrupted`] when the run
+//!   pauses, rather than hold the pause up for the rest of a day-long sleep: the state,
+//!   returning it, runs again when the run goes on, and its wait resumes from what was
+//!   recorded. A wait without a store keeps waiting (nothing recorded it).
 //! - A signal's payload is decoded into the type the wait asks for only when it arrives; a
 //!   payload that does not fit is [`WaitError::Decode`], with the signal's name.
 
@@ -82,6 +86,12 @@ pub enum WaitError {
     /// the wait is that worker's now.
     #[error("the run was taken over by another worker while it waited")]
     Fenced,
+    /// The run is pausing (paused, or handed over by a draining worker): a durable wait
+    /// does not hold the pause up. Return this error from the state (`?` does): the state is
+    /// not failed, it runs again when the run goes on, and its wait resumes where it was
+    /// (a sleep until its armed time, a signal wait with the same deadline).
+    #[error("the run is pausing: the state runs again when the run goes on, and its wait resumes")]
+    Interrupted,
     /// The state gave its resources back while it waited, and could not take them again.
     #[error("after its wait, the state could not take its resources back: {source}")]
     Resources {

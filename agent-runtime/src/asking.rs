@@ -119,12 +119,6 @@ impl Run {
         };
         let key = self.sinks.waits.next(pos, execution_key, kind);
         let durable = self.sinks.durable.as_ref().map(|d| (d.store(), d.epoch()));
-        Ok(crate::signal::Waiter {
-            durable,
-            run_id: self.run_id(),
-            key,
-            state: Some(self.state_name(pos)),
-            events: &self.sinks,
-        })
+        Ok(crate::signal::Waiter { durable, run_id: self.run_id(), key, state: Some(self.state_name(pos)), run: self })
     }
 }

@@ -120,7 +120,8 @@ pub enum EventKind {
         /// The state.
         state: String,
     },
-    /// An attempt of `state` was preempted by more urgent work and re-queued.
+    /// An attempt of `state` was preempted by more urgent work and re-queued, or left a
+    /// durable wait because the run pauses (it runs again when the run goes on).
     Preempted {
         /// The state.
         state: String,

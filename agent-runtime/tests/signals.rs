@@ -347,3 +347,22 @@ async fn the_command_line_and_the_console_send_signals_through_the_store() {
     let (late, _) = cli(args(&["signal", &run_id, "a", "1"])).await;
     assert!(matches!(late, Err(cli::CliError::Signal(SignalError::Finished { .. }))), "{late:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_does_not_wait_for_a_signal_and_one_sent_meanwhile_reaches_the_resumed_run() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let starts = Arc::new(AtomicU32::new(0));
+    let agent = taker(store.clone(), starts.clone());
+    let t0 = tokio::time::Instant::now();
+    let run = agent.start(RunOptions::new()).unwrap();
+    until_at(&agent, "take").await;
+    let checkpoint = run.pause().await;
+    assert!(t0.elapsed() < MINUTE, "the pause did not wait for the signal");
+    assert_eq!(checkpoint.agent_status, AgentStatus::Paused);
+    // Sent while the run is paused: kept, and taken by the state's next run.
+    agent.signal(run.id(), "go", &7u64).await.unwrap();
+    run.resume().await.unwrap();
+    let result = run.await.unwrap();
+    assert_eq!(result.context().get_state::<u64>("n"), Some(7));
+    assert_eq!(starts.load(SeqCst), 2);
+}

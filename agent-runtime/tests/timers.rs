@@ -149,3 +149,68 @@ async fn outside_a_run_a_sleep_says_so() {
     let err = Context::new().sleep(MINUTE).await.unwrap_err();
     assert!(matches!(err, WaitError::NotInRun { .. }), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_does_not_wait_for_a_sleep_and_the_resumed_run_wakes_at_the_armed_time() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let (starts, woke) = (Arc::new(AtomicU32::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let agent = napping(store.clone(), starts.clone(), woke.clone());
+    let t0 = Instant::now();
+    let run = agent.start(RunOptions::new()).unwrap();
+    tokio::time::sleep(10 * MINUTE).await;
+    let checkpoint = run.pause().await;
+    assert!(t0.elapsed() < 11 * MINUTE, "the pause did not wait for the sleep: {:?}", t0.elapsed());
+    assert_eq!(checkpoint.agent_status, AgentStatus::Paused);
+    let at: Vec<&str> = checkpoint.tokens.iter().map(|t| t.state.as_str()).collect();
+    assert_eq!(at, ["nap"], "the sleeping state runs again on resume");
+    assert!(!checkpoint.completed_states.iter().any(|s| s == "nap"), "not completed, nor failed");
+    assert_eq!(checkpoint.states.iter().find(|s| s.name == "nap").map(|s| s.failed), Some(0));
+    assert!(woke.lock().unwrap().is_empty());
+    // Twenty minutes later the run goes on: `nap` runs again and sleeps what is left.
+    tokio::time::sleep(20 * MINUTE).await;
+    run.resume().await.unwrap();
+    let result = run.await.unwrap();
+    assert_eq!(result.status(), AgentStatus::Completed);
+    assert_eq!(starts.load(SeqCst), 2);
+    let slept = woke.lock().unwrap()[0] - t0;
+    assert!(
+        slept >= HOUR - Duration::from_millis(1) && slept < HOUR + Duration::from_secs(1),
+        "woke {slept:?} after the start"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_draining_worker_hands_a_sleeping_run_over_at_once() {
+    use agent_runtime::{SubmitOptions, Worker};
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let (starts, woke) = (Arc::new(AtomicU32::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let define = {
+        let (store, starts, woke) = (store.clone(), starts.clone(), woke.clone());
+        move || napping(store.clone(), starts.clone(), woke.clone())
+    };
+    let t0 = Instant::now();
+    let run_id = define().submit(SubmitOptions::new()).await.unwrap();
+    let serve = |stop: tokio_util::sync::CancellationToken| {
+        let (store, define) = (store.clone(), define.clone());
+        tokio::spawn(async move { Worker::new(store).serve(define).run_until(stop.cancelled_owned()).await.unwrap() })
+    };
+    let first_stop = tokio_util::sync::CancellationToken::new();
+    let first = serve(first_stop.clone());
+    tokio::time::sleep(10 * MINUTE).await;
+    assert_eq!(starts.load(SeqCst), 1);
+    first_stop.cancel();
+    let report = first.await.unwrap();
+    assert!(t0.elapsed() < 11 * MINUTE, "the drain did not wait for the sleep: {:?}", t0.elapsed());
+    assert_eq!((report.claimed, report.handed_over), (1, 1), "{report:?}");
+    let second_stop = tokio_util::sync::CancellationToken::new();
+    let second = serve(second_stop.clone());
+    let done = define().wait(&run_id).await.unwrap();
+    second_stop.cancel();
+    assert_eq!((done.agent_status, second.await.unwrap().claimed), (AgentStatus::Completed, 1));
+    assert_eq!(starts.load(SeqCst), 2);
+    let slept = woke.lock().unwrap()[0] - t0;
+    assert!(
+        slept >= HOUR - Duration::from_millis(1) && slept < HOUR + Duration::from_secs(5),
+        "woke {slept:?} after the start"
+    );
+}

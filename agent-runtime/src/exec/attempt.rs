@@ -98,6 +98,11 @@ pub(crate) async fn run(run: &Arc<Run>, ctx: &Context, pos: usize, g: &Guarded) 
         } else {
             one(run, ctx, pos, g, attempt).await
         };
+        if interrupted(run, &outcome) {
+            // A durable wait left for a pause: no failure; the state runs again when the run
+            // goes on (see `signal`).
+            return Attempted::Stop;
+        }
         if run.is_stopping() && matches!(&outcome, Ok(Err(e)) if e.is::<ResourceError>()) {
             // The run stopped while this attempt waited for resources: its request was
             // withdrawn (see `Run::stop`), which is no failure of the state.
@@ -320,6 +325,10 @@ pub(crate) fn ended_event(
     duration: Option<Duration>,
 ) -> EventKind {
     let state = run.state_name(pos);
+    if interrupted(run, outcome) {
+        // Not failed: left for a pause, to run again (as a preempted attempt does).
+        return EventKind::Preempted { state };
+    }
     match outcome_error(outcome) {
         None if !agent_core::__private::context::has_write_error(&run.ctx) => {
             EventKind::StateCompleted { state, duration }
@@ -380,4 +389,13 @@ async fn blocking(run: &Arc<Run>, ctx: &Context, pos: usize, guard: Option<Resou
             Err(_) => Ok(Err("the blocking state's task was cancelled (the runtime is shutting down)".into())),
         },
     }
+}
+
+/// Whether `outcome` is a durable wait that left because the run is pausing
+/// (`WaitError::Interrupted`, returned as it is): not a failure; the state's token stays
+/// where it is, and the state runs again when the run goes on (see `signal`).
+#[cold]
+pub(crate) fn interrupted(run: &Run, outcome: &Outcome) -> bool {
+    run.is_pausing()
+        && matches!(outcome, Ok(Err(e)) if matches!(e.downcast_ref::<agent_core::WaitError>(), Some(agent_core::WaitError::Interrupted)))
 }

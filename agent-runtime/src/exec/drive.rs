@@ -434,6 +434,11 @@ impl Branch<'_> {
     /// fails and the branch stops at the failed state (where a restored run resumes).
     #[cold]
     fn failed(&mut self, run: &Run, state: &CompiledState, outcome: Outcome, attempts: u32) -> Step {
+        if attempt::interrupted(run, &outcome) {
+            // A durable wait left for a pause: the token stays at the state, which runs
+            // again when the run goes on (see `signal`).
+            return Step::Return;
+        }
         let pos = self.pos;
         let Some(handler) = state.on_error else {
             fail_state(run, pos, outcome, attempts);

@@ -21,6 +21,10 @@
 //! - A durable wait records before it waits: a sleep's wake time, a signal wait's deadline
 //!   (when it has a timeout) are armed in the store first, and a recovered run computes
 //!   what is left from the armed time on the wall clock (`clock`), never from its restart.
+//! - A durable wait leaves when its run pauses (`WaitError::Interrupted`): the state is not
+//!   failed (see `exec::attempt::interrupted`), its token stays where it is, and it runs
+//!   again when the run goes on (resumed here, or taken over by another worker), its wait
+//!   resuming from what was recorded. A pause is not held up by a day-long sleep.
 //! - While a state waits it holds no resources (`human::release_resources`), and takes them
 //!   back before its wait returns, on every path that returns.
 //! - Without a store a sleep is not durable (it sleeps in this process), and signals are
@@ -48,15 +52,28 @@ pub(crate) struct Waiter<'a> {
     pub key: String,
     /// The state waiting, for events.
     pub state: Option<String>,
-    /// Where the run's events go.
-    pub events: &'a crate::run::Sinks,
+    /// The run: where its events go, and whether it is pausing.
+    pub run: &'a crate::run::Run,
 }
 
 impl Waiter<'_> {
     fn emit(&self, kind: crate::events::EventKind) {
-        if self.events.emitting() {
-            self.events.emit(kind);
+        if self.run.emitting() {
+            self.run.emit(kind);
         }
+    }
+
+    /// A future ready when the run may have started pausing (see `Run::pause`), enabled
+    /// now: check [`Waiter::pausing`] after making it, and a pause between is not missed.
+    fn pause_notified(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut n = Box::pin(self.run.states.state_cancelled.notified());
+        n.as_mut().enable();
+        n
+    }
+
+    /// Whether a durable wait should leave now: the run is pausing (see the module docs).
+    fn pausing(&self) -> bool {
+        self.durable.is_some() && self.run.is_pausing()
     }
 }
 

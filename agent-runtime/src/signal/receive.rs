@@ -10,6 +10,8 @@
 //! - Between looks the wait sleeps until a send in this process wakes it (`send::waiters`,
 //!   registered before each look, so a send between the look and the sleep is not missed),
 //!   `POLL` passes (sends from other processes), or its deadline comes.
+//! - It leaves when the run pauses (`WaitError::Interrupted`, see `signal`), having taken
+//!   nothing: the state's next run takes the message.
 //! - It holds no resources while it sleeps (released at the first empty look, taken back
 //!   before it returns, on every path that returns).
 
@@ -45,6 +47,11 @@ pub(crate) async fn receive(w: Waiter<'_>, name: String, timeout: Option<Duratio
         let notified = woken.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let paused = w.pause_notified();
+        if w.pausing() {
+            tracing::info!(run_id = %w.run_id, name = %name, "signal wait interrupted by a pause; it resumes with the run");
+            return Err(WaitError::Interrupted);
+        }
         match store.take_signal(w.run_id, &name, &w.key, clock::now_ms(), epoch).await {
             Ok(Some(signal)) => {
                 tracing::info!(run_id = %w.run_id, name = %name, id = %signal.signal_id, "signal received");
@@ -71,6 +78,7 @@ pub(crate) async fn receive(w: Waiter<'_>, name: String, timeout: Option<Duratio
         let deadline = deadline_ms.map(clock::instant_at);
         tokio::select! {
             () = &mut notified => {}
+            _ = paused => {}
             () = tokio::time::sleep(POLL) => {}
             () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {}
         }

@@ -7,6 +7,7 @@
 //!   released nothing.
 //! - A run without a store sleeps in its process: nothing is recorded.
 //! - The state holds no resources while it sleeps, and takes them back before returning.
+//! - A durable sleep leaves when the run pauses (`WaitError::Interrupted`, see `signal`).
 
 use agent_core::__private::Wake;
 use agent_core::WaitError;
@@ -35,7 +36,20 @@ pub(crate) async fn sleep(w: Waiter<'_>, wake: Wake) -> Result<(), WaitError> {
     tracing::info!(run_id = %w.run_id, key = %w.key, wake_ms, "sleeping");
     w.emit(EventKind::Sleeping { state: w.state.clone(), until: crate::store::time_of(wake_ms) });
     let released = crate::human::release_resources();
-    tokio::time::sleep_until(clock::instant_at(wake_ms)).await;
+    let sleep = tokio::time::sleep_until(clock::instant_at(wake_ms));
+    tokio::pin!(sleep);
+    loop {
+        let paused = w.pause_notified();
+        if w.pausing() {
+            // Nothing to take back: the state leaves, and runs again when the run goes on.
+            tracing::info!(run_id = %w.run_id, key = %w.key, "sleep interrupted by a pause; it resumes with the run");
+            return Err(WaitError::Interrupted);
+        }
+        tokio::select! {
+            () = &mut sleep => break,
+            _ = paused => {}
+        }
+    }
     if let Some(released) = released {
         released.reacquire().await.map_err(|source| WaitError::Resources { source })?;
     }
