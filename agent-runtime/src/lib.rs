@@ -31,6 +31,12 @@
 //!   agent's store is wrapped in a `RetryingStore`, so runs ride out passing outages
 //!   (`Agent::store_retry`).
 //! - `human`: requests for human input, answered from code, the terminal or a store.
+//! - `signal`: durable sleeps and signal waits (`ctx.sleep`, `ctx.wait_for_signal`),
+//!   armed and taken in the run's store so a restart resumes them; `clock`: the wall clock
+//!   they keep time by (it advances with paused tokio time).
+//! - [`schedule`]: cron schedules in the store, carried out by every worker's scheduler,
+//!   one run per tick across a fleet; `store::queue`: per-key flow control (a limit of
+//!   runs per key, round robin between keys, debounce), enforced by the store's claims.
 //! - `diagram`: a built agent's picture, coloured by its run (statuses, retries).
 //! - `cli` (feature `cli`, on by default; needs `sqlite`, its default store): the command
 //!   line of workflow binaries; `text`: outside text made safe for the terminal (control
