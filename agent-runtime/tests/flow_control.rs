@@ -28,7 +28,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -499,18 +499,6 @@ async fn flow_worker_child() {
     worker.run().await.unwrap();
 }
 
-/// Worker processes, killed when dropped however the test ends.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Two worker processes (2 and 1 at once) on the store at `address` run the A/B/C scenario.
 async fn round_robin_in_processes(store: Arc<dyn CheckpointStore>, address: &str, tag: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -518,7 +506,7 @@ async fn round_robin_in_processes(store: Arc<dyn CheckpointStore>, address: &str
     let name = format!("flow-procs-{tag}");
     let client = keyed(&name, &board, 2).with_store(store.clone());
     let ids = submit_abc(&client).await;
-    let mut children = Children(Vec::new());
+    let mut children = common::kills::Children(Vec::new());
     for concurrency in [2, 1] {
         let child = Command::new(std::env::current_exe().unwrap())
             .args(["flow_worker_child", "--exact", "--nocapture", "--test-threads", "1"])

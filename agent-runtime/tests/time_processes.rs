@@ -9,7 +9,6 @@
 //!   (`scheduler_child`).
 
 use std::io::Write;
-use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,18 +51,6 @@ async fn sleeper_child() {
     let _ = worker.run().await;
 }
 
-/// Children killed when the test ends, however it ends.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn starts(log: &std::path::Path) -> Vec<u32> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines().filter_map(|l| l.strip_prefix("start ")?.parse().ok()).collect()
@@ -85,7 +72,7 @@ async fn a_run_asleep_in_a_killed_worker_wakes_at_its_armed_time_in_the_next() {
         .spawn()
         .unwrap()
     };
-    let mut children = Children(vec![spawn()]);
+    let mut children = common::kills::Children(vec![spawn()]);
     let bounded = tokio::time::timeout(Duration::from_secs(90), async {
         while starts(&log).is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -149,7 +136,7 @@ async fn two_worker_processes_start_each_tick_once() {
     agent.add_schedule(Schedule::new("every-second", "* * * * * *").overlap(Overlap::Allow)).await.unwrap();
     let first_tick = agent.schedules().await.unwrap()[0].next_tick_ms;
     let spawn = || common::kills::worker("scheduler_child", &[("AGENT_TICK_CHILD", db.as_path())]).spawn().unwrap();
-    let mut children = Children(vec![spawn(), spawn()]);
+    let mut children = common::kills::Children(vec![spawn(), spawn()]);
     tokio::time::sleep(Duration::from_millis(4500)).await;
     for c in &mut children.0 {
         let _ = c.kill();

@@ -123,3 +123,15 @@ pub async fn go_on(
         Some(_) => {}
     }
 }
+
+/// Child processes, killed (and reaped) when dropped, however the test ends.
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
