@@ -83,6 +83,12 @@ async fn three_missed_ticks_with_a_catch_up_window_covering_two_start_two_runs()
     assert_eq!(report.missed, 1);
     assert_eq!(runs(&s.store).await.len(), 2);
     assert_eq!(s.record().await.next_tick_ms, first + 3 * hour);
+    // Each run knows its schedule and tick.
+    let (_, _, tick, run_id) = &report.started[1];
+    let input = s.store.run_input(run_id).await.unwrap().unwrap();
+    let ctx = Context::from_json_str(&input).unwrap();
+    assert_eq!(ctx.get_state::<String>(agent_runtime::schedule::SCHEDULE_KEY).as_deref(), Some("hourly"));
+    assert_eq!(ctx.get_state::<i64>(agent_runtime::schedule::TICK_KEY), Some(*tick));
     // A second pass at the same time starts nothing more.
     assert!(s.scheduler.tick().await.unwrap().started.is_empty());
     assert_eq!(runs(&s.store).await.len(), 2);

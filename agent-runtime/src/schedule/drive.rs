@@ -12,6 +12,8 @@
 //!   runs).
 //! - A schedule whose record no longer parses is skipped with a warning; a store failure
 //!   ends the pass for that schedule only (the next pass tries again).
+//! - A scheduled run starts from the schedule's input plus [`SCHEDULE_KEY`] and
+//!   [`TICK_KEY`] (a backfilled one too), so it knows which tick it is for.
 //! - Time is `clock::now_ms` (it advances with paused tokio time, as timers do).
 
 use std::sync::Arc;
@@ -23,6 +25,12 @@ use super::plan::{plan, Action, Cursor};
 use super::spec::{Rule, ScheduleError};
 use crate::store::{CheckpointStore, ScheduleAdvance, ScheduleRecord, Submission};
 use crate::{clock, Agent};
+
+/// The context key naming the schedule that started a run.
+pub const SCHEDULE_KEY: &str = "schedule.name";
+/// The context key holding the tick a scheduled run was started for (milliseconds since the
+/// Unix epoch): what the run is about (the hour of a batch), whenever it actually starts.
+pub const TICK_KEY: &str = "schedule.tick_ms";
 
 /// Ticks one schedule handles in a pass, at most.
 const TICKS_PER_PASS: usize = 100;
@@ -216,7 +224,13 @@ pub(crate) async fn submit_tick(
     tick: i64,
 ) -> Result<String, ScheduleError> {
     let run_id = uuid::Uuid::new_v4().to_string();
-    let submission = Submission::new(run_id, record.agent.as_str(), hash, record.input.as_str())
+    // The run knows what started it: the schedule and the tick, beside the schedule's input.
+    let ctx = agent_core::Context::from_json_str(&record.input)
+        .map_err(|e| ScheduleError::Input { message: format!("the stored input does not read: {e}") })?;
+    ctx.set_state(SCHEDULE_KEY, record.name.as_str());
+    ctx.set_state(TICK_KEY, tick);
+    let input = ctx.to_json_string().map_err(|e| ScheduleError::Input { message: e.to_string() })?;
+    let submission = Submission::new(run_id, record.agent.as_str(), hash, input)
         .idempotency_key(format!("schedule:{}:{tick}", record.name));
     let submitted = store.submit_run(&submission).await?;
     if submitted.created {

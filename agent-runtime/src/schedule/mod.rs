@@ -16,6 +16,6 @@ mod plan;
 mod spec;
 
 pub(crate) use drive::submit_tick;
-pub use drive::{Scheduler, SchedulerReport};
+pub use drive::{Scheduler, SchedulerReport, SCHEDULE_KEY, TICK_KEY};
 pub(crate) use spec::{check_name, Rule};
 pub use spec::{Overlap, Schedule, ScheduleError};
