@@ -87,7 +87,11 @@ async fn crashed_in_c(name: &str, store: &Store) -> String {
         assert!(Instant::now() < give_up, "gave up waiting until the run is in `c`");
         tokio::time::sleep(Duration::from_millis(5)).await;
         let Some(run) = store.list_runs(&query).await.unwrap().into_iter().next() else { continue };
-        if newest(store, &run.run_id).await.is_some_and(|c| c.running_states() == ["c"]) {
+        // Recorded running `c`, and `c`'s body started (the record is made as the state is
+        // marked running, a moment before its body logs: on a loaded machine, a drop in
+        // between left the log one short).
+        let started = log.lock().unwrap().len() == 3;
+        if started && newest(store, &run.run_id).await.is_some_and(|c| c.running_states() == ["c"]) {
             break run.run_id;
         }
     };
