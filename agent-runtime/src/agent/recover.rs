@@ -275,9 +275,13 @@ impl Agent {
         self
     }
 
+    /// The agent's store, if it has one (`with_store`).
+    pub(super) fn store_if_any(&self) -> Option<Arc<dyn CheckpointStore>> {
+        lock(&self.shared.live).persist.store.clone()
+    }
+
     pub(super) fn store(&self) -> Result<Arc<dyn CheckpointStore>, AgentError> {
-        let store = lock(&self.shared.live).persist.store.clone();
-        store.ok_or_else(|| {
+        self.store_if_any().ok_or_else(|| {
             store_error(format!("agent `{}` has no store (see `with_store`)", self.shared.name), Context::new())
         })
     }

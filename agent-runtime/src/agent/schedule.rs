@@ -14,7 +14,7 @@
 
 use std::time::SystemTime;
 
-use super::{lock, Agent};
+use super::Agent;
 use crate::clock;
 use crate::schedule::{check_name, submit_tick, Rule, Schedule, ScheduleError};
 use crate::store::{CheckpointStore, ScheduleRecord};
@@ -24,8 +24,7 @@ const MAX_BACKFILL: usize = 10_000;
 
 impl Agent {
     fn schedule_store(&self) -> Result<std::sync::Arc<dyn CheckpointStore>, ScheduleError> {
-        let store = lock(&self.shared.live).persist.store.clone();
-        store.ok_or_else(|| ScheduleError::NoStore { agent: self.shared.name.clone() })
+        self.store_if_any().ok_or_else(|| ScheduleError::NoStore { agent: self.shared.name.clone() })
     }
 
     /// Add `schedule` to the agent's store (or replace the agent's schedule of that name):

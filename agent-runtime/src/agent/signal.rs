@@ -11,7 +11,7 @@
 use agent_core::{AgentError, Context};
 use serde::Serialize;
 
-use super::{lock, Agent};
+use super::Agent;
 
 /// How often, and how many times, a signal to this agent's run that is starting looks for
 /// the run's row (its claim writes it as the run's task starts): two seconds at most.
@@ -84,8 +84,9 @@ impl Agent {
         id: Option<&str>,
         payload: &T,
     ) -> Result<SignalReceipt, SignalError> {
-        let store = lock(&self.shared.live).persist.store.clone();
-        let Some(store) = store else { return Err(SignalError::NoStore { agent: self.shared.name.clone() }) };
+        let Some(store) = self.store_if_any() else {
+            return Err(SignalError::NoStore { agent: self.shared.name.clone() });
+        };
         let payload = serde_json::to_value(payload)
             .map_err(|e| SignalError::Invalid { name: name.chars().take(64).collect(), reason: e.to_string() })?;
         match crate::signal::send(&*store, run_id, name, id, payload.clone()).await {

@@ -162,13 +162,8 @@ impl Scheduler {
         let mut last_run = record.last_run_id.clone();
         for action in &planned.actions {
             match *action {
-                Action::Start(tick) => {
-                    let run_id = self.submit(record, hash, tick).await?;
-                    report.started.push((record.agent.clone(), record.name.clone(), tick, run_id.clone()));
-                    last_run = Some(run_id);
-                }
-                Action::Replace(tick) => {
-                    if let Some(previous) = &last_run {
+                Action::Start(tick) | Action::Replace(tick) => {
+                    if let (Action::Replace(_), Some(previous)) = (action, &last_run) {
                         match crate::store::cancel_run(&*self.store, previous).await {
                             Ok(_) => report.cancelled += 1,
                             Err(e) => {
@@ -176,7 +171,7 @@ impl Scheduler {
                             }
                         }
                     }
-                    let run_id = self.submit(record, hash, tick).await?;
+                    let run_id = submit_tick(&*self.store, record, hash, tick).await?;
                     report.started.push((record.agent.clone(), record.name.clone(), tick, run_id.clone()));
                     last_run = Some(run_id);
                 }
@@ -207,11 +202,6 @@ impl Scheduler {
             report.lost += 1;
         }
         Ok(())
-    }
-
-    /// The run of `record`'s `tick`: made now, or the one already made for it.
-    async fn submit(&self, record: &ScheduleRecord, hash: &str, tick: i64) -> Result<String, ScheduleError> {
-        submit_tick(&*self.store, record, hash, tick).await
     }
 }
 
